@@ -1,0 +1,103 @@
+//! Stable error codes sent in `error` messages (documented in docs/protocol.md).
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable error code. The wire form is the snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not valid JSON, or not a JSON object.
+    MalformedJson,
+    /// The `type` field names no known client message.
+    UnknownType,
+    /// A field is missing, has the wrong type, or is not allowed.
+    BadRequest,
+    /// The frame is larger than 64 KiB (or a binary frame was sent).
+    FrameTooLarge,
+    /// The `join` asked for a protocol version the server does not speak.
+    UnsupportedVersion,
+    /// The token is malformed or its signature does not verify.
+    InvalidToken,
+    /// The token has expired.
+    TokenExpired,
+    /// The token is valid but for another room than the one asked for.
+    WrongRoom,
+    /// The message is not allowed in the connection's current state (e.g. `offer` before `join`).
+    InvalidState,
+    /// The participant's role does not allow this (e.g. a viewer publishing).
+    Forbidden,
+    /// The SDP could not be parsed or negotiated.
+    InvalidSdp,
+    /// The ICE candidate could not be parsed or applied.
+    InvalidCandidate,
+    /// A track id that this participant does not own or that does not exist.
+    UnknownTrack,
+    /// A participant id that is not in the room.
+    UnknownParticipant,
+    /// Too many messages per second on this connection.
+    RateLimited,
+    /// A configured limit (participants per room, tracks per participant, ...) was reached.
+    LimitExceeded,
+    /// The server is shutting down and accepts no new joins.
+    ServerShuttingDown,
+    /// An unexpected server-side failure; the message says more.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Whether the server closes the connection after sending this error.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::UnsupportedVersion
+                | ErrorCode::InvalidToken
+                | ErrorCode::TokenExpired
+                | ErrorCode::WrongRoom
+                | ErrorCode::ServerShuttingDown
+        )
+    }
+
+    /// The wire name, e.g. `"invalid_token"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::WrongRoom => "wrong_room",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InvalidSdp => "invalid_sdp",
+            ErrorCode::InvalidCandidate => "invalid_candidate",
+            ErrorCode::UnknownTrack => "unknown_track",
+            ErrorCode::UnknownParticipant => "unknown_participant",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::ServerShuttingDown => "server_shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A client frame that could not be turned into a [`crate::ClientMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ParseError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ParseError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}

@@ -1,0 +1,228 @@
+//! Client → server and server → client messages, tagged by `"type"`.
+
+use crate::{ErrorCode, ParticipantId, TrackId};
+use serde::{Deserialize, Serialize};
+
+/// The `type` values a client may send; anything else is `unknown_type`.
+pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
+    "join",
+    "offer",
+    "answer",
+    "candidate",
+    "unpublish",
+    "mute_track",
+    "spotlight",
+    "ping",
+    "leave",
+];
+
+/// A participant's role, carried in the access token and enforced by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The command room: may publish and set the spotlight.
+    Host,
+    /// A site: may publish.
+    #[default]
+    Participant,
+    /// Receive only: may not publish.
+    Viewer,
+}
+
+impl Role {
+    pub fn can_publish(self) -> bool {
+        !matches!(self, Role::Viewer)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Host => "host",
+            Role::Participant => "participant",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "host" => Ok(Role::Host),
+            "participant" => Ok(Role::Participant),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(format!("unknown role \"{other}\" (expected host, participant or viewer)")),
+        }
+    }
+}
+
+/// Which of a participant's two peer connections a message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerConnectionKind {
+    /// The client offers, the server answers; carries the client's own tracks to the server.
+    Publisher,
+    /// The server offers, the client answers; carries other participants' tracks to the client.
+    Subscriber,
+}
+
+/// Media kind of a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+/// An ICE candidate in the browser's `RTCIceCandidateInit` JSON form. An empty `candidate`
+/// string means end-of-candidates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(rename = "sdpMid", default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(rename = "sdpMLineIndex", default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(rename = "usernameFragment", default, skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
+}
+
+/// Messages a client sends. Unknown fields are rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// First message on every connection.
+    Join { version: u32, token: String },
+    /// An SDP offer for the publisher peer connection (`pc` must be `publisher`).
+    Offer { pc: PeerConnectionKind, sdp: String },
+    /// The SDP answer to a server `offer` for the subscriber peer connection.
+    Answer { pc: PeerConnectionKind, sdp: String },
+    /// A trickled ICE candidate of the client's side of `pc`.
+    Candidate { pc: PeerConnectionKind, candidate: IceCandidate },
+    /// Stop publishing one of the client's tracks.
+    Unpublish { track_id: TrackId },
+    /// Mark one of the client's tracks muted or unmuted (shown to others; media keeps its path).
+    MuteTrack { track_id: TrackId, muted: bool },
+    /// Host only: put a participant on everyone's main view, or clear it with `null`.
+    Spotlight { participant_id: Option<ParticipantId> },
+    /// Application-level keepalive; the server answers `pong` with the same `ts`.
+    Ping {
+        #[serde(default)]
+        ts: u64,
+    },
+    /// Leave the room; the server closes the connection.
+    Leave {},
+}
+
+impl ClientMessage {
+    /// The wire `type` of this message.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Offer { .. } => "offer",
+            ClientMessage::Answer { .. } => "answer",
+            ClientMessage::Candidate { .. } => "candidate",
+            ClientMessage::Unpublish { .. } => "unpublish",
+            ClientMessage::MuteTrack { .. } => "mute_track",
+            ClientMessage::Spotlight { .. } => "spotlight",
+            ClientMessage::Ping { .. } => "ping",
+            ClientMessage::Leave {} => "leave",
+        }
+    }
+}
+
+/// A published track as other participants see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    pub id: TrackId,
+    pub kind: TrackKind,
+    /// The `mid` of the transceiver in the *publisher's* own publisher connection.
+    pub mid: String,
+    pub muted: bool,
+}
+
+/// A participant as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub id: ParticipantId,
+    pub identity: String,
+    pub name: String,
+    pub role: Role,
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// Which remote track a transceiver (`mid`) of the subscriber connection carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribedTrack {
+    pub mid: String,
+    pub track_id: TrackId,
+    pub participant_id: ParticipantId,
+    pub kind: TrackKind,
+}
+
+/// Why a participant left, or why the server tells a client to leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// The client sent `leave`.
+    ClientRequest,
+    /// The WebSocket closed or failed without `leave`.
+    Disconnected,
+    /// The same identity joined again; the older connection is closed.
+    Replaced,
+    /// A host or operator removed the participant.
+    Removed,
+    /// The media connection failed (ICE/DTLS) and could not recover.
+    MediaFailed,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+/// Messages the server sends. Clients must ignore unknown types and fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Joined {
+        version: u32,
+        participant_id: ParticipantId,
+        room: String,
+        identity: String,
+        name: String,
+        role: Role,
+        /// Everyone else already in the room, with their published tracks.
+        participants: Vec<ParticipantInfo>,
+        spotlight: Option<ParticipantId>,
+    },
+    /// Answer to the client's publisher `offer`.
+    Answer { pc: PeerConnectionKind, sdp: String },
+    /// Offer for the subscriber connection; `tracks` maps each transceiver `mid` to a remote track.
+    Offer {
+        pc: PeerConnectionKind,
+        sdp: String,
+        tracks: Vec<SubscribedTrack>,
+    },
+    /// A server ICE candidate for `pc` (empty `candidate` = end-of-candidates).
+    Candidate { pc: PeerConnectionKind, candidate: IceCandidate },
+    ParticipantJoined { participant: ParticipantInfo },
+    ParticipantLeft { participant_id: ParticipantId, reason: LeaveReason },
+    TrackPublished { participant_id: ParticipantId, track: TrackInfo },
+    TrackUnpublished { participant_id: ParticipantId, track_id: TrackId },
+    TrackMuted { participant_id: ParticipantId, track_id: TrackId, muted: bool },
+    /// The spotlight changed (`participant_id` null = cleared); `by` is the host who set it.
+    Spotlight { participant_id: Option<ParticipantId>, by: ParticipantId },
+    Pong { ts: u64 },
+    /// The server ends this participant's session; the connection closes after it.
+    Leave { reason: LeaveReason },
+    Error {
+        code: ErrorCode,
+        message: String,
+        /// The `type` of the client message that caused the error, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_type: Option<String>,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error { code, message: message.into(), request_type: None }
+    }
+}

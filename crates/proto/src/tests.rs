@@ -1,0 +1,99 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+
+#[test]
+fn parses_every_client_message() {
+    let cases = [
+        (r#"{"type":"join","version":1,"token":"t"}"#, "join"),
+        (r#"{"type":"offer","pc":"publisher","sdp":"v=0"}"#, "offer"),
+        (r#"{"type":"answer","pc":"subscriber","sdp":"v=0"}"#, "answer"),
+        (
+            r#"{"type":"candidate","pc":"publisher","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
+            "candidate",
+        ),
+        (r#"{"type":"unpublish","track_id":"TR_x"}"#, "unpublish"),
+        (r#"{"type":"mute_track","track_id":"TR_x","muted":true}"#, "mute_track"),
+        (r#"{"type":"spotlight","participant_id":null}"#, "spotlight"),
+        (r#"{"type":"spotlight","participant_id":"PA_1"}"#, "spotlight"),
+        (r#"{"type":"ping","ts":5}"#, "ping"),
+        (r#"{"type":"ping"}"#, "ping"),
+        (r#"{"type":"leave"}"#, "leave"),
+    ];
+    for (text, ty) in cases {
+        let m = parse_client_message(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(m.type_name(), ty);
+        // Round trip.
+        let back = serde_json::to_string(&m).unwrap();
+        assert_eq!(parse_client_message(&back).unwrap(), m);
+    }
+}
+
+#[test]
+fn rejects_bad_frames_with_stable_codes() {
+    let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(MAX_FRAME_BYTES));
+    let cases: Vec<(&str, ErrorCode)> = vec![
+        ("", ErrorCode::MalformedJson),
+        ("{", ErrorCode::MalformedJson),
+        ("[1,2]", ErrorCode::MalformedJson),
+        ("\"join\"", ErrorCode::MalformedJson),
+        ("{}", ErrorCode::BadRequest),
+        (r#"{"type":5}"#, ErrorCode::BadRequest),
+        (r#"{"type":"explode"}"#, ErrorCode::UnknownType),
+        (r#"{"type":"join","version":1}"#, ErrorCode::BadRequest),
+        (r#"{"type":"join","version":"1","token":"t"}"#, ErrorCode::BadRequest),
+        (r#"{"type":"join","version":1,"token":"t","extra":1}"#, ErrorCode::BadRequest),
+        (r#"{"type":"offer","pc":"sideways","sdp":"v=0"}"#, ErrorCode::BadRequest),
+        (r#"{"type":"candidate","pc":"publisher","candidate":{}}"#, ErrorCode::BadRequest),
+        (r#"{"type":"mute_track","track_id":"TR_x"}"#, ErrorCode::BadRequest),
+        (&big, ErrorCode::FrameTooLarge),
+    ];
+    for (text, code) in cases {
+        let err = parse_client_message(text).expect_err(text);
+        assert_eq!(err.code, code, "{text}: {}", err.message);
+        assert!(!err.message.is_empty());
+    }
+}
+
+#[test]
+fn server_messages_serialize_with_type_tags() {
+    let m = ServerMessage::error(ErrorCode::InvalidToken, "bad signature");
+    let v: serde_json::Value = serde_json::to_value(&m).unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["code"], "invalid_token");
+    assert!(v.get("request_type").is_none());
+
+    let m = ServerMessage::ParticipantLeft {
+        participant_id: ParticipantId("PA_1".into()),
+        reason: LeaveReason::Replaced,
+    };
+    let v: serde_json::Value = serde_json::to_value(&m).unwrap();
+    assert_eq!(v["type"], "participant_left");
+    assert_eq!(v["reason"], "replaced");
+}
+
+#[test]
+fn error_code_names_match_serde() {
+    for code in [
+        ErrorCode::MalformedJson,
+        ErrorCode::UnknownType,
+        ErrorCode::BadRequest,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::InvalidToken,
+        ErrorCode::TokenExpired,
+        ErrorCode::WrongRoom,
+        ErrorCode::InvalidState,
+        ErrorCode::Forbidden,
+        ErrorCode::InvalidSdp,
+        ErrorCode::InvalidCandidate,
+        ErrorCode::UnknownTrack,
+        ErrorCode::UnknownParticipant,
+        ErrorCode::RateLimited,
+        ErrorCode::LimitExceeded,
+        ErrorCode::ServerShuttingDown,
+        ErrorCode::Internal,
+    ] {
+        assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+    }
+}
