@@ -1,1 +1,24 @@
-//! placeholder
+//! Rakor's media core: rooms, participants and the forwarding of their media.
+//!
+//! One media worker thread owns every room it hosts and every WebRTC connection of those rooms
+//! (webrtc-rs's Sans-I/O `rtc::RTCPeerConnection`s), all on **one UDP socket** (the media port).
+//! Datagrams are routed to connections by ICE ufrag, then by 5-tuple ([`demux`]). Signalling talks
+//! to the worker only through commands ([`SfuHandle`]); the worker answers on each participant's
+//! event channel with ready-to-send [`rakor_proto::ServerMessage`]s. Nothing is shared by lock.
+//!
+//! The forwarding decisions (which subscriber gets what, SSRC/PT rewriting, keyframe throttling)
+//! live in plain structs that take packets and time as input ([`router`], [`keyframe`]).
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod config;
+pub mod demux;
+mod error;
+mod handle;
+pub mod keyframe;
+pub mod router;
+mod worker;
+
+pub use config::SfuConfig;
+pub use error::SfuError;
+pub use handle::{EventSender, JoinRequest, Sfu, SfuHandle, SfuStats};

@@ -1,0 +1,35 @@
+//! Media-core configuration (filled from the server's config tree).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Settings of the media worker.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// UDP address of the media socket. Port 0 lets the OS pick.
+    pub bind: SocketAddr,
+    /// IPs written into the server's ICE host candidates. Empty: the bind IP, or 127.0.0.1
+    /// when the bind IP is unspecified (0.0.0.0 / ::).
+    pub advertise_ips: Vec<IpAddr>,
+    /// Minimum gap between two keyframe requests (PLI) for one published video track.
+    pub keyframe_request_interval: Duration,
+    /// Socket send and receive buffer size asked for (the kernel caps it at net.core.*mem_max).
+    pub socket_buffer_bytes: usize,
+    /// Most participants in one room.
+    pub max_participants_per_room: usize,
+    /// Most published tracks per participant.
+    pub max_tracks_per_participant: usize,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 7882)),
+            advertise_ips: Vec::new(),
+            keyframe_request_interval: Duration::from_millis(500),
+            socket_buffer_bytes: 4 << 20,
+            max_participants_per_room: 100,
+            max_tracks_per_participant: 4,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Datagram routing by ICE ufrag and 5-tuple.

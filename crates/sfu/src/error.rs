@@ -1,0 +1,16 @@
+//! Errors of the media core.
+
+/// What failed in the media core.
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    #[error("cannot bind the media socket {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("media socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the media worker has stopped")]
+    WorkerGone,
+    #[error("room \"{0}\" is full")]
+    RoomFull(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}

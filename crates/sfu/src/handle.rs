@@ -1,0 +1,104 @@
+//! The signalling side's handle to the media worker: commands in, events out.
+
+use crate::{worker, SfuConfig, SfuError};
+use rakor_proto::{ClientMessage, LeaveReason, ParticipantId, Role, ServerMessage};
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+/// Where the worker sends a participant's server messages. When the worker drops it (after a
+/// final `leave` or `error`), the signalling connection closes.
+pub type EventSender = tokio::sync::mpsc::UnboundedSender<ServerMessage>;
+
+/// A request to join a room, made by signalling after the token was verified.
+#[derive(Debug)]
+pub struct JoinRequest {
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub role: Role,
+    pub events: EventSender,
+}
+
+/// Counters of the worker, for metrics and benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct SfuStats {
+    pub rooms: usize,
+    pub participants: usize,
+    pub connections: usize,
+    pub rtp_in: u64,
+    pub rtp_out: u64,
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub datagrams_unknown_source: u64,
+    pub send_errors: u64,
+}
+
+
+pub(crate) enum Command {
+    Join { req: JoinRequest, reply: oneshot::Sender<Result<ParticipantId, SfuError>> },
+    Client { participant: ParticipantId, msg: ClientMessage },
+    Disconnect { participant: ParticipantId, reason: LeaveReason },
+    Stats { reply: oneshot::Sender<SfuStats> },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// Cheap to clone; every signalling connection holds one.
+#[derive(Clone)]
+pub struct SfuHandle {
+    tx: mpsc::Sender<Command>,
+    media_addr: SocketAddr,
+}
+
+/// The running media core.
+pub struct Sfu;
+
+impl Sfu {
+    /// Bind the media socket and start the worker thread.
+    pub fn start(config: SfuConfig) -> Result<(SfuHandle, std::thread::JoinHandle<()>), SfuError> {
+        let (tx, rx) = mpsc::channel();
+        let (media_addr, join) = worker::spawn(config, rx)?;
+        Ok((SfuHandle { tx, media_addr }, join))
+    }
+}
+
+impl SfuHandle {
+    /// The bound media socket address.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_addr
+    }
+
+    /// Join a room. On success the worker has already queued `joined` (and any subscriber
+    /// offer) on `req.events`.
+    pub async fn join(&self, req: JoinRequest) -> Result<ParticipantId, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Join { req, reply }).map_err(|_| SfuError::WorkerGone)?;
+        rx.await.map_err(|_| SfuError::WorkerGone)?
+    }
+
+    /// Hand a client message (after `join`) to the worker. Errors come back as `error` events.
+    pub fn client_message(&self, participant: ParticipantId, msg: ClientMessage) -> Result<(), SfuError> {
+        self.tx.send(Command::Client { participant, msg }).map_err(|_| SfuError::WorkerGone)
+    }
+
+    /// The signalling connection of a participant ended.
+    pub fn disconnect(&self, participant: ParticipantId, reason: LeaveReason) {
+        let _ = self.tx.send(Command::Disconnect { participant, reason });
+    }
+
+    /// Worker counters.
+    pub async fn stats(&self) -> Result<SfuStats, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Stats { reply }).map_err(|_| SfuError::WorkerGone)?;
+        rx.await.map_err(|_| SfuError::WorkerGone)
+    }
+
+    /// Tell every participant `leave {reason: server_shutdown}`, close all connections and stop
+    /// the worker. Returns when the worker has done so.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

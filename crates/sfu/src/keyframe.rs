@@ -1,0 +1,1 @@
+//! Keyframe request throttling.
