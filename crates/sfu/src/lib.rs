@@ -12,11 +12,13 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod config;
+mod conn;
 pub mod demux;
 mod error;
 mod handle;
 pub mod keyframe;
 pub mod router;
+mod rooms;
 mod worker;
 
 pub use config::SfuConfig;

@@ -1,0 +1,863 @@
+//! Rooms, participants and tracks inside the media worker: join, publish (client offer →
+//! server answer), subscribe (server offer → client answer, renegotiated whenever the set of
+//! remote tracks changes, one offer outstanding at a time), mute, spotlight, leave.
+//! Every client-caused failure becomes an `error` message to that client only.
+
+use crate::conn;
+use crate::handle::{Command, EventSender, JoinRequest};
+use crate::keyframe::KeyframeThrottle;
+use crate::router::{Codec, Leg, PayloadTypes, TrackRoute};
+use crate::worker::{Conn, Worker};
+use crate::SfuError;
+use rakor_proto::{
+    ClientMessage, ErrorCode, IceCandidate, LeaveReason, ParticipantId, ParticipantInfo,
+    PeerConnectionKind, Role, ServerMessage, SubscribedTrack, TrackId, TrackInfo, TrackKind,
+    PROTOCOL_VERSION,
+};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use std::time::Instant;
+
+/// A published track and its forwarding route.
+pub(crate) struct Track {
+    pub id: TrackId,
+    pub owner: ParticipantId,
+    pub publisher_conn: usize,
+    pub kind: TrackKind,
+    pub mid: String,
+    pub muted: bool,
+    pub receiver_id: RTCRtpReceiverId,
+    pub media_ssrc: Option<u32>,
+    pub codec: Codec,
+    pub route: TrackRoute,
+    pub keyframe: KeyframeThrottle,
+}
+
+/// One subscribed remote track on a participant's subscriber connection.
+pub(crate) struct SubLeg {
+    pub track: usize,
+    pub sender_id: RTCRtpSenderId,
+    pub ssrc: u32,
+    pub negotiated: bool,
+}
+
+pub(crate) struct Participant {
+    pub id: ParticipantId,
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub role: Role,
+    pub events: EventSender,
+    pub span: tracing::Span,
+    pub pub_conn: Option<usize>,
+    pub sub_conn: Option<usize>,
+    pub tracks: Vec<usize>,
+    pub legs: Vec<SubLeg>,
+    pub offer_pending: bool,
+    pub needs_offer: bool,
+}
+
+pub(crate) struct Room {
+    /// In join order.
+    pub participants: Vec<ParticipantId>,
+    pub spotlight: Option<ParticipantId>,
+}
+
+fn random_id(prefix: &str) -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    format!("{prefix}{}", Alphanumeric.sample_string(&mut rand::thread_rng(), 12))
+}
+
+/// A client-caused failure: sent as `error` to that client.
+struct Reject(ErrorCode, String);
+
+impl Reject {
+    fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
+        Reject(code, msg.into())
+    }
+}
+
+fn kind_of(k: RtpCodecKind) -> Option<TrackKind> {
+    match k {
+        RtpCodecKind::Audio => Some(TrackKind::Audio),
+        RtpCodecKind::Video => Some(TrackKind::Video),
+        _ => None,
+    }
+}
+
+/// Count the audio/video m-lines of an SDP that send media (not inactive/recvonly), and make
+/// sure the text is plausibly an SDP before the core parses it.
+fn count_sending_media(sdp: &str) -> Result<usize, Reject> {
+    if !sdp.starts_with("v=0") {
+        return Err(Reject::new(ErrorCode::InvalidSdp, "SDP must start with \"v=0\""));
+    }
+    let mut count = 0;
+    let mut in_media = false;
+    let mut sending = true;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix("m=") {
+            if in_media && sending {
+                count += 1;
+            }
+            in_media = rest.starts_with("audio") || rest.starts_with("video");
+            sending = true;
+        } else if in_media && (line == "a=inactive" || line == "a=recvonly") {
+            sending = false;
+        }
+    }
+    if in_media && sending {
+        count += 1;
+    }
+    Ok(count)
+}
+
+impl Worker {
+    pub(crate) fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Join { req, reply } => {
+                let r = self.join(req);
+                let _ = reply.send(r);
+            }
+            Command::Client { participant, msg } => {
+                let Some(p) = self.participants.get(&participant) else { return };
+                let span = p.span.clone();
+                let _g = span.enter();
+                let ty = msg.type_name();
+                let now = Instant::now();
+                if let Err(Reject(code, message)) = self.client_message(&participant, msg, now) {
+                    tracing::debug!(%code, %message, "rejected client message");
+                    self.send(
+                        &participant,
+                        ServerMessage::Error { code, message, request_type: Some(ty.to_owned()) },
+                    );
+                }
+                self.service_dirty(now);
+                self.flush();
+            }
+            Command::Disconnect { participant, reason } => {
+                self.remove_participant(&participant, reason, false);
+                self.service_dirty(Instant::now());
+                self.flush();
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats_snapshot());
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    pub(crate) fn send(&self, to: &ParticipantId, msg: ServerMessage) {
+        if let Some(p) = self.participants.get(to) {
+            let _ = p.events.send(msg);
+        }
+    }
+
+    fn broadcast(&self, room: &str, except: Option<&ParticipantId>, msg: &ServerMessage) {
+        let Some(r) = self.rooms.get(room) else { return };
+        for id in &r.participants {
+            if Some(id) != except {
+                self.send(id, msg.clone());
+            }
+        }
+    }
+
+    fn track_info(&self, ti: usize) -> Option<TrackInfo> {
+        let t = self.tracks.get(ti)?;
+        Some(TrackInfo { id: t.id.clone(), kind: t.kind, mid: t.mid.clone(), muted: t.muted })
+    }
+
+    fn participant_info(&self, p: &Participant) -> ParticipantInfo {
+        ParticipantInfo {
+            id: p.id.clone(),
+            identity: p.identity.clone(),
+            name: p.name.clone(),
+            role: p.role,
+            tracks: p.tracks.iter().filter_map(|&t| self.track_info(t)).collect(),
+        }
+    }
+
+    fn join(&mut self, req: JoinRequest) -> Result<ParticipantId, SfuError> {
+        if self.stopping {
+            return Err(SfuError::ShuttingDown);
+        }
+        // The same identity joining again replaces the older connection.
+        let old = self.rooms.get(&req.room).and_then(|r| {
+            r.participants
+                .iter()
+                .find(|id| self.participants.get(*id).is_some_and(|p| p.identity == req.identity))
+                .cloned()
+        });
+        if let Some(old) = old {
+            tracing::info!(room = %req.room, identity = %req.identity, "identity joined again; replacing");
+            self.remove_participant(&old, LeaveReason::Replaced, true);
+        }
+        let count = self.rooms.get(&req.room).map_or(0, |r| r.participants.len());
+        if count >= self.cfg.max_participants_per_room {
+            return Err(SfuError::RoomFull(req.room));
+        }
+        let id = ParticipantId(random_id("PA_"));
+        let span = tracing::info_span!("participant", room = %req.room, participant = %id);
+        let _g = span.enter();
+        tracing::info!(role = req.role.as_str(), "joined");
+        self.rooms
+            .entry(req.room.clone())
+            .or_insert_with(|| Room { participants: Vec::new(), spotlight: None });
+        let (spotlight, others) = match self.rooms.get(&req.room) {
+            Some(room) => (
+                room.spotlight.clone(),
+                room.participants
+                    .iter()
+                    .filter_map(|pid| self.participants.get(pid))
+                    .map(|p| self.participant_info(p))
+                    .collect::<Vec<_>>(),
+            ),
+            None => (None, Vec::new()),
+        };
+        let p = Participant {
+            id: id.clone(),
+            room: req.room.clone(),
+            identity: req.identity,
+            name: req.name,
+            role: req.role,
+            events: req.events,
+            span: span.clone(),
+            pub_conn: None,
+            sub_conn: None,
+            tracks: Vec::new(),
+            legs: Vec::new(),
+            offer_pending: false,
+            needs_offer: false,
+        };
+        let _ = p.events.send(ServerMessage::Joined {
+            version: PROTOCOL_VERSION,
+            participant_id: id.clone(),
+            room: req.room.clone(),
+            identity: p.identity.clone(),
+            name: p.name.clone(),
+            role: p.role,
+            participants: others,
+            spotlight,
+        });
+        let info = self.participant_info(&p);
+        self.broadcast(&req.room, None, &ServerMessage::ParticipantJoined { participant: info });
+        self.participants.insert(id.clone(), p);
+        if let Some(r) = self.rooms.get_mut(&req.room) {
+            r.participants.push(id.clone());
+        }
+        // Subscribe to everything already published in the room.
+        let existing: Vec<usize> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| self.participants.get(&t.owner).is_some_and(|o| o.room == req.room))
+            .map(|(i, _)| i)
+            .collect();
+        let now = Instant::now();
+        for ti in existing {
+            if let Err(Reject(code, msg)) = self.subscribe(&id, ti, now) {
+                tracing::warn!(%code, "subscribe on join failed: {msg}");
+            }
+        }
+        self.renegotiate_pending(now);
+        self.service_dirty(now);
+        self.flush();
+        Ok(id)
+    }
+
+    fn client_message(&mut self, pid: &ParticipantId, msg: ClientMessage, now: Instant) -> Result<(), Reject> {
+        match msg {
+            ClientMessage::Join { .. } => Err(Reject::new(ErrorCode::InvalidState, "already joined")),
+            ClientMessage::Offer { pc: PeerConnectionKind::Publisher, sdp } => self.publish(pid, &sdp, now),
+            ClientMessage::Offer { pc: PeerConnectionKind::Subscriber, .. } => Err(Reject::new(
+                ErrorCode::BadRequest,
+                "the server makes the offers on the subscriber connection; send \"answer\"",
+            )),
+            ClientMessage::Answer { pc: PeerConnectionKind::Subscriber, sdp } => self.subscriber_answer(pid, sdp, now),
+            ClientMessage::Answer { pc: PeerConnectionKind::Publisher, .. } => Err(Reject::new(
+                ErrorCode::BadRequest,
+                "the client makes the offers on the publisher connection; send \"offer\"",
+            )),
+            ClientMessage::Candidate { pc, candidate } => self.remote_candidate(pid, pc, candidate),
+            ClientMessage::Unpublish { track_id } => {
+                let ti = self.own_track(pid, &track_id)?;
+                self.unpublish(ti, now);
+                Ok(())
+            }
+            ClientMessage::MuteTrack { track_id, muted } => {
+                let ti = self.own_track(pid, &track_id)?;
+                let Some(t) = self.tracks.get_mut(ti) else { return Ok(()) };
+                if t.muted != muted {
+                    t.muted = muted;
+                    let room = self.participants.get(pid).map(|p| p.room.clone()).unwrap_or_default();
+                    let m = ServerMessage::TrackMuted { participant_id: pid.clone(), track_id, muted };
+                    self.broadcast(&room, None, &m);
+                }
+                Ok(())
+            }
+            ClientMessage::Spotlight { participant_id } => self.spotlight(pid, participant_id),
+            ClientMessage::Ping { ts } => {
+                self.send(pid, ServerMessage::Pong { ts });
+                Ok(())
+            }
+            ClientMessage::Leave {} => {
+                self.remove_participant(pid, LeaveReason::ClientRequest, false);
+                Ok(())
+            }
+        }
+    }
+
+    fn own_track(&self, pid: &ParticipantId, track_id: &TrackId) -> Result<usize, Reject> {
+        let p = self.participants.get(pid).ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
+        p.tracks
+            .iter()
+            .copied()
+            .find(|&t| self.tracks.get(t).is_some_and(|t| &t.id == track_id))
+            .ok_or_else(|| Reject::new(ErrorCode::UnknownTrack, format!("no track \"{track_id}\" published by you")))
+    }
+
+    fn spotlight(&mut self, pid: &ParticipantId, target: Option<ParticipantId>) -> Result<(), Reject> {
+        let p = self.participants.get(pid).ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
+        if p.role != Role::Host {
+            return Err(Reject::new(ErrorCode::Forbidden, "only the host may set the spotlight"));
+        }
+        let room = p.room.clone();
+        if let Some(t) = &target {
+            if !self.participants.get(t).is_some_and(|tp| tp.room == room) {
+                return Err(Reject::new(ErrorCode::UnknownParticipant, format!("no participant \"{t}\" in this room")));
+            }
+        }
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.spotlight = target.clone();
+        }
+        tracing::info!(spotlight = ?target.as_ref().map(|t| t.0.as_str()), "spotlight set");
+        self.broadcast(&room, None, &ServerMessage::Spotlight { participant_id: target, by: pid.clone() });
+        Ok(())
+    }
+
+    fn new_conn(&mut self, owner: &ParticipantId, kind: PeerConnectionKind, now: Instant) -> Result<usize, Reject> {
+        let (ufrag, pwd) = conn::ice_credentials();
+        let pc = conn::build(now, &ufrag, &pwd)
+            .map_err(|e| Reject::new(ErrorCode::Internal, format!("cannot create a peer connection: {e}")))?;
+        let ci = self.conns.insert(Conn {
+            pc,
+            ufrag: ufrag.clone(),
+            owner: owner.clone(),
+            kind,
+            deadline: None,
+            dirty: true,
+            connected: false,
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+        });
+        self.demux.add_ufrag(ufrag, ci);
+        Ok(ci)
+    }
+
+    fn add_local_candidates(&mut self, ci: usize, kind: PeerConnectionKind, owner: &ParticipantId) {
+        let cands = conn::host_candidates(&self.advertise, self.local_addr.port());
+        let Some(c) = self.conns.get_mut(ci) else { return };
+        for cand in &cands {
+            if let Err(e) = c.pc.add_local_candidate(cand.clone()) {
+                tracing::warn!("add_local_candidate: {e}");
+            }
+        }
+        let _ = c.pc.add_local_candidate(RTCIceCandidateInit::default());
+        for cand in cands.into_iter().chain(std::iter::once(RTCIceCandidateInit::default())) {
+            self.send(
+                owner,
+                ServerMessage::Candidate {
+                    pc: kind,
+                    candidate: IceCandidate {
+                        candidate: cand.candidate,
+                        sdp_mid: cand.sdp_mid.or_else(|| Some("0".into())),
+                        sdp_mline_index: cand.sdp_mline_index.or(Some(0)),
+                        username_fragment: None,
+                    },
+                },
+            );
+        }
+    }
+
+    /// Client offer on the publisher connection → answer, then announce new tracks.
+    fn publish(&mut self, pid: &ParticipantId, sdp: &str, now: Instant) -> Result<(), Reject> {
+        let p = self.participants.get(pid).ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
+        if !p.role.can_publish() {
+            return Err(Reject::new(ErrorCode::Forbidden, format!("role \"{}\" may not publish", p.role.as_str())));
+        }
+        let media = count_sending_media(sdp)?;
+        if media > self.cfg.max_tracks_per_participant {
+            return Err(Reject::new(
+                ErrorCode::LimitExceeded,
+                format!("{media} tracks offered; at most {} per participant", self.cfg.max_tracks_per_participant),
+            ));
+        }
+        let offer = RTCSessionDescription::offer(sdp.to_owned())
+            .map_err(|e| Reject::new(ErrorCode::InvalidSdp, format!("invalid offer: {e}")))?;
+        let (ci, fresh) = match p.pub_conn {
+            Some(ci) => (ci, false),
+            None => (self.new_conn(pid, PeerConnectionKind::Publisher, now)?, true),
+        };
+        let answer_sdp = {
+            let Some(c) = self.conns.get_mut(ci) else {
+                return Err(Reject::new(ErrorCode::Internal, "publisher connection vanished"));
+            };
+            let r = (|| {
+                c.pc.set_remote_description(now, offer)?;
+                let answer = c.pc.create_answer(None)?;
+                c.pc.set_local_description(now, answer)?;
+                Ok::<_, rtc::shared::error::Error>(c.pc.local_description().map(|d| d.sdp))
+            })();
+            c.dirty = true;
+            match r {
+                Ok(Some(sdp)) => sdp,
+                Ok(None) | Err(_) => {
+                    let msg = match r {
+                        Err(e) => format!("cannot negotiate the offer: {e}"),
+                        _ => "no local description".to_owned(),
+                    };
+                    if fresh {
+                        self.close_conn(ci);
+                    }
+                    return Err(Reject::new(ErrorCode::InvalidSdp, msg));
+                }
+            }
+        };
+        if let Some(p) = self.participants.get_mut(pid) {
+            p.pub_conn = Some(ci);
+        }
+        // The answer carries our candidates only if they were added before create_answer; we
+        // add them on first negotiation and trickle them too.
+        self.send(pid, ServerMessage::Answer { pc: PeerConnectionKind::Publisher, sdp: answer_sdp });
+        if fresh {
+            self.add_local_candidates(ci, PeerConnectionKind::Publisher, pid);
+        }
+        self.sync_published_tracks(pid, ci, now);
+        Ok(())
+    }
+
+    /// Compare the publisher connection's receiving transceivers with the published tracks:
+    /// publish new ones, unpublish stopped ones.
+    fn sync_published_tracks(&mut self, pid: &ParticipantId, ci: usize, now: Instant) {
+        let mut receiving: Vec<(String, RTCRtpReceiverId, TrackKind, Codec, PayloadTypes)> = Vec::new();
+        if let Some(c) = self.conns.get_mut(ci) {
+            let ids: Vec<_> = c.pc.get_transceivers().collect();
+            for tid in ids {
+                let Some(t) = c.pc.rtp_transceiver(tid) else { continue };
+                let (Some(mid), Some(rid)) = (t.mid().clone(), t.receiver()) else { continue };
+                if !t.direction().has_recv() {
+                    continue;
+                }
+                let Some(mut r) = c.pc.rtp_receiver(rid) else { continue };
+                let Some(kind) = kind_of(r.track().kind()) else { continue };
+                let codecs = r.get_parameters().rtp_parameters.codecs.clone();
+                let pts = conn::payload_types(&codecs);
+                let codec = codecs
+                    .iter()
+                    .find_map(|c| Codec::from_mime(&c.rtp_codec.mime_type))
+                    .unwrap_or(if kind == TrackKind::Audio { Codec::Opus } else { Codec::Vp8 });
+                receiving.push((mid, rid, kind, codec, pts));
+            }
+        }
+        let current: Vec<usize> = self.participants.get(pid).map(|p| p.tracks.clone()).unwrap_or_default();
+        // Unpublish tracks whose transceiver stopped receiving.
+        for &ti in &current {
+            let gone = self.tracks.get(ti).is_some_and(|t| !receiving.iter().any(|(m, ..)| *m == t.mid));
+            if gone {
+                self.unpublish(ti, now);
+            }
+        }
+        let Some(room) = self.participants.get(pid).map(|p| p.room.clone()) else { return };
+        for (mid, rid, kind, codec, pts) in receiving {
+            let existing = self
+                .participants
+                .get(pid)
+                .and_then(|p| p.tracks.iter().copied().find(|&t| self.tracks.get(t).is_some_and(|t| t.mid == mid)));
+            if let Some(ti) = existing {
+                if let Some(t) = self.tracks.get_mut(ti) {
+                    t.route.publisher_pts = pts;
+                    t.receiver_id = rid;
+                }
+                continue;
+            }
+            let id = TrackId(random_id("TR_"));
+            let ti = self.tracks.insert(Track {
+                id: id.clone(),
+                owner: pid.clone(),
+                publisher_conn: ci,
+                kind,
+                mid: mid.clone(),
+                muted: false,
+                receiver_id: rid,
+                media_ssrc: None,
+                codec,
+                route: TrackRoute { publisher_pts: pts, legs: Vec::new() },
+                keyframe: KeyframeThrottle::new(self.cfg.keyframe_request_interval),
+            });
+            if let Some(p) = self.participants.get_mut(pid) {
+                p.tracks.push(ti);
+            }
+            tracing::info!(track = %id, ?kind, %mid, "track published");
+            let info = TrackInfo { id, kind, mid, muted: false };
+            self.broadcast(&room, None, &ServerMessage::TrackPublished { participant_id: pid.clone(), track: info });
+            let others: Vec<ParticipantId> = self
+                .rooms
+                .get(&room)
+                .map(|r| r.participants.iter().filter(|o| *o != pid).cloned().collect())
+                .unwrap_or_default();
+            for o in others {
+                if let Err(Reject(code, msg)) = self.subscribe(&o, ti, now) {
+                    tracing::warn!(%code, subscriber = %o, "subscribe failed: {msg}");
+                }
+            }
+        }
+    }
+
+    /// Add a leg for track `ti` on `sub`'s subscriber connection; renegotiation follows.
+    fn subscribe(&mut self, sub: &ParticipantId, ti: usize, now: Instant) -> Result<(), Reject> {
+        let Some(track) = self.tracks.get(ti) else { return Ok(()) };
+        let (owner, track_id, kind, codec) = (track.owner.clone(), track.id.clone(), track.kind, track.codec);
+        let ci = match self.participants.get(sub).and_then(|p| p.sub_conn) {
+            Some(ci) => ci,
+            None => {
+                let ci = self.new_conn(sub, PeerConnectionKind::Subscriber, now)?;
+                if let Some(p) = self.participants.get_mut(sub) {
+                    p.sub_conn = Some(ci);
+                }
+                ci
+            }
+        };
+        let ssrc = loop {
+            let s: u32 = rand::random();
+            if s != 0 && !self.conns.get(ci).is_some_and(|c| c.outbound.iter().any(|(o, _)| *o == s)) {
+                break s;
+            }
+        };
+        let codec_params = conn::codec_params(codec)
+            .ok_or_else(|| Reject::new(ErrorCode::Internal, "codec without parameters"))?;
+        let rtc_kind = if kind == TrackKind::Audio { RtpCodecKind::Audio } else { RtpCodecKind::Video };
+        let mst = MediaStreamTrack::new(
+            owner.0.clone(),
+            track_id.0.clone(),
+            track_id.0.clone(),
+            rtc_kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: codec_params,
+                ..Default::default()
+            }],
+        );
+        let Some(c) = self.conns.get_mut(ci) else {
+            return Err(Reject::new(ErrorCode::Internal, "subscriber connection vanished"));
+        };
+        let sender_id = c
+            .pc
+            .add_track(mst)
+            .map_err(|e| Reject::new(ErrorCode::Internal, format!("cannot add track: {e}")))?;
+        c.outbound.push((ssrc, ti));
+        if let Some(t) = self.tracks.get_mut(ti) {
+            t.route.legs.push(Leg { conn: ci, ssrc, pts: PayloadTypes::default(), active: false });
+        }
+        if let Some(p) = self.participants.get_mut(sub) {
+            p.legs.push(SubLeg { track: ti, sender_id, ssrc, negotiated: false });
+            p.needs_offer = true;
+        }
+        Ok(())
+    }
+
+    /// Remove `sub`'s leg of track `ti`.
+    fn unsubscribe(&mut self, sub: &ParticipantId, ti: usize) {
+        let Some(p) = self.participants.get_mut(sub) else { return };
+        let Some(i) = p.legs.iter().position(|l| l.track == ti) else { return };
+        let leg = p.legs.swap_remove(i);
+        p.needs_offer = true;
+        let Some(ci) = p.sub_conn else { return };
+        if let Some(c) = self.conns.get_mut(ci) {
+            if let Err(e) = c.pc.remove_track(leg.sender_id) {
+                tracing::debug!("remove_track: {e}");
+            }
+            c.outbound.retain(|(s, _)| *s != leg.ssrc);
+            c.dirty = true;
+        }
+        if let Some(t) = self.tracks.get_mut(ti) {
+            t.route.remove_leg(ci);
+        }
+    }
+
+    /// Send a subscriber offer to everyone who needs one and has none outstanding.
+    pub(crate) fn renegotiate_pending(&mut self, now: Instant) {
+        let due: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.needs_offer && !p.offer_pending && p.sub_conn.is_some())
+            .map(|p| p.id.clone())
+            .collect();
+        for pid in due {
+            if let Err(Reject(code, msg)) = self.send_subscriber_offer(&pid, now) {
+                tracing::warn!(participant = %pid, %code, "subscriber offer failed: {msg}");
+                self.send(&pid, ServerMessage::error(code, msg));
+            }
+        }
+    }
+
+    fn send_subscriber_offer(&mut self, pid: &ParticipantId, now: Instant) -> Result<(), Reject> {
+        let Some(p) = self.participants.get_mut(pid) else { return Ok(()) };
+        let Some(ci) = p.sub_conn else { return Ok(()) };
+        p.needs_offer = false;
+        p.offer_pending = true;
+        let first = self.conns.get(ci).is_some_and(|c| c.pc.local_description().is_none());
+        if first {
+            self.add_local_candidates(ci, PeerConnectionKind::Subscriber, pid);
+        }
+        let Some(c) = self.conns.get_mut(ci) else { return Ok(()) };
+        let sdp = (|| {
+            let offer = c.pc.create_offer(None)?;
+            c.pc.set_local_description(now, offer)?;
+            Ok::<_, rtc::shared::error::Error>(c.pc.local_description().map(|d| d.sdp))
+        })()
+        .map_err(|e| Reject::new(ErrorCode::Internal, format!("cannot create the subscriber offer: {e}")))?
+        .ok_or_else(|| Reject::new(ErrorCode::Internal, "no local description"))?;
+        c.dirty = true;
+        // mid of each leg, by its sender.
+        let mut mids: Vec<(RTCRtpSenderId, String)> = Vec::new();
+        let ids: Vec<_> = c.pc.get_transceivers().collect();
+        for tid in ids {
+            if let Some(t) = c.pc.rtp_transceiver(tid) {
+                if let (Some(s), Some(m)) = (t.sender(), t.mid().clone()) {
+                    mids.push((s, m));
+                }
+            }
+        }
+        let legs: Vec<(usize, RTCRtpSenderId)> = self
+            .participants
+            .get(pid)
+            .map(|p| p.legs.iter().map(|l| (l.track, l.sender_id)).collect())
+            .unwrap_or_default();
+        let tracks = legs
+            .into_iter()
+            .filter_map(|(ti, sid)| {
+                let t = self.tracks.get(ti)?;
+                let mid = mids.iter().find(|(s, _)| *s == sid)?.1.clone();
+                Some(SubscribedTrack { mid, track_id: t.id.clone(), participant_id: t.owner.clone(), kind: t.kind })
+            })
+            .collect();
+        self.send(pid, ServerMessage::Offer { pc: PeerConnectionKind::Subscriber, sdp, tracks });
+        Ok(())
+    }
+
+    fn subscriber_answer(&mut self, pid: &ParticipantId, sdp: String, now: Instant) -> Result<(), Reject> {
+        let p = self.participants.get(pid).ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
+        let (Some(ci), true) = (p.sub_conn, p.offer_pending) else {
+            return Err(Reject::new(ErrorCode::InvalidState, "no subscriber offer is waiting for an answer"));
+        };
+        if !sdp.starts_with("v=0") {
+            return Err(Reject::new(ErrorCode::InvalidSdp, "SDP must start with \"v=0\""));
+        }
+        let answer = RTCSessionDescription::answer(sdp)
+            .map_err(|e| Reject::new(ErrorCode::InvalidSdp, format!("invalid answer: {e}")))?;
+        let Some(c) = self.conns.get_mut(ci) else { return Ok(()) };
+        c.pc
+            .set_remote_description(now, answer)
+            .map_err(|e| Reject::new(ErrorCode::InvalidSdp, format!("cannot apply the answer: {e}")))?;
+        c.dirty = true;
+        let connected = c.connected;
+        // Payload types negotiated per leg.
+        let senders: Vec<(RTCRtpSenderId, usize)> = self
+            .participants
+            .get(pid)
+            .map(|p| p.legs.iter().map(|l| (l.sender_id, l.track)).collect())
+            .unwrap_or_default();
+        for (sid, ti) in senders {
+            let pts = self
+                .conns
+                .get_mut(ci)
+                .and_then(|c| c.pc.rtp_sender(sid).map(|mut s| conn::payload_types(&s.get_parameters().rtp_parameters.codecs)));
+            if let (Some(pts), Some(t)) = (pts, self.tracks.get_mut(ti)) {
+                if let Some(leg) = t.route.leg_mut(ci) {
+                    leg.pts = pts;
+                }
+            }
+        }
+        if let Some(p) = self.participants.get_mut(pid) {
+            p.offer_pending = false;
+            for l in &mut p.legs {
+                l.negotiated = true;
+            }
+        }
+        if connected {
+            self.activate_subscriber_legs(ci, now);
+        }
+        self.renegotiate_pending(now);
+        Ok(())
+    }
+
+    /// Negotiated legs on a connected subscriber connection start receiving, with a keyframe.
+    pub(crate) fn activate_subscriber_legs(&mut self, ci: usize, now: Instant) {
+        let Some(owner) = self.conns.get(ci).map(|c| c.owner.clone()) else { return };
+        let legs: Vec<usize> = self
+            .participants
+            .get(&owner)
+            .map(|p| p.legs.iter().filter(|l| l.negotiated).map(|l| l.track).collect())
+            .unwrap_or_default();
+        for ti in legs {
+            let newly = self.tracks.get_mut(ti).and_then(|t| t.route.leg_mut(ci)).is_some_and(|l| {
+                let was = l.active;
+                l.active = true;
+                !was
+            });
+            if newly {
+                self.request_keyframe(ti, now);
+            }
+        }
+    }
+
+    /// First RTP of a publisher's stream: learn its SSRC, then serve waiting subscribers a keyframe.
+    pub(crate) fn on_track_open(&mut self, ci: usize, rid: RTCRtpReceiverId, ssrc: u32, now: Instant) {
+        let found = self
+            .tracks
+            .iter()
+            .find(|(_, t)| t.publisher_conn == ci && t.receiver_id == rid)
+            .map(|(i, _)| i);
+        let Some(ti) = found else { return };
+        if let Some(t) = self.tracks.get_mut(ti) {
+            t.media_ssrc = Some(ssrc);
+        }
+        let pts = self
+            .conns
+            .get_mut(ci)
+            .and_then(|c| c.pc.rtp_receiver(rid).map(|mut r| conn::payload_types(&r.get_parameters().rtp_parameters.codecs)));
+        if let (Some(pts), Some(t)) = (pts, self.tracks.get_mut(ti)) {
+            if !pts.is_empty() {
+                t.route.publisher_pts = pts;
+            }
+        }
+        if let Some(c) = self.conns.get_mut(ci) {
+            c.inbound.retain(|(_, t)| *t != ti);
+            c.inbound.push((ssrc, ti));
+        }
+        if self.tracks.get(ti).is_some_and(|t| t.route.legs.iter().any(|l| l.active)) {
+            self.request_keyframe(ti, now);
+        }
+    }
+
+    fn remote_candidate(&mut self, pid: &ParticipantId, pc: PeerConnectionKind, cand: IceCandidate) -> Result<(), Reject> {
+        let p = self.participants.get(pid).ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
+        let ci = match pc {
+            PeerConnectionKind::Publisher => p.pub_conn,
+            PeerConnectionKind::Subscriber => p.sub_conn,
+        }
+        .ok_or_else(|| Reject::new(ErrorCode::InvalidState, "no such peer connection yet; send the offer first"))?;
+        if cand.candidate.is_empty() {
+            return Ok(()); // end-of-candidates
+        }
+        let s = cand.candidate.strip_prefix("a=").unwrap_or(&cand.candidate);
+        if !s.starts_with("candidate:") || s.len() > 1024 {
+            return Err(Reject::new(ErrorCode::InvalidCandidate, "a candidate must start with \"candidate:\""));
+        }
+        let Some(c) = self.conns.get_mut(ci) else { return Ok(()) };
+        if c.pc.remote_description().is_none() {
+            return Err(Reject::new(ErrorCode::InvalidState, "candidate before the description it belongs to"));
+        }
+        c.pc
+            .add_remote_candidate(RTCIceCandidateInit {
+                candidate: cand.candidate,
+                sdp_mid: cand.sdp_mid,
+                sdp_mline_index: cand.sdp_mline_index,
+                username_fragment: cand.username_fragment,
+                ..Default::default()
+            })
+            .map_err(|e| Reject::new(ErrorCode::InvalidCandidate, format!("cannot apply candidate: {e}")))?;
+        c.dirty = true;
+        Ok(())
+    }
+
+    /// Stop forwarding a track, remove it from every subscriber, tell the room.
+    fn unpublish(&mut self, ti: usize, _now: Instant) {
+        let subscribers: Vec<ParticipantId> = self
+            .tracks
+            .get(ti)
+            .map(|t| t.route.legs.iter().filter_map(|l| self.conns.get(l.conn).map(|c| c.owner.clone())).collect())
+            .unwrap_or_default();
+        for sub in subscribers {
+            self.unsubscribe(&sub, ti);
+        }
+        let Some(track) = self.tracks.remove(ti) else { return };
+        tracing::info!(track = %track.id, "track unpublished");
+        if let Some(c) = self.conns.get_mut(track.publisher_conn) {
+            c.inbound.retain(|(_, t)| *t != ti);
+        }
+        let room = self.participants.get(&track.owner).map(|p| p.room.clone());
+        if let Some(p) = self.participants.get_mut(&track.owner) {
+            p.tracks.retain(|&t| t != ti);
+        }
+        if let Some(room) = room {
+            let m = ServerMessage::TrackUnpublished { participant_id: track.owner.clone(), track_id: track.id };
+            self.broadcast(&room, None, &m);
+        }
+    }
+
+    /// Remove a participant: its tracks, its legs, its connections. `notify_self` sends it a
+    /// final `leave` (when the server, not the client, ends the session).
+    pub(crate) fn remove_participant(&mut self, pid: &ParticipantId, reason: LeaveReason, notify_self: bool) {
+        let Some(p) = self.participants.get(pid) else { return };
+        let span = p.span.clone();
+        let _g = span.enter();
+        tracing::info!(?reason, "left");
+        if notify_self {
+            let _ = p.events.send(ServerMessage::Leave { reason });
+        }
+        let tracks = p.tracks.clone();
+        let legs: Vec<usize> = p.legs.iter().map(|l| l.track).collect();
+        let room = p.room.clone();
+        let now = Instant::now();
+        for ti in tracks {
+            self.unpublish(ti, now);
+        }
+        for ti in legs {
+            self.unsubscribe(pid, ti);
+        }
+        let Some(p) = self.participants.remove(pid) else { return };
+        for ci in [p.pub_conn, p.sub_conn].into_iter().flatten() {
+            self.close_conn(ci);
+        }
+        let mut cleared_spotlight = false;
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.participants.retain(|x| x != pid);
+            if r.spotlight.as_ref() == Some(pid) {
+                r.spotlight = None;
+                cleared_spotlight = true;
+            }
+            if r.participants.is_empty() {
+                self.rooms.remove(&room);
+            }
+        }
+        self.broadcast(&room, None, &ServerMessage::ParticipantLeft { participant_id: pid.clone(), reason });
+        if cleared_spotlight {
+            self.broadcast(&room, None, &ServerMessage::Spotlight { participant_id: None, by: pid.clone() });
+        }
+        self.renegotiate_pending(now);
+        // Dropping `p.events` lets the signalling connection close.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn counts_sending_media_sections() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=inactive\r\n\
+                   m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+        assert_eq!(count_sending_media(sdp).ok(), Some(2));
+        assert!(count_sending_media("hello").is_err());
+        assert_eq!(count_sending_media("v=0\r\n").ok(), Some(0));
+    }
+}

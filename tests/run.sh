@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every Rakor test suite: unit and integration tests (cargo nextest, release profile,
+# against the real `rakor` binary on loopback) and the headless-Chromium browser scenario.
+# Installs what it needs (cargo-nextest if missing, Debian chromium, npm packages).
+# Ends with each runner's own summary line; exits non-zero if any suite failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export RAKOR_BIN="$ROOT/target/release/rakor"
+status=0
+summaries=()
+
+echo "== build (release)"
+if ! cargo build --release --workspace --bins --tests; then
+  echo "build failed"
+  exit 1
+fi
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  echo "== installing cargo-nextest"
+  cargo install --locked cargo-nextest || exit 1
+fi
+
+echo "== rust: unit + integration tests"
+cargo nextest run --release --workspace --no-fail-fast 2>&1 | tee /tmp/rakor-nextest.log
+rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] || status=1
+summaries+=("rust: $(grep -E '^\s+Summary' /tmp/rakor-nextest.log | tail -1 | sed 's/^ *//')")
+
+if [ -x tests/browser/run.sh ] && [ -z "${RAKOR_SKIP_BROWSER:-}" ]; then
+  echo "== browser: headless Chromium scenario"
+  tests/browser/run.sh 2>&1 | tee /tmp/rakor-browser.log
+  rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || status=1
+  summaries+=("browser: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' /tmp/rakor-browser.log | tail -1)")
+fi
+
+echo
+echo "== summary"
+for s in "${summaries[@]}"; do echo "$s"; done
+exit $status
