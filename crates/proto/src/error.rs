@@ -98,6 +98,9 @@ pub struct ParseError {
 
 impl ParseError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }

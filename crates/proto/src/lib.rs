@@ -29,16 +29,26 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
     if text.len() > MAX_FRAME_BYTES {
         return Err(ParseError::new(
             ErrorCode::FrameTooLarge,
-            format!("frame of {} bytes exceeds {} bytes", text.len(), MAX_FRAME_BYTES),
+            format!(
+                "frame of {} bytes exceeds {} bytes",
+                text.len(),
+                MAX_FRAME_BYTES
+            ),
         ));
     }
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| ParseError::new(ErrorCode::MalformedJson, format!("invalid JSON: {e}")))?;
     let Some(obj) = value.as_object() else {
-        return Err(ParseError::new(ErrorCode::MalformedJson, "a message must be a JSON object"));
+        return Err(ParseError::new(
+            ErrorCode::MalformedJson,
+            "a message must be a JSON object",
+        ));
     };
     let Some(ty) = obj.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
-        return Err(ParseError::new(ErrorCode::BadRequest, "missing string field \"type\""));
+        return Err(ParseError::new(
+            ErrorCode::BadRequest,
+            "missing string field \"type\"",
+        ));
     };
     if !CLIENT_MESSAGE_TYPES.contains(&ty.as_str()) {
         return Err(ParseError::new(
@@ -46,8 +56,12 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
             format!("unknown message type \"{}\"", truncate(&ty, 40)),
         ));
     }
-    serde_json::from_value(value)
-        .map_err(|e| ParseError::new(ErrorCode::BadRequest, format!("invalid \"{ty}\" message: {e}")))
+    serde_json::from_value(value).map_err(|e| {
+        ParseError::new(
+            ErrorCode::BadRequest,
+            format!("invalid \"{ty}\" message: {e}"),
+        )
+    })
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -49,7 +49,9 @@ impl std::str::FromStr for Role {
             "host" => Ok(Role::Host),
             "participant" => Ok(Role::Participant),
             "viewer" => Ok(Role::Viewer),
-            other => Err(format!("unknown role \"{other}\" (expected host, participant or viewer)")),
+            other => Err(format!(
+                "unknown role \"{other}\" (expected host, participant or viewer)"
+            )),
         }
     }
 }
@@ -80,9 +82,17 @@ pub struct IceCandidate {
     pub candidate: String,
     #[serde(rename = "sdpMid", default, skip_serializing_if = "Option::is_none")]
     pub sdp_mid: Option<String>,
-    #[serde(rename = "sdpMLineIndex", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sdpMLineIndex",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sdp_mline_index: Option<u16>,
-    #[serde(rename = "usernameFragment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "usernameFragment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub username_fragment: Option<String>,
 }
 
@@ -90,20 +100,31 @@ pub struct IceCandidate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
-    /// First message on every connection.
-    Join { version: u32, token: String },
+    /// First message on every connection. `room`, if given, must equal the token's room
+    /// (`wrong_room` otherwise): a client that joins from an invitation for a known room states it.
+    Join {
+        version: u32,
+        token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
     /// An SDP offer for the publisher peer connection (`pc` must be `publisher`).
     Offer { pc: PeerConnectionKind, sdp: String },
     /// The SDP answer to a server `offer` for the subscriber peer connection.
     Answer { pc: PeerConnectionKind, sdp: String },
     /// A trickled ICE candidate of the client's side of `pc`.
-    Candidate { pc: PeerConnectionKind, candidate: IceCandidate },
+    Candidate {
+        pc: PeerConnectionKind,
+        candidate: IceCandidate,
+    },
     /// Stop publishing one of the client's tracks.
     Unpublish { track_id: TrackId },
     /// Mark one of the client's tracks muted or unmuted (shown to others; media keeps its path).
     MuteTrack { track_id: TrackId, muted: bool },
     /// Host only: put a participant on everyone's main view, or clear it with `null`.
-    Spotlight { participant_id: Option<ParticipantId> },
+    Spotlight {
+        participant_id: Option<ParticipantId>,
+    },
     /// Application-level keepalive; the server answers `pong` with the same `ts`.
     Ping {
         #[serde(default)]
@@ -193,7 +214,10 @@ pub enum ServerMessage {
         spotlight: Option<ParticipantId>,
     },
     /// Answer to the client's publisher `offer`.
-    Answer { pc: PeerConnectionKind, sdp: String },
+    Answer {
+        pc: PeerConnectionKind,
+        sdp: String,
+    },
     /// Offer for the subscriber connection; `tracks` maps each transceiver `mid` to a remote track.
     Offer {
         pc: PeerConnectionKind,
@@ -201,17 +225,42 @@ pub enum ServerMessage {
         tracks: Vec<SubscribedTrack>,
     },
     /// A server ICE candidate for `pc` (empty `candidate` = end-of-candidates).
-    Candidate { pc: PeerConnectionKind, candidate: IceCandidate },
-    ParticipantJoined { participant: ParticipantInfo },
-    ParticipantLeft { participant_id: ParticipantId, reason: LeaveReason },
-    TrackPublished { participant_id: ParticipantId, track: TrackInfo },
-    TrackUnpublished { participant_id: ParticipantId, track_id: TrackId },
-    TrackMuted { participant_id: ParticipantId, track_id: TrackId, muted: bool },
+    Candidate {
+        pc: PeerConnectionKind,
+        candidate: IceCandidate,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant_id: ParticipantId,
+        reason: LeaveReason,
+    },
+    TrackPublished {
+        participant_id: ParticipantId,
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        participant_id: ParticipantId,
+        track_id: TrackId,
+    },
+    TrackMuted {
+        participant_id: ParticipantId,
+        track_id: TrackId,
+        muted: bool,
+    },
     /// The spotlight changed (`participant_id` null = cleared); `by` is the host who set it.
-    Spotlight { participant_id: Option<ParticipantId>, by: ParticipantId },
-    Pong { ts: u64 },
+    Spotlight {
+        participant_id: Option<ParticipantId>,
+        by: ParticipantId,
+    },
+    Pong {
+        ts: u64,
+    },
     /// The server ends this participant's session; the connection closes after it.
-    Leave { reason: LeaveReason },
+    Leave {
+        reason: LeaveReason,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -223,6 +272,10 @@ pub enum ServerMessage {
 
 impl ServerMessage {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMessage::Error { code, message: message.into(), request_type: None }
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+            request_type: None,
+        }
     }
 }

@@ -6,16 +6,29 @@ use super::*;
 fn parses_every_client_message() {
     let cases = [
         (r#"{"type":"join","version":1,"token":"t"}"#, "join"),
+        (
+            r#"{"type":"join","version":1,"token":"t","room":"r1"}"#,
+            "join",
+        ),
         (r#"{"type":"offer","pc":"publisher","sdp":"v=0"}"#, "offer"),
-        (r#"{"type":"answer","pc":"subscriber","sdp":"v=0"}"#, "answer"),
+        (
+            r#"{"type":"answer","pc":"subscriber","sdp":"v=0"}"#,
+            "answer",
+        ),
         (
             r#"{"type":"candidate","pc":"publisher","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
             "candidate",
         ),
         (r#"{"type":"unpublish","track_id":"TR_x"}"#, "unpublish"),
-        (r#"{"type":"mute_track","track_id":"TR_x","muted":true}"#, "mute_track"),
+        (
+            r#"{"type":"mute_track","track_id":"TR_x","muted":true}"#,
+            "mute_track",
+        ),
         (r#"{"type":"spotlight","participant_id":null}"#, "spotlight"),
-        (r#"{"type":"spotlight","participant_id":"PA_1"}"#, "spotlight"),
+        (
+            r#"{"type":"spotlight","participant_id":"PA_1"}"#,
+            "spotlight",
+        ),
         (r#"{"type":"ping","ts":5}"#, "ping"),
         (r#"{"type":"ping"}"#, "ping"),
         (r#"{"type":"leave"}"#, "leave"),
@@ -31,7 +44,10 @@ fn parses_every_client_message() {
 
 #[test]
 fn rejects_bad_frames_with_stable_codes() {
-    let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(MAX_FRAME_BYTES));
+    let big = format!(
+        r#"{{"type":"ping","pad":"{}"}}"#,
+        "x".repeat(MAX_FRAME_BYTES)
+    );
     let cases: Vec<(&str, ErrorCode)> = vec![
         ("", ErrorCode::MalformedJson),
         ("{", ErrorCode::MalformedJson),
@@ -41,11 +57,26 @@ fn rejects_bad_frames_with_stable_codes() {
         (r#"{"type":5}"#, ErrorCode::BadRequest),
         (r#"{"type":"explode"}"#, ErrorCode::UnknownType),
         (r#"{"type":"join","version":1}"#, ErrorCode::BadRequest),
-        (r#"{"type":"join","version":"1","token":"t"}"#, ErrorCode::BadRequest),
-        (r#"{"type":"join","version":1,"token":"t","extra":1}"#, ErrorCode::BadRequest),
-        (r#"{"type":"offer","pc":"sideways","sdp":"v=0"}"#, ErrorCode::BadRequest),
-        (r#"{"type":"candidate","pc":"publisher","candidate":{}}"#, ErrorCode::BadRequest),
-        (r#"{"type":"mute_track","track_id":"TR_x"}"#, ErrorCode::BadRequest),
+        (
+            r#"{"type":"join","version":"1","token":"t"}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"join","version":1,"token":"t","extra":1}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"offer","pc":"sideways","sdp":"v=0"}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"candidate","pc":"publisher","candidate":{}}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"mute_track","track_id":"TR_x"}"#,
+            ErrorCode::BadRequest,
+        ),
         (&big, ErrorCode::FrameTooLarge),
     ];
     for (text, code) in cases {

@@ -35,7 +35,8 @@ pub async fn ws_handler(
         .max_frame_size(HARD_FRAME_CAP)
         .on_upgrade(move |socket| {
             tracker.track_future(
-                connection(socket, state, addr).instrument(tracing::info_span!("signal", peer = %addr)),
+                connection(socket, state, addr)
+                    .instrument(tracing::info_span!("signal", peer = %addr)),
             )
         })
 }
@@ -44,7 +45,10 @@ type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
 async fn send_msg(sink: &mut Sink, msg: &ServerMessage) -> bool {
     match serde_json::to_string(msg) {
-        Ok(text) => sink.send(Message::Text(Utf8Bytes::from(text))).await.is_ok(),
+        Ok(text) => sink
+            .send(Message::Text(Utf8Bytes::from(text)))
+            .await
+            .is_ok(),
         Err(e) => {
             tracing::error!("serialize server message: {e}");
             false
@@ -52,13 +56,25 @@ async fn send_msg(sink: &mut Sink, msg: &ServerMessage) -> bool {
     }
 }
 
-async fn send_error(sink: &mut Sink, code: ErrorCode, message: impl Into<String>, request_type: Option<&str>) -> bool {
-    let m = ServerMessage::Error { code, message: message.into(), request_type: request_type.map(str::to_owned) };
+async fn send_error(
+    sink: &mut Sink,
+    code: ErrorCode,
+    message: impl Into<String>,
+    request_type: Option<&str>,
+) -> bool {
+    let m = ServerMessage::Error {
+        code,
+        message: message.into(),
+        request_type: request_type.map(str::to_owned),
+    };
     send_msg(sink, &m).await
 }
 
 async fn close(sink: &mut Sink, reason: &str) {
-    let frame = CloseFrame { code: 1000, reason: Utf8Bytes::from(reason.to_owned()) };
+    let frame = CloseFrame {
+        code: 1000,
+        reason: Utf8Bytes::from(reason.to_owned()),
+    };
     let _ = sink.send(Message::Close(Some(frame))).await;
     let _ = sink.close().await;
 }
@@ -66,7 +82,10 @@ async fn close(sink: &mut Sink, reason: &str) {
 /// Check a text frame's size, then parse it.
 fn parse(text: &str, max_frame: usize) -> Result<ClientMessage, (ErrorCode, String)> {
     if text.len() > max_frame {
-        return Err((ErrorCode::FrameTooLarge, format!("frame of {} bytes exceeds {max_frame} bytes", text.len())));
+        return Err((
+            ErrorCode::FrameTooLarge,
+            format!("frame of {} bytes exceeds {max_frame} bytes", text.len()),
+        ));
     }
     parse_client_message(text).map_err(|e| (e.code, e.message))
 }
@@ -81,7 +100,11 @@ struct RateLimit {
 impl RateLimit {
     fn new(per_second: u32) -> Self {
         let per_second = f64::from(per_second.max(1));
-        Self { per_second, tokens: per_second * 2.0, last: Instant::now() }
+        Self {
+            per_second,
+            tokens: per_second * 2.0,
+            last: Instant::now(),
+        }
     }
     fn allow(&mut self, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
@@ -100,14 +123,20 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
     let (mut sink, mut stream) = socket.split();
     let max_frame = state.config.limits.max_frame_bytes;
     if state.shutdown.is_cancelled() {
-        send_error(&mut sink, ErrorCode::ServerShuttingDown, "the server is shutting down", None).await;
+        send_error(
+            &mut sink,
+            ErrorCode::ServerShuttingDown,
+            "the server is shutting down",
+            None,
+        )
+        .await;
         close(&mut sink, "server shutting down").await;
         return;
     }
 
     // Phase 1: join.
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-    let (join_version, join_token) = loop {
+    let (join_version, join_token, join_room) = loop {
         let next = tokio::select! {
             n = tokio::time::timeout_at(deadline, stream.next()) => n,
             _ = state.shutdown.cancelled() => {
@@ -118,7 +147,13 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
         };
         let frame = match next {
             Err(_) => {
-                send_error(&mut sink, ErrorCode::InvalidState, "no \"join\" within 10 s", None).await;
+                send_error(
+                    &mut sink,
+                    ErrorCode::InvalidState,
+                    "no \"join\" within 10 s",
+                    None,
+                )
+                .await;
                 close(&mut sink, "join timeout").await;
                 return;
             }
@@ -128,8 +163,13 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
         let text = match frame {
             Message::Text(t) => t,
             Message::Binary(_) => {
-                send_error(&mut sink, ErrorCode::BadRequest, "binary frames are not supported; send JSON text", None)
-                    .await;
+                send_error(
+                    &mut sink,
+                    ErrorCode::BadRequest,
+                    "binary frames are not supported; send JSON text",
+                    None,
+                )
+                .await;
                 close(&mut sink, "bad request").await;
                 return;
             }
@@ -137,10 +177,20 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
             _ => continue,
         };
         match parse(text.as_str(), max_frame) {
-            Ok(ClientMessage::Join { version, token }) => break (version, token),
+            Ok(ClientMessage::Join {
+                version,
+                token,
+                room,
+            }) => break (version, token, room),
             Ok(other) => {
                 let ty = other.type_name();
-                send_error(&mut sink, ErrorCode::InvalidState, "the first message must be \"join\"", Some(ty)).await;
+                send_error(
+                    &mut sink,
+                    ErrorCode::InvalidState,
+                    "the first message must be \"join\"",
+                    Some(ty),
+                )
+                .await;
                 close(&mut sink, "join first").await;
                 return;
             }
@@ -157,7 +207,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
         close(&mut sink, "unsupported version").await;
         return;
     }
-    let claims = match token::verify(&state.signing_key, &join_token, None) {
+    let claims = match token::verify(&state.signing_key, &join_token, join_room.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(code = %e.code(), "join refused");
@@ -188,7 +238,9 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
         }
     };
     let span = tracing::info_span!("participant", room = %claims.room, participant = %pid);
-    relay(&state, &pid, &mut sink, &mut stream, &mut ev_rx, max_frame).instrument(span).await;
+    relay(&state, &pid, &mut sink, &mut stream, &mut ev_rx, max_frame)
+        .instrument(span)
+        .await;
     tracing::debug!(%addr, "signalling connection ended");
 }
 
@@ -282,7 +334,10 @@ mod tests {
     #[test]
     fn oversized_frames_are_refused_before_parsing() {
         let text = format!(r#"{{"type":"ping","ts":1,"x":"{}"}}"#, "a".repeat(100));
-        assert_eq!(parse(&text, 50).err().map(|e| e.0), Some(ErrorCode::FrameTooLarge));
+        assert_eq!(
+            parse(&text, 50).err().map(|e| e.0),
+            Some(ErrorCode::FrameTooLarge)
+        );
         assert!(parse(r#"{"type":"ping","ts":1}"#, 50).is_ok());
     }
 }

@@ -14,7 +14,9 @@ use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
@@ -29,7 +31,10 @@ pub(crate) const PT_H264: u8 = 102;
 fn video_feedback() -> Vec<RTCPFeedback> {
     [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
         .into_iter()
-        .map(|(t, p)| RTCPFeedback { typ: t.to_owned(), parameter: p.to_owned() })
+        .map(|(t, p)| RTCPFeedback {
+            typ: t.to_owned(),
+            parameter: p.to_owned(),
+        })
         .collect()
 }
 
@@ -91,7 +96,10 @@ pub(crate) fn codec_params(codec: Codec) -> Option<RTCRtpCodec> {
         Codec::Vp8 => MIME_TYPE_VP8,
         Codec::H264 => MIME_TYPE_H264,
     };
-    codecs().into_iter().find(|(c, _)| c.rtp_codec.mime_type == mime).map(|(c, _)| c.rtp_codec)
+    codecs()
+        .into_iter()
+        .find(|(c, _)| c.rtp_codec.mime_type == mime)
+        .map(|(c, _)| c.rtp_codec)
 }
 
 /// Payload types of a negotiated codec list.
@@ -150,7 +158,10 @@ impl Interceptor for RtcpTap {
 pub(crate) fn ice_credentials() -> (String, String) {
     use rand::distributions::{Alphanumeric, DistString};
     let mut rng = rand::thread_rng();
-    (Alphanumeric.sample_string(&mut rng, 16), Alphanumeric.sample_string(&mut rng, 32))
+    (
+        Alphanumeric.sample_string(&mut rng, 16),
+        Alphanumeric.sample_string(&mut rng, 32),
+    )
 }
 
 /// A server-side connection: ICE-lite, DTLS passive when answering, our ufrag/pwd.

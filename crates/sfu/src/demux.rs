@@ -125,7 +125,10 @@ mod tests {
 
     #[test]
     fn extracts_local_ufrag() {
-        assert_eq!(stun_local_ufrag(&stun_with_username("srvufrag:cli")), Some("srvufrag"));
+        assert_eq!(
+            stun_local_ufrag(&stun_with_username("srvufrag:cli")),
+            Some("srvufrag")
+        );
     }
 
     #[test]
@@ -150,7 +153,11 @@ mod tests {
         d.add_ufrag("aaaa".into(), 3);
         let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let other: SocketAddr = "127.0.0.1:5001".parse().unwrap();
-        assert_eq!(d.route(&[0x80, 0, 0, 0], src), None, "unknown source dropped");
+        assert_eq!(
+            d.route(&[0x80, 0, 0, 0], src),
+            None,
+            "unknown source dropped"
+        );
         assert_eq!(d.route(&stun_with_username("aaaa:b"), src), Some(3));
         assert_eq!(d.route(&[0x80, 0, 0, 0], src), Some(3));
         assert_eq!(d.route(&[22, 0], src), Some(3));

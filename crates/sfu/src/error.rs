@@ -4,7 +4,10 @@
 #[derive(Debug, thiserror::Error)]
 pub enum SfuError {
     #[error("cannot bind the media socket {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("media socket: {0}")]
     Io(#[from] std::io::Error),
     #[error("the media worker has stopped")]

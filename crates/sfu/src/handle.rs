@@ -34,13 +34,25 @@ pub struct SfuStats {
     pub send_errors: u64,
 }
 
-
 pub(crate) enum Command {
-    Join { req: JoinRequest, reply: oneshot::Sender<Result<ParticipantId, SfuError>> },
-    Client { participant: ParticipantId, msg: ClientMessage },
-    Disconnect { participant: ParticipantId, reason: LeaveReason },
-    Stats { reply: oneshot::Sender<SfuStats> },
-    Shutdown { reply: oneshot::Sender<()> },
+    Join {
+        req: JoinRequest,
+        reply: oneshot::Sender<Result<ParticipantId, SfuError>>,
+    },
+    Client {
+        participant: ParticipantId,
+        msg: ClientMessage,
+    },
+    Disconnect {
+        participant: ParticipantId,
+        reason: LeaveReason,
+    },
+    Stats {
+        reply: oneshot::Sender<SfuStats>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Cheap to clone; every signalling connection holds one.
@@ -72,24 +84,37 @@ impl SfuHandle {
     /// offer) on `req.events`.
     pub async fn join(&self, req: JoinRequest) -> Result<ParticipantId, SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Join { req, reply }).map_err(|_| SfuError::WorkerGone)?;
+        self.tx
+            .send(Command::Join { req, reply })
+            .map_err(|_| SfuError::WorkerGone)?;
         rx.await.map_err(|_| SfuError::WorkerGone)?
     }
 
     /// Hand a client message (after `join`) to the worker. Errors come back as `error` events.
-    pub fn client_message(&self, participant: ParticipantId, msg: ClientMessage) -> Result<(), SfuError> {
-        self.tx.send(Command::Client { participant, msg }).map_err(|_| SfuError::WorkerGone)
+    pub fn client_message(
+        &self,
+        participant: ParticipantId,
+        msg: ClientMessage,
+    ) -> Result<(), SfuError> {
+        self.tx
+            .send(Command::Client { participant, msg })
+            .map_err(|_| SfuError::WorkerGone)
     }
 
     /// The signalling connection of a participant ended.
     pub fn disconnect(&self, participant: ParticipantId, reason: LeaveReason) {
-        let _ = self.tx.send(Command::Disconnect { participant, reason });
+        let _ = self.tx.send(Command::Disconnect {
+            participant,
+            reason,
+        });
     }
 
     /// Worker counters.
     pub async fn stats(&self) -> Result<SfuStats, SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Stats { reply }).map_err(|_| SfuError::WorkerGone)?;
+        self.tx
+            .send(Command::Stats { reply })
+            .map_err(|_| SfuError::WorkerGone)?;
         rx.await.map_err(|_| SfuError::WorkerGone)
     }
 

@@ -14,7 +14,11 @@ pub struct KeyframeThrottle {
 
 impl KeyframeThrottle {
     pub fn new(interval: Duration) -> Self {
-        Self { interval, last_sent: None, pending: false }
+        Self {
+            interval,
+            last_sent: None,
+            pending: false,
+        }
     }
 
     /// Ask for a keyframe now. Returns true if a request must be sent now; otherwise it is
@@ -76,7 +80,11 @@ mod tests {
         ];
         for &(at, action, want) in steps {
             let now = t0 + ms(at);
-            let got = if action == "request" { k.request(now) } else { k.poll(now) };
+            let got = if action == "request" {
+                k.request(now)
+            } else {
+                k.poll(now)
+            };
             assert_eq!(got, want, "{action} at {at} ms");
         }
         assert_eq!(k.deadline(), None);

@@ -17,8 +17,8 @@ pub mod demux;
 mod error;
 mod handle;
 pub mod keyframe;
-pub mod router;
 mod rooms;
+pub mod router;
 mod worker;
 
 pub use config::SfuConfig;

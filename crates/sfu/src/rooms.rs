@@ -20,7 +20,9 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+};
 use std::time::Instant;
 
 /// A published track and its forwarding route.
@@ -43,6 +45,9 @@ pub(crate) struct SubLeg {
     pub track: usize,
     pub sender_id: RTCRtpSenderId,
     pub ssrc: u32,
+    /// Part of the offer that is waiting for an answer.
+    pub in_offer: bool,
+    /// Part of an answered offer.
     pub negotiated: bool,
 }
 
@@ -70,7 +75,10 @@ pub(crate) struct Room {
 
 fn random_id(prefix: &str) -> String {
     use rand::distributions::{Alphanumeric, DistString};
-    format!("{prefix}{}", Alphanumeric.sample_string(&mut rand::thread_rng(), 12))
+    format!(
+        "{prefix}{}",
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 12)
+    )
 }
 
 /// A client-caused failure: sent as `error` to that client.
@@ -94,7 +102,10 @@ fn kind_of(k: RtpCodecKind) -> Option<TrackKind> {
 /// sure the text is plausibly an SDP before the core parses it.
 fn count_sending_media(sdp: &str) -> Result<usize, Reject> {
     if !sdp.starts_with("v=0") {
-        return Err(Reject::new(ErrorCode::InvalidSdp, "SDP must start with \"v=0\""));
+        return Err(Reject::new(
+            ErrorCode::InvalidSdp,
+            "SDP must start with \"v=0\"",
+        ));
     }
     let mut count = 0;
     let mut in_media = false;
@@ -125,7 +136,9 @@ impl Worker {
                 let _ = reply.send(r);
             }
             Command::Client { participant, msg } => {
-                let Some(p) = self.participants.get(&participant) else { return };
+                let Some(p) = self.participants.get(&participant) else {
+                    return;
+                };
                 let span = p.span.clone();
                 let _g = span.enter();
                 let ty = msg.type_name();
@@ -134,13 +147,20 @@ impl Worker {
                     tracing::debug!(%code, %message, "rejected client message");
                     self.send(
                         &participant,
-                        ServerMessage::Error { code, message, request_type: Some(ty.to_owned()) },
+                        ServerMessage::Error {
+                            code,
+                            message,
+                            request_type: Some(ty.to_owned()),
+                        },
                     );
                 }
                 self.service_dirty(now);
                 self.flush();
             }
-            Command::Disconnect { participant, reason } => {
+            Command::Disconnect {
+                participant,
+                reason,
+            } => {
                 self.remove_participant(&participant, reason, false);
                 self.service_dirty(Instant::now());
                 self.flush();
@@ -159,7 +179,9 @@ impl Worker {
     }
 
     fn broadcast(&self, room: &str, except: Option<&ParticipantId>, msg: &ServerMessage) {
-        let Some(r) = self.rooms.get(room) else { return };
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
         for id in &r.participants {
             if Some(id) != except {
                 self.send(id, msg.clone());
@@ -169,7 +191,12 @@ impl Worker {
 
     fn track_info(&self, ti: usize) -> Option<TrackInfo> {
         let t = self.tracks.get(ti)?;
-        Some(TrackInfo { id: t.id.clone(), kind: t.kind, mid: t.mid.clone(), muted: t.muted })
+        Some(TrackInfo {
+            id: t.id.clone(),
+            kind: t.kind,
+            mid: t.mid.clone(),
+            muted: t.muted,
+        })
     }
 
     fn participant_info(&self, p: &Participant) -> ParticipantInfo {
@@ -178,7 +205,11 @@ impl Worker {
             identity: p.identity.clone(),
             name: p.name.clone(),
             role: p.role,
-            tracks: p.tracks.iter().filter_map(|&t| self.track_info(t)).collect(),
+            tracks: p
+                .tracks
+                .iter()
+                .filter_map(|&t| self.track_info(t))
+                .collect(),
         }
     }
 
@@ -190,14 +221,21 @@ impl Worker {
         let old = self.rooms.get(&req.room).and_then(|r| {
             r.participants
                 .iter()
-                .find(|id| self.participants.get(*id).is_some_and(|p| p.identity == req.identity))
+                .find(|id| {
+                    self.participants
+                        .get(*id)
+                        .is_some_and(|p| p.identity == req.identity)
+                })
                 .cloned()
         });
         if let Some(old) = old {
             tracing::info!(room = %req.room, identity = %req.identity, "identity joined again; replacing");
             self.remove_participant(&old, LeaveReason::Replaced, true);
         }
-        let count = self.rooms.get(&req.room).map_or(0, |r| r.participants.len());
+        let count = self
+            .rooms
+            .get(&req.room)
+            .map_or(0, |r| r.participants.len());
         if count >= self.cfg.max_participants_per_room {
             return Err(SfuError::RoomFull(req.room));
         }
@@ -205,9 +243,10 @@ impl Worker {
         let span = tracing::info_span!("participant", room = %req.room, participant = %id);
         let _g = span.enter();
         tracing::info!(role = req.role.as_str(), "joined");
-        self.rooms
-            .entry(req.room.clone())
-            .or_insert_with(|| Room { participants: Vec::new(), spotlight: None });
+        self.rooms.entry(req.room.clone()).or_insert_with(|| Room {
+            participants: Vec::new(),
+            spotlight: None,
+        });
         let (spotlight, others) = match self.rooms.get(&req.room) {
             Some(room) => (
                 room.spotlight.clone(),
@@ -245,7 +284,11 @@ impl Worker {
             spotlight,
         });
         let info = self.participant_info(&p);
-        self.broadcast(&req.room, None, &ServerMessage::ParticipantJoined { participant: info });
+        self.broadcast(
+            &req.room,
+            None,
+            &ServerMessage::ParticipantJoined { participant: info },
+        );
         self.participants.insert(id.clone(), p);
         if let Some(r) = self.rooms.get_mut(&req.room) {
             r.participants.push(id.clone());
@@ -254,7 +297,11 @@ impl Worker {
         let existing: Vec<usize> = self
             .tracks
             .iter()
-            .filter(|(_, t)| self.participants.get(&t.owner).is_some_and(|o| o.room == req.room))
+            .filter(|(_, t)| {
+                self.participants
+                    .get(&t.owner)
+                    .is_some_and(|o| o.room == req.room)
+            })
             .map(|(i, _)| i)
             .collect();
         let now = Instant::now();
@@ -269,16 +316,35 @@ impl Worker {
         Ok(id)
     }
 
-    fn client_message(&mut self, pid: &ParticipantId, msg: ClientMessage, now: Instant) -> Result<(), Reject> {
+    fn client_message(
+        &mut self,
+        pid: &ParticipantId,
+        msg: ClientMessage,
+        now: Instant,
+    ) -> Result<(), Reject> {
         match msg {
-            ClientMessage::Join { .. } => Err(Reject::new(ErrorCode::InvalidState, "already joined")),
-            ClientMessage::Offer { pc: PeerConnectionKind::Publisher, sdp } => self.publish(pid, &sdp, now),
-            ClientMessage::Offer { pc: PeerConnectionKind::Subscriber, .. } => Err(Reject::new(
+            ClientMessage::Join { .. } => {
+                Err(Reject::new(ErrorCode::InvalidState, "already joined"))
+            }
+            ClientMessage::Offer {
+                pc: PeerConnectionKind::Publisher,
+                sdp,
+            } => self.publish(pid, &sdp, now),
+            ClientMessage::Offer {
+                pc: PeerConnectionKind::Subscriber,
+                ..
+            } => Err(Reject::new(
                 ErrorCode::BadRequest,
                 "the server makes the offers on the subscriber connection; send \"answer\"",
             )),
-            ClientMessage::Answer { pc: PeerConnectionKind::Subscriber, sdp } => self.subscriber_answer(pid, sdp, now),
-            ClientMessage::Answer { pc: PeerConnectionKind::Publisher, .. } => Err(Reject::new(
+            ClientMessage::Answer {
+                pc: PeerConnectionKind::Subscriber,
+                sdp,
+            } => self.subscriber_answer(pid, sdp, now),
+            ClientMessage::Answer {
+                pc: PeerConnectionKind::Publisher,
+                ..
+            } => Err(Reject::new(
                 ErrorCode::BadRequest,
                 "the client makes the offers on the publisher connection; send \"offer\"",
             )),
@@ -290,11 +356,21 @@ impl Worker {
             }
             ClientMessage::MuteTrack { track_id, muted } => {
                 let ti = self.own_track(pid, &track_id)?;
-                let Some(t) = self.tracks.get_mut(ti) else { return Ok(()) };
+                let Some(t) = self.tracks.get_mut(ti) else {
+                    return Ok(());
+                };
                 if t.muted != muted {
                     t.muted = muted;
-                    let room = self.participants.get(pid).map(|p| p.room.clone()).unwrap_or_default();
-                    let m = ServerMessage::TrackMuted { participant_id: pid.clone(), track_id, muted };
+                    let room = self
+                        .participants
+                        .get(pid)
+                        .map(|p| p.room.clone())
+                        .unwrap_or_default();
+                    let m = ServerMessage::TrackMuted {
+                        participant_id: pid.clone(),
+                        track_id,
+                        muted,
+                    };
                     self.broadcast(&room, None, &m);
                 }
                 Ok(())
@@ -312,37 +388,74 @@ impl Worker {
     }
 
     fn own_track(&self, pid: &ParticipantId, track_id: &TrackId) -> Result<usize, Reject> {
-        let p = self.participants.get(pid).ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
+        let p = self
+            .participants
+            .get(pid)
+            .ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
         p.tracks
             .iter()
             .copied()
             .find(|&t| self.tracks.get(t).is_some_and(|t| &t.id == track_id))
-            .ok_or_else(|| Reject::new(ErrorCode::UnknownTrack, format!("no track \"{track_id}\" published by you")))
+            .ok_or_else(|| {
+                Reject::new(
+                    ErrorCode::UnknownTrack,
+                    format!("no track \"{track_id}\" published by you"),
+                )
+            })
     }
 
-    fn spotlight(&mut self, pid: &ParticipantId, target: Option<ParticipantId>) -> Result<(), Reject> {
-        let p = self.participants.get(pid).ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
+    fn spotlight(
+        &mut self,
+        pid: &ParticipantId,
+        target: Option<ParticipantId>,
+    ) -> Result<(), Reject> {
+        let p = self
+            .participants
+            .get(pid)
+            .ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
         if p.role != Role::Host {
-            return Err(Reject::new(ErrorCode::Forbidden, "only the host may set the spotlight"));
+            return Err(Reject::new(
+                ErrorCode::Forbidden,
+                "only the host may set the spotlight",
+            ));
         }
         let room = p.room.clone();
         if let Some(t) = &target {
             if !self.participants.get(t).is_some_and(|tp| tp.room == room) {
-                return Err(Reject::new(ErrorCode::UnknownParticipant, format!("no participant \"{t}\" in this room")));
+                return Err(Reject::new(
+                    ErrorCode::UnknownParticipant,
+                    format!("no participant \"{t}\" in this room"),
+                ));
             }
         }
         if let Some(r) = self.rooms.get_mut(&room) {
             r.spotlight = target.clone();
         }
         tracing::info!(spotlight = ?target.as_ref().map(|t| t.0.as_str()), "spotlight set");
-        self.broadcast(&room, None, &ServerMessage::Spotlight { participant_id: target, by: pid.clone() });
+        self.broadcast(
+            &room,
+            None,
+            &ServerMessage::Spotlight {
+                participant_id: target,
+                by: pid.clone(),
+            },
+        );
         Ok(())
     }
 
-    fn new_conn(&mut self, owner: &ParticipantId, kind: PeerConnectionKind, now: Instant) -> Result<usize, Reject> {
+    fn new_conn(
+        &mut self,
+        owner: &ParticipantId,
+        kind: PeerConnectionKind,
+        now: Instant,
+    ) -> Result<usize, Reject> {
         let (ufrag, pwd) = conn::ice_credentials();
-        let pc = conn::build(now, &ufrag, &pwd)
-            .map_err(|e| Reject::new(ErrorCode::Internal, format!("cannot create a peer connection: {e}")))?;
+        let pc = conn::build(now, &ufrag, &pwd).map_err(|e| {
+            Reject::new(
+                ErrorCode::Internal,
+                format!("cannot create a peer connection: {e}"),
+            )
+        })?;
         let ci = self.conns.insert(Conn {
             pc,
             ufrag: ufrag.clone(),
@@ -358,24 +471,36 @@ impl Worker {
         Ok(ci)
     }
 
-    fn add_local_candidates(&mut self, ci: usize, kind: PeerConnectionKind, owner: &ParticipantId) {
+    /// Add our host candidates (and end-of-candidates) to a connection, before its first
+    /// offer/answer is created so that the SDP carries them.
+    fn add_local_candidates(&mut self, ci: usize) {
         let cands = conn::host_candidates(&self.advertise, self.local_addr.port());
-        let Some(c) = self.conns.get_mut(ci) else { return };
-        for cand in &cands {
-            if let Err(e) = c.pc.add_local_candidate(cand.clone()) {
+        let Some(c) = self.conns.get_mut(ci) else {
+            return;
+        };
+        for cand in cands {
+            if let Err(e) = c.pc.add_local_candidate(cand) {
                 tracing::warn!("add_local_candidate: {e}");
             }
         }
         let _ = c.pc.add_local_candidate(RTCIceCandidateInit::default());
-        for cand in cands.into_iter().chain(std::iter::once(RTCIceCandidateInit::default())) {
+    }
+
+    /// Trickle our candidates too, after the SDP message, for clients that expect trickle.
+    fn trickle_local_candidates(&self, owner: &ParticipantId, kind: PeerConnectionKind) {
+        let cands = conn::host_candidates(&self.advertise, self.local_addr.port());
+        for cand in cands
+            .into_iter()
+            .chain(std::iter::once(RTCIceCandidateInit::default()))
+        {
             self.send(
                 owner,
                 ServerMessage::Candidate {
                     pc: kind,
                     candidate: IceCandidate {
                         candidate: cand.candidate,
-                        sdp_mid: cand.sdp_mid.or_else(|| Some("0".into())),
-                        sdp_mline_index: cand.sdp_mline_index.or(Some(0)),
+                        sdp_mid: Some("0".into()),
+                        sdp_mline_index: Some(0),
                         username_fragment: None,
                     },
                 },
@@ -385,29 +510,51 @@ impl Worker {
 
     /// Client offer on the publisher connection → answer, then announce new tracks.
     fn publish(&mut self, pid: &ParticipantId, sdp: &str, now: Instant) -> Result<(), Reject> {
-        let p = self.participants.get(pid).ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
+        let p = self
+            .participants
+            .get(pid)
+            .ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
         if !p.role.can_publish() {
-            return Err(Reject::new(ErrorCode::Forbidden, format!("role \"{}\" may not publish", p.role.as_str())));
+            return Err(Reject::new(
+                ErrorCode::Forbidden,
+                format!("role \"{}\" may not publish", p.role.as_str()),
+            ));
         }
         let media = count_sending_media(sdp)?;
         if media > self.cfg.max_tracks_per_participant {
             return Err(Reject::new(
                 ErrorCode::LimitExceeded,
-                format!("{media} tracks offered; at most {} per participant", self.cfg.max_tracks_per_participant),
+                format!(
+                    "{media} tracks offered; at most {} per participant",
+                    self.cfg.max_tracks_per_participant
+                ),
             ));
         }
         let offer = RTCSessionDescription::offer(sdp.to_owned())
             .map_err(|e| Reject::new(ErrorCode::InvalidSdp, format!("invalid offer: {e}")))?;
         let (ci, fresh) = match p.pub_conn {
             Some(ci) => (ci, false),
-            None => (self.new_conn(pid, PeerConnectionKind::Publisher, now)?, true),
+            None => (
+                self.new_conn(pid, PeerConnectionKind::Publisher, now)?,
+                true,
+            ),
         };
         let answer_sdp = {
             let Some(c) = self.conns.get_mut(ci) else {
-                return Err(Reject::new(ErrorCode::Internal, "publisher connection vanished"));
+                return Err(Reject::new(
+                    ErrorCode::Internal,
+                    "publisher connection vanished",
+                ));
             };
             let r = (|| {
                 c.pc.set_remote_description(now, offer)?;
+                if fresh {
+                    let cands = conn::host_candidates(&self.advertise, self.local_addr.port());
+                    for cand in cands {
+                        c.pc.add_local_candidate(cand)?;
+                    }
+                    c.pc.add_local_candidate(RTCIceCandidateInit::default())?;
+                }
                 let answer = c.pc.create_answer(None)?;
                 c.pc.set_local_description(now, answer)?;
                 Ok::<_, rtc::shared::error::Error>(c.pc.local_description().map(|d| d.sdp))
@@ -430,11 +577,16 @@ impl Worker {
         if let Some(p) = self.participants.get_mut(pid) {
             p.pub_conn = Some(ci);
         }
-        // The answer carries our candidates only if they were added before create_answer; we
-        // add them on first negotiation and trickle them too.
-        self.send(pid, ServerMessage::Answer { pc: PeerConnectionKind::Publisher, sdp: answer_sdp });
+        // The answer carries our candidates; they are trickled too.
+        self.send(
+            pid,
+            ServerMessage::Answer {
+                pc: PeerConnectionKind::Publisher,
+                sdp: answer_sdp,
+            },
+        );
         if fresh {
-            self.add_local_candidates(ci, PeerConnectionKind::Publisher, pid);
+            self.trickle_local_candidates(pid, PeerConnectionKind::Publisher);
         }
         self.sync_published_tracks(pid, ci, now);
         Ok(())
@@ -443,40 +595,64 @@ impl Worker {
     /// Compare the publisher connection's receiving transceivers with the published tracks:
     /// publish new ones, unpublish stopped ones.
     fn sync_published_tracks(&mut self, pid: &ParticipantId, ci: usize, now: Instant) {
-        let mut receiving: Vec<(String, RTCRtpReceiverId, TrackKind, Codec, PayloadTypes)> = Vec::new();
+        let mut receiving: Vec<(String, RTCRtpReceiverId, TrackKind, Codec, PayloadTypes)> =
+            Vec::new();
         if let Some(c) = self.conns.get_mut(ci) {
             let ids: Vec<_> = c.pc.get_transceivers().collect();
             for tid in ids {
-                let Some(t) = c.pc.rtp_transceiver(tid) else { continue };
-                let (Some(mid), Some(rid)) = (t.mid().clone(), t.receiver()) else { continue };
+                let Some(t) = c.pc.rtp_transceiver(tid) else {
+                    continue;
+                };
+                let (Some(mid), Some(rid)) = (t.mid().clone(), t.receiver()) else {
+                    continue;
+                };
                 if !t.direction().has_recv() {
                     continue;
                 }
-                let Some(mut r) = c.pc.rtp_receiver(rid) else { continue };
-                let Some(kind) = kind_of(r.track().kind()) else { continue };
+                let Some(mut r) = c.pc.rtp_receiver(rid) else {
+                    continue;
+                };
+                let Some(kind) = kind_of(r.track().kind()) else {
+                    continue;
+                };
                 let codecs = r.get_parameters().rtp_parameters.codecs.clone();
                 let pts = conn::payload_types(&codecs);
                 let codec = codecs
                     .iter()
                     .find_map(|c| Codec::from_mime(&c.rtp_codec.mime_type))
-                    .unwrap_or(if kind == TrackKind::Audio { Codec::Opus } else { Codec::Vp8 });
+                    .unwrap_or(if kind == TrackKind::Audio {
+                        Codec::Opus
+                    } else {
+                        Codec::Vp8
+                    });
                 receiving.push((mid, rid, kind, codec, pts));
             }
         }
-        let current: Vec<usize> = self.participants.get(pid).map(|p| p.tracks.clone()).unwrap_or_default();
+        let current: Vec<usize> = self
+            .participants
+            .get(pid)
+            .map(|p| p.tracks.clone())
+            .unwrap_or_default();
         // Unpublish tracks whose transceiver stopped receiving.
         for &ti in &current {
-            let gone = self.tracks.get(ti).is_some_and(|t| !receiving.iter().any(|(m, ..)| *m == t.mid));
+            let gone = self
+                .tracks
+                .get(ti)
+                .is_some_and(|t| !receiving.iter().any(|(m, ..)| *m == t.mid));
             if gone {
                 self.unpublish(ti, now);
             }
         }
-        let Some(room) = self.participants.get(pid).map(|p| p.room.clone()) else { return };
+        let Some(room) = self.participants.get(pid).map(|p| p.room.clone()) else {
+            return;
+        };
         for (mid, rid, kind, codec, pts) in receiving {
-            let existing = self
-                .participants
-                .get(pid)
-                .and_then(|p| p.tracks.iter().copied().find(|&t| self.tracks.get(t).is_some_and(|t| t.mid == mid)));
+            let existing = self.participants.get(pid).and_then(|p| {
+                p.tracks
+                    .iter()
+                    .copied()
+                    .find(|&t| self.tracks.get(t).is_some_and(|t| t.mid == mid))
+            });
             if let Some(ti) = existing {
                 if let Some(t) = self.tracks.get_mut(ti) {
                     t.route.publisher_pts = pts;
@@ -495,19 +671,40 @@ impl Worker {
                 receiver_id: rid,
                 media_ssrc: None,
                 codec,
-                route: TrackRoute { publisher_pts: pts, legs: Vec::new() },
+                route: TrackRoute {
+                    publisher_pts: pts,
+                    legs: Vec::new(),
+                },
                 keyframe: KeyframeThrottle::new(self.cfg.keyframe_request_interval),
             });
             if let Some(p) = self.participants.get_mut(pid) {
                 p.tracks.push(ti);
             }
             tracing::info!(track = %id, ?kind, %mid, "track published");
-            let info = TrackInfo { id, kind, mid, muted: false };
-            self.broadcast(&room, None, &ServerMessage::TrackPublished { participant_id: pid.clone(), track: info });
+            let info = TrackInfo {
+                id,
+                kind,
+                mid,
+                muted: false,
+            };
+            self.broadcast(
+                &room,
+                None,
+                &ServerMessage::TrackPublished {
+                    participant_id: pid.clone(),
+                    track: info,
+                },
+            );
             let others: Vec<ParticipantId> = self
                 .rooms
                 .get(&room)
-                .map(|r| r.participants.iter().filter(|o| *o != pid).cloned().collect())
+                .map(|r| {
+                    r.participants
+                        .iter()
+                        .filter(|o| *o != pid)
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default();
             for o in others {
                 if let Err(Reject(code, msg)) = self.subscribe(&o, ti, now) {
@@ -519,8 +716,15 @@ impl Worker {
 
     /// Add a leg for track `ti` on `sub`'s subscriber connection; renegotiation follows.
     fn subscribe(&mut self, sub: &ParticipantId, ti: usize, now: Instant) -> Result<(), Reject> {
-        let Some(track) = self.tracks.get(ti) else { return Ok(()) };
-        let (owner, track_id, kind, codec) = (track.owner.clone(), track.id.clone(), track.kind, track.codec);
+        let Some(track) = self.tracks.get(ti) else {
+            return Ok(());
+        };
+        let (owner, track_id, kind, codec) = (
+            track.owner.clone(),
+            track.id.clone(),
+            track.kind,
+            track.codec,
+        );
         let ci = match self.participants.get(sub).and_then(|p| p.sub_conn) {
             Some(ci) => ci,
             None => {
@@ -533,37 +737,76 @@ impl Worker {
         };
         let ssrc = loop {
             let s: u32 = rand::random();
-            if s != 0 && !self.conns.get(ci).is_some_and(|c| c.outbound.iter().any(|(o, _)| *o == s)) {
+            if s != 0
+                && !self
+                    .conns
+                    .get(ci)
+                    .is_some_and(|c| c.outbound.iter().any(|(o, _)| *o == s))
+            {
                 break s;
             }
         };
         let codec_params = conn::codec_params(codec)
             .ok_or_else(|| Reject::new(ErrorCode::Internal, "codec without parameters"))?;
-        let rtc_kind = if kind == TrackKind::Audio { RtpCodecKind::Audio } else { RtpCodecKind::Video };
+        let rtc_kind = if kind == TrackKind::Audio {
+            RtpCodecKind::Audio
+        } else {
+            RtpCodecKind::Video
+        };
         let mst = MediaStreamTrack::new(
             owner.0.clone(),
             track_id.0.clone(),
             track_id.0.clone(),
             rtc_kind,
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
                 codec: codec_params,
                 ..Default::default()
             }],
         );
         let Some(c) = self.conns.get_mut(ci) else {
-            return Err(Reject::new(ErrorCode::Internal, "subscriber connection vanished"));
+            return Err(Reject::new(
+                ErrorCode::Internal,
+                "subscriber connection vanished",
+            ));
         };
-        let sender_id = c
-            .pc
-            .add_track(mst)
-            .map_err(|e| Reject::new(ErrorCode::Internal, format!("cannot add track: {e}")))?;
+        // A new sendonly transceiver per subscribed track: m-lines of removed tracks are left
+        // inactive, never recycled for another track (clients map mids to tracks once).
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![owner.0.clone()],
+            send_encodings: vec![],
+        };
+        let sender_id =
+            c.pc.add_transceiver_from_track(mst, Some(init))
+                .ok()
+                .and_then(|tid| c.pc.rtp_transceiver(tid).and_then(|t| t.sender()))
+                .ok_or_else(|| {
+                    Reject::new(
+                        ErrorCode::Internal,
+                        "cannot add the track to the subscriber connection",
+                    )
+                })?;
         c.outbound.push((ssrc, ti));
         if let Some(t) = self.tracks.get_mut(ti) {
-            t.route.legs.push(Leg { conn: ci, ssrc, pts: PayloadTypes::default(), active: false });
+            t.route.legs.push(Leg {
+                conn: ci,
+                ssrc,
+                pts: PayloadTypes::default(),
+                active: false,
+            });
         }
         if let Some(p) = self.participants.get_mut(sub) {
-            p.legs.push(SubLeg { track: ti, sender_id, ssrc, negotiated: false });
+            p.legs.push(SubLeg {
+                track: ti,
+                sender_id,
+                ssrc,
+                in_offer: false,
+                negotiated: false,
+            });
             p.needs_offer = true;
         }
         Ok(())
@@ -571,8 +814,12 @@ impl Worker {
 
     /// Remove `sub`'s leg of track `ti`.
     fn unsubscribe(&mut self, sub: &ParticipantId, ti: usize) {
-        let Some(p) = self.participants.get_mut(sub) else { return };
-        let Some(i) = p.legs.iter().position(|l| l.track == ti) else { return };
+        let Some(p) = self.participants.get_mut(sub) else {
+            return;
+        };
+        let Some(i) = p.legs.iter().position(|l| l.track == ti) else {
+            return;
+        };
         let leg = p.legs.swap_remove(i);
         p.needs_offer = true;
         let Some(ci) = p.sub_conn else { return };
@@ -605,21 +852,33 @@ impl Worker {
     }
 
     fn send_subscriber_offer(&mut self, pid: &ParticipantId, now: Instant) -> Result<(), Reject> {
-        let Some(p) = self.participants.get_mut(pid) else { return Ok(()) };
+        let Some(p) = self.participants.get_mut(pid) else {
+            return Ok(());
+        };
         let Some(ci) = p.sub_conn else { return Ok(()) };
         p.needs_offer = false;
         p.offer_pending = true;
-        let first = self.conns.get(ci).is_some_and(|c| c.pc.local_description().is_none());
+        let first = self
+            .conns
+            .get(ci)
+            .is_some_and(|c| c.pc.local_description().is_none());
         if first {
-            self.add_local_candidates(ci, PeerConnectionKind::Subscriber, pid);
+            self.add_local_candidates(ci);
         }
-        let Some(c) = self.conns.get_mut(ci) else { return Ok(()) };
+        let Some(c) = self.conns.get_mut(ci) else {
+            return Ok(());
+        };
         let sdp = (|| {
             let offer = c.pc.create_offer(None)?;
             c.pc.set_local_description(now, offer)?;
             Ok::<_, rtc::shared::error::Error>(c.pc.local_description().map(|d| d.sdp))
         })()
-        .map_err(|e| Reject::new(ErrorCode::Internal, format!("cannot create the subscriber offer: {e}")))?
+        .map_err(|e| {
+            Reject::new(
+                ErrorCode::Internal,
+                format!("cannot create the subscriber offer: {e}"),
+            )
+        })?
         .ok_or_else(|| Reject::new(ErrorCode::Internal, "no local description"))?;
         c.dirty = true;
         // mid of each leg, by its sender.
@@ -637,32 +896,75 @@ impl Worker {
             .get(pid)
             .map(|p| p.legs.iter().map(|l| (l.track, l.sender_id)).collect())
             .unwrap_or_default();
-        let tracks = legs
+        let tracks: Vec<SubscribedTrack> = legs
             .into_iter()
             .filter_map(|(ti, sid)| {
                 let t = self.tracks.get(ti)?;
                 let mid = mids.iter().find(|(s, _)| *s == sid)?.1.clone();
-                Some(SubscribedTrack { mid, track_id: t.id.clone(), participant_id: t.owner.clone(), kind: t.kind })
+                Some(SubscribedTrack {
+                    mid,
+                    track_id: t.id.clone(),
+                    participant_id: t.owner.clone(),
+                    kind: t.kind,
+                })
             })
             .collect();
-        self.send(pid, ServerMessage::Offer { pc: PeerConnectionKind::Subscriber, sdp, tracks });
+        if let Some(p) = self.participants.get_mut(pid) {
+            for l in &mut p.legs {
+                l.in_offer = tracks.iter().any(|t| {
+                    self.tracks
+                        .get(l.track)
+                        .is_some_and(|tr| tr.id == t.track_id)
+                });
+            }
+        }
+        self.send(
+            pid,
+            ServerMessage::Offer {
+                pc: PeerConnectionKind::Subscriber,
+                sdp,
+                tracks,
+            },
+        );
+        if first {
+            self.trickle_local_candidates(pid, PeerConnectionKind::Subscriber);
+        }
         Ok(())
     }
 
-    fn subscriber_answer(&mut self, pid: &ParticipantId, sdp: String, now: Instant) -> Result<(), Reject> {
-        let p = self.participants.get(pid).ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
+    fn subscriber_answer(
+        &mut self,
+        pid: &ParticipantId,
+        sdp: String,
+        now: Instant,
+    ) -> Result<(), Reject> {
+        let p = self
+            .participants
+            .get(pid)
+            .ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
         let (Some(ci), true) = (p.sub_conn, p.offer_pending) else {
-            return Err(Reject::new(ErrorCode::InvalidState, "no subscriber offer is waiting for an answer"));
+            return Err(Reject::new(
+                ErrorCode::InvalidState,
+                "no subscriber offer is waiting for an answer",
+            ));
         };
         if !sdp.starts_with("v=0") {
-            return Err(Reject::new(ErrorCode::InvalidSdp, "SDP must start with \"v=0\""));
+            return Err(Reject::new(
+                ErrorCode::InvalidSdp,
+                "SDP must start with \"v=0\"",
+            ));
         }
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| Reject::new(ErrorCode::InvalidSdp, format!("invalid answer: {e}")))?;
-        let Some(c) = self.conns.get_mut(ci) else { return Ok(()) };
-        c.pc
-            .set_remote_description(now, answer)
-            .map_err(|e| Reject::new(ErrorCode::InvalidSdp, format!("cannot apply the answer: {e}")))?;
+        let Some(c) = self.conns.get_mut(ci) else {
+            return Ok(());
+        };
+        c.pc.set_remote_description(now, answer).map_err(|e| {
+            Reject::new(
+                ErrorCode::InvalidSdp,
+                format!("cannot apply the answer: {e}"),
+            )
+        })?;
         c.dirty = true;
         let connected = c.connected;
         // Payload types negotiated per leg.
@@ -672,10 +974,10 @@ impl Worker {
             .map(|p| p.legs.iter().map(|l| (l.sender_id, l.track)).collect())
             .unwrap_or_default();
         for (sid, ti) in senders {
-            let pts = self
-                .conns
-                .get_mut(ci)
-                .and_then(|c| c.pc.rtp_sender(sid).map(|mut s| conn::payload_types(&s.get_parameters().rtp_parameters.codecs)));
+            let pts = self.conns.get_mut(ci).and_then(|c| {
+                c.pc.rtp_sender(sid)
+                    .map(|mut s| conn::payload_types(&s.get_parameters().rtp_parameters.codecs))
+            });
             if let (Some(pts), Some(t)) = (pts, self.tracks.get_mut(ti)) {
                 if let Some(leg) = t.route.leg_mut(ci) {
                     leg.pts = pts;
@@ -685,7 +987,8 @@ impl Worker {
         if let Some(p) = self.participants.get_mut(pid) {
             p.offer_pending = false;
             for l in &mut p.legs {
-                l.negotiated = true;
+                l.negotiated |= l.in_offer;
+                l.in_offer = false;
             }
         }
         if connected {
@@ -697,18 +1000,30 @@ impl Worker {
 
     /// Negotiated legs on a connected subscriber connection start receiving, with a keyframe.
     pub(crate) fn activate_subscriber_legs(&mut self, ci: usize, now: Instant) {
-        let Some(owner) = self.conns.get(ci).map(|c| c.owner.clone()) else { return };
+        let Some(owner) = self.conns.get(ci).map(|c| c.owner.clone()) else {
+            return;
+        };
         let legs: Vec<usize> = self
             .participants
             .get(&owner)
-            .map(|p| p.legs.iter().filter(|l| l.negotiated).map(|l| l.track).collect())
+            .map(|p| {
+                p.legs
+                    .iter()
+                    .filter(|l| l.negotiated)
+                    .map(|l| l.track)
+                    .collect()
+            })
             .unwrap_or_default();
         for ti in legs {
-            let newly = self.tracks.get_mut(ti).and_then(|t| t.route.leg_mut(ci)).is_some_and(|l| {
-                let was = l.active;
-                l.active = true;
-                !was
-            });
+            let newly = self
+                .tracks
+                .get_mut(ti)
+                .and_then(|t| t.route.leg_mut(ci))
+                .is_some_and(|l| {
+                    let was = l.active;
+                    l.active = true;
+                    !was
+                });
             if newly {
                 self.request_keyframe(ti, now);
             }
@@ -716,7 +1031,13 @@ impl Worker {
     }
 
     /// First RTP of a publisher's stream: learn its SSRC, then serve waiting subscribers a keyframe.
-    pub(crate) fn on_track_open(&mut self, ci: usize, rid: RTCRtpReceiverId, ssrc: u32, now: Instant) {
+    pub(crate) fn on_track_open(
+        &mut self,
+        ci: usize,
+        rid: RTCRtpReceiverId,
+        ssrc: u32,
+        now: Instant,
+    ) {
         let found = self
             .tracks
             .iter()
@@ -726,10 +1047,10 @@ impl Worker {
         if let Some(t) = self.tracks.get_mut(ti) {
             t.media_ssrc = Some(ssrc);
         }
-        let pts = self
-            .conns
-            .get_mut(ci)
-            .and_then(|c| c.pc.rtp_receiver(rid).map(|mut r| conn::payload_types(&r.get_parameters().rtp_parameters.codecs)));
+        let pts = self.conns.get_mut(ci).and_then(|c| {
+            c.pc.rtp_receiver(rid)
+                .map(|mut r| conn::payload_types(&r.get_parameters().rtp_parameters.codecs))
+        });
         if let (Some(pts), Some(t)) = (pts, self.tracks.get_mut(ti)) {
             if !pts.is_empty() {
                 t.route.publisher_pts = pts;
@@ -739,38 +1060,67 @@ impl Worker {
             c.inbound.retain(|(_, t)| *t != ti);
             c.inbound.push((ssrc, ti));
         }
-        if self.tracks.get(ti).is_some_and(|t| t.route.legs.iter().any(|l| l.active)) {
+        if self
+            .tracks
+            .get(ti)
+            .is_some_and(|t| t.route.legs.iter().any(|l| l.active))
+        {
             self.request_keyframe(ti, now);
         }
     }
 
-    fn remote_candidate(&mut self, pid: &ParticipantId, pc: PeerConnectionKind, cand: IceCandidate) -> Result<(), Reject> {
-        let p = self.participants.get(pid).ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
+    fn remote_candidate(
+        &mut self,
+        pid: &ParticipantId,
+        pc: PeerConnectionKind,
+        cand: IceCandidate,
+    ) -> Result<(), Reject> {
+        let p = self
+            .participants
+            .get(pid)
+            .ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
         let ci = match pc {
             PeerConnectionKind::Publisher => p.pub_conn,
             PeerConnectionKind::Subscriber => p.sub_conn,
         }
-        .ok_or_else(|| Reject::new(ErrorCode::InvalidState, "no such peer connection yet; send the offer first"))?;
+        .ok_or_else(|| {
+            Reject::new(
+                ErrorCode::InvalidState,
+                "no such peer connection yet; send the offer first",
+            )
+        })?;
         if cand.candidate.is_empty() {
             return Ok(()); // end-of-candidates
         }
         let s = cand.candidate.strip_prefix("a=").unwrap_or(&cand.candidate);
         if !s.starts_with("candidate:") || s.len() > 1024 {
-            return Err(Reject::new(ErrorCode::InvalidCandidate, "a candidate must start with \"candidate:\""));
+            return Err(Reject::new(
+                ErrorCode::InvalidCandidate,
+                "a candidate must start with \"candidate:\"",
+            ));
         }
-        let Some(c) = self.conns.get_mut(ci) else { return Ok(()) };
+        let Some(c) = self.conns.get_mut(ci) else {
+            return Ok(());
+        };
         if c.pc.remote_description().is_none() {
-            return Err(Reject::new(ErrorCode::InvalidState, "candidate before the description it belongs to"));
+            return Err(Reject::new(
+                ErrorCode::InvalidState,
+                "candidate before the description it belongs to",
+            ));
         }
-        c.pc
-            .add_remote_candidate(RTCIceCandidateInit {
-                candidate: cand.candidate,
-                sdp_mid: cand.sdp_mid,
-                sdp_mline_index: cand.sdp_mline_index,
-                username_fragment: cand.username_fragment,
-                ..Default::default()
-            })
-            .map_err(|e| Reject::new(ErrorCode::InvalidCandidate, format!("cannot apply candidate: {e}")))?;
+        c.pc.add_remote_candidate(RTCIceCandidateInit {
+            candidate: cand.candidate,
+            sdp_mid: cand.sdp_mid,
+            sdp_mline_index: cand.sdp_mline_index,
+            username_fragment: cand.username_fragment,
+            ..Default::default()
+        })
+        .map_err(|e| {
+            Reject::new(
+                ErrorCode::InvalidCandidate,
+                format!("cannot apply candidate: {e}"),
+            )
+        })?;
         c.dirty = true;
         Ok(())
     }
@@ -780,12 +1130,20 @@ impl Worker {
         let subscribers: Vec<ParticipantId> = self
             .tracks
             .get(ti)
-            .map(|t| t.route.legs.iter().filter_map(|l| self.conns.get(l.conn).map(|c| c.owner.clone())).collect())
+            .map(|t| {
+                t.route
+                    .legs
+                    .iter()
+                    .filter_map(|l| self.conns.get(l.conn).map(|c| c.owner.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         for sub in subscribers {
             self.unsubscribe(&sub, ti);
         }
-        let Some(track) = self.tracks.remove(ti) else { return };
+        let Some(track) = self.tracks.remove(ti) else {
+            return;
+        };
         tracing::info!(track = %track.id, "track unpublished");
         if let Some(c) = self.conns.get_mut(track.publisher_conn) {
             c.inbound.retain(|(_, t)| *t != ti);
@@ -795,15 +1153,25 @@ impl Worker {
             p.tracks.retain(|&t| t != ti);
         }
         if let Some(room) = room {
-            let m = ServerMessage::TrackUnpublished { participant_id: track.owner.clone(), track_id: track.id };
+            let m = ServerMessage::TrackUnpublished {
+                participant_id: track.owner.clone(),
+                track_id: track.id,
+            };
             self.broadcast(&room, None, &m);
         }
     }
 
     /// Remove a participant: its tracks, its legs, its connections. `notify_self` sends it a
     /// final `leave` (when the server, not the client, ends the session).
-    pub(crate) fn remove_participant(&mut self, pid: &ParticipantId, reason: LeaveReason, notify_self: bool) {
-        let Some(p) = self.participants.get(pid) else { return };
+    pub(crate) fn remove_participant(
+        &mut self,
+        pid: &ParticipantId,
+        reason: LeaveReason,
+        notify_self: bool,
+    ) {
+        let Some(p) = self.participants.get(pid) else {
+            return;
+        };
         let span = p.span.clone();
         let _g = span.enter();
         tracing::info!(?reason, "left");
@@ -820,7 +1188,9 @@ impl Worker {
         for ti in legs {
             self.unsubscribe(pid, ti);
         }
-        let Some(p) = self.participants.remove(pid) else { return };
+        let Some(p) = self.participants.remove(pid) else {
+            return;
+        };
         for ci in [p.pub_conn, p.sub_conn].into_iter().flatten() {
             self.close_conn(ci);
         }
@@ -835,9 +1205,23 @@ impl Worker {
                 self.rooms.remove(&room);
             }
         }
-        self.broadcast(&room, None, &ServerMessage::ParticipantLeft { participant_id: pid.clone(), reason });
+        self.broadcast(
+            &room,
+            None,
+            &ServerMessage::ParticipantLeft {
+                participant_id: pid.clone(),
+                reason,
+            },
+        );
         if cleared_spotlight {
-            self.broadcast(&room, None, &ServerMessage::Spotlight { participant_id: None, by: pid.clone() });
+            self.broadcast(
+                &room,
+                None,
+                &ServerMessage::Spotlight {
+                    participant_id: None,
+                    by: pid.clone(),
+                },
+            );
         }
         self.renegotiate_pending(now);
         // Dropping `p.events` lets the signalling connection close.

@@ -100,11 +100,19 @@ impl TrackRoute {
 
     /// Rewrite `header` (already [`Self::prepare`]d, holding the publisher's payload type in
     /// `publisher_pt`) for `leg`.
-    pub fn rewrite_for(&self, leg: &Leg, publisher_pt: u8, header: &mut Header) -> Result<(), Drop> {
+    pub fn rewrite_for(
+        &self,
+        leg: &Leg,
+        publisher_pt: u8,
+        header: &mut Header,
+    ) -> Result<(), Drop> {
         if !leg.active {
             return Err(Drop::Inactive);
         }
-        let codec = self.publisher_pts.codec(publisher_pt).ok_or(Drop::UnknownPayloadType)?;
+        let codec = self
+            .publisher_pts
+            .codec(publisher_pt)
+            .ok_or(Drop::UnknownPayloadType)?;
         header.payload_type = leg.pts.pt(codec).ok_or(Drop::CodecNotNegotiated)?;
         header.ssrc = leg.ssrc;
         Ok(())
@@ -157,9 +165,24 @@ mod tests {
         let route = TrackRoute {
             publisher_pts: pts(&[(Codec::Vp8, 120), (Codec::H264, 125)]),
             legs: vec![
-                Leg { conn: 1, ssrc: 1111, pts: pts(&[(Codec::Vp8, 96), (Codec::H264, 102)]), active: true },
-                Leg { conn: 2, ssrc: 2222, pts: pts(&[(Codec::Vp8, 97)]), active: true },
-                Leg { conn: 3, ssrc: 3333, pts: pts(&[(Codec::Vp8, 96)]), active: false },
+                Leg {
+                    conn: 1,
+                    ssrc: 1111,
+                    pts: pts(&[(Codec::Vp8, 96), (Codec::H264, 102)]),
+                    active: true,
+                },
+                Leg {
+                    conn: 2,
+                    ssrc: 2222,
+                    pts: pts(&[(Codec::Vp8, 97)]),
+                    active: true,
+                },
+                Leg {
+                    conn: 3,
+                    ssrc: 3333,
+                    pts: pts(&[(Codec::Vp8, 96)]),
+                    active: false,
+                },
             ],
         };
         let base = Header {
@@ -168,7 +191,10 @@ mod tests {
             sequence_number: 7,
             timestamp: 9000,
             extension: true,
-            extensions: vec![rtc::rtp::header::Extension { id: 3, payload: bytes::Bytes::from_static(&[1]) }],
+            extensions: vec![rtc::rtp::header::Extension {
+                id: 3,
+                payload: bytes::Bytes::from_static(&[1]),
+            }],
             ..Default::default()
         };
         let mut prepared = base.clone();
@@ -186,10 +212,16 @@ mod tests {
         ];
         for (leg, pt, want) in cases {
             let mut h = prepared.clone();
-            let got = route.rewrite_for(&route.legs[leg], pt, &mut h).map(|()| (h.payload_type, h.ssrc));
+            let got = route
+                .rewrite_for(&route.legs[leg], pt, &mut h)
+                .map(|()| (h.payload_type, h.ssrc));
             assert_eq!(got, want, "leg {leg} pt {pt}");
             if got.is_ok() {
-                assert_eq!((h.sequence_number, h.timestamp), (7, 9000), "seq/ts untouched");
+                assert_eq!(
+                    (h.sequence_number, h.timestamp),
+                    (7, 9000),
+                    "seq/ts untouched"
+                );
             }
         }
     }
@@ -197,7 +229,12 @@ mod tests {
     #[test]
     fn legs_are_found_and_removed() {
         let mut route = TrackRoute::default();
-        route.legs.push(Leg { conn: 5, ssrc: 1, pts: PayloadTypes::default(), active: false });
+        route.legs.push(Leg {
+            conn: 5,
+            ssrc: 1,
+            pts: PayloadTypes::default(),
+            active: false,
+        });
         assert!(route.has_leg_ssrc(5, 1));
         assert!(!route.has_leg_ssrc(5, 2));
         route.leg_mut(5).unwrap().active = true;

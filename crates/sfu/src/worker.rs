@@ -56,7 +56,10 @@ pub(crate) struct Slab<T> {
 
 impl<T> Default for Slab<T> {
     fn default() -> Self {
-        Self { items: Vec::new(), free: Vec::new() }
+        Self {
+            items: Vec::new(),
+            free: Vec::new(),
+        }
     }
 }
 
@@ -87,7 +90,10 @@ impl<T> Slab<T> {
         self.items.len() - self.free.len()
     }
     pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
-        self.items.iter().enumerate().filter_map(|(i, v)| v.as_ref().map(|v| (i, v)))
+        self.items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().map(|v| (i, v)))
     }
 }
 
@@ -112,8 +118,10 @@ pub(crate) fn spawn(
     config: SfuConfig,
     rx: mpsc::Receiver<Command>,
 ) -> Result<(SocketAddr, std::thread::JoinHandle<()>), SfuError> {
-    let sock = UdpSocket::bind(config.bind)
-        .map_err(|source| SfuError::Bind { addr: config.bind, source })?;
+    let sock = UdpSocket::bind(config.bind).map_err(|source| SfuError::Bind {
+        addr: config.bind,
+        source,
+    })?;
     sock.set_nonblocking(true)?;
     set_buffer_sizes(&sock, config.socket_buffer_bytes);
     let local_addr = sock.local_addr()?;
@@ -140,14 +148,16 @@ pub(crate) fn spawn(
         out: Vec::with_capacity(1024),
         rtp_scratch: Vec::with_capacity(64),
     };
-    let join = std::thread::Builder::new().name("rakor-media".into()).spawn(move || {
-        let mut worker = worker;
-        let span = tracing::info_span!("media_worker", addr = %local_addr);
-        let _g = span.enter();
-        tracing::info!("media worker started");
-        worker.run();
-        tracing::info!("media worker stopped");
-    })?;
+    let join = std::thread::Builder::new()
+        .name("rakor-media".into())
+        .spawn(move || {
+            let mut worker = worker;
+            let span = tracing::info_span!("media_worker", addr = %local_addr);
+            let _g = span.enter();
+            tracing::info!("media worker started");
+            worker.run();
+            tracing::info!("media worker stopped");
+        })?;
     Ok((local_addr, join))
 }
 
@@ -165,14 +175,22 @@ fn set_buffer_sizes(sock: &UdpSocket, bytes: usize) {
             )
         };
         if rc != 0 {
-            tracing::warn!(opt, "setsockopt buffer size failed: {}", std::io::Error::last_os_error());
+            tracing::warn!(
+                opt,
+                "setsockopt buffer size failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
 
 /// Wait for the socket to become readable (or writable), at most `timeout`.
 fn poll_fd(fd: i32, events: i16, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd { fd, events, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(10);
     // SAFETY: one valid pollfd.
     let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -229,9 +247,15 @@ impl Worker {
                 .conns
                 .iter()
                 .filter_map(|(_, c)| c.deadline)
-                .chain(self.tracks.iter().filter_map(|(_, t)| t.keyframe.deadline()))
+                .chain(
+                    self.tracks
+                        .iter()
+                        .filter_map(|(_, t)| t.keyframe.deadline()),
+                )
                 .min()
-                .map_or(MAX_WAIT, |d| d.saturating_duration_since(Instant::now()).min(MAX_WAIT));
+                .map_or(MAX_WAIT, |d| {
+                    d.saturating_duration_since(Instant::now()).min(MAX_WAIT)
+                });
             if !wait.is_zero() {
                 poll_fd(self.sock.as_raw_fd(), libc::POLLIN, wait);
             }
@@ -252,14 +276,18 @@ impl Worker {
                 }
             };
             self.stats.datagrams_in += 1;
-            let Some(datagram) = buf.get(..n) else { continue };
+            let Some(datagram) = buf.get(..n) else {
+                continue;
+            };
             let Some(ci) = self.demux.route(datagram, src) else {
                 self.stats.datagrams_unknown_source += 1;
                 continue;
             };
             let now = Instant::now();
             let local_addr = self.local_addr;
-            let Some(c) = self.conns.get_mut(ci) else { continue };
+            let Some(c) = self.conns.get_mut(ci) else {
+                continue;
+            };
             let msg = TaggedBytesMut {
                 now,
                 transport: TransportContext {
@@ -281,8 +309,12 @@ impl Worker {
     pub(crate) fn service_dirty(&mut self, now: Instant) {
         // Publishers' reads mark subscriber legs dirty; a few passes settle it.
         for _ in 0..4 {
-            let dirty: Vec<usize> =
-                self.conns.iter().filter(|(_, c)| c.dirty).map(|(i, _)| i).collect();
+            let dirty: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.dirty)
+                .map(|(i, _)| i)
+                .collect();
             if dirty.is_empty() {
                 return;
             }
@@ -293,7 +325,9 @@ impl Worker {
     }
 
     fn service(&mut self, ci: usize, now: Instant) {
-        let Some(c) = self.conns.get_mut(ci) else { return };
+        let Some(c) = self.conns.get_mut(ci) else {
+            return;
+        };
         c.dirty = false;
         let mut events = Vec::new();
         while let Some(ev) = c.pc.poll_event() {
@@ -317,7 +351,9 @@ impl Worker {
                 self.on_track_open(ci, init.receiver_id, init.ssrc, now);
             }
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
-                let Some(c) = self.conns.get_mut(ci) else { return };
+                let Some(c) = self.conns.get_mut(ci) else {
+                    return;
+                };
                 tracing::debug!(conn = ci, kind = ?c.kind, participant = %c.owner, ?state, "connection state");
                 match state {
                     RTCPeerConnectionState::Connected => {
@@ -345,7 +381,9 @@ impl Worker {
         let mut rtp = std::mem::take(&mut self.rtp_scratch);
         let mut keyframe_tracks: Vec<usize> = Vec::new();
         {
-            let Some(c) = self.conns.get_mut(ci) else { return };
+            let Some(c) = self.conns.get_mut(ci) else {
+                return;
+            };
             while let Some(TaggedRTCMessage { message, .. }) = c.pc.poll_read() {
                 match message {
                     RTCMessage::RtpPacket(_, pkt) if c.kind == PeerConnectionKind::Publisher => {
@@ -385,22 +423,35 @@ impl Worker {
 
     /// The hot path: one publisher's packets to every active leg of their tracks.
     fn forward(&mut self, ci: usize, rtp: &mut Vec<rtc::rtp::packet::Packet>, now: Instant) {
-        let Worker { conns, tracks, stats, .. } = self;
+        let Worker {
+            conns,
+            tracks,
+            stats,
+            ..
+        } = self;
         for mut pkt in rtp.drain(..) {
             stats.rtp_in += 1;
             let Some(c) = conns.get(ci) else { return };
             let Some(&(_, ti)) = c.inbound.iter().find(|(s, _)| *s == pkt.header.ssrc) else {
                 continue;
             };
-            let Some(track) = tracks.get(ti) else { continue };
+            let Some(track) = tracks.get(ti) else {
+                continue;
+            };
             let publisher_pt = pkt.header.payload_type;
             TrackRoute::prepare(&mut pkt.header);
             for leg in &track.route.legs {
                 let mut q = pkt.clone(); // payload is Bytes: a refcount, not a copy
-                if track.route.rewrite_for(leg, publisher_pt, &mut q.header).is_err() {
+                if track
+                    .route
+                    .rewrite_for(leg, publisher_pt, &mut q.header)
+                    .is_err()
+                {
                     continue;
                 }
-                let Some(sub) = conns.get_mut(leg.conn) else { continue };
+                let Some(sub) = conns.get_mut(leg.conn) else {
+                    continue;
+                };
                 match sub.pc.handle_write(TaggedRTCMessage {
                     now,
                     message: RTCMessage::RtpPacket(String::new(), q),
@@ -415,7 +466,9 @@ impl Worker {
 
     /// Ask the publisher of a video track for a keyframe, throttled per track.
     pub(crate) fn request_keyframe(&mut self, ti: usize, now: Instant) {
-        let Some(track) = self.tracks.get_mut(ti) else { return };
+        let Some(track) = self.tracks.get_mut(ti) else {
+            return;
+        };
         if track.kind != rakor_proto::TrackKind::Video || !track.keyframe.request(now) {
             return;
         }
@@ -423,15 +476,22 @@ impl Worker {
     }
 
     fn send_pli(&mut self, ti: usize, now: Instant) {
-        let Some(track) = self.tracks.get(ti) else { return };
+        let Some(track) = self.tracks.get(ti) else {
+            return;
+        };
         let (Some(media_ssrc), receiver_id, pc_idx) =
             (track.media_ssrc, track.receiver_id, track.publisher_conn)
         else {
             return;
         };
-        let Some(c) = self.conns.get_mut(pc_idx) else { return };
+        let Some(c) = self.conns.get_mut(pc_idx) else {
+            return;
+        };
         if let Some(mut receiver) = c.pc.rtp_receiver(receiver_id) {
-            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
             if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
                 tracing::debug!("write PLI: {e}");
             }
@@ -447,7 +507,11 @@ impl Worker {
             .map(|(i, _)| i)
             .collect();
         for ti in due {
-            if self.tracks.get_mut(ti).is_some_and(|t| t.keyframe.poll(now)) {
+            if self
+                .tracks
+                .get_mut(ti)
+                .is_some_and(|t| t.keyframe.poll(now))
+            {
                 self.send_pli(ti, now);
             }
         }
@@ -500,7 +564,9 @@ impl Worker {
 
     /// Close and forget a connection, flushing what its close produced.
     pub(crate) fn close_conn(&mut self, ci: usize) {
-        let Some(mut c) = self.conns.remove(ci) else { return };
+        let Some(mut c) = self.conns.remove(ci) else {
+            return;
+        };
         if let Err(e) = c.pc.close() {
             tracing::debug!(conn = ci, "close: {e}");
         }

@@ -1,0 +1,533 @@
+//! [`Client`]: the handle tests, bots and the load tool hold. It joins a room over
+//! `ws://HOST:PORT/rtc`, then forwards commands to the session task (`session.rs`) and offers the
+//! server's messages as an event stream plus media [`Report`]s to assert on.
+
+use crate::error::ClientError;
+use crate::peer::PeerConfig;
+use crate::room::RoomView;
+use crate::session::{CloseState, Session};
+use crate::stats::{Report, StatsHub};
+use futures_util::{SinkExt, StreamExt};
+use rakor_proto::{
+    ClientMessage, LeaveReason, ParticipantId, ParticipantInfo, Role, ServerMessage, TrackId,
+    TrackKind, PROTOCOL_VERSION,
+};
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Events kept for `wait_for`/`next_event` beyond this are dropped, oldest first.
+const MAX_BACKLOG: usize = 4096;
+
+/// How to connect and what to publish.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The signalling URL, `ws://HOST:PORT/rtc`.
+    pub url: String,
+    /// The access token (JWT) sent in `join`.
+    pub token: String,
+    /// Publish the looped Opus asset right after joining.
+    pub publish_audio: bool,
+    /// Publish the looped VP8 asset right after joining.
+    pub publish_video: bool,
+    /// Local IP of the ICE host candidates (default `127.0.0.1`).
+    pub bind_ip: IpAddr,
+    /// STUN/TURN URLs (default none).
+    pub ice_servers: Vec<String>,
+    /// Limit for the WebSocket handshake plus `joined` (default 10 s).
+    pub join_timeout: Duration,
+    /// The room to state in `join` (must match the token's room); `None` = the token's room.
+    pub room: Option<String>,
+}
+
+impl ClientOptions {
+    /// Options that publish audio and video from `127.0.0.1`.
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token: token.into(),
+            publish_audio: true,
+            publish_video: true,
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            ice_servers: Vec::new(),
+            join_timeout: Duration::from_secs(10),
+            room: None,
+        }
+    }
+
+    /// Choose what to publish on join.
+    pub fn publish(mut self, audio: bool, video: bool) -> Self {
+        self.publish_audio = audio;
+        self.publish_video = video;
+        self
+    }
+
+    /// Publish nothing on join (subscribe only).
+    pub fn receive_only(self) -> Self {
+        self.publish(false, false)
+    }
+
+    pub fn bind_ip(mut self, ip: IpAddr) -> Self {
+        self.bind_ip = ip;
+        self
+    }
+}
+
+/// What the server said in `joined`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Joined {
+    pub participant_id: ParticipantId,
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub role: Role,
+    /// Everyone else in the room at join time.
+    pub participants: Vec<ParticipantInfo>,
+    pub spotlight: Option<ParticipantId>,
+}
+
+/// Requests from the handle to the session task.
+pub(crate) enum Command {
+    Publish {
+        audio: bool,
+        video: bool,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    Unpublish {
+        kind: TrackKind,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    SendText {
+        text: String,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    RequestKeyframes {
+        reply: oneshot::Sender<usize>,
+    },
+    Leave {
+        reply: oneshot::Sender<()>,
+    },
+    Disconnect {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A joined participant. Dropping it closes the WebSocket (without `leave`) and both peer
+/// connections.
+pub struct Client {
+    joined: Joined,
+    cmd_tx: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedReceiver<ServerMessage>,
+    backlog: VecDeque<ServerMessage>,
+    hub: Arc<StatsHub>,
+    room: Arc<Mutex<RoomView>>,
+    close: Arc<Mutex<CloseState>>,
+    session: Option<JoinHandle<()>>,
+}
+
+impl Client {
+    /// Open the WebSocket, `join`, and wait for `joined` (or the server's error as
+    /// [`ClientError::Rejected`]). Then publish what `opts` asks for (the offer is sent; media
+    /// flows once the server answered and ICE/DTLS connected — see [`Client::wait_published`]).
+    pub async fn connect(opts: ClientOptions) -> Result<Client, ClientError> {
+        if !(opts.url.starts_with("ws://") || opts.url.starts_with("wss://")) {
+            return Err(ClientError::InvalidOptions(format!(
+                "url must be ws://…, got {}",
+                opts.url
+            )));
+        }
+        let timeout = opts.join_timeout;
+        let (ws, joined) = tokio::time::timeout(timeout, join(&opts))
+            .await
+            .map_err(|_| ClientError::Timeout(format!("no `joined` within {timeout:?}")))??;
+        let hub = Arc::new(StatsHub::new());
+        hub.set_participant(joined.participant_id.clone());
+        let view = RoomView {
+            participants: joined
+                .participants
+                .iter()
+                .map(|p| (p.id.clone(), p.clone()))
+                .collect(),
+            spotlight: joined.spotlight.clone(),
+        };
+        let room = Arc::new(Mutex::new(view));
+        let close = Arc::new(Mutex::new(CloseState::default()));
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let session = Session::new(
+            joined.participant_id.clone(),
+            ws,
+            cmd_rx,
+            events_tx,
+            hub.clone(),
+            room.clone(),
+            close.clone(),
+            PeerConfig {
+                bind_ip: opts.bind_ip,
+                ice_servers: opts.ice_servers.clone(),
+                imitate_server: false,
+            },
+        );
+        let client = Client {
+            joined,
+            cmd_tx,
+            events,
+            backlog: VecDeque::new(),
+            hub,
+            room,
+            close,
+            session: Some(tokio::spawn(session.run())),
+        };
+        if opts.publish_audio || opts.publish_video {
+            client
+                .publish(opts.publish_audio, opts.publish_video)
+                .await?;
+        }
+        Ok(client)
+    }
+
+    /// Our participant id.
+    pub fn participant_id(&self) -> &ParticipantId {
+        &self.joined.participant_id
+    }
+
+    /// Everything `joined` said.
+    pub fn joined(&self) -> &Joined {
+        &self.joined
+    }
+
+    /// The other participants as currently known (from `joined` and later events).
+    pub fn participants(&self) -> Vec<ParticipantInfo> {
+        self.room
+            .lock()
+            .map(|r| r.participants.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The current spotlight, as last announced.
+    pub fn spotlight(&self) -> Option<ParticipantId> {
+        self.room.lock().ok().and_then(|r| r.spotlight.clone())
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd_tx
+            .send(make(tx))
+            .map_err(|_| self.closed_error())?;
+        rx.await.map_err(|_| self.closed_error())
+    }
+
+    fn closed_error(&self) -> ClientError {
+        ClientError::Closed {
+            reason: self.close_reason(),
+        }
+    }
+
+    /// Publish the looped asset(s) on the publisher connection (sends an offer; tracks already
+    /// published are kept). Fails if a previous publisher offer is still unanswered.
+    pub async fn publish(&self, audio: bool, video: bool) -> Result<(), ClientError> {
+        self.request(|reply| Command::Publish {
+            audio,
+            video,
+            reply,
+        })
+        .await?
+    }
+
+    /// Stop sending the local track of `kind`: `unpublish` (once its server id is known), then
+    /// remove it from the publisher connection and renegotiate, as docs/protocol.md asks.
+    pub async fn unpublish(&self, kind: TrackKind) -> Result<(), ClientError> {
+        self.request(|reply| Command::Unpublish { kind, reply })
+            .await?
+    }
+
+    /// Send `mute_track` for our local track of `kind` (media keeps flowing, as the protocol
+    /// says; only the others' UI changes).
+    pub async fn set_muted(&self, kind: TrackKind, muted: bool) -> Result<(), ClientError> {
+        let track_id = self.local_track_id(kind).ok_or_else(|| {
+            ClientError::InvalidOptions(format!("no server track id for our {kind:?} track yet"))
+        })?;
+        self.send(&ClientMessage::MuteTrack { track_id, muted })
+            .await
+    }
+
+    /// Send a protocol message.
+    pub async fn send(&self, msg: &ClientMessage) -> Result<(), ClientError> {
+        let text =
+            serde_json::to_string(msg).map_err(|e| ClientError::Signalling(e.to_string()))?;
+        self.send_raw(text).await
+    }
+
+    /// Send an arbitrary text frame (tests use it for malformed input).
+    pub async fn send_raw(&self, text: impl Into<String>) -> Result<(), ClientError> {
+        let text = text.into();
+        self.request(|reply| Command::SendText { text, reply })
+            .await?
+    }
+
+    /// Send `ping {ts}`; the answer is a `pong` event.
+    pub async fn ping(&self, ts: u64) -> Result<(), ClientError> {
+        self.send(&ClientMessage::Ping { ts }).await
+    }
+
+    /// Send a PLI on every remote track; returns how many were sent.
+    pub async fn request_keyframes(&self) -> Result<usize, ClientError> {
+        self.request(|reply| Command::RequestKeyframes { reply })
+            .await
+    }
+
+    fn pull(&mut self) {
+        while let Ok(msg) = self.events.try_recv() {
+            self.push_backlog(msg);
+        }
+    }
+
+    fn push_backlog(&mut self, msg: ServerMessage) {
+        if self.backlog.len() >= MAX_BACKLOG {
+            self.backlog.pop_front();
+        }
+        self.backlog.push_back(msg);
+    }
+
+    /// The next server message (in order, including ones `wait_for` skipped), or `None` once
+    /// the session has ended and everything was read.
+    pub async fn next_event(&mut self) -> Option<ServerMessage> {
+        if let Some(m) = self.backlog.pop_front() {
+            return Some(m);
+        }
+        self.events.recv().await
+    }
+
+    /// [`Client::next_event`] with a limit.
+    pub async fn next_event_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<ServerMessage, ClientError> {
+        match tokio::time::timeout(timeout, self.next_event()).await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(self.closed_error()),
+            Err(_) => Err(ClientError::Timeout(format!(
+                "no server message within {timeout:?}"
+            ))),
+        }
+    }
+
+    /// Wait for the first server message matching `pred` (already received ones first) and
+    /// remove it; messages that do not match stay queued for later calls, in order.
+    pub async fn wait_for(
+        &mut self,
+        mut pred: impl FnMut(&ServerMessage) -> bool,
+        timeout: Duration,
+    ) -> Result<ServerMessage, ClientError> {
+        self.pull();
+        if let Some(i) = self.backlog.iter().position(&mut pred) {
+            if let Some(m) = self.backlog.remove(i) {
+                return Ok(m);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(m)) if pred(&m) => return Ok(m),
+                Ok(Some(m)) => self.push_backlog(m),
+                Ok(None) => return Err(self.closed_error()),
+                Err(_) => {
+                    let seen: Vec<&str> = self.backlog.iter().map(type_name).collect();
+                    return Err(ClientError::Timeout(format!(
+                        "no matching server message within {timeout:?}; queued: {seen:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Every server message received so far and not yet consumed.
+    pub fn drain_events(&mut self) -> Vec<ServerMessage> {
+        self.pull();
+        self.backlog.drain(..).collect()
+    }
+
+    /// A snapshot of the media counters.
+    pub fn stats(&self) -> Report {
+        self.hub.report()
+    }
+
+    /// The shared counters (for tools that watch many clients).
+    pub fn hub(&self) -> Arc<StatsHub> {
+        self.hub.clone()
+    }
+
+    /// Wait until `pred` holds for the media report (woken on every counter change).
+    pub async fn wait_media(
+        &self,
+        pred: impl FnMut(&Report) -> bool,
+        timeout: Duration,
+    ) -> Result<Report, ClientError> {
+        self.hub.wait_for(pred, timeout).await.map_err(|last| {
+            ClientError::Timeout(format!(
+                "media condition not met within {timeout:?}; last report: {}",
+                last.to_json()
+            ))
+        })
+    }
+
+    /// Wait until every local track has its server track id and has sent packets.
+    pub async fn wait_published(&self, timeout: Duration) -> Result<Report, ClientError> {
+        self.wait_media(
+            |r| {
+                !r.sent.is_empty()
+                    && r.sent
+                        .values()
+                        .all(|s| s.track_id.is_some() && s.packets > 0)
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// The server's id of our local track of `kind`, once `track_published` named it.
+    pub fn local_track_id(&self, kind: TrackKind) -> Option<TrackId> {
+        self.hub
+            .report()
+            .sent_track(kind)
+            .and_then(|s| s.track_id.clone())
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.close.lock().map(|c| c.closed).unwrap_or(true)
+    }
+
+    /// The reason of the server's `leave`, if it sent one.
+    pub fn close_reason(&self) -> Option<LeaveReason> {
+        self.close.lock().ok().and_then(|c| c.reason)
+    }
+
+    /// Wait until the session has ended (the server closed, or after `leave`).
+    pub async fn closed(&mut self, timeout: Duration) -> Result<Option<LeaveReason>, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(m)) => self.push_backlog(m),
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(ClientError::Timeout(format!(
+                        "session still open after {timeout:?}"
+                    )))
+                }
+            }
+        }
+        if let Some(h) = self.session.take() {
+            let _ = tokio::time::timeout_at(deadline, h).await;
+        }
+        Ok(self.close_reason())
+    }
+
+    /// Send `leave`, wait (up to 3 s) for the server to close, close the peer connections and
+    /// return the final report.
+    pub async fn leave(mut self) -> Report {
+        let _ = self.request(|reply| Command::Leave { reply }).await;
+        if let Some(h) = self.session.take() {
+            let _ = h.await;
+        }
+        self.hub.report()
+    }
+
+    /// Drop the WebSocket without `leave` or a close frame (a network failure, as the server
+    /// sees it), close the peer connections, and return the final report.
+    pub async fn disconnect(mut self) -> Report {
+        let _ = self.request(|reply| Command::Disconnect { reply }).await;
+        if let Some(h) = self.session.take() {
+            let _ = h.await;
+        }
+        self.hub.report()
+    }
+}
+
+fn type_name(msg: &ServerMessage) -> &'static str {
+    match msg {
+        ServerMessage::Joined { .. } => "joined",
+        ServerMessage::Answer { .. } => "answer",
+        ServerMessage::Offer { .. } => "offer",
+        ServerMessage::Candidate { .. } => "candidate",
+        ServerMessage::ParticipantJoined { .. } => "participant_joined",
+        ServerMessage::ParticipantLeft { .. } => "participant_left",
+        ServerMessage::TrackPublished { .. } => "track_published",
+        ServerMessage::TrackUnpublished { .. } => "track_unpublished",
+        ServerMessage::TrackMuted { .. } => "track_muted",
+        ServerMessage::Spotlight { .. } => "spotlight",
+        ServerMessage::Pong { .. } => "pong",
+        ServerMessage::Leave { .. } => "leave",
+        ServerMessage::Error { .. } => "error",
+    }
+}
+
+/// WebSocket handshake, `join`, and the wait for `joined`.
+async fn join(opts: &ClientOptions) -> Result<(crate::session::Ws, Joined), ClientError> {
+    let (mut ws, _response) = tokio_tungstenite::connect_async(opts.url.as_str())
+        .await
+        .map_err(|e| ClientError::WebSocket(format!("connecting to {}: {e}", opts.url)))?;
+    let join = ClientMessage::Join {
+        version: PROTOCOL_VERSION,
+        token: opts.token.clone(),
+        room: opts.room.clone(),
+    };
+    let text = serde_json::to_string(&join).map_err(|e| ClientError::Signalling(e.to_string()))?;
+    ws.send(Message::text(text))
+        .await
+        .map_err(|e| ClientError::WebSocket(e.to_string()))?;
+    loop {
+        let frame = match ws.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return Err(ClientError::WebSocket(e.to_string())),
+            None => return Err(ClientError::Closed { reason: None }),
+        };
+        let text = match frame {
+            Message::Text(t) => t,
+            Message::Close(_) => return Err(ClientError::Closed { reason: None }),
+            _ => continue,
+        };
+        match serde_json::from_str::<ServerMessage>(text.as_str()) {
+            Ok(ServerMessage::Joined {
+                participant_id,
+                room,
+                identity,
+                name,
+                role,
+                participants,
+                spotlight,
+                ..
+            }) => {
+                let joined = Joined {
+                    participant_id,
+                    room,
+                    identity,
+                    name,
+                    role,
+                    participants,
+                    spotlight,
+                };
+                return Ok((ws, joined));
+            }
+            Ok(ServerMessage::Error { code, message, .. }) => {
+                return Err(ClientError::Rejected { code, message });
+            }
+            Ok(ServerMessage::Leave { reason }) => {
+                return Err(ClientError::Closed {
+                    reason: Some(reason),
+                });
+            }
+            Ok(other) => {
+                tracing::debug!(r#type = type_name(&other), "ignoring message before joined")
+            }
+            Err(e) => tracing::debug!(error = %e, "ignoring unparseable message before joined"),
+        }
+    }
+}

@@ -1,0 +1,593 @@
+//! Media counters: what a client sent per local track and received per remote track, the
+//! serialisable [`Report`] snapshot, and the shared [`StatsHub`] the media tasks write into.
+//!
+//! Remote tracks are keyed by the server's track id, resolved from the subscriber offer's
+//! `tracks` mapping (mid → track) and falling back to the SDP msid. Payload verification checks
+//! every received payload's FNV-1a hash against the packetized asset of the track's kind.
+
+use crate::packetizer::{self, fnv1a64};
+use rakor_proto::{ParticipantId, SubscribedTrack, TrackId, TrackKind};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Counters of one local (published) track.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentTrackStats {
+    pub kind: TrackKind,
+    /// The server's id for this track, learnt from `track_published` (matched by mid).
+    pub track_id: Option<TrackId>,
+    /// The transceiver mid in the publisher connection.
+    pub mid: Option<String>,
+    pub ssrc: u32,
+    pub packets: u64,
+    /// Payload bytes (RTP headers excluded).
+    pub bytes: u64,
+    pub frames: u64,
+    pub keyframes: u64,
+    /// Completed loops of the asset.
+    pub loops: u64,
+    pub plis_received: u64,
+    pub firs_received: u64,
+    pub nacks_received: u64,
+    /// Writes the local stack refused (e.g. before negotiation finished).
+    pub write_errors: u64,
+}
+
+impl SentTrackStats {
+    pub fn new(kind: TrackKind, ssrc: u32) -> Self {
+        Self {
+            kind,
+            track_id: None,
+            mid: None,
+            ssrc,
+            packets: 0,
+            bytes: 0,
+            frames: 0,
+            keyframes: 0,
+            loops: 0,
+            plis_received: 0,
+            firs_received: 0,
+            nacks_received: 0,
+            write_errors: 0,
+        }
+    }
+}
+
+/// Counters of one remote (subscribed) track.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceivedTrackStats {
+    pub track_id: TrackId,
+    pub participant_id: Option<ParticipantId>,
+    pub kind: TrackKind,
+    /// The transceiver mid in the subscriber connection.
+    pub mid: Option<String>,
+    pub ssrc: Option<u32>,
+    pub packets: u64,
+    /// Payload bytes (RTP headers and padding excluded).
+    pub bytes: u64,
+    /// Frames, counted by RTP timestamp changes.
+    pub frames: u64,
+    /// VP8 keyframes (first packet of a keyframe seen).
+    pub keyframes: u64,
+    /// Time from the track appearing in a subscriber offer to its first RTP packet.
+    pub first_packet_ms: Option<u64>,
+    pub last_seq: Option<u16>,
+    /// Packets missing according to forward jumps of the sequence number.
+    pub seq_gaps: u64,
+    /// Packets whose sequence number went backwards (reordered or duplicated).
+    pub out_of_order: u64,
+    /// Payloads found in the asset's packetization (byte-exact, by FNV-1a 64).
+    pub payload_matches: u64,
+    /// Non-empty payloads not found there.
+    pub payload_mismatches: u64,
+    /// Packets with an empty payload (padding / probing), not verified.
+    pub padding_packets: u64,
+    /// PLIs this client sent for the track while waiting for its first keyframe.
+    pub plis_sent: u64,
+    #[serde(skip)]
+    last_timestamp: Option<u32>,
+}
+
+impl ReceivedTrackStats {
+    pub fn new(track_id: TrackId, participant_id: Option<ParticipantId>, kind: TrackKind) -> Self {
+        Self {
+            track_id,
+            participant_id,
+            kind,
+            mid: None,
+            ssrc: None,
+            packets: 0,
+            bytes: 0,
+            frames: 0,
+            keyframes: 0,
+            first_packet_ms: None,
+            last_seq: None,
+            seq_gaps: 0,
+            out_of_order: 0,
+            payload_matches: 0,
+            payload_mismatches: 0,
+            padding_packets: 0,
+            plis_sent: 0,
+            last_timestamp: None,
+        }
+    }
+
+    /// Count one RTP packet. `since_offer` is the time since the track appeared in an offer.
+    pub fn record(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        ssrc: u32,
+        payload: &[u8],
+        since_offer: Option<Duration>,
+    ) {
+        if self.packets == 0 {
+            self.first_packet_ms = since_offer.map(|d| d.as_millis() as u64);
+        }
+        self.packets += 1;
+        self.ssrc = Some(ssrc);
+        match self.last_seq {
+            Some(last) => {
+                let diff = seq.wrapping_sub(last);
+                if diff == 0 || diff >= 0x8000 {
+                    self.out_of_order += 1;
+                } else {
+                    self.seq_gaps += u64::from(diff - 1);
+                    self.last_seq = Some(seq);
+                }
+            }
+            None => self.last_seq = Some(seq),
+        }
+        if payload.is_empty() {
+            self.padding_packets += 1;
+            return;
+        }
+        self.bytes += payload.len() as u64;
+        if self.last_timestamp != Some(timestamp) {
+            self.frames += 1;
+            self.last_timestamp = Some(timestamp);
+        }
+        if self.kind == TrackKind::Video && packetizer::vp8_payload_starts_keyframe(payload) {
+            self.keyframes += 1;
+        }
+        let known =
+            packetizer::asset(self.kind).is_ok_and(|a| a.hashes.contains(&fnv1a64(payload)));
+        if known {
+            self.payload_matches += 1;
+        } else {
+            self.payload_mismatches += 1;
+        }
+    }
+}
+
+/// A snapshot of everything a client sent and received. Serialises to JSON (`rakor bot --json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub participant_id: Option<ParticipantId>,
+    /// Milliseconds since the client (or hub) was created.
+    pub elapsed_ms: u64,
+    /// Local tracks, keyed by kind (`"audio"`, `"video"`).
+    pub sent: BTreeMap<String, SentTrackStats>,
+    /// Remote tracks, keyed by the server's track id.
+    pub received: BTreeMap<TrackId, ReceivedTrackStats>,
+    /// Last connection state of the publisher / subscriber peer connection.
+    pub publisher_state: Option<String>,
+    pub subscriber_state: Option<String>,
+    /// Client-side failures (SDP, ICE, ...) worth showing in a test failure; capped.
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    /// The local track of `kind`, if published.
+    pub fn sent_track(&self, kind: TrackKind) -> Option<&SentTrackStats> {
+        self.sent.get(kind_key(kind))
+    }
+
+    /// Remote tracks published by `participant`.
+    pub fn received_from<'a>(
+        &'a self,
+        participant: &'a ParticipantId,
+    ) -> impl Iterator<Item = &'a ReceivedTrackStats> + 'a {
+        self.received
+            .values()
+            .filter(move |t| t.participant_id.as_ref() == Some(participant))
+    }
+
+    /// The remote track of `kind` published by `participant` (the first, if several).
+    pub fn received_track(
+        &self,
+        participant: &ParticipantId,
+        kind: TrackKind,
+    ) -> Option<&ReceivedTrackStats> {
+        self.received
+            .values()
+            .find(|t| t.participant_id.as_ref() == Some(participant) && t.kind == kind)
+    }
+
+    /// Remote tracks of `kind`.
+    pub fn received_kind(&self, kind: TrackKind) -> impl Iterator<Item = &ReceivedTrackStats> {
+        self.received.values().filter(move |t| t.kind == kind)
+    }
+
+    /// Sum of `payload_mismatches` over all remote tracks.
+    pub fn total_mismatches(&self) -> u64 {
+        self.received.values().map(|t| t.payload_mismatches).sum()
+    }
+
+    /// Sum of received packets over all remote tracks.
+    pub fn total_received_packets(&self) -> u64 {
+        self.received.values().map(|t| t.packets).sum()
+    }
+
+    /// Pretty JSON (for logs and `rakor bot --json`).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+pub(crate) fn kind_key(kind: TrackKind) -> &'static str {
+    match kind {
+        TrackKind::Audio => "audio",
+        TrackKind::Video => "video",
+    }
+}
+
+const MAX_ERRORS: usize = 50;
+
+#[derive(Default)]
+struct HubState {
+    report: Report,
+    /// Subscriber mid → the remote track it carries (from the latest offers).
+    mids: HashMap<String, SubscribedTrack>,
+    /// When each remote track first appeared in an offer.
+    offered_at: HashMap<TrackId, Instant>,
+}
+
+/// Shared, lock-protected counters plus a [`Notify`] that wakes [`StatsHub::wait_for`] on every
+/// change. One per client; the media tasks hold an `Arc` of it.
+pub struct StatsHub {
+    created: Instant,
+    state: Mutex<HubState>,
+    changed: Notify,
+}
+
+impl Default for StatsHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StatsHub {
+    pub fn new() -> Self {
+        Self {
+            created: Instant::now(),
+            state: Mutex::new(HubState::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut HubState) -> R) -> R {
+        let mut guard = match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let r = f(&mut guard);
+        drop(guard);
+        self.changed.notify_waiters();
+        r
+    }
+
+    /// A snapshot of all counters.
+    pub fn report(&self) -> Report {
+        let elapsed = self.created.elapsed().as_millis() as u64;
+        let guard = match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut r = guard.report.clone();
+        r.elapsed_ms = elapsed;
+        r
+    }
+
+    /// Wait until `pred` holds for a snapshot, or `timeout` passes (`Err` with the last one).
+    pub async fn wait_for(
+        &self,
+        mut pred: impl FnMut(&Report) -> bool,
+        timeout: Duration,
+    ) -> Result<Report, Report> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let report = self.report();
+            if pred(&report) {
+                return Ok(report);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let report = self.report();
+                return if pred(&report) {
+                    Ok(report)
+                } else {
+                    Err(report)
+                };
+            }
+        }
+    }
+
+    pub(crate) fn set_participant(&self, id: ParticipantId) {
+        self.with(|s| s.report.participant_id = Some(id));
+    }
+
+    /// Record an error for the report (capped).
+    pub fn push_error(&self, message: String) {
+        self.with(|s| {
+            if s.report.errors.len() < MAX_ERRORS {
+                s.report.errors.push(message);
+            }
+        });
+    }
+
+    pub(crate) fn set_pc_state(&self, publisher: bool, state: String) {
+        self.with(|s| {
+            if publisher {
+                s.report.publisher_state = Some(state);
+            } else {
+                s.report.subscriber_state = Some(state);
+            }
+        });
+    }
+
+    /// Register a local track (before it sends).
+    pub fn add_sent(&self, kind: TrackKind, ssrc: u32, mid: Option<String>) {
+        self.with(|s| {
+            let mut st = SentTrackStats::new(kind, ssrc);
+            st.mid = mid;
+            s.report.sent.insert(kind_key(kind).to_owned(), st);
+        });
+    }
+
+    /// Update the counters of the local track of `kind`.
+    pub fn update_sent(&self, kind: TrackKind, f: impl FnOnce(&mut SentTrackStats)) {
+        self.with(|s| {
+            if let Some(st) = s.report.sent.get_mut(kind_key(kind)) {
+                f(st);
+            }
+        });
+    }
+
+    /// Learn the server's id of one of our tracks from `track_published` (matched by mid).
+    /// Returns whether a local track matched.
+    pub(crate) fn set_sent_track_id(&self, mid: &str, track_id: &TrackId) -> bool {
+        self.with(|s| {
+            for st in s.report.sent.values_mut() {
+                if st.mid.as_deref() == Some(mid) {
+                    st.track_id = Some(track_id.clone());
+                    return true;
+                }
+            }
+            false
+        })
+    }
+
+    /// Apply the `tracks` mapping of a subscriber offer received at `now`.
+    pub fn map_subscribed(&self, tracks: &[SubscribedTrack], now: Instant) {
+        self.with(|s| {
+            for t in tracks {
+                s.offered_at.entry(t.track_id.clone()).or_insert(now);
+                s.mids.insert(t.mid.clone(), t.clone());
+            }
+        });
+    }
+
+    /// Count a PLI sent for the remote track on `mid` (or with msid track id `msid_track`).
+    pub(crate) fn count_pli_sent(&self, mid: Option<&str>, msid_track: &str) {
+        self.with(|s| {
+            let id = mid
+                .and_then(|m| s.mids.get(m))
+                .map(|t| t.track_id.clone())
+                .unwrap_or_else(|| TrackId(msid_track.to_owned()));
+            if let Some(t) = s.report.received.get_mut(&id) {
+                t.plis_sent += 1;
+            }
+        });
+    }
+
+    /// Count one packet of the remote track on subscriber transceiver `mid`. `msid` is the
+    /// (stream id, track id) from the SDP, used when the offer's mapping lacks the mid.
+    pub fn record_received(
+        &self,
+        mid: Option<&str>,
+        msid: (&str, &str),
+        kind: TrackKind,
+        pkt: &rtc::rtp::Packet,
+        now: Instant,
+    ) {
+        self.with(|s| {
+            let mapped = mid.and_then(|m| s.mids.get(m));
+            let (track_id, participant, kind) = match mapped {
+                Some(t) => (t.track_id.clone(), Some(t.participant_id.clone()), t.kind),
+                None => (
+                    TrackId(msid.1.to_owned()),
+                    (!msid.0.is_empty()).then(|| ParticipantId(msid.0.to_owned())),
+                    kind,
+                ),
+            };
+            let since_offer = s
+                .offered_at
+                .get(&track_id)
+                .map(|t| now.saturating_duration_since(*t));
+            let entry = s
+                .report
+                .received
+                .entry(track_id.clone())
+                .or_insert_with(|| ReceivedTrackStats::new(track_id, participant, kind));
+            if entry.mid.is_none() {
+                entry.mid = mid.map(str::to_owned);
+            }
+            entry.record(
+                pkt.header.sequence_number,
+                pkt.header.timestamp,
+                pkt.header.ssrc,
+                &pkt.payload,
+                since_offer,
+            );
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::packetizer::asset;
+
+    fn pkt(seq: u16, ts: u32, payload: bytes::Bytes) -> rtc::rtp::Packet {
+        rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc: 42,
+                ..Default::default()
+            },
+            payload,
+        }
+    }
+
+    #[test]
+    fn received_counters_follow_the_asset() {
+        let v = asset(TrackKind::Video).unwrap();
+        let hub = StatsHub::new();
+        let t0 = Instant::now();
+        hub.map_subscribed(
+            &[SubscribedTrack {
+                mid: "1".into(),
+                track_id: TrackId("TR_v".into()),
+                participant_id: ParticipantId("PA_a".into()),
+                kind: TrackKind::Video,
+            }],
+            t0,
+        );
+        let mut seq = 65530u16; // wraps during the test
+        for (i, frame) in v.frames.iter().take(31).enumerate() {
+            for p in &frame.payloads {
+                if seq == 2 {
+                    seq = seq.wrapping_add(1); // one lost packet
+                    continue;
+                }
+                hub.record_received(
+                    Some("1"),
+                    ("", ""),
+                    TrackKind::Video,
+                    &pkt(seq, 1000 + i as u32 * 6000, p.clone()),
+                    t0 + Duration::from_millis(250),
+                );
+                seq = seq.wrapping_add(1);
+            }
+        }
+        // A corrupted payload and a padding packet.
+        let mut bad = v.frames[3].payloads[0].to_vec();
+        bad[2] ^= 0xff;
+        hub.record_received(
+            Some("1"),
+            ("", ""),
+            TrackKind::Video,
+            &pkt(seq, 1, bad.into()),
+            t0,
+        );
+        hub.record_received(
+            Some("1"),
+            ("", ""),
+            TrackKind::Video,
+            &pkt(seq.wrapping_add(1), 1, bytes::Bytes::new()),
+            t0,
+        );
+        let r = hub.report();
+        let t = r
+            .received_track(&ParticipantId("PA_a".into()), TrackKind::Video)
+            .unwrap();
+        assert_eq!(t.track_id, TrackId("TR_v".into()));
+        assert_eq!(t.mid.as_deref(), Some("1"));
+        assert_eq!(t.first_packet_ms, Some(250));
+        // 31 frames sent, one (single-packet frame 5) lost, plus the corrupted packet's frame.
+        assert_eq!(t.frames, 31);
+        assert_eq!(t.keyframes, 2);
+        assert_eq!(t.seq_gaps, 1);
+        assert_eq!(t.payload_mismatches, 1);
+        assert_eq!(t.padding_packets, 1);
+        assert_eq!(t.payload_matches + 2, t.packets);
+        assert_eq!(r.total_mismatches(), 1);
+    }
+
+    #[test]
+    fn unmapped_mid_falls_back_to_msid_and_reorder_is_counted() {
+        let a = asset(TrackKind::Audio).unwrap();
+        let hub = StatsHub::new();
+        let now = Instant::now();
+        let p = a.frames[0].payloads[0].clone();
+        for seq in [10u16, 11, 13, 12, 12] {
+            hub.record_received(
+                None,
+                ("PA_x", "TR_y"),
+                TrackKind::Audio,
+                &pkt(seq, seq as u32 * 960, p.clone()),
+                now,
+            );
+        }
+        let r = hub.report();
+        let t = &r.received[&TrackId("TR_y".into())];
+        assert_eq!(t.participant_id, Some(ParticipantId("PA_x".into())));
+        assert_eq!(t.first_packet_ms, None);
+        assert_eq!(t.seq_gaps, 1);
+        assert_eq!(t.out_of_order, 2);
+        assert_eq!(t.last_seq, Some(13));
+        assert_eq!(t.payload_matches, 5);
+        assert_eq!(t.keyframes, 0);
+    }
+
+    #[test]
+    fn report_serialises_and_round_trips() {
+        let hub = StatsHub::new();
+        hub.set_participant(ParticipantId("PA_me".into()));
+        hub.add_sent(TrackKind::Video, 7, Some("1".into()));
+        assert!(hub.set_sent_track_id("1", &TrackId("TR_mine".into())));
+        assert!(!hub.set_sent_track_id("9", &TrackId("TR_other".into())));
+        hub.update_sent(TrackKind::Video, |s| {
+            s.packets = 3;
+            s.plis_received = 1;
+        });
+        let r = hub.report();
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["participant_id"], "PA_me");
+        assert_eq!(json["sent"]["video"]["track_id"], "TR_mine");
+        assert_eq!(json["sent"]["video"]["packets"], 3);
+        assert_eq!(json["sent"]["video"]["kind"], "video");
+        assert!(json["received"].as_object().unwrap().is_empty());
+        let back: Report = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(r.sent_track(TrackKind::Video).unwrap().plis_received, 1);
+        assert!(r.sent_track(TrackKind::Audio).is_none());
+    }
+
+    #[tokio::test]
+    async fn wait_for_wakes_on_change_and_times_out() {
+        let hub = std::sync::Arc::new(StatsHub::new());
+        let h2 = hub.clone();
+        let waiter = tokio::spawn(async move {
+            h2.wait_for(|r| r.errors.len() == 2, Duration::from_secs(5))
+                .await
+        });
+        tokio::task::yield_now().await;
+        hub.push_error("one".into());
+        hub.push_error("two".into());
+        assert!(waiter.await.unwrap().is_ok());
+        let err = hub
+            .wait_for(|r| r.errors.len() == 3, Duration::from_millis(20))
+            .await;
+        assert_eq!(err.unwrap_err().errors.len(), 2);
+    }
+}

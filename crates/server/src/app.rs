@@ -1,0 +1,270 @@
+//! The `rakor serve` flow and the state every handler shares ([`AppState`]): prepare the data
+//! directory and signing key, bind the HTTP listener and the media socket, print the start
+//! banner once, serve until a signal, then drain (see [`crate::shutdown`]).
+
+use crate::config::Config;
+use crate::signing_key::{self, KeySource, SigningKey};
+use crate::{http, shutdown};
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Shared by every request handler; cheap to clone.
+///
+/// Contract for signalling (`signal.rs`):
+/// - run each WebSocket connection inside `tracker` (`state.tracker.track_future(..)` or
+///   `state.tracker.spawn(..)`), so shutdown can wait for it to flush;
+/// - once `shutdown` is cancelled, refuse new joins (`server_shutting_down`) but keep
+///   forwarding the participant's events until the SFU drops the event sender: the SFU sends
+///   `leave {reason: "server_shutdown"}` first, then drops it; then close the socket.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Verifies access tokens (`crate::token::verify`).
+    pub signing_key: Arc<SigningKey>,
+    /// Commands to the media core.
+    pub sfu: rakor_sfu::SfuHandle,
+    /// Cancelled on SIGINT/SIGTERM (or when the server fails).
+    pub shutdown: CancellationToken,
+    /// Tracks signalling connection tasks for the drain.
+    pub tracker: TaskTracker,
+}
+
+/// How `rakor serve` was invoked, to print a matching `rakor token` command.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// The program as typed (argv[0]), e.g. `target/release/rakor`.
+    pub program: String,
+    /// `--config FILE`, if given.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Run the server until SIGINT/SIGTERM. An error means exit code 1.
+pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let data_dir = &config.server.data_dir;
+    signing_key::ensure_data_dir(data_dir)?;
+    let (key, key_source) = signing_key::load_or_create(&config)?;
+    match &key_source {
+        KeySource::Config => tracing::info!("token signing key: auth.signing_key"),
+        KeySource::File { path, created } => {
+            tracing::info!(path = %path.display(), created, "token signing key file");
+            if signing_key::has_loose_permissions(path) {
+                tracing::warn!(path = %path.display(), "the signing key file is readable by others; run: chmod 600 {}", path.display());
+            }
+        }
+    }
+
+    let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => " (is another rakor, or another program, using it?)",
+            std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+            _ => "",
+        };
+        anyhow::anyhow!("cannot listen on {listen}: {e}{hint}; choose another address with --listen or server.listen")
+    })?;
+    let http_addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+
+    let (sfu, sfu_thread) = rakor_sfu::Sfu::start(config.sfu_config()).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}; choose another port with --media-port or media.port (0 = any free port)"
+        )
+    })?;
+    let media_worker = tokio::task::spawn_blocking(move || sfu_thread.join().is_ok());
+
+    let state = AppState {
+        config: Arc::clone(&config),
+        signing_key: Arc::new(key),
+        sfu: sfu.clone(),
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
+    shutdown::spawn_signal_listener(state.shutdown.clone());
+
+    let app = http::router(state.clone());
+    let stop = state.shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+    });
+
+    let banner = Banner {
+        config: &config,
+        http_addr,
+        media_addr: sfu.media_addr(),
+        key_source: &key_source,
+        invocation: &invocation,
+    };
+    print_once(&banner.render());
+    tracing::info!(http = %http_addr, media = %sfu.media_addr(), "rakor {} ready", env!("CARGO_PKG_VERSION"));
+
+    shutdown::run_until_stopped(state, server, media_worker).await
+}
+
+fn print_once(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// The start banner: plain text on stdout, printed once.
+struct Banner<'a> {
+    config: &'a Config,
+    http_addr: SocketAddr,
+    media_addr: SocketAddr,
+    key_source: &'a KeySource,
+    invocation: &'a Invocation,
+}
+
+impl Banner<'_> {
+    fn render(&self) -> String {
+        let c = self.config;
+        let base = c.public_base_url(self.http_addr);
+        // http:// → ws://, https:// → wss://
+        let ws_addr = base.replacen("http", "ws", 1);
+        let advertised: Vec<String> = c
+            .effective_advertise_ips()
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect();
+        let data_dir = display_dir(&c.server.data_dir);
+        let key_line = match self.key_source {
+            KeySource::Config => {
+                "auth.signing_key (from the config file or RAKOR_AUTH_SIGNING_KEY)".to_owned()
+            }
+            KeySource::File {
+                path,
+                created: true,
+            } => format!("{} (new)", path.display()),
+            KeySource::File {
+                path,
+                created: false,
+            } => path.display().to_string(),
+        };
+        let mut cmd = vec![shell_quote(&self.invocation.program), "token".to_owned()];
+        if let Some(file) = &self.invocation.config_file {
+            cmd.push("--config".into());
+            cmd.push(shell_quote(&file.display().to_string()));
+        }
+        cmd.extend([
+            "--data-dir".into(),
+            shell_quote(&c.server.data_dir.display().to_string()),
+        ]);
+        cmd.extend(
+            [
+                "--room",
+                "rakor-demo",
+                "--identity",
+                "command-room",
+                "--name",
+                "'Command Room'",
+                "--role",
+                "host",
+            ]
+            .map(str::to_owned),
+        );
+        let env_note = if matches!(self.key_source, KeySource::Config) {
+            "\n  (run it with the same config file / RAKOR_AUTH_SIGNING_KEY as this server)"
+        } else {
+            ""
+        };
+        format!(
+            "\nRakor {version} is running.\n\
+             \x20 HTTP + WebSocket  http://{http}  (signalling {ws}/rtc, health {base}/healthz)\n\
+             \x20 Media (UDP)       {media}  advertised in ICE as {adv}\n\
+             \x20 Data directory    {data_dir}\n\
+             \x20 Signing key       {key_line}\n\
+             \n\
+             Mint an access token (first line: the token, second line: the join link):\n\
+             \x20 {cmd}{env_note}\n\
+             Join links look like: {base}/join?token=<TOKEN>\n\
+             Stop with Ctrl-C or SIGTERM.\n\n",
+            version = env!("CARGO_PKG_VERSION"),
+            http = self.http_addr,
+            ws = ws_addr,
+            media = self.media_addr,
+            adv = advertised.join(", "),
+            cmd = cmd.join(" "),
+        )
+    }
+}
+
+fn display_dir(dir: &Path) -> String {
+    match std::path::absolute(dir) {
+        Ok(abs) if abs != dir => format!("{} ({})", dir.display(), abs.display()),
+        _ => dir.display().to_string(),
+    }
+}
+
+/// Quote for a POSIX shell when needed.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("./rakor-data"), "./rakor-data");
+        assert_eq!(shell_quote("my dir"), "'my dir'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn banner_has_addresses_and_a_token_command() {
+        let config = Config::default();
+        let invocation = Invocation {
+            program: "target/release/rakor".into(),
+            config_file: None,
+        };
+        let key_source = KeySource::File {
+            path: PathBuf::from("./rakor-data/signing.key"),
+            created: true,
+        };
+        let text = Banner {
+            config: &config,
+            http_addr: "127.0.0.1:7880".parse().unwrap(),
+            media_addr: "127.0.0.1:7882".parse().unwrap(),
+            key_source: &key_source,
+            invocation: &invocation,
+        }
+        .render();
+        assert!(text.contains("http://127.0.0.1:7880"), "{text}");
+        assert!(text.contains("ws://127.0.0.1:7880/rtc"), "{text}");
+        assert!(
+            text.contains("127.0.0.1:7882  advertised in ICE as 127.0.0.1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "target/release/rakor token --data-dir ./rakor-data --room rakor-demo --identity command-room \
+             --name 'Command Room' --role host"
+        ));
+        assert!(
+            text.contains("http://127.0.0.1:7880/join?token=<TOKEN>"),
+            "{text}"
+        );
+    }
+}

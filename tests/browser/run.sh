@@ -1,0 +1,58 @@
+#!/bin/sh
+# Rakor web client in real headless Chromium against the real `rakor` binary.
+# Installs what is missing (Debian chromium, npm playwright-core), builds nothing, then runs
+# scenario.mjs in a private network namespace (only lo, brought up) under a hard kill timeout.
+#   RAKOR_BIN=path      the rakor binary [default: ../../target/release/rakor, relative to this script]
+#   E2E_TIMEOUT_S=240   hard limit for the whole run (SIGKILL)
+#   E2E_NO_NETNS=1      run without unshare (not root / no CAP_SYS_ADMIN); Chromium may then
+#                       pair ICE on another interface than loopback
+# Output: PASS/FAIL lines, then exactly "<N> passed, <M> failed"; exit 0 only if M=0 and N>0.
+# Screenshots and logs land in tests/browser/out/.
+set -eu
+cd "$(dirname "$0")"
+HERE=$(pwd)
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+TIMEOUT_S="${E2E_TIMEOUT_S:-240}"
+RAKOR_BIN="${RAKOR_BIN:-$HERE/../../target/release/rakor}"
+case "$RAKOR_BIN" in /*) ;; *) RAKOR_BIN="$(pwd)/$RAKOR_BIN" ;; esac
+export RAKOR_BIN CHROMIUM
+
+mkdir -p out
+if [ ! -x "$RAKOR_BIN" ]; then
+  echo "FAIL setup (0 ms): rakor binary not found at $RAKOR_BIN (build it: cargo build --release --bin rakor)"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+if [ ! -x "$CHROMIUM" ]; then
+  echo "run.sh: installing Debian chromium (Playwright's own browser download does not work here)"
+  apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium >/dev/null
+fi
+if [ ! -d node_modules/playwright-core ]; then
+  echo "run.sh: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+if [ -n "${E2E_NO_NETNS:-}" ]; then
+  set -- timeout -s KILL "$TIMEOUT_S" node scenario.mjs
+else
+  if ! unshare --net true 2>/dev/null; then
+    echo "run.sh: 'unshare --net' not permitted (need root); set E2E_NO_NETNS=1 to run without it" >&2
+    exit 2
+  fi
+  # --pid --fork --kill-child: if timeout kills us, the kernel kills every process in the
+  # namespace (node, chromium, rakor) - nothing is left behind.
+  set -- timeout -s KILL "$TIMEOUT_S" unshare --net --pid --fork --kill-child --mount-proc \
+    sh -c 'ip link set lo up && exec node scenario.mjs'
+fi
+
+# Keep a log; if the run was killed before printing its summary, add one so CI can count.
+{ "$@" 2>&1 && echo 0 >out/rc || echo $? >out/rc; } | tee out/run.log
+rc=$(cat out/rc)
+if ! grep -Eq '^[0-9]+ passed, [0-9]+ failed$' out/run.log; then
+  p=$(grep -c '^PASS ' out/run.log || true); f=$(grep -c '^FAIL ' out/run.log || true)
+  echo "FAIL run: no summary (exit $rc; 137 = killed after ${TIMEOUT_S}s)"
+  echo "$p passed, $((f + 1)) failed"
+  [ "$rc" -ne 0 ] || rc=1
+fi
+exit "$rc"

@@ -1,0 +1,146 @@
+// What this page knows about the room: who is in it, their published tracks (and mute state),
+// which received MediaStreamTracks belong to whom, who is speaking, and the spotlight.
+// Views listen for `change` and re-sync; changes are batched to one event per microtask.
+
+export class Participant {
+  constructor(info, seq) {
+    this.id = info.id;
+    this.identity = info.identity ?? '';
+    this.name = info.name || info.identity || info.id;
+    this.role = info.role ?? 'participant';
+    this.seq = seq;                 // join order, used for the wall order and the spotlight tour
+    this.tracks = new Map();        // track id -> { id, kind, mid, muted }
+    for (const t of info.tracks ?? []) this.tracks.set(t.id, { ...t });
+    this.media = { audio: null, video: null }; // { track, receiver, mid, trackId } from the subscriber PC
+    this.speaking = false;
+    this.audioLevel = 0;
+  }
+
+  published(kind) {
+    for (const t of this.tracks.values()) if (t.kind === kind) return t;
+    return null;
+  }
+
+  /** Muted when no track of that kind is published or it is marked muted. */
+  isMuted(kind) {
+    const t = this.published(kind);
+    return !t || t.muted;
+  }
+}
+
+export class Room extends EventTarget {
+  constructor() {
+    super();
+    this.self = null;               // { id, identity, name, role }
+    this.name = '';
+    this.spotlight = null;
+    this.participants = new Map();
+    this.seq = 0;
+    this.pending = null;
+  }
+
+  changed(what) {
+    if (!this.pending) {
+      this.pending = new Set();
+      queueMicrotask(() => {
+        const detail = { what: this.pending };
+        this.pending = null;
+        this.dispatchEvent(new CustomEvent('change', { detail }));
+      });
+    }
+    this.pending.add(what);
+  }
+
+  /** Participants in join order (the wall order). */
+  list() {
+    return [...this.participants.values()].sort((a, b) => a.seq - b.seq);
+  }
+
+  get(id) { return this.participants.get(id) ?? null; }
+
+  /** Replace the state from a `joined` message (first join and every rejoin). */
+  reset(joined) {
+    this.self = { id: joined.participant_id, identity: joined.identity, name: joined.name, role: joined.role };
+    this.name = joined.room;
+    this.spotlight = joined.spotlight ?? null;
+    const keep = new Map();
+    for (const info of joined.participants ?? []) {
+      const old = this.participants.get(info.id);
+      const p = new Participant(info, old ? old.seq : ++this.seq);
+      keep.set(info.id, p);
+    }
+    this.participants = keep;
+    this.changed('participants');
+    this.changed('spotlight');
+  }
+
+  addParticipant(info) {
+    if (!info?.id || info.id === this.self?.id) return;
+    const old = this.participants.get(info.id);
+    const p = new Participant(info, old ? old.seq : ++this.seq);
+    if (old) p.media = old.media;
+    this.participants.set(info.id, p);
+    this.changed('participants');
+  }
+
+  removeParticipant(id) {
+    if (this.participants.delete(id)) this.changed('participants');
+    if (this.spotlight === id) { this.spotlight = null; this.changed('spotlight'); }
+  }
+
+  trackPublished(participantId, track) {
+    const p = this.participants.get(participantId);
+    if (!p) return;
+    p.tracks.set(track.id, { ...track });
+    this.changed('tracks');
+  }
+
+  trackUnpublished(participantId, trackId) {
+    const p = this.participants.get(participantId);
+    if (!p || !p.tracks.delete(trackId)) return;
+    for (const kind of ['audio', 'video']) if (p.media[kind]?.trackId === trackId) p.media[kind] = null;
+    this.changed('tracks');
+  }
+
+  trackMuted(participantId, trackId, muted) {
+    const t = this.participants.get(participantId)?.tracks.get(trackId);
+    if (!t) return;
+    t.muted = !!muted;
+    this.changed('muted');
+  }
+
+  setSpotlight(id) {
+    this.spotlight = id ?? null;
+    this.changed('spotlight');
+  }
+
+  /** Set who each received track belongs to: entries { mid, participantId, trackId, kind, track, receiver }. */
+  setMedia(entries) {
+    for (const p of this.participants.values()) p.media = { audio: null, video: null };
+    for (const e of entries) {
+      const p = this.participants.get(e.participantId);
+      if (p && !p.media[e.kind]) p.media[e.kind] = e;
+    }
+    this.changed('media');
+  }
+
+  setSpeaking(id, speaking, level) {
+    const p = this.participants.get(id);
+    if (!p) return;
+    p.audioLevel = level;
+    if (p.speaking !== speaking) { p.speaking = speaking; this.changed('speaking'); }
+  }
+
+  /** The participant every site shows large: the spotlight, else the (first) host. */
+  mainParticipantId() {
+    if (this.spotlight && (this.participants.has(this.spotlight) || this.spotlight === this.self?.id)) return this.spotlight;
+    if (this.self?.role === 'host') return null;
+    const host = this.list().find((p) => p.role === 'host');
+    return host ? host.id : (this.list()[0]?.id ?? null);
+  }
+
+  /** Sites the host tours through, in wall order (hosts excluded). */
+  tourOrder() {
+    return this.list().filter((p) => p.role !== 'host').map((p) => p.id);
+  }
+}

@@ -1,0 +1,297 @@
+// One signalling session: the `/rtc` WebSocket, the `join`, and the two peer connections
+// (publisher: we offer our camera+mic; subscriber: the server offers everyone else's tracks).
+// It updates the Room and reports how it ended: `lost` (network; the Call retries), `ended`
+// (the server sent `leave`), or a fatal error code. A rejoin is a new CallSession.
+import { Signalling, PROTOCOL_VERSION } from './signalling.js';
+import { QUALITY } from './media.js';
+
+const RTC_CONFIG = { iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
+const FATAL = new Set(['unsupported_version', 'invalid_token', 'token_expired', 'wrong_room', 'server_shutting_down']);
+const ICE_CONNECT_TIMEOUT_MS = 20000;
+const ICE_DISCONNECTED_GRACE_MS = 6000;
+
+export class SessionError extends Error {
+  constructor(code, message) { super(message || code); this.code = code; }
+  get fatal() { return FATAL.has(this.code); }
+}
+
+export class CallSession extends EventTarget {
+  /**
+   * @param {{url: string, token: string, room: import('./room.js').Room,
+   *          media: import('./media.js').LocalMedia|null, publish: boolean}} opts
+   */
+  constructor({ url, token, room, media, publish }) {
+    super();
+    this.url = url;
+    this.token = token;
+    this.room = room;
+    this.media = media;
+    this.wantPublish = publish;
+    this.pcs = { publisher: null, subscriber: null };
+    this.canTrickle = { publisher: false, subscriber: false };
+    this.pendingCandidates = { publisher: [], subscriber: [] };
+    this.pubTransceivers = {};      // kind -> RTCRtpTransceiver
+    this.ownTracks = {};            // kind -> server track id (learnt from track_published)
+    this.subMap = new Map();        // subscriber mid -> { mid, participantId, trackId, kind, track, receiver }
+    this.msidGuess = new Map();     // subscriber mid -> fallback from the SDP msid
+    this.joined = false;
+    this.done = false;
+    this.endInfo = null;            // { kind: 'fatal'|'ended'|'left', ... }
+    this.timers = new Set();
+  }
+
+  /** Connect and join. Resolves with the `joined` message; rejects with SessionError. */
+  start() {
+    return new Promise((resolve, reject) => {
+      this.joinWaiter = { resolve, reject };
+      this.sig = new Signalling(this.url, (m) => this.onMessage(m));
+      this.sig.addEventListener('close', (e) => this.onSocketClose(e.detail));
+      this.sig.addEventListener('handler-error', (e) => console.warn('rakor: message handling failed', e.detail.msg?.type, e.detail.err));
+      this.sig.open().then(() => {
+        this.sig.send({ type: 'join', version: PROTOCOL_VERSION, token: this.token });
+        this.later(() => this.failJoin(new SessionError('timeout', 'no answer to join')), 15000);
+      }, (err) => this.failJoin(new SessionError('network', err.message)));
+    });
+  }
+
+  failJoin(err) {
+    if (this.joined || !this.joinWaiter) return;
+    const { reject } = this.joinWaiter;
+    this.joinWaiter = null;
+    this.close();
+    reject(err);
+  }
+
+  later(fn, ms) {
+    const id = setTimeout(() => { this.timers.delete(id); fn(); }, ms);
+    this.timers.add(id);
+    return id;
+  }
+
+  send(msg) { return this.sig?.send(msg) ?? false; }
+
+  async onMessage(msg) {
+    if (this.done) return;
+    switch (msg.type) {
+      case 'joined': return this.onJoined(msg);
+      case 'answer':
+        if (msg.pc === 'publisher' && this.pcs.publisher) {
+          await this.pcs.publisher.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+          this.watchConnect('publisher');
+        }
+        return;
+      case 'offer':
+        if (msg.pc === 'subscriber') return this.onSubscriberOffer(msg);
+        return;
+      case 'candidate': {
+        const pc = this.pcs[msg.pc];
+        if (!pc || !msg.candidate) return;
+        const c = msg.candidate.candidate ? msg.candidate : null; // '' = end-of-candidates
+        // Server candidates are also in its SDP: duplicates may be refused; that is fine.
+        await pc.addIceCandidate(c ?? undefined).catch(() => {});
+        return;
+      }
+      case 'participant_joined': this.room.addParticipant(msg.participant); return;
+      case 'participant_left': this.room.removeParticipant(msg.participant_id); return;
+      case 'track_published':
+        if (msg.participant_id === this.room.self?.id) this.onOwnTrack(msg.track);
+        else this.room.trackPublished(msg.participant_id, msg.track);
+        return;
+      case 'track_unpublished': this.room.trackUnpublished(msg.participant_id, msg.track_id); return;
+      case 'track_muted': this.room.trackMuted(msg.participant_id, msg.track_id, msg.muted); return;
+      case 'spotlight': this.room.setSpotlight(msg.participant_id ?? null); return;
+      case 'leave':
+        this.endInfo = { kind: 'ended', reason: msg.reason };
+        return;
+      case 'error': return this.onError(msg);
+      default: return; // pong and unknown types are ignored (protocol rule)
+    }
+  }
+
+  onError(msg) {
+    if (!this.joined || FATAL.has(msg.code)) {
+      this.endInfo = { kind: 'fatal', code: msg.code, message: msg.message };
+      this.failJoin(new SessionError(msg.code, msg.message));
+      return;
+    }
+    this.dispatchEvent(new CustomEvent('server-error', { detail: msg }));
+  }
+
+  async onJoined(msg) {
+    this.joined = true;
+    this.room.reset(msg);
+    this.sig.startKeepalive();
+    this.pcs.subscriber = this.newPc('subscriber');
+    this.pcs.subscriber.ontrack = (e) => {
+      const s = e.streams?.[0];
+      if (s && e.transceiver?.mid != null) {
+        this.msidGuess.set(e.transceiver.mid, { participant_id: s.id, track_id: e.track.id, kind: e.track.kind });
+      }
+    };
+    if (this.wantPublish && this.media?.hasAny) {
+      try {
+        await this.publish();
+      } catch (err) {
+        // Stay in the room receive-only rather than failing the join.
+        console.warn('rakor: publishing failed', err);
+        this.dispatchEvent(new CustomEvent('server-error', { detail: { code: 'publish_failed', message: String(err?.message ?? err) } }));
+      }
+    }
+    const w = this.joinWaiter;
+    this.joinWaiter = null;
+    w?.resolve(msg);
+  }
+
+  newPc(kind) {
+    const pc = new RTCPeerConnection(RTC_CONFIG);
+    pc.onicecandidate = (e) => {
+      const c = e.candidate ? stripNulls(e.candidate.toJSON()) : { candidate: '' };
+      if (this.canTrickle[kind]) this.send({ type: 'candidate', pc: kind, candidate: c });
+      else this.pendingCandidates[kind].push(c);
+    };
+    pc.onconnectionstatechange = () => this.onPcState(kind, pc);
+    return pc;
+  }
+
+  /** After the first negotiation of `kind`: ICE must connect within a deadline. */
+  watchConnect(kind) {
+    if (this.watching?.[kind]) return;
+    this.watching = { ...this.watching, [kind]: true };
+    const pc = this.pcs[kind];
+    this.later(() => {
+      if (!this.done && pc.connectionState !== 'connected') this.lose(`${kind} ICE did not connect`);
+    }, ICE_CONNECT_TIMEOUT_MS);
+  }
+
+  onPcState(kind, pc) {
+    this.dispatchEvent(new CustomEvent('media-state', { detail: { kind, state: pc.connectionState } }));
+    if (pc.connectionState === 'failed') this.lose(`${kind} connection failed`);
+    if (pc.connectionState === 'disconnected') {
+      this.later(() => { if (pc.connectionState === 'disconnected') this.lose(`${kind} disconnected`); }, ICE_DISCONNECTED_GRACE_MS);
+    }
+  }
+
+  /** Trickle the candidates gathered before our SDP was sent. */
+  flushCandidates(kind) {
+    this.canTrickle[kind] = true;
+    for (const c of this.pendingCandidates[kind].splice(0)) this.send({ type: 'candidate', pc: kind, candidate: c });
+  }
+
+  async publish() {
+    const pc = this.pcs.publisher = this.newPc('publisher');
+    const q = QUALITY[this.media.quality] ?? QUALITY.medium;
+    for (const track of [this.media.audioTrack, this.media.videoTrack]) {
+      if (!track) continue;
+      const init = { direction: 'sendonly', streams: [this.media.stream] };
+      if (track.kind === 'video') init.sendEncodings = [{ maxBitrate: q.maxBitrate }];
+      this.pubTransceivers[track.kind] = pc.addTransceiver(track, init);
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    this.send({ type: 'offer', pc: 'publisher', sdp: pc.localDescription.sdp });
+    this.flushCandidates('publisher');
+  }
+
+  onOwnTrack(track) {
+    for (const [kind, tr] of Object.entries(this.pubTransceivers)) {
+      if (tr.mid === track.mid) {
+        this.ownTracks[kind] = track.id;
+        // The user may have muted before the server acknowledged the track.
+        const muted = !this.media.enabled[kind];
+        if (muted !== !!track.muted) this.send({ type: 'mute_track', track_id: track.id, muted });
+      }
+    }
+    this.dispatchEvent(new Event('own-tracks'));
+  }
+
+  async onSubscriberOffer(msg) {
+    const pc = this.pcs.subscriber;
+    if (!pc) return;
+    await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    this.send({ type: 'answer', pc: 'subscriber', sdp: pc.localDescription.sdp });
+    this.flushCandidates('subscriber');
+    this.watchConnect('subscriber');
+    this.updateSubscriptions(msg.tracks);
+  }
+
+  /** Map each active subscriber transceiver (mid) to the participant and track it carries. */
+  updateSubscriptions(tracks) {
+    const listed = new Map((tracks ?? []).map((t) => [t.mid, t]));
+    const next = new Map();
+    for (const tr of this.pcs.subscriber.getTransceivers()) {
+      const mid = tr.mid;
+      if (mid == null || tr.stopped) continue;
+      const dir = tr.currentDirection;
+      if (dir === 'inactive' || dir === 'stopped' || dir === 'sendonly') continue;
+      const info = listed.get(mid) ?? this.subMap.get(mid) ?? this.msidGuess.get(mid);
+      if (!info) continue;
+      next.set(mid, {
+        mid,
+        participantId: info.participant_id ?? info.participantId,
+        trackId: info.track_id ?? info.trackId,
+        kind: info.kind ?? tr.receiver.track.kind,
+        track: tr.receiver.track,
+        receiver: tr.receiver,
+      });
+    }
+    this.subMap = next;
+    this.room.setMedia([...next.values()]);
+  }
+
+  setMuted(kind, muted) {
+    const id = this.ownTracks[kind];
+    if (id) this.send({ type: 'mute_track', track_id: id, muted });
+  }
+
+  async replaceTrack(kind, track) {
+    const sender = this.pubTransceivers[kind]?.sender;
+    if (sender) await sender.replaceTrack(track);
+  }
+
+  setSpotlight(participantId) {
+    return this.send({ type: 'spotlight', participant_id: participantId ?? null });
+  }
+
+  /** Network trouble: tell the Call, which retries with a new session. */
+  lose(why) {
+    if (this.done) return;
+    this.close();
+    this.dispatchEvent(new CustomEvent('lost', { detail: { why } }));
+  }
+
+  onSocketClose(detail) {
+    if (this.done) return;
+    if (!this.joined) {
+      if (this.endInfo?.kind === 'fatal') this.failJoin(new SessionError(this.endInfo.code, this.endInfo.message));
+      else this.failJoin(new SessionError('network', `websocket closed (${detail.code})`));
+      return;
+    }
+    const info = this.endInfo;
+    this.close();
+    if (info?.kind === 'fatal') this.dispatchEvent(new CustomEvent('fatal', { detail: info }));
+    else if (info?.kind === 'ended') this.dispatchEvent(new CustomEvent('ended', { detail: info }));
+    else this.dispatchEvent(new CustomEvent('lost', { detail: { why: `websocket closed (${detail.code})` } }));
+  }
+
+  /** Leave on purpose: tell the server, then close. */
+  leave() {
+    if (this.done) return;
+    this.send({ type: 'leave' });
+    this.close();
+  }
+
+  close() {
+    if (this.done) return;
+    this.done = true;
+    for (const id of this.timers) clearTimeout(id);
+    this.timers.clear();
+    for (const pc of Object.values(this.pcs)) { try { pc?.close(); } catch { /* closed */ } }
+    this.sig?.close();
+  }
+}
+
+function stripNulls(obj) {
+  const out = {};
+  for (const [k, v] of Object.entries(obj)) if (v !== null && v !== undefined) out[k] = v;
+  return out;
+}
