@@ -464,6 +464,7 @@ fn type_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::TrackMuted { .. } => "track_muted",
         ServerMessage::Spotlight { .. } => "spotlight",
         ServerMessage::Pong { .. } => "pong",
+        ServerMessage::ModeratorMute { .. } => "moderator_mute",
         ServerMessage::Leave { .. } => "leave",
         ServerMessage::Error { .. } => "error",
     }

@@ -196,6 +196,8 @@ pub enum LeaveReason {
     MediaFailed,
     /// The server is shutting down.
     ServerShutdown,
+    /// An operator or the host ended the meeting for everyone.
+    RoomEnded,
 }
 
 /// Messages the server sends. Clients must ignore unknown types and fields.
@@ -253,6 +255,11 @@ pub enum ServerMessage {
     Spotlight {
         participant_id: Option<ParticipantId>,
         by: ParticipantId,
+    },
+    /// A moderator (operator or host) muted or unmuted your audio: while muted the server does
+    /// not forward it. Your audio tracks are also announced with `track_muted`.
+    ModeratorMute {
+        muted: bool,
     },
     Pong {
         ts: u64,

@@ -14,6 +14,10 @@ pub enum SfuError {
     WorkerGone,
     #[error("room \"{0}\" is full")]
     RoomFull(String),
+    #[error("no room \"{0}\" is active")]
+    UnknownRoom(String),
+    #[error("no participant \"{0}\" in this room")]
+    UnknownParticipant(String),
     #[error("the server is shutting down")]
     ShuttingDown,
 }

@@ -20,6 +20,42 @@ pub struct JoinRequest {
     pub events: EventSender,
 }
 
+/// What a moderator (the session manager's operator, or the host) does to a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moderation {
+    /// Stop (or resume) forwarding a participant's audio, and tell it.
+    MuteAudio {
+        participant: ParticipantId,
+        muted: bool,
+    },
+    /// Remove a participant: it gets `leave {reason: "removed"}`.
+    Remove { participant: ParticipantId },
+    /// Set or clear the spotlight.
+    Spotlight { participant: Option<ParticipantId> },
+    /// End the meeting: everyone gets `leave {reason: "room_ended"}`.
+    EndRoom,
+}
+
+/// Membership changes, for attendance. Sent on the channel given to [`Sfu::start_with_events`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomEvent {
+    Joined {
+        room: String,
+        participant: ParticipantId,
+        identity: String,
+        name: String,
+        role: Role,
+        at: std::time::SystemTime,
+    },
+    Left {
+        room: String,
+        participant: ParticipantId,
+        identity: String,
+        reason: LeaveReason,
+        at: std::time::SystemTime,
+    },
+}
+
 /// Counters of the worker, for metrics and benchmarks.
 #[derive(Debug, Clone, Default)]
 pub struct SfuStats {
@@ -35,6 +71,15 @@ pub struct SfuStats {
 }
 
 pub(crate) enum Command {
+    Moderate {
+        room: String,
+        action: Moderation,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    RoomInfo {
+        room: String,
+        reply: oneshot::Sender<Option<RoomSnapshot>>,
+    },
     Join {
         req: JoinRequest,
         reply: oneshot::Sender<Result<ParticipantId, SfuError>>,
@@ -55,6 +100,15 @@ pub(crate) enum Command {
     },
 }
 
+/// Who is in a room now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomSnapshot {
+    pub participants: Vec<rakor_proto::ParticipantInfo>,
+    pub spotlight: Option<ParticipantId>,
+    /// Participants whose audio a moderator muted.
+    pub moderator_muted: Vec<ParticipantId>,
+}
+
 /// Cheap to clone; every signalling connection holds one.
 #[derive(Clone)]
 pub struct SfuHandle {
@@ -68,8 +122,16 @@ pub struct Sfu;
 impl Sfu {
     /// Bind the media socket and start the worker thread.
     pub fn start(config: SfuConfig) -> Result<(SfuHandle, std::thread::JoinHandle<()>), SfuError> {
+        Self::start_with_events(config, None)
+    }
+
+    /// Like [`Sfu::start`], and report joins and leaves on `events` (attendance).
+    pub fn start_with_events(
+        config: SfuConfig,
+        events: Option<tokio::sync::mpsc::UnboundedSender<RoomEvent>>,
+    ) -> Result<(SfuHandle, std::thread::JoinHandle<()>), SfuError> {
         let (tx, rx) = mpsc::channel();
-        let (media_addr, join) = worker::spawn(config, rx)?;
+        let (media_addr, join) = worker::spawn(config, rx, events)?;
         Ok((SfuHandle { tx, media_addr }, join))
     }
 }
@@ -114,6 +176,32 @@ impl SfuHandle {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Stats { reply })
+            .map_err(|_| SfuError::WorkerGone)?;
+        rx.await.map_err(|_| SfuError::WorkerGone)
+    }
+
+    /// Moderate a room (operator or host action). Unknown room or participant →
+    /// [`SfuError::UnknownParticipant`] / [`SfuError::UnknownRoom`].
+    pub async fn moderate(&self, room: &str, action: Moderation) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Moderate {
+                room: room.to_owned(),
+                action,
+                reply,
+            })
+            .map_err(|_| SfuError::WorkerGone)?;
+        rx.await.map_err(|_| SfuError::WorkerGone)?
+    }
+
+    /// Who is in `room` now (None if nobody).
+    pub async fn room_info(&self, room: &str) -> Result<Option<RoomSnapshot>, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::RoomInfo {
+                room: room.to_owned(),
+                reply,
+            })
             .map_err(|_| SfuError::WorkerGone)?;
         rx.await.map_err(|_| SfuError::WorkerGone)
     }

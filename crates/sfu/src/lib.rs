@@ -23,4 +23,6 @@ mod worker;
 
 pub use config::SfuConfig;
 pub use error::SfuError;
-pub use handle::{EventSender, JoinRequest, Sfu, SfuHandle, SfuStats};
+pub use handle::{
+    EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle, SfuStats,
+};

@@ -4,7 +4,7 @@
 //! Every client-caused failure becomes an `error` message to that client only.
 
 use crate::conn;
-use crate::handle::{Command, EventSender, JoinRequest};
+use crate::handle::{Command, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot};
 use crate::keyframe::KeyframeThrottle;
 use crate::router::{Codec, Leg, PayloadTypes, TrackRoute};
 use crate::worker::{Conn, Worker};
@@ -38,6 +38,8 @@ pub(crate) struct Track {
     pub codec: Codec,
     pub route: TrackRoute,
     pub keyframe: KeyframeThrottle,
+    /// A moderator muted the owner's audio: not forwarded.
+    pub moderator_muted: bool,
 }
 
 /// One subscribed remote track on a participant's subscriber connection.
@@ -65,6 +67,8 @@ pub(crate) struct Participant {
     pub legs: Vec<SubLeg>,
     pub offer_pending: bool,
     pub needs_offer: bool,
+    /// A moderator muted this participant's audio.
+    pub moderator_muted: bool,
 }
 
 pub(crate) struct Room {
@@ -168,6 +172,40 @@ impl Worker {
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats_snapshot());
             }
+            Command::Moderate {
+                room,
+                action,
+                reply,
+            } => {
+                let r = self.moderate(&room, action);
+                let _ = reply.send(r);
+                let now = Instant::now();
+                self.renegotiate_pending(now);
+                self.service_dirty(now);
+                self.flush();
+            }
+            Command::RoomInfo { room, reply } => {
+                let snap = self.rooms.get(&room).map(|r| RoomSnapshot {
+                    participants: r
+                        .participants
+                        .iter()
+                        .filter_map(|id| self.participants.get(id))
+                        .map(|p| self.participant_info(p))
+                        .collect(),
+                    spotlight: r.spotlight.clone(),
+                    moderator_muted: r
+                        .participants
+                        .iter()
+                        .filter(|id| {
+                            self.participants
+                                .get(*id)
+                                .is_some_and(|p| p.moderator_muted)
+                        })
+                        .cloned()
+                        .collect(),
+                });
+                let _ = reply.send(snap);
+            }
             Command::Shutdown { .. } => {}
         }
     }
@@ -211,6 +249,96 @@ impl Worker {
                 .filter_map(|&t| self.track_info(t))
                 .collect(),
         }
+    }
+
+    fn room_event(&self, ev: RoomEvent) {
+        if let Some(tx) = &self.room_events {
+            let _ = tx.send(ev);
+        }
+    }
+
+    fn moderate(&mut self, room: &str, action: Moderation) -> Result<(), SfuError> {
+        let members = self
+            .rooms
+            .get(room)
+            .map(|r| r.participants.clone())
+            .ok_or_else(|| SfuError::UnknownRoom(room.to_owned()))?;
+        let check = |p: &ParticipantId| {
+            if members.contains(p) {
+                Ok(())
+            } else {
+                Err(SfuError::UnknownParticipant(p.0.clone()))
+            }
+        };
+        match action {
+            Moderation::MuteAudio { participant, muted } => {
+                check(&participant)?;
+                let tracks = match self.participants.get_mut(&participant) {
+                    Some(p) => {
+                        p.moderator_muted = muted;
+                        p.tracks.clone()
+                    }
+                    None => return Err(SfuError::UnknownParticipant(participant.0)),
+                };
+                tracing::info!(participant = %participant, muted, "moderator audio mute");
+                self.send(&participant, ServerMessage::ModeratorMute { muted });
+                for ti in tracks {
+                    let Some(t) = self.tracks.get_mut(ti) else {
+                        continue;
+                    };
+                    if t.kind != TrackKind::Audio {
+                        continue;
+                    }
+                    t.moderator_muted = muted;
+                    t.muted = muted;
+                    let m = ServerMessage::TrackMuted {
+                        participant_id: participant.clone(),
+                        track_id: t.id.clone(),
+                        muted,
+                    };
+                    self.broadcast(room, None, &m);
+                }
+            }
+            Moderation::Remove { participant } => {
+                check(&participant)?;
+                self.remove_participant(&participant, LeaveReason::Removed, true);
+            }
+            Moderation::Spotlight { participant } => {
+                if let Some(p) = &participant {
+                    check(p)?;
+                }
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.spotlight = participant.clone();
+                }
+                // `by` names the room's host if any, else the spotlighted participant.
+                let by = members
+                    .iter()
+                    .find(|id| {
+                        self.participants
+                            .get(*id)
+                            .is_some_and(|p| p.role == Role::Host)
+                    })
+                    .or(participant.as_ref())
+                    .or(members.first())
+                    .cloned()
+                    .unwrap_or_else(|| ParticipantId(String::new()));
+                self.broadcast(
+                    room,
+                    None,
+                    &ServerMessage::Spotlight {
+                        participant_id: participant,
+                        by,
+                    },
+                );
+            }
+            Moderation::EndRoom => {
+                tracing::info!(room, "room ended by a moderator");
+                for p in members {
+                    self.remove_participant(&p, LeaveReason::RoomEnded, true);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn join(&mut self, req: JoinRequest) -> Result<ParticipantId, SfuError> {
@@ -272,6 +400,7 @@ impl Worker {
             legs: Vec::new(),
             offer_pending: false,
             needs_offer: false,
+            moderator_muted: false,
         };
         let _ = p.events.send(ServerMessage::Joined {
             version: PROTOCOL_VERSION,
@@ -289,6 +418,14 @@ impl Worker {
             None,
             &ServerMessage::ParticipantJoined { participant: info },
         );
+        self.room_event(RoomEvent::Joined {
+            room: req.room.clone(),
+            participant: id.clone(),
+            identity: p.identity.clone(),
+            name: p.name.clone(),
+            role: p.role,
+            at: std::time::SystemTime::now(),
+        });
         self.participants.insert(id.clone(), p);
         if let Some(r) = self.rooms.get_mut(&req.room) {
             r.participants.push(id.clone());
@@ -676,6 +813,11 @@ impl Worker {
                     legs: Vec::new(),
                 },
                 keyframe: KeyframeThrottle::new(self.cfg.keyframe_request_interval),
+                moderator_muted: kind == TrackKind::Audio
+                    && self
+                        .participants
+                        .get(pid)
+                        .is_some_and(|p| p.moderator_muted),
             });
             if let Some(p) = self.participants.get_mut(pid) {
                 p.tracks.push(ti);
@@ -1191,6 +1333,13 @@ impl Worker {
         let Some(p) = self.participants.remove(pid) else {
             return;
         };
+        self.room_event(RoomEvent::Left {
+            room: room.clone(),
+            participant: pid.clone(),
+            identity: p.identity.clone(),
+            reason,
+            at: std::time::SystemTime::now(),
+        });
         for ci in [p.pub_conn, p.sub_conn].into_iter().flatten() {
             self.close_conn(ci);
         }

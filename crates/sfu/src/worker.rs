@@ -110,6 +110,7 @@ pub(crate) struct Worker {
     pub rooms: HashMap<String, Room>,
     pub stats: SfuStats,
     pub stopping: bool,
+    pub room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
     out: Vec<(SocketAddr, BytesMut)>,
     rtp_scratch: Vec<rtc::rtp::packet::Packet>,
 }
@@ -117,6 +118,7 @@ pub(crate) struct Worker {
 pub(crate) fn spawn(
     config: SfuConfig,
     rx: mpsc::Receiver<Command>,
+    room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
 ) -> Result<(SocketAddr, std::thread::JoinHandle<()>), SfuError> {
     let sock = UdpSocket::bind(config.bind).map_err(|source| SfuError::Bind {
         addr: config.bind,
@@ -145,6 +147,7 @@ pub(crate) fn spawn(
         rooms: HashMap::new(),
         stats: SfuStats::default(),
         stopping: false,
+        room_events,
         out: Vec::with_capacity(1024),
         rtp_scratch: Vec::with_capacity(64),
     };
