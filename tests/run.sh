@@ -21,6 +21,12 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest || exit 1
 fi
 
+# The fault tests (tests/e2e/faults.rs) make network namespaces and need nft for packet loss.
+if ! command -v nft >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing nftables (fault tests)"
+  (apt-get update -qq && apt-get install -y -qq nftables iproute2) >/dev/null 2>&1 || echo "nftables not installed; the loss test will be skipped"
+fi
+
 echo "== rust: unit + integration tests"
 cargo nextest run --release --workspace --no-fail-fast 2>&1 | tee /tmp/rakor-nextest.log
 rc=${PIPESTATUS[0]}

@@ -1,18 +1,19 @@
 #!/bin/sh
 # Rakor web client in real headless Chromium against the real `rakor` binary.
 # Installs what is missing (Debian chromium, npm playwright-core), builds nothing, then runs
-# scenario.mjs in a private network namespace (only lo, brought up) under a hard kill timeout.
+# scenario.mjs (the call page) and console.mjs (the operator console) in a private network namespace (only lo, brought up) under a hard kill timeout.
 #   RAKOR_BIN=path      the rakor binary [default: ../../target/release/rakor, relative to this script]
 #   E2E_TIMEOUT_S=240   hard limit for the whole run (SIGKILL)
 #   E2E_NO_NETNS=1      run without unshare (not root / no CAP_SYS_ADMIN); Chromium may then
 #                       pair ICE on another interface than loopback
-# Output: PASS/FAIL lines, then exactly "<N> passed, <M> failed"; exit 0 only if M=0 and N>0.
+# Output: PASS/FAIL lines, then exactly one "<N> passed, <M> failed" for both scenarios (each
+# scenario's own summary is shown as "- subtotal (...)"); exit 0 only if M=0 and N>0.
 # Screenshots and logs land in tests/browser/out/.
 set -eu
 cd "$(dirname "$0")"
 HERE=$(pwd)
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
-TIMEOUT_S="${E2E_TIMEOUT_S:-240}"
+TIMEOUT_S="${E2E_TIMEOUT_S:-360}"
 RAKOR_BIN="${RAKOR_BIN:-$HERE/../../target/release/rakor}"
 case "$RAKOR_BIN" in /*) ;; *) RAKOR_BIN="$(pwd)/$RAKOR_BIN" ;; esac
 export RAKOR_BIN CHROMIUM
@@ -34,7 +35,7 @@ if [ ! -d node_modules/playwright-core ]; then
 fi
 
 if [ -n "${E2E_NO_NETNS:-}" ]; then
-  set -- timeout -s KILL "$TIMEOUT_S" node scenario.mjs
+  set -- timeout -s KILL "$TIMEOUT_S" sh -c 'node scenario.mjs; a=$?; node console.mjs; b=$?; [ $a -eq 0 ] && [ $b -eq 0 ]'
 else
   if ! unshare --net true 2>/dev/null; then
     echo "run.sh: 'unshare --net' not permitted (need root); set E2E_NO_NETNS=1 to run without it" >&2
@@ -43,16 +44,19 @@ else
   # --pid --fork --kill-child: if timeout kills us, the kernel kills every process in the
   # namespace (node, chromium, rakor) - nothing is left behind.
   set -- timeout -s KILL "$TIMEOUT_S" unshare --net --pid --fork --kill-child --mount-proc \
-    sh -c 'ip link set lo up && exec node scenario.mjs'
+    sh -c 'ip link set lo up && { node scenario.mjs; a=$?; node console.mjs; b=$?; [ $a -eq 0 ] && [ $b -eq 0 ]; }'
 fi
 
-# Keep a log; if the run was killed before printing its summary, add one so CI can count.
-{ "$@" 2>&1 && echo 0 >out/rc || echo $? >out/rc; } | tee out/run.log
+# Keep a log; each scenario's own summary becomes a subtotal, and one total line follows.
+{ "$@" 2>&1 && echo 0 >out/rc || echo $? >out/rc; } \
+  | sed -u -E 's/^([0-9]+ passed, [0-9]+ failed)$/- subtotal (\1)/' | tee out/run.log
 rc=$(cat out/rc)
-if ! grep -Eq '^[0-9]+ passed, [0-9]+ failed$' out/run.log; then
-  p=$(grep -c '^PASS ' out/run.log || true); f=$(grep -c '^FAIL ' out/run.log || true)
-  echo "FAIL run: no summary (exit $rc; 137 = killed after ${TIMEOUT_S}s)"
-  echo "$p passed, $((f + 1)) failed"
-  [ "$rc" -ne 0 ] || rc=1
+p=$(grep -c '^PASS ' out/run.log || true); f=$(grep -c '^FAIL ' out/run.log || true)
+parts=$(grep -c '^- subtotal (' out/run.log || true)
+if [ "$parts" -lt 2 ]; then
+  echo "FAIL run: a scenario printed no summary (exit $rc; 137 = killed after ${TIMEOUT_S}s)"
+  f=$((f + 1))
 fi
+if [ "$f" -gt 0 ] && [ "$rc" -eq 0 ]; then rc=1; fi
+echo "$p passed, $f failed"
 exit "$rc"

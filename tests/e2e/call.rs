@@ -225,10 +225,21 @@ async fn same_identity_replaces_the_older_connection() {
     let first_id = first.participant_id().clone();
     let second = join(&server, "r", "puskesmas-1", "participant", true, false).await;
     assert_ne!(second.participant_id(), &first_id);
-    assert_eq!(
-        first.closed(EVENT_WAIT).await.unwrap(),
-        Some(LeaveReason::Replaced)
-    );
+    first
+        .wait_for(
+            |m| {
+                matches!(
+                    m,
+                    ServerMessage::Leave {
+                        reason: LeaveReason::Replaced
+                    }
+                )
+            },
+            EVENT_WAIT,
+        )
+        .await
+        .unwrap();
+    first.closed(EVENT_WAIT).await.unwrap();
     other
         .wait_for(
             |m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Replaced } if *participant_id == first_id),

@@ -2,6 +2,8 @@
 //! fresh data directory and ephemeral ports, mints tokens with the real `rakor token`, and
 //! stops the server with a real signal.
 
+pub mod session;
+
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -9,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+pub mod netns;
 
 /// Path of the `rakor` binary under test: `$RAKOR_BIN`, else `target/release/rakor`, else
 /// `target/debug/rakor`.
@@ -41,8 +45,14 @@ impl Server {
     }
 
     pub fn start_with(extra_args: &[&str]) -> Result<Server> {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    /// Start with extra flags and environment variables (e.g. `RAKOR_SERVER_RESUME_GRACE`).
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Result<Server> {
         let data_dir = tempfile::tempdir()?;
         let mut child = Command::new(rakor_bin())
+            .envs(env.iter().copied())
             .args([
                 "serve",
                 "--listen",
@@ -201,6 +211,14 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failing test: show what the server said.
+            eprintln!("---- rakor server output ----");
+            while let Ok(line) = self.output.try_recv() {
+                eprintln!("{line}");
+            }
+            eprintln!("---- end of server output ----");
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

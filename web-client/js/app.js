@@ -16,7 +16,8 @@ import { installTestHooks, setTestContext } from './test-hooks.js';
 
 const $ = (id) => document.getElementById(id);
 const KNOWN_ERRORS = new Set(['missing_token', 'invalid_token', 'token_expired', 'wrong_room', 'unsupported_version',
-  'server_shutting_down', 'replaced', 'removed', 'unsupported_browser', 'limit_exceeded', 'forbidden']);
+  'server_shutting_down', 'replaced', 'removed', 'unsupported_browser', 'limit_exceeded', 'forbidden',
+  'refused', 'not_invited', 'session_ended', 'not_yet_valid', 'room_ended']);
 
 function show(screen) {
   for (const s of document.querySelectorAll('.screen')) s.hidden = s.id !== screen;
@@ -163,6 +164,11 @@ function startCall({ token, claims, media, publish }) {
   }
 
   call.addEventListener('state', renderState);
+  call.addEventListener('lobby', (e) => {
+    document.body.dataset.lobby = e.detail.status;
+    if (e.detail.status === 'waiting') banner.show('lobby', { key: 'lobby.waiting', kind: 'warn' });
+    else banner.hide('lobby');
+  });
   call.addEventListener('media-state', renderState);
   call.addEventListener('server-error', (e) => {
     setTestContext({ serverErrors: [...(window.rakorTest?.serverErrors() ?? []), e.detail] });

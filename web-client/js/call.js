@@ -57,6 +57,7 @@ export class Call extends EventTarget {
       this.dispatchEvent(new Event('media-state'));
     });
     session.addEventListener('own-tracks', () => this.dispatchEvent(new Event('own-tracks')));
+    session.addEventListener('lobby', (e) => this.dispatchEvent(new CustomEvent('lobby', { detail: e.detail })));
     try {
       await session.start();
     } catch (err) {
@@ -79,7 +80,7 @@ export class Call extends EventTarget {
   onEnded(session, reason) {
     if (session !== this.session) return;
     this.session = null;
-    if (reason === 'replaced' || reason === 'removed') this.fail(reason, '');
+    if (reason === 'replaced' || reason === 'removed' || reason === 'room_ended') this.fail(reason, '');
     else if (reason === 'client_request') this.setState('left');
     else this.retry(`server: ${reason}`); // server_shutdown, media_failed, disconnected
   }

@@ -6,7 +6,8 @@ import { Signalling, PROTOCOL_VERSION } from './signalling.js';
 import { QUALITY } from './media.js';
 
 const RTC_CONFIG = { iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
-const FATAL = new Set(['unsupported_version', 'invalid_token', 'token_expired', 'wrong_room', 'server_shutting_down']);
+const FATAL = new Set(['unsupported_version', 'invalid_token', 'token_expired', 'wrong_room', 'server_shutting_down',
+  'refused', 'not_invited', 'session_ended', 'not_yet_valid']);
 const ICE_CONNECT_TIMEOUT_MS = 20000;
 const ICE_DISCONNECTED_GRACE_MS = 6000;
 
@@ -49,7 +50,7 @@ export class CallSession extends EventTarget {
       this.sig.addEventListener('handler-error', (e) => console.warn('rakor: message handling failed', e.detail.msg?.type, e.detail.err));
       this.sig.open().then(() => {
         this.sig.send({ type: 'join', version: PROTOCOL_VERSION, token: this.token });
-        this.later(() => this.failJoin(new SessionError('timeout', 'no answer to join')), 15000);
+        this.joinTimer = this.later(() => this.failJoin(new SessionError('timeout', 'no answer to join')), 15000);
       }, (err) => this.failJoin(new SessionError('network', err.message)));
     });
   }
@@ -104,8 +105,19 @@ export class CallSession extends EventTarget {
         this.endInfo = { kind: 'ended', reason: msg.reason };
         return;
       case 'error': return this.onError(msg);
+      case 'lobby': return this.onLobby(msg);
       default: return; // pong and unknown types are ignored (protocol rule)
     }
+  }
+
+  /** Waiting for an operator in the lobby: no join timeout while waiting (see docs/protocol.md). */
+  onLobby(msg) {
+    clearTimeout(this.joinTimer);
+    this.timers.delete(this.joinTimer);
+    if (msg.status === 'admitted') {
+      this.joinTimer = this.later(() => this.failJoin(new SessionError('timeout', 'no answer to join')), 15000);
+    }
+    this.dispatchEvent(new CustomEvent('lobby', { detail: { status: msg.status } }));
   }
 
   onError(msg) {

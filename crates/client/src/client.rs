@@ -40,6 +40,9 @@ pub struct ClientOptions {
     pub ice_servers: Vec<String>,
     /// Limit for the WebSocket handshake plus `joined` (default 10 s).
     pub join_timeout: Duration,
+    /// When the signalling connection drops without `leave`, reconnect and resume the same
+    /// session (`join.resume`) for up to this long; zero disables it (default 30 s).
+    pub resume_window: Duration,
     /// The room to state in `join` (must match the token's room); `None` = the token's room.
     pub room: Option<String>,
 }
@@ -55,6 +58,7 @@ impl ClientOptions {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             ice_servers: Vec::new(),
             join_timeout: Duration::from_secs(10),
+            resume_window: Duration::from_secs(30),
             room: None,
         }
     }
@@ -81,6 +85,8 @@ impl ClientOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Joined {
     pub participant_id: ParticipantId,
+    /// Secret for resuming this session (`join.resume`).
+    pub resume_token: String,
     pub room: String,
     pub identity: String,
     pub name: String,
@@ -141,7 +147,7 @@ impl Client {
             )));
         }
         let timeout = opts.join_timeout;
-        let (ws, joined) = tokio::time::timeout(timeout, join(&opts))
+        let (ws, joined, _) = tokio::time::timeout(timeout, join(&opts, None))
             .await
             .map_err(|_| ClientError::Timeout(format!("no `joined` within {timeout:?}")))??;
         let hub = Arc::new(StatsHub::new());
@@ -171,7 +177,8 @@ impl Client {
                 ice_servers: opts.ice_servers.clone(),
                 imitate_server: false,
             },
-        );
+        )
+        .with_resume(opts.clone(), joined.resume_token.clone());
         let client = Client {
             joined,
             cmd_tx,
@@ -464,6 +471,7 @@ fn type_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::TrackMuted { .. } => "track_muted",
         ServerMessage::Spotlight { .. } => "spotlight",
         ServerMessage::Pong { .. } => "pong",
+        ServerMessage::Lobby { .. } => "lobby",
         ServerMessage::ModeratorMute { .. } => "moderator_mute",
         ServerMessage::Leave { .. } => "leave",
         ServerMessage::Error { .. } => "error",
@@ -471,7 +479,10 @@ fn type_name(msg: &ServerMessage) -> &'static str {
 }
 
 /// WebSocket handshake, `join`, and the wait for `joined`.
-async fn join(opts: &ClientOptions) -> Result<(crate::session::Ws, Joined), ClientError> {
+pub(crate) async fn join(
+    opts: &ClientOptions,
+    resume: Option<rakor_proto::ResumeRequest>,
+) -> Result<(crate::session::Ws, Joined, bool), ClientError> {
     let (mut ws, _response) = tokio_tungstenite::connect_async(opts.url.as_str())
         .await
         .map_err(|e| ClientError::WebSocket(format!("connecting to {}: {e}", opts.url)))?;
@@ -479,6 +490,7 @@ async fn join(opts: &ClientOptions) -> Result<(crate::session::Ws, Joined), Clie
         version: PROTOCOL_VERSION,
         token: opts.token.clone(),
         room: opts.room.clone(),
+        resume,
     };
     let text = serde_json::to_string(&join).map_err(|e| ClientError::Signalling(e.to_string()))?;
     ws.send(Message::text(text))
@@ -504,10 +516,13 @@ async fn join(opts: &ClientOptions) -> Result<(crate::session::Ws, Joined), Clie
                 role,
                 participants,
                 spotlight,
+                resume_token,
+                resumed,
                 ..
             }) => {
                 let joined = Joined {
                     participant_id,
+                    resume_token,
                     room,
                     identity,
                     name,
@@ -515,7 +530,7 @@ async fn join(opts: &ClientOptions) -> Result<(crate::session::Ws, Joined), Clie
                     participants,
                     spotlight,
                 };
-                return Ok((ws, joined));
+                return Ok((ws, joined, resumed));
             }
             Ok(ServerMessage::Error { code, message, .. }) => {
                 return Err(ClientError::Rejected { code, message });

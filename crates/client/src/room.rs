@@ -100,6 +100,8 @@ mod tests {
             role: Role::Host,
             participants: vec![info("PA_a")],
             spotlight: None,
+            resume_token: String::new(),
+            resumed: false,
         });
         room.apply(&ServerMessage::ParticipantJoined {
             participant: info("PA_b"),

@@ -112,6 +112,8 @@ pub(crate) struct Session {
     remote_tracks: Vec<Arc<dyn TrackRemote>>,
     reader_tasks: Vec<JoinHandle<()>>,
     close_reason: Option<LeaveReason>,
+    /// For reconnecting with `join.resume` after the socket drops.
+    resume: Option<(crate::client::ClientOptions, String)>,
 }
 
 enum Flow {
@@ -154,7 +156,69 @@ impl Session {
             remote_tracks: vec![],
             reader_tasks: vec![],
             close_reason: None,
+            resume: None,
         }
+    }
+
+    /// Enable automatic resume with these options and the `resume_token` from `joined`.
+    pub fn with_resume(mut self, opts: crate::client::ClientOptions, resume_token: String) -> Self {
+        if !opts.resume_window.is_zero() {
+            self.resume = Some((opts, resume_token));
+        }
+        self
+    }
+
+    /// The socket dropped without `leave`: reconnect and resume the same participant, keeping
+    /// the peer connections. Retries until the resume window ends. True if resumed.
+    async fn try_resume(&mut self) -> bool {
+        let Some((opts, token)) = self.resume.clone() else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + opts.resume_window;
+        let mut backoff = Duration::from_millis(250);
+        while tokio::time::Instant::now() < deadline {
+            let req = rakor_proto::ResumeRequest {
+                participant_id: self.participant_id.clone(),
+                token: token.clone(),
+            };
+            let attempt =
+                tokio::time::timeout(opts.join_timeout, crate::client::join(&opts, Some(req)))
+                    .await;
+            match attempt {
+                Ok(Ok((ws, joined, true))) => {
+                    let (sink, stream) = ws.split();
+                    self.sink = sink;
+                    self.stream = stream;
+                    tracing::info!("signalling resumed");
+                    let _ = self.events_tx.send(ServerMessage::Joined {
+                        version: rakor_proto::PROTOCOL_VERSION,
+                        participant_id: joined.participant_id,
+                        room: joined.room,
+                        identity: joined.identity,
+                        name: joined.name,
+                        role: joined.role,
+                        participants: joined.participants,
+                        spotlight: joined.spotlight,
+                        resume_token: joined.resume_token,
+                        resumed: true,
+                    });
+                    return true;
+                }
+                Ok(Ok((ws, _, false))) => {
+                    // The session is gone (grace window over): this became a new participant,
+                    // which we do not want; leave it and end.
+                    let (mut sink, _) = ws.split();
+                    let _ = sink.send(Message::text(r#"{"type":"leave"}"#)).await;
+                    return false;
+                }
+                Ok(Err(ClientError::Rejected { .. })) => return false,
+                Ok(Err(_)) | Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        false
     }
 
     /// Run until the socket closes, the handle is dropped, or `leave`/`disconnect`.
@@ -173,11 +237,19 @@ impl Session {
             tokio::select! {
                 frame = self.stream.next() => match frame {
                     Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
-                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(Message::Close(_))) | None => {
+                        if leave_reply.is_none() && self.close_reason.is_none() && self.try_resume().await {
+                            continue;
+                        }
+                        break;
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         if leave_reply.is_none() {
                             self.hub.push_error(format!("websocket: {e}"));
+                            if self.close_reason.is_none() && self.try_resume().await {
+                                continue;
+                            }
                         }
                         break;
                     }

@@ -157,6 +157,8 @@ async fn serve(mock: Arc<Mock>, ws: tokio_tungstenite::WebSocketStream<tokio::ne
         role: Role::Participant,
         participants: others.iter().map(|c| c.info.clone()).collect(),
         spotlight: None,
+        resume_token: "mock-resume-token".into(),
+        resumed: false,
     });
     // A message type from a future server version: clients must ignore it.
     let _ = out_tx.send(r#"{"type":"future_feature","x":1}"#.to_owned());

@@ -42,6 +42,15 @@ pub enum ErrorCode {
     ServerShuttingDown,
     /// An unexpected server-side failure; the message says more.
     Internal,
+    /// An operator refused this site's entry from the lobby.
+    Refused,
+    /// The invitation is for a site that is not (or no longer) invited, or for a rakor that does
+    /// not exist.
+    NotInvited,
+    /// The rakor of this invitation has ended.
+    SessionEnded,
+    /// The invitation is not valid yet (links open 30 minutes before the start).
+    NotYetValid,
 }
 
 impl ErrorCode {
@@ -54,6 +63,10 @@ impl ErrorCode {
                 | ErrorCode::TokenExpired
                 | ErrorCode::WrongRoom
                 | ErrorCode::ServerShuttingDown
+                | ErrorCode::Refused
+                | ErrorCode::NotInvited
+                | ErrorCode::SessionEnded
+                | ErrorCode::NotYetValid
         )
     }
 
@@ -78,6 +91,10 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::ServerShuttingDown => "server_shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::Refused => "refused",
+            ErrorCode::NotInvited => "not_invited",
+            ErrorCode::SessionEnded => "session_ended",
+            ErrorCode::NotYetValid => "not_yet_valid",
         }
     }
 }

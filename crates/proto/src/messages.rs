@@ -107,6 +107,10 @@ pub enum ClientMessage {
         token: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<String>,
+        /// Resume an earlier session of the same identity after the connection dropped:
+        /// the `participant_id` and `resume_token` from its `joined`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<ResumeRequest>,
     },
     /// An SDP offer for the publisher peer connection (`pc` must be `publisher`).
     Offer { pc: PeerConnectionKind, sdp: String },
@@ -149,6 +153,14 @@ impl ClientMessage {
             ClientMessage::Leave {} => "leave",
         }
     }
+}
+
+/// `join.resume`: which earlier session to continue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRequest {
+    pub participant_id: ParticipantId,
+    pub token: String,
 }
 
 /// A published track as other participants see it.
@@ -200,6 +212,14 @@ pub enum LeaveReason {
     RoomEnded,
 }
 
+/// Where a site stands in the lobby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LobbyStatus {
+    Waiting,
+    Admitted,
+}
+
 /// Messages the server sends. Clients must ignore unknown types and fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -214,6 +234,13 @@ pub enum ServerMessage {
         /// Everyone else already in the room, with their published tracks.
         participants: Vec<ParticipantInfo>,
         spotlight: Option<ParticipantId>,
+        /// Secret for resuming this session after a dropped connection (`join.resume`).
+        #[serde(default)]
+        resume_token: String,
+        /// True when this `joined` continues an earlier session (same participant id, tracks
+        /// and peer connections kept); false for a new session.
+        #[serde(default)]
+        resumed: bool,
     },
     /// Answer to the client's publisher `offer`.
     Answer {
@@ -263,6 +290,12 @@ pub enum ServerMessage {
     },
     Pong {
         ts: u64,
+    },
+    /// Sent after `join` for an invitation that must wait for an operator: `waiting` while in
+    /// the lobby (the client may send `ping` and `leave` meanwhile), `admitted` just before
+    /// `joined`. A refusal is an `error` with code `refused`.
+    Lobby {
+        status: LobbyStatus,
     },
     /// The server ends this participant's session; the connection closes after it.
     Leave {

@@ -124,6 +124,10 @@ fn error_code_names_match_serde() {
         ErrorCode::LimitExceeded,
         ErrorCode::ServerShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::Refused,
+        ErrorCode::NotInvited,
+        ErrorCode::SessionEnded,
+        ErrorCode::NotYetValid,
     ] {
         assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
     }

@@ -32,6 +32,11 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks signalling connection tasks for the drain.
     pub tracker: TaskTracker,
+    /// The session manager: operators, directory, rakor, lobby, attendance (`crate::api`,
+    /// `crate::lobby`).
+    pub session: Arc<rakor_session::SessionManager>,
+    /// Unauthenticated connections and join attempts per IP (`crate::limits`).
+    pub limits: Arc<crate::limits::SignalLimits>,
 }
 
 /// How `rakor serve` was invoked, to print a matching `rakor token` command.
@@ -72,12 +77,19 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         .local_addr()
         .context("reading the listener's address")?;
 
-    let (sfu, sfu_thread) = rakor_sfu::Sfu::start(config.sfu_config()).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}; choose another port with --media-port or media.port (0 = any free port)"
-        )
-    })?;
+    let session = crate::lobby::open_session_manager(&config).await?;
+    let (room_events, room_events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (sfu, sfu_thread) =
+        rakor_sfu::Sfu::start_with_events(config.sfu_config(), Some(room_events)).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; choose another port with --media-port or media.port (0 = any free port)"
+            )
+        })?;
     let media_worker = tokio::task::spawn_blocking(move || sfu_thread.join().is_ok());
+    tokio::spawn(crate::lobby::record_attendance(
+        Arc::clone(&session),
+        room_events_rx,
+    ));
 
     let state = AppState {
         config: Arc::clone(&config),
@@ -85,6 +97,8 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         sfu: sfu.clone(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        session: Arc::clone(&session),
+        limits: Arc::new(crate::limits::SignalLimits::new(&config.limits)),
     };
     shutdown::spawn_signal_listener(state.shutdown.clone());
 
@@ -107,6 +121,13 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         invocation: &invocation,
     };
     print_once(&banner.render());
+    if session.operator_count().await.unwrap_or(1) == 0 {
+        print_once(&crate::lobby::first_operator_hint(
+            &config,
+            &invocation,
+            http_addr,
+        ));
+    }
     tracing::info!(http = %http_addr, media = %sfu.media_addr(), "rakor {} ready", env!("CARGO_PKG_VERSION"));
 
     shutdown::run_until_stopped(state, server, media_worker).await

@@ -28,6 +28,11 @@ pub enum Command {
     Token(TokenArgs),
     /// Run one headless participant and print a report of what it sent and received.
     Bot(BotArgs),
+    /// Soak test a running server: a host plus N bots joining and leaving in a loop.
+    Soak(crate::soak::SoakArgs),
+    /// Manage operator accounts of the console (`rakor operator add --username U`).
+    #[command(subcommand)]
+    Operator(crate::operator_cli::OperatorCommand),
 }
 
 /// Where the configuration comes from (shared by `serve` and `token`).
@@ -142,10 +147,12 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token_cmd(args),
         Command::Bot(args) => bot(args),
+        Command::Soak(args) => crate::soak::main(args),
+        Command::Operator(cmd) => crate::operator_cli::run(cmd),
     }
 }
 
-fn load_config(args: &ConfigArgs, overrides: CliOverrides) -> Result<Config, ExitCode> {
+pub(crate) fn load_config(args: &ConfigArgs, overrides: CliOverrides) -> Result<Config, ExitCode> {
     let overrides = CliOverrides {
         data_dir: args.data_dir.clone(),
         ..overrides
@@ -158,7 +165,7 @@ fn load_config(args: &ConfigArgs, overrides: CliOverrides) -> Result<Config, Exi
         })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

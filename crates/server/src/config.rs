@@ -29,6 +29,34 @@ pub struct Config {
     pub media: MediaConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub session: SessionConfig,
+}
+
+/// `[session]`: the session manager (operators, schedules, lobby, attendance; `rakor-session`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// SQLite database file; relative paths are inside `server.data_dir`.
+    pub database: PathBuf,
+    /// Lifetime of an operator's console login (the session cookie).
+    #[serde(with = "duration_serde")]
+    pub login_ttl: Duration,
+    /// Failed logins for one username before further attempts are refused.
+    pub login_max_failures: u32,
+    /// How long logins stay refused after the last failure.
+    #[serde(with = "duration_serde")]
+    pub login_lockout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            database: PathBuf::from("rakor.sqlite3"),
+            login_ttl: Duration::from_secs(12 * 3600),
+            login_max_failures: 5,
+            login_lockout: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 /// `[server]`: HTTP/WebSocket listener, data directory, logging, shutdown.
@@ -46,6 +74,14 @@ pub struct ServerConfig {
     /// How long signalling connections get to flush on shutdown.
     #[serde(with = "duration_serde")]
     pub shutdown_grace: Duration,
+    /// On shutdown, how long rooms in progress may go on (new joins refused) before everyone
+    /// still connected gets `leave {reason: "server_shutdown"}`. 0 = tell them at once.
+    #[serde(with = "duration_serde")]
+    pub drain_timeout: Duration,
+    /// How long a participant whose signalling connection dropped is kept so that it can
+    /// resume (same participant id, tracks kept). 0 = remove at once.
+    #[serde(with = "duration_serde")]
+    pub resume_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +92,8 @@ impl Default for ServerConfig {
             public_url: String::new(),
             log: "info".to_owned(),
             shutdown_grace: Duration::from_secs(5),
+            drain_timeout: Duration::ZERO,
+            resume_grace: Duration::from_secs(30),
         }
     }
 }
@@ -123,6 +161,15 @@ pub struct LimitsConfig {
     pub max_frame_bytes: usize,
     /// Signalling messages a connection may send per second.
     pub messages_per_second: u32,
+    /// Most rooms with at least one participant at once.
+    pub max_rooms: usize,
+    /// Most signalling WebSockets open at once that have not (yet) joined.
+    pub max_unauthenticated_connections: usize,
+    /// `join` attempts one client IP may make per minute (0 = no limit).
+    pub join_attempts_per_ip_per_minute: u32,
+    /// A participant whose signalling and media both went silent is removed after this.
+    #[serde(with = "duration_serde")]
+    pub dead_peer_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -132,6 +179,10 @@ impl Default for LimitsConfig {
             max_tracks_per_participant: 4,
             max_frame_bytes: 64 * 1024,
             messages_per_second: 50,
+            max_rooms: 100,
+            max_unauthenticated_connections: 256,
+            join_attempts_per_ip_per_minute: 120,
+            dead_peer_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -539,6 +590,12 @@ fn validate(c: &Config) -> Result<(), (&'static str, String)> {
     if c.server.shutdown_grace > Duration::from_secs(600) {
         return Err(("server.shutdown_grace", "must be at most 10m".into()));
     }
+    if c.server.resume_grace > Duration::from_secs(600) {
+        return Err(("server.resume_grace", "must be at most 10m".into()));
+    }
+    if c.server.drain_timeout > Duration::from_secs(24 * 3600) {
+        return Err(("server.drain_timeout", "must be at most 24h".into()));
+    }
     if c.media.bind_ip.is_multicast() {
         return Err((
             "media.bind_ip",
@@ -582,6 +639,23 @@ fn validate(c: &Config) -> Result<(), (&'static str, String)> {
         crate::signing_key::decode_key(c.auth.signing_key.expose())
             .map_err(|e| ("auth.signing_key", e))?;
     }
+    if c.session.database.as_os_str().is_empty() {
+        return Err(("session.database", "must not be empty".into()));
+    }
+    if !(Duration::from_secs(60)..=Duration::from_secs(30 * 24 * 3600))
+        .contains(&c.session.login_ttl)
+    {
+        return Err(("session.login_ttl", "must be between 1m and 30days".into()));
+    }
+    if !(1..=1000).contains(&c.session.login_max_failures) {
+        return Err((
+            "session.login_max_failures",
+            "must be between 1 and 1000".into(),
+        ));
+    }
+    if c.session.login_lockout > Duration::from_secs(24 * 3600) {
+        return Err(("session.login_lockout", "must be at most 24h".into()));
+    }
     if c.auth.max_ttl.is_zero() {
         return Err(("auth.max_ttl", "must be greater than 0".into()));
     }
@@ -591,7 +665,7 @@ fn validate(c: &Config) -> Result<(), (&'static str, String)> {
             "must be greater than 0 and at most auth.max_ttl".into(),
         ));
     }
-    let limits: [(&'static str, usize, usize); 4] = [
+    let limits: [(&'static str, usize, usize); 7] = [
         (
             "limits.max_participants_per_room",
             c.limits.max_participants_per_room,
@@ -608,16 +682,33 @@ fn validate(c: &Config) -> Result<(), (&'static str, String)> {
             c.limits.messages_per_second as usize,
             10_000,
         ),
+        ("limits.max_rooms", c.limits.max_rooms, 100_000),
+        (
+            "limits.max_unauthenticated_connections",
+            c.limits.max_unauthenticated_connections,
+            1_000_000,
+        ),
+        (
+            "limits.join_attempts_per_ip_per_minute",
+            c.limits.join_attempts_per_ip_per_minute as usize,
+            1_000_000,
+        ),
     ];
     for (key, value, max) in limits {
-        let min = if key == "limits.max_frame_bytes" {
-            1024
-        } else {
-            1
+        let min = match key {
+            "limits.max_frame_bytes" => 1024,
+            "limits.join_attempts_per_ip_per_minute" => 0,
+            _ => 1,
         };
         if value < min || value > max {
             return Err((key, format!("{value} is out of range {min}..={max}")));
         }
+    }
+    if !(Duration::from_secs(3)..=Duration::from_secs(300)).contains(&c.limits.dead_peer_timeout) {
+        return Err((
+            "limits.dead_peer_timeout",
+            "must be between 3s and 5m".into(),
+        ));
     }
     Ok(())
 }
@@ -632,6 +723,9 @@ impl Config {
             socket_buffer_bytes: self.media.socket_buffer_bytes,
             max_participants_per_room: self.limits.max_participants_per_room,
             max_tracks_per_participant: self.limits.max_tracks_per_participant,
+            max_rooms: self.limits.max_rooms,
+            dead_peer_timeout: self.limits.dead_peer_timeout,
+            resume_grace: self.server.resume_grace,
         }
     }
 
@@ -659,6 +753,11 @@ impl Config {
             addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
         }
         format!("http://{addr}")
+    }
+
+    /// Path of the session manager's SQLite database.
+    pub fn session_database_path(&self) -> PathBuf {
+        self.server.data_dir.join(&self.session.database)
     }
 
     /// Path of the generated signing key file.

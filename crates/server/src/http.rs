@@ -16,7 +16,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health_routes())
         .merge(crate::web::routes())
+        .merge(crate::console::routes())
+        .merge(crate::api::routes())
         .route("/rtc", get(crate::signal::ws_handler))
+        .route("/metrics", get(metrics))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
         }))
@@ -41,6 +44,91 @@ async fn healthz() -> Json<Health> {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
     })
+}
+
+/// `GET /metrics`: the media core's counters in the Prometheus text format (no personal
+/// data: counts only).
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(s) = state.sfu.stats().await else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "media core stopped\n",
+        )
+            .into_response();
+    };
+    let rows: [(&str, &str, &str, u64); 9] = [
+        (
+            "rakor_rooms",
+            "gauge",
+            "Rooms with at least one participant",
+            s.rooms as u64,
+        ),
+        (
+            "rakor_participants",
+            "gauge",
+            "Joined participants",
+            s.participants as u64,
+        ),
+        (
+            "rakor_peer_connections",
+            "gauge",
+            "WebRTC connections on the media port",
+            s.connections as u64,
+        ),
+        (
+            "rakor_rtp_packets_received_total",
+            "counter",
+            "RTP packets received from publishers",
+            s.rtp_in,
+        ),
+        (
+            "rakor_rtp_packets_forwarded_total",
+            "counter",
+            "RTP packets handed to subscriber legs",
+            s.rtp_out,
+        ),
+        (
+            "rakor_datagrams_received_total",
+            "counter",
+            "UDP datagrams received on the media port",
+            s.datagrams_in,
+        ),
+        (
+            "rakor_datagrams_sent_total",
+            "counter",
+            "UDP datagrams sent from the media port",
+            s.datagrams_out,
+        ),
+        (
+            "rakor_datagrams_unknown_source_total",
+            "counter",
+            "Datagrams dropped: no connection for the source",
+            s.datagrams_unknown_source,
+        ),
+        (
+            "rakor_send_errors_total",
+            "counter",
+            "Datagrams the kernel refused to send",
+            s.send_errors,
+        ),
+    ];
+    let mut body = String::with_capacity(1024);
+    for (name, kind, help, value) in rows {
+        body.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

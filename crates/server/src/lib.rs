@@ -9,18 +9,30 @@
 //! | [`cli`] | `rakor serve`, `rakor token`, `rakor bot` |
 //! | [`app`] | [`app::AppState`] and the `serve` flow (start, banner, run, drain) |
 //! | [`http`] | the axum router: `/healthz`, `/rtc`, request tracing |
+//! | [`limits`] | unauthenticated connections, join attempts per IP |
+//! | [`soak`] | `rakor soak`: bounded soak test of a running server |
 //! | [`shutdown`] | SIGINT/SIGTERM and the ordered drain |
 //! | [`signal`] | WebSocket signalling on `/rtc` |
 //! | [`web`] | the embedded browser client: `/`, `/join`, `/static/…` |
+//! | [`api`] | the session manager's REST API under `/api/v1`, `/api/openapi.json` |
+//! | [`lobby`] | the invitation gate and lobby before `join`; attendance from room events |
+//! | [`console`] | the operator console page `/console` |
+//! | [`operator_cli`] | `rakor operator add` |
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod http;
+pub mod limits;
+pub mod lobby;
+pub mod operator_cli;
 pub mod shutdown;
 pub mod signal;
 pub mod signing_key;
+pub mod soak;
 pub mod token;
 pub mod web;

@@ -2,7 +2,9 @@
 //! [`run_until_stopped`] drains in order, each step bounded so the process exits within
 //! `server.shutdown_grace` plus about a second:
 //!
-//! 1. the HTTP listener stops accepting (axum's graceful shutdown watches the token);
+//! 1. the HTTP listener stops accepting (axum's graceful shutdown watches the token), and
+//!    signalling refuses new joins; rooms in progress get up to `server.drain_timeout` to end
+//!    on their own (the step ends as soon as no participant is left);
 //! 2. `sfu.shutdown()`: every participant is sent `leave {reason: "server_shutdown"}` and all
 //!    peer connections and the media socket are closed;
 //! 3. the signalling tasks (tracked by the [`TaskTracker`]) get the rest of the grace period to
@@ -76,6 +78,42 @@ impl Signals {
     }
 }
 
+/// Step 1: wait up to `server.drain_timeout` for the last participant to leave.
+async fn drain_rooms(state: &AppState) {
+    let limit = state.config.server.drain_timeout;
+    if limit.is_zero() {
+        return;
+    }
+    let deadline = Instant::now() + limit;
+    let mut logged = false;
+    loop {
+        let left = match timeout_at(deadline, state.sfu.stats()).await {
+            Ok(Ok(s)) => s.participants,
+            _ => return,
+        };
+        if left == 0 {
+            tracing::info!("all rooms ended");
+            return;
+        }
+        if !logged {
+            tracing::info!(
+                participants = left,
+                ?limit,
+                "draining: waiting for rooms to end; new joins are refused"
+            );
+            logged = true;
+        }
+        if Instant::now() + Duration::from_millis(250) >= deadline {
+            tracing::info!(
+                participants = left,
+                "drain timeout; ending the remaining rooms"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Wait until the shutdown token is cancelled (or the HTTP server or media worker stops on
 /// its own), then drain. `Ok` means a clean, requested shutdown; an unexpected stop of the
 /// server or the worker is an error (exit code 1).
@@ -88,6 +126,9 @@ pub async fn run_until_stopped(
     let mut server_done = false;
     let mut worker_done = false;
     tokio::select! {
+        // First: after a signal the HTTP server also completes (graceful shutdown), and that
+        // is not a failure.
+        biased;
         () = state.shutdown.cancelled() => {}
         r = &mut server => {
             server_done = true;
@@ -109,6 +150,9 @@ pub async fn run_until_stopped(
         tracing::error!("{f}; shutting down");
     }
     state.shutdown.cancel();
+    if failure.is_none() {
+        drain_rooms(&state).await;
+    }
 
     let grace = state.config.server.shutdown_grace;
     let deadline = Instant::now() + grace;

@@ -90,6 +90,34 @@ fn parse(text: &str, max_frame: usize) -> Result<ClientMessage, (ErrorCode, Stri
     parse_client_message(text).map_err(|e| (e.code, e.message))
 }
 
+/// WebSocket liveness: the server pings every quarter of `limits.dead_peer_timeout`; a
+/// connection from which nothing (no pong, no message) arrived for three of those intervals is
+/// dead (so it is noticed, at the next ping tick, within the timeout),
+/// and its participant is handed to the media core as disconnected (see `rakor_sfu::liveness`).
+struct Keepalive {
+    timeout: Duration,
+    last_heard: Instant,
+}
+
+impl Keepalive {
+    fn new(timeout: Duration, now: Instant) -> Self {
+        Self {
+            timeout,
+            last_heard: now,
+        }
+    }
+    fn ping_interval(&self) -> Duration {
+        (self.timeout / 4).max(Duration::from_millis(100))
+    }
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+    fn is_dead(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_heard)
+            >= self.timeout.saturating_sub(self.ping_interval())
+    }
+}
+
 /// Token bucket for signalling messages per connection.
 struct RateLimit {
     per_second: f64,
@@ -133,10 +161,20 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
         close(&mut sink, "server shutting down").await;
         return;
     }
+    // Held until joined: counts against limits.max_unauthenticated_connections.
+    let unauthenticated = match state.limits.admit() {
+        Ok(permit) => permit,
+        Err(e) => {
+            tracing::info!(code = %e.code, "connection refused: {}", e.message);
+            send_error(&mut sink, e.code, e.message, None).await;
+            close(&mut sink, "limit exceeded").await;
+            return;
+        }
+    };
 
     // Phase 1: join.
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-    let (join_version, join_token, join_room) = loop {
+    let (join_version, join_token, join_room, join_resume) = loop {
         let next = tokio::select! {
             n = tokio::time::timeout_at(deadline, stream.next()) => n,
             _ = state.shutdown.cancelled() => {
@@ -181,7 +219,16 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
                 version,
                 token,
                 room,
-            }) => break (version, token, room),
+                resume,
+            }) => {
+                if let Err(e) = state.limits.join_attempt(addr.ip(), Instant::now()) {
+                    tracing::info!(code = %e.code, "join refused: {}", e.message);
+                    send_error(&mut sink, e.code, e.message, Some("join")).await;
+                    close(&mut sink, "too many join attempts").await;
+                    return;
+                }
+                break (version, token, room, resume);
+            }
             Ok(other) => {
                 let ty = other.type_name();
                 send_error(
@@ -216,6 +263,10 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
             return;
         }
     };
+    // Invitations: check the rakor, maybe wait in the lobby (crate::lobby).
+    if !crate::lobby::gate(&state, &claims, &mut sink, &mut stream).await {
+        return;
+    }
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
     let req = JoinRequest {
         room: claims.room.clone(),
@@ -223,12 +274,13 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
         name: claims.name.clone(),
         role: claims.role,
         events: ev_tx,
+        resume: join_resume.map(|r| (r.participant_id, r.token)),
     };
     let pid: ParticipantId = match state.sfu.join(req).await {
         Ok(pid) => pid,
         Err(e) => {
             let code = match e {
-                SfuError::RoomFull(_) => ErrorCode::LimitExceeded,
+                SfuError::RoomFull(_) | SfuError::TooManyRooms(_) => ErrorCode::LimitExceeded,
                 SfuError::ShuttingDown => ErrorCode::ServerShuttingDown,
                 _ => ErrorCode::Internal,
             };
@@ -237,6 +289,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
             return;
         }
     };
+    drop(unauthenticated);
     let span = tracing::info_span!("participant", room = %claims.room, participant = %pid);
     relay(&state, &pid, &mut sink, &mut stream, &mut ev_rx, max_frame)
         .instrument(span)
@@ -254,11 +307,26 @@ async fn relay(
     max_frame: usize,
 ) {
     let mut limit = RateLimit::new(state.config.limits.messages_per_second);
+    let mut keepalive = Keepalive::new(state.config.limits.dead_peer_timeout, Instant::now());
+    let mut ping_timer = tokio::time::interval(keepalive.ping_interval());
+    ping_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = ping_timer.tick() => {
+                if keepalive.is_dead(Instant::now()) {
+                    tracing::info!(timeout = ?keepalive.timeout, "signalling silent (no pong); removing the participant");
+                    break;
+                }
+                let ping = sink.send(Message::Ping(Default::default()));
+                if !matches!(tokio::time::timeout(keepalive.timeout, ping).await, Ok(Ok(()))) {
+                    break;
+                }
+            }
             ev = ev_rx.recv() => match ev {
                 Some(msg) => {
-                    if !send_msg(sink, &msg).await {
+                    // A peer that stopped reading fills the TCP window; do not wait on it forever.
+                    let sent = tokio::time::timeout(keepalive.timeout, send_msg(sink, &msg)).await;
+                    if !matches!(sent, Ok(true)) {
                         state.sfu.disconnect(pid.clone(), LeaveReason::Disconnected);
                         return;
                     }
@@ -270,6 +338,7 @@ async fn relay(
                 }
             },
             frame = stream.next() => {
+                keepalive.heard(Instant::now());
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Binary(_))) => {
@@ -329,6 +398,17 @@ mod tests {
         assert_eq!(allowed, 10, "burst of two seconds' worth");
         assert!(!r.allow(t0));
         assert!(r.allow(t0 + Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn keepalive_declares_a_silent_peer_dead_after_the_timeout() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::new(Duration::from_secs(10), t0);
+        assert_eq!(k.ping_interval(), Duration::from_millis(2500));
+        assert!(!k.is_dead(t0 + Duration::from_millis(7499)));
+        k.heard(t0 + Duration::from_secs(5));
+        assert!(!k.is_dead(t0 + Duration::from_secs(12)));
+        assert!(k.is_dead(t0 + Duration::from_millis(12500)));
     }
 
     #[test]

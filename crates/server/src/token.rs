@@ -35,6 +35,16 @@ pub struct Claims {
     /// Expires at, Unix seconds.
     pub exp: u64,
     pub iss: String,
+    /// Not before, Unix seconds (invitations: 30 minutes before the start). Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// The rakor (scheduled session) an invitation belongs to. Optional; with it the session
+    /// manager checks the invitation at join (see `crate::lobby`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// The site waits in the lobby until an operator admits it. Optional, default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lobby: bool,
 }
 
 impl fmt::Debug for Claims {
@@ -46,6 +56,9 @@ impl fmt::Debug for Claims {
             .field("role", &self.role)
             .field("iat", &self.iat)
             .field("exp", &self.exp)
+            .field("nbf", &self.nbf)
+            .field("sid", &self.sid)
+            .field("lobby", &self.lobby)
             .finish()
     }
 }
@@ -62,6 +75,9 @@ impl Claims {
             iat,
             exp: iat.saturating_add(ttl.as_secs()),
             iss: ISSUER.to_owned(),
+            nbf: None,
+            sid: None,
+            lobby: false,
         }
     }
 
@@ -126,6 +142,8 @@ pub enum TokenError {
     Expired,
     #[error("the token is for another room")]
     WrongRoom,
+    #[error("the invitation is not valid yet (links open 30 minutes before the start)")]
+    NotYetValid,
     #[error("cannot sign the token: {0}")]
     Sign(String),
 }
@@ -136,6 +154,7 @@ impl TokenError {
         match self {
             TokenError::Expired => ErrorCode::TokenExpired,
             TokenError::WrongRoom => ErrorCode::WrongRoom,
+            TokenError::NotYetValid => ErrorCode::NotYetValid,
             TokenError::Sign(_) => ErrorCode::Internal,
             _ => ErrorCode::InvalidToken,
         }
@@ -159,6 +178,9 @@ struct RawClaims {
     iat: Option<u64>,
     exp: Option<u64>,
     iss: Option<String>,
+    nbf: Option<u64>,
+    sid: Option<String>,
+    lobby: Option<bool>,
 }
 
 /// Verify signature, algorithm, expiry (zero leeway) and claims. With `expected_room`, a token
@@ -189,10 +211,7 @@ pub fn verify(
                 claim: "aud",
                 reason: "is not accepted",
             },
-            ErrorKind::ImmatureSignature => TokenError::InvalidClaim {
-                claim: "nbf",
-                reason: "is in the future",
-            },
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
             _ => TokenError::Malformed,
         })?;
     let raw = data.claims;
@@ -205,6 +224,9 @@ pub fn verify(
         iat: raw.iat.ok_or_else(|| missing("iat"))?,
         exp: raw.exp.ok_or_else(|| missing("exp"))?,
         iss: raw.iss.ok_or_else(|| missing("iss"))?,
+        nbf: raw.nbf,
+        sid: raw.sid,
+        lobby: raw.lobby.unwrap_or(false),
     };
     claims.check()?;
     if let Some(room) = expected_room {

@@ -69,6 +69,11 @@ async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     serve_file(&path, &headers, Caching::Revalidate)
 }
 
+/// Serve a page of `web-client/` (revalidated, with the page headers); for `crate::console`.
+pub(crate) fn serve_page(path: &str, headers: &HeaderMap) -> Response {
+    serve_file(path, headers, Caching::Revalidate)
+}
+
 fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,

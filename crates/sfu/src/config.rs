@@ -19,6 +19,15 @@ pub struct SfuConfig {
     pub max_participants_per_room: usize,
     /// Most published tracks per participant.
     pub max_tracks_per_participant: usize,
+    /// Most rooms at once (a join that would open one more gets [`crate::SfuError::TooManyRooms`]).
+    pub max_rooms: usize,
+    /// A connection whose ICE consent checks (and media) stopped for this long fails; see
+    /// [`crate::liveness`].
+    pub dead_peer_timeout: Duration,
+    /// How long a participant whose signalling connection dropped is kept for a resume
+    /// (0 = remove at once). Its media keeps flowing meanwhile; a media failure still removes
+    /// it within `dead_peer_timeout`.
+    pub resume_grace: Duration,
 }
 
 impl Default for SfuConfig {
@@ -30,6 +39,9 @@ impl Default for SfuConfig {
             socket_buffer_bytes: 4 << 20,
             max_participants_per_room: 100,
             max_tracks_per_participant: 4,
+            max_rooms: 100,
+            dead_peer_timeout: Duration::from_secs(10),
+            resume_grace: Duration::from_secs(30),
         }
     }
 }

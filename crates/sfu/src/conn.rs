@@ -2,6 +2,7 @@
 //! interceptors (NACK, reports, an RTCP tap), ICE-lite with our own ufrag, and host candidates
 //! on the shared media socket.
 
+use crate::liveness::IceTimeouts;
 use crate::router::{Codec, PayloadTypes};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -164,8 +165,14 @@ pub(crate) fn ice_credentials() -> (String, String) {
     )
 }
 
-/// A server-side connection: ICE-lite, DTLS passive when answering, our ufrag/pwd.
-pub(crate) fn build(now: Instant, ufrag: &str, pwd: &str) -> Result<RTCPeerConnection, Error> {
+/// A server-side connection: ICE-lite, DTLS passive when answering, our ufrag/pwd, and ICE
+/// timers that fail a silent client within the dead-peer timeout (see [`crate::liveness`]).
+pub(crate) fn build(
+    now: Instant,
+    ufrag: &str,
+    pwd: &str,
+    timeouts: IceTimeouts,
+) -> Result<RTCPeerConnection, Error> {
     let mut me = MediaEngine::default();
     for (codec, kind) in codecs() {
         me.register_codec(codec, kind)?;
@@ -177,6 +184,11 @@ pub(crate) fn build(now: Instant, ufrag: &str, pwd: &str) -> Result<RTCPeerConne
         .with_answering_dtls_role(RTCDtlsRole::Server)
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_ice_timeouts(
+            Some(timeouts.disconnected),
+            Some(timeouts.failed),
+            Some(timeouts.check_interval),
+        )
         .build();
     RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

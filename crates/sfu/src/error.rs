@@ -14,6 +14,8 @@ pub enum SfuError {
     WorkerGone,
     #[error("room \"{0}\" is full")]
     RoomFull(String),
+    #[error("the server hosts its maximum of {0} rooms")]
+    TooManyRooms(usize),
     #[error("no room \"{0}\" is active")]
     UnknownRoom(String),
     #[error("no participant \"{0}\" in this room")]

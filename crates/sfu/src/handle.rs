@@ -18,6 +18,9 @@ pub struct JoinRequest {
     pub name: String,
     pub role: Role,
     pub events: EventSender,
+    /// Continue an earlier session of this identity (participant id, resume token). If it is
+    /// gone, the join proceeds as a new session (`joined.resumed` = false).
+    pub resume: Option<(ParticipantId, String)>,
 }
 
 /// What a moderator (the session manager's operator, or the host) does to a room.

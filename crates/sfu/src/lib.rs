@@ -17,6 +17,14 @@ pub mod demux;
 mod error;
 mod handle;
 pub mod keyframe;
+pub mod liveness;
+
+/// The SDP check the media core does itself before handing an offer to the `rtc` core:
+/// how many audio/video sections send media (`None` = not an SDP). Public for the fuzzers.
+pub fn count_sending_media(sdp: &str) -> Option<usize> {
+    rooms::count_sending_media(sdp).ok()
+}
+mod resume;
 mod rooms;
 pub mod router;
 mod worker;

@@ -69,6 +69,10 @@ pub(crate) struct Participant {
     pub needs_offer: bool,
     /// A moderator muted this participant's audio.
     pub moderator_muted: bool,
+    /// Secret for `join.resume`.
+    pub resume_token: String,
+    /// Signalling dropped; removed at this instant unless resumed (see `resume.rs`).
+    pub suspended_until: Option<Instant>,
 }
 
 pub(crate) struct Room {
@@ -86,7 +90,7 @@ fn random_id(prefix: &str) -> String {
 }
 
 /// A client-caused failure: sent as `error` to that client.
-struct Reject(ErrorCode, String);
+pub(crate) struct Reject(ErrorCode, String);
 
 impl Reject {
     fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
@@ -104,7 +108,7 @@ fn kind_of(k: RtpCodecKind) -> Option<TrackKind> {
 
 /// Count the audio/video m-lines of an SDP that send media (not inactive/recvonly), and make
 /// sure the text is plausibly an SDP before the core parses it.
-fn count_sending_media(sdp: &str) -> Result<usize, Reject> {
+pub(crate) fn count_sending_media(sdp: &str) -> Result<usize, Reject> {
     if !sdp.starts_with("v=0") {
         return Err(Reject::new(
             ErrorCode::InvalidSdp,
@@ -165,7 +169,7 @@ impl Worker {
                 participant,
                 reason,
             } => {
-                self.remove_participant(&participant, reason, false);
+                self.peer_lost(&participant, reason);
                 self.service_dirty(Instant::now());
                 self.flush();
             }
@@ -237,7 +241,7 @@ impl Worker {
         })
     }
 
-    fn participant_info(&self, p: &Participant) -> ParticipantInfo {
+    pub(crate) fn participant_info(&self, p: &Participant) -> ParticipantInfo {
         ParticipantInfo {
             id: p.id.clone(),
             identity: p.identity.clone(),
@@ -345,6 +349,15 @@ impl Worker {
         if self.stopping {
             return Err(SfuError::ShuttingDown);
         }
+        if let Some((rpid, rtoken)) = &req.resume {
+            let now = Instant::now();
+            if self.try_resume(&req.room, &req.identity, rpid, rtoken, &req.events, now) {
+                self.service_dirty(now);
+                self.flush();
+                return Ok(rpid.clone());
+            }
+            tracing::info!(room = %req.room, "resume not possible; joining as a new session");
+        }
         // The same identity joining again replaces the older connection.
         let old = self.rooms.get(&req.room).and_then(|r| {
             r.participants
@@ -366,6 +379,9 @@ impl Worker {
             .map_or(0, |r| r.participants.len());
         if count >= self.cfg.max_participants_per_room {
             return Err(SfuError::RoomFull(req.room));
+        }
+        if count == 0 && self.rooms.len() >= self.cfg.max_rooms {
+            return Err(SfuError::TooManyRooms(self.cfg.max_rooms));
         }
         let id = ParticipantId(random_id("PA_"));
         let span = tracing::info_span!("participant", room = %req.room, participant = %id);
@@ -401,6 +417,8 @@ impl Worker {
             offer_pending: false,
             needs_offer: false,
             moderator_muted: false,
+            resume_token: crate::resume::new_token(),
+            suspended_until: None,
         };
         let _ = p.events.send(ServerMessage::Joined {
             version: PROTOCOL_VERSION,
@@ -411,6 +429,8 @@ impl Worker {
             role: p.role,
             participants: others,
             spotlight,
+            resume_token: p.resume_token.clone(),
+            resumed: false,
         });
         let info = self.participant_info(&p);
         self.broadcast(
@@ -587,7 +607,9 @@ impl Worker {
         now: Instant,
     ) -> Result<usize, Reject> {
         let (ufrag, pwd) = conn::ice_credentials();
-        let pc = conn::build(now, &ufrag, &pwd).map_err(|e| {
+        let timeouts =
+            crate::liveness::IceTimeouts::for_dead_peer_timeout(self.cfg.dead_peer_timeout);
+        let pc = conn::build(now, &ufrag, &pwd, timeouts).map_err(|e| {
             Reject::new(
                 ErrorCode::Internal,
                 format!("cannot create a peer connection: {e}"),

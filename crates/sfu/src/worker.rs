@@ -221,6 +221,7 @@ impl Worker {
                 }
             }
             let now = Instant::now();
+            self.expire_suspended(now);
             self.renegotiate_pending(now);
 
             // 2. Timers.
@@ -369,7 +370,7 @@ impl Worker {
                         c.connected = false;
                         let owner = c.owner.clone();
                         tracing::info!(participant = %owner, "media connection failed");
-                        self.remove_participant(&owner, LeaveReason::MediaFailed, true);
+                        self.peer_lost(&owner, LeaveReason::MediaFailed);
                     }
                     RTCPeerConnectionState::Disconnected => c.connected = false,
                     _ => {}

@@ -1,0 +1,32 @@
+//! `rakor-session`: the session manager of Rakor — operators, the directory of sites, scheduled
+//! rakor (coordination meetings) with their invitations, the lobby, admissions and the
+//! attendance register. No WebRTC, no HTTP: the server (`crates/server`) puts the routes and
+//! the signalling gate in front of [`SessionManager`].
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`model`] | records and their validation; [`model::Personal`] redacts personal data in `Debug` |
+//! | [`wib`] | Asia/Jakarta (WIB) ⇄ UTC |
+//! | [`store`] | the [`store::Store`] trait (storage, PostgreSQL later) |
+//! | [`sqlite`] | the SQLite store: WAL, embedded migrations |
+//! | [`auth`] | argon2 passwords, secrets, failed-login limiting |
+//! | [`import`] | CSV import of sites |
+//! | [`lobby`] | sites waiting for an operator's admit/refuse |
+//! | [`attendance`] | the register (*daftar hadir*) and its CSV |
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod attendance;
+pub mod auth;
+pub mod error;
+pub mod import;
+pub mod lobby;
+pub mod model;
+pub mod sqlite;
+pub mod store;
+pub mod wib;
+
+mod manager;
+
+pub use error::{Result, SessionError};
+pub use manager::{Admission, Arrival, Membership, Refusal, SessionManager, SessionSettings};

@@ -1,0 +1,637 @@
+//! [`SessionManager`]: the facade the server uses — validation on top of the [`Store`], login
+//! with rate limiting, the lobby gate for arriving sites, and attendance recording.
+
+use crate::attendance::{self, Register};
+use crate::auth::{self, LoginLimiter};
+use crate::error::{Result, SessionError};
+use crate::lobby::Lobby;
+use crate::model::{
+    self, site_of_identity, AttendanceEvent, AttendanceKind, Personal, Rakor, RakorDraft,
+    RakorInput, RakorState, Site, SiteInput, SitePatch,
+};
+use crate::sqlite::SqliteStore;
+use crate::store::{ApiTokenInfo, Operator, Store};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Tunables (from the server's `[session]` config).
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Lifetime of a console login.
+    pub login_ttl: Duration,
+    /// Failed logins per username (or per client address ×4) before a lockout.
+    pub login_max_failures: u32,
+    /// How long a lockout lasts after the last failure.
+    pub login_lockout: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            login_ttl: Duration::from_secs(12 * 3600),
+            login_max_failures: 5,
+            login_lockout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// A join or leave reported by the media core, in session-manager terms.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub room: String,
+    pub participant: String,
+    pub identity: String,
+    pub name: Personal,
+    pub role: String,
+    pub kind: AttendanceKind,
+    pub reason: Option<String>,
+    pub at_ms: i64,
+}
+
+/// A participant arriving at signalling with a verified token.
+#[derive(Debug, Clone)]
+pub struct Arrival<'a> {
+    /// The token's session claim (`sid`), if any.
+    pub sid: Option<&'a str>,
+    pub room: &'a str,
+    pub identity: &'a str,
+    pub is_host: bool,
+    /// The token asks for the lobby.
+    pub lobby: bool,
+}
+
+/// Why an arriving site is turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The site is not (or no longer) invited, or the rakor does not exist.
+    NotInvited,
+    /// The rakor has ended.
+    SessionEnded,
+    /// The link is not valid yet (earlier than 30 minutes before the start).
+    NotYetValid,
+}
+
+/// What the gate decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Join now (no session claim, the host, or already admitted).
+    Direct,
+    /// Wait in the lobby of this rakor.
+    Wait {
+        rakor_id: i64,
+        site_id: Option<i64>,
+    },
+    Refused(Refusal, String),
+}
+
+/// The session manager. Cheap to share behind an `Arc`.
+pub struct SessionManager {
+    store: Arc<dyn Store>,
+    lobby: Lobby,
+    limiter: Mutex<LoginLimiter>,
+    settings: SessionSettings,
+    /// Participant id → rakor id, so a leave after the end time still lands in its rakor.
+    live: Mutex<HashMap<String, i64>>,
+    /// Verifies unknown usernames in the same time as known ones.
+    dummy_hash: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SessionManager {
+    /// Open the SQLite database at `path` (created and migrated if needed).
+    pub async fn open_sqlite(path: &Path, settings: SessionSettings) -> Result<Self> {
+        let store = SqliteStore::open(path).await?;
+        Self::new(Arc::new(store), settings)
+    }
+
+    pub fn new(store: Arc<dyn Store>, settings: SessionSettings) -> Result<Self> {
+        Ok(Self {
+            store,
+            lobby: Lobby::default(),
+            limiter: Mutex::new(LoginLimiter::new(
+                settings.login_max_failures,
+                settings.login_lockout,
+            )),
+            settings,
+            live: Mutex::new(HashMap::new()),
+            dummy_hash: auth::hash_password("rakor-dummy-password")?,
+        })
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn lobby(&self) -> &Lobby {
+        &self.lobby
+    }
+
+    // ---- operators and auth ------------------------------------------------------------
+
+    pub async fn operator_count(&self) -> Result<i64> {
+        self.store.operator_count().await
+    }
+
+    /// Create an operator (or, with `replace`, set an existing one's password).
+    pub async fn add_operator(
+        &self,
+        username: &str,
+        password: &str,
+        replace: bool,
+    ) -> Result<Operator> {
+        let username = auth::check_username(username)?;
+        auth::check_new_password(password)?;
+        let pw = password.to_owned();
+        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
+            .await
+            .map_err(|e| SessionError::Storage(e.to_string()))??;
+        if replace {
+            if let Some((op, _)) = self.store.operator_by_username(&username).await? {
+                self.store.set_password(&username, &hash).await?;
+                return Ok(op);
+            }
+        }
+        self.store.add_operator(&username, &hash).await
+    }
+
+    /// Check credentials; on success a new login secret (for the cookie) and the operator.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: &str,
+    ) -> Result<(String, Operator)> {
+        let user = username.trim().to_lowercase();
+        let user_key = format!("u:{user}");
+        let ip_key = format!("ip:{client}");
+        {
+            let mut l = lock(&self.limiter);
+            l.check(&[&user_key], Instant::now())?;
+        }
+        let found = self.store.operator_by_username(&user).await?;
+        let hash = found
+            .as_ref()
+            .map(|(_, h)| h.clone())
+            .unwrap_or_else(|| self.dummy_hash.clone());
+        let pw = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || auth::verify_password(&hash, &pw))
+            .await
+            .map_err(|e| SessionError::Storage(e.to_string()))?;
+        match found {
+            Some((op, _)) if ok => {
+                lock(&self.limiter).succeeded(&user_key);
+                let secret = auth::new_secret("");
+                let expires = crate::wib::now() + self.settings.login_ttl.as_secs() as i64;
+                self.store
+                    .create_login(&auth::hash_secret(&secret), op.id, expires)
+                    .await?;
+                tracing::info!(operator = %op.username, "operator logged in");
+                Ok((secret, op))
+            }
+            _ => {
+                lock(&self.limiter).failed(&[&user_key, &ip_key], Instant::now());
+                tracing::info!("failed operator login");
+                Err(SessionError::Unauthorized(
+                    "wrong username or password".into(),
+                ))
+            }
+        }
+    }
+
+    pub fn login_ttl(&self) -> Duration {
+        self.settings.login_ttl
+    }
+
+    /// The operator of a login cookie's secret.
+    pub async fn session_operator(&self, secret: &str) -> Result<Option<Operator>> {
+        self.store
+            .login_operator(&auth::hash_secret(secret), crate::wib::now())
+            .await
+    }
+
+    /// The operator of an API token.
+    pub async fn token_operator(&self, secret: &str) -> Result<Option<Operator>> {
+        self.store
+            .api_token_operator(&auth::hash_secret(secret))
+            .await
+    }
+
+    pub async fn logout(&self, secret: &str) -> Result<()> {
+        self.store.delete_login(&auth::hash_secret(secret)).await
+    }
+
+    /// A new API token: the secret (shown once) and its metadata.
+    pub async fn create_api_token(
+        &self,
+        op: &Operator,
+        label: &str,
+    ) -> Result<(String, ApiTokenInfo)> {
+        let label = label.trim();
+        if label.is_empty() || label.chars().count() > 80 {
+            return Err(SessionError::invalid("label", "must be 1-80 characters"));
+        }
+        let secret = auth::new_secret("rk_");
+        let info = self
+            .store
+            .create_api_token(op.id, label, &auth::hash_secret(&secret))
+            .await?;
+        Ok((secret, info))
+    }
+
+    // ---- directory -----------------------------------------------------------------------
+
+    pub async fn list_sites(&self) -> Result<Vec<Site>> {
+        self.store.list_sites().await
+    }
+
+    pub async fn site(&self, id: i64) -> Result<Site> {
+        self.store
+            .get_site(id)
+            .await?
+            .ok_or_else(|| SessionError::not_found("site", id))
+    }
+
+    pub async fn create_site(&self, input: &SiteInput) -> Result<Site> {
+        let site = model::validate_site(input)?;
+        self.store.insert_site(&site).await
+    }
+
+    pub async fn patch_site(&self, id: i64, patch: &SitePatch) -> Result<Site> {
+        let old = self.site(id).await?;
+        let merged = SiteInput {
+            name: patch.name.clone().unwrap_or(old.name),
+            kind: patch.kind.unwrap_or(old.kind),
+            contact_person: patch.contact_person.clone().unwrap_or(old.contact_person),
+            phone: patch.phone.clone().unwrap_or(old.phone),
+            active: Some(patch.active.unwrap_or(old.active)),
+        };
+        let site = model::validate_site(&merged)?;
+        self.store.update_site(id, &site).await
+    }
+
+    pub async fn import_sites(&self, csv_text: &str) -> Result<Vec<Site>> {
+        let sites = crate::import::parse_sites_csv(csv_text)?;
+        self.store.insert_sites(&sites).await
+    }
+
+    // ---- rakor ---------------------------------------------------------------------------
+
+    pub async fn list_rakor(&self) -> Result<Vec<Rakor>> {
+        self.store.list_rakor().await
+    }
+
+    pub async fn rakor(&self, id: i64) -> Result<Rakor> {
+        self.store
+            .get_rakor(id)
+            .await?
+            .ok_or_else(|| SessionError::not_found("rakor", id))
+    }
+
+    async fn check_sites(&self, d: &RakorDraft) -> Result<()> {
+        match self.store.get_site(d.host_site_id).await? {
+            None => {
+                return Err(SessionError::invalid(
+                    "host_site_id",
+                    format!("site {} does not exist", d.host_site_id),
+                ))
+            }
+            Some(s) if !s.active => {
+                return Err(SessionError::invalid(
+                    "host_site_id",
+                    format!("site \"{}\" is deactivated", s.name),
+                ))
+            }
+            Some(_) => {}
+        }
+        for id in &d.invited {
+            match self.store.get_site(*id).await? {
+                None => {
+                    return Err(SessionError::invalid(
+                        "invited_site_ids",
+                        format!("site {id} does not exist"),
+                    ))
+                }
+                Some(s) if !s.active => {
+                    return Err(SessionError::invalid(
+                        "invited_site_ids",
+                        format!("site \"{}\" is deactivated", s.name),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_rakor(&self, input: &RakorInput) -> Result<Rakor> {
+        let draft = model::validate_rakor(input, crate::wib::now(), false)?;
+        self.check_sites(&draft).await?;
+        let r = self.store.insert_rakor(&draft).await?;
+        tracing::info!(rakor = r.id, room = %r.room, "rakor scheduled");
+        Ok(r)
+    }
+
+    pub async fn update_rakor(&self, id: i64, input: &RakorInput) -> Result<Rakor> {
+        let old = self.rakor(id).await?;
+        let now = crate::wib::now();
+        if old.state_at(now) == RakorState::Ended {
+            return Err(SessionError::Conflict(
+                "an ended rakor cannot be changed".into(),
+            ));
+        }
+        // A rakor under way keeps its (past) start.
+        let draft = model::validate_rakor(input, now, old.start_at <= now)?;
+        if draft.room.is_some()
+            && draft.room.as_deref() != Some(old.room.as_str())
+            && old.stored_state == RakorState::Live
+        {
+            return Err(SessionError::invalid(
+                "room",
+                "cannot change while the rakor is live",
+            ));
+        }
+        self.check_sites(&draft).await?;
+        self.store.update_rakor(id, &draft).await
+    }
+
+    pub async fn delete_rakor(&self, id: i64) -> Result<()> {
+        let r = self.rakor(id).await?;
+        if r.stored_state == RakorState::Live && r.state_at(crate::wib::now()) == RakorState::Live {
+            return Err(SessionError::Conflict(
+                "end the rakor before deleting it".into(),
+            ));
+        }
+        self.store.delete_rakor(id).await?;
+        Ok(())
+    }
+
+    /// Mark a rakor ended (the server also ends the room in the media core).
+    pub async fn end_rakor(&self, id: i64) -> Result<Rakor> {
+        let _ = self.rakor(id).await?;
+        self.store.set_rakor_state(id, RakorState::Ended).await?;
+        self.lobby.decide_all(id, crate::lobby::Decision::Refuse);
+        self.rakor(id).await
+    }
+
+    // ---- lobby gate -----------------------------------------------------------------------
+
+    /// Decide what happens to a participant arriving with a verified token.
+    pub async fn gate(&self, a: &Arrival<'_>) -> Result<Admission> {
+        let Some(sid) = a.sid else {
+            return Ok(Admission::Direct);
+        };
+        let refuse = |r, m: &str| Ok(Admission::Refused(r, m.to_owned()));
+        let Ok(id) = sid.parse::<i64>() else {
+            return refuse(Refusal::NotInvited, "this link names no known rakor");
+        };
+        let Some(rakor) = self.store.get_rakor(id).await? else {
+            return refuse(Refusal::NotInvited, "this rakor no longer exists");
+        };
+        if rakor.room != a.room {
+            return refuse(Refusal::NotInvited, "this link is for another rakor");
+        }
+        let now = crate::wib::now();
+        if rakor.state_at(now) == RakorState::Ended {
+            return refuse(Refusal::SessionEnded, "this rakor has ended");
+        }
+        if now < rakor.valid_from() {
+            return Ok(Admission::Refused(
+                Refusal::NotYetValid,
+                format!(
+                    "this link is valid from {} WIB (30 minutes before the start)",
+                    crate::wib::wib_short(rakor.valid_from())
+                ),
+            ));
+        }
+        let site = site_of_identity(a.identity);
+        let invited = match site {
+            Some(s) if a.is_host => s == rakor.host_site_id,
+            Some(s) => rakor.invited.contains(&s) || s == rakor.host_site_id,
+            None => false,
+        };
+        if !invited {
+            return refuse(
+                Refusal::NotInvited,
+                "this site is not invited to this rakor",
+            );
+        }
+        if a.is_host || !a.lobby || self.store.is_admitted(id, a.identity).await? {
+            return Ok(Admission::Direct);
+        }
+        Ok(Admission::Wait {
+            rakor_id: id,
+            site_id: site,
+        })
+    }
+
+    /// Remember that the operator admitted `identity` (reconnects skip the lobby).
+    pub async fn admitted(&self, rakor_id: i64, identity: &str) -> Result<()> {
+        self.store.admit(rakor_id, identity).await
+    }
+
+    /// A removed site has to wait in the lobby again.
+    pub async fn revoke_admission(&self, rakor_id: i64, identity: &str) -> Result<()> {
+        self.store.revoke_admission(rakor_id, identity).await
+    }
+
+    // ---- attendance ----------------------------------------------------------------------
+
+    /// Record a join or leave; ignored for rooms that belong to no rakor. The first join
+    /// makes the rakor live.
+    pub async fn record(&self, m: Membership) -> Result<()> {
+        let rakor_id = match m.kind {
+            AttendanceKind::Join => {
+                let now = m.at_ms / 1000;
+                let Some(r) = self.store.rakor_for_room(&m.room, now).await? else {
+                    return Ok(());
+                };
+                lock(&self.live).insert(m.participant.clone(), r.id);
+                if r.stored_state == RakorState::Scheduled {
+                    self.store.set_rakor_state(r.id, RakorState::Live).await?;
+                    tracing::info!(rakor = r.id, "rakor is live");
+                }
+                r.id
+            }
+            AttendanceKind::Leave => match lock(&self.live).remove(&m.participant) {
+                Some(id) => id,
+                None => return Ok(()),
+            },
+        };
+        self.store
+            .record_attendance(
+                rakor_id,
+                &AttendanceEvent {
+                    identity: m.identity,
+                    name: m.name,
+                    role: m.role,
+                    participant: m.participant,
+                    kind: m.kind,
+                    reason: m.reason,
+                    at_ms: m.at_ms,
+                },
+            )
+            .await
+    }
+
+    /// The attendance register of a rakor.
+    pub async fn register(&self, id: i64) -> Result<Register> {
+        let rakor = self.rakor(id).await?;
+        let sites = self.store.list_sites().await?;
+        let events = self.store.attendance(id).await?;
+        Ok(attendance::register(
+            &rakor,
+            &sites,
+            &events,
+            crate::wib::now_ms(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::model::SiteKind;
+
+    async fn manager(dir: &Path) -> SessionManager {
+        SessionManager::open_sqlite(&dir.join("rakor.sqlite3"), SessionSettings::default())
+            .await
+            .unwrap()
+    }
+
+    fn site(name: &str) -> SiteInput {
+        SiteInput {
+            name: name.into(),
+            kind: SiteKind::Opd,
+            contact_person: Personal::default(),
+            phone: Personal::default(),
+            active: None,
+        }
+    }
+
+    fn wib_in(secs: i64) -> String {
+        crate::wib::wib_string(crate::wib::now() + secs)
+    }
+
+    #[tokio::test]
+    async fn sites_rakor_gate_and_attendance_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path()).await;
+        let host = m.create_site(&site("Command Room")).await.unwrap();
+        let a = m.create_site(&site("Dishub")).await.unwrap();
+        let b = m.create_site(&site("Dinkes")).await.unwrap();
+        assert!(matches!(
+            m.create_site(&site(" dishub ")).await,
+            Err(SessionError::Conflict(_))
+        ));
+        let r = m
+            .create_rakor(&RakorInput {
+                title: "Rakor".into(),
+                agenda: String::new(),
+                start: wib_in(600),
+                end: wib_in(4200),
+                host_site_id: host.id,
+                invited_site_ids: vec![a.id],
+                room: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.room, format!("rakor-{}", r.id));
+        let sid = r.id.to_string();
+        let arrive = |identity: &'static str, is_host| Arrival {
+            sid: Some(Box::leak(sid.clone().into_boxed_str())),
+            room: Box::leak(r.room.clone().into_boxed_str()),
+            identity,
+            is_host,
+            lobby: true,
+        };
+        let ida = Box::leak(format!("site-{}", a.id).into_boxed_str());
+        let idb = Box::leak(format!("site-{}", b.id).into_boxed_str());
+        let idh = Box::leak(format!("site-{}", host.id).into_boxed_str());
+        assert!(matches!(
+            m.gate(&arrive(ida, false)).await.unwrap(),
+            Admission::Wait { .. }
+        ));
+        assert!(matches!(
+            m.gate(&arrive(idb, false)).await.unwrap(),
+            Admission::Refused(Refusal::NotInvited, _)
+        ));
+        assert_eq!(m.gate(&arrive(idh, true)).await.unwrap(), Admission::Direct);
+        m.admitted(r.id, ida).await.unwrap();
+        assert_eq!(
+            m.gate(&arrive(ida, false)).await.unwrap(),
+            Admission::Direct
+        );
+
+        let now = crate::wib::now_ms();
+        for (kind, p, at) in [
+            (AttendanceKind::Join, "p1", now),
+            (AttendanceKind::Leave, "p1", now + 120_000),
+        ] {
+            m.record(Membership {
+                room: r.room.clone(),
+                participant: p.into(),
+                identity: ida.to_owned(),
+                name: Personal("Dishub".into()),
+                role: "participant".into(),
+                kind,
+                reason: None,
+                at_ms: at,
+            })
+            .await
+            .unwrap();
+        }
+        drop(m);
+        let m = manager(dir.path()).await;
+        let reg = m.register(r.id).await.unwrap();
+        let row = reg.rows.iter().find(|x| x.identity == *ida).unwrap();
+        assert_eq!(row.total_minutes, 2);
+        assert_eq!(m.rakor(r.id).await.unwrap().stored_state, RakorState::Live);
+        assert_eq!(m.list_sites().await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn login_rate_limit_and_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SessionManager::open_sqlite(
+            &dir.path().join("db"),
+            SessionSettings {
+                login_max_failures: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        m.add_operator("admin", "a long password", false)
+            .await
+            .unwrap();
+        assert!(m
+            .add_operator("admin", "a long password", false)
+            .await
+            .is_err());
+        let (secret, op) = m
+            .login("Admin", "a long password", "1.2.3.4")
+            .await
+            .unwrap();
+        assert_eq!(m.session_operator(&secret).await.unwrap(), Some(op.clone()));
+        for _ in 0..2 {
+            assert!(matches!(
+                m.login("admin", "nope", "1.2.3.4").await,
+                Err(SessionError::Unauthorized(_))
+            ));
+        }
+        assert!(matches!(
+            m.login("admin", "a long password", "1.2.3.4").await,
+            Err(SessionError::RateLimited { .. })
+        ));
+        let (tok, _) = m.create_api_token(&op, "script").await.unwrap();
+        assert_eq!(m.token_operator(&tok).await.unwrap(), Some(op));
+        m.logout(&secret).await.unwrap();
+        assert_eq!(m.session_operator(&secret).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,75 @@
+//! [`Store`]: what the session manager keeps, behind a small trait so that PostgreSQL (several
+//! nodes sharing schedules) can follow the SQLite implementation ([`crate::sqlite`]). Every
+//! method commits before it returns: a crash loses nothing that was acknowledged.
+
+use crate::error::Result;
+use crate::model::{AttendanceEvent, Rakor, RakorDraft, RakorState, Site, SiteInput};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An operator account (never with its hash).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Operator {
+    pub id: i64,
+    pub username: String,
+}
+
+/// An API token's metadata (the secret is shown once at creation and never stored).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ApiTokenInfo {
+    pub id: i64,
+    pub label: String,
+    /// Created, UTC RFC 3339.
+    pub created_utc: String,
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    // Operators and credentials.
+    async fn operator_count(&self) -> Result<i64>;
+    /// Conflict if the username exists.
+    async fn add_operator(&self, username: &str, password_hash: &str) -> Result<Operator>;
+    /// (operator, password hash).
+    async fn operator_by_username(&self, username: &str) -> Result<Option<(Operator, String)>>;
+    async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool>;
+    async fn create_login(&self, token_hash: &str, operator_id: i64, expires_at: i64)
+        -> Result<()>;
+    async fn login_operator(&self, token_hash: &str, now: i64) -> Result<Option<Operator>>;
+    async fn delete_login(&self, token_hash: &str) -> Result<()>;
+    async fn create_api_token(
+        &self,
+        operator_id: i64,
+        label: &str,
+        token_hash: &str,
+    ) -> Result<ApiTokenInfo>;
+    async fn api_token_operator(&self, token_hash: &str) -> Result<Option<Operator>>;
+    async fn list_api_tokens(&self, operator_id: i64) -> Result<Vec<ApiTokenInfo>>;
+    async fn revoke_api_token(&self, operator_id: i64, id: i64) -> Result<bool>;
+
+    // Directory.
+    async fn list_sites(&self) -> Result<Vec<Site>>;
+    async fn get_site(&self, id: i64) -> Result<Option<Site>>;
+    /// Conflict on a duplicate name (case- and space-insensitive).
+    async fn insert_site(&self, site: &SiteInput) -> Result<Site>;
+    /// All or nothing: a duplicate anywhere stores none.
+    async fn insert_sites(&self, sites: &[SiteInput]) -> Result<Vec<Site>>;
+    async fn update_site(&self, id: i64, site: &SiteInput) -> Result<Site>;
+
+    // Scheduled rakor.
+    async fn list_rakor(&self) -> Result<Vec<Rakor>>;
+    async fn get_rakor(&self, id: i64) -> Result<Option<Rakor>>;
+    /// Conflict if another unfinished rakor uses the same room at an overlapping time.
+    async fn insert_rakor(&self, draft: &RakorDraft) -> Result<Rakor>;
+    async fn update_rakor(&self, id: i64, draft: &RakorDraft) -> Result<Rakor>;
+    async fn set_rakor_state(&self, id: i64, state: RakorState) -> Result<()>;
+    async fn delete_rakor(&self, id: i64) -> Result<bool>;
+    /// The unfinished rakor using `room` whose link window contains `now`.
+    async fn rakor_for_room(&self, room: &str, now: i64) -> Result<Option<Rakor>>;
+
+    // Attendance and admissions.
+    async fn record_attendance(&self, rakor_id: i64, event: &AttendanceEvent) -> Result<()>;
+    async fn attendance(&self, rakor_id: i64) -> Result<Vec<AttendanceEvent>>;
+    async fn admit(&self, rakor_id: i64, identity: &str) -> Result<()>;
+    async fn is_admitted(&self, rakor_id: i64, identity: &str) -> Result<bool>;
+    async fn revoke_admission(&self, rakor_id: i64, identity: &str) -> Result<()>;
+}

@@ -1,0 +1,121 @@
+//! The fuzz targets' bodies, shared by the cargo-fuzz targets (`fuzz/fuzz_targets/*.rs`, nightly,
+//! libFuzzer) and the stable smoke run in `cargo nextest` (`tests/e2e/fuzz_smoke.rs`, seeded
+//! random mutations). Each takes arbitrary bytes and checks that the code the server runs on
+//! untrusted input never panics and keeps its invariants; a panic here is a bug.
+
+use rakor_proto::{parse_client_message, ClientMessage, ErrorCode};
+use rakor_sfu::demux::{classify, stun_local_ufrag, DatagramKind, Demux};
+use rakor_sfu::router::{Codec, Leg, PayloadTypes, TrackRoute};
+use std::net::SocketAddr;
+
+/// Signalling: one WebSocket text frame from a client.
+pub fn signalling(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match parse_client_message(&text) {
+        Ok(msg) => {
+            // What parsed re-serialises and parses to the same message.
+            let again = serde_json::to_string(&msg).expect("serialise a parsed message");
+            let back: ClientMessage = parse_client_message(&again).expect("re-parse");
+            assert_eq!(back, msg);
+        }
+        Err(e) => {
+            // Every failure carries a documented, non-fatal-by-itself code.
+            assert!(
+                matches!(
+                    e.code,
+                    ErrorCode::MalformedJson
+                        | ErrorCode::UnknownType
+                        | ErrorCode::BadRequest
+                        | ErrorCode::FrameTooLarge
+                ),
+                "{e:?}"
+            );
+        }
+    }
+}
+
+/// Media port: classify a datagram, extract the STUN ufrag, route it.
+pub fn demux(data: &[u8]) {
+    let kind = classify(data);
+    let ufrag = stun_local_ufrag(data);
+    // (`stun_local_ufrag` does not look at the first byte; `route` asks it only for STUN.)
+    assert!(ufrag.is_none_or(|u| !u.is_empty() && !u.contains(':')));
+    let mut d = Demux::default();
+    d.add_ufrag("srvufrag".into(), 1);
+    let src: SocketAddr = ([10, 0, 0, 1], 5000).into();
+    let routed = d.route(data, src);
+    if let Some(c) = routed {
+        assert_eq!(c, 1);
+        assert_eq!(kind, DatagramKind::Stun);
+        assert_eq!(ufrag, Some("srvufrag"));
+        // Learned: anything from this address goes to the same connection.
+        assert_eq!(d.route(&[0x80, 0, 0, 0], src), Some(1));
+    }
+    d.remove_conn("srvufrag", 1);
+    assert_eq!(d.route(data, src), None);
+}
+
+/// SDP: the server's own pre-check of a publisher offer.
+pub fn sdp(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let n = rakor_sfu::count_sending_media(&text);
+    if !text.starts_with("v=0") {
+        assert_eq!(n, None);
+    }
+    if let Some(n) = n {
+        assert!(n <= text.matches("m=").count());
+    }
+}
+
+/// RTP: parse a packet (the `rtc` core's parser), strip and rewrite its header for a leg
+/// chosen by the input, write it out again: SSRC/PT changed as asked, sequence number,
+/// timestamp, marker and payload untouched.
+pub fn rtp_rewrite(data: &[u8]) {
+    use rtc::shared::marshal::{Marshal, Unmarshal};
+    let (Some(&sel), Some(rest)) = (data.first(), data.get(1..)) else {
+        return;
+    };
+    let mut buf = rest;
+    let Ok(pkt) = rtc::rtp::packet::Packet::unmarshal(&mut buf) else {
+        return;
+    };
+    let mut publisher = PayloadTypes::default();
+    publisher.set(Codec::Vp8, pkt.header.payload_type);
+    publisher.set(Codec::Opus, pkt.header.payload_type.wrapping_add(1) & 0x7f);
+    let mut leg_pts = PayloadTypes::default();
+    leg_pts.set(Codec::Vp8, sel & 0x7f);
+    let route = TrackRoute {
+        publisher_pts: publisher,
+        legs: vec![Leg {
+            conn: 0,
+            ssrc: u32::from(sel) * 0x0101_0101,
+            pts: leg_pts,
+            active: sel & 0x80 == 0,
+        }],
+    };
+    let mut h = pkt.header.clone();
+    TrackRoute::prepare(&mut h);
+    assert!(!h.extension && h.extensions.is_empty());
+    let Some(leg) = route.legs.first() else {
+        return;
+    };
+    match route.rewrite_for(leg, pkt.header.payload_type, &mut h) {
+        Ok(()) => {
+            assert_eq!((h.ssrc, h.payload_type), (leg.ssrc, sel & 0x7f));
+            let out = rtc::rtp::packet::Packet {
+                header: h.clone(),
+                payload: pkt.payload.clone(),
+            };
+            let Ok(bytes) = out.marshal() else { return };
+            let mut b = &bytes[..];
+            let back =
+                rtc::rtp::packet::Packet::unmarshal(&mut b).expect("re-parse a rewritten packet");
+            assert_eq!(back.header.ssrc, leg.ssrc);
+            assert_eq!(back.header.sequence_number, pkt.header.sequence_number);
+            assert_eq!(back.header.timestamp, pkt.header.timestamp);
+            assert_eq!(back.header.marker, pkt.header.marker);
+            assert_eq!(back.payload, pkt.payload);
+        }
+        Err(_) => assert!(!leg.active || leg.pts.pt(Codec::Vp8).is_none()),
+    }
+}

@@ -1,0 +1,101 @@
+// One rakor in the console: its invitation links (copy, CSV), the live panel refreshed every
+// 2 s while open (lobby admit/refuse, who is in, mute, remove, spotlight, end) and the
+// attendance register with its CSV/JSON downloads.
+import { t } from '../i18n.js';
+import { get, post } from './api.js';
+import { el, wib, wibTime } from './format.js';
+import { errorText, notice, onAuthLost } from './main.js';
+
+const $ = (id) => document.getElementById(id);
+let rakorId = null;
+let timer = null;
+
+export function closeDetail() {
+  clearInterval(timer);
+  timer = null;
+  rakorId = null;
+}
+
+function fail(err) {
+  if (!onAuthLost(err)) notice(errorText(err), true);
+}
+
+async function act(fn) {
+  try { await fn(); await refreshLive(); } catch (err) { fail(err); }
+}
+
+export async function openDetail(id) {
+  closeDetail();
+  rakorId = id;
+  const r = await get(`/rakor/${id}`);
+  $('d-title').textContent = r.title;
+  $('d-when').textContent = `${wib(r.start_utc)} – ${wib(r.end_utc)}`;
+  $('d-agenda').textContent = r.agenda;
+  renderState(r.state);
+  $('d-valid').textContent = t('console.detail.valid', { from: wib(r.links_valid_from_utc), until: wib(r.end_utc) });
+  $('d-invitations-csv').href = `/api/v1/rakor/${id}/invitations.csv`;
+  $('att-csv').href = `/api/v1/rakor/${id}/attendance.csv`;
+  $('att-json').href = `/api/v1/rakor/${id}/attendance`;
+  await loadLinks(r);
+  await refreshLive();
+  timer = setInterval(() => refreshLive().catch(fail), 2000);
+}
+
+function renderState(state) {
+  $('d-state').textContent = t(`console.state.${state}`);
+  $('d-state').dataset.state = state;
+  $('d-end').hidden = state === 'ended';
+}
+
+async function loadLinks(r) {
+  const body = $('d-links');
+  body.replaceChildren();
+  if (r.state === 'ended') return;
+  const links = await get(`/rakor/${r.id}/invitations`);
+  for (const l of links) {
+    const copy = el('button', { className: 'btn-small', type: 'button', text: t('console.detail.copy'),
+      onclick: async () => {
+        try { await navigator.clipboard.writeText(l.link); notice(t('console.detail.copied', { name: l.site })); } catch { window.prompt(t('console.detail.copyManual'), l.link); }
+      } });
+    body.append(el('tr', { 'data-site-id': l.site_id },
+      el('td', { text: l.site }), el('td', { text: t(`role.${l.role}`) }),
+      el('td', { className: 'link' }, el('a', { href: l.link, target: '_blank', rel: 'noreferrer', text: l.link, className: 'invite-link' })),
+      el('td', {}, copy)));
+  }
+}
+
+async function refreshLive() {
+  if (rakorId == null) return;
+  const id = rakorId;
+  const [live, reg] = await Promise.all([get(`/rakor/${id}/live`), get(`/rakor/${id}/attendance`)]);
+  if (id !== rakorId) return;
+  renderState(live.state);
+  $('lobby-list').replaceChildren(...live.lobby.map((w) => el('li', { 'data-lobby-id': w.id, 'data-identity': w.identity },
+    el('span', { className: 'grow', text: t('console.live.waiting', { name: w.name, since: wibTime(w.since_utc) }) }),
+    el('button', { className: 'btn-primary lobby-admit', type: 'button', text: t('console.live.admit'), onclick: () => act(() => post(`/rakor/${id}/lobby/${w.id}/admit`)) }),
+    el('button', { className: 'btn lobby-refuse', type: 'button', text: t('console.live.refuse'), onclick: () => act(() => post(`/rakor/${id}/lobby/${w.id}/refuse`)) }))));
+  $('lobby-empty').hidden = live.lobby.length > 0;
+  $('lobby-admit-all').disabled = live.lobby.length === 0;
+  $('lobby-refuse-all').disabled = live.lobby.length === 0;
+  $('live-list').replaceChildren(...live.participants.map((p) => el('li', { 'data-participant-id': p.participant_id, 'data-identity': p.identity },
+    el('span', { className: 'grow' }, el('strong', { text: p.name }), ' ',
+      el('span', { className: 'muted small', text: [t(`role.${p.role}`), p.audio_muted ? t('console.live.muted') : '', p.spotlight ? t('console.live.spotlighted') : ''].filter(Boolean).join(' · ') })),
+    el('button', { className: 'btn-small', type: 'button', text: t(p.audio_muted ? 'console.live.unmute' : 'console.live.mute'),
+      onclick: () => act(() => post(`/rakor/${id}/participants/${p.participant_id}/mute`, { muted: !p.audio_muted })) }),
+    el('button', { className: 'btn-small', type: 'button', text: t(p.spotlight ? 'console.live.unspotlight' : 'console.live.spotlight'),
+      onclick: () => act(() => post(`/rakor/${id}/spotlight`, { participant_id: p.spotlight ? null : p.participant_id })) }),
+    el('button', { className: 'btn-small danger', type: 'button', text: t('console.live.remove'),
+      onclick: () => { if (window.confirm(t('console.live.confirmRemove', { name: p.name }))) act(() => post(`/rakor/${id}/participants/${p.participant_id}/remove`)); } }))));
+  $('live-empty').hidden = live.participants.length > 0;
+  $('att-rows').replaceChildren(...reg.rows.map((row) => el('tr', { 'data-identity': row.identity },
+    el('td', { text: row.site }), el('td', { text: wib(row.first_join_utc) }), el('td', { text: row.last_leave_utc ? wib(row.last_leave_utc) : '–' }),
+    el('td', { text: String(row.total_minutes) }), el('td', { text: String(row.reconnects) }), el('td', { text: t(`console.presence.${row.status}`) }))));
+}
+
+$('lobby-admit-all').addEventListener('click', () => rakorId != null && act(() => post(`/rakor/${rakorId}/lobby/admit-all`)));
+$('lobby-refuse-all').addEventListener('click', () => rakorId != null && act(() => post(`/rakor/${rakorId}/lobby/refuse-all`)));
+$('d-end').addEventListener('click', () => {
+  if (rakorId == null || !window.confirm(t('console.detail.confirmEnd'))) return;
+  const id = rakorId;
+  act(async () => { await post(`/rakor/${id}/end`); await openDetail(id); });
+});
