@@ -355,3 +355,58 @@ async fn host_sets_the_spotlight_for_everyone() {
         .await
         .unwrap();
 }
+
+/// Three `rakor bot` processes in one room exchange audio and video: each bot's JSON report
+/// shows both others' tracks with packets, a keyframe and only exact payloads.
+#[test]
+fn three_rakor_bots_exchange_audio_and_video() {
+    let server = Server::start().unwrap();
+    let bots: Vec<_> = ["bot-a", "bot-b", "bot-c"]
+        .iter()
+        .map(|id| {
+            let token = server.token("bots", id, "participant").unwrap();
+            std::process::Command::new(rakor_e2e::rakor_bin())
+                .args([
+                    "bot",
+                    "--url",
+                    &server.ws_url(),
+                    "--token",
+                    &token,
+                    "--duration",
+                    "8s",
+                    "--report",
+                    "json",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let reports: Vec<Report> = bots
+        .into_iter()
+        .map(|b| {
+            let out = b.wait_with_output().unwrap();
+            assert!(out.status.success(), "rakor bot failed: {:?}", out.status);
+            serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+        })
+        .collect();
+    for (i, r) in reports.iter().enumerate() {
+        let others: Vec<&ParticipantId> = reports
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .filter_map(|(_, o)| o.participant_id.as_ref())
+            .collect();
+        assert_eq!(others.len(), 2);
+        for o in others {
+            assert!(
+                has_media_from(r, o, 20, 20),
+                "bot {i} lacks media from {o}: {}",
+                r.to_json()
+            );
+        }
+        assert_exact(r, "bot");
+    }
+}

@@ -90,7 +90,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7880)),
             data_dir: PathBuf::from("./rakor-data"),
             public_url: String::new(),
-            log: "info".to_owned(),
+            log: "info,rtc=error,rtc_ice=warn,rtc_dtls=error".to_owned(),
             shutdown_grace: Duration::from_secs(5),
             drain_timeout: Duration::ZERO,
             resume_grace: Duration::from_secs(30),
