@@ -26,6 +26,7 @@ export class Call extends EventTarget {
     this.retryTimer = null;
     this.lostWhy = '';
     this.mediaStates = { publisher: 'new', subscriber: 'new' };
+    this.resumes = 0;             // signalling drops survived as the same participant
   }
 
   setState(state, extra) {
@@ -48,6 +49,17 @@ export class Call extends EventTarget {
       publish: this.publish && !!this.media?.hasAny,
     });
     session.addEventListener('lost', (e) => this.onLost(session, e.detail.why));
+    session.addEventListener('resuming', () => {
+      if (session !== this.session) return;
+      this.lostWhy = 'signalling dropped';
+      this.setState('reconnecting');
+    });
+    session.addEventListener('resumed', () => {
+      if (session !== this.session) return;
+      this.resumes += 1;
+      this.attempt = 0;
+      this.setState('connected');
+    });
     session.addEventListener('ended', (e) => this.onEnded(session, e.detail.reason));
     session.addEventListener('fatal', (e) => this.fail(e.detail.code, e.detail.message));
     session.addEventListener('server-error', (e) => this.dispatchEvent(new CustomEvent('server-error', { detail: e.detail })));
@@ -100,7 +112,7 @@ export class Call extends EventTarget {
 
   /** Retry now instead of waiting for the backoff timer. */
   retryNow() {
-    if (this.state !== 'reconnecting') return;
+    if (this.state !== 'reconnecting' || this.session?.resuming) return;
     clearTimeout(this.retryTimer);
     this.connect();
   }

@@ -1,7 +1,10 @@
 // One signalling session: the `/rtc` WebSocket, the `join`, and the two peer connections
 // (publisher: we offer our camera+mic; subscriber: the server offers everyone else's tracks).
 // It updates the Room and reports how it ended: `lost` (network; the Call retries), `ended`
-// (the server sent `leave`), or a fatal error code. A rejoin is a new CallSession.
+// (the server sent `leave`), or a fatal error code. When only the WebSocket drops, the session
+// first *resumes* (`join.resume` with the token from `joined`): same participant, same peer
+// connections, reported as `resuming` then `resumed`. If that fails it is `lost` and the Call
+// rejoins with a new CallSession.
 import { Signalling, PROTOCOL_VERSION } from './signalling.js';
 import { QUALITY } from './media.js';
 
@@ -10,6 +13,9 @@ const FATAL = new Set(['unsupported_version', 'invalid_token', 'token_expired', 
   'refused', 'not_invited', 'session_ended', 'not_yet_valid']);
 const ICE_CONNECT_TIMEOUT_MS = 20000;
 const ICE_DISCONNECTED_GRACE_MS = 6000;
+// The server keeps a dropped participant for `server.resume_grace` (30 s by default).
+const RESUME_WINDOW_MS = 25000;
+const RESUME_BACKOFF_MS = [250, 500, 1000, 2000];
 
 export class SessionError extends Error {
   constructor(code, message) { super(message || code); this.code = code; }
@@ -74,7 +80,7 @@ export class CallSession extends EventTarget {
   async onMessage(msg) {
     if (this.done) return;
     switch (msg.type) {
-      case 'joined': return this.onJoined(msg);
+      case 'joined': return this.joined ? this.onResumedJoined(msg) : this.onJoined(msg);
       case 'answer':
         if (msg.pc === 'publisher' && this.pcs.publisher) {
           await this.pcs.publisher.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
@@ -131,6 +137,7 @@ export class CallSession extends EventTarget {
 
   async onJoined(msg) {
     this.joined = true;
+    this.resumeToken = msg.resume_token || null;
     this.room.reset(msg);
     this.sig.startKeepalive();
     this.pcs.subscriber = this.newPc('subscriber');
@@ -279,6 +286,11 @@ export class CallSession extends EventTarget {
       return;
     }
     const info = this.endInfo;
+    if (!info && this.resumeToken && !this.resuming) {
+      this.resume();
+      return;
+    }
+    if (this.resuming) return; // a resume attempt's socket closed: the resume loop handles it
     this.close();
     if (info?.kind === 'fatal') this.dispatchEvent(new CustomEvent('fatal', { detail: info }));
     else if (info?.kind === 'ended') this.dispatchEvent(new CustomEvent('ended', { detail: info }));
@@ -290,6 +302,66 @@ export class CallSession extends EventTarget {
     if (this.done) return;
     this.send({ type: 'leave' });
     this.close();
+  }
+
+  /** The socket dropped without `leave`: reconnect and continue as the same participant. */
+  async resume() {
+    this.resuming = true;
+    this.dispatchEvent(new Event('resuming'));
+    const deadline = Date.now() + RESUME_WINDOW_MS;
+    for (let attempt = 0; !this.done && Date.now() < deadline; attempt++) {
+      const outcome = await this.resumeOnce();
+      if (this.done) return;
+      if (outcome === 'resumed') {
+        this.resuming = false;
+        this.dispatchEvent(new Event('resumed'));
+        return;
+      }
+      if (outcome === 'gone') break;
+      await new Promise((r) => setTimeout(r, RESUME_BACKOFF_MS[Math.min(attempt, RESUME_BACKOFF_MS.length - 1)]));
+    }
+    this.resuming = false;
+    if (this.done) return;
+    this.close();
+    this.dispatchEvent(new CustomEvent('lost', { detail: { why: 'signalling dropped and could not resume' } }));
+  }
+
+  /** One attempt: 'resumed', 'gone' (the server no longer has the session) or 'retry'. */
+  resumeOnce() {
+    return new Promise((resolve) => {
+      let settled = false;
+      const done = (v) => { if (!settled) { settled = true; clearTimeout(timer); this.resumeWaiter = null; resolve(v); } };
+      const timer = setTimeout(() => { sig.close(); done('retry'); }, 8000);
+      const sig = new Signalling(this.url, (m) => this.onMessage(m));
+      this.resumeWaiter = { sig, done };
+      sig.addEventListener('close', () => done('retry'));
+      sig.open().then(() => {
+        this.sig = sig;
+        sig.send({ type: 'join', version: PROTOCOL_VERSION, token: this.token,
+          resume: { participant_id: this.room.self?.id, token: this.resumeToken } });
+      }, () => done('retry'));
+    });
+  }
+
+  /** `joined` on a resume attempt's socket. */
+  onResumedJoined(msg) {
+    const w = this.resumeWaiter;
+    if (!w) return;
+    if (!msg.resumed) {
+      // The session expired on the server: this joined a *new* participant we do not want.
+      w.sig.send({ type: 'leave' });
+      w.done('gone');
+      return;
+    }
+    // Continue: the new socket is ours; catch the room up.
+    w.sig.addEventListener('close', (e) => this.onSocketClose(e.detail));
+    w.sig.startKeepalive();
+    const present = new Set((msg.participants ?? []).map((p) => p.id));
+    for (const id of [...this.room.participants.keys()]) if (!present.has(id)) this.room.removeParticipant(id);
+    for (const info of msg.participants ?? []) this.room.addParticipant(info);
+    this.room.setSpotlight(msg.spotlight ?? null);
+    this.resumes = (this.resumes ?? 0) + 1;
+    w.done('resumed');
   }
 
   close() {

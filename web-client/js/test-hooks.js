@@ -65,6 +65,7 @@ export function installTestHooks() {
     /** Send a raw signalling message (tests of server-side enforcement, e.g. spotlight by a non-host). */
     send: (msg) => ctx.call?.session?.send(msg) ?? false,
     /** Drop the WebSocket as a network failure would (no `leave`): the client must rejoin by itself. */
+    resumeCount: () => ctx.call?.resumes ?? 0,
     simulateDrop: () => { const ws = ctx.call?.session?.sig?.ws; if (!ws) return false; ws.close(4001, 'test drop'); return true; },
     tileLuma,
     /** Per remote participant: framesDecoded, frameWidth/Height, video/audio packetsReceived, audioLevel. */
