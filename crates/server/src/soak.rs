@@ -241,7 +241,7 @@ pub async fn run(plan: SoakPlan, key: Arc<signing_key::SigningKey>) -> anyhow::R
                             counters.with_host_video.fetch_add(1, Ordering::Relaxed);
                         }
                         tokio::time::sleep_until(until.into()).await;
-                        if cycle % 4 == 0 {
+                        if cycle & 3 == 0 {
                             bot.disconnect().await;
                             counters.drops.fetch_add(1, Ordering::Relaxed);
                         } else {
