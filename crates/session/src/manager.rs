@@ -106,6 +106,15 @@ impl SessionManager {
     /// Open the SQLite database at `path` (created and migrated if needed).
     pub async fn open_sqlite(path: &Path, settings: SessionSettings) -> Result<Self> {
         let store = SqliteStore::open(path).await?;
+        // Participants of a previous run that ended without their leave (crash, kill -9) are
+        // closed now, so the register does not show them present for ever.
+        let closed = store.close_open_attendance(crate::wib::now_ms()).await?;
+        if closed > 0 {
+            tracing::warn!(
+                closed,
+                "closed attendance left open by the previous run (server restart)"
+            );
+        }
         Self::new(Arc::new(store), settings)
     }
 
@@ -572,6 +581,8 @@ mod tests {
         for (kind, p, at) in [
             (AttendanceKind::Join, "p1", now),
             (AttendanceKind::Leave, "p1", now + 120_000),
+            // Still connected when the server dies: closed at the next start.
+            (AttendanceKind::Join, "p9", now + 130_000),
         ] {
             m.record(Membership {
                 room: r.room.clone(),
@@ -588,9 +599,30 @@ mod tests {
         }
         drop(m);
         let m = manager(dir.path()).await;
+        let events = m.store.attendance(r.id).await.unwrap();
+        let closed: Vec<_> = events
+            .iter()
+            .filter(|e| e.participant == "p9" && e.kind == AttendanceKind::Leave)
+            .collect();
+        assert_eq!(
+            closed.len(),
+            1,
+            "the open join is closed on restart: {events:?}"
+        );
+        assert_eq!(closed[0].reason.as_deref(), Some("server_restart"));
+        assert!(closed[0].at_ms >= now + 130_000);
+        // Opening again closes nothing more.
+        assert_eq!(
+            m.store.close_open_attendance(now + 200_000).await.unwrap(),
+            0
+        );
         let reg = m.register(r.id).await.unwrap();
         let row = reg.rows.iter().find(|x| x.identity == *ida).unwrap();
         assert_eq!(row.total_minutes, 2);
+        assert!(
+            row.last_leave_utc.is_some(),
+            "no one left open after the restart"
+        );
         assert_eq!(m.rakor(r.id).await.unwrap().stored_state, RakorState::Live);
         assert_eq!(m.list_sites().await.unwrap().len(), 3);
     }

@@ -551,6 +551,20 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn close_open_attendance(&self, at_ms: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "INSERT INTO attendance_events (rakor_id, identity, name, role, participant, kind, reason, at_ms) \
+             SELECT j.rakor_id, j.identity, j.name, j.role, j.participant, 'leave', 'server_restart', MAX(?, j.at_ms) \
+             FROM attendance_events j WHERE j.kind = 'join' AND NOT EXISTS ( \
+               SELECT 1 FROM attendance_events l WHERE l.kind = 'leave' AND l.rakor_id = j.rakor_id \
+               AND l.participant = j.participant AND l.at_ms >= j.at_ms)",
+        )
+        .bind(at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     async fn attendance(&self, rakor_id: i64) -> Result<Vec<AttendanceEvent>> {
         let rows = sqlx::query(
             "SELECT identity, name, role, participant, kind, reason, at_ms FROM attendance_events WHERE rakor_id = ? ORDER BY at_ms, id",

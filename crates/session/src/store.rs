@@ -69,6 +69,9 @@ pub trait Store: Send + Sync {
     // Attendance and admissions.
     async fn record_attendance(&self, rakor_id: i64, event: &AttendanceEvent) -> Result<()>;
     async fn attendance(&self, rakor_id: i64) -> Result<Vec<AttendanceEvent>>;
+    /// Write a `leave` at `at_ms` (reason `server_restart`) for every join that has none: the
+    /// participants of a server that crashed. Returns how many were closed.
+    async fn close_open_attendance(&self, at_ms: i64) -> Result<u64>;
     async fn admit(&self, rakor_id: i64, identity: &str) -> Result<()>;
     async fn is_admitted(&self, rakor_id: i64, identity: &str) -> Result<bool>;
     async fn revoke_admission(&self, rakor_id: i64, identity: &str) -> Result<()>;
