@@ -410,3 +410,189 @@ fn three_rakor_bots_exchange_audio_and_video() {
         assert_exact(r, "bot");
     }
 }
+
+/// The host moderates over signalling: mute a site's audio (the server stops forwarding it and
+/// tells the site), unmute, remove a site, end the meeting. Others may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_moderates_over_signalling() {
+    use rakor_proto::{ClientMessage, ModerateAction};
+    let server = Server::start().unwrap();
+    let mut host = join(&server, "r", "command-room", "host", false, false).await;
+    let mut site = join(&server, "r", "dishub", "participant", true, true).await;
+    let mut other = join(&server, "r", "bapeda", "participant", false, false).await;
+    let sid = site.participant_id().clone();
+    let audio = |r: &Report| {
+        r.received_track(&sid, TrackKind::Audio)
+            .map_or(0, |t| t.packets)
+    };
+    let video = |r: &Report| {
+        r.received_track(&sid, TrackKind::Video)
+            .map_or(0, |t| t.packets)
+    };
+    other
+        .wait_media(|r| audio(r) > 20 && video(r) > 20, MEDIA_WAIT)
+        .await
+        .unwrap();
+
+    // A site may not moderate.
+    other
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::MuteAudio,
+            participant_id: Some(sid.clone()),
+        })
+        .await
+        .unwrap();
+    other
+        .wait_for(
+            |m| {
+                matches!(
+                    m,
+                    ServerMessage::Error {
+                        code: ErrorCode::Forbidden,
+                        ..
+                    }
+                )
+            },
+            EVENT_WAIT,
+        )
+        .await
+        .unwrap();
+
+    // The host mutes the site: it is told, the room sees its audio muted, audio stops flowing.
+    host.send(&ClientMessage::Moderate {
+        action: ModerateAction::MuteAudio,
+        participant_id: Some(sid.clone()),
+    })
+    .await
+    .unwrap();
+    site.wait_for(
+        |m| matches!(m, ServerMessage::ModeratorMute { muted: true }),
+        EVENT_WAIT,
+    )
+    .await
+    .unwrap();
+    other
+        .wait_for(
+            |m| matches!(m, ServerMessage::TrackMuted { muted: true, .. }),
+            EVENT_WAIT,
+        )
+        .await
+        .unwrap();
+    let r0 = other.stats();
+    let r1 = other
+        .wait_media(|r| video(r) >= video(&r0) + 40, MEDIA_WAIT)
+        .await
+        .unwrap();
+    assert!(
+        audio(&r1) <= audio(&r0) + 3,
+        "audio still forwarded while muted: {} → {}",
+        audio(&r0),
+        audio(&r1)
+    );
+
+    // Unmute: audio flows again.
+    host.send(&ClientMessage::Moderate {
+        action: ModerateAction::UnmuteAudio,
+        participant_id: Some(sid.clone()),
+    })
+    .await
+    .unwrap();
+    let a1 = audio(&r1);
+    other
+        .wait_media(|r| audio(r) >= a1 + 20, MEDIA_WAIT)
+        .await
+        .unwrap();
+
+    // Remove needs a participant; unknown ids are refused.
+    host.send(&ClientMessage::Moderate {
+        action: ModerateAction::Remove,
+        participant_id: None,
+    })
+    .await
+    .unwrap();
+    host.wait_for(
+        |m| {
+            matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::BadRequest,
+                    ..
+                }
+            )
+        },
+        EVENT_WAIT,
+    )
+    .await
+    .unwrap();
+    host.send(&ClientMessage::Moderate {
+        action: ModerateAction::Remove,
+        participant_id: Some(ParticipantId("PA_nobody".into())),
+    })
+    .await
+    .unwrap();
+    host.wait_for(
+        |m| {
+            matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::UnknownParticipant,
+                    ..
+                }
+            )
+        },
+        EVENT_WAIT,
+    )
+    .await
+    .unwrap();
+
+    // Remove the site: it gets `leave {removed}`, the others see it go.
+    host.send(&ClientMessage::Moderate {
+        action: ModerateAction::Remove,
+        participant_id: Some(sid.clone()),
+    })
+    .await
+    .unwrap();
+    site.wait_for(
+        |m| {
+            matches!(
+                m,
+                ServerMessage::Leave {
+                    reason: LeaveReason::Removed
+                }
+            )
+        },
+        EVENT_WAIT,
+    )
+    .await
+    .unwrap();
+    other
+        .wait_for(
+            |m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Removed } if *participant_id == sid),
+            EVENT_WAIT,
+        )
+        .await
+        .unwrap();
+
+    // End the meeting: everyone, the host included, is told and disconnected.
+    host.send(&ClientMessage::Moderate {
+        action: ModerateAction::EndRoom,
+        participant_id: None,
+    })
+    .await
+    .unwrap();
+    for cl in [&mut other, &mut host] {
+        cl.wait_for(
+            |m| {
+                matches!(
+                    m,
+                    ServerMessage::Leave {
+                        reason: LeaveReason::RoomEnded
+                    }
+                )
+            },
+            EVENT_WAIT,
+        )
+        .await
+        .unwrap();
+    }
+}

@@ -14,6 +14,7 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "spotlight",
     "ping",
     "leave",
+    "moderate",
 ];
 
 /// A participant's role, carried in the access token and enforced by the server.
@@ -136,6 +137,12 @@ pub enum ClientMessage {
     },
     /// Leave the room; the server closes the connection.
     Leave {},
+    /// Host only: moderate another participant of the room, or end the meeting.
+    Moderate {
+        action: ModerateAction,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        participant_id: Option<ParticipantId>,
+    },
 }
 
 impl ClientMessage {
@@ -151,6 +158,7 @@ impl ClientMessage {
             ClientMessage::Spotlight { .. } => "spotlight",
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Leave {} => "leave",
+            ClientMessage::Moderate { .. } => "moderate",
         }
     }
 }
@@ -161,6 +169,20 @@ impl ClientMessage {
 pub struct ResumeRequest {
     pub participant_id: ParticipantId,
     pub token: String,
+}
+
+/// What a host does with `moderate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModerateAction {
+    /// Stop forwarding the participant's audio and tell it (`moderator_mute {muted: true}`).
+    MuteAudio,
+    /// Forward its audio again.
+    UnmuteAudio,
+    /// Remove the participant (`leave {reason: "removed"}`).
+    Remove,
+    /// End the meeting for everyone (`leave {reason: "room_ended"}`); no `participant_id`.
+    EndRoom,
 }
 
 /// A published track as other participants see it.

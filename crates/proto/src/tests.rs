@@ -32,6 +32,11 @@ fn parses_every_client_message() {
         (r#"{"type":"ping","ts":5}"#, "ping"),
         (r#"{"type":"ping"}"#, "ping"),
         (r#"{"type":"leave"}"#, "leave"),
+        (
+            r#"{"type":"moderate","action":"mute_audio","participant_id":"PA_1"}"#,
+            "moderate",
+        ),
+        (r#"{"type":"moderate","action":"end_room"}"#, "moderate"),
     ];
     for (text, ty) in cases {
         let m = parse_client_message(text).unwrap_or_else(|e| panic!("{text}: {e}"));

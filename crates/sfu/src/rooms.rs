@@ -261,6 +261,56 @@ impl Worker {
         }
     }
 
+    /// `moderate` from a client: host only, then the same path as the operator's API.
+    fn host_moderates(
+        &mut self,
+        pid: &ParticipantId,
+        action: rakor_proto::ModerateAction,
+        target: Option<ParticipantId>,
+    ) -> Result<(), Reject> {
+        use rakor_proto::ModerateAction as A;
+        let p = self
+            .participants
+            .get(pid)
+            .ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
+        if p.role != Role::Host {
+            return Err(Reject::new(
+                ErrorCode::Forbidden,
+                "only the host may moderate",
+            ));
+        }
+        let room = p.room.clone();
+        let need_target = || {
+            target.clone().ok_or_else(|| {
+                Reject::new(
+                    ErrorCode::BadRequest,
+                    "this action needs \"participant_id\"",
+                )
+            })
+        };
+        let m = match action {
+            A::MuteAudio => Moderation::MuteAudio {
+                participant: need_target()?,
+                muted: true,
+            },
+            A::UnmuteAudio => Moderation::MuteAudio {
+                participant: need_target()?,
+                muted: false,
+            },
+            A::Remove => Moderation::Remove {
+                participant: need_target()?,
+            },
+            A::EndRoom => Moderation::EndRoom,
+        };
+        self.moderate(&room, m).map_err(|e| match e {
+            SfuError::UnknownParticipant(id) => Reject::new(
+                ErrorCode::UnknownParticipant,
+                format!("no participant \"{id}\" in this room"),
+            ),
+            other => Reject::new(ErrorCode::Internal, other.to_string()),
+        })
+    }
+
     fn moderate(&mut self, room: &str, action: Moderation) -> Result<(), SfuError> {
         let members = self
             .rooms
@@ -537,6 +587,10 @@ impl Worker {
                 self.send(pid, ServerMessage::Pong { ts });
                 Ok(())
             }
+            ClientMessage::Moderate {
+                action,
+                participant_id,
+            } => self.host_moderates(pid, action, participant_id),
             ClientMessage::Leave {} => {
                 self.remove_participant(pid, LeaveReason::ClientRequest, false);
                 Ok(())

@@ -442,6 +442,9 @@ impl Worker {
             let Some(track) = tracks.get(ti) else {
                 continue;
             };
+            if track.moderator_muted {
+                continue; // a moderator muted this audio: not forwarded
+            }
             let publisher_pt = pkt.header.payload_type;
             TrackRoute::prepare(&mut pkt.header);
             for leg in &track.route.legs {
