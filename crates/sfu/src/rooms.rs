@@ -261,6 +261,18 @@ impl Worker {
         }
     }
 
+    /// The room of `pid` if it is the host; `forbidden` with `why` otherwise.
+    fn host_room(&self, pid: &ParticipantId, why: &str) -> Result<String, Reject> {
+        let p = self
+            .participants
+            .get(pid)
+            .ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
+        if p.role != Role::Host {
+            return Err(Reject::new(ErrorCode::Forbidden, why));
+        }
+        Ok(p.room.clone())
+    }
+
     /// `moderate` from a client: host only, then the same path as the operator's API.
     fn host_moderates(
         &mut self,
@@ -269,17 +281,7 @@ impl Worker {
         target: Option<ParticipantId>,
     ) -> Result<(), Reject> {
         use rakor_proto::ModerateAction as A;
-        let p = self
-            .participants
-            .get(pid)
-            .ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
-        if p.role != Role::Host {
-            return Err(Reject::new(
-                ErrorCode::Forbidden,
-                "only the host may moderate",
-            ));
-        }
-        let room = p.room.clone();
+        let room = self.host_room(pid, "only the host may moderate")?;
         let need_target = || {
             target.clone().ok_or_else(|| {
                 Reject::new(
@@ -620,17 +622,7 @@ impl Worker {
         pid: &ParticipantId,
         target: Option<ParticipantId>,
     ) -> Result<(), Reject> {
-        let p = self
-            .participants
-            .get(pid)
-            .ok_or_else(|| Reject::new(ErrorCode::InvalidState, "not joined"))?;
-        if p.role != Role::Host {
-            return Err(Reject::new(
-                ErrorCode::Forbidden,
-                "only the host may set the spotlight",
-            ));
-        }
-        let room = p.room.clone();
+        let room = self.host_room(pid, "only the host may set the spotlight")?;
         if let Some(t) = &target {
             if !self.participants.get(t).is_some_and(|tp| tp.room == room) {
                 return Err(Reject::new(
