@@ -51,6 +51,9 @@ pub enum ErrorCode {
     SessionEnded,
     /// The invitation is not valid yet (links open 30 minutes before the start).
     NotYetValid,
+    /// A `join.resume` for a session that no longer exists while the same identity is connected
+    /// on another, newer connection: this older connection must not take its place.
+    Replaced,
 }
 
 impl ErrorCode {
@@ -67,6 +70,7 @@ impl ErrorCode {
                 | ErrorCode::NotInvited
                 | ErrorCode::SessionEnded
                 | ErrorCode::NotYetValid
+                | ErrorCode::Replaced
         )
     }
 
@@ -95,6 +99,7 @@ impl ErrorCode {
             ErrorCode::NotInvited => "not_invited",
             ErrorCode::SessionEnded => "session_ended",
             ErrorCode::NotYetValid => "not_yet_valid",
+            ErrorCode::Replaced => "replaced",
         }
     }
 }

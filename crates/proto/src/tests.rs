@@ -133,6 +133,7 @@ fn error_code_names_match_serde() {
         ErrorCode::NotInvited,
         ErrorCode::SessionEnded,
         ErrorCode::NotYetValid,
+        ErrorCode::Replaced,
     ] {
         assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
     }

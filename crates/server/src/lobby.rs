@@ -13,7 +13,7 @@
 use crate::app::{AppState, Invocation};
 use crate::config::Config;
 use crate::token::Claims;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rakor_proto::{
@@ -130,7 +130,7 @@ async fn send(sink: &mut Sink, msg: &ServerMessage) -> bool {
     }
 }
 
-async fn refuse(sink: &mut Sink, code: ErrorCode, message: &str) {
+async fn refuse(sink: &mut Sink, stream: &mut Stream, code: ErrorCode, message: &str) {
     let _ = send(
         sink,
         &ServerMessage::Error {
@@ -140,13 +140,7 @@ async fn refuse(sink: &mut Sink, code: ErrorCode, message: &str) {
         },
     )
     .await;
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code: 1000,
-            reason: Utf8Bytes::from(code.as_str().to_owned()),
-        })))
-        .await;
-    let _ = sink.close().await;
+    crate::signal::close(sink, stream, code.as_str()).await;
 }
 
 fn refusal_code(r: Refusal) -> ErrorCode {
@@ -173,6 +167,7 @@ pub async fn gate(state: &AppState, claims: &Claims, sink: &mut Sink, stream: &m
             tracing::error!("lobby gate: {e}");
             refuse(
                 sink,
+                stream,
                 ErrorCode::Internal,
                 "the session manager failed; try again",
             )
@@ -184,7 +179,7 @@ pub async fn gate(state: &AppState, claims: &Claims, sink: &mut Sink, stream: &m
         Admission::Direct => true,
         Admission::Refused(r, message) => {
             tracing::info!(code = %refusal_code(r), "invitation refused");
-            refuse(sink, refusal_code(r), &message).await;
+            refuse(sink, stream, refusal_code(r), &message).await;
             false
         }
         Admission::Wait { rakor_id, site_id } => {
@@ -226,20 +221,20 @@ async fn wait(
                         send(sink, &ServerMessage::Lobby { status: LobbyStatus::Admitted }).await
                     }
                     Ok(Decision::Refuse) => {
-                        refuse(sink, ErrorCode::Refused, "the operator did not admit this site to the rakor").await;
+                        refuse(sink, stream, ErrorCode::Refused, "the operator did not admit this site to the rakor").await;
                         false
                     }
                     Err(_) => {
                         // The same site arrived again on another connection.
                         let _ = send(sink, &ServerMessage::Leave { reason: LeaveReason::Replaced }).await;
-                        let _ = sink.close().await;
+                        crate::signal::close(sink, stream, "replaced").await;
                         false
                     }
                 };
             }
             _ = state.shutdown.cancelled() => {
                 lobby.leave(&ticket);
-                refuse(sink, ErrorCode::ServerShuttingDown, "the server is shutting down").await;
+                refuse(sink, stream, ErrorCode::ServerShuttingDown, "the server is shutting down").await;
                 return false;
             }
             frame = stream.next() => {

@@ -70,12 +70,33 @@ async fn send_error(
     send_msg(sink, &m).await
 }
 
-async fn close(sink: &mut Sink, reason: &str) {
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+/// How long the server waits for the client's half of the closing handshake.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// Close with a reason and complete the WebSocket closing handshake: send our Close, then
+/// read (and discard) until the client's Close arrives or [`CLOSE_HANDSHAKE`] passes.
+///
+/// Dropping the TCP connection while the client's frames (trickle candidates, say) sit unread
+/// makes the kernel answer with a reset, and a reset can reach the client before it has read
+/// the frames we sent last (`leave`, `error`) — the client would then think the link failed and
+/// try to resume a session the server ended on purpose.
+pub(crate) async fn close(sink: &mut Sink, stream: &mut Stream, reason: &str) {
     let frame = CloseFrame {
         code: 1000,
         reason: Utf8Bytes::from(reason.to_owned()),
     };
-    let _ = sink.send(Message::Close(Some(frame))).await;
+    if sink.send(Message::Close(Some(frame))).await.is_ok() {
+        let drain = async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, drain).await;
+    }
     let _ = sink.close().await;
 }
 
@@ -158,7 +179,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
             None,
         )
         .await;
-        close(&mut sink, "server shutting down").await;
+        close(&mut sink, &mut stream, "server shutting down").await;
         return;
     }
     // Held until joined: counts against limits.max_unauthenticated_connections.
@@ -167,7 +188,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
         Err(e) => {
             tracing::info!(code = %e.code, "connection refused: {}", e.message);
             send_error(&mut sink, e.code, e.message, None).await;
-            close(&mut sink, "limit exceeded").await;
+            close(&mut sink, &mut stream, "limit exceeded").await;
             return;
         }
     };
@@ -179,7 +200,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
             n = tokio::time::timeout_at(deadline, stream.next()) => n,
             _ = state.shutdown.cancelled() => {
                 send_error(&mut sink, ErrorCode::ServerShuttingDown, "the server is shutting down", None).await;
-                close(&mut sink, "server shutting down").await;
+                close(&mut sink, &mut stream, "server shutting down").await;
                 return;
             }
         };
@@ -192,7 +213,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
                     None,
                 )
                 .await;
-                close(&mut sink, "join timeout").await;
+                close(&mut sink, &mut stream, "join timeout").await;
                 return;
             }
             Ok(None) | Ok(Some(Err(_))) => return,
@@ -208,7 +229,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
                     None,
                 )
                 .await;
-                close(&mut sink, "bad request").await;
+                close(&mut sink, &mut stream, "bad request").await;
                 return;
             }
             Message::Close(_) => return,
@@ -224,7 +245,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
                 if let Err(e) = state.limits.join_attempt(addr.ip(), Instant::now()) {
                     tracing::info!(code = %e.code, "join refused: {}", e.message);
                     send_error(&mut sink, e.code, e.message, Some("join")).await;
-                    close(&mut sink, "too many join attempts").await;
+                    close(&mut sink, &mut stream, "too many join attempts").await;
                     return;
                 }
                 break (version, token, room, resume);
@@ -238,12 +259,12 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
                     Some(ty),
                 )
                 .await;
-                close(&mut sink, "join first").await;
+                close(&mut sink, &mut stream, "join first").await;
                 return;
             }
             Err((code, message)) => {
                 send_error(&mut sink, code, message, None).await;
-                close(&mut sink, "bad request").await;
+                close(&mut sink, &mut stream, "bad request").await;
                 return;
             }
         }
@@ -251,7 +272,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
     if join_version != PROTOCOL_VERSION {
         let msg = format!("protocol version {join_version} is not supported; this server speaks {PROTOCOL_VERSION}");
         send_error(&mut sink, ErrorCode::UnsupportedVersion, msg, Some("join")).await;
-        close(&mut sink, "unsupported version").await;
+        close(&mut sink, &mut stream, "unsupported version").await;
         return;
     }
     let claims = match token::verify(&state.signing_key, &join_token, join_room.as_deref()) {
@@ -259,7 +280,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
         Err(e) => {
             tracing::info!(code = %e.code(), "join refused");
             send_error(&mut sink, e.code(), e.to_string(), Some("join")).await;
-            close(&mut sink, "token refused").await;
+            close(&mut sink, &mut stream, "token refused").await;
             return;
         }
     };
@@ -282,10 +303,11 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
             let code = match e {
                 SfuError::RoomFull(_) | SfuError::TooManyRooms(_) => ErrorCode::LimitExceeded,
                 SfuError::ShuttingDown => ErrorCode::ServerShuttingDown,
+                SfuError::Replaced => ErrorCode::Replaced,
                 _ => ErrorCode::Internal,
             };
             send_error(&mut sink, code, e.to_string(), Some("join")).await;
-            close(&mut sink, "join failed").await;
+            close(&mut sink, &mut stream, "join failed").await;
             return;
         }
     };
@@ -333,7 +355,7 @@ async fn relay(
                 }
                 None => {
                     // The media core ended this participant (leave, replaced, shutdown).
-                    close(sink, "session ended").await;
+                    close(sink, stream, "session ended").await;
                     return;
                 }
             },
@@ -369,7 +391,7 @@ async fn relay(
                     Ok(msg) => {
                         if state.sfu.client_message(pid.clone(), msg).is_err() {
                             send_error(sink, ErrorCode::Internal, "the media core is not running", None).await;
-                            close(sink, "internal").await;
+                            close(sink, stream, "internal").await;
                             return;
                         }
                     }

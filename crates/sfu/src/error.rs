@@ -22,4 +22,6 @@ pub enum SfuError {
     UnknownParticipant(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("this session was replaced by a newer connection of the same identity")]
+    Replaced,
 }
