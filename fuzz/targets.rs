@@ -87,12 +87,12 @@ pub fn rtp_rewrite(data: &[u8]) {
     let route = TrackRoute {
         publisher_pts: publisher,
         legs: vec![Leg {
-            conn: 0,
-            ssrc: u32::from(sel) * 0x0101_0101,
             pts: leg_pts,
             active: sel & 0x80 == 0,
+            ..Leg::new(0, u32::from(sel) * 0x0101_0101)
         }],
     };
+    rtp_payload(sel, &pkt);
     let mut h = pkt.header.clone();
     TrackRoute::prepare(&mut h);
     assert!(!h.extension && h.extensions.is_empty());
@@ -118,4 +118,51 @@ pub fn rtp_rewrite(data: &[u8]) {
         }
         Err(_) => assert!(!leg.active || leg.pts.pt(Codec::Vp8).is_none()),
     }
+}
+
+/// What the server reads from an RTP packet itself: the RFC 6464 audio level in any header
+/// extension, the VP8 descriptor / H.264 keyframe test, the VP8 picture-id rewrite, and a leg's
+/// sequence-number rewriting around a pause.
+fn rtp_payload(sel: u8, pkt: &rtc::rtp::packet::Packet) {
+    use rakor_sfu::codec;
+    for ext in &pkt.header.extensions {
+        if let Some((level, _voice)) = rakor_sfu::speakers::parse_audio_level(&ext.payload) {
+            assert!(level <= 127);
+        }
+    }
+    let payload = &pkt.payload[..];
+    let _ = codec::h264_is_keyframe(payload);
+    let _ = codec::is_keyframe(Codec::H264, payload);
+    let kf = codec::is_keyframe(Codec::Vp8, payload);
+    if let Some(d) = codec::parse_vp8(payload) {
+        assert!(d.header_len <= payload.len());
+        assert_eq!(kf, d.keyframe);
+        let mut out = bytes::BytesMut::new();
+        let want = u16::from(sel) * 131;
+        if codec::rewrite_vp8_picture_id(payload, &d, want, Some(sel), &mut out) {
+            let back = codec::parse_vp8(&out).expect("re-parse a rewritten VP8 payload");
+            let mask = if d.picture_id_15bit { 0x7fff } else { 0x7f };
+            assert_eq!(back.picture_id, Some(want & mask));
+            assert_eq!(back.keyframe, d.keyframe);
+        } else {
+            assert!(out.is_empty());
+        }
+    }
+    // A leg that sends, pauses for `sel` packets, and resumes at a keyframe: no gap on the wire.
+    let mut leg = Leg {
+        active: true,
+        ..Leg::new(0, 1)
+    };
+    let s0 = pkt.header.sequence_number;
+    assert!(leg.admit(false));
+    let first = leg.seq.rewrite(s0);
+    leg.set_paused(true);
+    for i in 1..=u16::from(sel) {
+        assert!(!leg.admit(i % 7 == 0));
+    }
+    leg.set_paused(false);
+    let resume = s0.wrapping_add(u16::from(sel)).wrapping_add(1);
+    assert!(!leg.admit(false), "resumed before a keyframe");
+    assert!(leg.admit(true));
+    assert_eq!(leg.seq.rewrite(resume.wrapping_add(1)), first.wrapping_add(1));
 }

@@ -4,8 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use futures_util::SinkExt;
 use rakor_client::{Client, ClientOptions, Report};
-use rakor_e2e::Server;
+use rakor_e2e::{raw_next_json, raw_ws, Server};
 use rakor_proto::{ErrorCode, LeaveReason, ParticipantId, ServerMessage, TrackKind};
 use std::time::Duration;
 
@@ -223,6 +224,7 @@ async fn same_identity_replaces_the_older_connection() {
     let mut other = join(&server, "r", "other", "participant", false, false).await;
     let mut first = join(&server, "r", "puskesmas-1", "participant", true, false).await;
     let first_id = first.participant_id().clone();
+    let first_resume = first.joined().resume_token.clone();
     let second = join(&server, "r", "puskesmas-1", "participant", true, false).await;
     assert_ne!(second.participant_id(), &first_id);
     first
@@ -248,6 +250,28 @@ async fn same_identity_replaces_the_older_connection() {
         .await
         .unwrap();
     let second_id = second.participant_id().clone();
+    // The replaced connection coming back with its resume token must not push the newer one
+    // out: `replaced`, then a normal close.
+    let mut stale = raw_ws(&server.ws_url()).await.unwrap();
+    let token = server.token("r", "puskesmas-1", "participant").unwrap();
+    stale
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            serde_json::json!({"type": "join", "version": 1, "token": token,
+                "resume": {"participant_id": first_id.0, "token": first_resume}})
+            .to_string(),
+        ))
+        .await
+        .unwrap();
+    let refused = raw_next_json(&mut stale, EVENT_WAIT).await.unwrap();
+    assert_eq!(
+        refused.as_ref().and_then(|m| m["code"].as_str()),
+        Some("replaced"),
+        "{refused:?}"
+    );
+    assert!(raw_next_json(&mut stale, EVENT_WAIT)
+        .await
+        .unwrap()
+        .is_none());
     // The newer connection's audio reaches the room.
     if let Err(e) = other
         .wait_media(
@@ -271,6 +295,10 @@ async fn same_identity_replaces_the_older_connection() {
             .iter()
             .all(|p| p.id != first_id),
         "ghost of the older connection"
+    );
+    assert!(
+        !other.drain_events().iter().any(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, .. } if *participant_id == second_id)),
+        "the stale resume pushed the newer connection out"
     );
 }
 

@@ -124,10 +124,29 @@ export class Room extends EventTarget {
     this.changed('media');
   }
 
+  /** Speaking as heard here (from the received audio's level). */
   setSpeaking(id, speaking, level) {
     const p = this.participants.get(id);
     if (!p) return;
     p.audioLevel = level;
+    p.localSpeaking = speaking;
+    this.refreshSpeaking(p);
+  }
+
+  /** The server's `speakers` message: who speaks (by their RFC 6464 levels), and whose audio is
+   *  forwarded at all (the loudest few). */
+  setServerSpeakers(speaking, forwarded) {
+    const s = new Set(speaking ?? []);
+    const f = new Set(forwarded ?? []);
+    for (const p of this.participants.values()) {
+      p.serverSpeaking = s.has(p.id);
+      p.forwarded = f.has(p.id);
+      this.refreshSpeaking(p);
+    }
+  }
+
+  refreshSpeaking(p) {
+    const speaking = !!(p.localSpeaking || p.serverSpeaking);
     if (p.speaking !== speaking) { p.speaking = speaking; this.changed('speaking'); }
   }
 

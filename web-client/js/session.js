@@ -10,7 +10,7 @@ import { QUALITY } from './media.js';
 
 const RTC_CONFIG = { iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
 const FATAL = new Set(['unsupported_version', 'invalid_token', 'token_expired', 'wrong_room', 'server_shutting_down',
-  'refused', 'not_invited', 'session_ended', 'not_yet_valid']);
+  'refused', 'not_invited', 'session_ended', 'not_yet_valid', 'replaced']);
 const ICE_CONNECT_TIMEOUT_MS = 20000;
 const ICE_DISCONNECTED_GRACE_MS = 6000;
 // The server keeps a dropped participant for `server.resume_grace` (30 s by default).
@@ -107,6 +107,8 @@ export class CallSession extends EventTarget {
       case 'track_unpublished': this.room.trackUnpublished(msg.participant_id, msg.track_id); return;
       case 'track_muted': this.room.trackMuted(msg.participant_id, msg.track_id, msg.muted); return;
       case 'spotlight': this.room.setSpotlight(msg.participant_id ?? null); return;
+      case 'speakers': this.room.setServerSpeakers(msg.speaking, msg.forwarded); return;
+      case 'publisher_pause': return this.onPublisherPause(msg);
       case 'leave':
         this.endInfo = { kind: 'ended', reason: msg.reason };
         return;
@@ -127,6 +129,12 @@ export class CallSession extends EventTarget {
   }
 
   onError(msg) {
+    if (this.resumeWaiter && FATAL.has(msg.code)) {
+      // The resume was refused for good (e.g. `replaced`): stop retrying.
+      this.endInfo = { kind: 'fatal', code: msg.code, message: msg.message };
+      this.resumeWaiter.done('gone');
+      return;
+    }
     if (!this.joined || FATAL.has(msg.code)) {
       this.endInfo = { kind: 'fatal', code: msg.code, message: msg.message };
       this.failJoin(new SessionError(msg.code, msg.message));
@@ -208,6 +216,22 @@ export class CallSession extends EventTarget {
     await pc.setLocalDescription(await pc.createOffer());
     this.send({ type: 'offer', pc: 'publisher', sdp: pc.localDescription.sdp });
     this.flushCandidates('publisher');
+  }
+
+  /** Dynacast: nobody shows our video, so stop encoding and sending it until told otherwise. */
+  async onPublisherPause(msg) {
+    const kind = Object.keys(this.ownTracks).find((k) => this.ownTracks[k] === msg.track_id);
+    const sender = kind && this.pubTransceivers[kind]?.sender;
+    if (!sender) return;
+    const params = sender.getParameters();
+    if (!params.encodings?.length) return;
+    for (const e of params.encodings) e.active = !msg.paused;
+    try {
+      await sender.setParameters(params);
+      this.publisherPaused = msg.paused;
+    } catch (err) {
+      console.warn('rakor: could not (un)pause the sender', err);
+    }
   }
 
   onOwnTrack(track) {
@@ -323,6 +347,10 @@ export class CallSession extends EventTarget {
     this.resuming = false;
     if (this.done) return;
     this.close();
+    if (this.endInfo?.kind === 'fatal') {
+      this.dispatchEvent(new CustomEvent('fatal', { detail: this.endInfo }));
+      return;
+    }
     this.dispatchEvent(new CustomEvent('lost', { detail: { why: 'signalling dropped and could not resume' } }));
   }
 

@@ -45,6 +45,10 @@ pub struct ClientOptions {
     pub resume_window: Duration,
     /// The room to state in `join` (must match the token's room); `None` = the token's room.
     pub room: Option<String>,
+    /// Audio level (-dBov: 0 loudest … 127 silence) sent with every audio packet in the
+    /// RFC 6464 header extension; `None` = no extension (the server then always forwards this
+    /// audio). Change it during the call with [`Client::set_audio_level`].
+    pub audio_level: Option<u8>,
 }
 
 impl ClientOptions {
@@ -60,7 +64,14 @@ impl ClientOptions {
             join_timeout: Duration::from_secs(10),
             resume_window: Duration::from_secs(30),
             room: None,
+            audio_level: None,
         }
+    }
+
+    /// Send this audio level with the published audio (see [`ClientOptions::audio_level`]).
+    pub fn audio_level(mut self, level: Option<u8>) -> Self {
+        self.audio_level = level;
+        self
     }
 
     /// Choose what to publish on join.
@@ -132,6 +143,7 @@ pub struct Client {
     hub: Arc<StatsHub>,
     room: Arc<Mutex<RoomView>>,
     close: Arc<Mutex<CloseState>>,
+    audio_level: Arc<std::sync::atomic::AtomicU8>,
     session: Option<JoinHandle<()>>,
 }
 
@@ -179,6 +191,12 @@ impl Client {
             },
         )
         .with_resume(opts.clone(), joined.resume_token.clone());
+        let audio_level = Arc::new(std::sync::atomic::AtomicU8::new(
+            opts.audio_level
+                .map_or(crate::media::NO_AUDIO_LEVEL, |l| l.min(127)),
+        ));
+        let mut session = session;
+        session.audio_level = audio_level.clone();
         let client = Client {
             joined,
             cmd_tx,
@@ -187,6 +205,7 @@ impl Client {
             hub,
             room,
             close,
+            audio_level,
             session: Some(tokio::spawn(session.run())),
         };
         if opts.publish_audio || opts.publish_video {
@@ -195,6 +214,15 @@ impl Client {
                 .await?;
         }
         Ok(client)
+    }
+
+    /// Change the audio level sent from now on (`None` = stop sending the extension, which
+    /// only takes effect for packets sent after this call).
+    pub fn set_audio_level(&self, level: Option<u8>) {
+        self.audio_level.store(
+            level.map_or(crate::media::NO_AUDIO_LEVEL, |l| l.min(127)),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Our participant id.
@@ -470,6 +498,8 @@ fn type_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::TrackUnpublished { .. } => "track_unpublished",
         ServerMessage::TrackMuted { .. } => "track_muted",
         ServerMessage::Spotlight { .. } => "spotlight",
+        ServerMessage::Speakers { .. } => "speakers",
+        ServerMessage::PublisherPause { .. } => "publisher_pause",
         ServerMessage::Pong { .. } => "pong",
         ServerMessage::Lobby { .. } => "lobby",
         ServerMessage::ModeratorMute { .. } => "moderator_mute",

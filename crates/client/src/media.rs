@@ -20,7 +20,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -29,6 +29,13 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::{RtpSender, RtpTransceiver};
+
+/// The RFC 6464 client-to-mixer audio level header extension.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// `audio_level` value meaning "send no audio level extension".
+pub const NO_AUDIO_LEVEL: u8 = u8::MAX;
+/// Levels at or below this (-dBov) are flagged as voice (the V bit).
+const VOICE_LEVEL: u8 = 60;
 
 /// Keyframe requests closer together than this are answered once.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
@@ -49,6 +56,11 @@ pub struct LocalTrack {
     pub track: Arc<TrackLocalStaticRTP>,
     asset: &'static MediaAsset,
     keyframe_request: Arc<AtomicBool>,
+    /// Audio level (0 = loudest … 127 = silence, -dBov) sent in the RFC 6464 extension with
+    /// every audio packet; [`NO_AUDIO_LEVEL`] = no extension.
+    audio_level: Arc<AtomicU8>,
+    /// The server asked us to stop sending (dynacast): the pacer sends nothing meanwhile.
+    paused: Arc<AtomicBool>,
 }
 
 impl LocalTrack {
@@ -82,7 +94,23 @@ impl LocalTrack {
             track: Arc::new(TrackLocalStaticRTP::new(track)),
             asset,
             keyframe_request: Arc::new(AtomicBool::new(false)),
+            audio_level: Arc::new(AtomicU8::new(NO_AUDIO_LEVEL)),
+            paused: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Stop (or resume) sending; resuming starts at a keyframe.
+    pub fn set_paused(&self, paused: bool) {
+        let was = self.paused.swap(paused, Ordering::Relaxed);
+        if was && !paused {
+            self.keyframe_request.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Read the audio level to send from `level` (shared, so it can change during the call).
+    pub fn with_audio_level(mut self, level: Arc<AtomicU8>) -> Self {
+        self.audio_level = level;
+        self
     }
 
     /// Add this track to `pc` as a `sendonly` transceiver.
@@ -109,10 +137,14 @@ impl LocalTrack {
         sender: &Arc<dyn RtpSender>,
         hub: Arc<StatsHub>,
     ) -> Result<[JoinHandle<()>; 2], ClientError> {
-        let payload_type = sender
-            .get_parameters()
-            .await?
-            .rtp_parameters
+        let params = sender.get_parameters().await?.rtp_parameters;
+        let audio_level_ext = params
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == AUDIO_LEVEL_URI)
+            .and_then(|e| u8::try_from(e.id).ok())
+            .filter(|_| self.kind == TrackKind::Audio);
+        let payload_type = params
             .codecs
             .first()
             .map(|c| c.payload_type)
@@ -126,6 +158,8 @@ impl LocalTrack {
             payload_type,
             hub.clone(),
             self.keyframe_request.clone(),
+            audio_level_ext.map(|id| (id, self.audio_level.clone())),
+            self.paused.clone(),
         ));
         let rtcp = tokio::spawn(read_feedback(
             self.track.clone(),
@@ -139,6 +173,7 @@ impl LocalTrack {
 
 /// Loop `asset` into `track` in real time: one frame per `frame_duration`, the RTP timestamp
 /// advancing by `ticks_per_frame`, the marker bit on the last packet of each video frame.
+#[allow(clippy::too_many_arguments)]
 async fn pace(
     track: Arc<TrackLocalStaticRTP>,
     asset: &'static MediaAsset,
@@ -146,6 +181,8 @@ async fn pace(
     payload_type: u8,
     hub: Arc<StatsHub>,
     keyframe_request: Arc<AtomicBool>,
+    audio_level: Option<(u8, Arc<AtomicU8>)>,
+    paused: Arc<AtomicBool>,
 ) {
     let kind = asset.kind;
     let mut seq: u16 = rand::random();
@@ -156,6 +193,11 @@ async fn pace(
     let mut ticker = tokio::time::interval(asset.frame_duration);
     loop {
         ticker.tick().await;
+        if paused.load(Ordering::Relaxed) {
+            // Keep the media clock running so the stream resumes at the right time.
+            timestamp = timestamp.wrapping_add(asset.ticks_per_frame);
+            continue;
+        }
         if keyframe_request.swap(false, Ordering::Relaxed) {
             let now = Instant::now();
             if last_keyframe_jump.is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
@@ -175,7 +217,7 @@ async fn pace(
                 TrackKind::Video => i == last,
                 TrackKind::Audio => first,
             };
-            let pkt = rtc::rtp::Packet {
+            let mut pkt = rtc::rtp::Packet {
                 header: Header {
                     version: 2,
                     marker,
@@ -187,6 +229,17 @@ async fn pace(
                 },
                 payload: payload.clone(),
             };
+            if let Some((id, level)) = &audio_level {
+                let level = level.load(Ordering::Relaxed);
+                if level != NO_AUDIO_LEVEL {
+                    let level = level.min(127);
+                    let v = if level <= VOICE_LEVEL { 0x80 } else { 0 };
+                    let ext = bytes::Bytes::copy_from_slice(&[v | level]);
+                    if let Err(e) = pkt.header.set_extension(*id, ext) {
+                        tracing::debug!(error = %e, "audio level extension not set");
+                    }
+                }
+            }
             match track.write_rtp(pkt).await {
                 Ok(()) => {
                     seq = seq.wrapping_add(1);

@@ -128,6 +128,14 @@ fn media_engine() -> Result<MediaEngine, ClientError> {
         },
         RtpCodecKind::Audio,
     )?;
+    // RFC 6464 audio levels: the server forwards only the loudest speakers.
+    me.register_header_extension(
+        rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
+            uri: crate::media::AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
     let fb = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
         parameter: parameter.to_owned(),

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -114,6 +115,8 @@ pub(crate) struct Session {
     close_reason: Option<LeaveReason>,
     /// For reconnecting with `join.resume` after the socket drops.
     resume: Option<(crate::client::ClientOptions, String)>,
+    /// The audio level our audio tracks send (see `ClientOptions::audio_level`).
+    pub audio_level: Arc<std::sync::atomic::AtomicU8>,
 }
 
 enum Flow {
@@ -157,6 +160,9 @@ impl Session {
             reader_tasks: vec![],
             close_reason: None,
             resume: None,
+            audio_level: Arc::new(std::sync::atomic::AtomicU8::new(
+                crate::media::NO_AUDIO_LEVEL,
+            )),
         }
     }
 
@@ -237,6 +243,11 @@ impl Session {
             tokio::select! {
                 frame = self.stream.next() => match frame {
                     Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+                    Some(Ok(Message::Close(frame))) if frame.as_ref().is_some_and(|f| f.code == CloseCode::Normal) => {
+                        // The server ended the session on purpose (its `leave` or `error` came
+                        // first): nothing to resume.
+                        break;
+                    }
                     Some(Ok(Message::Close(_))) | None => {
                         if leave_reply.is_none() && self.close_reason.is_none() && self.try_resume().await {
                             continue;
@@ -397,7 +408,8 @@ impl Session {
         };
         let first_new = self.pub_tracks.len();
         for kind in wanted {
-            let local = LocalTrack::new(kind, self.participant_id.as_str())?;
+            let local = LocalTrack::new(kind, self.participant_id.as_str())?
+                .with_audio_level(self.audio_level.clone());
             let transceiver = local.add_to(&pc).await?;
             self.pub_tracks.push(PubTrack {
                 local,
@@ -564,6 +576,28 @@ impl Session {
                 self.hub.set_sent_track_id(&track.mid, &track.id);
             }
             ServerMessage::Leave { reason } => self.close_reason = Some(*reason),
+            ServerMessage::PublisherPause { track_id, paused } => {
+                let kind = self
+                    .hub
+                    .report()
+                    .sent
+                    .values()
+                    .find_map(|s| (s.track_id.as_ref() == Some(track_id)).then_some(s.kind));
+                let local = kind.and_then(|k| {
+                    self.pub_tracks
+                        .iter()
+                        .find(|t| t.local.kind == k && !t.stopped)
+                });
+                if let Some(t) = local {
+                    t.local.set_paused(*paused);
+                    self.hub.update_sent(t.local.kind, |s| {
+                        if *paused && !s.paused {
+                            s.pauses += 1;
+                        }
+                        s.paused = *paused;
+                    });
+                }
+            }
             _ => {}
         }
         let _ = self.events_tx.send(msg);

@@ -34,6 +34,12 @@ pub struct SentTrackStats {
     pub nacks_received: u64,
     /// Writes the local stack refused (e.g. before negotiation finished).
     pub write_errors: u64,
+    /// The server asked us to stop sending this track (`publisher_pause`, dynacast).
+    #[serde(default)]
+    pub paused: bool,
+    /// How many times it was paused.
+    #[serde(default)]
+    pub pauses: u64,
 }
 
 impl SentTrackStats {
@@ -52,6 +58,8 @@ impl SentTrackStats {
             firs_received: 0,
             nacks_received: 0,
             write_errors: 0,
+            paused: false,
+            pauses: 0,
         }
     }
 }

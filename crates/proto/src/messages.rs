@@ -15,6 +15,7 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "ping",
     "leave",
     "moderate",
+    "track_settings",
 ];
 
 /// A participant's role, carried in the access token and enforced by the server.
@@ -143,6 +144,17 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         participant_id: Option<ParticipantId>,
     },
+    /// How the client shows a remote video track it subscribes to: `visible: false` (tile off
+    /// screen, collapsed, tab hidden) stops its forwarding to this client; `true` resumes it
+    /// from the next keyframe. `width`/`height`: the tile's size in CSS pixels (0 = unknown).
+    TrackSettings {
+        track_id: TrackId,
+        visible: bool,
+        #[serde(default)]
+        width: u32,
+        #[serde(default)]
+        height: u32,
+    },
 }
 
 impl ClientMessage {
@@ -159,6 +171,7 @@ impl ClientMessage {
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Leave {} => "leave",
             ClientMessage::Moderate { .. } => "moderate",
+            ClientMessage::TrackSettings { .. } => "track_settings",
         }
     }
 }
@@ -305,10 +318,25 @@ pub enum ServerMessage {
         participant_id: Option<ParticipantId>,
         by: ParticipantId,
     },
+    /// Dynacast: nobody in the room shows your video track `track_id` now (`paused: true`):
+    /// stop sending it (the server would drop it) until `paused: false`, then resume (the
+    /// server asks for a keyframe).
+    PublisherPause {
+        track_id: TrackId,
+        paused: bool,
+    },
     /// A moderator (operator or host) muted or unmuted your audio: while muted the server does
     /// not forward it. Your audio tracks are also announced with `track_muted`.
     ModeratorMute {
         muted: bool,
+    },
+    /// Who is speaking now (RFC 6464 audio levels the clients send), loudest first; sent when
+    /// the set changes. An empty list: nobody. The server forwards the audio of at most
+    /// `media.loudest_speakers` sites at a time (plus the host's), so a participant not in
+    /// `forwarded` is not heard.
+    Speakers {
+        speaking: Vec<ParticipantId>,
+        forwarded: Vec<ParticipantId>,
     },
     Pong {
         ts: u64,

@@ -113,6 +113,8 @@ pub struct MediaConfig {
     pub keyframe_request_interval: Duration,
     /// Send/receive buffer asked of the kernel for the media socket.
     pub socket_buffer_bytes: usize,
+    /// Audio of at most this many sites (besides the hosts) is forwarded at once: the loudest.
+    pub loudest_speakers: usize,
 }
 
 impl Default for MediaConfig {
@@ -123,6 +125,7 @@ impl Default for MediaConfig {
             advertise_ips: Vec::new(),
             keyframe_request_interval: Duration::from_millis(500),
             socket_buffer_bytes: 4 * 1024 * 1024,
+            loudest_speakers: 3,
         }
     }
 }
@@ -628,6 +631,9 @@ fn validate(c: &Config) -> Result<(), (&'static str, String)> {
             "must be greater than 0 and at most 60s".into(),
         ));
     }
+    if !(1..=64).contains(&c.media.loudest_speakers) {
+        return Err(("media.loudest_speakers", "must be between 1 and 64".into()));
+    }
     if !(4096..=1 << 30).contains(&c.media.socket_buffer_bytes) {
         return Err((
             "media.socket_buffer_bytes",
@@ -726,6 +732,7 @@ impl Config {
             max_rooms: self.limits.max_rooms,
             dead_peer_timeout: self.limits.dead_peer_timeout,
             resume_grace: self.server.resume_grace,
+            loudest_speakers: self.media.loudest_speakers,
         }
     }
 

@@ -28,6 +28,9 @@ pub struct SfuConfig {
     /// (0 = remove at once). Its media keeps flowing meanwhile; a media failure still removes
     /// it within `dead_peer_timeout`.
     pub resume_grace: Duration,
+    /// Audio of at most this many participants (besides the room's hosts) is forwarded at a
+    /// time: the loudest by their RFC 6464 audio level (see [`crate::speakers`]).
+    pub loudest_speakers: usize,
 }
 
 impl Default for SfuConfig {
@@ -42,6 +45,7 @@ impl Default for SfuConfig {
             max_rooms: 100,
             dead_peer_timeout: Duration::from_secs(10),
             resume_grace: Duration::from_secs(30),
+            loudest_speakers: 3,
         }
     }
 }

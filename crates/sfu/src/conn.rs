@@ -53,7 +53,6 @@ pub(crate) fn codecs() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
                     rtcp_feedback: vec![],
                 },
                 payload_type: PT_OPUS,
-                ..Default::default()
             },
             RtpCodecKind::Audio,
         ),
@@ -67,7 +66,6 @@ pub(crate) fn codecs() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
                     rtcp_feedback: video_feedback(),
                 },
                 payload_type: PT_VP8,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         ),
@@ -83,7 +81,6 @@ pub(crate) fn codecs() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
                     rtcp_feedback: video_feedback(),
                 },
                 payload_type: PT_H264,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         ),
@@ -155,6 +152,9 @@ impl Interceptor for RtcpTap {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// The RFC 6464 client-to-mixer audio level header extension.
+pub(crate) const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
 /// Random ICE credentials: the ufrag is the demux key, so it must be unique on the socket.
 pub(crate) fn ice_credentials() -> (String, String) {
     use rand::distributions::{Alphanumeric, DistString};
@@ -177,6 +177,15 @@ pub(crate) fn build(
     for (codec, kind) in codecs() {
         me.register_codec(codec, kind)?;
     }
+    // RFC 6464 audio levels from publishers (speaker selection, `crate::speakers`); never
+    // offered to subscribers (the server strips extensions when forwarding).
+    me.register_header_extension(
+        rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        Some(rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly),
+    )?;
     let registry = register_default_interceptors(Registry::new(), &mut me)?
         .with(Slot::from(14_000), RtcpTap::default());
     let se = SettingEngineBuilder::new()

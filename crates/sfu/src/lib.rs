@@ -11,6 +11,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod codec;
 mod config;
 mod conn;
 pub mod demux;
@@ -27,6 +28,7 @@ pub fn count_sending_media(sdp: &str) -> Option<usize> {
 mod resume;
 mod rooms;
 pub mod router;
+pub mod speakers;
 mod worker;
 
 pub use config::SfuConfig;

@@ -7,6 +7,7 @@ use crate::conn;
 use crate::handle::{Command, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot};
 use crate::keyframe::KeyframeThrottle;
 use crate::router::{Codec, Leg, PayloadTypes, TrackRoute};
+use crate::speakers::{SpeakerConfig, SpeakerSelector};
 use crate::worker::{Conn, Worker};
 use crate::SfuError;
 use rakor_proto::{
@@ -40,6 +41,17 @@ pub(crate) struct Track {
     pub keyframe: KeyframeThrottle,
     /// A moderator muted the owner's audio: not forwarded.
     pub moderator_muted: bool,
+    pub room: String,
+    /// The owner is a host: its audio is always forwarded (not subject to speaker selection).
+    pub host: bool,
+    /// Dynacast: the publisher was told to stop sending this (video) track.
+    pub publisher_paused: bool,
+    /// Negotiated id of the RFC 6464 audio level extension on this (audio) track.
+    pub audio_level_ext: Option<u8>,
+    /// Audio: among the loudest speakers (or not subject to selection), so forwarded.
+    pub speaker_forward: bool,
+    /// Audio: in its room's speaker selection (since its first packet with a level).
+    pub speaker_enrolled: bool,
 }
 
 /// One subscribed remote track on a participant's subscriber connection.
@@ -79,6 +91,31 @@ pub(crate) struct Room {
     /// In join order.
     pub participants: Vec<ParticipantId>,
     pub spotlight: Option<ParticipantId>,
+    /// Sites' audio tracks (by track slot) competing for the `loudest_speakers` slots.
+    pub speakers: SpeakerSelector<usize>,
+    /// Hosts' audio tracks: always forwarded; tracked only to say when they speak.
+    pub host_speakers: SpeakerSelector<usize>,
+    /// What the last `speakers` message said (speaking, forwarded).
+    pub announced: (Vec<ParticipantId>, Vec<ParticipantId>),
+}
+
+impl Room {
+    pub fn new(loudest_speakers: usize) -> Self {
+        let cfg = SpeakerConfig::default();
+        Room {
+            participants: Vec::new(),
+            spotlight: None,
+            speakers: SpeakerSelector::new(SpeakerConfig {
+                max_active: loudest_speakers,
+                ..cfg.clone()
+            }),
+            host_speakers: SpeakerSelector::new(SpeakerConfig {
+                max_active: usize::MAX,
+                ..cfg
+            }),
+            announced: (Vec::new(), Vec::new()),
+        }
+    }
 }
 
 fn random_id(prefix: &str) -> String {
@@ -408,6 +445,19 @@ impl Worker {
                 self.flush();
                 return Ok(rpid.clone());
             }
+            // A stale connection (replaced by a newer one of the same identity) must not push
+            // the live one out by coming back.
+            let live_elsewhere = self.rooms.get(&req.room).is_some_and(|r| {
+                r.participants.iter().any(|id| {
+                    self.participants
+                        .get(id)
+                        .is_some_and(|p| p.identity == req.identity && p.suspended_until.is_none())
+                })
+            });
+            if live_elsewhere {
+                tracing::info!(room = %req.room, "resume refused: the identity is connected elsewhere");
+                return Err(SfuError::Replaced);
+            }
             tracing::info!(room = %req.room, "resume not possible; joining as a new session");
         }
         // The same identity joining again replaces the older connection.
@@ -439,10 +489,10 @@ impl Worker {
         let span = tracing::info_span!("participant", room = %req.room, participant = %id);
         let _g = span.enter();
         tracing::info!(role = req.role.as_str(), "joined");
-        self.rooms.entry(req.room.clone()).or_insert_with(|| Room {
-            participants: Vec::new(),
-            spotlight: None,
-        });
+        let loudest = self.cfg.loudest_speakers;
+        self.rooms
+            .entry(req.room.clone())
+            .or_insert_with(|| Room::new(loudest));
         let (spotlight, others) = match self.rooms.get(&req.room) {
             Some(room) => (
                 room.spotlight.clone(),
@@ -597,7 +647,85 @@ impl Worker {
                 self.remove_participant(pid, LeaveReason::ClientRequest, false);
                 Ok(())
             }
+            ClientMessage::TrackSettings {
+                track_id,
+                visible,
+                width,
+                height,
+            } => self.track_settings(pid, &track_id, visible, (width, height), now),
         }
+    }
+
+    /// A subscriber shows (or hides) a remote video track: pause or resume its leg, then let
+    /// the publisher pause the track if nobody shows it (dynacast).
+    fn track_settings(
+        &mut self,
+        pid: &ParticipantId,
+        track_id: &TrackId,
+        visible: bool,
+        size: (u32, u32),
+        now: Instant,
+    ) -> Result<(), Reject> {
+        let room = self.participants.get(pid).map(|p| p.room.clone());
+        let sub_conn = self.participants.get(pid).and_then(|p| p.sub_conn);
+        let found = self
+            .tracks
+            .iter()
+            .find(|(_, t)| t.id == *track_id && Some(&t.room) == room.as_ref())
+            .map(|(i, t)| (i, t.kind));
+        let Some((ti, kind)) = found else {
+            return Err(Reject::new(
+                ErrorCode::UnknownTrack,
+                format!("no track {track_id} in this room"),
+            ));
+        };
+        if kind != TrackKind::Video {
+            return Err(Reject::new(
+                ErrorCode::BadRequest,
+                "track_settings applies to video tracks",
+            ));
+        }
+        let Some(leg) = sub_conn.and_then(|ci| self.tracks.get_mut(ti)?.route.leg_mut(ci)) else {
+            return Err(Reject::new(
+                ErrorCode::UnknownTrack,
+                format!("track {track_id} is not subscribed on this connection yet"),
+            ));
+        };
+        leg.size = size;
+        if leg.set_paused(!visible) {
+            tracing::debug!(track = %track_id, visible, "subscriber leg paused/resumed");
+            self.update_publisher_pause(ti);
+            if visible {
+                self.request_keyframe(ti, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Dynacast: a video track that has subscribers, all of which have paused it, is paused at
+    /// the publisher (`publisher_pause`), and resumed as soon as one shows it or a new one
+    /// subscribes. A track without subscribers is left alone (joins would wait on it).
+    pub(crate) fn update_publisher_pause(&mut self, ti: usize) {
+        let Some(t) = self.tracks.get_mut(ti) else {
+            return;
+        };
+        if t.kind != TrackKind::Video {
+            return;
+        }
+        let pause = !t.route.legs.is_empty() && t.route.legs.iter().all(|l| l.paused);
+        if pause == t.publisher_paused {
+            return;
+        }
+        t.publisher_paused = pause;
+        let (owner, track_id) = (t.owner.clone(), t.id.clone());
+        tracing::debug!(track = %track_id, pause, "publisher pause");
+        self.send(
+            &owner,
+            ServerMessage::PublisherPause {
+                track_id,
+                paused: pause,
+            },
+        );
     }
 
     fn own_track(&self, pid: &ParticipantId, track_id: &TrackId) -> Result<usize, Reject> {
@@ -624,7 +752,7 @@ impl Worker {
     ) -> Result<(), Reject> {
         let room = self.host_room(pid, "only the host may set the spotlight")?;
         if let Some(t) = &target {
-            if !self.participants.get(t).is_some_and(|tp| tp.room == room) {
+            if self.participants.get(t).is_none_or(|tp| tp.room != room) {
                 return Err(Reject::new(
                     ErrorCode::UnknownParticipant,
                     format!("no participant \"{t}\" in this room"),
@@ -800,8 +928,15 @@ impl Worker {
     /// Compare the publisher connection's receiving transceivers with the published tracks:
     /// publish new ones, unpublish stopped ones.
     fn sync_published_tracks(&mut self, pid: &ParticipantId, ci: usize, now: Instant) {
-        let mut receiving: Vec<(String, RTCRtpReceiverId, TrackKind, Codec, PayloadTypes)> =
-            Vec::new();
+        #[allow(clippy::type_complexity)]
+        let mut receiving: Vec<(
+            String,
+            RTCRtpReceiverId,
+            TrackKind,
+            Codec,
+            PayloadTypes,
+            Option<u8>,
+        )> = Vec::new();
         if let Some(c) = self.conns.get_mut(ci) {
             let ids: Vec<_> = c.pc.get_transceivers().collect();
             for tid in ids {
@@ -820,7 +955,14 @@ impl Worker {
                 let Some(kind) = kind_of(r.track().kind()) else {
                     continue;
                 };
-                let codecs = r.get_parameters().rtp_parameters.codecs.clone();
+                let params = &r.get_parameters().rtp_parameters;
+                let codecs = params.codecs.clone();
+                let audio_level_ext = params
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == conn::AUDIO_LEVEL_URI)
+                    .and_then(|e| u8::try_from(e.id).ok())
+                    .filter(|_| kind == TrackKind::Audio);
                 let pts = conn::payload_types(&codecs);
                 let codec = codecs
                     .iter()
@@ -830,7 +972,7 @@ impl Worker {
                     } else {
                         Codec::Vp8
                     });
-                receiving.push((mid, rid, kind, codec, pts));
+                receiving.push((mid, rid, kind, codec, pts, audio_level_ext));
             }
         }
         let current: Vec<usize> = self
@@ -851,7 +993,11 @@ impl Worker {
         let Some(room) = self.participants.get(pid).map(|p| p.room.clone()) else {
             return;
         };
-        for (mid, rid, kind, codec, pts) in receiving {
+        let host = self
+            .participants
+            .get(pid)
+            .is_some_and(|p| p.role == Role::Host);
+        for (mid, rid, kind, codec, pts, audio_level_ext) in receiving {
             let existing = self.participants.get(pid).and_then(|p| {
                 p.tracks
                     .iter()
@@ -862,6 +1008,10 @@ impl Worker {
                 if let Some(t) = self.tracks.get_mut(ti) {
                     t.route.publisher_pts = pts;
                     t.receiver_id = rid;
+                    if t.audio_level_ext != audio_level_ext {
+                        t.audio_level_ext = audio_level_ext;
+                        self.reset_speaker(ti);
+                    }
                 }
                 continue;
             }
@@ -886,6 +1036,12 @@ impl Worker {
                         .participants
                         .get(pid)
                         .is_some_and(|p| p.moderator_muted),
+                room: room.clone(),
+                host,
+                audio_level_ext,
+                speaker_forward: true,
+                speaker_enrolled: false,
+                publisher_paused: false,
             });
             if let Some(p) = self.participants.get_mut(pid) {
                 p.tracks.push(ti);
@@ -1002,13 +1158,9 @@ impl Worker {
                 })?;
         c.outbound.push((ssrc, ti));
         if let Some(t) = self.tracks.get_mut(ti) {
-            t.route.legs.push(Leg {
-                conn: ci,
-                ssrc,
-                pts: PayloadTypes::default(),
-                active: false,
-            });
+            t.route.legs.push(Leg::new(ci, ssrc));
         }
+        self.update_publisher_pause(ti);
         if let Some(p) = self.participants.get_mut(sub) {
             p.legs.push(SubLeg {
                 track: ti,
@@ -1043,6 +1195,7 @@ impl Worker {
         if let Some(t) = self.tracks.get_mut(ti) {
             t.route.remove_leg(ci);
         }
+        self.update_publisher_pause(ti);
     }
 
     /// Send a subscriber offer to everyone who needs one and has none outstanding.
@@ -1336,6 +1489,65 @@ impl Worker {
     }
 
     /// Stop forwarding a track, remove it from every subscriber, tell the room.
+    /// The audio level extension of a track was (re)negotiated: take the track out of speaker
+    /// selection until its first packet that carries a level (see the worker's `forward`); a
+    /// track that never sends levels is always forwarded.
+    fn reset_speaker(&mut self, ti: usize) {
+        let Some(t) = self.tracks.get_mut(ti) else {
+            return;
+        };
+        t.speaker_enrolled = false;
+        t.speaker_forward = true;
+        if let Some(room) = self.rooms.get_mut(&t.room) {
+            room.speakers.remove(ti);
+            room.host_speakers.remove(ti);
+        }
+    }
+
+    /// Re-evaluate every room's loudest speakers: gate the forwarding of sites' audio and tell
+    /// the room who speaks (`speakers`) when that changed. Called every 100 ms or so.
+    pub(crate) fn update_speakers(&mut self, now: Instant) {
+        let mut announce: Vec<(String, ServerMessage)> = Vec::new();
+        for (name, room) in self.rooms.iter_mut() {
+            let change = room.speakers.update(now);
+            let host_change = room.host_speakers.update(now);
+            if change.active_changed {
+                for (ti, t) in self.tracks.iter_mut() {
+                    if t.room == *name && t.speaker_enrolled && !t.host {
+                        t.speaker_forward = room.speakers.is_active(ti);
+                    }
+                }
+            }
+            if !(change.active_changed || change.speaking_changed || host_change.speaking_changed) {
+                continue;
+            }
+            let owner = |ti: &usize| self.tracks.get(*ti).map(|t| t.owner.clone());
+            let mut speaking: Vec<ParticipantId> = room
+                .host_speakers
+                .speaking()
+                .iter()
+                .chain(room.speakers.speaking())
+                .filter_map(owner)
+                .collect();
+            speaking.dedup();
+            let forwarded: Vec<ParticipantId> =
+                room.speakers.active().iter().filter_map(owner).collect();
+            if room.announced != (speaking.clone(), forwarded.clone()) {
+                room.announced = (speaking.clone(), forwarded.clone());
+                announce.push((
+                    name.clone(),
+                    ServerMessage::Speakers {
+                        speaking,
+                        forwarded,
+                    },
+                ));
+            }
+        }
+        for (room, msg) in announce {
+            self.broadcast(&room, None, &msg);
+        }
+    }
+
     fn unpublish(&mut self, ti: usize, _now: Instant) {
         let subscribers: Vec<ParticipantId> = self
             .tracks
@@ -1354,6 +1566,10 @@ impl Worker {
         let Some(track) = self.tracks.remove(ti) else {
             return;
         };
+        if let Some(room) = self.rooms.get_mut(&track.room) {
+            room.speakers.remove(ti);
+            room.host_speakers.remove(ti);
+        }
         tracing::info!(track = %track.id, "track unpublished");
         if let Some(c) = self.conns.get_mut(track.publisher_conn) {
             c.inbound.retain(|(_, t)| *t != ti);

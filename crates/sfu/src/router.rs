@@ -72,6 +72,100 @@ pub struct Leg {
     pub pts: PayloadTypes,
     /// Connected and negotiated: packets flow.
     pub active: bool,
+    /// The subscriber does not show this track (`track_settings` with `visible: false`).
+    pub paused: bool,
+    /// Forwarding (re)starts only at the first packet of a keyframe (after a pause).
+    pub needs_keyframe: bool,
+    /// The tile size the subscriber last reported (CSS pixels; 0 = unknown).
+    pub size: (u32, u32),
+    /// Outgoing sequence numbers, continuous across the gaps the server makes on purpose.
+    pub seq: SeqRewriter,
+}
+
+impl Leg {
+    /// A new, not yet negotiated leg.
+    pub fn new(conn: usize, ssrc: u32) -> Self {
+        Self {
+            conn,
+            ssrc,
+            pts: PayloadTypes::default(),
+            active: false,
+            paused: false,
+            needs_keyframe: false,
+            size: (0, 0),
+            seq: SeqRewriter::default(),
+        }
+    }
+
+    /// Whether this packet goes to this leg (call it for every packet of the track; it keeps
+    /// the sequence numbers continuous over what it refuses). `keyframe_start`: the packet is
+    /// the first of a keyframe.
+    pub fn admit(&mut self, keyframe_start: bool) -> bool {
+        if !self.active || self.paused {
+            self.seq.skip();
+            return false;
+        }
+        if self.needs_keyframe {
+            if !keyframe_start {
+                self.seq.skip();
+                return false;
+            }
+            self.needs_keyframe = false;
+        }
+        true
+    }
+
+    /// Stop or resume (from the next keyframe) this leg. True if it changed.
+    pub fn set_paused(&mut self, paused: bool) -> bool {
+        if self.paused == paused {
+            return false;
+        }
+        self.paused = paused;
+        if !paused {
+            self.needs_keyframe = true;
+        }
+        true
+    }
+}
+
+/// Rewrites one leg's RTP sequence numbers so that packets the server drops on purpose (a
+/// paused leg, audio of a site that is not among the loudest, deltas before a keyframe) leave no
+/// gap: a receiver would take a gap for loss, NACK it, and its jitter buffer would wait. Real
+/// loss upstream still shows as a gap (it is not skipped, only offset), so NACKs keep working.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeqRewriter {
+    offset: u16,
+    /// Highest sequence number sent on this leg.
+    last_out: Option<u16>,
+    /// Packets were dropped on purpose since the last one sent: re-anchor on the next.
+    resync: bool,
+}
+
+impl SeqRewriter {
+    /// A packet is being dropped on purpose.
+    pub fn skip(&mut self) {
+        self.resync = true;
+    }
+
+    /// The sequence number to send for incoming `seq`.
+    pub fn rewrite(&mut self, seq: u16) -> u16 {
+        if self.resync {
+            self.resync = false;
+            if let Some(last) = self.last_out {
+                self.offset = last.wrapping_add(1).wrapping_sub(seq);
+            }
+        }
+        let out = seq.wrapping_add(self.offset);
+        if self.last_out.is_none_or(|last| seq_newer(out, last)) {
+            self.last_out = Some(out);
+        }
+        out
+    }
+}
+
+/// RFC 3550 serial number order: `a` comes after `b`.
+pub fn seq_newer(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
 }
 
 /// Why a packet was not forwarded to a leg.
@@ -80,6 +174,22 @@ pub enum Drop {
     Inactive,
     UnknownPayloadType,
     CodecNotNegotiated,
+}
+
+/// SSRC and payload type of a [`TrackRoute::prepare`]d header for `leg` (whose admission was
+/// decided already, see [`Leg::admit`]).
+pub fn rewrite_header(
+    publisher_pts: &PayloadTypes,
+    leg: &Leg,
+    publisher_pt: u8,
+    header: &mut Header,
+) -> Result<(), Drop> {
+    let codec = publisher_pts
+        .codec(publisher_pt)
+        .ok_or(Drop::UnknownPayloadType)?;
+    header.payload_type = leg.pts.pt(codec).ok_or(Drop::CodecNotNegotiated)?;
+    header.ssrc = leg.ssrc;
+    Ok(())
 }
 
 /// The route of one published track.
@@ -109,13 +219,7 @@ impl TrackRoute {
         if !leg.active {
             return Err(Drop::Inactive);
         }
-        let codec = self
-            .publisher_pts
-            .codec(publisher_pt)
-            .ok_or(Drop::UnknownPayloadType)?;
-        header.payload_type = leg.pts.pt(codec).ok_or(Drop::CodecNotNegotiated)?;
-        header.ssrc = leg.ssrc;
-        Ok(())
+        rewrite_header(&self.publisher_pts, leg, publisher_pt, header)
     }
 
     pub fn leg_mut(&mut self, conn: usize) -> Option<&mut Leg> {
@@ -166,22 +270,18 @@ mod tests {
             publisher_pts: pts(&[(Codec::Vp8, 120), (Codec::H264, 125)]),
             legs: vec![
                 Leg {
-                    conn: 1,
-                    ssrc: 1111,
                     pts: pts(&[(Codec::Vp8, 96), (Codec::H264, 102)]),
                     active: true,
+                    ..Leg::new(1, 1111)
                 },
                 Leg {
-                    conn: 2,
-                    ssrc: 2222,
                     pts: pts(&[(Codec::Vp8, 97)]),
                     active: true,
+                    ..Leg::new(2, 2222)
                 },
                 Leg {
-                    conn: 3,
-                    ssrc: 3333,
                     pts: pts(&[(Codec::Vp8, 96)]),
-                    active: false,
+                    ..Leg::new(3, 3333)
                 },
             ],
         };
@@ -229,16 +329,85 @@ mod tests {
     #[test]
     fn legs_are_found_and_removed() {
         let mut route = TrackRoute::default();
-        route.legs.push(Leg {
-            conn: 5,
-            ssrc: 1,
-            pts: PayloadTypes::default(),
-            active: false,
-        });
+        route.legs.push(Leg::new(5, 1));
         assert!(route.has_leg_ssrc(5, 1));
         assert!(!route.has_leg_ssrc(5, 2));
         route.leg_mut(5).unwrap().active = true;
         assert!(route.remove_leg(5).unwrap().active);
         assert!(route.remove_leg(5).is_none());
+    }
+
+    #[test]
+    fn seq_newer_follows_serial_order() {
+        for (a, b, newer) in [
+            (1u16, 0u16, true),
+            (0, 1, false),
+            (5, 5, false),
+            (0, 65535, true),
+            (65535, 0, false),
+            (0x8000, 0, false),
+            (0x7fff, 0, true),
+        ] {
+            assert_eq!(seq_newer(a, b), newer, "{a} after {b}");
+        }
+    }
+
+    #[test]
+    fn seq_rewriter_closes_gaps_made_on_purpose_only() {
+        let mut r = SeqRewriter::default();
+        // A continuous run passes with offset 0.
+        assert_eq!(
+            (100..103).map(|s| r.rewrite(s)).collect::<Vec<_>>(),
+            [100, 101, 102]
+        );
+        // Upstream loss (104 lost) stays visible as a gap.
+        assert_eq!(r.rewrite(104), 104);
+        // 105..=200 dropped on purpose; 201 continues right after 104.
+        r.skip();
+        assert_eq!(r.rewrite(201), 105);
+        assert_eq!(r.rewrite(202), 106);
+        // A late (reordered) packet keeps its place and does not move the high mark.
+        assert_eq!(r.rewrite(200), 104);
+        assert_eq!(r.rewrite(203), 107);
+        // Across the 16-bit wrap.
+        r.skip();
+        assert_eq!(r.rewrite(65534), 108);
+        assert_eq!(r.rewrite(65535), 109);
+        assert_eq!(r.rewrite(0), 110);
+        // Sent wraps too.
+        let mut w = SeqRewriter::default();
+        w.rewrite(65535);
+        w.skip();
+        assert_eq!(w.rewrite(10), 0);
+    }
+
+    #[test]
+    fn a_leg_resumes_at_a_keyframe_without_a_sequence_gap() {
+        let mut leg = Leg {
+            active: true,
+            ..Leg::new(1, 7)
+        };
+        // (incoming seq, first packet of a keyframe) -> forwarded as
+        let mut sent = Vec::new();
+        let mut feed = |leg: &mut Leg, seq: u16, kf: bool| {
+            if leg.admit(kf) {
+                sent.push(leg.seq.rewrite(seq));
+            }
+        };
+        feed(&mut leg, 10, true);
+        feed(&mut leg, 11, false);
+        assert!(leg.set_paused(true));
+        assert!(!leg.set_paused(true));
+        for s in 12..20 {
+            feed(&mut leg, s, s == 15);
+        }
+        assert!(leg.set_paused(false));
+        feed(&mut leg, 20, false); // a delta: still waiting for a keyframe
+        feed(&mut leg, 21, true); // keyframe: resume right after 11
+        feed(&mut leg, 22, false);
+        assert_eq!(sent, [10, 11, 12, 13]);
+        // An inactive leg sends nothing.
+        let mut idle = Leg::new(2, 8);
+        assert!(!idle.admit(true));
     }
 }

@@ -10,7 +10,7 @@
 use crate::demux::Demux;
 use crate::handle::{Command, SfuStats};
 use crate::rooms::{Participant, Room, Track};
-use crate::router::TrackRoute;
+use crate::router::{rewrite_header, TrackRoute};
 use crate::{SfuConfig, SfuError};
 use bytes::BytesMut;
 use rakor_proto::{LeaveReason, ParticipantId, PeerConnectionKind};
@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 const MAX_WAIT: Duration = Duration::from_millis(10);
 const RECV_BATCH: usize = 256;
 const RECV_BUF: usize = 2048;
+/// How often the loudest speakers are re-evaluated.
+const SPEAKER_UPDATE: Duration = Duration::from_millis(100);
 
 /// One WebRTC connection on the shared socket.
 pub(crate) struct Conn {
@@ -89,6 +91,12 @@ impl<T> Slab<T> {
     pub fn len(&self) -> usize {
         self.items.len() - self.free.len()
     }
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
+        self.items
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_mut().map(|v| (i, v)))
+    }
     pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
         self.items
             .iter()
@@ -113,6 +121,7 @@ pub(crate) struct Worker {
     pub room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
     out: Vec<(SocketAddr, BytesMut)>,
     rtp_scratch: Vec<rtc::rtp::packet::Packet>,
+    next_speaker_update: Instant,
 }
 
 pub(crate) fn spawn(
@@ -150,6 +159,7 @@ pub(crate) fn spawn(
         room_events,
         out: Vec::with_capacity(1024),
         rtp_scratch: Vec::with_capacity(64),
+        next_speaker_update: Instant::now(),
     };
     let join = std::thread::Builder::new()
         .name("rakor-media".into())
@@ -222,6 +232,10 @@ impl Worker {
             }
             let now = Instant::now();
             self.expire_suspended(now);
+            if now >= self.next_speaker_update {
+                self.update_speakers(now);
+                self.next_speaker_update = now + SPEAKER_UPDATE;
+            }
             self.renegotiate_pending(now);
 
             // 2. Timers.
@@ -430,6 +444,7 @@ impl Worker {
         let Worker {
             conns,
             tracks,
+            rooms,
             stats,
             ..
         } = self;
@@ -439,23 +454,59 @@ impl Worker {
             let Some(&(_, ti)) = c.inbound.iter().find(|(s, _)| *s == pkt.header.ssrc) else {
                 continue;
             };
-            let Some(track) = tracks.get(ti) else {
+            let Some(track) = tracks.get_mut(ti) else {
                 continue;
             };
             if track.moderator_muted {
                 continue; // a moderator muted this audio: not forwarded
             }
+            if let Some(id) = track.audio_level_ext {
+                let level = pkt
+                    .header
+                    .get_extension(id)
+                    .and_then(|ext| crate::speakers::parse_audio_level(&ext));
+                if let (Some((level, voice)), Some(room)) = (level, rooms.get_mut(&track.room)) {
+                    let selector = if track.host {
+                        &mut room.host_speakers
+                    } else {
+                        &mut room.speakers
+                    };
+                    if !track.speaker_enrolled {
+                        // First level from this track: it now competes for a slot.
+                        track.speaker_enrolled = true;
+                        selector.add(ti, now);
+                        track.speaker_forward = track.host || selector.is_active(ti);
+                    }
+                    selector.observe(ti, level, voice, now);
+                }
+            }
+            if !track.speaker_forward {
+                // Not among the loudest speakers right now.
+                track.route.legs.iter_mut().for_each(|l| l.seq.skip());
+                continue;
+            }
             let publisher_pt = pkt.header.payload_type;
+            let in_seq = pkt.header.sequence_number;
+            let TrackRoute {
+                publisher_pts,
+                legs,
+            } = &mut track.route;
+            // Parse the payload only when a leg waits for a keyframe.
+            let keyframe = legs.iter().any(|l| l.needs_keyframe)
+                && publisher_pts
+                    .codec(publisher_pt)
+                    .is_some_and(|c| crate::codec::is_keyframe(c, &pkt.payload));
             TrackRoute::prepare(&mut pkt.header);
-            for leg in &track.route.legs {
-                let mut q = pkt.clone(); // payload is Bytes: a refcount, not a copy
-                if track
-                    .route
-                    .rewrite_for(leg, publisher_pt, &mut q.header)
-                    .is_err()
-                {
+            for leg in legs.iter_mut() {
+                if !leg.admit(keyframe) {
                     continue;
                 }
+                let mut q = pkt.clone(); // payload is Bytes: a refcount, not a copy
+                if rewrite_header(publisher_pts, leg, publisher_pt, &mut q.header).is_err() {
+                    leg.seq.skip();
+                    continue;
+                }
+                q.header.sequence_number = leg.seq.rewrite(in_seq);
                 let Some(sub) = conns.get_mut(leg.conn) else {
                     continue;
                 };
