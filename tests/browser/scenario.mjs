@@ -249,7 +249,7 @@ try {
     console.log(`  screenshots ${path.join(OUT, 'command-room.png')}, site-view.png`);
   });
 
-  await test('phone screen: the site view collapses its strip', async () => {
+  await test('phone screen: the strip collapses, its hidden videos are not sent and resume when shown', async () => {
     const page = site1.page;
     await page.setViewportSize({ width: 390, height: 780 });
     const visible = () => page.evaluate(() => {
@@ -260,9 +260,22 @@ try {
     const folded = await visible();
     assert(!folded.strip && folded.main > 300, `strip hidden and main view wide on a phone: ${JSON.stringify(folded)}`);
     await page.screenshot({ path: path.join(OUT, 'site-view-phone.png') });
+    // The folded strip's videos are reported hidden, and the server stops sending them while
+    // the main view (the command room) keeps decoding.
+    const stripTrack = await page.evaluate((id) => window.rakorTest.videoTrackId(id), site2.id);
+    assert(stripTrack, 'site 2 video track known on site 1');
+    await pollUntil(page, () => window.rakorTest.trackViews(), (v) => v[stripTrack] === false, 5000, 'site 1 reports site 2 hidden');
+    const f0 = (await site1.stats()).participants;
+    await pollUntil(page, () => window.rakorTest.stats(), (s) => s.participants[host.id].framesDecoded > f0[host.id].framesDecoded + 20, 5000, 'main view keeps decoding');
+    const f1 = (await site1.stats()).participants;
+    const stalled = f1[site2.id].framesDecoded - f0[site2.id].framesDecoded;
+    assert(stalled <= 3, `hidden strip video still arriving: +${stalled} frames`);
     await page.click('#btn-strip');
     const open = await visible();
     assert(open.strip, `strip shown after the toggle: ${JSON.stringify(open)}`);
+    // Shown again: it resumes (from a keyframe the server asks for).
+    await pollUntil(page, () => window.rakorTest.trackViews(), (v) => v[stripTrack] === true, 5000, 'site 1 reports site 2 shown');
+    await pollUntil(page, () => window.rakorTest.stats(), (s) => s.participants[site2.id].framesDecoded > f1[site2.id].framesDecoded + 10, 8000, 'strip video resumes');
     await page.screenshot({ path: path.join(OUT, 'site-view-phone-strip.png') });
     await page.click('#btn-strip');
     await page.setViewportSize(site1.viewport);

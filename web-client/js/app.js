@@ -65,7 +65,9 @@ function startCall({ token, claims, media, publish }) {
   const banner = new Banner($('banner'));
   const audio = new AudioSink($('audio-sink'));
   const onSpotlight = (id) => call.setSpotlight(id);
-  const stage = new Stage({ root: $('call'), room, media, layout: isHost ? 'wall' : 'site', canSpotlight: isHost, onSpotlight });
+  // Tell the server which remote videos are on screen: hidden ones are not sent to us.
+  const onTrackView = (trackId, visible, width, height) => call.session?.setTrackView(trackId, visible, width, height);
+  const stage = new Stage({ root: $('call'), room, media, layout: isHost ? 'wall' : 'site', canSpotlight: isHost, onSpotlight, onTrackView });
   const people = new ParticipantList({ panel: $('participants-panel'), room, media, canSpotlight: isHost, onSpotlight });
   const controls = new Controls({ call, room, isHost, canPublish: publish, onLeave: () => call.leave() });
   setTestContext({ call, room });

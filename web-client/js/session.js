@@ -218,6 +218,16 @@ export class CallSession extends EventTarget {
     this.flushCandidates('publisher');
   }
 
+  /** A remote video's tile was shown or hidden: tell the server (only changes; tracks start
+   *  visible on the server). */
+  setTrackView(trackId, visible, width, height) {
+    this.trackViews ??= new Map();
+    const was = this.trackViews.get(trackId)?.visible ?? true;
+    this.trackViews.set(trackId, { visible, width, height });
+    if (was === visible) return;
+    this.send({ type: 'track_settings', track_id: trackId, visible, width, height });
+  }
+
   /** Dynacast: nobody shows our video, so stop encoding and sending it until told otherwise. */
   async onPublisherPause(msg) {
     const kind = Object.keys(this.ownTracks).find((k) => this.ownTracks[k] === msg.track_id);

@@ -60,6 +60,10 @@ export function installTestHooks() {
     tileIds: () => [...document.querySelectorAll('#stage .tile:not([data-self])')].map((el) => el.dataset.participantId),
     mainParticipantId: () => document.getElementById('main-view').dataset.participantId || null,
     network: () => ctx.network,
+    /** Remote video tracks this page told the server it shows / hides: trackId -> visible. */
+    trackViews: () => Object.fromEntries([...(ctx.call?.session?.trackViews ?? new Map())].map(([k, v]) => [k, v.visible])),
+    /** The server track id of a participant's video as received here. */
+    videoTrackId: (id) => ctx.room?.participants.get(id)?.media.video?.trackId ?? null,
     /** `error` messages the server sent during the call (non-fatal ones), oldest first. */
     serverErrors: () => ctx.serverErrors.slice(),
     /** Send a raw signalling message (tests of server-side enforcement, e.g. spotlight by a non-host). */

@@ -10,9 +10,10 @@ import { bestGrid } from '../grid.js';
 export class Stage {
   /**
    * @param {{root: HTMLElement, room: import('../room.js').Room, media: import('../media.js').LocalMedia,
-   *          layout: 'wall'|'site', canSpotlight: boolean, onSpotlight: (id: string|null) => void}} opts
+   *          layout: 'wall'|'site', canSpotlight: boolean, onSpotlight: (id: string|null) => void,
+   *          onTrackView?: (trackId: string, visible: boolean, width: number, height: number) => void}} opts
    */
-  constructor({ root, room, media, layout, canSpotlight, onSpotlight }) {
+  constructor({ root, room, media, layout, canSpotlight, onSpotlight, onTrackView }) {
     this.root = root;
     this.room = room;
     this.media = media;
@@ -40,6 +41,20 @@ export class Stage {
       if (tile && this.canSpotlight && !tile.dataset.self) onSpotlight(tile.dataset.participantId);
     });
     new ResizeObserver(() => this.layoutGrid()).observe(this.others);
+    // A tile that gets no box (collapsed strip) or a hidden page: its video need not be sent.
+    this.onTrackView = onTrackView;
+    this.viewObserver = new ResizeObserver((entries) => { for (const e of entries) this.reportView(e.target); });
+    document.addEventListener('visibilitychange', () => { for (const el of this.tiles.values()) this.reportView(el); });
+  }
+
+  /** Report whether a remote tile's video is on screen (the session sends only changes). */
+  reportView(el) {
+    const p = this.room.participants.get(el.dataset.participantId);
+    const trackId = p?.media.video?.trackId;
+    if (!trackId || !this.onTrackView) return;
+    const r = el.getBoundingClientRect();
+    const visible = r.width > 0 && r.height > 0 && document.visibilityState !== 'hidden';
+    this.onTrackView(trackId, visible, Math.round(r.width), Math.round(r.height));
   }
 
   /** The participant id shown in the main view ('' when the wall shows only the grid). */
@@ -50,11 +65,15 @@ export class Stage {
     const selfId = room.self?.id ?? '';
     // Tiles for remote participants: create new, drop gone.
     for (const [id, el] of this.tiles) {
-      if (!room.participants.has(id)) { el.remove(); this.tiles.delete(id); }
+      if (!room.participants.has(id)) { this.viewObserver.unobserve(el); el.remove(); this.tiles.delete(id); }
     }
     const list = room.list();
     for (const p of list) {
-      if (!this.tiles.has(p.id)) this.tiles.set(p.id, createTile(p.id, { canSpotlight: this.canSpotlight }));
+      if (!this.tiles.has(p.id)) {
+        const el = createTile(p.id, { canSpotlight: this.canSpotlight });
+        this.tiles.set(p.id, el);
+        this.viewObserver.observe(el);
+      }
     }
     // Our own tile, when we send anything.
     if (this.media?.hasAny && selfId) {
@@ -93,6 +112,7 @@ export class Stage {
     }
     this.syncSelf();
     this.layoutGrid();
+    for (const el of this.tiles.values()) this.reportView(el);
   }
 
   syncSelf() {
