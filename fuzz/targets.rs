@@ -154,15 +154,18 @@ fn rtp_payload(sel: u8, pkt: &rtc::rtp::packet::Packet) {
         ..Leg::new(0, 1)
     };
     let s0 = pkt.header.sequence_number;
-    assert!(leg.admit(false));
+    assert!(leg.admit(0, false));
     let first = leg.seq.rewrite(s0);
     leg.set_paused(true);
     for i in 1..=u16::from(sel) {
-        assert!(!leg.admit(i % 7 == 0));
+        assert!(!leg.admit(0, i % 7 == 0));
     }
     leg.set_paused(false);
     let resume = s0.wrapping_add(u16::from(sel)).wrapping_add(1);
-    assert!(!leg.admit(false), "resumed before a keyframe");
-    assert!(leg.admit(true));
-    assert_eq!(leg.seq.rewrite(resume.wrapping_add(1)), first.wrapping_add(1));
+    assert!(!leg.admit(0, false), "resumed before a keyframe");
+    assert!(leg.admit(0, true));
+    assert_eq!(
+        leg.seq.rewrite(resume.wrapping_add(1)),
+        first.wrapping_add(1)
+    );
 }

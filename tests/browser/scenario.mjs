@@ -371,6 +371,60 @@ try {
     }
   });
 
+  await test('simulcast: a 720p site sends 3 layers; each page gets the layer its tile needs, the spotlight a larger one', async () => {
+    const hd = new Peer('site-hd', mint('participant', 'diskominfo', 'Diskominfo (HD)'), { width: 960, height: 600 });
+    // Chromium's fake camera stays at 320x240 here; a moving 1280x720 canvas stands in for an HD camera.
+    const hdCamera = () => {
+      const orig = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+      navigator.mediaDevices.getUserMedia = async (c) => {
+        const s = await orig({ audio: c.audio, video: false });
+        if (c.video) {
+          const cv = Object.assign(document.createElement('canvas'), { width: 1280, height: 720 });
+          const g = cv.getContext('2d');
+          let n = 0;
+          setInterval(() => {
+            n++;
+            g.fillStyle = `hsl(${(n * 7) % 360} 60% 40%)`; g.fillRect(0, 0, 1280, 720);
+            g.fillStyle = '#fff'; g.fillRect((n * 23) % 1180, (n * 11) % 620, 100, 100);
+            g.font = '96px sans-serif'; g.fillText(String(n), 40, 120);
+          }, 66);
+          for (const t of cv.captureStream(15).getVideoTracks()) s.addTrack(t);
+        }
+        return s;
+      };
+    };
+    await hd.open(browser, base, '&quality=high', hdCamera);
+    await hd.join();
+    await hd.connected();
+    try {
+      await pollUntil(hd.page, () => window.rakorTest.publisherRids(), (r) => r.rids.join(',') === 'q,h,f', 8000, 'publisher sends rids q,h,f');
+      const width = (page, id) => page.evaluate(() => window.rakorTest.stats()).then((s) => s.participants[id] ?? {});
+      // The wall's 2x2 grid (tiles ~320 px high) gets the half layer; site 1's strip tile
+      // (~116 px high) the quarter layer.
+      const wall = await pollUntil(host.page, () => window.rakorTest.stats(),
+        (s) => s.participants[hd.id]?.framesDecoded > 15 && s.participants[hd.id].frameWidth > 0 && s.participants[hd.id].frameWidth <= 640,
+        MEDIA_TIMEOUT_MS, 'host wall decodes the HD site at the half layer');
+      const small = wall.value.participants[hd.id].frameWidth;
+      const strip = await pollUntil(site1.page, () => window.rakorTest.stats(),
+        (s) => s.participants[hd.id]?.framesDecoded > 5 && s.participants[hd.id].frameWidth > 0 && s.participants[hd.id].frameWidth <= 320,
+        MEDIA_TIMEOUT_MS, 'site 1 strip decodes the HD site at the quarter layer');
+      // Spotlighted: large in the host's main view, so a larger layer, still decoding.
+      await host.page.click(`#stage .tile[data-participant-id="${hd.id}"] [data-action="spotlight"]`);
+      const big = await pollUntil(host.page, () => window.rakorTest.stats(), (s) => s.participants[hd.id]?.frameWidth > small, 20000, 'host main view switches to a larger layer');
+      const f = big.value.participants[hd.id].framesDecoded;
+      await pollUntil(host.page, () => window.rakorTest.stats(), (s) => s.participants[hd.id].framesDecoded > f + 10, 5000, 'host keeps decoding after the switch');
+      const w = await width(site1.page, hd.id);
+      console.log(`  HD site: host wall ${small} px wide -> host main view ${big.value.participants[hd.id].frameWidth} px after ${big.ms} ms; site 1 strip ${strip.value.participants[hd.id].frameWidth} px -> main view ${w.frameWidth} px`);
+      await host.eval(() => window.rakorTest.send({ type: 'spotlight', participant_id: null }));
+    } finally {
+      await hd.page.click('#btn-leave').catch(() => {});
+      await hd.ctx.close();
+    }
+    for (const p of [host, site1, site2]) {
+      await pollUntil(p.page, () => window.rakorTest.tileCount(), (n) => n === 2, 8000, `${p.label}: HD site tile gone`);
+    }
+  });
+
   let viewerLike = null;
   await test('camera and microphone denied: clear message, joins receive-only and sees everyone', async () => {
     viewerLike = new Peer('no-devices', mint('participant', 'camat-bantaran', 'Kecamatan Bantaran'), { width: 960, height: 600 });

@@ -12,6 +12,22 @@ const RTC_CONFIG = { iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 
 const FATAL = new Set(['unsupported_version', 'invalid_token', 'token_expired', 'wrong_room', 'server_shutting_down',
   'refused', 'not_invited', 'session_ended', 'not_yet_valid', 'replaced']);
 const ICE_CONNECT_TIMEOUT_MS = 20000;
+
+/**
+ * Video encodings to send. From 640 px wide up, three simulcast layers by RID, low to high
+ * (`q` quarter, `h` half, `f` full size; the server relies on this order) so the server can give
+ * a small wall tile the small layer and a main view the large one; below that one stream.
+ * The browser itself drops layers its resolution or bandwidth cannot carry.
+ */
+function sendEncodings(q, track) {
+  const width = track.getSettings?.().width ?? q.width;
+  if (width < 640) return [{ maxBitrate: q.maxBitrate }];
+  return [
+    { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: Math.round(q.maxBitrate * 0.15) },
+    { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: Math.round(q.maxBitrate * 0.35) },
+    { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: q.maxBitrate },
+  ];
+}
 const ICE_DISCONNECTED_GRACE_MS = 6000;
 // The server keeps a dropped participant for `server.resume_grace` (30 s by default).
 const RESUME_WINDOW_MS = 25000;
@@ -210,7 +226,7 @@ export class CallSession extends EventTarget {
     for (const track of [this.media.audioTrack, this.media.videoTrack]) {
       if (!track) continue;
       const init = { direction: 'sendonly', streams: [this.media.stream] };
-      if (track.kind === 'video') init.sendEncodings = [{ maxBitrate: q.maxBitrate }];
+      if (track.kind === 'video') init.sendEncodings = sendEncodings(q, track);
       this.pubTransceivers[track.kind] = pc.addTransceiver(track, init);
     }
     await pc.setLocalDescription(await pc.createOffer());
@@ -218,13 +234,15 @@ export class CallSession extends EventTarget {
     this.flushCandidates('publisher');
   }
 
-  /** A remote video's tile was shown or hidden: tell the server (only changes; tracks start
-   *  visible on the server). */
+  /** A remote video's tile was shown, hidden or resized: tell the server when that changes what
+   *  it should send (visibility, or the simulcast size class: up to 240, 480, larger). */
   setTrackView(trackId, visible, width, height) {
     this.trackViews ??= new Map();
-    const was = this.trackViews.get(trackId)?.visible ?? true;
-    this.trackViews.set(trackId, { visible, width, height });
-    if (was === visible) return;
+    const sizeClass = height <= 240 ? 0 : height <= 480 ? 1 : 2;
+    const key = visible ? `v${sizeClass}` : 'hidden';
+    const was = this.trackViews.get(trackId)?.key;
+    this.trackViews.set(trackId, { visible, width, height, key });
+    if (was === key) return;
     this.send({ type: 'track_settings', track_id: trackId, visible, width, height });
   }
 

@@ -60,6 +60,11 @@ export function installTestHooks() {
     tileIds: () => [...document.querySelectorAll('#stage .tile:not([data-self])')].map((el) => el.dataset.participantId),
     mainParticipantId: () => document.getElementById('main-view').dataset.participantId || null,
     network: () => ctx.network,
+    /** RIDs of our video sender's encodings (simulcast layers), low to high; [] = one stream. */
+    publisherRids: () => ({
+      rids: (ctx.call?.session?.pubTransceivers?.video?.sender.getParameters().encodings ?? []).map((e) => e.rid).filter(Boolean),
+      width: ctx.call?.media.videoTrack?.getSettings().width ?? null,
+    }),
     /** Remote video tracks this page told the server it shows / hides: trackId -> visible. */
     trackViews: () => Object.fromEntries([...(ctx.call?.session?.trackViews ?? new Map())].map(([k, v]) => [k, v.visible])),
     /** The server track id of a participant's video as received here. */

@@ -1,13 +1,20 @@
-//! The embedded synthetic media (a VP8 IVF and an Opus Ogg, see `assets/README.md`) and the two
-//! small container parsers that split them into encoded frames.
+//! The embedded synthetic media (three VP8 IVFs — one per simulcast layer — and an Opus Ogg, see
+//! `assets/README.md`) and the two small container parsers that split them into encoded frames.
 //!
 //! The parsers take untrusted-shaped bytes and never panic: every length is checked, and a
 //! malformed file is an [`AssetError`].
 
 use bytes::Bytes;
 
-/// The VP8 test pattern: 320x240, 15 fps, 60 frames, keyframes at frames 0 and 30.
+/// The VP8 test pattern: 320x240, 15 fps, 60 frames, keyframes at frames 0 and 30. The video of
+/// a non-simulcast sender, and simulcast layer 0 (rid `q`).
 pub static VP8_IVF: &[u8] = include_bytes!("../assets/testsrc-320x240-15fps.ivf");
+/// Simulcast layer 1 (rid `h`): 640x360, 15 fps, 60 frames, keyframes at frames 0 and 30.
+pub static VP8_IVF_MID: &[u8] = include_bytes!("../assets/testsrc-640x360-15fps.ivf");
+/// Simulcast layer 2 (rid `f`): 1280x720, 15 fps, 60 frames, keyframes at frames 0 and 30.
+pub static VP8_IVF_HIGH: &[u8] = include_bytes!("../assets/testsrc-1280x720-15fps.ivf");
+/// The VP8 asset of each simulcast layer, lowest first (layer index = position).
+pub static VP8_LAYER_IVFS: [&[u8]; 3] = [VP8_IVF, VP8_IVF_MID, VP8_IVF_HIGH];
 /// The Opus tone: 48 kHz stereo, 20 ms per packet.
 pub static OPUS_OGG: &[u8] = include_bytes!("../assets/tone-440hz-48k.ogg");
 
@@ -167,6 +174,44 @@ mod tests {
         assert_eq!(keyframes, vec![0, 30]);
         // Keyframes are larger than one RTP packet, so fragmentation is exercised.
         assert!(frames[0].data.len() > 1200);
+    }
+
+    #[test]
+    fn simulcast_layer_assets_have_60_frames_keyframes_at_0_and_30_and_rising_resolution() {
+        // (asset, width, height, bytes of one loop within ±35 % of this bitrate at 15 fps / 4 s)
+        let cases: [(&[u8], u16, u16, u64); 3] = [
+            (VP8_IVF, 320, 240, 120_000),
+            (VP8_IVF_MID, 640, 360, 300_000),
+            (VP8_IVF_HIGH, 1280, 720, 600_000),
+        ];
+        assert_eq!(VP8_LAYER_IVFS[0].as_ptr(), VP8_IVF.as_ptr());
+        for (layer, (file, width, height, bitrate)) in cases.into_iter().enumerate() {
+            assert_eq!(VP8_LAYER_IVFS[layer].len(), file.len());
+            let (header, frames) = parse_ivf(file).unwrap();
+            assert_eq!(&header.fourcc, b"VP80", "layer {layer}");
+            assert_eq!(
+                (header.width, header.height),
+                (width, height),
+                "layer {layer}"
+            );
+            assert_eq!(frames.len(), 60, "layer {layer}");
+            let keyframes: Vec<usize> = frames
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| vp8_frame_is_keyframe(&f.data))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(keyframes, vec![0, 30], "layer {layer}");
+            let bits: u64 = frames.iter().map(|f| f.data.len() as u64 * 8).sum::<u64>() / 4;
+            assert!(
+                bits * 100 >= bitrate * 65 && bits * 100 <= bitrate * 135,
+                "layer {layer}: {bits} bit/s, expected about {bitrate}"
+            );
+        }
+        // Larger layers really are larger (first keyframe), so the layers are distinguishable.
+        let first = |f: &[u8]| parse_ivf(f).unwrap().1[0].data.len();
+        assert!(first(VP8_IVF) < first(VP8_IVF_MID));
+        assert!(first(VP8_IVF_MID) < first(VP8_IVF_HIGH));
     }
 
     #[test]

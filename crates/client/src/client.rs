@@ -49,6 +49,10 @@ pub struct ClientOptions {
     /// RFC 6464 header extension; `None` = no extension (the server then always forwards this
     /// audio). Change it during the call with [`Client::set_audio_level`].
     pub audio_level: Option<u8>,
+    /// Publish the video as simulcast: one transceiver with three encodings, rid `q`, `h`, `f`
+    /// (low to high: 320x240, 640x360, 1280x720 assets), each on its own SSRC, every packet
+    /// carrying the mid and rid header extensions (default false: one plain encoding).
+    pub simulcast: bool,
 }
 
 impl ClientOptions {
@@ -65,12 +69,19 @@ impl ClientOptions {
             resume_window: Duration::from_secs(30),
             room: None,
             audio_level: None,
+            simulcast: false,
         }
     }
 
     /// Send this audio level with the published audio (see [`ClientOptions::audio_level`]).
     pub fn audio_level(mut self, level: Option<u8>) -> Self {
         self.audio_level = level;
+        self
+    }
+
+    /// Publish video as three simulcast layers (see [`ClientOptions::simulcast`]).
+    pub fn simulcast(mut self, on: bool) -> Self {
+        self.simulcast = on;
         self
     }
 
@@ -197,6 +208,7 @@ impl Client {
         ));
         let mut session = session;
         session.audio_level = audio_level.clone();
+        session.simulcast = opts.simulcast;
         let client = Client {
             joined,
             cmd_tx,

@@ -1,14 +1,15 @@
 //! Media tasks around the `webrtc` tracks: [`LocalTrack`] loops a packetized asset into a
-//! `TrackLocalStaticRTP` in real time and reads the RTCP feedback about it (a PLI or FIR makes the
-//! pacer jump to a keyframe); [`read_remote_track`] drains a remote track, counts every packet
+//! `TrackLocalStaticRTP` in real time — or, as simulcast, one asset per layer (rid `q`/`h`/`f`),
+//! each on its own SSRC — and reads the RTCP feedback about it (a PLI or FIR makes the pacer of
+//! the SSRC it names jump to a keyframe); [`read_remote_track`] drains a remote track, counts every packet
 //! into the [`StatsHub`], and sends PLIs until the first video keyframe arrives.
 //!
 //! These are public so tools can wire peer connections by hand (the in-process loopback test
 //! does); [`crate::Client`] uses them for the signalled connections.
 
 use crate::error::ClientError;
-use crate::packetizer::{self, MediaAsset};
-use crate::peer::{opus_codec, vp8_codec};
+use crate::packetizer::{self, MediaAsset, VIDEO_LAYERS};
+use crate::peer::{self, opus_codec, vp8_codec};
 use crate::stats::StatsHub;
 use rakor_proto::TrackKind;
 use rtc::media_stream::MediaStreamTrack;
@@ -21,7 +22,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -49,18 +50,52 @@ pub(crate) fn codec_kind(kind: TrackKind) -> RtpCodecKind {
     }
 }
 
-/// One published track that loops the embedded asset of its kind.
-pub struct LocalTrack {
-    pub kind: TrackKind,
-    pub ssrc: u32,
-    pub track: Arc<TrackLocalStaticRTP>,
+/// The rids of the simulcast layers, lowest first, as offered (`a=simulcast:send q;h;f`).
+pub const SIMULCAST_RIDS: [&str; VIDEO_LAYERS] = ["q", "h", "f"];
+
+/// One encoding of a local track: its SSRC, the asset it loops and its own keyframe request.
+struct Layer {
+    /// 0 = low … 2 = high; the index into [`SIMULCAST_RIDS`] and the assets.
+    index: usize,
+    /// The rid of a simulcast layer; `None` for a plain (single-encoding) track.
+    rid: Option<&'static str>,
+    ssrc: u32,
     asset: &'static MediaAsset,
     keyframe_request: Arc<AtomicBool>,
+}
+
+/// One published track that loops the embedded asset of its kind — or, for a simulcast video
+/// track, one asset per layer, each on its own SSRC.
+pub struct LocalTrack {
+    pub kind: TrackKind,
+    /// The SSRC of the track's (first) encoding; layer 0's for a simulcast track.
+    pub ssrc: u32,
+    pub track: Arc<TrackLocalStaticRTP>,
+    layers: Vec<Layer>,
     /// Audio level (0 = loudest … 127 = silence, -dBov) sent in the RFC 6464 extension with
     /// every audio packet; [`NO_AUDIO_LEVEL`] = no extension.
     audio_level: Arc<AtomicU8>,
-    /// The server asked us to stop sending (dynacast): the pacer sends nothing meanwhile.
+    /// The server asked us to stop sending (dynacast): the pacers send nothing meanwhile.
     paused: Arc<AtomicBool>,
+    /// Set by [`LocalTrack::add_to`]; simulcast packets carry its mid.
+    transceiver: OnceLock<Arc<dyn RtpTransceiver>>,
+}
+
+fn encoding(
+    codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
+    ssrc: u32,
+    rid: &str,
+) -> RTCRtpEncodingParameters {
+    RTCRtpEncodingParameters {
+        rtp_coding_parameters: RTCRtpCodingParameters {
+            rid: rid.to_owned(),
+            ssrc: Some(ssrc),
+            ..Default::default()
+        },
+        active: true,
+        codec,
+        ..Default::default()
+    }
 }
 
 impl LocalTrack {
@@ -72,38 +107,94 @@ impl LocalTrack {
             TrackKind::Audio => opus_codec(),
             TrackKind::Video => vp8_codec(vec![]),
         };
+        let layer = Layer {
+            index: 0,
+            rid: None,
+            ssrc,
+            asset,
+            keyframe_request: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(Self::with_layers(
+            kind,
+            stream_id,
+            vec![encoding(codec, ssrc, "")],
+            vec![layer],
+        ))
+    }
+
+    /// A simulcast video track in media stream `stream_id`: one transceiver whose track has
+    /// three encodings, rid `q`, `h`, `f` (low to high, in that order in the offer), each with
+    /// its own random SSRC and looping its own asset ([`packetizer::video_layer`]).
+    pub fn new_simulcast_video(stream_id: &str) -> Result<Self, ClientError> {
+        let mut ssrcs: Vec<u32> = Vec::with_capacity(VIDEO_LAYERS);
+        while ssrcs.len() < VIDEO_LAYERS {
+            let ssrc = rand::random::<u32>();
+            if ssrc != 0 && !ssrcs.contains(&ssrc) {
+                ssrcs.push(ssrc);
+            }
+        }
+        let mut encodings = Vec::with_capacity(VIDEO_LAYERS);
+        let mut layers = Vec::with_capacity(VIDEO_LAYERS);
+        for (index, (rid, ssrc)) in SIMULCAST_RIDS.into_iter().zip(ssrcs).enumerate() {
+            encodings.push(encoding(vp8_codec(vec![]), ssrc, rid));
+            layers.push(Layer {
+                index,
+                rid: Some(rid),
+                ssrc,
+                asset: packetizer::video_layer(index)?,
+                keyframe_request: Arc::new(AtomicBool::new(false)),
+            });
+        }
+        Ok(Self::with_layers(
+            TrackKind::Video,
+            stream_id,
+            encodings,
+            layers,
+        ))
+    }
+
+    fn with_layers(
+        kind: TrackKind,
+        stream_id: &str,
+        encodings: Vec<RTCRtpEncodingParameters>,
+        layers: Vec<Layer>,
+    ) -> Self {
         let name = crate::stats::kind_key(kind);
         let track = MediaStreamTrack::new(
             stream_id.to_owned(),
             format!("{stream_id}-{name}"),
             format!("rakor-{name}"),
             codec_kind(kind),
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                active: true,
-                codec,
-                ..Default::default()
-            }],
+            encodings,
         );
-        Ok(Self {
+        Self {
             kind,
-            ssrc,
+            ssrc: layers.first().map_or(0, |l| l.ssrc),
             track: Arc::new(TrackLocalStaticRTP::new(track)),
-            asset,
-            keyframe_request: Arc::new(AtomicBool::new(false)),
+            layers,
             audio_level: Arc::new(AtomicU8::new(NO_AUDIO_LEVEL)),
             paused: Arc::new(AtomicBool::new(false)),
-        })
+            transceiver: OnceLock::new(),
+        }
     }
 
-    /// Stop (or resume) sending; resuming starts at a keyframe.
+    /// Whether this track is sent as simulcast (several rid-tagged encodings).
+    pub fn is_simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+
+    /// The SSRC of every encoding, lowest layer first (one entry unless simulcast).
+    pub fn ssrcs(&self) -> Vec<u32> {
+        self.layers.iter().map(|l| l.ssrc).collect()
+    }
+
+    /// Stop (or resume) sending, on every layer; resuming starts each layer at a keyframe.
     pub fn set_paused(&self, paused: bool) {
         let was = self.paused.swap(paused, Ordering::Relaxed);
         if was && !paused {
-            self.keyframe_request.store(true, Ordering::Relaxed);
+            for l in &self.layers {
+                l.keyframe_request.store(true, Ordering::Relaxed);
+            }
         }
     }
 
@@ -119,7 +210,7 @@ impl LocalTrack {
         pc: &Arc<dyn PeerConnection>,
     ) -> Result<Arc<dyn RtpTransceiver>, ClientError> {
         let track: Arc<dyn TrackLocal> = self.track.clone();
-        Ok(pc
+        let transceiver = pc
             .add_transceiver_from_track(
                 track,
                 Some(RTCRtpTransceiverInit {
@@ -127,23 +218,29 @@ impl LocalTrack {
                     ..Default::default()
                 }),
             )
-            .await?)
+            .await?;
+        // Only the first transceiver counts; a track is added to one connection.
+        let _ = self.transceiver.set(transceiver.clone());
+        Ok(transceiver)
     }
 
-    /// Start pacing the asset and reading RTCP feedback, once the connection is negotiated and
-    /// connected. Returns the two tasks (abort them to stop).
+    /// Start pacing the asset(s) and reading RTCP feedback, once the connection is negotiated
+    /// and connected. Returns the tasks — one pacer per layer, then the RTCP reader (abort them
+    /// to stop).
     pub async fn start(
         &self,
         sender: &Arc<dyn RtpSender>,
         hub: Arc<StatsHub>,
-    ) -> Result<[JoinHandle<()>; 2], ClientError> {
+    ) -> Result<Vec<JoinHandle<()>>, ClientError> {
         let params = sender.get_parameters().await?.rtp_parameters;
-        let audio_level_ext = params
-            .header_extensions
-            .iter()
-            .find(|e| e.uri == AUDIO_LEVEL_URI)
-            .and_then(|e| u8::try_from(e.id).ok())
-            .filter(|_| self.kind == TrackKind::Audio);
+        let ext_id = |uri: &str| {
+            params
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == uri)
+                .and_then(|e| u8::try_from(e.id).ok())
+        };
+        let audio_level_ext = ext_id(AUDIO_LEVEL_URI).filter(|_| self.kind == TrackKind::Audio);
         let payload_type = params
             .codecs
             .first()
@@ -151,156 +248,252 @@ impl LocalTrack {
             .ok_or_else(|| {
                 ClientError::Signalling("no codec negotiated for a local track".into())
             })?;
-        let pacer = tokio::spawn(pace(
-            self.track.clone(),
-            self.asset,
-            self.ssrc,
-            payload_type,
-            hub.clone(),
-            self.keyframe_request.clone(),
-            audio_level_ext.map(|id| (id, self.audio_level.clone())),
-            self.paused.clone(),
-        ));
-        let rtcp = tokio::spawn(read_feedback(
+        // Simulcast layers name their m-section and rid in every packet: the offer has no
+        // `a=ssrc` lines, so that is how the receiver maps each SSRC to its layer.
+        let mut simulcast_exts: Vec<(u8, bytes::Bytes)> = Vec::new();
+        let mut rid_ext = None;
+        if self.is_simulcast() {
+            rid_ext = Some(ext_id(peer::SDES_RTP_STREAM_ID_URI).ok_or_else(|| {
+                ClientError::Signalling(
+                    "simulcast: the rtp-stream-id header extension was not negotiated".into(),
+                )
+            })?);
+            let mid = match self.transceiver.get() {
+                Some(t) => t.mid().await.ok().flatten(),
+                None => None,
+            };
+            match (ext_id(peer::SDES_MID_URI), mid) {
+                (Some(id), Some(mid)) => simulcast_exts.push((id, bytes::Bytes::from(mid))),
+                _ => hub.push_error(
+                    "simulcast: no mid header extension or mid; layers carry only their rid".into(),
+                ),
+            }
+        }
+        let mut tasks = Vec::with_capacity(self.layers.len() + 1);
+        for layer in &self.layers {
+            let mut extensions = simulcast_exts.clone();
+            if let (Some(id), Some(rid)) = (rid_ext, layer.rid) {
+                extensions.push((id, bytes::Bytes::from_static(rid.as_bytes())));
+            }
+            let pacer = Pacer {
+                track: self.track.clone(),
+                asset: layer.asset,
+                layer: layer.index,
+                ssrc: layer.ssrc,
+                payload_type,
+                hub: hub.clone(),
+                keyframe_request: layer.keyframe_request.clone(),
+                audio_level: audio_level_ext.map(|id| (id, self.audio_level.clone())),
+                paused: self.paused.clone(),
+                extensions,
+            };
+            tasks.push(tokio::spawn(pacer.run()));
+        }
+        let requests = self
+            .layers
+            .iter()
+            .map(|l| (l.ssrc, l.keyframe_request.clone()))
+            .collect();
+        tasks.push(tokio::spawn(read_feedback(
             self.track.clone(),
             self.kind,
             hub,
-            self.keyframe_request.clone(),
-        ));
-        Ok([pacer, rtcp])
+            requests,
+        )));
+        Ok(tasks)
     }
 }
 
-/// Loop `asset` into `track` in real time: one frame per `frame_duration`, the RTP timestamp
-/// advancing by `ticks_per_frame`, the marker bit on the last packet of each video frame.
-#[allow(clippy::too_many_arguments)]
-async fn pace(
+/// One layer's pacer: loops `asset` into `track` in real time with this layer's SSRC.
+struct Pacer {
     track: Arc<TrackLocalStaticRTP>,
     asset: &'static MediaAsset,
+    layer: usize,
     ssrc: u32,
     payload_type: u8,
     hub: Arc<StatsHub>,
     keyframe_request: Arc<AtomicBool>,
     audio_level: Option<(u8, Arc<AtomicU8>)>,
     paused: Arc<AtomicBool>,
-) {
-    let kind = asset.kind;
-    let mut seq: u16 = rand::random();
-    let mut timestamp: u32 = rand::random();
-    let mut index = 0usize;
-    let mut first = true;
-    let mut last_keyframe_jump: Option<Instant> = None;
-    let mut ticker = tokio::time::interval(asset.frame_duration);
-    loop {
-        ticker.tick().await;
-        if paused.load(Ordering::Relaxed) {
-            // Keep the media clock running so the stream resumes at the right time.
-            timestamp = timestamp.wrapping_add(asset.ticks_per_frame);
-            continue;
-        }
-        if keyframe_request.swap(false, Ordering::Relaxed) {
-            let now = Instant::now();
-            if last_keyframe_jump.is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
-            {
-                index = asset.next_keyframe(index);
-                last_keyframe_jump = Some(now);
+    /// Header extensions (id, value) set on every packet (simulcast: mid and rid).
+    extensions: Vec<(u8, bytes::Bytes)>,
+}
+
+impl Pacer {
+    /// One frame per `frame_duration`, the RTP timestamp advancing by `ticks_per_frame`, the
+    /// marker bit on the last packet of each video frame.
+    async fn run(self) {
+        let Pacer {
+            track,
+            asset,
+            layer,
+            ssrc,
+            payload_type,
+            hub,
+            keyframe_request,
+            audio_level,
+            paused,
+            extensions,
+        } = self;
+        let kind = asset.kind;
+        let mut seq: u16 = rand::random();
+        let mut timestamp: u32 = rand::random();
+        let mut index = 0usize;
+        let mut first = true;
+        let mut last_keyframe_jump: Option<Instant> = None;
+        let mut ticker = tokio::time::interval(asset.frame_duration);
+        loop {
+            ticker.tick().await;
+            if paused.load(Ordering::Relaxed) {
+                // Keep the media clock running so the stream resumes at the right time.
+                timestamp = timestamp.wrapping_add(asset.ticks_per_frame);
+                continue;
             }
-        }
-        let Some(frame) = asset.frames.get(index) else {
-            index = 0;
-            continue;
-        };
-        let last = frame.payloads.len().saturating_sub(1);
-        let (mut packets, mut bytes, mut errors) = (0u64, 0u64, 0u64);
-        for (i, payload) in frame.payloads.iter().enumerate() {
-            let marker = match kind {
-                TrackKind::Video => i == last,
-                TrackKind::Audio => first,
+            if keyframe_request.swap(false, Ordering::Relaxed) {
+                let now = Instant::now();
+                if last_keyframe_jump
+                    .is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
+                {
+                    index = asset.next_keyframe(index);
+                    last_keyframe_jump = Some(now);
+                }
+            }
+            let Some(frame) = asset.frames.get(index) else {
+                index = 0;
+                continue;
             };
-            let mut pkt = rtc::rtp::Packet {
-                header: Header {
-                    version: 2,
-                    marker,
-                    payload_type,
-                    sequence_number: seq,
-                    timestamp,
-                    ssrc,
-                    ..Default::default()
-                },
-                payload: payload.clone(),
-            };
-            if let Some((id, level)) = &audio_level {
-                let level = level.load(Ordering::Relaxed);
-                if level != NO_AUDIO_LEVEL {
-                    let level = level.min(127);
-                    let v = if level <= VOICE_LEVEL { 0x80 } else { 0 };
-                    let ext = bytes::Bytes::copy_from_slice(&[v | level]);
-                    if let Err(e) = pkt.header.set_extension(*id, ext) {
-                        tracing::debug!(error = %e, "audio level extension not set");
+            let last = frame.payloads.len().saturating_sub(1);
+            let (mut packets, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+            for (i, payload) in frame.payloads.iter().enumerate() {
+                let marker = match kind {
+                    TrackKind::Video => i == last,
+                    TrackKind::Audio => first,
+                };
+                let mut pkt = rtc::rtp::Packet {
+                    header: Header {
+                        version: 2,
+                        marker,
+                        payload_type,
+                        sequence_number: seq,
+                        timestamp,
+                        ssrc,
+                        ..Default::default()
+                    },
+                    payload: payload.clone(),
+                };
+                for (id, value) in &extensions {
+                    if let Err(e) = pkt.header.set_extension(*id, value.clone()) {
+                        tracing::debug!(error = %e, id, "header extension not set");
+                    }
+                }
+                if let Some((id, level)) = &audio_level {
+                    let level = level.load(Ordering::Relaxed);
+                    if level != NO_AUDIO_LEVEL {
+                        let level = level.min(127);
+                        let v = if level <= VOICE_LEVEL { 0x80 } else { 0 };
+                        let ext = bytes::Bytes::copy_from_slice(&[v | level]);
+                        if let Err(e) = pkt.header.set_extension(*id, ext) {
+                            tracing::debug!(error = %e, "audio level extension not set");
+                        }
+                    }
+                }
+                match track.write_rtp(pkt).await {
+                    Ok(()) => {
+                        seq = seq.wrapping_add(1);
+                        packets += 1;
+                        bytes += payload.len() as u64;
+                        first = false;
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        tracing::debug!(error = %e, ?kind, layer, "write_rtp failed");
                     }
                 }
             }
-            match track.write_rtp(pkt).await {
-                Ok(()) => {
-                    seq = seq.wrapping_add(1);
-                    packets += 1;
-                    bytes += payload.len() as u64;
-                    first = false;
-                }
-                Err(e) => {
-                    errors += 1;
-                    tracing::debug!(error = %e, ?kind, "write_rtp failed");
-                }
-            }
-        }
-        let keyframe = frame.keyframe;
-        index += 1;
-        let wrapped = index >= asset.frames.len();
-        if wrapped {
-            index = 0;
-        }
-        timestamp = timestamp.wrapping_add(asset.ticks_per_frame);
-        hub.update_sent(kind, |s| {
-            s.packets += packets;
-            s.bytes += bytes;
-            s.write_errors += errors;
-            if packets > 0 {
-                s.frames += 1;
-                if keyframe {
-                    s.keyframes += 1;
-                }
-            }
+            let keyframe = frame.keyframe;
+            index += 1;
+            let wrapped = index >= asset.frames.len();
             if wrapped {
-                s.loops += 1;
+                index = 0;
             }
-        });
+            timestamp = timestamp.wrapping_add(asset.ticks_per_frame);
+            hub.update_sent(kind, |s| {
+                s.packets += packets;
+                s.bytes += bytes;
+                s.write_errors += errors;
+                if kind == TrackKind::Video {
+                    if let Some(n) = s.layer_packets.get_mut(layer) {
+                        *n += packets;
+                    }
+                }
+                if packets > 0 {
+                    s.frames += 1;
+                    if keyframe {
+                        s.keyframes += 1;
+                    }
+                }
+                if wrapped {
+                    s.loops += 1;
+                }
+            });
+        }
     }
 }
 
-/// Count the feedback about a local track and flag keyframe requests for its pacer.
+/// Which layers (indices into `layer_ssrcs`) a keyframe request naming `requested` SSRCs is
+/// for. A single-encoding track answers every request; a simulcast track answers the layers
+/// named, or all of them when the request names none of its SSRCs.
+fn keyframe_targets(layer_ssrcs: &[u32], requested: &[u32]) -> Vec<usize> {
+    if layer_ssrcs.len() == 1 {
+        return vec![0];
+    }
+    let named: Vec<usize> = layer_ssrcs
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| requested.contains(s))
+        .map(|(i, _)| i)
+        .collect();
+    if named.is_empty() {
+        (0..layer_ssrcs.len()).collect()
+    } else {
+        named
+    }
+}
+
+/// Count the feedback about a local track and flag keyframe requests for the pacer of the
+/// layer (SSRC) they name. `layers` is (SSRC, keyframe flag) per layer.
 async fn read_feedback(
     track: Arc<TrackLocalStaticRTP>,
     kind: TrackKind,
     hub: Arc<StatsHub>,
-    keyframe_request: Arc<AtomicBool>,
+    layers: Vec<(u32, Arc<AtomicBool>)>,
 ) {
+    let layer_ssrcs: Vec<u32> = layers.iter().map(|(s, _)| *s).collect();
     while let Some(ev) = track.poll().await {
         let TrackLocalEvent::OnRtcpPacket(packets) = ev else {
             continue;
         };
         let (mut plis, mut firs, mut nacks) = (0u64, 0u64, 0u64);
+        let mut requested: Vec<u32> = Vec::new();
         for p in &packets {
             let any = p.as_any();
-            if any.is::<PictureLossIndication>() {
+            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                 plis += 1;
-            } else if any.is::<FullIntraRequest>() {
+                requested.push(pli.media_ssrc);
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
                 firs += 1;
+                requested.push(fir.media_ssrc);
+                requested.extend(fir.fir.iter().map(|e| e.ssrc));
             } else if any.is::<TransportLayerNack>() {
                 nacks += 1;
             }
         }
         if plis + firs > 0 {
-            keyframe_request.store(true, Ordering::Relaxed);
+            for i in keyframe_targets(&layer_ssrcs, &requested) {
+                if let Some((_, flag)) = layers.get(i) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            }
         }
         if plis + firs + nacks > 0 {
             hub.update_sent(kind, |s| {
@@ -369,4 +562,77 @@ pub async fn request_keyframe(track: &Arc<dyn TrackRemote>) -> Result<(), Client
         return Ok(());
     }
     Ok(track.write_rtcp(packets).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn keyframe_requests_go_to_the_layer_they_name() {
+        let (q, h, f) = (11u32, 22u32, 33u32);
+        // (layer SSRCs, SSRCs named by the PLIs/FIRs, layers that jump to a keyframe)
+        let cases: &[(&[u32], &[u32], &[usize])] = &[
+            (&[q], &[q], &[0]),
+            (&[q], &[999], &[0]), // a plain track answers any request, as before
+            (&[q], &[], &[0]),
+            (&[q, h, f], &[h], &[1]),
+            (&[q, h, f], &[f, q], &[0, 2]),
+            (&[q, h, f], &[0], &[0, 1, 2]), // names none of ours: all layers
+            (&[q, h, f], &[999, f], &[2]),
+        ];
+        for (layers, requested, want) in cases {
+            assert_eq!(
+                keyframe_targets(layers, requested),
+                want.to_vec(),
+                "{layers:?} {requested:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn simulcast_track_has_three_rid_encodings_with_distinct_ssrcs() {
+        let t = LocalTrack::new_simulcast_video("PA_s").unwrap();
+        assert!(t.is_simulcast());
+        let ssrcs = t.ssrcs();
+        assert_eq!(ssrcs.len(), 3);
+        assert_eq!(t.ssrc, ssrcs[0]);
+        assert!(ssrcs[0] != ssrcs[1] && ssrcs[1] != ssrcs[2] && ssrcs[0] != ssrcs[2]);
+        let track = t.track.track().await;
+        let codings: Vec<(String, Option<u32>)> = track
+            .codings()
+            .iter()
+            .map(|c| {
+                (
+                    c.rtp_coding_parameters.rid.to_string(),
+                    c.rtp_coding_parameters.ssrc,
+                )
+            })
+            .collect();
+        let want: Vec<(String, Option<u32>)> = SIMULCAST_RIDS
+            .iter()
+            .zip(&ssrcs)
+            .map(|(r, s)| (r.to_string(), Some(*s)))
+            .collect();
+        assert_eq!(codings, want);
+        for (i, l) in t.layers.iter().enumerate() {
+            assert!(std::ptr::eq(l.asset, packetizer::video_layer(i).unwrap()));
+        }
+        // Pausing pauses every layer; resuming asks each layer for a keyframe.
+        t.set_paused(true);
+        assert!(t.paused.load(Ordering::Relaxed));
+        t.set_paused(false);
+        assert!(t
+            .layers
+            .iter()
+            .all(|l| l.keyframe_request.load(Ordering::Relaxed)));
+        // A plain track is unchanged: one encoding, no rid.
+        let plain = LocalTrack::new(TrackKind::Video, "PA_s").unwrap();
+        assert!(!plain.is_simulcast());
+        assert_eq!(plain.ssrcs(), vec![plain.ssrc]);
+        let track = plain.track.track().await;
+        assert_eq!(track.codings().len(), 1);
+        assert!(track.codings()[0].rtp_coding_parameters.rid.is_empty());
+    }
 }

@@ -4,8 +4,10 @@
 //!
 //! Every sender packetizes the same asset with the same rules, so the set of payloads — and of
 //! their hashes — is a fixed, precomputed [`MediaAsset::hashes`]. A receiver proves a payload is
-//! intact by finding its hash in that set. The VP8 descriptor carries no PictureID (it is
-//! optional), so payloads do not change from one loop of the asset to the next.
+//! intact by finding its hash in that set; video has one asset per simulcast layer
+//! ([`video_layer`]), so the set it is found in ([`find_payload`]) also names the layer. The VP8
+//! descriptor carries no PictureID (it is optional), so payloads do not change from one loop of
+//! the asset to the next.
 
 use crate::assets::{self, AssetError};
 use bytes::Bytes;
@@ -191,8 +193,8 @@ impl MediaAsset {
     }
 }
 
-fn build_video() -> Result<MediaAsset, AssetError> {
-    let (header, frames) = assets::parse_ivf(assets::VP8_IVF)?;
+fn build_video(ivf: &[u8]) -> Result<MediaAsset, AssetError> {
+    let (header, frames) = assets::parse_ivf(ivf)?;
     if &header.fourcc != b"VP80" {
         return Err(AssetError {
             container: "ivf",
@@ -232,16 +234,51 @@ fn build_audio() -> Result<MediaAsset, AssetError> {
     )
 }
 
-static VIDEO: OnceLock<Result<MediaAsset, AssetError>> = OnceLock::new();
-static AUDIO: OnceLock<Result<MediaAsset, AssetError>> = OnceLock::new();
+/// Simulcast layers a sender can publish (rids `q`, `h`, `f`), each looping its own asset.
+pub const VIDEO_LAYERS: usize = 3;
 
-/// The packetized asset for `kind`, built once per process.
+type Cell = OnceLock<Result<MediaAsset, AssetError>>;
+static VIDEO: [Cell; VIDEO_LAYERS] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+static AUDIO: Cell = OnceLock::new();
+
+/// The packetized asset for `kind`, built once per process. For video this is layer 0 (the
+/// asset of every non-simulcast sender).
 pub fn asset(kind: TrackKind) -> Result<&'static MediaAsset, AssetError> {
-    let cell = match kind {
-        TrackKind::Video => VIDEO.get_or_init(build_video),
-        TrackKind::Audio => AUDIO.get_or_init(build_audio),
+    match kind {
+        TrackKind::Video => video_layer(0),
+        TrackKind::Audio => AUDIO
+            .get_or_init(build_audio)
+            .as_ref()
+            .map_err(Clone::clone),
+    }
+}
+
+/// The packetized VP8 asset of simulcast layer `layer` (0 = low … 2 = high), built once.
+pub fn video_layer(layer: usize) -> Result<&'static MediaAsset, AssetError> {
+    let (Some(cell), Some(ivf)) = (VIDEO.get(layer), assets::VP8_LAYER_IVFS.get(layer)) else {
+        return Err(AssetError {
+            container: "asset",
+            message: format!("no video layer {layer}"),
+        });
     };
-    cell.as_ref().map_err(Clone::clone)
+    cell.get_or_init(|| build_video(ivf))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Which asset of `kind` a received payload belongs to: `Some(layer)` (the simulcast layer of a
+/// video asset; always 0 for audio) if its FNV-1a hash is in that asset's packetization, `None`
+/// if it is in none (corrupted, or not ours).
+pub fn find_payload(kind: TrackKind, payload: &[u8]) -> Option<u8> {
+    let hash = fnv1a64(payload);
+    match kind {
+        TrackKind::Audio => asset(kind)
+            .is_ok_and(|a| a.hashes.contains(&hash))
+            .then_some(0),
+        TrackKind::Video => (0..VIDEO_LAYERS)
+            .find(|&l| video_layer(l).is_ok_and(|a| a.hashes.contains(&hash)))
+            .and_then(|l| u8::try_from(l).ok()),
+    }
 }
 
 #[cfg(test)]
@@ -330,6 +367,52 @@ mod tests {
         assert_eq!(v.next_keyframe(1), 30);
         assert_eq!(v.next_keyframe(31), 0);
         assert!(v.packets_per_loop() > 60);
+    }
+
+    #[test]
+    fn every_layer_payload_is_found_in_its_own_layer_only() {
+        assert!(std::ptr::eq(
+            video_layer(0).unwrap(),
+            asset(TrackKind::Video).unwrap()
+        ));
+        assert!(video_layer(VIDEO_LAYERS).is_err());
+        let layers: Vec<&MediaAsset> = (0..VIDEO_LAYERS).map(|l| video_layer(l).unwrap()).collect();
+        for (l, a) in layers.iter().enumerate() {
+            assert_eq!(a.frames.len(), 60, "layer {l}");
+            assert_eq!(a.keyframe_indices, vec![0, 30], "layer {l}");
+            assert_eq!(a.ticks_per_frame, 6000);
+            for other in &layers[l + 1..] {
+                assert!(a.hashes.is_disjoint(&other.hashes), "layer {l} overlaps");
+            }
+            for p in a.frames.iter().flat_map(|f| f.payloads.iter()) {
+                assert_eq!(find_payload(TrackKind::Video, p), Some(l as u8));
+            }
+        }
+        // Higher layers carry more packets per loop.
+        assert!(layers[0].packets_per_loop() < layers[1].packets_per_loop());
+        assert!(layers[1].packets_per_loop() < layers[2].packets_per_loop());
+        // Table: (kind, payload, expected layer)
+        let a = asset(TrackKind::Audio).unwrap();
+        let mut bad = layers[2].frames[7].payloads[0].to_vec();
+        bad[1] ^= 0x01;
+        let cases: Vec<(TrackKind, &[u8], Option<u8>)> = vec![
+            (TrackKind::Video, &layers[0].frames[0].payloads[0], Some(0)),
+            (TrackKind::Video, &layers[1].frames[30].payloads[1], Some(1)),
+            (TrackKind::Video, &layers[2].frames[59].payloads[0], Some(2)),
+            (TrackKind::Video, &bad, None),
+            (TrackKind::Video, &a.frames[0].payloads[0], None),
+            (TrackKind::Audio, &a.frames[3].payloads[0], Some(0)),
+            (TrackKind::Audio, &layers[1].frames[0].payloads[0], None),
+            (TrackKind::Video, b"", None),
+        ];
+        for (kind, payload, want) in cases {
+            assert_eq!(
+                find_payload(kind, payload),
+                want,
+                "{kind:?} {:02x?}",
+                &payload[..payload.len().min(4)]
+            );
+        }
     }
 
     #[test]

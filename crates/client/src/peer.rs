@@ -1,5 +1,5 @@
 //! Building a `webrtc` peer connection the way every Rakor client leg needs it (Opus 111 +
-//! VP8 96, default interceptors, an [`RtcpTap`] so keyframe requests and NACKs reach the
+//! VP8 96, the audio-level and simulcast mid/rid/rrid header extensions, default interceptors, an [`RtcpTap`] so keyframe requests and NACKs reach the
 //! application, mDNS off, an explicit bind IP), and the event handler that turns the driver's
 //! callbacks into [`PeerEvent`]s on a channel.
 //!
@@ -31,6 +31,14 @@ use webrtc::peer_connection::{
     RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, Registry,
     SettingEngineBuilder,
 };
+
+/// The RTP header extension carrying the m-section's mid.
+pub const SDES_MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+/// The RTP header extension carrying a simulcast layer's rid (`q`, `h`, `f`).
+pub const SDES_RTP_STREAM_ID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+/// The RTP header extension carrying the rid a repair (RTX) stream repairs.
+pub const SDES_REPAIRED_RTP_STREAM_ID_URI: &str =
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
 
 /// Payload type we register for Opus (the server's offer may use another; the answer follows it).
 pub const OPUS_PT: u8 = 111;
@@ -136,6 +144,23 @@ fn media_engine() -> Result<MediaEngine, ClientError> {
         RtpCodecKind::Audio,
         None,
     )?;
+    // Simulcast (RFC 8852/8853): a layer's packets name their m-section (mid) and layer (rid),
+    // because simulcast offers carry no `a=ssrc` lines. `register_default_interceptors` registers
+    // them too (idempotent); registering here, in the same order, keeps the ids it would assign
+    // and does not depend on the interceptor set.
+    for uri in [
+        SDES_MID_URI,
+        SDES_RTP_STREAM_ID_URI,
+        SDES_REPAIRED_RTP_STREAM_ID_URI,
+    ] {
+        me.register_header_extension(
+            rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
+            RtpCodecKind::Video,
+            None,
+        )?;
+    }
     let fb = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
         parameter: parameter.to_owned(),

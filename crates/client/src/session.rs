@@ -65,7 +65,8 @@ pub(crate) struct CloseState {
 struct PubTrack {
     local: LocalTrack,
     transceiver: Arc<dyn RtpTransceiver>,
-    tasks: Option<[JoinHandle<()>; 2]>,
+    /// One pacer per layer, then the RTCP reader, once started.
+    tasks: Option<Vec<JoinHandle<()>>>,
     stopped: bool,
 }
 
@@ -117,6 +118,8 @@ pub(crate) struct Session {
     resume: Option<(crate::client::ClientOptions, String)>,
     /// The audio level our audio tracks send (see `ClientOptions::audio_level`).
     pub audio_level: Arc<std::sync::atomic::AtomicU8>,
+    /// Publish video as three simulcast layers (see `ClientOptions::simulcast`).
+    pub simulcast: bool,
 }
 
 enum Flow {
@@ -163,6 +166,7 @@ impl Session {
             audio_level: Arc::new(std::sync::atomic::AtomicU8::new(
                 crate::media::NO_AUDIO_LEVEL,
             )),
+            simulcast: false,
         }
     }
 
@@ -408,8 +412,12 @@ impl Session {
         };
         let first_new = self.pub_tracks.len();
         for kind in wanted {
-            let local = LocalTrack::new(kind, self.participant_id.as_str())?
-                .with_audio_level(self.audio_level.clone());
+            let local = if kind == TrackKind::Video && self.simulcast {
+                LocalTrack::new_simulcast_video(self.participant_id.as_str())?
+            } else {
+                LocalTrack::new(kind, self.participant_id.as_str())?
+            }
+            .with_audio_level(self.audio_level.clone());
             let transceiver = local.add_to(&pc).await?;
             self.pub_tracks.push(PubTrack {
                 local,
@@ -423,6 +431,11 @@ impl Session {
         for t in &self.pub_tracks[first_new..] {
             let mid = t.transceiver.mid().await.ok().flatten();
             self.hub.add_sent(t.local.kind, t.local.ssrc, mid);
+            if t.local.is_simulcast() {
+                let ssrcs = t.local.ssrcs();
+                self.hub
+                    .update_sent(t.local.kind, |s| s.layer_ssrcs = ssrcs);
+            }
         }
         self.send_publisher_offer(sdp).await
     }

@@ -3,9 +3,10 @@
 //!
 //! Remote tracks are keyed by the server's track id, resolved from the subscriber offer's
 //! `tracks` mapping (mid → track) and falling back to the SDP msid. Payload verification checks
-//! every received payload's FNV-1a hash against the packetized asset of the track's kind.
+//! every received payload's FNV-1a hash against the packetized assets of the track's kind; for
+//! video the asset found also names the simulcast layer the payload belongs to.
 
-use crate::packetizer::{self, fnv1a64};
+use crate::packetizer::{self, VIDEO_LAYERS};
 use rakor_proto::{ParticipantId, SubscribedTrack, TrackId, TrackKind};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +41,15 @@ pub struct SentTrackStats {
     /// How many times it was paused.
     #[serde(default)]
     pub pauses: u64,
+    /// Video packets sent per simulcast layer (0 = `q` … 2 = `f`); a non-simulcast video
+    /// track counts in layer 0. `packets`, `bytes`, `frames`, `keyframes` and `loops` are the
+    /// sums over all layers.
+    #[serde(default)]
+    pub layer_packets: [u64; VIDEO_LAYERS],
+    /// The SSRC of each simulcast layer, lowest first; empty when not simulcast (`ssrc` is
+    /// layer 0's then).
+    #[serde(default)]
+    pub layer_ssrcs: Vec<u32>,
 }
 
 impl SentTrackStats {
@@ -60,6 +70,8 @@ impl SentTrackStats {
             write_errors: 0,
             paused: false,
             pauses: 0,
+            layer_packets: [0; VIDEO_LAYERS],
+            layer_ssrcs: Vec::new(),
         }
     }
 }
@@ -87,7 +99,8 @@ pub struct ReceivedTrackStats {
     pub seq_gaps: u64,
     /// Packets whose sequence number went backwards (reordered or duplicated).
     pub out_of_order: u64,
-    /// Payloads found in the asset's packetization (byte-exact, by FNV-1a 64).
+    /// Payloads found in the packetization of an asset of the track's kind (byte-exact, by
+    /// FNV-1a 64; for video, any simulcast layer's asset).
     pub payload_matches: u64,
     /// Non-empty payloads not found there.
     pub payload_mismatches: u64,
@@ -95,6 +108,13 @@ pub struct ReceivedTrackStats {
     pub padding_packets: u64,
     /// PLIs this client sent for the track while waiting for its first keyframe.
     pub plis_sent: u64,
+    /// Video packets whose payload belongs to the asset of simulcast layer 0 / 1 / 2 (a
+    /// non-simulcast sender's video is layer 0). Sums to `payload_matches` for video.
+    #[serde(default)]
+    pub layer_packets: [u64; VIDEO_LAYERS],
+    /// The layer of the most recent video packet whose payload was identified.
+    #[serde(default)]
+    pub last_layer: Option<u8>,
     #[serde(skip)]
     last_timestamp: Option<u32>,
 }
@@ -119,6 +139,8 @@ impl ReceivedTrackStats {
             payload_mismatches: 0,
             padding_packets: 0,
             plis_sent: 0,
+            layer_packets: [0; VIDEO_LAYERS],
+            last_layer: None,
             last_timestamp: None,
         }
     }
@@ -161,12 +183,17 @@ impl ReceivedTrackStats {
         if self.kind == TrackKind::Video && packetizer::vp8_payload_starts_keyframe(payload) {
             self.keyframes += 1;
         }
-        let known =
-            packetizer::asset(self.kind).is_ok_and(|a| a.hashes.contains(&fnv1a64(payload)));
-        if known {
-            self.payload_matches += 1;
-        } else {
-            self.payload_mismatches += 1;
+        match packetizer::find_payload(self.kind, payload) {
+            Some(layer) => {
+                self.payload_matches += 1;
+                if self.kind == TrackKind::Video {
+                    if let Some(n) = self.layer_packets.get_mut(usize::from(layer)) {
+                        *n += 1;
+                    }
+                    self.last_layer = Some(layer);
+                }
+            }
+            None => self.payload_mismatches += 1,
         }
     }
 }
@@ -529,6 +556,57 @@ mod tests {
         assert_eq!(t.padding_packets, 1);
         assert_eq!(t.payload_matches + 2, t.packets);
         assert_eq!(r.total_mismatches(), 1);
+    }
+
+    #[test]
+    fn received_video_is_counted_per_simulcast_layer() {
+        use crate::packetizer::video_layer;
+        let mut t = ReceivedTrackStats::new(TrackId("TR_v".into()), None, TrackKind::Video);
+        // (layer whose asset the payload comes from, or None = corrupted; last_layer after it)
+        let cases: [(Option<usize>, Option<u8>); 6] = [
+            (Some(0), Some(0)),
+            (Some(2), Some(2)),
+            (Some(2), Some(2)),
+            (None, Some(2)),
+            (Some(1), Some(1)),
+            (Some(0), Some(0)),
+        ];
+        for (i, (layer, want_last)) in cases.into_iter().enumerate() {
+            let payload = match layer {
+                Some(l) => video_layer(l).unwrap().frames[i].payloads[0].to_vec(),
+                None => {
+                    let mut p = video_layer(1).unwrap().frames[i].payloads[0].to_vec();
+                    p[1] ^= 0xff;
+                    p
+                }
+            };
+            t.record(i as u16, i as u32, 7, &payload, None);
+            assert_eq!(t.last_layer, want_last, "packet {i}");
+        }
+        assert_eq!(t.layer_packets, [2, 1, 2]);
+        assert_eq!(t.payload_matches, 5);
+        assert_eq!(t.payload_mismatches, 1);
+        // Audio never counts layers.
+        let a = asset(TrackKind::Audio).unwrap();
+        let mut at = ReceivedTrackStats::new(TrackId("TR_a".into()), None, TrackKind::Audio);
+        at.record(1, 1, 8, &a.frames[0].payloads[0], None);
+        assert_eq!(
+            (at.payload_matches, at.layer_packets, at.last_layer),
+            (1, [0; 3], None)
+        );
+        // Reports written before these fields existed still parse.
+        let mut json = serde_json::to_value(&t).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        obj.remove("layer_packets");
+        obj.remove("last_layer");
+        let old: ReceivedTrackStats = serde_json::from_value(json).unwrap();
+        assert_eq!((old.layer_packets, old.last_layer), ([0; 3], None));
+        let mut sent = serde_json::to_value(SentTrackStats::new(TrackKind::Video, 1)).unwrap();
+        let obj = sent.as_object_mut().unwrap();
+        obj.remove("layer_packets");
+        obj.remove("layer_ssrcs");
+        let old: SentTrackStats = serde_json::from_value(sent).unwrap();
+        assert!(old.layer_ssrcs.is_empty());
     }
 
     #[test]

@@ -155,6 +155,13 @@ impl Interceptor for RtcpTap {
 /// The RFC 6464 client-to-mixer audio level header extension.
 pub(crate) const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
+/// Header extensions a simulcast publisher's layers are identified by.
+const SIMULCAST_EXTENSIONS: [&str; 3] = [
+    "urn:ietf:params:rtp-hdrext:sdes:mid",
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+];
+
 /// Random ICE credentials: the ufrag is the demux key, so it must be unique on the socket.
 pub(crate) fn ice_credentials() -> (String, String) {
     use rand::distributions::{Alphanumeric, DistString};
@@ -186,6 +193,16 @@ pub(crate) fn build(
         RtpCodecKind::Audio,
         Some(rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly),
     )?;
+    // Simulcast from publishers: the core maps each layer's SSRC to its RID with these.
+    for uri in SIMULCAST_EXTENSIONS {
+        me.register_header_extension(
+            rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
+            RtpCodecKind::Video,
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly),
+        )?;
+    }
     let registry = register_default_interceptors(Registry::new(), &mut me)?
         .with(Slot::from(14_000), RtcpTap::default());
     let se = SettingEngineBuilder::new()

@@ -6,7 +6,7 @@
 use crate::conn;
 use crate::handle::{Command, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot};
 use crate::keyframe::KeyframeThrottle;
-use crate::router::{Codec, Leg, PayloadTypes, TrackRoute};
+use crate::router::{choose_layer, desired_layer, Codec, Leg, PayloadTypes, TrackRoute};
 use crate::speakers::{SpeakerConfig, SpeakerSelector};
 use crate::worker::{Conn, Worker};
 use crate::SfuError;
@@ -44,6 +44,8 @@ pub(crate) struct Track {
     pub room: String,
     /// The owner is a host: its audio is always forwarded (not subject to speaker selection).
     pub host: bool,
+    /// Simulcast layers, low to high (empty: one stream, `media_ssrc`).
+    pub layers: Vec<TrackLayer>,
     /// Dynacast: the publisher was told to stop sending this (video) track.
     pub publisher_paused: bool,
     /// Negotiated id of the RFC 6464 audio level extension on this (audio) track.
@@ -53,6 +55,18 @@ pub(crate) struct Track {
     /// Audio: in its room's speaker selection (since its first packet with a level).
     pub speaker_enrolled: bool,
 }
+
+/// One simulcast layer of a published video track.
+pub(crate) struct TrackLayer {
+    pub rid: String,
+    pub ssrc: Option<u32>,
+    /// Last packet of this layer (a layer not seen for [`LAYER_LIVE`] is not chosen).
+    pub last_seen: Option<Instant>,
+}
+
+/// A simulcast layer without packets for this long counts as not sent (bandwidth-limited
+/// browsers drop their high layers).
+pub(crate) const LAYER_LIVE: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// One subscribed remote track on a participant's subscriber connection.
 pub(crate) struct SubLeg {
@@ -145,6 +159,44 @@ fn kind_of(k: RtpCodecKind) -> Option<TrackKind> {
 
 /// Count the audio/video m-lines of an SDP that send media (not inactive/recvonly), and make
 /// sure the text is plausibly an SDP before the core parses it.
+/// Simulcast layers per media section of an offer: `(mid, rids)` from `a=simulcast:send`, in
+/// the order listed there, which Rakor's clients keep low to high (`q;h;f`). Alternatives
+/// (`q,x`) count by their first rid; a paused rid (`~h`) still counts.
+pub(crate) fn simulcast_rids(sdp: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut mid: Option<String> = None;
+    let mut rids: Option<Vec<String>> = None;
+    let mut flush = |mid: &mut Option<String>, rids: &mut Option<Vec<String>>| {
+        if let (Some(m), Some(r)) = (mid.take(), rids.take()) {
+            if r.len() > 1 {
+                out.push((m, r));
+            }
+        }
+        *mid = None;
+        *rids = None;
+    };
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if line.starts_with("m=") {
+            flush(&mut mid, &mut rids);
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(m.trim().to_owned());
+        } else if let Some(rest) = line.strip_prefix("a=simulcast:send ") {
+            let list = rest.split_whitespace().next().unwrap_or("");
+            let r: Vec<String> = list
+                .split(';')
+                .filter_map(|alt| alt.split(',').next())
+                .map(|r| r.trim_start_matches('~').to_owned())
+                .filter(|r| !r.is_empty() && r.len() <= 16)
+                .take(4)
+                .collect();
+            rids = Some(r);
+        }
+    }
+    flush(&mut mid, &mut rids);
+    out
+}
+
 pub(crate) fn count_sending_media(sdp: &str) -> Result<usize, Reject> {
     if !sdp.starts_with("v=0") {
         return Err(Reject::new(
@@ -692,6 +744,13 @@ impl Worker {
             ));
         };
         leg.size = size;
+        let retarget = self.retarget_leg(ti, sub_conn, now);
+        if retarget {
+            self.request_keyframe(ti, now);
+        }
+        let Some(leg) = sub_conn.and_then(|ci| self.tracks.get_mut(ti)?.route.leg_mut(ci)) else {
+            return Ok(());
+        };
         if leg.set_paused(!visible) {
             tracing::debug!(track = %track_id, visible, "subscriber leg paused/resumed");
             self.update_publisher_pause(ti);
@@ -700,6 +759,56 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Simulcast: set a leg's target layer from its tile size and the layers that are live.
+    /// True when the leg now waits for a keyframe of another layer.
+    fn retarget_leg(&mut self, ti: usize, conn: Option<usize>, now: Instant) -> bool {
+        let Some(t) = self.tracks.get_mut(ti) else {
+            return false;
+        };
+        if t.layers.len() < 2 {
+            return false;
+        }
+        let live: Vec<bool> = t
+            .layers
+            .iter()
+            .map(|l| {
+                l.last_seen
+                    .is_some_and(|s| now.saturating_duration_since(s) < LAYER_LIVE)
+            })
+            .collect();
+        let n = t.layers.len();
+        let mut waiting = false;
+        for leg in t
+            .route
+            .legs
+            .iter_mut()
+            .filter(|l| conn.is_none_or(|c| l.conn == c))
+        {
+            let desired = desired_layer(leg.size.1, n);
+            if let Some(target) = choose_layer(desired, &live) {
+                leg.target = target;
+            }
+            waiting |= leg.active && !leg.paused && leg.layer != Some(leg.target);
+        }
+        waiting
+    }
+
+    /// Every 100 ms: re-choose simulcast layers (a layer may have stopped or started) and ask
+    /// for keyframes where a switch waits.
+    pub(crate) fn update_layers(&mut self, now: Instant) {
+        let simulcast: Vec<usize> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.layers.len() > 1)
+            .map(|(i, _)| i)
+            .collect();
+        for ti in simulcast {
+            if self.retarget_leg(ti, None, now) {
+                self.request_keyframe(ti, now);
+            }
+        }
     }
 
     /// Dynacast: a video track that has subscribers, all of which have paused it, is paused at
@@ -921,13 +1030,20 @@ impl Worker {
         if fresh {
             self.trickle_local_candidates(pid, PeerConnectionKind::Publisher);
         }
-        self.sync_published_tracks(pid, ci, now);
+        let rids = simulcast_rids(sdp);
+        self.sync_published_tracks(pid, ci, &rids, now);
         Ok(())
     }
 
     /// Compare the publisher connection's receiving transceivers with the published tracks:
     /// publish new ones, unpublish stopped ones.
-    fn sync_published_tracks(&mut self, pid: &ParticipantId, ci: usize, now: Instant) {
+    fn sync_published_tracks(
+        &mut self,
+        pid: &ParticipantId,
+        ci: usize,
+        rids: &[(String, Vec<String>)],
+        now: Instant,
+    ) {
         #[allow(clippy::type_complexity)]
         let mut receiving: Vec<(
             String,
@@ -1042,6 +1158,20 @@ impl Worker {
                 speaker_forward: true,
                 speaker_enrolled: false,
                 publisher_paused: false,
+                layers: rids
+                    .iter()
+                    .find(|(m, _)| *m == mid)
+                    .filter(|_| kind == TrackKind::Video)
+                    .map(|(_, r)| {
+                        r.iter()
+                            .map(|rid| TrackLayer {
+                                rid: rid.clone(),
+                                ssrc: None,
+                                last_seen: None,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             });
             if let Some(p) = self.participants.get_mut(pid) {
                 p.tracks.push(ti);
@@ -1158,7 +1288,12 @@ impl Worker {
                 })?;
         c.outbound.push((ssrc, ti));
         if let Some(t) = self.tracks.get_mut(ti) {
-            t.route.legs.push(Leg::new(ci, ssrc));
+            let leg = if t.layers.len() > 1 {
+                Leg::simulcast(ci, ssrc, desired_layer(0, t.layers.len()))
+            } else {
+                Leg::new(ci, ssrc)
+            };
+            t.route.legs.push(leg);
         }
         self.update_publisher_pause(ti);
         if let Some(p) = self.participants.get_mut(sub) {
@@ -1399,6 +1534,7 @@ impl Worker {
         ci: usize,
         rid: RTCRtpReceiverId,
         ssrc: u32,
+        stream_rid: Option<&str>,
         now: Instant,
     ) {
         let found = self
@@ -1407,8 +1543,18 @@ impl Worker {
             .find(|(_, t)| t.publisher_conn == ci && t.receiver_id == rid)
             .map(|(i, _)| i);
         let Some(ti) = found else { return };
+        let mut layer = 0u8;
         if let Some(t) = self.tracks.get_mut(ti) {
-            t.media_ssrc = Some(ssrc);
+            if let Some(i) = stream_rid.and_then(|r| t.layers.iter().position(|l| l.rid == r)) {
+                if let Some(l) = t.layers.get_mut(i) {
+                    l.ssrc = Some(ssrc);
+                }
+                layer = u8::try_from(i).unwrap_or(0);
+                tracing::debug!(track = %t.id, rid = stream_rid.unwrap_or(""), ssrc, "simulcast layer open");
+            }
+            if t.media_ssrc.is_none() || t.layers.is_empty() {
+                t.media_ssrc = Some(ssrc);
+            }
         }
         let pts = self.conns.get_mut(ci).and_then(|c| {
             c.pc.rtp_receiver(rid)
@@ -1420,8 +1566,8 @@ impl Worker {
             }
         }
         if let Some(c) = self.conns.get_mut(ci) {
-            c.inbound.retain(|(_, t)| *t != ti);
-            c.inbound.push((ssrc, ti));
+            c.inbound.retain(|&(_, t, l)| !(t == ti && l == layer));
+            c.inbound.push((ssrc, ti, layer));
         }
         if self
             .tracks
@@ -1572,7 +1718,7 @@ impl Worker {
         }
         tracing::info!(track = %track.id, "track unpublished");
         if let Some(c) = self.conns.get_mut(track.publisher_conn) {
-            c.inbound.retain(|(_, t)| *t != ti);
+            c.inbound.retain(|&(_, t, _)| t != ti);
         }
         let room = self.participants.get(&track.owner).map(|p| p.room.clone());
         if let Some(p) = self.participants.get_mut(&track.owner) {
@@ -1676,5 +1822,23 @@ mod tests {
         assert_eq!(count_sending_media(sdp).ok(), Some(2));
         assert!(count_sending_media("hello").is_err());
         assert_eq!(count_sending_media("v=0\r\n").ok(), Some(0));
+    }
+
+    #[test]
+    fn simulcast_rids_in_offer_order_per_media_section() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=rid:q send\r\na=rid:h send\r\n\
+                   a=rid:f send\r\na=simulcast:send q;~h;f,x\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=simulcast:send only\r\n";
+        assert_eq!(
+            simulcast_rids(sdp),
+            vec![(
+                "1".to_owned(),
+                vec!["q".to_owned(), "h".to_owned(), "f".to_owned()]
+            )]
+        );
+        assert!(simulcast_rids("").is_empty());
+        assert!(simulcast_rids("a=simulcast:send a;b").is_empty()); // no mid
     }
 }

@@ -80,6 +80,15 @@ pub struct Leg {
     pub size: (u32, u32),
     /// Outgoing sequence numbers, continuous across the gaps the server makes on purpose.
     pub seq: SeqRewriter,
+    /// Simulcast: the layer being forwarded (`None` = none yet) and the one wanted.
+    pub layer: Option<u8>,
+    pub target: u8,
+    /// Outgoing RTP timestamps, continuous across layer switches.
+    pub ts: TsRewriter,
+    /// Outgoing VP8 picture ids / TL0PICIDX, continuous across layer switches.
+    pub pic: PicIdRewriter,
+    /// Layer switches done.
+    pub switches: u64,
 }
 
 impl Leg {
@@ -94,15 +103,39 @@ impl Leg {
             needs_keyframe: false,
             size: (0, 0),
             seq: SeqRewriter::default(),
+            layer: Some(0),
+            target: 0,
+            ts: TsRewriter::default(),
+            pic: PicIdRewriter::default(),
+            switches: 0,
         }
     }
 
-    /// Whether this packet goes to this leg (call it for every packet of the track; it keeps
-    /// the sequence numbers continuous over what it refuses). `keyframe_start`: the packet is
-    /// the first of a keyframe.
-    pub fn admit(&mut self, keyframe_start: bool) -> bool {
+    /// A leg of a simulcast track: nothing is forwarded until a keyframe of `target` arrives.
+    pub fn simulcast(conn: usize, ssrc: u32, target: u8) -> Self {
+        Self {
+            layer: None,
+            target,
+            ..Self::new(conn, ssrc)
+        }
+    }
+
+    /// Whether a packet of `layer` goes to this leg (call it for every packet of the track; it
+    /// keeps sequence numbers, timestamps and picture ids continuous over what it refuses and
+    /// across layer switches). `keyframe_start`: the packet is the first of a keyframe. A switch
+    /// to `target` happens only there, so the receiver's decoder never sees a broken reference.
+    pub fn admit(&mut self, layer: u8, keyframe_start: bool) -> bool {
         if !self.active || self.paused {
-            self.seq.skip();
+            if self.layer == Some(layer) {
+                self.seq.skip();
+            }
+            return false;
+        }
+        if self.layer != Some(layer) {
+            if layer == self.target && keyframe_start {
+                self.switch_to(layer);
+                return true;
+            }
             return false;
         }
         if self.needs_keyframe {
@@ -113,6 +146,17 @@ impl Leg {
             self.needs_keyframe = false;
         }
         true
+    }
+
+    fn switch_to(&mut self, layer: u8) {
+        if self.layer.is_some() {
+            self.switches += 1;
+        }
+        self.layer = Some(layer);
+        self.needs_keyframe = false;
+        self.seq.skip();
+        self.ts.switch();
+        self.pic.switch();
     }
 
     /// Stop or resume (from the next keyframe) this leg. True if it changed.
@@ -161,6 +205,118 @@ impl SeqRewriter {
         }
         out
     }
+}
+
+/// Rewrites one leg's RTP timestamps so a layer switch (each simulcast layer has its own random
+/// timestamp base) continues the stream: the first packet after a switch gets the last sent
+/// timestamp plus the wall-clock time since it, at the codec's clock rate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TsRewriter {
+    offset: u32,
+    last_out: Option<(u32, std::time::Instant)>,
+    resync: bool,
+}
+
+impl TsRewriter {
+    pub fn switch(&mut self) {
+        self.resync = true;
+    }
+
+    pub fn rewrite(&mut self, ts: u32, now: std::time::Instant, clock_rate: u32) -> u32 {
+        if self.resync {
+            self.resync = false;
+            if let Some((last, at)) = self.last_out {
+                let micros = now.saturating_duration_since(at).as_micros();
+                let ticks = u32::try_from(micros * u128::from(clock_rate) / 1_000_000)
+                    .unwrap_or(u32::MAX / 2)
+                    .max(1);
+                self.offset = last.wrapping_add(ticks).wrapping_sub(ts);
+            }
+        }
+        let out = ts.wrapping_add(self.offset);
+        if self
+            .last_out
+            .is_none_or(|(last, _)| out != last && out.wrapping_sub(last) < 0x8000_0000)
+        {
+            self.last_out = Some((out, now));
+        }
+        out
+    }
+}
+
+/// Rewrites one leg's VP8 picture ids (and TL0PICIDX) so they stay continuous across layer
+/// switches; `None` from [`Self::rewrite`] means the packet can go out unchanged (no copy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PicIdRewriter {
+    offset: u16,
+    tl0_offset: u8,
+    last_out: Option<(u16, u8)>,
+    resync: bool,
+}
+
+impl PicIdRewriter {
+    pub fn switch(&mut self) {
+        self.resync = true;
+    }
+
+    /// New (picture id, TL0PICIDX) for a packet with these, or `None` if unchanged.
+    pub fn rewrite(&mut self, picture_id: u16, tl0: Option<u8>) -> Option<(u16, Option<u8>)> {
+        const MASK: u16 = 0x7fff;
+        if self.resync {
+            self.resync = false;
+            if let Some((last, last_tl0)) = self.last_out {
+                self.offset = last.wrapping_add(1).wrapping_sub(picture_id) & MASK;
+                if let Some(t) = tl0 {
+                    self.tl0_offset = last_tl0.wrapping_add(1).wrapping_sub(t);
+                }
+            }
+        }
+        let out = picture_id.wrapping_add(self.offset) & MASK;
+        let out_tl0 = tl0.map(|t| t.wrapping_add(self.tl0_offset));
+        let newer = self.last_out.is_none_or(|(last, _)| {
+            let d = out.wrapping_sub(last) & MASK;
+            d != 0 && d < 0x4000
+        });
+        if newer {
+            self.last_out = Some((out, out_tl0.unwrap_or(0)));
+        }
+        if self.offset == 0 && (tl0.is_none() || self.tl0_offset == 0) {
+            None
+        } else {
+            Some((out, out_tl0))
+        }
+    }
+}
+
+/// The simulcast layer a subscriber should get for a tile of `height` CSS pixels (0 = unknown:
+/// the best), among `layers` layers ordered low to high (about 180p, 360p, 720p).
+pub fn desired_layer(height: u32, layers: usize) -> u8 {
+    let top = u8::try_from(layers.saturating_sub(1)).unwrap_or(u8::MAX);
+    let want = match height {
+        0 => top,
+        1..=240 => 0,
+        241..=480 => 1,
+        _ => 2,
+    };
+    want.min(top)
+}
+
+/// Pick the layer to forward: the highest live layer not above `desired`, else the lowest
+/// live one above it; `None` when no layer is live.
+pub fn choose_layer(desired: u8, live: &[bool]) -> Option<u8> {
+    let d = usize::from(desired);
+    let below = live
+        .iter()
+        .take(d + 1)
+        .rposition(|&l| l)
+        .and_then(|i| u8::try_from(i).ok());
+    below.or_else(|| {
+        live.iter()
+            .enumerate()
+            .skip(d + 1)
+            .find(|(_, &l)| l)
+            .and_then(|(i, _)| u8::try_from(i).ok())
+    })
 }
 
 /// RFC 3550 serial number order: `a` comes after `b`.
@@ -390,7 +546,7 @@ mod tests {
         // (incoming seq, first packet of a keyframe) -> forwarded as
         let mut sent = Vec::new();
         let mut feed = |leg: &mut Leg, seq: u16, kf: bool| {
-            if leg.admit(kf) {
+            if leg.admit(0, kf) {
                 sent.push(leg.seq.rewrite(seq));
             }
         };
@@ -408,6 +564,106 @@ mod tests {
         assert_eq!(sent, [10, 11, 12, 13]);
         // An inactive leg sends nothing.
         let mut idle = Leg::new(2, 8);
-        assert!(!idle.admit(true));
+        assert!(!idle.admit(0, true));
+    }
+
+    #[test]
+    fn layer_choice_by_tile_height_and_liveness() {
+        for (height, layers, want) in [
+            (0, 3, 2),
+            (180, 3, 0),
+            (240, 3, 0),
+            (360, 3, 1),
+            (720, 3, 2),
+            (1080, 3, 2),
+            (720, 2, 1),
+            (720, 1, 0),
+            (0, 0, 0),
+        ] {
+            assert_eq!(
+                desired_layer(height, layers),
+                want,
+                "{height}px of {layers}"
+            );
+        }
+        for (desired, live, want) in [
+            (2u8, &[true, true, true][..], Some(2u8)),
+            (2, &[true, true, false], Some(1)),
+            (1, &[true, false, true], Some(0)),
+            (0, &[false, true, true], Some(1)),
+            (0, &[false, false, false], None),
+            (2, &[], None),
+        ] {
+            assert_eq!(choose_layer(desired, live), want, "{desired} of {live:?}");
+        }
+    }
+
+    /// A simulated layer switch: two layers with their own sequence, timestamp and picture-id
+    /// bases; the leg switches from layer 0 to layer 1 only at layer 1's keyframe, and what it
+    /// sends is one continuous stream.
+    #[test]
+    fn simulcast_switch_at_a_keyframe_gives_one_continuous_stream() {
+        let t0 = std::time::Instant::now();
+        let mut leg = Leg {
+            active: true,
+            ..Leg::simulcast(1, 7, 0)
+        };
+        // (layer, seq, ts, picture id, keyframe start) per packet, 2 packets per frame,
+        // frames 1/15 s apart (6000 ticks at 90 kHz).
+        let mut out: Vec<(u16, u32, u16)> = Vec::new();
+        let mut send =
+            |leg: &mut Leg, layer: u8, seq: u16, ts: u32, pid: u16, kf: bool, ms: u64| {
+                let now = t0 + std::time::Duration::from_millis(ms);
+                if leg.admit(layer, kf) {
+                    let s = leg.seq.rewrite(seq);
+                    let t = leg.ts.rewrite(ts, now, 90_000);
+                    let p = leg.pic.rewrite(pid, None).map_or(pid, |(p, _)| p);
+                    out.push((s, t, p));
+                }
+            };
+        for f in 0..4u16 {
+            let ms = u64::from(f) * 66;
+            let ts0 = 1_000 + u32::from(f) * 6000;
+            let ts1 = 900_000 + u32::from(f) * 6000;
+            // Layer 0 (seq base 100, pid base 10) and layer 1 (seq 5000, pid 20000), interleaved.
+            send(&mut leg, 0, 100 + 2 * f, ts0, 10 + f, f == 0, ms);
+            send(&mut leg, 0, 101 + 2 * f, ts0, 10 + f, false, ms);
+            if f == 1 {
+                leg.target = 1; // the subscriber's tile grew
+            }
+            send(&mut leg, 1, 5000 + 2 * f, ts1, 20000 + f, f == 3, ms);
+            send(&mut leg, 1, 5001 + 2 * f, ts1, 20000 + f, false, ms);
+        }
+        // Frames 0..3 of layer 0 (layer 1's deltas are refused while waiting), then layer 1
+        // from its keyframe at frame 3.
+        let seqs: Vec<u16> = out.iter().map(|o| o.0).collect();
+        assert_eq!(seqs, (100..110).collect::<Vec<u16>>());
+        let pids: Vec<u16> = out.iter().map(|o| o.2).collect();
+        assert_eq!(pids, [10, 10, 11, 11, 12, 12, 13, 13, 14, 14]);
+        let ts: Vec<u32> = out.iter().map(|o| o.1).collect();
+        assert_eq!(
+            &ts[..8],
+            &[1000, 1000, 7000, 7000, 13000, 13000, 19000, 19000]
+        );
+        // After the switch: the last timestamp plus the elapsed time (none here: the same
+        // capture instant, so one tick), never layer 1's own base (900 000 + ...).
+        assert_eq!(ts[8], 19001);
+        assert_eq!(ts[8], ts[9]);
+        assert_eq!(leg.layer, Some(1));
+        assert_eq!(leg.switches, 1);
+    }
+
+    #[test]
+    fn picture_id_rewriter_is_a_no_op_until_a_switch_and_wraps() {
+        let mut r = PicIdRewriter::default();
+        assert_eq!(r.rewrite(5, Some(1)), None);
+        assert_eq!(r.rewrite(6, Some(1)), None);
+        r.switch();
+        assert_eq!(r.rewrite(30000, Some(200)), Some((7, Some(2))));
+        assert_eq!(r.rewrite(30001, Some(200)), Some((8, Some(2))));
+        // 15-bit wrap of the incoming id.
+        r.switch();
+        assert_eq!(r.rewrite(0x7fff, None), Some((9, None)));
+        assert_eq!(r.rewrite(0, None), Some((10, None)));
     }
 }

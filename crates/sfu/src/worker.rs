@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 const MAX_WAIT: Duration = Duration::from_millis(10);
 const RECV_BATCH: usize = 256;
 const RECV_BUF: usize = 2048;
+/// RTP clock rate of every video codec Rakor negotiates.
+const VIDEO_CLOCK_RATE: u32 = 90_000;
 /// How often the loudest speakers are re-evaluated.
 const SPEAKER_UPDATE: Duration = Duration::from_millis(100);
 
@@ -44,8 +46,8 @@ pub(crate) struct Conn {
     pub deadline: Option<Instant>,
     pub dirty: bool,
     pub connected: bool,
-    /// Publisher connection: media SSRC → track slot.
-    pub inbound: Vec<(u32, usize)>,
+    /// Publisher connection: media SSRC → (track slot, simulcast layer).
+    pub inbound: Vec<(u32, usize, u8)>,
     /// Subscriber connection: our SSRC → track slot.
     pub outbound: Vec<(u32, usize)>,
 }
@@ -234,6 +236,7 @@ impl Worker {
             self.expire_suspended(now);
             if now >= self.next_speaker_update {
                 self.update_speakers(now);
+                self.update_layers(now);
                 self.next_speaker_update = now + SPEAKER_UPDATE;
             }
             self.renegotiate_pending(now);
@@ -366,7 +369,7 @@ impl Worker {
     fn handle_event(&mut self, ci: usize, ev: RTCPeerConnectionEvent, now: Instant) {
         match ev {
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                self.on_track_open(ci, init.receiver_id, init.ssrc, now);
+                self.on_track_open(ci, init.receiver_id, init.ssrc, init.rid.as_deref(), now);
             }
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 let Some(c) = self.conns.get_mut(ci) else {
@@ -451,7 +454,8 @@ impl Worker {
         for mut pkt in rtp.drain(..) {
             stats.rtp_in += 1;
             let Some(c) = conns.get(ci) else { return };
-            let Some(&(_, ti)) = c.inbound.iter().find(|(s, _)| *s == pkt.header.ssrc) else {
+            let Some(&(_, ti, layer)) = c.inbound.iter().find(|(s, ..)| *s == pkt.header.ssrc)
+            else {
                 continue;
             };
             let Some(track) = tracks.get_mut(ti) else {
@@ -485,20 +489,31 @@ impl Worker {
                 track.route.legs.iter_mut().for_each(|l| l.seq.skip());
                 continue;
             }
+            let simulcast = track.layers.len() > 1;
+            if let Some(l) = track.layers.get_mut(usize::from(layer)) {
+                l.last_seen = Some(now);
+            }
             let publisher_pt = pkt.header.payload_type;
-            let in_seq = pkt.header.sequence_number;
+            let (in_seq, in_ts) = (pkt.header.sequence_number, pkt.header.timestamp);
             let TrackRoute {
                 publisher_pts,
                 legs,
             } = &mut track.route;
-            // Parse the payload only when a leg waits for a keyframe.
-            let keyframe = legs.iter().any(|l| l.needs_keyframe)
-                && publisher_pts
-                    .codec(publisher_pt)
-                    .is_some_and(|c| crate::codec::is_keyframe(c, &pkt.payload));
+            let codec = publisher_pts.codec(publisher_pt);
+            // Parse the payload only when a leg waits for a keyframe (a resume or a switch).
+            let keyframe = legs
+                .iter()
+                .any(|l| l.needs_keyframe || l.layer != Some(l.target))
+                && codec.is_some_and(|c| crate::codec::is_keyframe(c, &pkt.payload));
+            // Simulcast VP8: picture ids are rewritten per leg after a layer switch.
+            let vp8 = if simulcast && codec == Some(crate::router::Codec::Vp8) {
+                crate::codec::parse_vp8(&pkt.payload)
+            } else {
+                None
+            };
             TrackRoute::prepare(&mut pkt.header);
             for leg in legs.iter_mut() {
-                if !leg.admit(keyframe) {
+                if !leg.admit(layer, keyframe) {
                     continue;
                 }
                 let mut q = pkt.clone(); // payload is Bytes: a refcount, not a copy
@@ -507,6 +522,27 @@ impl Worker {
                     continue;
                 }
                 q.header.sequence_number = leg.seq.rewrite(in_seq);
+                if simulcast {
+                    q.header.timestamp = leg.ts.rewrite(in_ts, now, VIDEO_CLOCK_RATE);
+                    if let Some(d) = &vp8 {
+                        if let Some((id, tl0)) = d
+                            .picture_id
+                            .and_then(|pid| leg.pic.rewrite(pid, d.tl0_pic_idx))
+                        {
+                            // Only after a switch moved the ids: one copy for this leg.
+                            let mut out = BytesMut::with_capacity(pkt.payload.len());
+                            if crate::codec::rewrite_vp8_picture_id(
+                                &pkt.payload,
+                                d,
+                                id,
+                                tl0,
+                                &mut out,
+                            ) {
+                                q.payload = out.freeze();
+                            }
+                        }
+                    }
+                }
                 let Some(sub) = conns.get_mut(leg.conn) else {
                     continue;
                 };
@@ -537,20 +573,30 @@ impl Worker {
         let Some(track) = self.tracks.get(ti) else {
             return;
         };
-        let (Some(media_ssrc), receiver_id, pc_idx) =
-            (track.media_ssrc, track.receiver_id, track.publisher_conn)
-        else {
-            return;
+        // A simulcast track: every layer is asked (a switch may be waiting on any of them).
+        let ssrcs: Vec<u32> = if track.layers.len() > 1 {
+            track.layers.iter().filter_map(|l| l.ssrc).collect()
+        } else {
+            track.media_ssrc.into_iter().collect()
         };
+        let (receiver_id, pc_idx) = (track.receiver_id, track.publisher_conn);
+        if ssrcs.is_empty() {
+            return;
+        }
         let Some(c) = self.conns.get_mut(pc_idx) else {
             return;
         };
         if let Some(mut receiver) = c.pc.rtp_receiver(receiver_id) {
-            let pli = PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc,
-            };
-            if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
+            let plis: Vec<Box<dyn rtc::rtcp::Packet>> = ssrcs
+                .into_iter()
+                .map(|media_ssrc| {
+                    Box::new(PictureLossIndication {
+                        sender_ssrc: 0,
+                        media_ssrc,
+                    }) as Box<dyn rtc::rtcp::Packet>
+                })
+                .collect();
+            if let Err(e) = receiver.write_rtcp(now, plis) {
                 tracing::debug!("write PLI: {e}");
             }
             c.dirty = true;
