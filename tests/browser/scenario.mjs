@@ -410,7 +410,7 @@ try {
         MEDIA_TIMEOUT_MS, 'site 1 strip decodes the HD site at the quarter layer');
       // Spotlighted: large in the host's main view, so a larger layer, still decoding.
       await host.page.click(`#stage .tile[data-participant-id="${hd.id}"] [data-action="spotlight"]`);
-      const big = await pollUntil(host.page, () => window.rakorTest.stats(), (s) => s.participants[hd.id]?.frameWidth > small, 20000, 'host main view switches to a larger layer');
+      const big = await pollUntil(host.page, () => window.rakorTest.stats(), (s) => s.participants[hd.id]?.frameWidth > small, 30000, 'host main view switches to a larger layer');
       const f = big.value.participants[hd.id].framesDecoded;
       await pollUntil(host.page, () => window.rakorTest.stats(), (s) => s.participants[hd.id].framesDecoded > f + 10, 5000, 'host keeps decoding after the switch');
       const w = await width(site1.page, hd.id);

@@ -7,7 +7,7 @@
 
 use rakor_client::{Client, ClientOptions, Report};
 use rakor_e2e::Server;
-use rakor_proto::{ClientMessage, ParticipantId, TrackId, TrackKind};
+use rakor_proto::{ClientMessage, ParticipantId, ServerMessage, TrackId, TrackKind};
 use std::time::Duration;
 
 const MEDIA_WAIT: Duration = Duration::from_secs(20);
@@ -128,9 +128,83 @@ async fn each_subscriber_gets_the_layer_its_tile_needs_and_switches_cleanly() {
     assert_eq!(after.total_mismatches(), 0, "{}", after.to_json());
     let sent = publisher.stats();
     let s = sent.sent_track(TrackKind::Video).unwrap();
+    // The low and high layers were sent; the middle one only while someone could need it
+    // (dynacast: nobody's tile asks for it here).
     assert!(
-        s.layer_packets.iter().all(|&n| n > 0),
-        "the publisher sends all three layers: {:?}",
+        s.layer_packets[0] > 0 && s.layer_packets[2] > 0,
+        "the publisher sends the needed layers: {:?}",
         s.layer_packets
     );
+}
+
+fn sent_layers(c: &Client) -> [u64; 3] {
+    c.stats()
+        .sent_track(TrackKind::Video)
+        .map_or([0; 3], |t| t.layer_packets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_nobody_needs_are_paused_at_the_publisher() {
+    let server = Server::start().unwrap();
+    let token = server.token("rakor", "camat-kota", "participant").unwrap();
+    let mut publisher = Client::connect(
+        ClientOptions::new(server.ws_url(), token)
+            .publish(false, true)
+            .simulcast(true),
+    )
+    .await
+    .unwrap();
+    let p = publisher.participant_id().clone();
+    let wall = subscriber(&server, "command-room-wall").await;
+    let track = publisher
+        .wait_published(MEDIA_WAIT)
+        .await
+        .unwrap()
+        .sent_track(TrackKind::Video)
+        .and_then(|t| t.track_id.clone())
+        .expect("video track id");
+    wall.wait_media(|r| video(r, &p).0 > 0, MEDIA_WAIT)
+        .await
+        .unwrap();
+
+    // Only a small tile shows it: only `q` is needed, `h` and `f` stop at the publisher.
+    tile(&wall, &track, 180).await;
+    publisher
+        .wait_for(
+            |m| matches!(m, ServerMessage::PublisherLayers { track_id, rids } if *track_id == track && rids == &["q"]),
+            MEDIA_WAIT,
+        )
+        .await
+        .unwrap();
+    let before = sent_layers(&publisher);
+    let r0 = wall.stats();
+    wall.wait_media(|r| layers(r, &p)[0] >= layers(&r0, &p)[0] + 40, MEDIA_WAIT)
+        .await
+        .unwrap();
+    let after = sent_layers(&publisher);
+    assert!(
+        after[1] - before[1] <= 6 && after[2] - before[2] <= 6,
+        "unneeded layers kept being sent: {before:?} -> {after:?}"
+    );
+    assert!(
+        after[0] > before[0],
+        "the needed layer stopped: {before:?} -> {after:?}"
+    );
+
+    // The tile grows: `f` is needed again, the publisher resumes it and the wall switches up.
+    tile(&wall, &track, 720).await;
+    publisher
+        .wait_for(
+            |m| matches!(m, ServerMessage::PublisherLayers { track_id, rids } if *track_id == track && rids.iter().any(|r| r == "f")),
+            MEDIA_WAIT,
+        )
+        .await
+        .unwrap();
+    let r1 = wall.stats();
+    wall.wait_media(
+        |r| video(r, &p).3 == Some(2) && layers(r, &p)[2] >= layers(&r1, &p)[2] + 30,
+        MEDIA_WAIT,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the resumed high layer never reached the wall: {e}"));
 }

@@ -125,6 +125,7 @@ export class CallSession extends EventTarget {
       case 'spotlight': this.room.setSpotlight(msg.participant_id ?? null); return;
       case 'speakers': this.room.setServerSpeakers(msg.speaking, msg.forwarded); return;
       case 'publisher_pause': return this.onPublisherPause(msg);
+      case 'publisher_layers': return this.onPublisherLayers(msg);
       case 'leave':
         this.endInfo = { kind: 'ended', reason: msg.reason };
         return;
@@ -253,12 +254,30 @@ export class CallSession extends EventTarget {
     if (!sender) return;
     const params = sender.getParameters();
     if (!params.encodings?.length) return;
-    for (const e of params.encodings) e.active = !msg.paused;
+    const layers = this.activeLayers ? new Set(this.activeLayers) : null;
+    for (const e of params.encodings) e.active = !msg.paused && (!e.rid || !layers || layers.has(e.rid));
     try {
       await sender.setParameters(params);
       this.publisherPaused = msg.paused;
     } catch (err) {
       console.warn('rakor: could not (un)pause the sender', err);
+    }
+  }
+
+  /** Dynacast per layer: send only the simulcast layers someone needs. */
+  async onPublisherLayers(msg) {
+    const kind = Object.keys(this.ownTracks).find((k) => this.ownTracks[k] === msg.track_id);
+    const sender = kind && this.pubTransceivers[kind]?.sender;
+    if (!sender) return;
+    const params = sender.getParameters();
+    if (!params.encodings?.some((e) => e.rid)) return;
+    const want = new Set(msg.rids ?? []);
+    for (const e of params.encodings) e.active = !this.publisherPaused && want.has(e.rid);
+    try {
+      await sender.setParameters(params);
+      this.activeLayers = [...want];
+    } catch (err) {
+      console.warn('rakor: could not change the sent layers', err);
     }
   }
 

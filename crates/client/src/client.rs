@@ -512,6 +512,7 @@ fn type_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::Spotlight { .. } => "spotlight",
         ServerMessage::Speakers { .. } => "speakers",
         ServerMessage::PublisherPause { .. } => "publisher_pause",
+        ServerMessage::PublisherLayers { .. } => "publisher_layers",
         ServerMessage::Pong { .. } => "pong",
         ServerMessage::Lobby { .. } => "lobby",
         ServerMessage::ModeratorMute { .. } => "moderator_mute",

@@ -62,6 +62,8 @@ struct Layer {
     ssrc: u32,
     asset: &'static MediaAsset,
     keyframe_request: Arc<AtomicBool>,
+    /// The server does not need this layer now (`publisher_layers`, dynacast).
+    stopped: Arc<AtomicBool>,
 }
 
 /// One published track that loops the embedded asset of its kind — or, for a simulcast video
@@ -113,6 +115,7 @@ impl LocalTrack {
             ssrc,
             asset,
             keyframe_request: Arc::new(AtomicBool::new(false)),
+            stopped: Arc::new(AtomicBool::new(false)),
         };
         Ok(Self::with_layers(
             kind,
@@ -143,6 +146,7 @@ impl LocalTrack {
                 ssrc,
                 asset: packetizer::video_layer(index)?,
                 keyframe_request: Arc::new(AtomicBool::new(false)),
+                stopped: Arc::new(AtomicBool::new(false)),
             });
         }
         Ok(Self::with_layers(
@@ -196,6 +200,24 @@ impl LocalTrack {
                 l.keyframe_request.store(true, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Simulcast dynacast: send only the layers whose rid is in `rids` (the others stop until
+    /// named again, then restart at a keyframe). Returns the rids now sent.
+    pub fn set_active_layers(&self, rids: &[String]) -> Vec<&'static str> {
+        let mut sent = Vec::new();
+        for l in &self.layers {
+            let Some(rid) = l.rid else { continue };
+            let on = rids.iter().any(|r| r == rid);
+            let was_stopped = l.stopped.swap(!on, Ordering::Relaxed);
+            if on {
+                sent.push(rid);
+                if was_stopped {
+                    l.keyframe_request.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        sent
     }
 
     /// Read the audio level to send from `level` (shared, so it can change during the call).
@@ -285,6 +307,7 @@ impl LocalTrack {
                 keyframe_request: layer.keyframe_request.clone(),
                 audio_level: audio_level_ext.map(|id| (id, self.audio_level.clone())),
                 paused: self.paused.clone(),
+                stopped: layer.stopped.clone(),
                 extensions,
             };
             tasks.push(tokio::spawn(pacer.run()));
@@ -315,6 +338,7 @@ struct Pacer {
     keyframe_request: Arc<AtomicBool>,
     audio_level: Option<(u8, Arc<AtomicU8>)>,
     paused: Arc<AtomicBool>,
+    stopped: Arc<AtomicBool>,
     /// Header extensions (id, value) set on every packet (simulcast: mid and rid).
     extensions: Vec<(u8, bytes::Bytes)>,
 }
@@ -333,6 +357,7 @@ impl Pacer {
             keyframe_request,
             audio_level,
             paused,
+            stopped,
             extensions,
         } = self;
         let kind = asset.kind;
@@ -344,7 +369,7 @@ impl Pacer {
         let mut ticker = tokio::time::interval(asset.frame_duration);
         loop {
             ticker.tick().await;
-            if paused.load(Ordering::Relaxed) {
+            if paused.load(Ordering::Relaxed) || stopped.load(Ordering::Relaxed) {
                 // Keep the media clock running so the stream resumes at the right time.
                 timestamp = timestamp.wrapping_add(asset.ticks_per_frame);
                 continue;

@@ -611,6 +611,25 @@ impl Session {
                     });
                 }
             }
+            ServerMessage::PublisherLayers { track_id, rids } => {
+                let kind = self
+                    .hub
+                    .report()
+                    .sent
+                    .values()
+                    .find_map(|s| (s.track_id.as_ref() == Some(track_id)).then_some(s.kind));
+                let local = kind.and_then(|k| {
+                    self.pub_tracks
+                        .iter()
+                        .find(|t| t.local.kind == k && !t.stopped)
+                });
+                if let Some(t) = local {
+                    let sent = t.local.set_active_layers(rids);
+                    self.hub.update_sent(t.local.kind, |s| {
+                        s.active_layers = sent.iter().map(|r| (*r).to_owned()).collect();
+                    });
+                }
+            }
             _ => {}
         }
         let _ = self.events_tx.send(msg);

@@ -41,6 +41,9 @@ pub struct SentTrackStats {
     /// How many times it was paused.
     #[serde(default)]
     pub pauses: u64,
+    /// Simulcast layers (rids) the server last asked for (`publisher_layers`); empty = all.
+    #[serde(default)]
+    pub active_layers: Vec<String>,
     /// Video packets sent per simulcast layer (0 = `q` … 2 = `f`); a non-simulcast video
     /// track counts in layer 0. `packets`, `bytes`, `frames`, `keyframes` and `loops` are the
     /// sums over all layers.
@@ -70,6 +73,7 @@ impl SentTrackStats {
             write_errors: 0,
             paused: false,
             pauses: 0,
+            active_layers: Vec::new(),
             layer_packets: [0; VIDEO_LAYERS],
             layer_ssrcs: Vec::new(),
         }

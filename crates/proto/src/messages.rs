@@ -325,6 +325,13 @@ pub enum ServerMessage {
         track_id: TrackId,
         paused: bool,
     },
+    /// Dynacast for a simulcast track: only the layers in `rids` are needed by anyone now;
+    /// stop sending the others (keep the encodings negotiated) until a later `publisher_layers`
+    /// names them again, then restart them with a keyframe.
+    PublisherLayers {
+        track_id: TrackId,
+        rids: Vec<String>,
+    },
     /// A moderator (operator or host) muted or unmuted your audio: while muted the server does
     /// not forward it. Your audio tracks are also announced with `track_muted`.
     ModeratorMute {

@@ -46,6 +46,8 @@ pub(crate) struct Track {
     pub host: bool,
     /// Simulcast layers, low to high (empty: one stream, `media_ssrc`).
     pub layers: Vec<TrackLayer>,
+    /// Dynacast: the layers the publisher was last told to send (`None`: all, never told).
+    pub sent_layers: Option<Vec<u8>>,
     /// Dynacast: the publisher was told to stop sending this (video) track.
     pub publisher_paused: bool,
     /// Negotiated id of the RFC 6464 audio level extension on this (audio) track.
@@ -808,7 +810,57 @@ impl Worker {
             if self.retarget_leg(ti, None, now) {
                 self.request_keyframe(ti, now);
             }
+            self.update_publisher_layers(ti);
         }
+    }
+
+    /// Dynacast per layer: tell the publisher which simulcast layers anyone needs — each shown
+    /// leg's wanted layer (by its tile, even if not sent now), its target and, while switching,
+    /// its current one. No shown leg: all layers (a track nobody shows is paused as a whole).
+    fn update_publisher_layers(&mut self, ti: usize) {
+        let Some(t) = self.tracks.get_mut(ti) else {
+            return;
+        };
+        let n = t.layers.len();
+        let mut needed = vec![false; n];
+        let mut any = false;
+        for leg in t.route.legs.iter().filter(|l| !l.paused) {
+            any = true;
+            let want = [
+                Some(desired_layer(leg.size.1, n)),
+                Some(leg.target),
+                leg.layer,
+            ];
+            for l in want.into_iter().flatten() {
+                if let Some(slot) = needed.get_mut(usize::from(l)) {
+                    *slot = true;
+                }
+            }
+        }
+        let needed: Vec<u8> = if any {
+            (0..n)
+                .filter(|&i| needed.get(i).copied().unwrap_or(false))
+                .filter_map(|i| u8::try_from(i).ok())
+                .collect()
+        } else {
+            (0..n).filter_map(|i| u8::try_from(i).ok()).collect()
+        };
+        let all = needed.len() == n;
+        let unchanged = match &t.sent_layers {
+            None => all,
+            Some(prev) => *prev == needed,
+        };
+        if unchanged {
+            return;
+        }
+        let rids: Vec<String> = needed
+            .iter()
+            .filter_map(|&i| t.layers.get(usize::from(i)).map(|l| l.rid.clone()))
+            .collect();
+        t.sent_layers = Some(needed);
+        let (owner, track_id) = (t.owner.clone(), t.id.clone());
+        tracing::debug!(track = %track_id, ?rids, "publisher layers");
+        self.send(&owner, ServerMessage::PublisherLayers { track_id, rids });
     }
 
     /// Dynacast: a video track that has subscribers, all of which have paused it, is paused at
@@ -1172,6 +1224,7 @@ impl Worker {
                             .collect()
                     })
                     .unwrap_or_default(),
+                sent_layers: None,
             });
             if let Some(p) = self.participants.get_mut(pid) {
                 p.tracks.push(ti);
