@@ -30,6 +30,9 @@ pub enum Command {
     Bot(BotArgs),
     /// Soak test a running server: a host plus N bots joining and leaving in a loop.
     Soak(crate::soak::SoakArgs),
+    /// Load test a server on this machine: P publishers and S subscribers in one room for a
+    /// fixed time, then a summary (packets, loss, join times, server CPU and memory).
+    Loadtest(crate::loadtest::LoadtestArgs),
     /// Manage operator accounts of the console (`rakor operator add --username U`).
     #[command(subcommand)]
     Operator(crate::operator_cli::OperatorCommand),
@@ -148,6 +151,7 @@ pub fn main() -> ExitCode {
         Command::Token(args) => token_cmd(args),
         Command::Bot(args) => bot(args),
         Command::Soak(args) => crate::soak::main(args),
+        Command::Loadtest(args) => crate::loadtest::main(args),
         Command::Operator(cmd) => crate::operator_cli::run(cmd),
     }
 }

@@ -11,6 +11,7 @@
 //! | [`http`] | the axum router: `/healthz`, `/rtc`, request tracing |
 //! | [`limits`] | unauthenticated connections, join attempts per IP |
 //! | [`soak`] | `rakor soak`: bounded soak test of a running server |
+//! | [`loadtest`] | `rakor loadtest`: bounded load test of a server on this machine |
 //! | [`shutdown`] | SIGINT/SIGTERM and the ordered drain |
 //! | [`signal`] | WebSocket signalling on `/rtc` |
 //! | [`web`] | the embedded browser client: `/`, `/join`, `/static/…` |
@@ -28,6 +29,7 @@ pub mod config;
 pub mod console;
 pub mod http;
 pub mod limits;
+pub mod loadtest;
 pub mod lobby;
 pub mod operator_cli;
 pub mod shutdown;

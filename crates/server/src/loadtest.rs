@@ -1,0 +1,884 @@
+//! `rakor loadtest`: a bounded load test of a `rakor serve` on this machine. P publisher bots
+//! (audio + video, or audio only) and S receive-only subscriber bots (one of them the host with
+//! `--host`) join one room with bounded concurrency; everyone stays for `--duration`; then every
+//! bot leaves and a summary is printed: packets, sequence-number loss, keyframe requests, join
+//! times, and the server process's CPU and memory from `/proc` (`--server-pid`, or the one local
+//! `rakor serve`). Definitions of every figure: docs/benchmarks.md, "Load tool".
+//!
+//! Tokens are minted locally with the server's signing key (same `--config`/`--data-dir` as
+//! `rakor serve`). Only loopback targets are accepted without `--allow-remote`: the tool creates
+//! the load of a whole rakor and reads the server's CPU from this machine's `/proc`.
+//!
+//! Layout: this file owns the flags and the run (join, hold, leave); `join` joins the bots and
+//! prints progress; `measure` reads `/proc` and checks the URL; `summary` turns the bots'
+//! reports into the table and the JSON.
+
+mod join;
+mod measure;
+mod summary;
+
+pub use measure::{check_loopback_url, find_rakor_serve_pids, ServerProbe};
+pub use summary::{BotRole, Summary};
+
+use crate::cli::ConfigArgs;
+use crate::config::{CliOverrides, Config};
+use crate::signing_key::{self, KeySource, SigningKey};
+use crate::token::{self, Claims};
+use join::{join_group, progress_loop, Bot, Expected, JoinContext, Progress};
+use rakor_client::Report;
+use rakor_proto::Role;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Every bot's `leave` together may take this long; stragglers are then dropped.
+const LEAVE_BUDGET: Duration = Duration::from_secs(30);
+/// Pause after the leaves before the last memory reading.
+const SETTLE_AFTER_LEAVE: Duration = Duration::from_secs(2);
+/// More bots than this in one process is not a meaningful test on one machine.
+const MAX_BOTS: usize = 1000;
+/// Identity of the host bot (`--host`), as the command room is usually called.
+pub const HOST_IDENTITY: &str = "command-room";
+
+/// `rakor loadtest` flags.
+#[derive(Debug, clap::Args)]
+pub struct LoadtestArgs {
+    /// Signalling WebSocket URL of the server under test (loopback only, see --allow-remote).
+    #[arg(long, default_value = "ws://127.0.0.1:7880/rtc")]
+    pub url: String,
+    /// Room to use.
+    #[arg(long, default_value = "loadtest")]
+    pub room: String,
+    /// Bots that publish (and, like every participant, receive everyone else).
+    #[arg(long, default_value_t = 10)]
+    pub publishers: usize,
+    /// Receive-only bots.
+    #[arg(long, default_value_t = 10)]
+    pub subscribers: usize,
+    /// How long everyone stays once all have joined, e.g. 60s, 5m (the measured window).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Simulcast layers per video publisher. Not implemented by rakor-client yet: values above
+    /// 1 are accepted, warned about, and publishers send one layer.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub video_layers: u8,
+    /// The first N publishers publish audio only.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub audio_only: usize,
+    /// The first subscriber is the host (identity `command-room`, role host).
+    #[arg(long)]
+    pub host: bool,
+    /// PID of the `rakor serve` process, for its CPU and memory [default: the one local
+    /// `rakor serve`, if exactly one runs].
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Joins in progress at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub join_concurrency: u16,
+    /// All joins (until media flows for every bot) must finish within this, or the run fails.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub join_budget: Duration,
+    /// Also write the summary (with per-bot detail) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Allow a --url that is not on this machine (127.0.0.0/8, ::1, localhost).
+    #[arg(long)]
+    pub allow_remote: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// What `rakor loadtest` was asked to do, validated.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub url: String,
+    pub room: String,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub audio_only: usize,
+    pub host: bool,
+    pub duration: Duration,
+    pub video_layers: u8,
+    pub join_concurrency: usize,
+    pub join_budget: Duration,
+}
+
+impl LoadPlan {
+    /// Check the flags (a usage error says which).
+    pub fn from_args(a: &LoadtestArgs) -> Result<Self, String> {
+        let total = a.publishers.saturating_add(a.subscribers);
+        if total == 0 || total > MAX_BOTS {
+            return Err(format!(
+                "--publishers + --subscribers must be 1..={MAX_BOTS}, got {total}"
+            ));
+        }
+        if a.audio_only > a.publishers {
+            return Err(format!(
+                "--audio-only {} is more than --publishers {}",
+                a.audio_only, a.publishers
+            ));
+        }
+        if a.host && a.subscribers == 0 {
+            return Err(
+                "--host makes the first subscriber the host: needs --subscribers >= 1".into(),
+            );
+        }
+        if a.duration.is_zero() || a.join_budget.is_zero() {
+            return Err("--duration and --join-budget must be above zero".into());
+        }
+        Ok(Self {
+            url: a.url.clone(),
+            room: a.room.clone(),
+            publishers: a.publishers,
+            subscribers: a.subscribers,
+            audio_only: a.audio_only,
+            host: a.host,
+            duration: a.duration,
+            video_layers: a.video_layers,
+            join_concurrency: usize::from(a.join_concurrency),
+            join_budget: a.join_budget,
+        })
+    }
+
+    pub fn bots(&self) -> usize {
+        self.publishers + self.subscribers
+    }
+}
+
+/// One bot to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotSpec {
+    pub identity: String,
+    pub role: BotRole,
+    pub token_role: Role,
+    pub audio: bool,
+    pub video: bool,
+}
+
+/// The bots of a plan, publishers first: `site-001`… (the first `audio_only` without video),
+/// then `command-room` (role host) if `host`, then `viewer-001`….
+pub fn bot_specs(plan: &LoadPlan) -> Vec<BotSpec> {
+    let mut v: Vec<BotSpec> = (0..plan.publishers)
+        .map(|i| BotSpec {
+            identity: format!("site-{:03}", i + 1),
+            role: BotRole::Publisher,
+            token_role: Role::Participant,
+            audio: true,
+            video: i >= plan.audio_only,
+        })
+        .collect();
+    let viewers = plan.subscribers - usize::from(plan.host && plan.subscribers > 0);
+    if plan.subscribers > viewers {
+        v.push(BotSpec {
+            identity: HOST_IDENTITY.to_owned(),
+            role: BotRole::Subscriber,
+            token_role: Role::Host,
+            audio: false,
+            video: false,
+        });
+    }
+    v.extend((0..viewers).map(|i| BotSpec {
+        identity: format!("viewer-{:03}", i + 1),
+        role: BotRole::Subscriber,
+        token_role: Role::Participant,
+        audio: false,
+        video: false,
+    }));
+    v
+}
+
+/// `rakor loadtest`: exit 0 when every bot joined and the run completed, 1 on a runtime failure
+/// (a join failed, the join budget ran out, the server went away), 2 on a usage/config error,
+/// 130 when stopped with Ctrl-C (the summary is printed in every case the run started).
+pub fn main(args: LoadtestArgs) -> ExitCode {
+    let plan = match LoadPlan::from_args(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !args.allow_remote {
+        if let Err(why) = check_loopback_url(&plan.url) {
+            eprintln!(
+                "error: --url {}: {why}. rakor loadtest only loads a server on this machine \
+                 (its load is a whole rakor, and it reads the server's CPU from /proc); pass \
+                 --allow-remote to override",
+                plan.url
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let config = match crate::cli::load_config(&args.config, CliOverrides::default()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "error,rakor_server=warn",
+        ))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    let key = match signing_key::load_or_create(&config) {
+        Ok((
+            _,
+            KeySource::File {
+                path,
+                created: true,
+            },
+        )) => {
+            eprintln!(
+                "error: there was no signing key in {}; one was created now, so the server under \
+                 test cannot know it. Pass the server's --data-dir or --config",
+                path.display()
+            );
+            return ExitCode::from(2);
+        }
+        Ok((k, _)) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let probe = match resolve_server(args.server_pid) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for w in warnings(&plan, &config) {
+        eprintln!("warning: {w}");
+    }
+    let tokens = match mint_tokens(&plan, &config, &key) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: minting tokens: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match crate::cli::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let summary = rt.block_on(run(&plan, tokens, probe));
+    rt.shutdown_timeout(Duration::from_secs(1));
+
+    let mut code = match summary.outcome.as_str() {
+        "completed" => ExitCode::SUCCESS,
+        "interrupted" => ExitCode::from(130),
+        _ => ExitCode::from(1),
+    };
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(summary::render(&summary).as_bytes());
+        let _ = out.flush();
+    }
+    if let Some(path) = &args.report_json {
+        let written = serde_json::to_string_pretty(&summary)
+            .map_err(|e| e.to_string())
+            .and_then(|j| std::fs::write(path, j + "\n").map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("error: writing {}: {e}", path.display());
+            code = ExitCode::from(1);
+        }
+    }
+    code
+}
+
+/// The server to measure: `--server-pid` (must exist), else the only local `rakor serve`;
+/// several → ask for `--server-pid`; none → not measured.
+fn resolve_server(pid: Option<u32>) -> Result<Option<ServerProbe>, String> {
+    let pid = match pid {
+        Some(pid) => pid,
+        None => match find_rakor_serve_pids().as_slice() {
+            [] => {
+                eprintln!(
+                    "note: no local `rakor serve` process found; server CPU and memory are not \
+                     measured (pass --server-pid)"
+                );
+                return Ok(None);
+            }
+            [one] => {
+                eprintln!("measuring the server process {one} (the only local `rakor serve`)");
+                *one
+            }
+            several => {
+                return Err(format!(
+                    "several `rakor serve` processes run ({several:?}); say which with --server-pid"
+                ))
+            }
+        },
+    };
+    let probe = ServerProbe::new(pid)
+        .ok_or_else(|| "cannot read the clock tick rate (sysconf)".to_owned())?;
+    if probe.cpu_ticks().is_none() || probe.rss_kib().is_none() {
+        return Err(format!(
+            "--server-pid {pid}: no such process readable in /proc"
+        ));
+    }
+    Ok(Some(probe))
+}
+
+/// What in the plan or the local config will not work as the user may expect.
+fn warnings(plan: &LoadPlan, config: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    if plan.video_layers > 1 && plan.video_layers != 3 {
+        w.push(format!(
+            "--video-layers {}: rakor-client sends simulcast as exactly 3 layers \
+             (320x240, 640x360, 1280x720); sending 3",
+            plan.video_layers
+        ));
+    }
+    let limits = &config.limits;
+    let per_minute = limits.join_attempts_per_ip_per_minute as usize;
+    if per_minute != 0 && plan.bots() > per_minute {
+        w.push(format!(
+            "{} joins from one address, but limits.join_attempts_per_ip_per_minute = {per_minute} \
+             in this config: start the server with RAKOR_LIMITS_JOIN_ATTEMPTS_PER_IP_PER_MINUTE=0",
+            plan.bots()
+        ));
+    }
+    if plan.bots() > limits.max_participants_per_room {
+        w.push(format!(
+            "{} bots in one room, but limits.max_participants_per_room = {} in this config",
+            plan.bots(),
+            limits.max_participants_per_room
+        ));
+    }
+    w
+}
+
+fn mint_tokens(
+    plan: &LoadPlan,
+    config: &Config,
+    key: &SigningKey,
+) -> Result<Vec<(BotSpec, String)>, String> {
+    let ttl = (plan.join_budget + plan.duration + LEAVE_BUDGET + Duration::from_secs(600))
+        .min(config.auth.max_ttl);
+    bot_specs(plan)
+        .into_iter()
+        .map(|spec| {
+            let claims = Claims::new(
+                &plan.room,
+                &spec.identity,
+                &spec.identity,
+                spec.token_role,
+                ttl,
+            );
+            token::mint(key, &claims)
+                .map(|t| (spec, t))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// First Ctrl-C: stop (bots leave, the summary is printed). Second: exit at once.
+fn watch_ctrl_c(stop: CancellationToken, interrupted: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        interrupted.store(true, Ordering::Relaxed);
+        eprintln!("interrupted: the bots leave, then the summary (Ctrl-C again to quit at once)");
+        stop.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+}
+
+/// Run the plan: join (publishers, then subscribers), hold for the duration, leave; returns the
+/// summary (also when a join failed or the run was interrupted).
+pub async fn run(
+    plan: &LoadPlan,
+    tokens: Vec<(BotSpec, String)>,
+    probe: Option<ServerProbe>,
+) -> Summary {
+    let stop = CancellationToken::new();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let server_gone = Arc::new(AtomicBool::new(false));
+    watch_ctrl_c(stop.clone(), Arc::clone(&interrupted));
+    let rss_start = probe.and_then(|p| p.rss_kib());
+    let run_cpu_start = probe.and_then(|p| p.cpu_ticks());
+    let progress = Arc::new(Progress {
+        started: Instant::now(),
+        total: tokens.len(),
+        joined: AtomicUsize::new(0),
+        media_ok: AtomicUsize::new(0),
+        hubs: Mutex::new(Vec::new()),
+    });
+    let progress_done = CancellationToken::new();
+    let progress_task = tokio::spawn(progress_loop(
+        Arc::clone(&progress),
+        probe,
+        progress_done.clone(),
+        stop.clone(),
+        Arc::clone(&server_gone),
+    ));
+    eprintln!(
+        "joining {} publishers, then {} subscribers into room {:?} ({} at a time, budget {} s)",
+        plan.publishers,
+        plan.subscribers,
+        plan.room,
+        plan.join_concurrency,
+        plan.join_budget.as_secs()
+    );
+
+    // Join: publishers first (each waits until its own tracks flow), then subscribers (each
+    // waits until it receives every publisher's tracks).
+    let ctx = Arc::new(JoinContext {
+        url: plan.url.clone(),
+        deadline: Instant::now() + plan.join_budget,
+        stop: stop.clone(),
+        permits: Arc::new(Semaphore::new(plan.join_concurrency)),
+        progress: Arc::clone(&progress),
+        simulcast: plan.video_layers > 1,
+    });
+    let (pub_tokens, sub_tokens): (Vec<_>, Vec<_>) = tokens
+        .into_iter()
+        .partition(|(s, _)| s.role == BotRole::Publisher);
+    let mut bots = join_group(&ctx, pub_tokens, None).await;
+    if !stop.is_cancelled() {
+        let expect: Expected = Arc::new(
+            bots.iter()
+                .filter_map(|b| Some((b.participant_id.clone()?, b.spec.video)))
+                .collect(),
+        );
+        bots.extend(join_group(&ctx, sub_tokens, Some(expect)).await);
+    } else {
+        bots.extend(sub_tokens.into_iter().map(|(spec, _)| {
+            let mut b = Bot::new(spec);
+            b.error = Some("not started: the join phase was over".into());
+            b
+        }));
+    }
+    let join_failed = stop.is_cancelled();
+    let join_elapsed = progress.started.elapsed();
+    if !join_failed {
+        eprintln!(
+            "all {} bots joined with media flowing in {:.1} s; holding for {} s",
+            bots.len(),
+            join_elapsed.as_secs_f64(),
+            plan.duration.as_secs()
+        );
+    }
+
+    // Hold: the measured window. When the joins did not complete, the window is the join phase
+    // instead (counters from zero, CPU from the start of the run), so a failure can be read.
+    let (window_start, cpu_start, start_reports): (Instant, Option<u64>, Vec<Option<Report>>) =
+        if join_failed {
+            (progress.started, run_cpu_start, vec![None; bots.len()])
+        } else {
+            (
+                Instant::now(),
+                probe.and_then(|p| p.cpu_ticks()),
+                bots.iter()
+                    .map(|b| b.hub.as_ref().map(|h| h.report()))
+                    .collect(),
+            )
+        };
+    if !join_failed {
+        tokio::select! {
+            () = tokio::time::sleep(plan.duration) => {}
+            () = stop.cancelled() => {}
+        }
+    }
+    let window = window_start.elapsed();
+    let cpu_end = probe.and_then(|p| p.cpu_ticks());
+    let rss_end = probe.and_then(|p| p.rss_kib());
+    let end_reports: Vec<Option<Report>> = bots
+        .iter()
+        .map(|b| b.hub.as_ref().map(|h| h.report()))
+        .collect();
+    progress_done.cancel();
+    let _ = progress_task.await;
+    for b in &mut bots {
+        if let Some(c) = b.client.as_ref().filter(|c| c.is_closed()) {
+            b.ended = Some(match c.close_reason() {
+                Some(r) => serde_json::to_value(r)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|s| format!("server said leave: {s}")))
+                    .unwrap_or_else(|| format!("server said leave: {r:?}")),
+                None => "connection closed".to_owned(),
+            });
+        }
+    }
+    let dropped = bots.iter().filter(|b| b.ended.is_some()).count();
+
+    // Leave: everyone at once, bounded.
+    let participants = bots.iter().filter(|b| b.client.is_some()).count();
+    eprintln!("{participants} bots leaving");
+    let leaving: Vec<tokio::task::JoinHandle<()>> = bots
+        .iter_mut()
+        .filter_map(|b| b.client.take())
+        .map(|c| {
+            tokio::spawn(async move {
+                let _ = c.leave().await;
+            })
+        })
+        .collect();
+    let aborts: Vec<_> = leaving.iter().map(|h| h.abort_handle()).collect();
+    if tokio::time::timeout(LEAVE_BUDGET, futures_util::future::join_all(leaving))
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "warning: not every bot left within {} s; dropping the rest",
+            LEAVE_BUDGET.as_secs()
+        );
+        aborts.iter().for_each(|a| a.abort());
+    }
+    let rss_after_leave = match probe {
+        Some(p) if !server_gone.load(Ordering::Relaxed) => {
+            tokio::time::sleep(SETTLE_AFTER_LEAVE).await;
+            p.rss_kib()
+        }
+        _ => None,
+    };
+
+    let outcome = if interrupted.load(Ordering::Relaxed) {
+        "interrupted"
+    } else if join_failed || dropped > 0 {
+        "failed"
+    } else {
+        "completed"
+    };
+    let error = if interrupted.load(Ordering::Relaxed) {
+        None
+    } else if server_gone.load(Ordering::Relaxed) {
+        Some("the server process went away during the run".to_owned())
+    } else if join_failed {
+        Some(join_failure_text(plan, &bots, join_elapsed))
+    } else if dropped > 0 {
+        let first = bots
+            .iter()
+            .find_map(|b| Some(format!("{}: {}", b.spec.identity, b.ended.as_deref()?)))
+            .unwrap_or_default();
+        Some(format!(
+            "{dropped} bots lost their session before the end (first: {first})"
+        ))
+    } else {
+        None
+    };
+    let window_s = window.as_secs_f64();
+    let server = probe.map(|p| summary::ServerSummary {
+        pid: p.pid,
+        clk_tck: p.clk_tck,
+        cpu_cores_avg: match (cpu_start, cpu_end) {
+            (Some(a), Some(b)) => measure::cores_used(b.saturating_sub(a), p.clk_tck, window),
+            _ => None,
+        },
+        cpu_window_s: window_s,
+        rss_start_kib: rss_start,
+        rss_end_kib: rss_end,
+        rss_after_leave_kib: rss_after_leave,
+        participants,
+        rss_per_participant_kib: match (rss_start, rss_end) {
+            (Some(a), Some(b)) => summary::per_participant_kib(a, b, participants),
+            _ => None,
+        },
+    });
+    let window_kind = if join_failed {
+        "join phase (the joins did not complete)"
+    } else {
+        "steady (everyone joined → duration over)"
+    };
+    build_summary(
+        plan,
+        &bots,
+        &start_reports,
+        &end_reports,
+        (window_s, window_kind),
+        outcome,
+        error,
+        server,
+    )
+}
+
+/// The error of a failed join phase: the first bot's error, with the budget when it ran out.
+fn join_failure_text(plan: &LoadPlan, bots: &[Bot], elapsed: Duration) -> String {
+    let flowing = bots.iter().filter(|b| b.media.is_some()).count();
+    // A bot's own failure first, then one stopped while waiting for media (its text says what
+    // was missing), then whatever there is.
+    let with_error =
+        |pred: &dyn Fn(&str) -> bool| bots.iter().find(|b| b.error.as_deref().is_some_and(pred));
+    let first = with_error(&|e| !e.starts_with("not started") && !e.starts_with("stopped"))
+        .or_else(|| with_error(&|e| e.starts_with("stopped (")))
+        .or_else(|| with_error(&|_| true));
+    let what = first
+        .map(|b| {
+            format!(
+                "{}: {}",
+                b.spec.identity,
+                b.error.as_deref().unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    if elapsed >= plan.join_budget {
+        format!(
+            "the joins took longer than the join budget ({} s): media flowing for {flowing} of {} \
+             bots; first error: {what}",
+            plan.join_budget.as_secs(),
+            bots.len()
+        )
+    } else {
+        format!(
+            "a join failed after {:.1} s (media flowing for {flowing} of {} bots): {what}",
+            elapsed.as_secs_f64(),
+            bots.len()
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_summary(
+    plan: &LoadPlan,
+    bots: &[Bot],
+    start_reports: &[Option<Report>],
+    end_reports: &[Option<Report>],
+    (window_s, window_kind): (f64, &str),
+    outcome: &str,
+    error: Option<String>,
+    server: Option<summary::ServerSummary>,
+) -> Summary {
+    let identity_of: HashMap<String, String> = bots
+        .iter()
+        .filter_map(|b| {
+            Some((
+                b.participant_id.as_ref()?.0.clone(),
+                b.spec.identity.clone(),
+            ))
+        })
+        .collect();
+    let bot_summaries: Vec<summary::BotSummary> = bots
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let w = end_reports
+                .get(i)
+                .and_then(Option::as_ref)
+                .map(|end| {
+                    summary::window_counters(start_reports.get(i).and_then(Option::as_ref), end)
+                })
+                .unwrap_or_default();
+            summary::BotSummary {
+                identity: b.spec.identity.clone(),
+                role: b.spec.role,
+                token_role: b.spec.token_role.as_str().to_owned(),
+                participant_id: b.participant_id.as_ref().map(|p| p.0.clone()),
+                joined_ms: b.joined.map(|d| d.as_secs_f64() * 1000.0),
+                media_ms: b.media.map(|d| d.as_secs_f64() * 1000.0),
+                error: b.error.clone(),
+                ended: b.ended.clone(),
+                publisher_state: end_reports
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .and_then(|r| r.publisher_state.clone()),
+                subscriber_state: end_reports
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .and_then(|r| r.subscriber_state.clone()),
+                packets_sent: w.packets_sent,
+                nacks_received: w.nacks_received,
+                plis_received: w.plis_received,
+                firs_received: w.firs_received,
+                received: w
+                    .received
+                    .into_iter()
+                    .map(|(pid, c)| (identity_of.get(&pid).cloned().unwrap_or(pid), c.into()))
+                    .collect(),
+            }
+        })
+        .collect();
+    let publishers: Vec<String> = bots
+        .iter()
+        .filter(|b| b.spec.role == BotRole::Publisher && b.participant_id.is_some())
+        .map(|b| b.spec.identity.clone())
+        .collect();
+    let roles = [BotRole::Publisher, BotRole::Subscriber]
+        .into_iter()
+        .filter(|r| bot_summaries.iter().any(|b| b.role == *r))
+        .map(|r| summary::role_summary(r, &bot_summaries, &publishers, window_s))
+        .collect();
+    let mut notes = vec![
+        "every bot receives every other participant's tracks (the server subscribes everyone to \
+         everything; rakor-client has no opt-out), so publishers are also subscribers"
+            .to_owned(),
+    ];
+    if plan.video_layers > 1 {
+        notes.push(
+            "simulcast: each video publisher sends q/h/f (320x240, 640x360, 1280x720); \
+             subscribers report no tile size, so each gets the top layer and the server's \
+             dynacast stops the lower ones"
+                .to_owned(),
+        );
+    }
+    Summary {
+        url: plan.url.clone(),
+        room: plan.room.clone(),
+        publishers: plan.publishers,
+        audio_only: plan.audio_only,
+        subscribers: plan.subscribers,
+        host: plan.host,
+        video_layers_requested: plan.video_layers,
+        video_layers_sent: if plan.video_layers > 1 { 3 } else { 1 },
+        duration_s: plan.duration.as_secs_f64(),
+        window_s,
+        window: window_kind.to_owned(),
+        outcome: outcome.to_owned(),
+        error,
+        roles,
+        server,
+        notes,
+        not_measured: vec![
+            "NACKs sent by receivers (webrtc's NACK generator interceptor sends them uncounted)"
+                .to_owned(),
+            "retransmitted packets (a repaired gap shows as a gap plus an out-of-order packet)"
+                .to_owned(),
+            "jitter, round-trip time, bitrate estimates (RTCP reports, REMB, TWCC are not exposed)"
+                .to_owned(),
+        ],
+        bots: bot_summaries,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use clap::Parser as _;
+
+    fn parse(extra: &[&str]) -> Result<LoadtestArgs, clap::Error> {
+        let cli = crate::cli::Cli::try_parse_from(
+            ["rakor", "loadtest"].iter().chain(extra.iter()).copied(),
+        )?;
+        match cli.command {
+            crate::cli::Command::Loadtest(a) => Ok(a),
+            _ => panic!("not loadtest"),
+        }
+    }
+
+    #[test]
+    fn parses_the_documented_command_line() {
+        let a = parse(&[
+            "--url",
+            "ws://127.0.0.1:7880/rtc",
+            "--room",
+            "R",
+            "--publishers",
+            "60",
+            "--subscribers",
+            "61",
+            "--duration",
+            "60s",
+            "--video-layers",
+            "3",
+            "--audio-only",
+            "5",
+            "--host",
+            "--data-dir",
+            "/tmp/lt",
+            "--server-pid",
+            "42",
+            "--join-concurrency",
+            "8",
+            "--report-json",
+            "/tmp/r.json",
+        ])
+        .unwrap();
+        let plan = LoadPlan::from_args(&a).unwrap();
+        assert_eq!(
+            (plan.publishers, plan.subscribers, plan.audio_only),
+            (60, 61, 5)
+        );
+        assert_eq!(plan.duration, Duration::from_secs(60));
+        assert_eq!((plan.video_layers, plan.join_concurrency), (3, 8));
+        assert_eq!(a.server_pid, Some(42));
+        let d = parse(&[]).unwrap();
+        assert_eq!(
+            (d.join_concurrency, d.join_budget),
+            (8, Duration::from_secs(60))
+        );
+        assert!(!d.allow_remote && !d.host);
+        assert!(parse(&["--video-layers", "4"]).is_err());
+        assert!(parse(&["--join-concurrency", "0"]).is_err());
+    }
+
+    #[test]
+    fn rejects_impossible_plans() {
+        let bad: [&[&str]; 4] = [
+            &["--publishers", "0", "--subscribers", "0"],
+            &["--publishers", "2", "--audio-only", "3"],
+            &["--subscribers", "0", "--host"],
+            &["--duration", "0s"],
+        ];
+        for args in bad {
+            let a = parse(args).unwrap();
+            assert!(LoadPlan::from_args(&a).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn bots_are_publishers_then_host_then_viewers() {
+        let a = parse(&[
+            "--publishers",
+            "3",
+            "--subscribers",
+            "2",
+            "--audio-only",
+            "1",
+            "--host",
+        ])
+        .unwrap();
+        let specs = bot_specs(&LoadPlan::from_args(&a).unwrap());
+        let got: Vec<(&str, BotRole, Role, bool, bool)> = specs
+            .iter()
+            .map(|s| (s.identity.as_str(), s.role, s.token_role, s.audio, s.video))
+            .collect();
+        use BotRole::{Publisher as P, Subscriber as S};
+        assert_eq!(
+            got,
+            vec![
+                ("site-001", P, Role::Participant, true, false),
+                ("site-002", P, Role::Participant, true, true),
+                ("site-003", P, Role::Participant, true, true),
+                ("command-room", S, Role::Host, false, false),
+                ("viewer-001", S, Role::Participant, false, false),
+            ]
+        );
+        let a = parse(&["--publishers", "1", "--subscribers", "1"]).unwrap();
+        let specs = bot_specs(&LoadPlan::from_args(&a).unwrap());
+        assert_eq!(specs[1].identity, "viewer-001");
+    }
+
+    #[test]
+    fn warns_about_simulcast_and_server_limits() {
+        let a = parse(&[
+            "--publishers",
+            "60",
+            "--subscribers",
+            "61",
+            "--video-layers",
+            "3",
+        ])
+        .unwrap();
+        let plan = LoadPlan::from_args(&a).unwrap();
+        let w = warnings(&plan, &Config::default()).join("\n");
+        assert!(w.contains("does not implement simulcast"), "{w}");
+        assert!(
+            w.contains("RAKOR_LIMITS_JOIN_ATTEMPTS_PER_IP_PER_MINUTE=0"),
+            "{w}"
+        );
+        assert!(w.contains("max_participants_per_room"), "{w}");
+        let a = parse(&["--publishers", "2", "--subscribers", "2"]).unwrap();
+        assert!(warnings(&LoadPlan::from_args(&a).unwrap(), &Config::default()).is_empty());
+    }
+}
