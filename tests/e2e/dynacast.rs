@@ -53,13 +53,8 @@ async fn hidden_video_stops_and_resumes_with_a_keyframe_and_nobody_showing_pause
             .await
             .unwrap();
     }
-    let track = publisher
-        .wait_published(MEDIA_WAIT)
-        .await
-        .unwrap()
-        .sent_track(TrackKind::Video)
-        .and_then(|t| t.track_id.clone())
-        .expect("video track id learnt from track_published");
+    publisher.wait_published(MEDIA_WAIT).await.unwrap();
+    let track = publisher.local_track_id(TrackKind::Video).unwrap();
 
     // S1 hides the video: it stops reaching S1 while S2 keeps receiving it.
     show(&s1, &track, false).await;
@@ -149,13 +144,8 @@ async fn track_settings_for_unknown_or_audio_tracks_are_refused() {
     sub.wait_media(|r| audio(r, &p) >= 10, MEDIA_WAIT)
         .await
         .unwrap();
-    let audio_track = publisher
-        .wait_published(MEDIA_WAIT)
-        .await
-        .unwrap()
-        .sent_track(TrackKind::Audio)
-        .and_then(|t| t.track_id.clone())
-        .unwrap();
+    publisher.wait_published(MEDIA_WAIT).await.unwrap();
+    let audio_track = publisher.local_track_id(TrackKind::Audio).unwrap();
     for (track, code) in [
         (TrackId("TR_nope".into()), ErrorCode::UnknownTrack),
         (audio_track, ErrorCode::BadRequest),

@@ -19,6 +19,18 @@ async fn subscriber(server: &Server, identity: &str) -> Client {
         .unwrap_or_else(|e| panic!("{identity} could not join: {e}"))
 }
 
+/// A site publishing video as three simulcast layers.
+async fn simulcast_publisher(server: &Server) -> Client {
+    let token = server.token("rakor", "camat-kota", "participant").unwrap();
+    Client::connect(
+        ClientOptions::new(server.ws_url(), token)
+            .publish(false, true)
+            .simulcast(true),
+    )
+    .await
+    .unwrap()
+}
+
 fn layers(r: &Report, from: &ParticipantId) -> [u64; 3] {
     r.received_track(from, TrackKind::Video)
         .map_or([0; 3], |t| t.layer_packets)
@@ -46,24 +58,12 @@ async fn tile(client: &Client, track: &TrackId, height: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_subscriber_gets_the_layer_its_tile_needs_and_switches_cleanly() {
     let server = Server::start().unwrap();
-    let token = server.token("rakor", "camat-kota", "participant").unwrap();
-    let publisher = Client::connect(
-        ClientOptions::new(server.ws_url(), token)
-            .publish(false, true)
-            .simulcast(true),
-    )
-    .await
-    .unwrap();
+    let publisher = simulcast_publisher(&server).await;
     let p = publisher.participant_id().clone();
     let wall = subscriber(&server, "command-room-wall").await;
     let main = subscriber(&server, "dinkes").await;
-    let track = publisher
-        .wait_published(MEDIA_WAIT)
-        .await
-        .unwrap()
-        .sent_track(TrackKind::Video)
-        .and_then(|t| t.track_id.clone())
-        .expect("video track id");
+    publisher.wait_published(MEDIA_WAIT).await.unwrap();
+    let track = publisher.local_track_id(TrackKind::Video).unwrap();
     // Both receive something first (the subscriber offer is answered), then say their sizes.
     for s in [&wall, &main] {
         s.wait_media(|r| video(r, &p).0 > 0, MEDIA_WAIT)
@@ -146,23 +146,11 @@ fn sent_layers(c: &Client) -> [u64; 3] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layers_nobody_needs_are_paused_at_the_publisher() {
     let server = Server::start().unwrap();
-    let token = server.token("rakor", "camat-kota", "participant").unwrap();
-    let mut publisher = Client::connect(
-        ClientOptions::new(server.ws_url(), token)
-            .publish(false, true)
-            .simulcast(true),
-    )
-    .await
-    .unwrap();
+    let mut publisher = simulcast_publisher(&server).await;
     let p = publisher.participant_id().clone();
     let wall = subscriber(&server, "command-room-wall").await;
-    let track = publisher
-        .wait_published(MEDIA_WAIT)
-        .await
-        .unwrap()
-        .sent_track(TrackKind::Video)
-        .and_then(|t| t.track_id.clone())
-        .expect("video track id");
+    publisher.wait_published(MEDIA_WAIT).await.unwrap();
+    let track = publisher.local_track_id(TrackKind::Video).unwrap();
     wall.wait_media(|r| video(r, &p).0 > 0, MEDIA_WAIT)
         .await
         .unwrap();

@@ -590,18 +590,7 @@ impl Session {
             }
             ServerMessage::Leave { reason } => self.close_reason = Some(*reason),
             ServerMessage::PublisherPause { track_id, paused } => {
-                let kind = self
-                    .hub
-                    .report()
-                    .sent
-                    .values()
-                    .find_map(|s| (s.track_id.as_ref() == Some(track_id)).then_some(s.kind));
-                let local = kind.and_then(|k| {
-                    self.pub_tracks
-                        .iter()
-                        .find(|t| t.local.kind == k && !t.stopped)
-                });
-                if let Some(t) = local {
+                if let Some(t) = self.published_track(track_id) {
                     t.local.set_paused(*paused);
                     self.hub.update_sent(t.local.kind, |s| {
                         if *paused && !s.paused {
@@ -612,18 +601,7 @@ impl Session {
                 }
             }
             ServerMessage::PublisherLayers { track_id, rids } => {
-                let kind = self
-                    .hub
-                    .report()
-                    .sent
-                    .values()
-                    .find_map(|s| (s.track_id.as_ref() == Some(track_id)).then_some(s.kind));
-                let local = kind.and_then(|k| {
-                    self.pub_tracks
-                        .iter()
-                        .find(|t| t.local.kind == k && !t.stopped)
-                });
-                if let Some(t) = local {
+                if let Some(t) = self.published_track(track_id) {
                     let sent = t.local.set_active_layers(rids);
                     self.hub.update_sent(t.local.kind, |s| {
                         s.active_layers = sent.iter().map(|r| (*r).to_owned()).collect();
@@ -633,6 +611,19 @@ impl Session {
             _ => {}
         }
         let _ = self.events_tx.send(msg);
+    }
+
+    /// Our published (not stopped) track that the server knows as `track_id`.
+    fn published_track(&self, track_id: &rakor_proto::TrackId) -> Option<&PubTrack> {
+        let kind = self
+            .hub
+            .report()
+            .sent
+            .values()
+            .find_map(|s| (s.track_id.as_ref() == Some(track_id)).then_some(s.kind))?;
+        self.pub_tracks
+            .iter()
+            .find(|t| t.local.kind == kind && !t.stopped)
     }
 
     async fn on_publisher_answer(&mut self, sdp: String) -> Result<(), ClientError> {

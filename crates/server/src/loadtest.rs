@@ -872,7 +872,7 @@ mod tests {
         .unwrap();
         let plan = LoadPlan::from_args(&a).unwrap();
         let w = warnings(&plan, &Config::default()).join("\n");
-        assert!(w.contains("does not implement simulcast"), "{w}");
+        assert!(!w.contains("simulcast"), "3 layers is what is sent: {w}");
         assert!(
             w.contains("RAKOR_LIMITS_JOIN_ATTEMPTS_PER_IP_PER_MINUTE=0"),
             "{w}"
@@ -880,5 +880,16 @@ mod tests {
         assert!(w.contains("max_participants_per_room"), "{w}");
         let a = parse(&["--publishers", "2", "--subscribers", "2"]).unwrap();
         assert!(warnings(&LoadPlan::from_args(&a).unwrap(), &Config::default()).is_empty());
+        let a = parse(&[
+            "--publishers",
+            "2",
+            "--subscribers",
+            "2",
+            "--video-layers",
+            "2",
+        ])
+        .unwrap();
+        let w = warnings(&LoadPlan::from_args(&a).unwrap(), &Config::default()).join("\n");
+        assert!(w.contains("exactly 3 layers"), "{w}");
     }
 }
