@@ -65,6 +65,11 @@ pub fn sdp(data: &[u8]) {
     if let Some(n) = n {
         assert!(n <= text.matches("m=").count());
     }
+    // Simulcast layers: bounded however hostile the offer.
+    for (_mid, rids) in rakor_sfu::simulcast_rids(&text) {
+        assert!((2..=4).contains(&rids.len()), "{rids:?}");
+        assert!(rids.iter().all(|r| !r.is_empty() && r.len() <= 16));
+    }
 }
 
 /// RTP: parse a packet (the `rtc` core's parser), strip and rewrite its header for a leg

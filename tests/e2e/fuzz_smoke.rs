@@ -222,6 +222,7 @@ fn sdp_precheck() {
         text(&[
             "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=inactive\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n",
             "v=0\nm=video 9 RTP/AVP 96\na=recvonly\nm=audio 9 RTP/AVP 0\n",
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=rid:q send\r\na=simulcast:send q;~h,x;f;a;b\r\n",
         ]),
     );
 }

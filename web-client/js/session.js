@@ -247,37 +247,30 @@ export class CallSession extends EventTarget {
     this.send({ type: 'track_settings', track_id: trackId, visible, width, height });
   }
 
-  /** Dynacast: nobody shows our video, so stop encoding and sending it until told otherwise. */
-  async onPublisherPause(msg) {
-    const kind = Object.keys(this.ownTracks).find((k) => this.ownTracks[k] === msg.track_id);
+  /** Dynacast: nobody shows our video (`publisher_pause`), or only some simulcast layers are
+   *  needed (`publisher_layers`): record it, then apply both to the sender's encodings. */
+  onPublisherPause(msg) {
+    this.publisherPaused = msg.paused;
+    return this.applySendState(msg.track_id);
+  }
+
+  onPublisherLayers(msg) {
+    this.activeLayers = msg.rids ?? [];
+    return this.applySendState(msg.track_id);
+  }
+
+  async applySendState(trackId) {
+    const kind = Object.keys(this.ownTracks).find((k) => this.ownTracks[k] === trackId);
     const sender = kind && this.pubTransceivers[kind]?.sender;
     if (!sender) return;
     const params = sender.getParameters();
     if (!params.encodings?.length) return;
     const layers = this.activeLayers ? new Set(this.activeLayers) : null;
-    for (const e of params.encodings) e.active = !msg.paused && (!e.rid || !layers || layers.has(e.rid));
+    for (const e of params.encodings) e.active = !this.publisherPaused && (!e.rid || !layers || layers.has(e.rid));
     try {
       await sender.setParameters(params);
-      this.publisherPaused = msg.paused;
     } catch (err) {
-      console.warn('rakor: could not (un)pause the sender', err);
-    }
-  }
-
-  /** Dynacast per layer: send only the simulcast layers someone needs. */
-  async onPublisherLayers(msg) {
-    const kind = Object.keys(this.ownTracks).find((k) => this.ownTracks[k] === msg.track_id);
-    const sender = kind && this.pubTransceivers[kind]?.sender;
-    if (!sender) return;
-    const params = sender.getParameters();
-    if (!params.encodings?.some((e) => e.rid)) return;
-    const want = new Set(msg.rids ?? []);
-    for (const e of params.encodings) e.active = !this.publisherPaused && want.has(e.rid);
-    try {
-      await sender.setParameters(params);
-      this.activeLayers = [...want];
-    } catch (err) {
-      console.warn('rakor: could not change the sent layers', err);
+      console.warn('rakor: could not change what the sender sends', err);
     }
   }
 

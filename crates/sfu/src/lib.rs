@@ -25,6 +25,12 @@ pub mod liveness;
 pub fn count_sending_media(sdp: &str) -> Option<usize> {
     rooms::count_sending_media(sdp).ok()
 }
+
+/// The simulcast RIDs per media section that the media core reads from an offer (low to
+/// high). Public for the fuzzers.
+pub fn simulcast_rids(sdp: &str) -> Vec<(String, Vec<String>)> {
+    rooms::simulcast_rids(sdp)
+}
 mod resume;
 mod rooms;
 pub mod router;
