@@ -197,6 +197,14 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Remove a [`Netns::rate_cap`] from `ifname`.
+    pub fn rate_uncap(&self, ifname: &str) -> Result<()> {
+        self.exec("tc", &["qdisc", "del", "dev", ifname, "root"])
+            .map(drop)
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = run("ip", &["netns", "del", &self.name]);

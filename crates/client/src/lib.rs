@@ -25,4 +25,4 @@ pub mod stats;
 pub use client::{Client, ClientOptions, Joined};
 pub use error::ClientError;
 pub use room::RoomView;
-pub use stats::{ReceivedTrackStats, Report, SentTrackStats, StatsHub};
+pub use stats::{FrameGap, LayerChange, ReceivedTrackStats, Report, SentTrackStats, StatsHub};

@@ -116,11 +116,53 @@ pub struct ReceivedTrackStats {
     /// non-simulcast sender's video is layer 0). Sums to `payload_matches` for video.
     #[serde(default)]
     pub layer_packets: [u64; VIDEO_LAYERS],
-    /// The layer of the most recent video packet whose payload was identified.
+    /// The layer of the newest (by sequence number) video packet whose payload was identified.
     #[serde(default)]
     pub last_layer: Option<u8>,
+    /// The latest pauses between two frames' first packets of at least [`FRAME_GAP_MIN`]
+    /// (video freezes as the receiver sees them; at most [`TIMELINE_MAX`] kept).
+    #[serde(default)]
+    pub frame_gaps: Vec<FrameGap>,
+    /// The latest changes of `last_layer`, with their wall-clock time (at most
+    /// [`TIMELINE_MAX`] kept).
+    #[serde(default)]
+    pub layer_changes: Vec<LayerChange>,
     #[serde(skip)]
     last_timestamp: Option<u32>,
+    #[serde(skip)]
+    last_frame_at: Option<Instant>,
+}
+
+/// A pause in a received video: no new frame for `gap_ms`, ending at `end_unix_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameGap {
+    pub end_unix_ms: u64,
+    pub gap_ms: u64,
+}
+
+/// The received video switched to simulcast `layer` at `at_unix_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerChange {
+    pub at_unix_ms: u64,
+    pub layer: u8,
+}
+
+/// Shorter pauses between frames are not recorded in `frame_gaps` (15 fps is 67 ms apart).
+pub const FRAME_GAP_MIN: Duration = Duration::from_millis(200);
+/// Entries kept in `frame_gaps` and `layer_changes`.
+pub const TIMELINE_MAX: usize = 32;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn push_bounded<T>(v: &mut Vec<T>, item: T) {
+    if v.len() >= TIMELINE_MAX {
+        v.remove(0);
+    }
+    v.push(item);
 }
 
 impl ReceivedTrackStats {
@@ -145,7 +187,39 @@ impl ReceivedTrackStats {
             plis_sent: 0,
             layer_packets: [0; VIDEO_LAYERS],
             last_layer: None,
+            frame_gaps: Vec::new(),
+            layer_changes: Vec::new(),
             last_timestamp: None,
+            last_frame_at: None,
+        }
+    }
+
+    /// After [`Self::record`] of a packet that arrived at `now`: note a frame gap or a layer
+    /// change it made (`frames_before` / `layer_before`: the counters before that packet).
+    pub fn note_timing(&mut self, now: Instant, frames_before: u64, layer_before: Option<u8>) {
+        if self.frames != frames_before {
+            if let Some(prev) = self.last_frame_at {
+                let gap = now.saturating_duration_since(prev);
+                if gap >= FRAME_GAP_MIN {
+                    push_bounded(
+                        &mut self.frame_gaps,
+                        FrameGap {
+                            end_unix_ms: unix_ms(),
+                            gap_ms: gap.as_millis() as u64,
+                        },
+                    );
+                }
+            }
+            self.last_frame_at = Some(now);
+        }
+        if let (Some(layer), true) = (self.last_layer, self.last_layer != layer_before) {
+            push_bounded(
+                &mut self.layer_changes,
+                LayerChange {
+                    at_unix_ms: unix_ms(),
+                    layer,
+                },
+            );
         }
     }
 
@@ -163,18 +237,23 @@ impl ReceivedTrackStats {
         }
         self.packets += 1;
         self.ssrc = Some(ssrc);
-        match self.last_seq {
+        let in_order = match self.last_seq {
             Some(last) => {
                 let diff = seq.wrapping_sub(last);
                 if diff == 0 || diff >= 0x8000 {
                     self.out_of_order += 1;
+                    false
                 } else {
                     self.seq_gaps += u64::from(diff - 1);
                     self.last_seq = Some(seq);
+                    true
                 }
             }
-            None => self.last_seq = Some(seq),
-        }
+            None => {
+                self.last_seq = Some(seq);
+                true
+            }
+        };
         if payload.is_empty() {
             self.padding_packets += 1;
             return;
@@ -194,7 +273,10 @@ impl ReceivedTrackStats {
                     if let Some(n) = self.layer_packets.get_mut(usize::from(layer)) {
                         *n += 1;
                     }
-                    self.last_layer = Some(layer);
+                    // A retransmission of an older packet says nothing about the current layer.
+                    if in_order {
+                        self.last_layer = Some(layer);
+                    }
                 }
             }
             None => self.payload_mismatches += 1,
@@ -467,6 +549,7 @@ impl StatsHub {
             if entry.mid.is_none() {
                 entry.mid = mid.map(str::to_owned);
             }
+            let (frames_before, layer_before) = (entry.frames, entry.last_layer);
             entry.record(
                 pkt.header.sequence_number,
                 pkt.header.timestamp,
@@ -474,6 +557,7 @@ impl StatsHub {
                 &pkt.payload,
                 since_offer,
             );
+            entry.note_timing(now, frames_before, layer_before);
         });
     }
 }

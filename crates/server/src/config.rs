@@ -115,6 +115,8 @@ pub struct MediaConfig {
     pub socket_buffer_bytes: usize,
     /// Audio of at most this many sites (besides the hosts) is forwarded at once: the loudest.
     pub loudest_speakers: usize,
+    /// Estimate each subscriber's downlink and fit its video into it (layers, then pauses).
+    pub bandwidth_estimation: bool,
 }
 
 impl Default for MediaConfig {
@@ -126,6 +128,7 @@ impl Default for MediaConfig {
             keyframe_request_interval: Duration::from_millis(500),
             socket_buffer_bytes: 4 * 1024 * 1024,
             loudest_speakers: 3,
+            bandwidth_estimation: true,
         }
     }
 }
@@ -733,6 +736,7 @@ impl Config {
             dead_peer_timeout: self.limits.dead_peer_timeout,
             resume_grace: self.server.resume_grace,
             loudest_speakers: self.media.loudest_speakers,
+            bandwidth_estimation: self.media.bandwidth_estimation,
         }
     }
 

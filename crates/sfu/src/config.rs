@@ -31,6 +31,9 @@ pub struct SfuConfig {
     /// Audio of at most this many participants (besides the room's hosts) is forwarded at a
     /// time: the loudest by their RFC 6464 audio level (see [`crate::speakers`]).
     pub loudest_speakers: usize,
+    /// Estimate each subscriber's downlink (TWCC feedback, GCC) and fit its video into it
+    /// (see [`crate::bwe`]). Off: video follows tile sizes only.
+    pub bandwidth_estimation: bool,
 }
 
 impl Default for SfuConfig {
@@ -46,6 +49,7 @@ impl Default for SfuConfig {
             dead_peer_timeout: Duration::from_secs(10),
             resume_grace: Duration::from_secs(30),
             loudest_speakers: 3,
+            bandwidth_estimation: true,
         }
     }
 }

@@ -2,9 +2,13 @@
 //! interceptors (NACK, reports, an RTCP tap), ICE-lite with our own ufrag, and host candidates
 //! on the shared media socket.
 
+use crate::bwe::{EstimateCell, SubscriberEstimator};
 use crate::liveness::IceTimeouts;
 use crate::router::{Codec, PayloadTypes};
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, CongestionControlBuilder, Interceptor, Packet, Registry, Slot, StreamInfo,
+    TaggedPacket, TwccSenderBuilder,
+};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
@@ -22,6 +26,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Payload types the server offers on subscriber connections.
@@ -174,11 +179,14 @@ pub(crate) fn ice_credentials() -> (String, String) {
 
 /// A server-side connection: ICE-lite, DTLS passive when answering, our ufrag/pwd, and ICE
 /// timers that fail a silent client within the dead-peer timeout (see [`crate::liveness`]).
+/// With `estimate` (subscriber connections), what it sends is numbered for transport-wide
+/// congestion feedback and the receiver's feedback drives GCC into that cell ([`crate::bwe`]).
 pub(crate) fn build(
     now: Instant,
     ufrag: &str,
     pwd: &str,
     timeouts: IceTimeouts,
+    estimate: Option<Arc<EstimateCell>>,
 ) -> Result<RTCPeerConnection, Error> {
     let mut me = MediaEngine::default();
     for (codec, kind) in codecs() {
@@ -203,8 +211,20 @@ pub(crate) fn build(
             Some(rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly),
         )?;
     }
-    let registry = register_default_interceptors(Registry::new(), &mut me)?
+    // The defaults register the transport-cc extension and feedback (both kinds) and report
+    // arrivals to publishers; a subscriber connection also numbers what it sends and runs GCC on
+    // the feedback. No pacer: forwarded media cannot be sent slower than it arrives; the
+    // allocator picks layers instead.
+    let mut registry = register_default_interceptors(Registry::new(), &mut me)?
         .with(Slot::from(14_000), RtcpTap::default());
+    if let Some(cell) = estimate {
+        registry = registry
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(SubscriberEstimator::new(cell)).build(),
+            );
+    }
     let se = SettingEngineBuilder::new()
         .with_lite(true)
         .with_answering_dtls_role(RTCDtlsRole::Server)

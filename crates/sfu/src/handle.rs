@@ -71,6 +71,11 @@ pub struct SfuStats {
     pub datagrams_out: u64,
     pub datagrams_unknown_source: u64,
     pub send_errors: u64,
+    /// Forwarding latency (socket read → end of the send batch) over the last 10 s window
+    /// with traffic: median, 99th percentile (µs) and packets measured.
+    pub fwd_latency_p50_us: u64,
+    pub fwd_latency_p99_us: u64,
+    pub fwd_latency_samples: u64,
 }
 
 pub(crate) enum Command {

@@ -19,6 +19,7 @@ mod error;
 mod handle;
 pub mod keyframe;
 pub mod liveness;
+pub mod metrics;
 
 /// The SDP check the media core does itself before handing an offer to the `rtc` core:
 /// how many audio/video sections send media (`None` = not an SDP). Public for the fuzzers.
@@ -31,6 +32,7 @@ pub fn count_sending_media(sdp: &str) -> Option<usize> {
 pub fn simulcast_rids(sdp: &str) -> Vec<(String, Vec<String>)> {
     rooms::simulcast_rids(sdp)
 }
+pub mod bwe;
 mod resume;
 mod rooms;
 pub mod router;

@@ -3,6 +3,7 @@
 //! remote tracks changes, one offer outstanding at a time), mute, spotlight, leave.
 //! Every client-caused failure becomes an `error` message to that client only.
 
+use crate::bwe::{default_layer_cost, Level, RateMeter, VideoDemand};
 use crate::conn;
 use crate::handle::{Command, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot};
 use crate::keyframe::KeyframeThrottle;
@@ -56,12 +57,16 @@ pub(crate) struct Track {
     pub speaker_forward: bool,
     /// Audio: in its room's speaker selection (since its first packet with a level).
     pub speaker_enrolled: bool,
+    /// Incoming bitrate (a simulcast track: of all layers; each layer has its own).
+    pub rate: RateMeter,
 }
 
 /// One simulcast layer of a published video track.
 pub(crate) struct TrackLayer {
     pub rid: String,
     pub ssrc: Option<u32>,
+    /// Incoming bitrate of this layer (what forwarding it costs a subscriber).
+    pub rate: RateMeter,
     /// Last packet of this layer (a layer not seen for [`LAYER_LIVE`] is not chosen).
     pub last_seen: Option<Instant>,
 }
@@ -788,11 +793,12 @@ impl Worker {
             .iter_mut()
             .filter(|l| conn.is_none_or(|c| l.conn == c))
         {
-            let desired = desired_layer(leg.size.1, n);
+            let desired = desired_layer(leg.size.1, n).min(leg.cap);
+            leg.want = desired;
             if let Some(target) = choose_layer(desired, &live) {
                 leg.target = target;
             }
-            waiting |= leg.active && !leg.paused && leg.layer != Some(leg.target);
+            waiting |= leg.flowing() && leg.layer != Some(leg.target);
         }
         waiting
     }
@@ -814,6 +820,138 @@ impl Worker {
         }
     }
 
+    /// Every 100 ms: close the bitrate windows, then give each subscriber connection's video
+    /// legs what its bandwidth estimate allows ([`crate::bwe`]): a cap on the simulcast layer,
+    /// or no video at all for the least important legs.
+    pub(crate) fn update_bandwidth(&mut self, now: Instant) {
+        for (_, t) in self.tracks.iter_mut() {
+            t.rate.tick(now);
+            t.layers.iter_mut().for_each(|l| l.rate.tick(now));
+        }
+        // One pass over the tracks: per subscriber connection, its audio and its video legs.
+        struct Sub {
+            audio_bps: f64,
+            legs: Vec<(usize, VideoDemand, Option<Level>)>,
+        }
+        let mut subs: std::collections::HashMap<usize, Sub> = std::collections::HashMap::new();
+        for (ti, t) in self.tracks.iter() {
+            let high_priority = t.host
+                || self
+                    .rooms
+                    .get(&t.room)
+                    .is_some_and(|r| r.spotlight.as_ref() == Some(&t.owner));
+            for leg in t.route.legs.iter().filter(|l| l.active) {
+                if self
+                    .conns
+                    .get(leg.conn)
+                    .is_none_or(|c| c.estimate.is_none())
+                {
+                    continue;
+                }
+                let sub = subs.entry(leg.conn).or_insert_with(|| Sub {
+                    audio_bps: 0.0,
+                    legs: Vec::new(),
+                });
+                match t.kind {
+                    TrackKind::Audio => {
+                        if t.speaker_forward && !t.moderator_muted {
+                            sub.audio_bps += if t.rate.bps() > 0.0 {
+                                t.rate.bps()
+                            } else {
+                                50_000.0
+                            };
+                        }
+                    }
+                    TrackKind::Video if !leg.paused => {
+                        let layer_costs: Vec<f64> = if t.layers.len() > 1 {
+                            t.layers
+                                .iter()
+                                .enumerate()
+                                .map(|(i, l)| match l.rate.bps() {
+                                    r if r > 0.0 => r,
+                                    _ => default_layer_cost(i),
+                                })
+                                .collect()
+                        } else {
+                            vec![t.rate.bps()]
+                        };
+                        let n = layer_costs.len();
+                        let desired = if n > 1 {
+                            usize::from(desired_layer(leg.size.1, n))
+                        } else {
+                            0
+                        };
+                        let demand = VideoDemand {
+                            high_priority,
+                            area: u64::from(leg.size.0) * u64::from(leg.size.1),
+                            layer_costs,
+                            desired,
+                        };
+                        sub.legs.push((ti, demand, leg.allot));
+                    }
+                    TrackKind::Video => {}
+                }
+            }
+        }
+        for (ci, sub) in subs {
+            if sub.legs.is_empty() {
+                continue;
+            }
+            let Some(c) = self.conns.get_mut(ci) else {
+                continue;
+            };
+            let estimate = c.estimate.as_ref().and_then(|e| e.estimate());
+            let demands: Vec<VideoDemand> = sub.legs.iter().map(|(_, d, _)| d.clone()).collect();
+            let current: Vec<Option<Level>> = sub.legs.iter().map(|(.., a)| *a).collect();
+            let levels = c
+                .alloc
+                .step(now, estimate, sub.audio_bps, &demands, &current);
+            for ((ti, demand, before), level) in sub.legs.into_iter().zip(levels) {
+                if before == Some(level) {
+                    continue;
+                }
+                self.apply_allotment(ti, ci, level, demand.layer_costs.len() > 1, estimate, now);
+            }
+        }
+    }
+
+    /// Apply one leg's allotment: no video (level 0), or video up to layer `level − 1`.
+    fn apply_allotment(
+        &mut self,
+        ti: usize,
+        ci: usize,
+        level: Level,
+        simulcast: bool,
+        estimate: Option<f64>,
+        now: Instant,
+    ) {
+        let Some(leg) = self.tracks.get_mut(ti).and_then(|t| t.route.leg_mut(ci)) else {
+            return;
+        };
+        let before = leg.allot.replace(level);
+        let resumed = leg.set_bw_paused(level == 0);
+        if level > 0 {
+            leg.cap = u8::try_from(level - 1).unwrap_or(u8::MAX);
+        }
+        if before.is_some() {
+            tracing::debug!(
+                track = ti,
+                conn = ci,
+                ?before,
+                level,
+                ?estimate,
+                "bandwidth allotment"
+            );
+        }
+        let waiting = simulcast && level > 0 && self.retarget_leg(ti, Some(ci), now);
+        if resumed || waiting {
+            self.request_keyframe(ti, now);
+        }
+        if simulcast {
+            self.update_publisher_layers(ti);
+        }
+    }
+
     /// Dynacast per layer: tell the publisher which simulcast layers anyone needs — each shown
     /// leg's wanted layer (by its tile, even if not sent now), its target and, while switching,
     /// its current one. No shown leg: all layers (a track nobody shows is paused as a whole).
@@ -824,10 +962,10 @@ impl Worker {
         let n = t.layers.len();
         let mut needed = vec![false; n];
         let mut any = false;
-        for leg in t.route.legs.iter().filter(|l| !l.paused) {
+        for leg in t.route.legs.iter().filter(|l| !l.paused && !l.bw_paused) {
             any = true;
             let want = [
-                Some(desired_layer(leg.size.1, n)),
+                Some(desired_layer(leg.size.1, n).min(leg.cap)),
                 Some(leg.target),
                 leg.layer,
             ];
@@ -944,7 +1082,9 @@ impl Worker {
         let (ufrag, pwd) = conn::ice_credentials();
         let timeouts =
             crate::liveness::IceTimeouts::for_dead_peer_timeout(self.cfg.dead_peer_timeout);
-        let pc = conn::build(now, &ufrag, &pwd, timeouts).map_err(|e| {
+        let estimate = (kind == PeerConnectionKind::Subscriber && self.cfg.bandwidth_estimation)
+            .then(|| std::sync::Arc::new(crate::bwe::EstimateCell::default()));
+        let pc = conn::build(now, &ufrag, &pwd, timeouts, estimate.clone()).map_err(|e| {
             Reject::new(
                 ErrorCode::Internal,
                 format!("cannot create a peer connection: {e}"),
@@ -960,6 +1100,8 @@ impl Worker {
             connected: false,
             inbound: Vec::new(),
             outbound: Vec::new(),
+            estimate,
+            alloc: crate::bwe::Allocator::new(crate::bwe::BweConfig::default()),
         });
         self.demux.add_ufrag(ufrag, ci);
         Ok(ci)
@@ -1220,11 +1362,13 @@ impl Worker {
                                 rid: rid.clone(),
                                 ssrc: None,
                                 last_seen: None,
+                                rate: RateMeter::default(),
                             })
                             .collect()
                     })
                     .unwrap_or_default(),
                 sent_layers: None,
+                rate: RateMeter::default(),
             });
             if let Some(p) = self.participants.get_mut(pid) {
                 p.tracks.push(ti);

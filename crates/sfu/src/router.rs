@@ -83,12 +83,22 @@ pub struct Leg {
     /// Simulcast: the layer being forwarded (`None` = none yet) and the one wanted.
     pub layer: Option<u8>,
     pub target: u8,
+    /// Simulcast: the layer the tile and the bandwidth ask for, live or not (a keyframe of it
+    /// is taken even before the 100 ms re-evaluation has seen the layer come back).
+    pub want: u8,
     /// Outgoing RTP timestamps, continuous across layer switches.
     pub ts: TsRewriter,
     /// Outgoing VP8 picture ids / TL0PICIDX, continuous across layer switches.
     pub pic: PicIdRewriter,
     /// Layer switches done.
     pub switches: u64,
+    /// The subscriber's bandwidth carries no video for this leg now ([`crate::bwe`]).
+    pub bw_paused: bool,
+    /// Simulcast: the highest layer the subscriber's bandwidth allows (`u8::MAX`: any).
+    pub cap: u8,
+    /// The bandwidth allocator's last allotment (0 = none, k = up to layer k − 1; `None`:
+    /// not allocated yet).
+    pub allot: Option<usize>,
 }
 
 impl Leg {
@@ -105,9 +115,13 @@ impl Leg {
             seq: SeqRewriter::default(),
             layer: Some(0),
             target: 0,
+            want: 0,
             ts: TsRewriter::default(),
             pic: PicIdRewriter::default(),
             switches: 0,
+            bw_paused: false,
+            cap: u8::MAX,
+            allot: None,
         }
     }
 
@@ -116,6 +130,7 @@ impl Leg {
         Self {
             layer: None,
             target,
+            want: target,
             ..Self::new(conn, ssrc)
         }
     }
@@ -125,14 +140,15 @@ impl Leg {
     /// across layer switches). `keyframe_start`: the packet is the first of a keyframe. A switch
     /// to `target` happens only there, so the receiver's decoder never sees a broken reference.
     pub fn admit(&mut self, layer: u8, keyframe_start: bool) -> bool {
-        if !self.active || self.paused {
+        if !self.active || self.paused || self.bw_paused {
             if self.layer == Some(layer) {
                 self.seq.skip();
             }
             return false;
         }
         if self.layer != Some(layer) {
-            if layer == self.target && keyframe_start {
+            if (layer == self.target || layer == self.want) && keyframe_start {
+                self.target = layer;
                 self.switch_to(layer);
                 return true;
             }
@@ -157,6 +173,23 @@ impl Leg {
         self.seq.skip();
         self.ts.switch();
         self.pic.switch();
+    }
+
+    /// Stop or resume (from the next keyframe) this leg for bandwidth. True if it changed.
+    pub fn set_bw_paused(&mut self, paused: bool) -> bool {
+        if self.bw_paused == paused {
+            return false;
+        }
+        self.bw_paused = paused;
+        if !paused {
+            self.needs_keyframe = true;
+        }
+        true
+    }
+
+    /// Whether this leg forwards anything now (negotiated, shown, within bandwidth).
+    pub fn flowing(&self) -> bool {
+        self.active && !self.paused && !self.bw_paused
     }
 
     /// Stop or resume (from the next keyframe) this leg. True if it changed.

@@ -34,8 +34,10 @@ const RECV_BATCH: usize = 256;
 const RECV_BUF: usize = 2048;
 /// RTP clock rate of every video codec Rakor negotiates.
 const VIDEO_CLOCK_RATE: u32 = 90_000;
-/// How often the loudest speakers are re-evaluated.
+/// How often the loudest speakers, bandwidth allotments and simulcast layers are re-evaluated.
 const SPEAKER_UPDATE: Duration = Duration::from_millis(100);
+/// How often the worker logs its counters and forwarding latency (`media stats`).
+const STATS_LOG: Duration = Duration::from_secs(10);
 
 /// One WebRTC connection on the shared socket.
 pub(crate) struct Conn {
@@ -50,6 +52,10 @@ pub(crate) struct Conn {
     pub inbound: Vec<(u32, usize, u8)>,
     /// Subscriber connection: our SSRC → track slot.
     pub outbound: Vec<(u32, usize)>,
+    /// Subscriber connection: its bandwidth estimate (`None`: estimation off) and what the
+    /// allocator made of it ([`crate::bwe`]).
+    pub estimate: Option<std::sync::Arc<crate::bwe::EstimateCell>>,
+    pub alloc: crate::bwe::Allocator,
 }
 
 /// A slab: stable indices, reused after removal.
@@ -122,8 +128,13 @@ pub(crate) struct Worker {
     pub stopping: bool,
     pub room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
     out: Vec<(SocketAddr, BytesMut)>,
-    rtp_scratch: Vec<rtc::rtp::packet::Packet>,
+    rtp_scratch: Vec<(Instant, rtc::rtp::packet::Packet)>,
     next_speaker_update: Instant,
+    /// Socket-read instants of the packets forwarded since the last flush.
+    fwd_pending: Vec<Instant>,
+    /// Forwarding latency since the last `media stats` line.
+    fwd_latency: crate::metrics::LatencyHistogram,
+    next_stats_log: Instant,
 }
 
 pub(crate) fn spawn(
@@ -162,6 +173,9 @@ pub(crate) fn spawn(
         out: Vec::with_capacity(1024),
         rtp_scratch: Vec::with_capacity(64),
         next_speaker_update: Instant::now(),
+        fwd_pending: Vec::with_capacity(1024),
+        fwd_latency: crate::metrics::LatencyHistogram::default(),
+        next_stats_log: Instant::now() + STATS_LOG,
     };
     let join = std::thread::Builder::new()
         .name("rakor-media".into())
@@ -236,8 +250,13 @@ impl Worker {
             self.expire_suspended(now);
             if now >= self.next_speaker_update {
                 self.update_speakers(now);
+                self.update_bandwidth(now);
                 self.update_layers(now);
                 self.next_speaker_update = now + SPEAKER_UPDATE;
+            }
+            if now >= self.next_stats_log {
+                self.log_stats();
+                self.next_stats_log = now + STATS_LOG;
             }
             self.renegotiate_pending(now);
 
@@ -405,10 +424,14 @@ impl Worker {
             let Some(c) = self.conns.get_mut(ci) else {
                 return;
             };
-            while let Some(TaggedRTCMessage { message, .. }) = c.pc.poll_read() {
+            while let Some(TaggedRTCMessage {
+                now: read_at,
+                message,
+            }) = c.pc.poll_read()
+            {
                 match message {
                     RTCMessage::RtpPacket(_, pkt) if c.kind == PeerConnectionKind::Publisher => {
-                        rtp.push(pkt)
+                        rtp.push((read_at, pkt))
                     }
                     RTCMessage::RtcpPacket(_, pkts) if c.kind == PeerConnectionKind::Subscriber => {
                         for p in &pkts {
@@ -443,15 +466,21 @@ impl Worker {
     }
 
     /// The hot path: one publisher's packets to every active leg of their tracks.
-    fn forward(&mut self, ci: usize, rtp: &mut Vec<rtc::rtp::packet::Packet>, now: Instant) {
+    fn forward(
+        &mut self,
+        ci: usize,
+        rtp: &mut Vec<(Instant, rtc::rtp::packet::Packet)>,
+        now: Instant,
+    ) {
         let Worker {
             conns,
             tracks,
             rooms,
             stats,
+            fwd_pending,
             ..
         } = self;
-        for mut pkt in rtp.drain(..) {
+        for (read_at, mut pkt) in rtp.drain(..) {
             stats.rtp_in += 1;
             let Some(c) = conns.get(ci) else { return };
             let Some(&(_, ti, layer)) = c.inbound.iter().find(|(s, ..)| *s == pkt.header.ssrc)
@@ -464,6 +493,7 @@ impl Worker {
             if track.moderator_muted {
                 continue; // a moderator muted this audio: not forwarded
             }
+            track.rate.add(pkt.payload.len(), now);
             if let Some(id) = track.audio_level_ext {
                 let level = pkt
                     .header
@@ -492,6 +522,7 @@ impl Worker {
             let simulcast = track.layers.len() > 1;
             if let Some(l) = track.layers.get_mut(usize::from(layer)) {
                 l.last_seen = Some(now);
+                l.rate.add(pkt.payload.len(), now);
             }
             let publisher_pt = pkt.header.payload_type;
             let (in_seq, in_ts) = (pkt.header.sequence_number, pkt.header.timestamp);
@@ -503,7 +534,7 @@ impl Worker {
             // Parse the payload only when a leg waits for a keyframe (a resume or a switch).
             let keyframe = legs
                 .iter()
-                .any(|l| l.needs_keyframe || l.layer != Some(l.target))
+                .any(|l| l.needs_keyframe || l.layer != Some(l.target) || l.layer != Some(l.want))
                 && codec.is_some_and(|c| crate::codec::is_keyframe(c, &pkt.payload));
             // Simulcast VP8: picture ids are rewritten per leg after a layer switch.
             let vp8 = if simulcast && codec == Some(crate::router::Codec::Vp8) {
@@ -512,6 +543,7 @@ impl Worker {
                 None
             };
             TrackRoute::prepare(&mut pkt.header);
+            let mut copies = 0u32;
             for leg in legs.iter_mut() {
                 if !leg.admit(layer, keyframe) {
                     continue;
@@ -550,12 +582,37 @@ impl Worker {
                     now,
                     message: RTCMessage::RtpPacket(String::new(), q),
                 }) {
-                    Ok(()) => stats.rtp_out += 1,
+                    Ok(()) => {
+                        stats.rtp_out += 1;
+                        copies += 1;
+                    }
                     Err(e) => tracing::debug!(conn = leg.conn, "handle_write: {e}"),
                 }
                 sub.dirty = true;
             }
+            if copies > 0 {
+                fwd_pending.push(read_at);
+            }
         }
+    }
+
+    /// The periodic `media stats` line: counters and the forwarding latency of the window.
+    fn log_stats(&mut self) {
+        let h = &self.fwd_latency;
+        self.stats.fwd_latency_p50_us = h.quantile(0.5).unwrap_or(0);
+        self.stats.fwd_latency_p99_us = h.quantile(0.99).unwrap_or(0);
+        self.stats.fwd_latency_samples = h.count();
+        if h.count() > 0 {
+            tracing::info!(
+                rtp_in = self.stats.rtp_in,
+                rtp_out = self.stats.rtp_out,
+                fwd_p50_us = self.stats.fwd_latency_p50_us,
+                fwd_p99_us = self.stats.fwd_latency_p99_us,
+                fwd_samples = h.count(),
+                "media stats"
+            );
+        }
+        self.fwd_latency.reset();
     }
 
     /// Ask the publisher of a video track for a keyframe, throttled per track.
@@ -643,6 +700,13 @@ impl Worker {
                         break;
                     }
                 }
+            }
+        }
+        if !self.fwd_pending.is_empty() {
+            let done = Instant::now();
+            for read_at in self.fwd_pending.drain(..) {
+                self.fwd_latency
+                    .record(done.saturating_duration_since(read_at));
             }
         }
     }

@@ -5,7 +5,7 @@
 //! message, `{"t_ms":N,"report":<rakor_client::Report>}` every 500 ms, `{"t_ms":N,"closed":"…"}`
 //! when the session ends. `t_ms` is Unix time in milliseconds (comparable across processes).
 //!
-//! Usage: probe-client URL TOKEN BIND_IP [audio] [video]
+//! Usage: probe-client URL TOKEN BIND_IP [audio] [video] [simulcast]
 
 use rakor_client::{Client, ClientOptions};
 use std::time::Duration;
@@ -29,7 +29,7 @@ fn line(key: &str, value: serde_json::Value) {
 async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(url), Some(token), Some(ip)) = (args.get(1), args.get(2), args.get(3)) else {
-        eprintln!("usage: probe-client URL TOKEN BIND_IP [audio] [video]");
+        eprintln!("usage: probe-client URL TOKEN BIND_IP [audio] [video] [simulcast]");
         return std::process::ExitCode::from(2);
     };
     let Ok(ip) = ip.parse() else {
@@ -38,8 +38,10 @@ async fn main() -> std::process::ExitCode {
     };
     let audio = args.iter().skip(4).any(|a| a == "audio");
     let video = args.iter().skip(4).any(|a| a == "video");
+    let simulcast = args.iter().skip(4).any(|a| a == "simulcast");
     let mut opts = ClientOptions::new(url.clone(), token.clone())
         .publish(audio, video)
+        .simulcast(simulcast)
         .bind_ip(ip);
     opts.join_timeout = Duration::from_secs(20);
     let mut client = match Client::connect(opts).await {
