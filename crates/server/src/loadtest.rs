@@ -774,8 +774,14 @@ pub async fn run(
     s
 }
 
+/// Rakor: after the joins, the speaker selection may still forward a quiet site that joined
+/// early while a louder one waits out the 1.5 s hold (plus the 0.3 s level window); the
+/// window starts no sooner than this.
+const SPEAKERS_SETTLE: Duration = Duration::from_secs(2);
+
 /// Rakor: wait (until `deadline`, polling every 100 ms) until every bot receives the layers it
-/// asked for, so the window measures the steady state. `Some(note)` when they did not settle.
+/// asked for and [`SPEAKERS_SETTLE`] has passed, so the window measures the steady state.
+/// `Some(note)` when the layers did not settle.
 async fn settle_layers(
     bots: &[Bot],
     deadline: Instant,
@@ -816,14 +822,17 @@ async fn settle_layers(
             })
             .map(|b| b.spec.identity.as_str())
             .collect();
-        if waiting.is_empty() {
+        let out_of_time = Instant::now() >= deadline || stop.is_cancelled();
+        if waiting.is_empty() && (started.elapsed() >= SPEAKERS_SETTLE || out_of_time) {
             eprintln!(
-                "layers settled in {:.1} s (host: every site at q; sites: host at f, spotlight at h)",
-                started.elapsed().as_secs_f64()
+                "layers settled in {:.1} s (host: every site at q; sites: host at f, spotlight at \
+                 h); waited at least {:.1} s for the speaker selection",
+                started.elapsed().as_secs_f64(),
+                SPEAKERS_SETTLE.as_secs_f64()
             );
             return None;
         }
-        if Instant::now() >= deadline || stop.is_cancelled() {
+        if out_of_time {
             return Some(format!(
                 "layers had not settled when the join budget ran out: {} bots not yet receiving \
                  the layers they asked for (first: {})",
@@ -967,54 +976,28 @@ fn build_summary(
         .collect();
     // Rakor: per bot and per role, video by layer and sender, audio streams at once.
     let empty_log = scenario::DirectorLog::default();
-    let in_window: Vec<Vec<scenario::AudioSample>> = bots
-        .iter()
-        .map(|b| {
-            b.director_log
-                .as_ref()
-                .map(|l| {
-                    l.samples
-                        .iter()
-                        .filter(|s| s.at > window_start && s.at <= window_end)
-                        .copied()
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .collect();
+    let window = (window_start, window_end);
     let mut rakor_roles = Vec::new();
     let mut bot_summaries = bot_summaries;
     if plan.scenario == Scenario::Rakor {
-        let per_bot: Vec<scenario::RakorFigures> = bot_summaries
+        let with_log: Vec<(&summary::BotSummary, &scenario::DirectorLog)> = bot_summaries
             .iter()
             .zip(bots)
-            .zip(&in_window)
-            .map(|((s, b), samples)| {
-                let log = b.director_log.as_ref().unwrap_or(&empty_log);
-                scenario::figures(&[(s, samples.as_slice(), log)], spotlight.as_deref())
-            })
+            .map(|(s, b)| (s, b.director_log.as_ref().unwrap_or(&empty_log)))
+            .collect();
+        let per_bot: Vec<scenario::RakorFigures> = with_log
+            .iter()
+            .map(|m| scenario::figures(std::slice::from_ref(m), spotlight.as_deref(), window))
             .collect();
         for r in &present {
-            let members: Vec<(
-                &summary::BotSummary,
-                &[scenario::AudioSample],
-                &scenario::DirectorLog,
-            )> = bot_summaries
+            let members: Vec<_> = with_log
                 .iter()
-                .zip(bots)
-                .zip(&in_window)
-                .filter(|((s, _), _)| s.role == *r)
-                .map(|((s, b), samples)| {
-                    (
-                        s,
-                        samples.as_slice(),
-                        b.director_log.as_ref().unwrap_or(&empty_log),
-                    )
-                })
+                .filter(|(s, _)| s.role == *r)
+                .copied()
                 .collect();
             rakor_roles.push((
                 r.plural().to_owned(),
-                scenario::figures(&members, spotlight.as_deref()),
+                scenario::figures(&members, spotlight.as_deref(), window),
             ));
         }
         for (s, f) in bot_summaries.iter_mut().zip(per_bot) {

@@ -206,6 +206,8 @@ pub struct DirectorLog {
     pub last_error: Option<String>,
     pub spotlight_sent: bool,
     pub samples: Vec<AudioSample>,
+    /// When the server's `speakers.forwarded` set changed.
+    pub forwarded_changes: Vec<Instant>,
 }
 
 /// A bot's director task (owns its `Client` until [`Director::finish`]).
@@ -283,6 +285,7 @@ async fn direct(
     let mut last_audio: HashMap<TrackId, u64> = HashMap::new();
     let mut last_sample = Instant::now();
     let talker = matches!(plan.voice, Voice::Talker { .. });
+    let mut last_forwarded: Vec<ParticipantId> = Vec::new();
     loop {
         let mut changed = false;
         tokio::select! {
@@ -310,6 +313,13 @@ async fn direct(
                 }
                 Some(ServerMessage::Spotlight { .. } | ServerMessage::ParticipantJoined { .. }) => {
                     changed = true;
+                }
+                Some(ServerMessage::Speakers { mut forwarded, .. }) => {
+                    forwarded.sort();
+                    if forwarded != last_forwarded {
+                        last_forwarded = forwarded;
+                        with_log(&log, |l| l.forwarded_changes.push(Instant::now()));
+                    }
                 }
                 Some(ServerMessage::Error { code, message, .. }) => with_log(&log, |l| {
                     l.errors += 1;
@@ -499,21 +509,35 @@ pub struct RakorFigures {
     pub host_audio_expected: usize,
     /// Distinct sites whose audio arrived at all in the window (the most for one bot).
     pub audio_sites_distinct_max: usize,
+    /// Changes of the forwarded speakers (`speakers.forwarded`) in the window, as one bot saw
+    /// them (the most for one bot).
+    pub forwarded_changes: usize,
     pub settings_sent: u64,
     pub server_errors: u64,
 }
 
-/// The figures of `bots` (each with its audio samples inside the window).
+/// The figures of `bots` (each with its director's log), counting the samples and speaker
+/// changes inside `window`.
 pub fn figures(
-    bots: &[(&BotSummary, &[AudioSample], &DirectorLog)],
+    bots: &[(&BotSummary, &DirectorLog)],
     spotlight: Option<&str>,
+    (from, to): (Instant, Instant),
 ) -> RakorFigures {
+    let inside = |t: &Instant| *t > from && *t <= to;
     let mut f = RakorFigures {
         bots: bots.len(),
         ..RakorFigures::default()
     };
     let mut per_sample: Vec<u32> = Vec::new();
-    for (b, samples, log) in bots {
+    for (b, log) in bots {
+        let samples: Vec<AudioSample> = log
+            .samples
+            .iter()
+            .filter(|s| inside(&s.at))
+            .copied()
+            .collect();
+        let changes = log.forwarded_changes.iter().filter(|t| inside(t)).count();
+        f.forwarded_changes = f.forwarded_changes.max(changes);
         let mut audio_from = 0;
         for (from, r) in &b.received {
             let slot = if from == super::HOST_IDENTITY {
@@ -560,6 +584,7 @@ pub fn render_rakor_table(roles: &[(String, RakorFigures)]) -> String {
         "samples > 3",
         "host audio",
         "distinct audio sites",
+        "speaker changes",
         "settings sent",
         "server errors",
     ];
@@ -585,6 +610,7 @@ pub fn render_rakor_table(roles: &[(String, RakorFigures)]) -> String {
                     format!("{}/{}", f.host_audio_samples, f.host_audio_expected)
                 },
                 f.audio_sites_distinct_max.to_string(),
+                f.forwarded_changes.to_string(),
                 f.settings_sent.to_string(),
                 f.server_errors.to_string(),
             ]
@@ -745,12 +771,8 @@ mod tests {
         }
     }
 
-    fn sample(sites: u32, host: bool) -> AudioSample {
-        AudioSample {
-            at: Instant::now(),
-            sites,
-            host,
-        }
+    fn sample(at: Instant, sites: u32, host: bool) -> AudioSample {
+        AudioSample { at, sites, host }
     }
 
     #[test]
@@ -773,14 +795,38 @@ mod tests {
                 ("site-003", [0, 0, 0], 450),
             ],
         );
-        let log = DirectorLog {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let window = (at(1000), at(9000));
+        // The samples at 500 ms and 9500 ms and the first change are outside the window.
+        let host_log = DirectorLog {
             settings_sent: 3,
             errors: 1,
+            samples: vec![
+                sample(at(500), 9, false),
+                sample(at(2000), 2, false),
+                sample(at(3000), 2, false),
+            ],
+            forwarded_changes: vec![at(900), at(4000)],
             ..DirectorLog::default()
         };
-        let hs = [sample(2, false), sample(2, false)];
-        let ss = [sample(2, true), sample(4, true), sample(3, false)];
-        let f = figures(&[(&host, &hs, &log), (&site, &ss, &log)], Some("site-001"));
+        let site_log = DirectorLog {
+            settings_sent: 3,
+            errors: 1,
+            samples: vec![
+                sample(at(2000), 2, true),
+                sample(at(3000), 4, true),
+                sample(at(4000), 3, false),
+                sample(at(9500), 9, false),
+            ],
+            forwarded_changes: vec![at(4000), at(5000)],
+            ..DirectorLog::default()
+        };
+        let f = figures(
+            &[(&host, &host_log), (&site, &site_log)],
+            Some("site-001"),
+            window,
+        );
         assert_eq!(f.bots, 2);
         assert_eq!(f.video_from_host, [0, 0, 900]);
         assert_eq!(f.video_from_spotlight, [300, 600, 0]);
@@ -793,12 +839,13 @@ mod tests {
         assert_eq!((f.host_audio_samples, f.host_audio_expected), (2, 3));
         assert_eq!(f.audio_sites_distinct_max, 2);
         assert_eq!((f.settings_sent, f.server_errors), (6, 2));
+        assert_eq!(f.forwarded_changes, 2, "the most one bot saw");
         let table = render_rakor_table(&[("sites".into(), f)]);
         assert!(table.contains("| sites |"), "{table}");
         assert!(table.contains("0/0/900"), "{table}");
         assert!(table.contains("2/4"), "{table}");
         assert!(table.contains("2/3"), "{table}");
-        let empty = figures(&[], None);
+        let empty = figures(&[], None, window);
         assert_eq!((empty.audio_sites_p50, empty.audio_sites_max), (None, None));
         assert!(render_rakor_table(&[("host".into(), empty)]).contains("n/a/n/a"));
     }
