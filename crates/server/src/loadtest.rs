@@ -488,6 +488,7 @@ pub async fn run(
     let rss_start = probe.and_then(|p| p.rss_kib());
     let run_cpu_start = probe.and_then(|p| p.cpu_ticks());
     let me = ServerProbe::new(std::process::id());
+    let my_cpu_run_start = me.and_then(|p| p.cpu_ticks());
     let loadavg_start = measure::loadavg();
     let progress = Arc::new(Progress {
         started: Instant::now(),
@@ -593,7 +594,11 @@ pub async fn run(
     let wall_start = now_wall
         .checked_sub(window_start.elapsed())
         .unwrap_or(now_wall);
-    let my_cpu_start = me.and_then(|p| p.cpu_ticks());
+    let my_cpu_start = if join_failed {
+        my_cpu_run_start
+    } else {
+        me.and_then(|p| p.cpu_ticks())
+    };
     if !join_failed {
         tokio::select! {
             () = tokio::time::sleep(plan.duration) => {}
