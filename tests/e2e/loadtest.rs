@@ -1,7 +1,10 @@
 //! `rakor loadtest` end to end: the real server, the real `rakor loadtest` binary as a
-//! subprocess (3 publishers, 2 subscribers, 6 s), and its `--report-json` checked: every
+//! subprocess, and its `--report-json` checked. Mesh (3 publishers, 2 subscribers, 6 s): every
 //! subscriber received every publisher with little loss, join times are sane, and the server's
-//! CPU and memory were measured.
+//! CPU and memory were measured. Rakor scenario (the host + 4 sites, 5 s): the host's wall gets
+//! every site at the low layer only, the sites get the host at the high layer and the
+//! spotlight at the middle one and no other site's video, and audio comes from at most 3
+//! sites plus the host.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,28 +15,16 @@ use std::time::{Duration, Instant};
 /// Longer than the tool's own bound (6 s + 60 s join budget + 30 s leave budget + 2 s).
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
-#[test]
-fn loadtest_measures_a_small_room() {
-    let server = Server::start().unwrap();
+/// Run `rakor loadtest` against `server` with `args` (plus --url, --server-pid, --data-dir,
+/// --report-json); assert it exited 0; return (stdout, stderr, the JSON report).
+fn run_loadtest(server: &Server, args: &[&str]) -> (String, String, serde_json::Value) {
     let pid = server.pid().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("loadtest.json");
     let mut child = Command::new(rakor_bin())
-        .args([
-            "loadtest",
-            "--url",
-            &server.ws_url(),
-            "--room",
-            "lt",
-            "--publishers",
-            "3",
-            "--subscribers",
-            "2",
-            "--duration",
-            "6s",
-            "--server-pid",
-            &pid.to_string(),
-        ])
+        .args(["loadtest", "--url", &server.ws_url()])
+        .args(["--server-pid", &pid.to_string()])
+        .args(args)
         .arg("--data-dir")
         .arg(server.data_dir.path())
         .arg("--report-json")
@@ -51,13 +42,36 @@ fn loadtest_measures_a_small_room() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
         "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
+    let text = std::fs::read_to_string(&report).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    (stdout, stderr, j)
+}
+
+#[test]
+fn loadtest_measures_a_small_room() {
+    let server = Server::start().unwrap();
+    let pid = server.pid().unwrap();
+    let (stdout, stderr, j) = run_loadtest(
+        &server,
+        &[
+            "--room",
+            "lt",
+            "--publishers",
+            "3",
+            "--subscribers",
+            "2",
+            "--duration",
+            "6s",
+        ],
+    );
+    let text = j.to_string();
     assert!(stdout.contains("| publishers "), "{stdout}");
     assert!(stdout.contains("| subscribers "), "{stdout}");
     assert!(
@@ -65,8 +79,6 @@ fn loadtest_measures_a_small_room() {
         "no progress line:\n{stderr}"
     );
 
-    let text = std::fs::read_to_string(&report).unwrap();
-    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(j["outcome"], "completed", "{text}");
     assert!(j["window_s"].as_f64().unwrap() >= 5.9);
 
@@ -115,4 +127,139 @@ fn loadtest_measures_a_small_room() {
         "{sv}"
     );
     assert_eq!(sv["participants"], 5);
+}
+
+/// Video packets per layer `[q, h, f]` that `bot` received from `from` in the window.
+fn layers(bot: &serde_json::Value, from: &str) -> [u64; 3] {
+    let l = &bot["received"][from]["video_layers"];
+    [0, 1, 2].map(|i| l[i].as_u64().unwrap_or(0))
+}
+
+#[test]
+fn loadtest_rakor_scenario_forwards_what_each_screen_shows() {
+    let server = Server::start().unwrap();
+    let server_log = server.data_dir.path().join("no-such.log");
+    let (stdout, stderr, j) = run_loadtest(
+        &server,
+        &[
+            "--room",
+            "rakor",
+            "--scenario",
+            "rakor",
+            "--publishers",
+            "4",
+            "--talkers",
+            "2",
+            "--duration",
+            "5s",
+            "--server-log",
+            server_log.to_str().unwrap(),
+        ],
+    );
+    let text = j.to_string();
+    assert_eq!(j["outcome"], "completed", "{text}");
+    assert_eq!(j["scenario"], "rakor");
+    assert!(stderr.contains("layers settled"), "{stderr}");
+    assert!(stdout.contains("video from host q/h/f"), "{stdout}");
+    assert!(
+        stdout.contains("forwarding latency: not measured (reading"),
+        "{stdout}"
+    );
+    let bots = j["bots"].as_array().unwrap();
+    let by_identity = |id: &str| {
+        bots.iter()
+            .find(|b| b["identity"] == id)
+            .unwrap_or_else(|| panic!("no bot {id}: {text}"))
+    };
+    let sites = ["site-001", "site-002", "site-003", "site-004"];
+    let spotlight = "site-001";
+
+    // The host's wall: every site, at the low layer only.
+    let host = by_identity("command-room");
+    assert_eq!(host["role"], "host");
+    assert_eq!(host["rakor"]["settings_sent"], 4, "{host}");
+    for site in sites {
+        let [q, h, f] = layers(host, site);
+        assert!(
+            q > 0 && h == 0 && f == 0,
+            "host got {site} at {:?}",
+            [q, h, f]
+        );
+    }
+    // Each site: the host at the high layer, the spotlight at the middle one, nobody else.
+    for me in sites {
+        let b = by_identity(me);
+        assert_eq!(b["role"], "site");
+        let [q, h, f] = layers(b, "command-room");
+        assert!(
+            q == 0 && h == 0 && f > 0,
+            "{me} got the host at {:?}",
+            [q, h, f]
+        );
+        for other in sites.iter().filter(|s| **s != me) {
+            let got = layers(b, other);
+            if *other == spotlight {
+                assert!(
+                    got[0] == 0 && got[1] > 0 && got[2] == 0,
+                    "{me} got the spotlight at {got:?}"
+                );
+            } else {
+                assert_eq!(got, [0, 0, 0], "{me} got hidden {other}'s video");
+            }
+        }
+        assert_eq!(b["rakor"]["server_errors"], 0, "{b}");
+    }
+    // Audio: at most 3 sites at once (the 4th, quiet, is never forwarded) plus the host's.
+    let audio_from = |b: &serde_json::Value, from: &str| {
+        b["received"][from]["audio_packets"].as_u64().unwrap_or(0)
+    };
+    let host_hears: Vec<&str> = sites
+        .iter()
+        .copied()
+        .filter(|s| audio_from(host, s) > 0)
+        .collect();
+    assert!(
+        !host_hears.is_empty() && host_hears.len() <= 3,
+        "the host heard {host_hears:?}"
+    );
+    for b in bots {
+        let max = b["rakor"]["audio_sites_max"].as_u64().unwrap();
+        assert!(max <= 3, "{}: {max} sites' audio at once", b["identity"]);
+        if b["role"] == "site" {
+            assert!(
+                audio_from(b, "command-room") > 0,
+                "{} did not hear the host",
+                b["identity"]
+            );
+        }
+    }
+    let sites_role = j["rakor_roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[0] == "sites")
+        .unwrap();
+    let f = &sites_role[1];
+    assert!(
+        f["host_audio_samples"].as_u64().unwrap() + 4 >= f["host_audio_expected"].as_u64().unwrap(),
+        "{f}"
+    );
+    // Loss on loopback: gaps that stayed gaps are (next to) none.
+    for role in j["roles"].as_array().unwrap() {
+        let unrecovered = role["unrecovered"].as_u64().unwrap();
+        let packets = role["packets_received"].as_u64().unwrap();
+        assert!(
+            unrecovered * 100 <= packets,
+            "{}: {unrecovered} of {packets} lost",
+            role["role"]
+        );
+        assert_eq!(role["pairs_with_media"], role["pairs_expected"], "{role}");
+    }
+    let sv = &j["server"];
+    assert!(sv["rss_peak_kib"].as_u64().unwrap() >= sv["rss_start_kib"].as_u64().unwrap());
+    assert!(
+        j["machine"]["loadtest_cpu_cores_avg"].as_f64().is_some(),
+        "{}",
+        j["machine"]
+    );
 }

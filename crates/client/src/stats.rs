@@ -9,7 +9,7 @@
 use crate::packetizer::{self, VIDEO_LAYERS};
 use rakor_proto::{ParticipantId, SubscribedTrack, TrackId, TrackKind};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -127,6 +127,15 @@ pub struct ReceivedTrackStats {
     /// [`TIMELINE_MAX`] kept).
     #[serde(default)]
     pub layer_changes: Vec<LayerChange>,
+    /// Packets that arrived after the sequence number had moved past them and filled a gap
+    /// counted in `seq_gaps` (a reordered packet or a NACK retransmission). `seq_gaps -
+    /// gaps_filled` is the loss that stayed unrepaired (gaps older than the last
+    /// [`MISSING_MEMORY`] missing sequence numbers are no longer matched).
+    #[serde(default)]
+    pub gaps_filled: u64,
+    /// Sequence numbers still missing, oldest first (at most [`MISSING_MEMORY`]).
+    #[serde(skip)]
+    missing: VecDeque<u16>,
     #[serde(skip)]
     last_timestamp: Option<u32>,
     #[serde(skip)]
@@ -165,6 +174,9 @@ fn push_bounded<T>(v: &mut Vec<T>, item: T) {
     v.push(item);
 }
 
+/// How many missing sequence numbers a received track remembers for `gaps_filled`.
+pub const MISSING_MEMORY: usize = 512;
+
 impl ReceivedTrackStats {
     pub fn new(track_id: TrackId, participant_id: Option<ParticipantId>, kind: TrackKind) -> Self {
         Self {
@@ -191,6 +203,8 @@ impl ReceivedTrackStats {
             layer_changes: Vec::new(),
             last_timestamp: None,
             last_frame_at: None,
+            gaps_filled: 0,
+            missing: VecDeque::new(),
         }
     }
 
@@ -242,9 +256,21 @@ impl ReceivedTrackStats {
                 let diff = seq.wrapping_sub(last);
                 if diff == 0 || diff >= 0x8000 {
                     self.out_of_order += 1;
+                    if let Some(i) = self.missing.iter().position(|&m| m == seq) {
+                        self.missing.remove(i);
+                        self.gaps_filled += 1;
+                    }
                     false
                 } else {
                     self.seq_gaps += u64::from(diff - 1);
+                    let skipped = usize::from(diff - 1);
+                    let remembered = skipped.min(MISSING_MEMORY) as u16;
+                    for back in (1..=remembered).rev() {
+                        self.missing.push_back(seq.wrapping_sub(back));
+                    }
+                    while self.missing.len() > MISSING_MEMORY {
+                        self.missing.pop_front();
+                    }
                     self.last_seq = Some(seq);
                     true
                 }
@@ -718,9 +744,38 @@ mod tests {
         assert_eq!(t.first_packet_ms, None);
         assert_eq!(t.seq_gaps, 1);
         assert_eq!(t.out_of_order, 2);
+        // 12 filled the gap; the second 12 is a duplicate.
+        assert_eq!(t.gaps_filled, 1);
         assert_eq!(t.last_seq, Some(13));
         assert_eq!(t.payload_matches, 5);
         assert_eq!(t.keyframes, 0);
+    }
+
+    #[test]
+    fn gaps_filled_counts_late_packets_across_the_wrap_and_forgets_old_gaps() {
+        let mut t = ReceivedTrackStats::new(TrackId("TR_a".into()), None, TrackKind::Audio);
+        // (seq, gaps, filled) after each packet
+        let cases: [(u16, u64, u64); 7] = [
+            (65533, 0, 0),
+            (1, 3, 0),     // 65534, 65535, 0 missing
+            (65535, 3, 1), // a retransmission
+            (0, 3, 2),
+            (0, 3, 2), // duplicate
+            (1000, 1001, 2),
+            (65534, 1001, 2), // forgotten: more than MISSING_MEMORY newer gaps since
+        ];
+        for (seq, gaps, filled) in cases {
+            t.record(seq, u32::from(seq), 1, &[], None);
+            assert_eq!((t.seq_gaps, t.gaps_filled), (gaps, filled), "after {seq}");
+        }
+        // 2..=999 went missing: only the newest MISSING_MEMORY (488..=999) are remembered.
+        for seq in [999, 487, 488] {
+            t.record(seq, u32::from(seq), 1, &[], None);
+        }
+        assert_eq!(
+            t.gaps_filled, 4,
+            "999 and 488 filled gaps, 487 was forgotten"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! them all. Also the progress line printed every 5 s while the test runs.
 
 use super::measure::{self, ServerProbe};
+use super::scenario::{Director, DirectorLog};
 use super::BotSpec;
 use rakor_client::{Client, ClientError, ClientOptions, Report, StatsHub};
 use rakor_proto::{ErrorCode, ParticipantId, TrackKind};
@@ -22,6 +23,10 @@ pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 pub(super) struct Bot {
     pub(super) spec: BotSpec,
     pub(super) client: Option<Client>,
+    /// Rakor scenario: the task that owns the client between the join and the window's end.
+    pub(super) director: Option<Director>,
+    /// What the director did, once it has stopped.
+    pub(super) director_log: Option<DirectorLog>,
     pub(super) hub: Option<Arc<StatsHub>>,
     pub(super) participant_id: Option<ParticipantId>,
     /// Connect started → `joined`.
@@ -38,6 +43,8 @@ impl Bot {
         Self {
             spec,
             client: None,
+            director: None,
+            director_log: None,
             hub: None,
             participant_id: None,
             joined: None,
@@ -118,9 +125,16 @@ pub(super) async fn join_bot(
         return bot;
     };
     let t0 = Instant::now();
+    let phase = super::scenario::phase_at(ctx.progress.started, t0);
+    let level = bot
+        .spec
+        .director
+        .as_ref()
+        .and_then(|d| d.voice.level(phase));
     let mut opts = ClientOptions::new(ctx.url.clone(), token)
         .receive_only()
-        .simulcast(ctx.simulcast);
+        .simulcast(ctx.simulcast)
+        .audio_level(level);
     opts.join_timeout = ctx
         .deadline
         .saturating_duration_since(t0)
@@ -145,22 +159,36 @@ pub(super) async fn join_bot(
     ctx.progress.add_hub(client.hub());
     ctx.progress.joined.fetch_add(1, Ordering::Relaxed);
     let (audio, video) = (bot.spec.audio, bot.spec.video);
-    let flowing = async {
-        if audio || video {
-            client
-                .publish(audio, video)
-                .await
-                .map_err(|e| join_error_text(&e))?;
+    let hub = client.hub();
+    if audio || video {
+        let published = tokio::select! {
+            r = client.publish(audio, video) => r.map_err(|e| join_error_text(&e)),
+            () = ctx.stop.cancelled() => Err("stopped before publishing".to_owned()),
+        };
+        if let Err(e) = published {
+            bot.error = Some(e);
+            bot.client = Some(client);
+            return bot;
         }
+    }
+    // From here a director (rakor scenario) owns the client and answers the offers with
+    // track settings while this waits for media.
+    match bot.spec.director.clone() {
+        Some(plan) => {
+            bot.director = Some(Director::spawn(client, plan, ctx.progress.started));
+        }
+        None => bot.client = Some(client),
+    }
+    let flowing = async {
         let flows = |r: &Report| {
             (!(audio || video) || sends_all(r))
                 && expect.as_ref().is_none_or(|e| receives_all(r, e))
         };
-        if poll_until(&client, flows, ctx.deadline).await {
+        if poll_until(&hub, flows, ctx.deadline).await {
             Ok(())
         } else {
             Err(media_stall_text(
-                &client.stats(),
+                &hub.report(),
                 expect.as_deref().map(Vec::as_slice),
                 t0.elapsed(),
             ))
@@ -170,7 +198,7 @@ pub(super) async fn join_bot(
         r = flowing => r,
         () = ctx.stop.cancelled() => Err(format!(
             "stopped (another bot failed, or the budget ran out): {}",
-            media_stall_text(&client.stats(), expect.as_deref().map(Vec::as_slice), t0.elapsed())
+            media_stall_text(&hub.report(), expect.as_deref().map(Vec::as_slice), t0.elapsed())
         )),
     };
     match result {
@@ -180,18 +208,17 @@ pub(super) async fn join_bot(
         }
         Err(e) => bot.error = Some(e),
     }
-    bot.client = Some(client);
     bot
 }
 
 /// Check the bot's counters every [`MEDIA_POLL`] until `flows` holds (true) or `deadline` passes
 /// (false). Polling, not `Client::wait_media`: that clones the whole report on every received
 /// packet, which is a real load on a process running dozens of busy bots.
-async fn poll_until(client: &Client, flows: impl Fn(&Report) -> bool, deadline: Instant) -> bool {
+async fn poll_until(hub: &StatsHub, flows: impl Fn(&Report) -> bool, deadline: Instant) -> bool {
     let mut tick = tokio::time::interval(MEDIA_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if flows(&client.stats()) {
+        if flows(&hub.report()) {
             return true;
         }
         if Instant::now() >= deadline {

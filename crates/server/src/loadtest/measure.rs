@@ -19,13 +19,29 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
 
 /// `VmRSS` in KiB from the text of `/proc/PID/status`.
 pub fn parse_vm_rss_kib(status: &str) -> Option<u64> {
+    parse_status_kib(status, "VmRSS:")
+}
+
+/// A `Key:  N kB` line of `/proc/PID/status` (e.g. `VmHWM:`, the peak resident memory), in KiB.
+pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
         .next()?
         .parse()
         .ok()
+}
+
+/// The 1, 5 and 15 minute load averages from the text of `/proc/loadavg`.
+pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
+    let mut f = text.split_whitespace().map(|w| w.parse::<f64>().ok());
+    Some([f.next()??, f.next()??, f.next()??])
+}
+
+/// This machine's load averages now.
+pub fn loadavg() -> Option<[f64; 3]> {
+    parse_loadavg(&std::fs::read_to_string("/proc/loadavg").ok()?)
 }
 
 /// Average cores used over `wall`: `ticks / clk_tck / wall_seconds` (1.0 = one core busy the
@@ -72,6 +88,12 @@ impl ServerProbe {
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
         parse_vm_rss_kib(&status)
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`) in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        parse_status_kib(&status, "VmHWM:")
     }
 }
 
@@ -163,12 +185,21 @@ mod tests {
 
     #[test]
     fn status_gives_vm_rss() {
-        let status = "Name:\trakor\nVmPeak:\t  99999 kB\nVmRSS:\t   41234 kB\nThreads:\t7\n";
+        let status = "Name:\trakor\nVmPeak:\t  99999 kB\nVmHWM:\t   52000 kB\nVmRSS:\t   41234 kB\nThreads:\t7\n";
         assert_eq!(parse_vm_rss_kib(status), Some(41234));
+        assert_eq!(parse_status_kib(status, "VmHWM:"), Some(52000));
+        assert_eq!(
+            parse_loadavg("2.78 2.15 1.89 3/412 99\n"),
+            Some([2.78, 2.15, 1.89])
+        );
+        assert_eq!(parse_loadavg("2.78 x 1.89"), None);
+        assert_eq!(parse_loadavg("1 2"), None);
+        assert!(loadavg().is_some());
         assert_eq!(parse_vm_rss_kib("Name:\tkthreadd\n"), None);
         assert_eq!(parse_vm_rss_kib("VmRSS:\tlots kB\n"), None);
         let probe = ServerProbe::new(std::process::id()).unwrap();
         assert!(probe.rss_kib().unwrap() > 0);
+        assert!(probe.peak_rss_kib().unwrap() >= probe.rss_kib().unwrap() / 2);
         assert!(probe.cpu_ticks().is_some());
         assert!(probe.clk_tck > 0);
     }

@@ -3,7 +3,10 @@
 //! snapshot), sequence-number based loss, nearest-rank percentiles of join times, and the
 //! summary as a Markdown table (stdout) or JSON (`--report-json`).
 
+use super::scenario::RakorFigures;
+use super::server_log::FwdLatency;
 use rakor_client::Report;
+use rakor_proto::TrackKind;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,10 +15,16 @@ use std::fmt::Write as _;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BotRole {
-    /// Publishes audio (+ video) and, like every participant, receives everyone else.
+    /// Mesh: publishes audio (+ video) and, like every participant, receives everyone else.
     Publisher,
-    /// Publishes nothing, receives everyone.
+    /// Mesh: publishes nothing, receives everyone.
     Subscriber,
+    /// Rakor: the command room (role host): publishes, sets the spotlight, shows the wall.
+    Host,
+    /// Rakor: a site: publishes, shows the host large and the spotlight medium.
+    Site,
+    /// Rakor: receive only (token role viewer), shows what a site shows.
+    Viewer,
 }
 
 impl BotRole {
@@ -23,7 +32,15 @@ impl BotRole {
         match self {
             BotRole::Publisher => "publishers",
             BotRole::Subscriber => "subscribers",
+            BotRole::Host => "host",
+            BotRole::Site => "sites",
+            BotRole::Viewer => "viewers",
         }
+    }
+
+    /// Whether bots of this role publish media.
+    pub fn publishes(self) -> bool {
+        matches!(self, BotRole::Publisher | BotRole::Host | BotRole::Site)
     }
 }
 
@@ -35,8 +52,14 @@ pub struct RecvCounters {
     pub seq_gaps: u64,
     /// Packets whose sequence number went backwards (late, retransmitted, or duplicated).
     pub out_of_order: u64,
+    /// Of those, packets that filled a gap counted in `seq_gaps` (repaired loss).
+    pub gaps_filled: u64,
     /// PLIs the bot sent for the track (rakor-client asks while waiting for a first keyframe).
     pub plis_sent: u64,
+    /// Packets of audio tracks.
+    pub audio_packets: u64,
+    /// Video packets per simulcast layer (0 = q … 2 = f) by payload; a plain video track is 0.
+    pub video_layers: [u64; 3],
 }
 
 impl RecvCounters {
@@ -44,11 +67,21 @@ impl RecvCounters {
         self.packets += o.packets;
         self.seq_gaps += o.seq_gaps;
         self.out_of_order += o.out_of_order;
+        self.gaps_filled += o.gaps_filled;
         self.plis_sent += o.plis_sent;
+        self.audio_packets += o.audio_packets;
+        for (a, b) in self.video_layers.iter_mut().zip(o.video_layers) {
+            *a += b;
+        }
     }
 
     pub fn loss_pct(&self) -> Option<f64> {
         loss_pct(self.packets, self.seq_gaps, self.out_of_order)
+    }
+
+    /// Gaps that stayed gaps: `seq_gaps - gaps_filled`.
+    pub fn unrecovered(&self) -> u64 {
+        self.seq_gaps.saturating_sub(self.gaps_filled)
     }
 }
 
@@ -95,11 +128,29 @@ pub fn window_counters(start: Option<&Report>, end: &Report) -> WindowCounters {
             .participant_id
             .as_ref()
             .map_or_else(|| "?".to_owned(), |p| p.0.clone());
+        let packets = d(t.packets, |t| t.packets);
+        let mut video_layers = [0u64; 3];
+        if t.kind == TrackKind::Video {
+            for (i, n) in video_layers.iter_mut().enumerate() {
+                let now = t.layer_packets.get(i).copied().unwrap_or(0);
+                let was = before
+                    .and_then(|b| b.layer_packets.get(i).copied())
+                    .unwrap_or(0);
+                *n = now.saturating_sub(was);
+            }
+        }
         w.received.entry(from).or_default().add(&RecvCounters {
-            packets: d(t.packets, |t| t.packets),
+            packets,
             seq_gaps: d(t.seq_gaps, |t| t.seq_gaps),
             out_of_order: d(t.out_of_order, |t| t.out_of_order),
+            gaps_filled: d(t.gaps_filled, |t| t.gaps_filled),
             plis_sent: d(t.plis_sent, |t| t.plis_sent),
+            audio_packets: if t.kind == TrackKind::Audio {
+                packets
+            } else {
+                0
+            },
+            video_layers,
         });
     }
     w
@@ -160,6 +211,9 @@ pub struct BotSummary {
     pub firs_received: u64,
     /// Per sending participant, by identity (participant id for one that is not a bot).
     pub received: BTreeMap<String, PeerReceived>,
+    /// The rakor scenario's figures for this bot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rakor: Option<RakorFigures>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -167,8 +221,14 @@ pub struct PeerReceived {
     pub packets: u64,
     pub seq_gaps: u64,
     pub out_of_order: u64,
+    pub gaps_filled: u64,
+    /// `seq_gaps - gaps_filled`: gaps no late or retransmitted packet filled.
+    pub unrecovered: u64,
     pub plis_sent: u64,
     pub loss_pct: Option<f64>,
+    pub audio_packets: u64,
+    /// Video packets per simulcast layer (q, h, f).
+    pub video_layers: [u64; 3],
 }
 
 impl From<RecvCounters> for PeerReceived {
@@ -177,9 +237,19 @@ impl From<RecvCounters> for PeerReceived {
             packets: c.packets,
             seq_gaps: c.seq_gaps,
             out_of_order: c.out_of_order,
+            gaps_filled: c.gaps_filled,
+            unrecovered: c.unrecovered(),
             plis_sent: c.plis_sent,
             loss_pct: c.loss_pct(),
+            audio_packets: c.audio_packets,
+            video_layers: c.video_layers,
         }
+    }
+}
+
+impl PeerReceived {
+    pub fn video_packets(&self) -> u64 {
+        self.video_layers.iter().sum()
     }
 }
 
@@ -198,10 +268,13 @@ pub struct RoleSummary {
     pub received_per_second: f64,
     pub seq_gaps: u64,
     pub out_of_order: u64,
+    /// Sequence gaps that no late or retransmitted packet filled (`seq_gaps - gaps_filled`).
+    pub unrecovered: u64,
     pub loss_pct: Option<f64>,
-    /// (receiving bot, publishing bot) pairs, the bot itself excluded, both joined.
+    /// Mesh: (receiving bot, publishing bot) pairs, the bot itself excluded, both joined.
+    /// Rakor: (receiving bot, publishing bot) pairs whose video the receiver shows.
     pub pairs_expected: usize,
-    /// Of those, pairs with at least one packet received in the window.
+    /// Of those, pairs with at least one packet (rakor: video packet) received in the window.
     pub pairs_with_media: usize,
     pub nacks_received: u64,
     pub plis_received: u64,
@@ -211,11 +284,19 @@ pub struct RoleSummary {
     pub join_media_ms: Option<Spread>,
 }
 
-/// Sum the bots of `role`. `publishers` are the identities of the publishing bots that joined.
+/// Which senders a bot is expected to receive from (`pairs_expected`), and what counts.
+pub enum Pairs<'a> {
+    /// Mesh: every publishing bot that joined (the identities), any packet counts.
+    AnyMediaFrom(&'a [String]),
+    /// Rakor: the senders whose video the bot shows, by bot; a video packet counts.
+    VideoFrom(&'a dyn Fn(&BotSummary) -> Vec<String>),
+}
+
+/// Sum the bots of `role`.
 pub fn role_summary(
     role: BotRole,
     bots: &[BotSummary],
-    publishers: &[String],
+    pairs: &Pairs<'_>,
     window_s: f64,
 ) -> RoleSummary {
     let mine: Vec<&BotSummary> = bots.iter().filter(|b| b.role == role).collect();
@@ -227,14 +308,30 @@ pub fn role_summary(
                 packets: r.packets,
                 seq_gaps: r.seq_gaps,
                 out_of_order: r.out_of_order,
+                gaps_filled: r.gaps_filled,
                 plis_sent: r.plis_sent,
+                audio_packets: r.audio_packets,
+                video_layers: r.video_layers,
             });
         }
-        if b.participant_id.is_some() {
-            for p in publishers.iter().filter(|p| **p != b.identity) {
-                pairs_expected += 1;
-                if b.received.get(p).is_some_and(|r| r.packets > 0) {
-                    pairs_with_media += 1;
+        if b.participant_id.is_none() {
+            continue;
+        }
+        match pairs {
+            Pairs::AnyMediaFrom(publishers) => {
+                for p in publishers.iter().filter(|p| **p != b.identity) {
+                    pairs_expected += 1;
+                    if b.received.get(p).is_some_and(|r| r.packets > 0) {
+                        pairs_with_media += 1;
+                    }
+                }
+            }
+            Pairs::VideoFrom(expected) => {
+                for p in expected(b).iter().filter(|p| **p != b.identity) {
+                    pairs_expected += 1;
+                    if b.received.get(p).is_some_and(|r| r.video_packets() > 0) {
+                        pairs_with_media += 1;
+                    }
                 }
             }
         }
@@ -255,6 +352,7 @@ pub fn role_summary(
         },
         seq_gaps: recv.seq_gaps,
         out_of_order: recv.out_of_order,
+        unrecovered: recv.unrecovered(),
         loss_pct: recv.loss_pct(),
         pairs_expected,
         pairs_with_media,
@@ -279,12 +377,29 @@ pub struct ServerSummary {
     pub rss_start_kib: Option<u64>,
     /// VmRSS at the end of the window, every bot still in the room.
     pub rss_end_kib: Option<u64>,
+    /// VmHWM (the process's peak resident memory so far) at the end of the window.
+    pub rss_peak_kib: Option<u64>,
     /// VmRSS after every bot left (and a 2 s pause).
     pub rss_after_leave_kib: Option<u64>,
     /// Bots in the room at the end of the window.
     pub participants: usize,
     /// (end − start) ÷ participants.
     pub rss_per_participant_kib: Option<f64>,
+    /// (peak − start) ÷ participants.
+    pub rss_peak_per_participant_kib: Option<f64>,
+}
+
+/// The machine the run shared: load averages and the tool's own CPU.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MachineSummary {
+    /// Online CPUs.
+    pub cpus: Option<usize>,
+    /// `/proc/loadavg` (1, 5, 15 min) before the first bot connected and at the end of the
+    /// window.
+    pub loadavg_start: Option<[f64; 3]>,
+    pub loadavg_end: Option<[f64; 3]>,
+    /// This `rakor loadtest` process (all bots) over the window, in cores.
+    pub loadtest_cpu_cores_avg: Option<f64>,
 }
 
 /// `(end - start) / participants`, in KiB.
@@ -297,6 +412,8 @@ pub fn per_participant_kib(start: u64, end: u64, participants: usize) -> Option<
 pub struct Summary {
     pub url: String,
     pub room: String,
+    /// `mesh` or `rakor`.
+    pub scenario: String,
     pub publishers: usize,
     pub audio_only: usize,
     pub subscribers: usize,
@@ -315,7 +432,15 @@ pub struct Summary {
     pub outcome: String,
     pub error: Option<String>,
     pub roles: Vec<RoleSummary>,
+    /// The rakor scenario's figures per role (same order as `roles`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rakor_roles: Vec<(String, RakorFigures)>,
     pub server: Option<ServerSummary>,
+    pub machine: Option<MachineSummary>,
+    /// Forwarding latency added by the server, from its log (`--server-log`).
+    pub fwd_latency: Option<FwdLatency>,
+    /// Why `fwd_latency` is missing.
+    pub fwd_latency_note: Option<String>,
     pub notes: Vec<String>,
     /// What rakor-client does not count, so the summary cannot show it.
     pub not_measured: Vec<String>,
@@ -382,15 +507,27 @@ fn mib(kib: Option<u64>) -> String {
 /// The summary as printed on stdout: a heading line, the per-role table, the server table and
 /// the notes.
 pub fn render(s: &Summary) -> String {
+    let who = if s.scenario == "rakor" {
+        format!(
+            "rakor scenario: the host + {p} sites ({a} audio-only) + {v} viewers",
+            p = s.publishers,
+            a = s.audio_only,
+            v = s.subscribers.saturating_sub(s.publishers + 1),
+        )
+    } else {
+        format!(
+            "{p} publishers ({a} audio-only) + {sub} subscribers{host}",
+            p = s.publishers,
+            a = s.audio_only,
+            sub = s.subscribers,
+            host = if s.host { " (one is the host)" } else { "" },
+        )
+    };
     let mut out = format!(
-        "loadtest {outcome}: room {room}, {p} publishers ({a} audio-only) + {sub} subscribers{host}; \
-         measured window {w:.1} s: {kind} (duration {d:.0} s)\n\n",
+        "loadtest {outcome}: room {room}, {who}; measured window {w:.1} s: {kind} (duration \
+         {d:.0} s)\n\n",
         outcome = s.outcome,
         room = s.room,
-        p = s.publishers,
-        a = s.audio_only,
-        sub = s.subscribers,
-        host = if s.host { " (one is the host)" } else { "" },
         w = s.window_s,
         kind = s.window,
         d = s.duration_s,
@@ -405,6 +542,7 @@ pub fn render(s: &Summary) -> String {
         "recv pkt/s",
         "pairs w/ media",
         "loss %",
+        "unrecovered",
         "NACK rx",
         "PLI+FIR rx",
         "PLI tx",
@@ -427,6 +565,7 @@ pub fn render(s: &Summary) -> String {
                 format!("{:.0}", r.received_per_second),
                 format!("{}/{}", r.pairs_with_media, r.pairs_expected),
                 pct(r.loss_pct),
+                r.unrecovered.to_string(),
                 r.nacks_received.to_string(),
                 (r.plis_received + r.firs_received).to_string(),
                 r.plis_sent.to_string(),
@@ -439,16 +578,22 @@ pub fn render(s: &Summary) -> String {
         .collect();
     out.push_str(&markdown_table(&headers, &rows));
     out.push('\n');
+    if !s.rakor_roles.is_empty() {
+        out.push_str(&super::scenario::render_rakor_table(&s.rakor_roles));
+        out.push('\n');
+    }
     match &s.server {
         Some(sv) => {
             let headers = [
                 "server pid",
                 "CPU avg (cores)",
                 "CPU window",
-                "RSS start",
+                "RSS idle",
+                "RSS peak",
                 "RSS end",
                 "RSS after leave",
-                "RSS per participant",
+                "per participant (peak)",
+                "per participant (end)",
             ];
             let row = vec![
                 sv.pid.to_string(),
@@ -456,16 +601,51 @@ pub fn render(s: &Summary) -> String {
                     .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.2}")),
                 format!("{:.1} s", sv.cpu_window_s),
                 mib(sv.rss_start_kib),
+                mib(sv.rss_peak_kib),
                 mib(sv.rss_end_kib),
                 mib(sv.rss_after_leave_kib),
-                sv.rss_per_participant_kib.map_or_else(
+                sv.rss_peak_per_participant_kib.map_or_else(
                     || "n/a".to_owned(),
                     |k| format!("{k:.0} KiB ({} bots)", sv.participants),
                 ),
+                sv.rss_per_participant_kib
+                    .map_or_else(|| "n/a".to_owned(), |k| format!("{k:.0} KiB")),
             ];
             out.push_str(&markdown_table(&headers, &[row]));
         }
         None => out.push_str("server: not measured (no --server-pid, none found)\n"),
+    }
+    match (&s.fwd_latency, &s.fwd_latency_note) {
+        (Some(l), _) => {
+            let _ = writeln!(
+                out,
+                "forwarding latency added by the server (its log, line of {}): p50 {} µs, p99 {} \
+                 µs ({} samples)",
+                l.logged_at, l.p50_us, l.p99_us, l.samples
+            );
+        }
+        (None, Some(why)) => {
+            let _ = writeln!(out, "forwarding latency: not measured ({why})");
+        }
+        (None, None) => {}
+    }
+    if let Some(m) = &s.machine {
+        let load = |l: Option<[f64; 3]>| {
+            l.map_or_else(
+                || "n/a".to_owned(),
+                |l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]),
+            )
+        };
+        let _ = writeln!(
+            out,
+            "machine: {} CPUs shared by the server and these bots; load average {} at the start, \
+             {} at the end; this loadtest process used {} cores",
+            m.cpus.map_or_else(|| "?".to_owned(), |c| c.to_string()),
+            load(m.loadavg_start),
+            load(m.loadavg_end),
+            m.loadtest_cpu_cores_avg
+                .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.2}")),
+        );
     }
     for n in &s.notes {
         let _ = writeln!(out, "note: {n}");
@@ -594,12 +774,16 @@ mod tests {
                         PeerReceived::from(RecvCounters {
                             packets: *packets,
                             seq_gaps: *gaps,
-                            out_of_order: 0,
+                            out_of_order: gaps / 2,
+                            gaps_filled: gaps / 2,
                             plis_sent: 1,
+                            audio_packets: packets / 2,
+                            video_layers: [packets - packets / 2, 0, 0],
                         }),
                     )
                 })
                 .collect(),
+            rakor: None,
         }
     }
 
@@ -611,18 +795,31 @@ mod tests {
             bot("viewer-1", BotRole::Subscriber, &[("site-1", 500, 0)]),
         ];
         let pubs = vec!["site-1".to_owned(), "site-2".to_owned()];
-        let p = role_summary(BotRole::Publisher, &bots, &pubs, 10.0);
+        let mesh = Pairs::AnyMediaFrom(&pubs);
+        let p = role_summary(BotRole::Publisher, &bots, &mesh, 10.0);
         assert_eq!((p.bots, p.joined, p.packets_sent), (2, 2, 2000));
         assert_eq!((p.pairs_expected, p.pairs_with_media), (2, 2));
         assert_eq!(p.packets_received, 990);
-        assert!((p.loss_pct.unwrap() - 1.0).abs() < 1e-9);
+        // 10 gaps, 5 filled by late packets (out of order): loss before repair 10/995.
+        assert_eq!((p.seq_gaps, p.unrecovered), (10, 5));
+        assert!((p.loss_pct.unwrap() - 1000.0 / 995.0).abs() < 1e-9);
         assert!((p.received_per_second - 99.0).abs() < 1e-9);
         assert_eq!(p.join_media_ms.unwrap().p50, 400.0);
         assert_eq!(p.dropped, 0);
         bots[2].ended = Some("server said leave: media_failed".into());
-        let s = role_summary(BotRole::Subscriber, &bots, &pubs, 10.0);
+        let s = role_summary(BotRole::Subscriber, &bots, &mesh, 10.0);
         assert_eq!((s.pairs_expected, s.pairs_with_media), (2, 1));
         assert_eq!(s.dropped, 1);
+        // Rakor pairs: only the senders whose video the bot shows, and only video counts.
+        let shows = |b: &BotSummary| match b.identity.as_str() {
+            "viewer-1" => vec!["site-1".to_owned(), "site-2".to_owned()],
+            _ => vec!["site-3".to_owned()],
+        };
+        let v = role_summary(BotRole::Subscriber, &bots, &Pairs::VideoFrom(&shows), 10.0);
+        assert_eq!((v.pairs_expected, v.pairs_with_media), (2, 1));
+        bots[2].received.get_mut("site-1").unwrap().video_layers = [0; 3];
+        let v = role_summary(BotRole::Subscriber, &bots, &Pairs::VideoFrom(&shows), 10.0);
+        assert_eq!((v.pairs_expected, v.pairs_with_media), (2, 0));
         assert_eq!((s.plis_sent, s.packets_sent), (1, 0));
         assert_eq!(per_participant_kib(1000, 4000, 3), Some(1000.0));
         assert_eq!(per_participant_kib(1000, 4000, 0), None);
@@ -661,9 +858,11 @@ mod tests {
             bot("viewer-1", BotRole::Subscriber, &[("site-1", 500, 0)]),
         ];
         let pubs = vec!["site-1".to_owned()];
+        let mesh = Pairs::AnyMediaFrom(&pubs);
         let summary = Summary {
             url: "ws://127.0.0.1:7880/rtc".into(),
             room: "R".into(),
+            scenario: "mesh".into(),
             publishers: 1,
             audio_only: 0,
             subscribers: 1,
@@ -676,9 +875,10 @@ mod tests {
             outcome: "completed".into(),
             error: None,
             roles: vec![
-                role_summary(BotRole::Publisher, &bots, &pubs, 10.0),
-                role_summary(BotRole::Subscriber, &bots, &pubs, 10.0),
+                role_summary(BotRole::Publisher, &bots, &mesh, 10.0),
+                role_summary(BotRole::Subscriber, &bots, &mesh, 10.0),
             ],
+            rakor_roles: Vec::new(),
             server: Some(ServerSummary {
                 pid: 42,
                 clk_tck: 100,
@@ -686,10 +886,20 @@ mod tests {
                 cpu_window_s: 10.0,
                 rss_start_kib: Some(20480),
                 rss_end_kib: Some(30720),
+                rss_peak_kib: Some(40960),
                 rss_after_leave_kib: None,
                 participants: 2,
                 rss_per_participant_kib: Some(5120.0),
+                rss_peak_per_participant_kib: Some(10240.0),
             }),
+            machine: Some(MachineSummary {
+                cpus: Some(2),
+                loadavg_start: Some([0.5, 1.25, 2.0]),
+                loadavg_end: None,
+                loadtest_cpu_cores_avg: Some(0.3),
+            }),
+            fwd_latency: None,
+            fwd_latency_note: Some("no --server-log".into()),
             notes: vec!["simulcast".into()],
             not_measured: vec!["NACKs sent".into()],
             bots,
@@ -702,7 +912,12 @@ mod tests {
             "0.90 s",
             "| 42         |",
             "20.0 MiB",
-            "5120 KiB (2 bots)",
+            "40.0 MiB",
+            "10240 KiB (2 bots)",
+            "  5120 KiB |",
+            "forwarding latency: not measured (no --server-log)",
+            "machine: 2 CPUs shared by the server and these bots; load average 0.50 1.25 2.00 at \
+             the start, n/a at the end; this loadtest process used 0.30 cores",
             "note: simulcast",
             "not measured (rakor-client does not count it): NACKs sent",
         ] {
