@@ -295,7 +295,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
         name: claims.name.clone(),
         role: claims.role,
         events: ev_tx,
-        resume: join_resume.map(|r| (r.participant_id, r.token)),
+        resume: join_resume,
     };
     let pid: ParticipantId = match state.sfu.join(req).await {
         Ok(pid) => pid,

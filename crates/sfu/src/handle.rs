@@ -18,9 +18,10 @@ pub struct JoinRequest {
     pub name: String,
     pub role: Role,
     pub events: EventSender,
-    /// Continue an earlier session of this identity (participant id, resume token). If it is
-    /// gone, the join proceeds as a new session (`joined.resumed` = false).
-    pub resume: Option<(ParticipantId, String)>,
+    /// Continue an earlier session of this identity (`join.resume`: participant id, resume
+    /// token, media reset). If it is gone, the join proceeds as a new session
+    /// (`joined.resumed` = false).
+    pub resume: Option<rakor_proto::ResumeRequest>,
 }
 
 /// What a moderator (the session manager's operator, or the host) does to a room.

@@ -118,6 +118,8 @@ pub(crate) struct Worker {
     pub tracks: Slab<Track>,
     pub participants: HashMap<ParticipantId, Participant>,
     pub rooms: HashMap<String, Room>,
+    /// Participants out of the room after a media failure, held for a resume (resume.rs).
+    pub parked: HashMap<ParticipantId, crate::resume::Parked>,
     pub stats: SfuStats,
     pub stopping: bool,
     pub room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
@@ -156,6 +158,7 @@ pub(crate) fn spawn(
         tracks: Slab::default(),
         participants: HashMap::new(),
         rooms: HashMap::new(),
+        parked: HashMap::new(),
         stats: SfuStats::default(),
         stopping: false,
         room_events,
@@ -662,6 +665,7 @@ impl Worker {
         for id in ids {
             self.remove_participant(&id, LeaveReason::ServerShutdown, true);
         }
+        self.end_all_parked();
         self.service_dirty(Instant::now());
         self.flush();
     }
