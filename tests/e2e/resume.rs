@@ -142,6 +142,9 @@ async fn a_forged_resume_token_gets_a_new_session() {
     let (ws, joined) = raw_join(&server, &token, None).await;
     let pid = joined["participant_id"].as_str().unwrap().to_owned();
     drop(ws);
+    // Let the server notice the drop first: until then site-1 counts as connected elsewhere,
+    // and a resume that fails is answered `replaced` (the rule for stale tabs).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (_ws2, j2) = raw_join(
         &server,
         &token,

@@ -69,6 +69,28 @@ impl Worker {
         let notify_self = reason != LeaveReason::Disconnected;
         self.remove_participant(pid, reason, notify_self);
     }
+
+    /// Signalling reports that connection `conn` of `pid` ended. A report from a connection
+    /// the participant no longer uses (it resumed on a new one before the old one was noticed
+    /// dead) is stale and ignored.
+    pub(crate) fn signalling_lost(
+        &mut self,
+        pid: &ParticipantId,
+        reason: LeaveReason,
+        conn: Option<&crate::handle::ConnRef>,
+    ) {
+        let current = |w: &crate::handle::ConnRef| {
+            let Some(p) = self.participants.get(pid) else {
+                return false;
+            };
+            w.upgrade().is_some_and(|tx| tx.same_channel(&p.events))
+        };
+        if conn.is_some_and(|w| !current(w)) {
+            tracing::debug!(participant = %pid, "stale disconnect of a replaced connection; ignored");
+            return;
+        }
+        self.peer_lost(pid, reason);
+    }
 }
 
 #[cfg(test)]

@@ -259,8 +259,9 @@ impl Worker {
             Command::Disconnect {
                 participant,
                 reason,
+                conn,
             } => {
-                self.peer_lost(&participant, reason);
+                self.signalling_lost(&participant, reason, conn.as_ref());
                 self.service_dirty(Instant::now());
                 self.flush();
             }
