@@ -362,6 +362,23 @@ try {
     await pollUntil(host.page, () => window.rakorTest.tileIds(), (ids) => ids.length === 3 && ids.includes(oldId), 10000, 'site 3 keeps its tile on the wall');
   });
 
+  await test('media lost: resumes with a media reset as the same participant, video back both ways', async () => {
+    const oldId = site3.id;
+    const before = await site3.eval(() => ({ r: window.rakorTest.resumeCount(), m: window.rakorTest.mediaResetCount() }));
+    const oldTrack = await host.eval((id) => window.rakorTest.videoTrackId(id), oldId);
+    const t0 = Date.now();
+    assert(await site3.eval(() => window.rakorTest.simulateMediaLoss()), 'no session');
+    await pollUntil(site3.page, () => ({ s: window.rakorTest.state(), r: window.rakorTest.resumeCount(), m: window.rakorTest.mediaResetCount() }),
+      (x) => x.s === 'connected' && x.r === before.r + 1 && x.m === before.m + 1, 20000, 'resumed with a media reset');
+    const id = await site3.eval(() => window.rakorTest.participantId());
+    assert(id === oldId, `same participant id after the reset (${oldId} -> ${id})`);
+    await pollUntil(host.page, (id) => window.rakorTest.videoTrackId(id), (t) => t && t !== oldTrack, 10000, 'site 3 published a new video track', oldId);
+    await pollUntil(host.page, () => window.rakorTest.stats(), decodingAll([site3.id]), MEDIA_TIMEOUT_MS, 'host decodes site 3 again');
+    console.log(`    site 3 video back at the host ${Date.now() - t0} ms after its media reset began`);
+    await pollUntil(site3.page, () => window.rakorTest.stats(), decodingAll([host.id, site1.id, site2.id]), MEDIA_TIMEOUT_MS, 'site 3 decodes everyone again');
+    await pollUntil(host.page, () => window.rakorTest.tileIds(), (ids) => ids.length === 3 && ids.includes(oldId), 10000, 'site 3 keeps its tile on the wall');
+  });
+
   await test('a site leaves: its tile disappears everywhere', async () => {
     await site3.page.click('#btn-leave');
     await pollUntil(site3.page, () => window.rakorTest.phase(), (p) => p === 'left', 5000, 'site 3 sees the left screen');

@@ -233,7 +233,8 @@ async fn same_identity_replaces_the_older_connection() {
                 matches!(
                     m,
                     ServerMessage::Leave {
-                        reason: LeaveReason::Replaced
+                        reason: LeaveReason::Replaced,
+                        ..
                     }
                 )
             },
@@ -585,7 +586,8 @@ async fn host_moderates_over_signalling() {
             matches!(
                 m,
                 ServerMessage::Leave {
-                    reason: LeaveReason::Removed
+                    reason: LeaveReason::Removed,
+                    ..
                 }
             )
         },
@@ -614,7 +616,8 @@ async fn host_moderates_over_signalling() {
                 matches!(
                     m,
                     ServerMessage::Leave {
-                        reason: LeaveReason::RoomEnded
+                        reason: LeaveReason::RoomEnded,
+                        ..
                     }
                 )
             },

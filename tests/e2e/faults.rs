@@ -19,9 +19,9 @@ const DEAD_PEER: Duration = Duration::from_secs(10);
 /// Slack for process scheduling and pipes between the server deciding and the probe printing.
 const SLACK: Duration = Duration::from_millis(800);
 
+/// Video packets from `from`, over every track id it published (a media reset republishes).
 fn video_packets(r: &Report, from: &str) -> u64 {
-    r.received_track(&ParticipantId(from.to_owned()), TrackKind::Video)
-        .map_or(0, |t| t.packets)
+    r.received_packets(&ParticipantId(from.to_owned()), TrackKind::Video)
 }
 
 fn video_frames(r: &Report, from: &str) -> (u64, u64) {
@@ -317,6 +317,132 @@ fn outage_shorter_than_the_dead_peer_timeout_resumes_media() {
         "the site was removed during a 5 s outage"
     );
     assert!(resumed < Duration::from_secs(5), "{resumed:?}");
+    drop(site);
+}
+
+#[test]
+fn outage_longer_than_the_dead_peer_timeout_parks_and_resumes_the_same_participant() {
+    let Some(topo) = topology() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let server = server_in(&topo.srv, data.path());
+    let url = server.ws_url();
+    let tok = |id: &str| mint_token(data.path(), "rakor", id, "participant").unwrap();
+    let mut watcher = Probe::start(
+        Some(&topo.srv),
+        Path::new(PROBE),
+        &url,
+        &tok("watch"),
+        "10.77.0.1",
+        &["audio", "video"],
+        "watch",
+    )
+    .unwrap();
+    let mut site = Probe::start(
+        Some(&topo.site),
+        Path::new(PROBE),
+        &url,
+        &tok("site"),
+        "10.77.0.2",
+        &["audio", "video"],
+        "site",
+    )
+    .unwrap();
+    let (site_id, watch_id) = (site.participant_id.clone(), watcher.participant_id.clone());
+    wait_video(&mut watcher, &site_id, 30, Duration::from_secs(20));
+    wait_video(&mut site, &watch_id, 30, Duration::from_secs(20));
+
+    // 12 s without a link: longer than the dead-peer timeout, shorter than the 30 s grace.
+    let t0 = unix_ms();
+    topo.site.link("rk-site", false).unwrap();
+    let (t_left, reason) = watcher
+        .wait_left(&site_id, Duration::from_secs(15))
+        .unwrap();
+    let gone = Duration::from_millis(t_left.saturating_sub(t0));
+    eprintln!("MEASURED 12 s outage: participant_left ({reason}) after {gone:?}");
+    assert_eq!(reason, "media_failed");
+    assert!(gone < DEAD_PEER + SLACK, "{gone:?}");
+    std::thread::sleep(Duration::from_millis(
+        12_000u64.saturating_sub(unix_ms() - t0),
+    ));
+    let before_watch = video_packets(
+        &watcher.latest_report(Duration::from_secs(5)).unwrap(),
+        &site_id,
+    );
+    let before_site = video_packets(
+        &site.latest_report(Duration::from_secs(5)).unwrap(),
+        &watch_id,
+    );
+    topo.site.link("rk-site", true).unwrap();
+    let up = Instant::now();
+    let up_ms = unix_ms();
+
+    // The same participant id joins again, then its video reaches the watcher.
+    let deadline = up + Duration::from_secs(15);
+    let (mut rejoined, mut video_back) = (None, None);
+    while rejoined.is_none() || video_back.is_none() {
+        let r = watcher.latest_report(Duration::from_secs(5)).unwrap();
+        if rejoined.is_none() {
+            rejoined = watcher.seen.iter().find_map(|(t, l)| match l {
+                netns::ProbeLine::Event(e)
+                    if *t >= up_ms
+                        && e["type"] == "participant_joined"
+                        && e["participant"]["id"] == site_id.as_str() =>
+                {
+                    Some(Duration::from_millis(t - up_ms))
+                }
+                _ => None,
+            });
+        }
+        if video_back.is_none() && video_packets(&r, &site_id) > before_watch {
+            video_back = Some(up.elapsed());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rejoin/video after the link came back (rejoined {rejoined:?}): {}",
+            r.to_json()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (rejoined, video_back) = (rejoined.unwrap(), video_back.unwrap());
+    // And the site receives the watcher's video again.
+    let deadline = up + Duration::from_secs(15);
+    let site_back = loop {
+        let r = site.latest_report(Duration::from_secs(5)).unwrap();
+        if video_packets(&r, &watch_id) > before_site {
+            break up.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the site receives nothing again: {}",
+            r.to_json()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "MEASURED 12 s outage: after the link came back, participant_joined (same id) at {rejoined:?}, first video packet at the watcher {video_back:?}, the site receives again {site_back:?}"
+    );
+    let resumed: Vec<&serde_json::Value> = site
+        .seen
+        .iter()
+        .filter_map(|(_, l)| match l {
+            netns::ProbeLine::Event(e) if e["type"] == "joined" => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    assert_eq!(resumed[0]["resumed"], true);
+    assert_eq!(resumed[0]["media_reset"], true);
+    let count = |ty: &str| {
+        watcher
+            .seen
+            .iter()
+            .filter(|(t, l)| *t >= t0 && matches!(l, netns::ProbeLine::Event(e) if e["type"] == ty))
+            .count()
+    };
+    assert_eq!(
+        (count("participant_left"), count("participant_joined")),
+        (1, 1)
+    );
     drop(site);
 }
 

@@ -1,18 +1,26 @@
 //! Resume: a participant whose signalling connection drops is kept for `server.resume_grace`
 //! and may continue as the same participant with the `resume_token` from `joined`; nobody
 //! sees it leave. After the grace window it is removed, and a late resume becomes a new session.
+//! A participant whose *media* fails is removed for everyone but parked: it comes back as the
+//! same participant with its media reset, and the attendance register shows one stay.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use futures_util::SinkExt;
 use rakor_client::{Client, ClientOptions};
-use rakor_e2e::{raw_next_json, raw_ws, RawWs, Server};
+use rakor_e2e::netns::{unix_ms, Probe, ProbeLine};
+use rakor_e2e::session::{add_rakor, add_site, Api, Persistent, PASSWORD};
+use rakor_e2e::{raw_next_json, raw_ws, sign_claims, unix_now, RawWs, Server};
 use rakor_proto::{LeaveReason, ServerMessage, TrackKind};
 use serde_json::{json, Value};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
+const PROBE: &str = env!("CARGO_BIN_EXE_probe-client");
+/// `limits.dead_peer_timeout` for the parking tests (shorter than the default 10 s).
+const DEAD_PEER: Duration = Duration::from_secs(4);
 
 async fn raw_join(server: &Server, token: &str, resume: Option<(&str, &str)>) -> (RawWs, Value) {
     let mut ws = raw_ws(&server.ws_url()).await.unwrap();
@@ -134,6 +142,9 @@ async fn a_forged_resume_token_gets_a_new_session() {
     let (ws, joined) = raw_join(&server, &token, None).await;
     let pid = joined["participant_id"].as_str().unwrap().to_owned();
     drop(ws);
+    // Let the server notice the drop first: until then site-1 counts as connected elsewhere,
+    // and a resume that fails is answered `replaced` (the rule for stale tabs).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (_ws2, j2) = raw_join(
         &server,
         &token,
@@ -253,4 +264,252 @@ async fn the_headless_client_resumes_by_itself_and_media_keeps_flowing() {
         .count();
     assert_eq!(gone, 0);
     assert!(!site.is_closed());
+}
+
+/// Freeze or thaw a process (SIGSTOP/SIGCONT): its WebSocket and ICE consent checks stop as if
+/// its network had died, without anything being closed.
+fn signal(p: &Probe, sig: &str) {
+    let pid = p.proc.pid().expect("probe running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+fn packets_from(p: &mut Probe, from: &str) -> u64 {
+    let r = p.latest_report(Duration::from_secs(5)).unwrap();
+    r.received_packets(
+        &rakor_proto::ParticipantId(from.to_owned()),
+        TrackKind::Video,
+    )
+}
+
+/// Poll `p`'s reports until its video from `from` passed `min` packets; the time it took.
+fn wait_packets(p: &mut Probe, from: &str, min: u64, timeout: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let n = packets_from(p, from);
+        if n >= min {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "{}: video from {from} stuck at {n} packets (want {min})",
+            p.proc.label
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Server messages of type `ty` that `p` printed at or after `since` (Unix ms).
+fn events<'a>(
+    p: &'a Probe,
+    ty: &'a str,
+    since: u64,
+) -> impl Iterator<Item = &'a serde_json::Value> + 'a {
+    p.seen.iter().filter_map(move |(t, l)| match l {
+        ProbeLine::Event(e) if *t >= since && e["type"] == ty => Some(e),
+        _ => None,
+    })
+}
+
+/// Media fails (the site's process frozen past the dead-peer timeout, inside the grace window):
+/// the room sees it leave (`media_failed`) in time; when it thaws, `rakor-client` resumes by
+/// itself, the server answers `media_reset`, the same participant id rejoins, publishes again
+/// and receives again; and the attendance register shows one continuous stay.
+#[test]
+fn media_failure_parks_the_site_and_it_resumes_with_one_attendance_stay() {
+    let p = Persistent::new().unwrap();
+    let out = p.add_operator("operator", PASSWORD).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = p.config.display().to_string();
+    let server = Server::start_with_env(
+        &["--config", &cfg],
+        &[("RAKOR_LIMITS_DEAD_PEER_TIMEOUT", "4s")],
+    )
+    .unwrap();
+    let mut api = Api::new(server.http);
+    api.login("operator", PASSWORD).unwrap();
+    let host = add_site(&api, "Command Room", "other").unwrap();
+    let site_id = add_site(&api, "Puskesmas Kota", "puskesmas").unwrap();
+    let v = add_rakor(&api, "Rakor ketahanan", host, &[site_id], 120, 60).unwrap();
+    let rakor = v["id"].as_i64().unwrap();
+    let room = v["room"].as_str().expect("the rakor's room").to_owned();
+    let now = unix_now();
+    let tok = |sub: &str, role: &str| {
+        sign_claims(
+            &p.key,
+            &json!({"sub": sub, "room": room, "name": sub, "role": role,
+                    "iat": now, "exp": now + 3600, "iss": "rakor"}),
+        )
+        .unwrap()
+    };
+    let url = server.ws_url();
+    let mut watcher = Probe::start(
+        None,
+        Path::new(PROBE),
+        &url,
+        &tok("command-room", "host"),
+        "127.0.0.1",
+        &["audio", "video"],
+        "watch",
+    )
+    .unwrap();
+    let mut site = Probe::start(
+        None,
+        Path::new(PROBE),
+        &url,
+        &tok("puskesmas-kota", "participant"),
+        "127.0.0.1",
+        &["audio", "video"],
+        "site",
+    )
+    .unwrap();
+    let (watch_pid, site_pid) = (watcher.participant_id.clone(), site.participant_id.clone());
+    wait_packets(&mut watcher, &site_pid, 30, Duration::from_secs(20));
+    wait_packets(&mut site, &watch_pid, 30, Duration::from_secs(20));
+
+    let before_site = packets_from(&mut site, &watch_pid);
+    let t0 = unix_ms();
+    signal(&site, "-STOP");
+    let (t_left, reason) = watcher
+        .wait_left(&site_pid, Duration::from_secs(10))
+        .unwrap();
+    let took = Duration::from_millis(t_left.saturating_sub(t0));
+    eprintln!("MEASURED frozen site: participant_left ({reason}) after {took:?}");
+    assert_eq!(reason, "media_failed");
+    assert!(took < DEAD_PEER + Duration::from_millis(800), "{took:?}");
+    // Past the dead-peer timeout, well inside the 30 s grace window.
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(took));
+    let before_watch = packets_from(&mut watcher, &site_pid);
+    signal(&site, "-CONT");
+    let up = Instant::now();
+    watcher
+        .wait(WAIT, |l| match l {
+            ProbeLine::Event(e)
+                if e["type"] == "participant_joined"
+                    && e["participant"]["id"] == site_pid.as_str() =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .unwrap();
+    let rejoined = up.elapsed();
+    // Upper bounds: the probes report every 500 ms.
+    wait_packets(&mut watcher, &site_pid, before_watch + 5, WAIT);
+    let back = up.elapsed();
+    wait_packets(&mut site, &watch_pid, before_site + 5, WAIT);
+    let receives = up.elapsed();
+    eprintln!(
+        "MEASURED parked site thawed: participant_joined (same id) after {rejoined:?}, its video at the watcher by {back:?}, the watcher's video at the site by {receives:?}"
+    );
+    // The site was told: resumed, media reset; the same participant throughout.
+    let resumed: Vec<&serde_json::Value> = events(&site, "joined", 0).collect();
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    assert_eq!(resumed[0]["resumed"], true);
+    assert_eq!(resumed[0]["media_reset"], true);
+    assert_eq!(resumed[0]["participant_id"], site_pid.as_str());
+    // The watcher saw one leave and one join of that id, and nobody else join.
+    let left = events(&watcher, "participant_left", t0).count();
+    let joined: Vec<&serde_json::Value> = events(&watcher, "participant_joined", t0).collect();
+    assert_eq!(left, 1);
+    assert_eq!(joined.len(), 1, "{joined:?}");
+    assert_eq!(joined[0]["participant"]["id"], site_pid.as_str());
+
+    // The register: one row for the site, one join, no reconnect, present.
+    let reg = api
+        .get(&format!("/api/v1/rakor/{rakor}/attendance"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let row = reg["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["identity"] == "puskesmas-kota")
+        .unwrap_or_else(|| panic!("no row for the site: {reg}"))
+        .clone();
+    assert_eq!(row["joins"], 1, "{row}");
+    assert_eq!(row["reconnects"], 0, "{row}");
+    assert_eq!(row["status"], "present", "{row}");
+    assert!(row["last_leave_utc"].is_null(), "{row}");
+    drop(site);
+    drop(watcher);
+}
+
+/// A parked session whose grace window has passed is gone: the resume (with the right token,
+/// sent by `rakor-client` when it thaws) gets `joined {resumed: false}` with a new id — the
+/// documented answer — and the client leaves that new session; the old id never comes back.
+#[test]
+fn an_expired_park_refuses_the_resume() {
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("RAKOR_LIMITS_DEAD_PEER_TIMEOUT", "4s"),
+            ("RAKOR_SERVER_RESUME_GRACE", "5s"),
+        ],
+    )
+    .unwrap();
+    let url = server.ws_url();
+    let mut watcher = Probe::start(
+        None,
+        Path::new(PROBE),
+        &url,
+        &server.token("r", "command-room", "host").unwrap(),
+        "127.0.0.1",
+        &[],
+        "watch",
+    )
+    .unwrap();
+    let mut site = Probe::start(
+        None,
+        Path::new(PROBE),
+        &url,
+        &server.token("r", "site-9", "participant").unwrap(),
+        "127.0.0.1",
+        &["audio", "video"],
+        "site",
+    )
+    .unwrap();
+    let site_pid = site.participant_id.clone();
+    wait_packets(&mut watcher, &site_pid, 30, Duration::from_secs(20));
+    let t0 = Instant::now();
+    let t0_ms = unix_ms();
+    signal(&site, "-STOP");
+    let (_, reason) = watcher
+        .wait_left(&site_pid, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(reason, "media_failed");
+    // The window (5 s) counts from when the site was first lost (~3 s): over by ~8 s.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(t0.elapsed()));
+    signal(&site, "-CONT");
+    let answer = site
+        .wait(WAIT, |l| match l {
+            ProbeLine::Event(e) if e["type"] == "joined" => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(answer["resumed"], false, "{answer}");
+    assert!(answer.get("media_reset").is_none(), "{answer}");
+    assert_ne!(answer["participant_id"], site_pid.as_str(), "{answer}");
+    site.wait(WAIT, |l| matches!(l, ProbeLine::Closed(_)).then_some(()))
+        .unwrap();
+    // Give the watcher time to see anything that happened, then check the old id never came back.
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = watcher.latest_report(Duration::from_secs(5));
+    let back = events(&watcher, "participant_joined", t0_ms)
+        .filter(|e| e["participant"]["id"] == site_pid.as_str())
+        .count();
+    assert_eq!(back, 0, "the expired participant came back");
+    let left = events(&watcher, "participant_left", t0_ms)
+        .filter(|e| e["participant_id"] == site_pid.as_str())
+        .count();
+    assert_eq!(left, 1);
 }

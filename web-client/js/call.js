@@ -27,6 +27,7 @@ export class Call extends EventTarget {
     this.lostWhy = '';
     this.mediaStates = { publisher: 'new', subscriber: 'new' };
     this.resumes = 0;             // signalling drops survived as the same participant
+    this.mediaResets = 0;         // of which the media had failed and was started over
   }
 
   setState(state, extra) {
@@ -59,6 +60,13 @@ export class Call extends EventTarget {
       this.resumes += 1;
       this.attempt = 0;
       this.setState('connected');
+    });
+    session.addEventListener('media-reset', () => {
+      // Resumed after our media failed: new peer connections, same participant and UI.
+      if (session !== this.session) return;
+      this.mediaResets += 1;
+      this.mediaStates = { publisher: 'new', subscriber: 'new' };
+      this.dispatchEvent(new Event('media-state'));
     });
     session.addEventListener('ended', (e) => this.onEnded(session, e.detail.reason));
     session.addEventListener('fatal', (e) => this.fail(e.detail.code, e.detail.message));

@@ -3,7 +3,11 @@
 // It updates the Room and reports how it ended: `lost` (network; the Call retries), `ended`
 // (the server sent `leave`), or a fatal error code. When only the WebSocket drops, the session
 // first *resumes* (`join.resume` with the token from `joined`): same participant, same peer
-// connections, reported as `resuming` then `resumed`. If that fails it is `lost` and the Call
+// connections, reported as `resuming` then `resumed`. When the *media* is gone (one of our peer
+// connections failed, or the server removed us with `leave {resumable: true}` after its ICE
+// failed) the session resumes too, asking for a media reset: the server answers
+// `joined {media_reset: true}`, and both peer connections are replaced and the camera and mic
+// published again, still as the same participant. If that fails it is `lost` and the Call
 // rejoins with a new CallSession.
 import { Signalling, PROTOCOL_VERSION } from './signalling.js';
 import { QUALITY } from './media.js';
@@ -127,7 +131,10 @@ export class CallSession extends EventTarget {
       case 'publisher_pause': return this.onPublisherPause(msg);
       case 'publisher_layers': return this.onPublisherLayers(msg);
       case 'leave':
-        this.endInfo = { kind: 'ended', reason: msg.reason };
+        // `resumable`: our media failed and the server holds the session; the socket close
+        // that follows starts a resume with a media reset (see onSocketClose).
+        if (msg.resumable && this.resumeToken) this.mediaLost = true;
+        else this.endInfo = { kind: 'ended', reason: msg.reason };
         return;
       case 'error': return this.onError(msg);
       case 'lobby': return this.onLobby(msg);
@@ -203,16 +210,29 @@ export class CallSession extends EventTarget {
     this.watching = { ...this.watching, [kind]: true };
     const pc = this.pcs[kind];
     this.later(() => {
-      if (!this.done && pc.connectionState !== 'connected') this.lose(`${kind} ICE did not connect`);
+      if (!this.done && this.pcs[kind] === pc && pc.connectionState !== 'connected') this.lose(`${kind} ICE did not connect`);
     }, ICE_CONNECT_TIMEOUT_MS);
   }
 
   onPcState(kind, pc) {
+    if (this.pcs[kind] !== pc) return; // a connection replaced by a media reset
     this.dispatchEvent(new CustomEvent('media-state', { detail: { kind, state: pc.connectionState } }));
-    if (pc.connectionState === 'failed') this.lose(`${kind} connection failed`);
+    if (pc.connectionState === 'failed') this.mediaFailed(`${kind} connection failed`);
     if (pc.connectionState === 'disconnected') {
-      this.later(() => { if (pc.connectionState === 'disconnected') this.lose(`${kind} disconnected`); }, ICE_DISCONNECTED_GRACE_MS);
+      this.later(() => {
+        if (this.pcs[kind] === pc && pc.connectionState === 'disconnected') this.mediaFailed(`${kind} disconnected`);
+      }, ICE_DISCONNECTED_GRACE_MS);
     }
+  }
+
+  /** Our media is gone: resume as the same participant with a media reset (the server may
+   *  have parked us already, or not have noticed yet). Without a resume token: rejoin. */
+  mediaFailed(why) {
+    if (this.done) return;
+    if (!this.resumeToken) { this.lose(why); return; }
+    this.mediaLost = true;
+    if (this.resuming) return; // the running resume asks for the reset
+    this.sig?.close(4001, 'media lost'); // its close starts the resume (onSocketClose)
   }
 
   /** Trickle the candidates gathered before our SDP was sent. */
@@ -405,14 +425,15 @@ export class CallSession extends EventTarget {
       sig.addEventListener('close', () => done('retry'));
       sig.open().then(() => {
         this.sig = sig;
-        sig.send({ type: 'join', version: PROTOCOL_VERSION, token: this.token,
-          resume: { participant_id: this.room.self?.id, token: this.resumeToken } });
+        const resume = { participant_id: this.room.self?.id, token: this.resumeToken };
+        if (this.mediaLost) resume.media_reset = true;
+        sig.send({ type: 'join', version: PROTOCOL_VERSION, token: this.token, resume });
       }, () => done('retry'));
     });
   }
 
   /** `joined` on a resume attempt's socket. */
-  onResumedJoined(msg) {
+  async onResumedJoined(msg) {
     const w = this.resumeWaiter;
     if (!w) return;
     if (!msg.resumed) {
@@ -429,7 +450,47 @@ export class CallSession extends EventTarget {
     for (const info of msg.participants ?? []) this.room.addParticipant(info);
     this.room.setSpotlight(msg.spotlight ?? null);
     this.resumes = (this.resumes ?? 0) + 1;
+    if (msg.media_reset) {
+      this.mediaLost = false;
+      this.mediaResets = (this.mediaResets ?? 0) + 1;
+      await this.resetMedia();
+    }
     w.done('resumed');
+  }
+
+  /** After `joined {media_reset: true}`: replace both peer connections (the server dropped
+   *  ours), publish the same camera and mic again and wait for the fresh subscriber offer.
+   *  The Room (participants, tiles, spotlight) and the local media stay as they are. */
+  async resetMedia() {
+    for (const pc of Object.values(this.pcs)) { try { pc?.close(); } catch { /* closed */ } }
+    this.pcs = { publisher: null, subscriber: null };
+    this.canTrickle = { publisher: false, subscriber: false };
+    this.pendingCandidates = { publisher: [], subscriber: [] };
+    this.pubTransceivers = {};
+    this.ownTracks = {};
+    this.subMap = new Map();
+    this.msidGuess = new Map();
+    this.watching = {};
+    this.publisherPaused = false;
+    this.activeLayers = null;
+    this.trackViews = new Map(); // the server starts every leg visible: say again what is hidden
+    this.room.setMedia([]);
+    this.pcs.subscriber = this.newPc('subscriber');
+    this.pcs.subscriber.ontrack = (e) => {
+      const s = e.streams?.[0];
+      if (s && e.transceiver?.mid != null) {
+        this.msidGuess.set(e.transceiver.mid, { participant_id: s.id, track_id: e.track.id, kind: e.track.kind });
+      }
+    };
+    if (this.wantPublish && this.media?.hasAny) {
+      try {
+        await this.publish();
+      } catch (err) {
+        console.warn('rakor: publishing again after a media reset failed', err);
+        this.dispatchEvent(new CustomEvent('server-error', { detail: { code: 'publish_failed', message: String(err?.message ?? err) } }));
+      }
+    }
+    this.dispatchEvent(new Event('media-reset'));
   }
 
   close() {

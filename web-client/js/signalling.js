@@ -65,7 +65,7 @@ export class Signalling extends EventTarget {
   }
 
   /** Send `ping` every `intervalMs`; close as dead if nothing arrives for `deadMs`. */
-  startKeepalive(intervalMs = 5000, deadMs = 20000) {
+  startKeepalive(intervalMs = 2500, deadMs = 10000) {
     clearInterval(this.timer);
     this.timer = setInterval(() => {
       if (Date.now() - this.lastRx > deadMs) {

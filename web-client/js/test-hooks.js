@@ -75,7 +75,10 @@ export function installTestHooks() {
     send: (msg) => ctx.call?.session?.send(msg) ?? false,
     /** Drop the WebSocket as a network failure would (no `leave`): the client must rejoin by itself. */
     resumeCount: () => ctx.call?.resumes ?? 0,
+    mediaResetCount: () => ctx.call?.mediaResets ?? 0,
     simulateDrop: () => { const ws = ctx.call?.session?.sig?.ws; if (!ws) return false; ws.close(4001, 'test drop'); return true; },
+    /** Act as if our peer connections had failed: the client must resume with a media reset. */
+    simulateMediaLoss: () => { const s = ctx.call?.session; if (!s) return false; s.mediaFailed('test media loss'); return true; },
     tileLuma,
     /** Per remote participant: framesDecoded, frameWidth/Height, video/audio packetsReceived, audioLevel. */
     async stats() {

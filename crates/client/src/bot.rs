@@ -121,7 +121,7 @@ fn log_event(msg: &ServerMessage) {
         ServerMessage::Error { code, message, .. } => {
             tracing::warn!(%code, %message, "server error");
         }
-        ServerMessage::Leave { reason } => tracing::info!(?reason, "server asked us to leave"),
+        ServerMessage::Leave { reason, .. } => tracing::info!(?reason, "server asked us to leave"),
         _ => tracing::debug!("server message"),
     }
 }

@@ -43,6 +43,11 @@ pub struct ClientOptions {
     /// When the signalling connection drops without `leave`, reconnect and resume the same
     /// session (`join.resume`) for up to this long; zero disables it (default 30 s).
     pub resume_window: Duration,
+    /// When nothing (not even the server's WebSocket ping, every 2.5 s by default) arrived
+    /// on the signalling connection for this long, treat it as dropped and resume (default
+    /// 10 s; zero disables it). A dead link is then noticed while it is still down, so the
+    /// resume goes through as soon as it is back.
+    pub signalling_timeout: Duration,
     /// The room to state in `join` (must match the token's room); `None` = the token's room.
     pub room: Option<String>,
     /// Audio level (-dBov: 0 loudest … 127 silence) sent with every audio packet in the
@@ -67,6 +72,7 @@ impl ClientOptions {
             ice_servers: Vec::new(),
             join_timeout: Duration::from_secs(10),
             resume_window: Duration::from_secs(30),
+            signalling_timeout: Duration::from_secs(10),
             room: None,
             audio_level: None,
             simulcast: false,
@@ -170,7 +176,7 @@ impl Client {
             )));
         }
         let timeout = opts.join_timeout;
-        let (ws, joined, _) = tokio::time::timeout(timeout, join(&opts, None))
+        let (ws, joined, ..) = tokio::time::timeout(timeout, join(&opts, None))
             .await
             .map_err(|_| ClientError::Timeout(format!("no `joined` within {timeout:?}")))??;
         let hub = Arc::new(StatsHub::new());
@@ -525,7 +531,7 @@ fn type_name(msg: &ServerMessage) -> &'static str {
 pub(crate) async fn join(
     opts: &ClientOptions,
     resume: Option<rakor_proto::ResumeRequest>,
-) -> Result<(crate::session::Ws, Joined, bool), ClientError> {
+) -> Result<(crate::session::Ws, Joined, bool, bool), ClientError> {
     let (mut ws, _response) = tokio_tungstenite::connect_async(opts.url.as_str())
         .await
         .map_err(|e| ClientError::WebSocket(format!("connecting to {}: {e}", opts.url)))?;
@@ -561,6 +567,7 @@ pub(crate) async fn join(
                 spotlight,
                 resume_token,
                 resumed,
+                media_reset,
                 ..
             }) => {
                 let joined = Joined {
@@ -573,12 +580,12 @@ pub(crate) async fn join(
                     participants,
                     spotlight,
                 };
-                return Ok((ws, joined, resumed));
+                return Ok((ws, joined, resumed, media_reset));
             }
             Ok(ServerMessage::Error { code, message, .. }) => {
                 return Err(ClientError::Rejected { code, message });
             }
-            Ok(ServerMessage::Leave { reason }) => {
+            Ok(ServerMessage::Leave { reason, .. }) => {
                 return Err(ClientError::Closed {
                     reason: Some(reason),
                 });

@@ -102,6 +102,7 @@ mod tests {
             spotlight: None,
             resume_token: String::new(),
             resumed: false,
+            media_reset: false,
         });
         room.apply(&ServerMessage::ParticipantJoined {
             participant: info("PA_b"),

@@ -50,6 +50,8 @@ const KNOWN_SERVER_TYPES: &[&str] = &[
     "error",
 ];
 
+/// The longest pause between two resume attempts (they start 250 ms apart and double).
+const RESUME_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long `leave` waits for the server to close the socket.
 const LEAVE_GRACE: Duration = Duration::from_secs(3);
 /// Server candidates kept while the matching description is not applied yet.
@@ -120,6 +122,15 @@ pub(crate) struct Session {
     pub audio_level: Arc<std::sync::atomic::AtomicU8>,
     /// Publish video as three simulcast layers (see `ClientOptions::simulcast`).
     pub simulcast: bool,
+    /// Our media is gone (a peer connection failed, or the server said `leave {resumable}`):
+    /// the next resume asks for a media reset.
+    media_lost: bool,
+    /// Resume now (a peer connection failed while the socket was up).
+    resume_now: bool,
+    /// The server ended the session but holds it for a resume (`leave {resumable: true}`).
+    resumable_leave: Option<LeaveReason>,
+    /// Last frame of any kind from the server (see `ClientOptions::signalling_timeout`).
+    last_heard: tokio::time::Instant,
 }
 
 enum Flow {
@@ -167,6 +178,10 @@ impl Session {
                 crate::media::NO_AUDIO_LEVEL,
             )),
             simulcast: false,
+            media_lost: false,
+            resume_now: false,
+            resumable_leave: None,
+            last_heard: tokio::time::Instant::now(),
         }
     }
 
@@ -178,8 +193,11 @@ impl Session {
         self
     }
 
-    /// The socket dropped without `leave`: reconnect and resume the same participant, keeping
-    /// the peer connections. Retries until the resume window ends. True if resumed.
+    /// The socket dropped without `leave` (or the server said `leave {resumable: true}`):
+    /// reconnect and resume the same participant. Its peer connections are kept, unless the
+    /// server answers `media_reset` (its media failed meanwhile; we may also ask for that when
+    /// ours failed): then they are replaced and the same kinds of tracks published again.
+    /// Retries until the resume window ends. True if resumed.
     async fn try_resume(&mut self) -> bool {
         let Some((opts, token)) = self.resume.clone() else {
             return false;
@@ -190,17 +208,20 @@ impl Session {
             let req = rakor_proto::ResumeRequest {
                 participant_id: self.participant_id.clone(),
                 token: token.clone(),
+                media_reset: self.media_lost,
             };
             let attempt =
                 tokio::time::timeout(opts.join_timeout, crate::client::join(&opts, Some(req)))
                     .await;
             match attempt {
-                Ok(Ok((ws, joined, true))) => {
+                Ok(Ok((ws, joined, true, media_reset))) => {
                     let (sink, stream) = ws.split();
                     self.sink = sink;
                     self.stream = stream;
-                    tracing::info!("signalling resumed");
-                    let _ = self.events_tx.send(ServerMessage::Joined {
+                    self.last_heard = tokio::time::Instant::now();
+                    self.resumable_leave = None;
+                    tracing::info!(media_reset, "signalling resumed");
+                    let msg = ServerMessage::Joined {
                         version: rakor_proto::PROTOCOL_VERSION,
                         participant_id: joined.participant_id,
                         room: joined.room,
@@ -211,12 +232,38 @@ impl Session {
                         spotlight: joined.spotlight,
                         resume_token: joined.resume_token,
                         resumed: true,
-                    });
+                        media_reset,
+                    };
+                    if let Ok(mut room) = self.room.lock() {
+                        room.apply(&msg);
+                    }
+                    let _ = self.events_tx.send(msg);
+                    if media_reset {
+                        self.media_lost = false;
+                        if let Err(e) = self.reset_media().await {
+                            self.hub
+                                .push_error(format!("publishing again after a resume: {e}"));
+                        }
+                    }
                     return true;
                 }
-                Ok(Ok((ws, _, false))) => {
+                Ok(Ok((ws, joined, false, _))) => {
                     // The session is gone (grace window over): this became a new participant,
-                    // which we do not want; leave it and end.
+                    // which we do not want; leave it and end. The `joined` is passed on so that
+                    // the application (and tests) see how the resume was answered.
+                    let _ = self.events_tx.send(ServerMessage::Joined {
+                        version: rakor_proto::PROTOCOL_VERSION,
+                        participant_id: joined.participant_id,
+                        room: joined.room,
+                        identity: joined.identity,
+                        name: joined.name,
+                        role: joined.role,
+                        participants: joined.participants,
+                        spotlight: joined.spotlight,
+                        resume_token: String::new(),
+                        resumed: false,
+                        media_reset: false,
+                    });
                     let (mut sink, _) = ws.split();
                     let _ = sink.send(Message::text(r#"{"type":"leave"}"#)).await;
                     return false;
@@ -224,11 +271,48 @@ impl Session {
                 Ok(Err(ClientError::Rejected { .. })) => return false,
                 Ok(Err(_)) | Err(_) => {
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff = (backoff * 2).min(RESUME_BACKOFF_MAX);
                 }
             }
         }
         false
+    }
+
+    /// After `joined {media_reset: true}`: drop both peer connections and everything reading
+    /// or writing them, then publish the same kinds of tracks on a new publisher connection.
+    /// The subscriber connection is created again by the server's next offer. Counters in
+    /// the stats hub keep growing.
+    async fn reset_media(&mut self) -> Result<(), ClientError> {
+        let mut audio = false;
+        let mut video = false;
+        for t in self.pub_tracks.iter_mut() {
+            if let Some(tasks) = t.tasks.take() {
+                tasks.iter().for_each(JoinHandle::abort);
+            }
+            if !t.stopped {
+                audio |= t.local.kind == TrackKind::Audio;
+                video |= t.local.kind == TrackKind::Video;
+            }
+        }
+        self.pub_tracks.clear();
+        self.reader_tasks.drain(..).for_each(|t| t.abort());
+        self.remote_tracks.clear();
+        // Events of the old connections must not reach the new ones: a fresh channel.
+        let (pc_tx, pc_rx) = mpsc::unbounded_channel();
+        self.pc_tx = pc_tx;
+        self.pc_rx = pc_rx;
+        for leg in [self.publisher.take(), self.subscriber.take()]
+            .into_iter()
+            .flatten()
+        {
+            if tokio::time::timeout(Duration::from_secs(2), leg.pc.close())
+                .await
+                .is_err()
+            {
+                tracing::debug!("peer connection close timed out");
+            }
+        }
+        self.publish(audio, video).await
     }
 
     /// Run until the socket closes, the handle is dropped, or `leave`/`disconnect`.
@@ -237,28 +321,67 @@ impl Session {
         let mut leave_deadline: Option<tokio::time::Instant> = None;
         let mut abort_reply: Option<oneshot::Sender<()>> = None;
         let mut send_close_frame = false;
+        let silence_limit = self
+            .resume
+            .as_ref()
+            .map_or(Duration::ZERO, |(o, _)| o.signalling_timeout);
         loop {
+            if self.resume_now {
+                // A peer connection failed: start over on a new signalling connection, asking
+                // the server for a media reset.
+                self.resume_now = false;
+                if leave_reply.is_none() && self.close_reason.is_none() {
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(500), self.sink.close()).await;
+                    if self.try_resume().await {
+                        continue;
+                    }
+                    break;
+                }
+            }
             let deadline = async {
                 match leave_deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
                     None => std::future::pending().await,
                 }
             };
+            let silent = async {
+                if silence_limit.is_zero() || leave_reply.is_some() {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep_until(self.last_heard + silence_limit).await;
+            };
             tokio::select! {
                 frame = self.stream.next() => match frame {
-                    Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+                    Some(Ok(Message::Text(text))) => {
+                        self.last_heard = tokio::time::Instant::now();
+                        self.on_text(text.as_str()).await
+                    }
+                    Some(Ok(Message::Close(_))) if self.resumable_leave.is_some() => {
+                        // `leave {resumable: true}`: our media failed; come back with a reset.
+                        self.media_lost = true;
+                        if leave_reply.is_none() && self.try_resume().await {
+                            continue;
+                        }
+                        self.close_reason = self.resumable_leave.take();
+                        break;
+                    }
                     Some(Ok(Message::Close(frame))) if frame.as_ref().is_some_and(|f| f.code == CloseCode::Normal) => {
                         // The server ended the session on purpose (its `leave` or `error` came
                         // first): nothing to resume.
                         break;
                     }
                     Some(Ok(Message::Close(_))) | None => {
+                        if self.resumable_leave.is_some() {
+                            self.media_lost = true;
+                        }
                         if leave_reply.is_none() && self.close_reason.is_none() && self.try_resume().await {
                             continue;
                         }
+                        self.close_reason = self.close_reason.or(self.resumable_leave.take());
                         break;
                     }
-                    Some(Ok(_)) => {}
+                    Some(Ok(_)) => self.last_heard = tokio::time::Instant::now(),
                     Some(Err(e)) => {
                         if leave_reply.is_none() {
                             self.hub.push_error(format!("websocket: {e}"));
@@ -282,6 +405,14 @@ impl Session {
                     },
                 },
                 () = deadline => { send_close_frame = true; break; }
+                () = silent => {
+                    // Nothing from the server for `signalling_timeout`: the link is dead.
+                    tracing::info!(timeout = ?silence_limit, "signalling silent; resuming");
+                    if self.close_reason.is_none() && self.try_resume().await {
+                        continue;
+                    }
+                    break;
+                }
             }
         }
         if send_close_frame {
@@ -588,7 +719,11 @@ impl Session {
             } if *participant_id == self.participant_id => {
                 self.hub.set_sent_track_id(&track.mid, &track.id);
             }
-            ServerMessage::Leave { reason } => self.close_reason = Some(*reason),
+            ServerMessage::Leave {
+                reason,
+                resumable: true,
+            } if self.resume.is_some() => self.resumable_leave = Some(*reason),
+            ServerMessage::Leave { reason, .. } => self.close_reason = Some(*reason),
             ServerMessage::PublisherPause { track_id, paused } => {
                 if let Some(t) = self.published_track(track_id) {
                     t.local.set_paused(*paused);
@@ -749,6 +884,12 @@ impl Session {
                 self.hub.set_pc_state(publisher, peer::state_name(state));
                 if state == RTCPeerConnectionState::Failed {
                     self.hub.push_error(format!("{pc:?} connection failed"));
+                    // Our media is gone: resume with a media reset (the server may still
+                    // think it is fine, or have parked us already).
+                    if self.resume.is_some() {
+                        self.media_lost = true;
+                        self.resume_now = true;
+                    }
                 }
                 let leg = if publisher {
                     self.publisher.as_mut()

@@ -354,6 +354,15 @@ impl Report {
             .find(|t| t.participant_id.as_ref() == Some(participant) && t.kind == kind)
     }
 
+    /// Packets received from `participant`'s tracks of `kind`, summed over every track id it
+    /// published them under (after a media reset a participant publishes new track ids).
+    pub fn received_packets(&self, participant: &ParticipantId, kind: TrackKind) -> u64 {
+        self.received_from(participant)
+            .filter(|t| t.kind == kind)
+            .map(|t| t.packets)
+            .sum()
+    }
+
     /// Remote tracks of `kind`.
     pub fn received_kind(&self, kind: TrackKind) -> impl Iterator<Item = &ReceivedTrackStats> {
         self.received.values().filter(move |t| t.kind == kind)
@@ -489,11 +498,22 @@ impl StatsHub {
     }
 
     /// Register a local track (before it sends).
+    /// A local track of `kind` was added to the publisher connection. If one of that kind was
+    /// published before (a media reset after a resume, or publishing again), its counters
+    /// keep growing; its SSRC, mid and server id are the new track's.
     pub fn add_sent(&self, kind: TrackKind, ssrc: u32, mid: Option<String>) {
         self.with(|s| {
-            let mut st = SentTrackStats::new(kind, ssrc);
+            let st = s
+                .report
+                .sent
+                .entry(kind_key(kind).to_owned())
+                .or_insert_with(|| SentTrackStats::new(kind, ssrc));
+            st.ssrc = ssrc;
             st.mid = mid;
-            s.report.sent.insert(kind_key(kind).to_owned(), st);
+            st.track_id = None;
+            st.paused = false;
+            st.active_layers.clear();
+            st.layer_ssrcs.clear();
         });
     }
 

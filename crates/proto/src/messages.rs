@@ -182,6 +182,14 @@ impl ClientMessage {
 pub struct ResumeRequest {
     pub participant_id: ParticipantId,
     pub token: String,
+    /// The client's own peer connections are gone or failed (ICE `failed`): whatever the
+    /// server still holds, start the media over (`joined.media_reset` = true). Default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub media_reset: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What a host does with `moderate`.
@@ -276,6 +284,13 @@ pub enum ServerMessage {
         /// and peer connections kept); false for a new session.
         #[serde(default)]
         resumed: bool,
+        /// Only with `resumed: true`: the participant's peer connections and published tracks
+        /// are gone (its media failed and it was out of the room while held for the resume, or
+        /// the client asked with `join.resume.media_reset`). Close both peer connections,
+        /// publish again on a new publisher connection, and answer the fresh subscriber offer
+        /// that follows. Absent (false) otherwise.
+        #[serde(default, skip_serializing_if = "is_false")]
+        media_reset: bool,
     },
     /// Answer to the client's publisher `offer`.
     Answer {
@@ -357,6 +372,10 @@ pub enum ServerMessage {
     /// The server ends this participant's session; the connection closes after it.
     Leave {
         reason: LeaveReason,
+        /// The session is held for `server.resume_grace`: reconnect with `join.resume` to come
+        /// back as the same participant (its media starts over). Absent (false) otherwise.
+        #[serde(default, skip_serializing_if = "is_false")]
+        resumable: bool,
     },
     Error {
         code: ErrorCode,

@@ -138,3 +138,68 @@ fn error_code_names_match_serde() {
         assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
     }
 }
+
+#[test]
+fn media_reset_and_resumable_are_additive() {
+    // Absent when false: earlier clients see exactly the old messages.
+    let leave = ServerMessage::Leave {
+        reason: LeaveReason::MediaFailed,
+        resumable: false,
+    };
+    assert_eq!(
+        serde_json::to_string(&leave).unwrap(),
+        r#"{"type":"leave","reason":"media_failed"}"#
+    );
+    let leave = ServerMessage::Leave {
+        reason: LeaveReason::MediaFailed,
+        resumable: true,
+    };
+    let v: serde_json::Value = serde_json::to_value(&leave).unwrap();
+    assert_eq!(v["resumable"], true);
+    let back: ServerMessage = serde_json::from_value(v).unwrap();
+    assert_eq!(back, leave);
+    // A `leave` without the field still parses (older servers).
+    let old: ServerMessage =
+        serde_json::from_str(r#"{"type":"leave","reason":"removed"}"#).unwrap();
+    assert_eq!(
+        old,
+        ServerMessage::Leave {
+            reason: LeaveReason::Removed,
+            resumable: false
+        }
+    );
+    let joined: ServerMessage = serde_json::from_str(
+        r#"{"type":"joined","version":1,"participant_id":"PA_1","room":"r","identity":"i",
+            "name":"n","role":"participant","participants":[],"spotlight":null,
+            "resume_token":"t","resumed":true,"media_reset":true}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        joined,
+        ServerMessage::Joined {
+            resumed: true,
+            media_reset: true,
+            ..
+        }
+    ));
+    // The request side: `join.resume.media_reset` is optional.
+    for (text, reset) in [
+        (
+            r#"{"type":"join","version":1,"token":"t","resume":{"participant_id":"PA_1","token":"s"}}"#,
+            false,
+        ),
+        (
+            r#"{"type":"join","version":1,"token":"t","resume":{"participant_id":"PA_1","token":"s","media_reset":true}}"#,
+            true,
+        ),
+    ] {
+        let m = parse_client_message(text).unwrap();
+        let ClientMessage::Join {
+            resume: Some(r), ..
+        } = m
+        else {
+            panic!("{text}")
+        };
+        assert_eq!(r.media_reset, reset, "{text}");
+    }
+}

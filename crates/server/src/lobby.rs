@@ -226,7 +226,7 @@ async fn wait(
                     }
                     Err(_) => {
                         // The same site arrived again on another connection.
-                        let _ = send(sink, &ServerMessage::Leave { reason: LeaveReason::Replaced }).await;
+                        let _ = send(sink, &ServerMessage::Leave { reason: LeaveReason::Replaced, resumable: false }).await;
                         crate::signal::close(sink, stream, "replaced").await;
                         false
                     }

@@ -289,13 +289,15 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
         return;
     }
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Names this connection when it ends (a resumed participant ignores its old connection's end).
+    let conn = ev_tx.downgrade();
     let req = JoinRequest {
         room: claims.room.clone(),
         identity: claims.sub.clone(),
         name: claims.name.clone(),
         role: claims.role,
         events: ev_tx,
-        resume: join_resume.map(|r| (r.participant_id, r.token)),
+        resume: join_resume,
     };
     let pid: ParticipantId = match state.sfu.join(req).await {
         Ok(pid) => pid,
@@ -313,9 +315,17 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
     };
     drop(unauthenticated);
     let span = tracing::info_span!("participant", room = %claims.room, participant = %pid);
-    relay(&state, &pid, &mut sink, &mut stream, &mut ev_rx, max_frame)
-        .instrument(span)
-        .await;
+    relay(
+        &state,
+        &pid,
+        &conn,
+        &mut sink,
+        &mut stream,
+        &mut ev_rx,
+        max_frame,
+    )
+    .instrument(span)
+    .await;
     tracing::debug!(%addr, "signalling connection ended");
 }
 
@@ -323,6 +333,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
 async fn relay(
     state: &AppState,
     pid: &ParticipantId,
+    conn: &rakor_sfu::ConnRef,
     sink: &mut Sink,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
     ev_rx: &mut tokio::sync::mpsc::UnboundedReceiver<ServerMessage>,
@@ -349,7 +360,7 @@ async fn relay(
                     // A peer that stopped reading fills the TCP window; do not wait on it forever.
                     let sent = tokio::time::timeout(keepalive.timeout, send_msg(sink, &msg)).await;
                     if !matches!(sent, Ok(true)) {
-                        state.sfu.disconnect(pid.clone(), LeaveReason::Disconnected);
+                        state.sfu.disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn.clone());
                         return;
                     }
                 }
@@ -405,7 +416,9 @@ async fn relay(
         }
     }
     // The client went away without `leave`.
-    state.sfu.disconnect(pid.clone(), LeaveReason::Disconnected);
+    state
+        .sfu
+        .disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn.clone());
 }
 
 #[cfg(test)]

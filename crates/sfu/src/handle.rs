@@ -10,6 +10,10 @@ use tokio::sync::oneshot;
 /// final `leave` or `error`), the signalling connection closes.
 pub type EventSender = tokio::sync::mpsc::UnboundedSender<ServerMessage>;
 
+/// Names one signalling connection of a participant without keeping it open: a weak handle
+/// to the [`EventSender`] given in its [`JoinRequest`] (see [`SfuHandle::disconnect_conn`]).
+pub type ConnRef = tokio::sync::mpsc::WeakUnboundedSender<ServerMessage>;
+
 /// A request to join a room, made by signalling after the token was verified.
 #[derive(Debug)]
 pub struct JoinRequest {
@@ -18,9 +22,10 @@ pub struct JoinRequest {
     pub name: String,
     pub role: Role,
     pub events: EventSender,
-    /// Continue an earlier session of this identity (participant id, resume token). If it is
-    /// gone, the join proceeds as a new session (`joined.resumed` = false).
-    pub resume: Option<(ParticipantId, String)>,
+    /// Continue an earlier session of this identity (`join.resume`: participant id, resume
+    /// token, media reset). If it is gone, the join proceeds as a new session
+    /// (`joined.resumed` = false).
+    pub resume: Option<rakor_proto::ResumeRequest>,
 }
 
 /// What a moderator (the session manager's operator, or the host) does to a room.
@@ -99,6 +104,8 @@ pub(crate) enum Command {
     Disconnect {
         participant: ParticipantId,
         reason: LeaveReason,
+        /// The connection that ended; `None`: whichever is attached.
+        conn: Option<ConnRef>,
     },
     Stats {
         reply: oneshot::Sender<SfuStats>,
@@ -176,6 +183,18 @@ impl SfuHandle {
         let _ = self.tx.send(Command::Disconnect {
             participant,
             reason,
+            conn: None,
+        });
+    }
+
+    /// The signalling connection `conn` (made with `events.downgrade()` from its
+    /// [`JoinRequest`]) of a participant ended. Ignored if the participant has resumed on
+    /// another connection meanwhile, so a late report from the old one cannot suspend it.
+    pub fn disconnect_conn(&self, participant: ParticipantId, reason: LeaveReason, conn: ConnRef) {
+        let _ = self.tx.send(Command::Disconnect {
+            participant,
+            reason,
+            conn: Some(conn),
         });
     }
 

@@ -42,5 +42,6 @@ mod worker;
 pub use config::SfuConfig;
 pub use error::SfuError;
 pub use handle::{
-    EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle, SfuStats,
+    ConnRef, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle,
+    SfuStats,
 };

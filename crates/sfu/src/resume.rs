@@ -1,13 +1,52 @@
-//! Resume: a participant whose signalling connection dropped is *suspended* instead of removed.
-//! Its tracks, subscriptions and peer connections stay (media keeps flowing if the network
-//! does), nobody sees it leave, and the same client may come back within `resume_grace` with the
-//! `resume_token` from its `joined` to continue as the same participant. If it does not, or its
-//! media fails meanwhile (the dead-peer timeout), it is removed as usual.
+//! Resume: a participant whose network went away may come back as the same participant within
+//! `resume_grace`, with the `resume_token` from its `joined`. Two held states:
+//!
+//! - **suspended** — its *signalling* connection dropped. It stays in the room with its tracks,
+//!   subscriptions and peer connections (media keeps flowing if the network does), nobody sees
+//!   it leave, and a resume just attaches the new connection.
+//! - **parked** ("left but resumable") — its *media* failed (ICE consent lost), suspended or
+//!   not. The room must see a dead site go within `dead_peer_timeout`, so it is removed for
+//!   everyone as usual (`participant_left` `media_failed`, tracks unpublished, connections
+//!   closed), but a [`Parked`] record (id, room, identity, name, role, resume token,
+//!   moderator mute) is kept until the grace window, counted from when it was first lost, ends.
+//!   A resume brings it back under the same id (`participant_joined` to the others,
+//!   `joined {resumed, media_reset}` to it); it publishes again and gets a fresh subscriber
+//!   offer. Attendance sees one continuous stay: the [`crate::RoomEvent::Left`] of a parked
+//!   participant is held back, dropped on a resume, and sent (with the time it was lost) when
+//!   the record expires or is dropped (the same identity joined fresh, the room ended, shutdown).
+//!
+//! A client whose own peer connections failed may also ask for a media reset in `join.resume`
+//! (`media_reset: true`); a participant still in the room then has its tracks unpublished and
+//! its connections closed in place, without leaving.
+//!
+//! `leave`, a moderator's removal, `replaced` and the end of a room never park anyone: only
+//! [`Worker::peer_lost`] does, for `media_failed`.
 
-use crate::handle::EventSender;
+use crate::handle::{EventSender, RoomEvent};
+use crate::rooms::{Participant, Room};
 use crate::worker::Worker;
-use rakor_proto::{LeaveReason, ParticipantId, ServerMessage, PROTOCOL_VERSION};
-use std::time::Instant;
+use crate::SfuError;
+use rakor_proto::{
+    LeaveReason, ParticipantId, ResumeRequest, Role, ServerMessage, PROTOCOL_VERSION,
+};
+use std::time::{Instant, SystemTime};
+
+/// A participant out of the room after a media failure, held for a resume.
+pub(crate) struct Parked {
+    pub id: ParticipantId,
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub role: Role,
+    pub resume_token: String,
+    pub moderator_muted: bool,
+    /// Why it left the room (`media_failed`): the reason of its deferred attendance leave.
+    pub reason: LeaveReason,
+    /// When it left the room: the time of its deferred attendance leave.
+    pub left_at: SystemTime,
+    /// The end of its resume window.
+    pub until: Instant,
+}
 
 /// A fresh secret for `joined.resume_token`.
 pub(crate) fn new_token() -> String {
@@ -47,27 +86,101 @@ impl Worker {
         true
     }
 
-    /// Try to continue `pid`'s session on a new signalling connection. On success the client
-    /// gets `joined {resumed: true}` and, if a subscriber offer was in flight, a fresh one.
+    /// The media of `pid` failed: remove it from the room for everyone, but park it for a
+    /// resume within the grace window counted from when it was first lost (its signalling may
+    /// have dropped earlier). If its signalling is still up, it is told with
+    /// `leave {reason, resumable: true}`. Returns false if it must be removed for good instead
+    /// (resume disabled, or its window is already over).
+    pub(crate) fn park(&mut self, pid: &ParticipantId, reason: LeaveReason, now: Instant) -> bool {
+        let grace = self.cfg.resume_grace;
+        if grace.is_zero() {
+            return false;
+        }
+        let Some(p) = self.participants.get(pid) else {
+            return true; // already gone (its other connection failed first)
+        };
+        let until = p.suspended_until.unwrap_or(now + grace);
+        if until <= now {
+            return false;
+        }
+        let signalling_up = p.suspended_until.is_none();
+        let parked = Parked {
+            id: p.id.clone(),
+            room: p.room.clone(),
+            identity: p.identity.clone(),
+            name: p.name.clone(),
+            role: p.role,
+            resume_token: p.resume_token.clone(),
+            moderator_muted: p.moderator_muted,
+            reason,
+            left_at: SystemTime::now(),
+            until,
+        };
+        {
+            let _g = p.span.enter();
+            tracing::info!(
+                window_ms = until.saturating_duration_since(now).as_millis() as u64,
+                "media failed; out of the room, parked for resume"
+            );
+        }
+        if signalling_up {
+            let _ = p.events.send(ServerMessage::Leave {
+                reason,
+                resumable: true,
+            });
+        }
+        // With the record in place, `remove_participant` holds back the attendance leave.
+        self.parked.insert(pid.clone(), parked);
+        self.remove_participant(pid, reason, false);
+        true
+    }
+
+    /// Try to continue `pid`'s session on a new signalling connection: a suspended (or still
+    /// connected) participant keeps its media unless the client asks for a reset; a parked one
+    /// comes back into the room with its media reset. On success the client gets
+    /// `joined {resumed: true}` and, if needed, a fresh subscriber offer. `Ok(false)`: no such
+    /// session (gone, wrong token, room or identity); the caller joins a new one.
     pub(crate) fn try_resume(
         &mut self,
         room: &str,
         identity: &str,
-        pid: &ParticipantId,
-        token: &str,
+        resume: &ResumeRequest,
         events: &EventSender,
         now: Instant,
-    ) -> bool {
-        let Some(p) = self.participants.get_mut(pid) else {
-            return false;
-        };
-        if p.room != room || p.identity != identity || !same_secret(&p.resume_token, token) {
-            return false;
+    ) -> Result<bool, SfuError> {
+        let pid = &resume.participant_id;
+        let matches =
+            |r: &str, i: &str, t: &str| r == room && i == identity && same_secret(t, &resume.token);
+        if let Some(p) = self.participants.get(pid) {
+            if !matches(&p.room, &p.identity, &p.resume_token) {
+                return Ok(false);
+            }
+            self.resume_in_room(pid, events, resume.media_reset, now);
+            return Ok(true);
         }
+        match self.parked.get(pid) {
+            Some(k) if k.until > now && matches(&k.room, &k.identity, &k.resume_token) => {}
+            _ => return Ok(false),
+        }
+        self.unpark(pid, events, now)?;
+        Ok(true)
+    }
+
+    /// Resume a participant that is still in the room.
+    fn resume_in_room(
+        &mut self,
+        pid: &ParticipantId,
+        events: &EventSender,
+        media_reset: bool,
+        now: Instant,
+    ) {
+        let Some(p) = self.participants.get_mut(pid) else {
+            return;
+        };
         p.events = events.clone();
         p.suspended_until = None;
         // A subscriber offer sent to the old connection may be lost: offer again.
-        if p.offer_pending {
+        if p.offer_pending && !media_reset {
             p.offer_pending = false;
             p.needs_offer = true;
             for l in &mut p.legs {
@@ -76,9 +189,20 @@ impl Worker {
         }
         let span = p.span.clone();
         let _g = span.enter();
-        tracing::info!("resumed");
-        let (name, role, resume_token) = (p.name.clone(), p.role, p.resume_token.clone());
-        let (spotlight, others) = match self.rooms.get(room) {
+        tracing::info!(media_reset, "resumed");
+        self.send_resumed_joined(pid, media_reset);
+        if media_reset {
+            self.reset_media(pid, now);
+        }
+        self.renegotiate_pending(now);
+    }
+
+    /// `joined {resumed: true}` with the room as it is now.
+    fn send_resumed_joined(&self, pid: &ParticipantId, media_reset: bool) {
+        let Some(p) = self.participants.get(pid) else {
+            return;
+        };
+        let (spotlight, others) = match self.rooms.get(&p.room) {
             Some(r) => (
                 r.spotlight.clone(),
                 r.participants
@@ -90,23 +214,188 @@ impl Worker {
             ),
             None => (None, Vec::new()),
         };
-        let _ = events.send(ServerMessage::Joined {
+        let _ = p.events.send(ServerMessage::Joined {
             version: PROTOCOL_VERSION,
             participant_id: pid.clone(),
-            room: room.to_owned(),
-            identity: identity.to_owned(),
-            name,
-            role,
+            room: p.room.clone(),
+            identity: p.identity.clone(),
+            name: p.name.clone(),
+            role: p.role,
             participants: others,
             spotlight,
-            resume_token,
+            resume_token: p.resume_token.clone(),
             resumed: true,
+            media_reset,
         });
-        self.renegotiate_pending(now);
-        true
+        if media_reset && p.moderator_muted {
+            // Its audio stays muted when it publishes again; remind the new connection.
+            let _ = p.events.send(ServerMessage::ModeratorMute { muted: true });
+        }
     }
 
-    /// Remove suspended participants whose grace window has passed.
+    /// Drop a participant's published tracks, subscriptions and both peer connections without
+    /// it leaving the room, then subscribe it afresh to everything published there.
+    fn reset_media(&mut self, pid: &ParticipantId, now: Instant) {
+        let Some(p) = self.participants.get(pid) else {
+            return;
+        };
+        let tracks = p.tracks.clone();
+        let legs: Vec<usize> = p.legs.iter().map(|l| l.track).collect();
+        for ti in tracks {
+            self.unpublish(ti, now);
+        }
+        for ti in legs {
+            self.unsubscribe(pid, ti);
+        }
+        let Some(p) = self.participants.get_mut(pid) else {
+            return;
+        };
+        let conns = [p.pub_conn.take(), p.sub_conn.take()];
+        p.legs.clear();
+        p.offer_pending = false;
+        p.needs_offer = false;
+        for ci in conns.into_iter().flatten() {
+            self.close_conn(ci);
+        }
+        self.subscribe_to_room(pid, now);
+    }
+
+    /// Subscribe `pid` to every track published by the others in its room.
+    fn subscribe_to_room(&mut self, pid: &ParticipantId, now: Instant) {
+        let Some(room) = self.participants.get(pid).map(|p| p.room.clone()) else {
+            return;
+        };
+        let existing: Vec<usize> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| {
+                t.owner != *pid
+                    && self
+                        .participants
+                        .get(&t.owner)
+                        .is_some_and(|o| o.room == room)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for ti in existing {
+            if self.subscribe(pid, ti, now).is_err() {
+                tracing::warn!(track = ti, "subscribe on resume failed");
+            }
+        }
+    }
+
+    /// Bring a parked participant back into its room under the same id, with its media reset.
+    /// The room limits apply as for a join (the record stays parked if they refuse).
+    fn unpark(
+        &mut self,
+        pid: &ParticipantId,
+        events: &EventSender,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let Some(room) = self.parked.get(pid).map(|k| k.room.clone()) else {
+            return Ok(());
+        };
+        let count = self.rooms.get(&room).map_or(0, |r| r.participants.len());
+        if count >= self.cfg.max_participants_per_room {
+            return Err(SfuError::RoomFull(room));
+        }
+        if count == 0 && self.rooms.len() >= self.cfg.max_rooms {
+            return Err(SfuError::TooManyRooms(self.cfg.max_rooms));
+        }
+        let Some(k) = self.parked.remove(pid) else {
+            return Ok(());
+        };
+        let span = tracing::info_span!("participant", room = %k.room, participant = %k.id);
+        {
+            let _g = span.enter();
+            tracing::info!("resumed after a media failure; back in the room");
+        }
+        let loudest = self.cfg.loudest_speakers;
+        self.rooms
+            .entry(k.room.clone())
+            .or_insert_with(|| Room::new(loudest));
+        let p = Participant {
+            id: k.id.clone(),
+            room: k.room.clone(),
+            identity: k.identity,
+            name: k.name,
+            role: k.role,
+            events: events.clone(),
+            span,
+            pub_conn: None,
+            sub_conn: None,
+            tracks: Vec::new(),
+            legs: Vec::new(),
+            offer_pending: false,
+            needs_offer: false,
+            moderator_muted: k.moderator_muted,
+            resume_token: k.resume_token,
+            suspended_until: None,
+        };
+        let info = self.participant_info(&p);
+        // To the others only (it is not in the room's list yet), as on a join.
+        self.broadcast(
+            &k.room,
+            None,
+            &ServerMessage::ParticipantJoined { participant: info },
+        );
+        self.participants.insert(k.id.clone(), p);
+        if let Some(r) = self.rooms.get_mut(&k.room) {
+            r.participants.push(k.id.clone());
+        }
+        self.send_resumed_joined(&k.id, true);
+        self.subscribe_to_room(&k.id, now);
+        self.renegotiate_pending(now);
+        Ok(())
+    }
+
+    /// A parked participant will not come back: send its held-back attendance leave.
+    fn end_park(&self, k: Parked) {
+        let span = tracing::info_span!("participant", room = %k.room, participant = %k.id);
+        let _g = span.enter();
+        tracing::info!(reason = ?k.reason, "parked session ended");
+        if let Some(tx) = &self.room_events {
+            let _ = tx.send(RoomEvent::Left {
+                room: k.room,
+                participant: k.id,
+                identity: k.identity,
+                reason: k.reason,
+                at: k.left_at,
+            });
+        }
+    }
+
+    /// End the parked sessions that match `which`.
+    fn end_parks(&mut self, which: impl Fn(&Parked) -> bool) {
+        let ids: Vec<ParticipantId> = self
+            .parked
+            .values()
+            .filter(|k| which(k))
+            .map(|k| k.id.clone())
+            .collect();
+        for id in ids {
+            if let Some(k) = self.parked.remove(&id) {
+                self.end_park(k);
+            }
+        }
+    }
+
+    /// A fresh join of `identity` into `room`: its parked session (if any) is over.
+    pub(crate) fn end_parked_identity(&mut self, room: &str, identity: &str) {
+        self.end_parks(|k| k.room == room && k.identity == identity);
+    }
+
+    /// The room ended: nobody parked from it may come back.
+    pub(crate) fn end_parked_room(&mut self, room: &str) {
+        self.end_parks(|k| k.room == room);
+    }
+
+    /// Shutdown: every parked session ends.
+    pub(crate) fn end_all_parked(&mut self) {
+        self.end_parks(|_| true);
+    }
+
+    /// Remove suspended participants and end parked sessions whose grace window has passed.
     pub(crate) fn expire_suspended(&mut self, now: Instant) {
         let expired: Vec<ParticipantId> = self
             .participants
@@ -116,6 +405,9 @@ impl Worker {
             .collect();
         for pid in expired {
             self.remove_participant(&pid, LeaveReason::Disconnected, false);
+        }
+        if self.parked.values().any(|k| k.until <= now) {
+            self.end_parks(|k| k.until <= now);
         }
     }
 }

@@ -264,8 +264,9 @@ impl Worker {
             Command::Disconnect {
                 participant,
                 reason,
+                conn,
             } => {
-                self.peer_lost(&participant, reason);
+                self.signalling_lost(&participant, reason, conn.as_ref());
                 self.service_dirty(Instant::now());
                 self.flush();
             }
@@ -316,7 +317,12 @@ impl Worker {
         }
     }
 
-    fn broadcast(&self, room: &str, except: Option<&ParticipantId>, msg: &ServerMessage) {
+    pub(crate) fn broadcast(
+        &self,
+        room: &str,
+        except: Option<&ParticipantId>,
+        msg: &ServerMessage,
+    ) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -488,6 +494,7 @@ impl Worker {
                 for p in members {
                     self.remove_participant(&p, LeaveReason::RoomEnded, true);
                 }
+                self.end_parked_room(room);
             }
         }
         Ok(())
@@ -497,12 +504,12 @@ impl Worker {
         if self.stopping {
             return Err(SfuError::ShuttingDown);
         }
-        if let Some((rpid, rtoken)) = &req.resume {
+        if let Some(resume) = &req.resume {
             let now = Instant::now();
-            if self.try_resume(&req.room, &req.identity, rpid, rtoken, &req.events, now) {
+            if self.try_resume(&req.room, &req.identity, resume, &req.events, now)? {
                 self.service_dirty(now);
                 self.flush();
-                return Ok(rpid.clone());
+                return Ok(resume.participant_id.clone());
             }
             // A stale connection (replaced by a newer one of the same identity) must not push
             // the live one out by coming back.
@@ -519,6 +526,8 @@ impl Worker {
             }
             tracing::info!(room = %req.room, "resume not possible; joining as a new session");
         }
+        // A session of this identity parked after a media failure ends here (resume.rs).
+        self.end_parked_identity(&req.room, &req.identity);
         // The same identity joining again replaces the older connection.
         let old = self.rooms.get(&req.room).and_then(|r| {
             r.participants
@@ -592,6 +601,7 @@ impl Worker {
             spotlight,
             resume_token: p.resume_token.clone(),
             resumed: false,
+            media_reset: false,
         });
         let info = self.participant_info(&p);
         self.broadcast(
@@ -1408,7 +1418,12 @@ impl Worker {
     }
 
     /// Add a leg for track `ti` on `sub`'s subscriber connection; renegotiation follows.
-    fn subscribe(&mut self, sub: &ParticipantId, ti: usize, now: Instant) -> Result<(), Reject> {
+    pub(crate) fn subscribe(
+        &mut self,
+        sub: &ParticipantId,
+        ti: usize,
+        now: Instant,
+    ) -> Result<(), Reject> {
         let Some(track) = self.tracks.get(ti) else {
             return Ok(());
         };
@@ -1507,7 +1522,7 @@ impl Worker {
     }
 
     /// Remove `sub`'s leg of track `ti`.
-    fn unsubscribe(&mut self, sub: &ParticipantId, ti: usize) {
+    pub(crate) fn unsubscribe(&mut self, sub: &ParticipantId, ti: usize) {
         let Some(p) = self.participants.get_mut(sub) else {
             return;
         };
@@ -1891,7 +1906,7 @@ impl Worker {
         }
     }
 
-    fn unpublish(&mut self, ti: usize, _now: Instant) {
+    pub(crate) fn unpublish(&mut self, ti: usize, _now: Instant) {
         let subscribers: Vec<ParticipantId> = self
             .tracks
             .get(ti)
@@ -1945,7 +1960,10 @@ impl Worker {
         let _g = span.enter();
         tracing::info!(?reason, "left");
         if notify_self {
-            let _ = p.events.send(ServerMessage::Leave { reason });
+            let _ = p.events.send(ServerMessage::Leave {
+                reason,
+                resumable: false,
+            });
         }
         let tracks = p.tracks.clone();
         let legs: Vec<usize> = p.legs.iter().map(|l| l.track).collect();
@@ -1960,13 +1978,16 @@ impl Worker {
         let Some(p) = self.participants.remove(pid) else {
             return;
         };
-        self.room_event(RoomEvent::Left {
-            room: room.clone(),
-            participant: pid.clone(),
-            identity: p.identity.clone(),
-            reason,
-            at: std::time::SystemTime::now(),
-        });
+        // Parked for a resume (resume.rs): its attendance leave waits for the park to end.
+        if !self.parked.contains_key(pid) {
+            self.room_event(RoomEvent::Left {
+                room: room.clone(),
+                participant: pid.clone(),
+                identity: p.identity.clone(),
+                reason,
+                at: std::time::SystemTime::now(),
+            });
+        }
         for ci in [p.pub_conn, p.sub_conn].into_iter().flatten() {
             self.close_conn(ci);
         }

@@ -124,6 +124,8 @@ pub(crate) struct Worker {
     pub tracks: Slab<Track>,
     pub participants: HashMap<ParticipantId, Participant>,
     pub rooms: HashMap<String, Room>,
+    /// Participants out of the room after a media failure, held for a resume (resume.rs).
+    pub parked: HashMap<ParticipantId, crate::resume::Parked>,
     pub stats: SfuStats,
     pub stopping: bool,
     pub room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
@@ -167,6 +169,7 @@ pub(crate) fn spawn(
         tracks: Slab::default(),
         participants: HashMap::new(),
         rooms: HashMap::new(),
+        parked: HashMap::new(),
         stats: SfuStats::default(),
         stopping: false,
         room_events,
@@ -726,6 +729,7 @@ impl Worker {
         for id in ids {
             self.remove_participant(&id, LeaveReason::ServerShutdown, true);
         }
+        self.end_all_parked();
         self.service_dirty(Instant::now());
         self.flush();
     }
