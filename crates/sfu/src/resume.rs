@@ -236,17 +236,7 @@ impl Worker {
     /// Drop a participant's published tracks, subscriptions and both peer connections without
     /// it leaving the room, then subscribe it afresh to everything published there.
     fn reset_media(&mut self, pid: &ParticipantId, now: Instant) {
-        let Some(p) = self.participants.get(pid) else {
-            return;
-        };
-        let tracks = p.tracks.clone();
-        let legs: Vec<usize> = p.legs.iter().map(|l| l.track).collect();
-        for ti in tracks {
-            self.unpublish(ti, now);
-        }
-        for ti in legs {
-            self.unsubscribe(pid, ti);
-        }
+        self.drop_media(pid, now);
         let Some(p) = self.participants.get_mut(pid) else {
             return;
         };

@@ -1945,6 +1945,22 @@ impl Worker {
         }
     }
 
+    /// Unpublish everything `pid` publishes and drop its subscriptions (its connections and
+    /// its place in the room stay).
+    pub(crate) fn drop_media(&mut self, pid: &ParticipantId, now: Instant) {
+        let Some(p) = self.participants.get(pid) else {
+            return;
+        };
+        let tracks = p.tracks.clone();
+        let legs: Vec<usize> = p.legs.iter().map(|l| l.track).collect();
+        for ti in tracks {
+            self.unpublish(ti, now);
+        }
+        for ti in legs {
+            self.unsubscribe(pid, ti);
+        }
+    }
+
     /// Remove a participant: its tracks, its legs, its connections. `notify_self` sends it a
     /// final `leave` (when the server, not the client, ends the session).
     pub(crate) fn remove_participant(
@@ -1965,16 +1981,9 @@ impl Worker {
                 resumable: false,
             });
         }
-        let tracks = p.tracks.clone();
-        let legs: Vec<usize> = p.legs.iter().map(|l| l.track).collect();
         let room = p.room.clone();
         let now = Instant::now();
-        for ti in tracks {
-            self.unpublish(ti, now);
-        }
-        for ti in legs {
-            self.unsubscribe(pid, ti);
-        }
+        self.drop_media(pid, now);
         let Some(p) = self.participants.remove(pid) else {
             return;
         };
