@@ -185,6 +185,21 @@ impl Session {
         }
     }
 
+    /// Close both peer connections (each given 2 s) and forget them.
+    async fn close_peer_connections(&mut self) {
+        for leg in [self.publisher.take(), self.subscriber.take()]
+            .into_iter()
+            .flatten()
+        {
+            if tokio::time::timeout(Duration::from_secs(2), leg.pc.close())
+                .await
+                .is_err()
+            {
+                tracing::debug!("peer connection close timed out");
+            }
+        }
+    }
+
     /// Enable automatic resume with these options and the `resume_token` from `joined`.
     pub fn with_resume(mut self, opts: crate::client::ClientOptions, resume_token: String) -> Self {
         if !opts.resume_window.is_zero() {
@@ -301,17 +316,7 @@ impl Session {
         let (pc_tx, pc_rx) = mpsc::unbounded_channel();
         self.pc_tx = pc_tx;
         self.pc_rx = pc_rx;
-        for leg in [self.publisher.take(), self.subscriber.take()]
-            .into_iter()
-            .flatten()
-        {
-            if tokio::time::timeout(Duration::from_secs(2), leg.pc.close())
-                .await
-                .is_err()
-            {
-                tracing::debug!("peer connection close timed out");
-            }
-        }
+        self.close_peer_connections().await;
         self.publish(audio, video).await
     }
 
@@ -434,17 +439,7 @@ impl Session {
             }
         }
         self.reader_tasks.drain(..).for_each(|t| t.abort());
-        for leg in [self.publisher.take(), self.subscriber.take()]
-            .into_iter()
-            .flatten()
-        {
-            if tokio::time::timeout(Duration::from_secs(2), leg.pc.close())
-                .await
-                .is_err()
-            {
-                tracing::debug!("peer connection close timed out");
-            }
-        }
+        self.close_peer_connections().await;
         if let Ok(mut c) = self.close.lock() {
             c.closed = true;
             c.reason = self.close_reason;
