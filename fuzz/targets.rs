@@ -41,17 +41,17 @@ pub fn demux(data: &[u8]) {
     // (`stun_local_ufrag` does not look at the first byte; `route` asks it only for STUN.)
     assert!(ufrag.is_none_or(|u| !u.is_empty() && !u.contains(':')));
     let mut d = Demux::default();
-    d.add_ufrag("srvufrag".into(), 1);
+    d.add_ufrag("srvufrag".into(), rakor_sfu::demux::ConnKey(1));
     let src: SocketAddr = ([10, 0, 0, 1], 5000).into();
     let routed = d.route(data, src);
     if let Some(c) = routed {
-        assert_eq!(c, 1);
+        assert_eq!(c, rakor_sfu::demux::ConnKey(1));
         assert_eq!(kind, DatagramKind::Stun);
         assert_eq!(ufrag, Some("srvufrag"));
         // Learned: anything from this address goes to the same connection.
-        assert_eq!(d.route(&[0x80, 0, 0, 0], src), Some(1));
+        assert_eq!(d.route(&[0x80, 0, 0, 0], src), Some(rakor_sfu::demux::ConnKey(1)));
     }
-    d.remove_conn("srvufrag", 1);
+    d.remove_conn("srvufrag", rakor_sfu::demux::ConnKey(1));
     assert_eq!(d.route(data, src), None);
 }
 
@@ -94,7 +94,7 @@ pub fn rtp_rewrite(data: &[u8]) {
         legs: vec![Leg {
             pts: leg_pts,
             active: sel & 0x80 == 0,
-            ..Leg::new(0, u32::from(sel) * 0x0101_0101)
+            ..Leg::new(rakor_sfu::router::ConnKey(0), u32::from(sel) * 0x0101_0101)
         }],
     };
     rtp_payload(sel, &pkt);
@@ -156,7 +156,7 @@ fn rtp_payload(sel: u8, pkt: &rtc::rtp::packet::Packet) {
     // A leg that sends, pauses for `sel` packets, and resumes at a keyframe: no gap on the wire.
     let mut leg = Leg {
         active: true,
-        ..Leg::new(0, 1)
+        ..Leg::new(rakor_sfu::router::ConnKey(0), 1)
     };
     let s0 = pkt.header.sequence_number;
     assert!(leg.admit(0, false));

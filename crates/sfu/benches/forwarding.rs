@@ -56,7 +56,7 @@ fn route() -> TrackRoute {
         legs: vec![Leg {
             pts: pts(&[(Codec::Vp8, 96), (Codec::H264, 102)]),
             active: true,
-            ..Leg::new(1, 1111)
+            ..Leg::new(rakor_sfu::router::ConnKey(1), 1111)
         }],
     }
 }

@@ -1,6 +1,7 @@
 //! Datagram routing on the shared media socket: classify by the first byte (RFC 7983), route
 //! STUN by the ICE ufrag in its USERNAME, everything else by the learned 5-tuple.
 
+pub use crate::slab::ConnKey;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -52,17 +53,17 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
 /// Maps ufrags and remote addresses to connection slots.
 #[derive(Debug, Default)]
 pub struct Demux {
-    by_ufrag: HashMap<String, usize>,
-    by_addr: HashMap<SocketAddr, usize>,
+    by_ufrag: HashMap<String, ConnKey>,
+    by_addr: HashMap<SocketAddr, ConnKey>,
 }
 
 impl Demux {
-    pub fn add_ufrag(&mut self, ufrag: String, conn: usize) {
+    pub fn add_ufrag(&mut self, ufrag: String, conn: ConnKey) {
         self.by_ufrag.insert(ufrag, conn);
     }
 
     /// Forget a connection: its ufrag and every address learned for it.
-    pub fn remove_conn(&mut self, ufrag: &str, conn: usize) {
+    pub fn remove_conn(&mut self, ufrag: &str, conn: ConnKey) {
         if self.by_ufrag.get(ufrag) == Some(&conn) {
             self.by_ufrag.remove(ufrag);
         }
@@ -71,7 +72,7 @@ impl Demux {
 
     /// Route one datagram: STUN with a USERNAME by ufrag (and learn the source address), all
     /// else by source address.
-    pub fn route(&mut self, datagram: &[u8], src: SocketAddr) -> Option<usize> {
+    pub fn route(&mut self, datagram: &[u8], src: SocketAddr) -> Option<ConnKey> {
         if classify(datagram) == DatagramKind::Stun {
             if let Some(ufrag) = stun_local_ufrag(datagram) {
                 let conn = *self.by_ufrag.get(ufrag)?;
@@ -150,7 +151,7 @@ mod tests {
     #[test]
     fn routes_stun_by_ufrag_then_learns_address() {
         let mut d = Demux::default();
-        d.add_ufrag("aaaa".into(), 3);
+        d.add_ufrag("aaaa".into(), ConnKey(3));
         let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let other: SocketAddr = "127.0.0.1:5001".parse().unwrap();
         assert_eq!(
@@ -158,12 +159,12 @@ mod tests {
             None,
             "unknown source dropped"
         );
-        assert_eq!(d.route(&stun_with_username("aaaa:b"), src), Some(3));
-        assert_eq!(d.route(&[0x80, 0, 0, 0], src), Some(3));
-        assert_eq!(d.route(&[22, 0], src), Some(3));
+        assert_eq!(d.route(&stun_with_username("aaaa:b"), src), Some(ConnKey(3)));
+        assert_eq!(d.route(&[0x80, 0, 0, 0], src), Some(ConnKey(3)));
+        assert_eq!(d.route(&[22, 0], src), Some(ConnKey(3)));
         assert_eq!(d.route(&[0x80], other), None);
         assert_eq!(d.route(&stun_with_username("zzzz:b"), other), None);
-        d.remove_conn("aaaa", 3);
+        d.remove_conn("aaaa", ConnKey(3));
         assert_eq!(d.route(&[0x80, 0, 0, 0], src), None);
         assert_eq!(d.connections(), 0);
     }

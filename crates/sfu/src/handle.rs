@@ -1,6 +1,6 @@
 //! The signalling side's handle to the media worker: commands in, events out.
 
-use crate::{worker, SfuConfig, SfuError};
+use crate::{shell, SfuConfig, SfuError};
 use rakor_proto::{ClientMessage, LeaveReason, ParticipantId, Role, ServerMessage};
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -146,7 +146,7 @@ impl Sfu {
         events: Option<tokio::sync::mpsc::UnboundedSender<RoomEvent>>,
     ) -> Result<(SfuHandle, std::thread::JoinHandle<()>), SfuError> {
         let (tx, rx) = mpsc::channel();
-        let (media_addr, join) = worker::spawn(config, rx, events)?;
+        let (media_addr, join) = shell::spawn(config, rx, events)?;
         Ok((SfuHandle { tx, media_addr }, join))
     }
 }

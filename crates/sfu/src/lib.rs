@@ -2,46 +2,55 @@
 //!
 //! One media worker thread owns every room it hosts and every WebRTC connection of those rooms
 //! (webrtc-rs's Sans-I/O `rtc::RTCPeerConnection`s), all on **one UDP socket** (the media port).
-//! Datagrams are routed to connections by ICE ufrag, then by 5-tuple ([`demux`]). Signalling talks
-//! to the worker only through commands ([`SfuHandle`]); the worker answers on each participant's
-//! event channel with ready-to-send [`rakor_proto::ServerMessage`]s. Nothing is shared by lock.
+//! It is split the way quinn-proto/quinn and str0m split theirs:
 //!
-//! The forwarding decisions (which subscriber gets what, SSRC/PT rewriting, keyframe throttling)
-//! live in plain structs that take packets and time as input ([`router`], [`keyframe`]).
+//! - [`Core`] (`core/`) is the whole media logic with no I/O and no clock: commands, datagrams
+//!   and timeouts go in with `now`; datagrams to send, messages for signalling and the next
+//!   deadline come out. Its modules are named by job (join, resume, publish, negotiate,
+//!   moderate, dynacast, allocate, speaking, forward).
+//! - the shell (`shell.rs`) owns the socket, `poll(2)`, the command channel and the clock.
+//! - [`SfuHandle`] is signalling's side: commands in, per-participant events out.
+//!
+//! The per-packet and per-tick decisions (which subscriber gets what, SSRC/PT/sequence
+//! rewriting, keyframe throttling, simulcast layers, bandwidth allotment, loudest speakers)
+//! live in plain structs that take packets and time as input ([`router`], [`keyframe`],
+//! [`bwe`], [`speakers`]).
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod bwe;
 pub mod codec;
 mod config;
 mod conn;
+mod core;
 pub mod demux;
 mod error;
 mod handle;
 pub mod keyframe;
 pub mod liveness;
 pub mod metrics;
-
-/// The SDP check the media core does itself before handing an offer to the `rtc` core:
-/// how many audio/video sections send media (`None` = not an SDP). Public for the fuzzers.
-pub fn count_sending_media(sdp: &str) -> Option<usize> {
-    rooms::count_sending_media(sdp).ok()
-}
-
-/// The simulcast RIDs per media section that the media core reads from an offer (low to
-/// high). Public for the fuzzers.
-pub fn simulcast_rids(sdp: &str) -> Vec<(String, Vec<String>)> {
-    rooms::simulcast_rids(sdp)
-}
-pub mod bwe;
-mod resume;
-mod rooms;
 pub mod router;
+pub mod sdp;
+mod shell;
+pub mod slab;
 pub mod speakers;
-mod worker;
 
+pub use crate::core::{Core, Transmit};
 pub use config::SfuConfig;
 pub use error::SfuError;
 pub use handle::{
     ConnRef, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle,
     SfuStats,
 };
+
+/// The SDP check the media core does itself before handing an offer to the `rtc` core:
+/// how many audio/video sections send media (`None` = not an SDP). Public for the fuzzers.
+pub fn count_sending_media(sdp: &str) -> Option<usize> {
+    sdp::count_sending_media(sdp)
+}
+
+/// The simulcast RIDs per media section that the media core reads from an offer (low to
+/// high). Public for the fuzzers.
+pub fn simulcast_rids(sdp: &str) -> Vec<(String, Vec<String>)> {
+    sdp::simulcast_rids(sdp)
+}

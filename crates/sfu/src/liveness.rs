@@ -12,11 +12,9 @@
 //!
 //! Signalling detects the same thing from the other side (WebSocket pings unanswered, in the
 //! server crate) and reports it with [`crate::SfuHandle::disconnect`]. Both paths end in
-//! [`Worker::peer_lost`], which suspends (signalling lost) or parks (media failed) the
-//! participant for a resume (see [`crate::resume`]).
+//! `Core::peer_lost` (`core/liveness.rs`), which suspends (signalling lost) or parks (media
+//! failed) the participant for a resume (`core/resume.rs`).
 
-use crate::worker::Worker;
-use rakor_proto::{LeaveReason, ParticipantId};
 use std::time::Duration;
 
 /// The ICE agent's timers for one server-side connection.
@@ -45,51 +43,6 @@ impl IceTimeouts {
             failed: budget.saturating_sub(disconnected),
             check_interval,
         }
-    }
-}
-
-impl Worker {
-    /// A participant's network is gone: its WebSocket died or stopped answering pings
-    /// (`reason` = `disconnected`), or one of its media connections failed ICE consent
-    /// (`media_failed`).
-    ///
-    /// - signalling lost: *suspended* — kept in the room for `resume_grace` (crate::resume);
-    /// - media failed: removed from the room for everyone within the dead-peer timeout, and
-    ///   *parked* for a resume until the grace window (counted from the first loss) ends;
-    /// - resume disabled (`resume_grace` 0): removed at once.
-    pub(crate) fn peer_lost(&mut self, pid: &ParticipantId, reason: LeaveReason) {
-        let now = std::time::Instant::now();
-        if reason == LeaveReason::Disconnected && self.suspend(pid, now) {
-            return;
-        }
-        if reason == LeaveReason::MediaFailed && self.park(pid, reason, now) {
-            return;
-        }
-        // After a media failure the signalling socket may still be open: tell the client why.
-        let notify_self = reason != LeaveReason::Disconnected;
-        self.remove_participant(pid, reason, notify_self);
-    }
-
-    /// Signalling reports that connection `conn` of `pid` ended. A report from a connection
-    /// the participant no longer uses (it resumed on a new one before the old one was noticed
-    /// dead) is stale and ignored.
-    pub(crate) fn signalling_lost(
-        &mut self,
-        pid: &ParticipantId,
-        reason: LeaveReason,
-        conn: Option<&crate::handle::ConnRef>,
-    ) {
-        let current = |w: &crate::handle::ConnRef| {
-            let Some(p) = self.participants.get(pid) else {
-                return false;
-            };
-            w.upgrade().is_some_and(|tx| tx.same_channel(&p.events))
-        };
-        if conn.is_some_and(|w| !current(w)) {
-            tracing::debug!(participant = %pid, "stale disconnect of a replaced connection; ignored");
-            return;
-        }
-        self.peer_lost(pid, reason);
     }
 }
 

@@ -2,6 +2,7 @@
 //! header is rewritten for each (SSRC and payload type are per leg; header extensions are
 //! stripped because their ids are negotiated per leg). Plain data, no I/O, unit-tested.
 
+pub use crate::slab::ConnKey;
 use rtc::rtp::header::Header;
 
 /// Codecs the media core negotiates. The index is used for per-leg payload-type tables.
@@ -64,8 +65,8 @@ impl PayloadTypes {
 /// One subscriber's copy of a published track.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leg {
-    /// The subscriber connection's slot in the worker.
-    pub conn: usize,
+    /// The subscriber connection in the media core.
+    pub conn: ConnKey,
     /// The SSRC the subscriber sees for this track.
     pub ssrc: u32,
     /// Payload types negotiated on the subscriber's connection.
@@ -103,7 +104,7 @@ pub struct Leg {
 
 impl Leg {
     /// A new, not yet negotiated leg.
-    pub fn new(conn: usize, ssrc: u32) -> Self {
+    pub fn new(conn: ConnKey, ssrc: u32) -> Self {
         Self {
             conn,
             ssrc,
@@ -126,7 +127,7 @@ impl Leg {
     }
 
     /// A leg of a simulcast track: nothing is forwarded until a keyframe of `target` arrives.
-    pub fn simulcast(conn: usize, ssrc: u32, target: u8) -> Self {
+    pub fn simulcast(conn: ConnKey, ssrc: u32, target: u8) -> Self {
         Self {
             layer: None,
             target,
@@ -175,6 +176,36 @@ impl Leg {
         self.pic.switch();
     }
 
+    /// How one admitted packet is rewritten for this leg (call it after [`Self::admit`] said
+    /// yes): the sequence number always; for a simulcast track also the RTP timestamp and,
+    /// for VP8, the picture id / TL0PICIDX, so a layer switch looks like one continuous stream.
+    /// `picture` is `None` when the payload can go out unchanged (no copy needed).
+    pub fn translate(
+        &mut self,
+        seq: u16,
+        ts: u32,
+        vp8: Option<&crate::codec::Vp8Descriptor>,
+        simulcast: bool,
+        now: std::time::Instant,
+    ) -> Translation {
+        let seq = self.seq.rewrite(seq);
+        if !simulcast {
+            return Translation {
+                seq,
+                ts,
+                picture: None,
+            };
+        }
+        Translation {
+            seq,
+            ts: self.ts.rewrite(ts, now, VIDEO_CLOCK_RATE),
+            picture: vp8.and_then(|d| {
+                d.picture_id
+                    .and_then(|pid| self.pic.rewrite(pid, d.tl0_pic_idx))
+            }),
+        }
+    }
+
     /// Stop or resume (from the next keyframe) this leg for bandwidth. True if it changed.
     pub fn set_bw_paused(&mut self, paused: bool) -> bool {
         if self.bw_paused == paused {
@@ -203,6 +234,18 @@ impl Leg {
         }
         true
     }
+}
+
+/// RTP clock rate of every video codec Rakor negotiates.
+pub const VIDEO_CLOCK_RATE: u32 = 90_000;
+
+/// A packet's header values for one leg ([`Leg::translate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    pub seq: u16,
+    pub ts: u32,
+    /// New VP8 (picture id, TL0PICIDX), when the payload must be rewritten for this leg.
+    pub picture: Option<(u16, Option<u8>)>,
 }
 
 /// Rewrites one leg's RTP sequence numbers so that packets the server drops on purpose (a
@@ -411,16 +454,16 @@ impl TrackRoute {
         rewrite_header(&self.publisher_pts, leg, publisher_pt, header)
     }
 
-    pub fn leg_mut(&mut self, conn: usize) -> Option<&mut Leg> {
+    pub fn leg_mut(&mut self, conn: ConnKey) -> Option<&mut Leg> {
         self.legs.iter_mut().find(|l| l.conn == conn)
     }
 
     /// The leg that a subscriber's RTCP (by the SSRC it names) refers to.
-    pub fn has_leg_ssrc(&self, conn: usize, ssrc: u32) -> bool {
+    pub fn has_leg_ssrc(&self, conn: ConnKey, ssrc: u32) -> bool {
         self.legs.iter().any(|l| l.conn == conn && l.ssrc == ssrc)
     }
 
-    pub fn remove_leg(&mut self, conn: usize) -> Option<Leg> {
+    pub fn remove_leg(&mut self, conn: ConnKey) -> Option<Leg> {
         let i = self.legs.iter().position(|l| l.conn == conn)?;
         Some(self.legs.swap_remove(i))
     }
@@ -461,16 +504,16 @@ mod tests {
                 Leg {
                     pts: pts(&[(Codec::Vp8, 96), (Codec::H264, 102)]),
                     active: true,
-                    ..Leg::new(1, 1111)
+                    ..Leg::new(ConnKey(1), 1111)
                 },
                 Leg {
                     pts: pts(&[(Codec::Vp8, 97)]),
                     active: true,
-                    ..Leg::new(2, 2222)
+                    ..Leg::new(ConnKey(2), 2222)
                 },
                 Leg {
                     pts: pts(&[(Codec::Vp8, 96)]),
-                    ..Leg::new(3, 3333)
+                    ..Leg::new(ConnKey(3), 3333)
                 },
             ],
         };
@@ -518,7 +561,7 @@ mod tests {
     #[test]
     fn legs_are_found_and_removed() {
         let mut route = TrackRoute::default();
-        route.legs.push(Leg::new(5, 1));
+        route.legs.push(Leg::new(ConnKey(5), 1));
         assert!(route.has_leg_ssrc(5, 1));
         assert!(!route.has_leg_ssrc(5, 2));
         route.leg_mut(5).unwrap().active = true;
@@ -574,7 +617,7 @@ mod tests {
     fn a_leg_resumes_at_a_keyframe_without_a_sequence_gap() {
         let mut leg = Leg {
             active: true,
-            ..Leg::new(1, 7)
+            ..Leg::new(ConnKey(1), 7)
         };
         // (incoming seq, first packet of a keyframe) -> forwarded as
         let mut sent = Vec::new();
@@ -596,7 +639,7 @@ mod tests {
         feed(&mut leg, 22, false);
         assert_eq!(sent, [10, 11, 12, 13]);
         // An inactive leg sends nothing.
-        let mut idle = Leg::new(2, 8);
+        let mut idle = Leg::new(ConnKey(2), 8);
         assert!(!idle.admit(0, true));
     }
 
@@ -639,7 +682,7 @@ mod tests {
         let t0 = std::time::Instant::now();
         let mut leg = Leg {
             active: true,
-            ..Leg::simulcast(1, 7, 0)
+            ..Leg::simulcast(ConnKey(1), 7, 0)
         };
         // (layer, seq, ts, picture id, keyframe start) per packet, 2 packets per frame,
         // frames 1/15 s apart (6000 ticks at 90 kHz).

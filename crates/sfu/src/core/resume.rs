@@ -20,15 +20,14 @@
 //! its connections closed in place, without leaving.
 //!
 //! `leave`, a moderator's removal, `replaced` and the end of a room never park anyone: only
-//! [`Worker::peer_lost`] does, for `media_failed`.
+//! [`Core::peer_lost`] does, for `media_failed`.
 
+use super::join::Seat;
+use super::state::OfferState;
+use super::Core;
 use crate::handle::{EventSender, RoomEvent};
-use crate::rooms::{Participant, Room};
-use crate::worker::Worker;
 use crate::SfuError;
-use rakor_proto::{
-    LeaveReason, ParticipantId, ResumeRequest, Role, ServerMessage, PROTOCOL_VERSION,
-};
+use rakor_proto::{LeaveReason, ParticipantId, ResumeRequest, Role, ServerMessage};
 use std::time::{Instant, SystemTime};
 
 /// A participant out of the room after a media failure, held for a resume.
@@ -63,7 +62,7 @@ fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
-impl Worker {
+impl Core {
     /// The signalling connection of `pid` ended without `leave`: keep it for a resume.
     /// Returns false if it must be removed now (resume disabled).
     pub(crate) fn suspend(&mut self, pid: &ParticipantId, now: Instant) -> bool {
@@ -113,7 +112,7 @@ impl Worker {
             resume_token: p.resume_token.clone(),
             moderator_muted: p.moderator_muted,
             reason,
-            left_at: SystemTime::now(),
+            left_at: self.wall(now),
             until,
         };
         {
@@ -131,7 +130,7 @@ impl Worker {
         }
         // With the record in place, `remove_participant` holds back the attendance leave.
         self.parked.insert(pid.clone(), parked);
-        self.remove_participant(pid, reason, false);
+        self.remove_participant(pid, reason, false, now);
         true
     }
 
@@ -180,98 +179,36 @@ impl Worker {
         p.events = events.clone();
         p.suspended_until = None;
         // A subscriber offer sent to the old connection may be lost: offer again.
-        if p.offer_pending && !media_reset {
-            p.offer_pending = false;
-            p.needs_offer = true;
+        if p.offer.outstanding() && !media_reset {
+            p.offer = OfferState::Needed;
             for l in &mut p.legs {
-                l.in_offer = false;
+                l.negotiation.offer_lost();
             }
         }
         let span = p.span.clone();
         let _g = span.enter();
         tracing::info!(media_reset, "resumed");
-        self.send_resumed_joined(pid, media_reset);
+        self.send_joined(pid, true, media_reset);
         if media_reset {
             self.reset_media(pid, now);
         }
         self.renegotiate_pending(now);
     }
 
-    /// `joined {resumed: true}` with the room as it is now.
-    fn send_resumed_joined(&self, pid: &ParticipantId, media_reset: bool) {
-        let Some(p) = self.participants.get(pid) else {
-            return;
-        };
-        let (spotlight, others) = match self.rooms.get(&p.room) {
-            Some(r) => (
-                r.spotlight.clone(),
-                r.participants
-                    .iter()
-                    .filter(|id| *id != pid)
-                    .filter_map(|id| self.participants.get(id))
-                    .map(|o| self.participant_info(o))
-                    .collect(),
-            ),
-            None => (None, Vec::new()),
-        };
-        let _ = p.events.send(ServerMessage::Joined {
-            version: PROTOCOL_VERSION,
-            participant_id: pid.clone(),
-            room: p.room.clone(),
-            identity: p.identity.clone(),
-            name: p.name.clone(),
-            role: p.role,
-            participants: others,
-            spotlight,
-            resume_token: p.resume_token.clone(),
-            resumed: true,
-            media_reset,
-        });
-        if media_reset && p.moderator_muted {
-            // Its audio stays muted when it publishes again; remind the new connection.
-            let _ = p.events.send(ServerMessage::ModeratorMute { muted: true });
-        }
-    }
-
     /// Drop a participant's published tracks, subscriptions and both peer connections without
     /// it leaving the room, then subscribe it afresh to everything published there.
     fn reset_media(&mut self, pid: &ParticipantId, now: Instant) {
-        self.drop_media(pid, now);
+        self.drop_media(pid);
         let Some(p) = self.participants.get_mut(pid) else {
             return;
         };
         let conns = [p.pub_conn.take(), p.sub_conn.take()];
         p.legs.clear();
-        p.offer_pending = false;
-        p.needs_offer = false;
+        p.offer = OfferState::Stable;
         for ci in conns.into_iter().flatten() {
             self.close_conn(ci);
         }
         self.subscribe_to_room(pid, now);
-    }
-
-    /// Subscribe `pid` to every track published by the others in its room.
-    fn subscribe_to_room(&mut self, pid: &ParticipantId, now: Instant) {
-        let Some(room) = self.participants.get(pid).map(|p| p.room.clone()) else {
-            return;
-        };
-        let existing: Vec<usize> = self
-            .tracks
-            .iter()
-            .filter(|(_, t)| {
-                t.owner != *pid
-                    && self
-                        .participants
-                        .get(&t.owner)
-                        .is_some_and(|o| o.room == room)
-            })
-            .map(|(i, _)| i)
-            .collect();
-        for ti in existing {
-            if self.subscribe(pid, ti, now).is_err() {
-                tracing::warn!(track = ti, "subscribe on resume failed");
-            }
-        }
     }
 
     /// Bring a parked participant back into its room under the same id, with its media reset.
@@ -285,57 +222,29 @@ impl Worker {
         let Some(room) = self.parked.get(pid).map(|k| k.room.clone()) else {
             return Ok(());
         };
-        let count = self.rooms.get(&room).map_or(0, |r| r.participants.len());
-        if count >= self.cfg.max_participants_per_room {
-            return Err(SfuError::RoomFull(room));
-        }
-        if count == 0 && self.rooms.len() >= self.cfg.max_rooms {
-            return Err(SfuError::TooManyRooms(self.cfg.max_rooms));
-        }
+        self.check_room_limits(&room)?;
         let Some(k) = self.parked.remove(pid) else {
             return Ok(());
         };
-        let span = tracing::info_span!("participant", room = %k.room, participant = %k.id);
-        {
-            let _g = span.enter();
-            tracing::info!("resumed after a media failure; back in the room");
-        }
-        let loudest = self.cfg.loudest_speakers;
-        self.rooms
-            .entry(k.room.clone())
-            .or_insert_with(|| Room::new(loudest));
-        let p = Participant {
-            id: k.id.clone(),
-            room: k.room.clone(),
-            identity: k.identity,
-            name: k.name,
-            role: k.role,
-            events: events.clone(),
-            span,
-            pub_conn: None,
-            sub_conn: None,
-            tracks: Vec::new(),
-            legs: Vec::new(),
-            offer_pending: false,
-            needs_offer: false,
-            moderator_muted: k.moderator_muted,
-            resume_token: k.resume_token,
-            suspended_until: None,
-        };
-        let info = self.participant_info(&p);
-        // To the others only (it is not in the room's list yet), as on a join.
-        self.broadcast(
-            &k.room,
-            None,
-            &ServerMessage::ParticipantJoined { participant: info },
+        let moderator_muted = k.moderator_muted
+            || self
+                .rooms
+                .get(&k.room)
+                .is_some_and(|r| r.muted_identities.contains(&k.identity));
+        self.seat(
+            Seat {
+                id: k.id,
+                room: k.room,
+                identity: k.identity,
+                name: k.name,
+                role: k.role,
+                events: events.clone(),
+                resume_token: k.resume_token,
+                moderator_muted,
+                resumed: true,
+            },
+            now,
         );
-        self.participants.insert(k.id.clone(), p);
-        if let Some(r) = self.rooms.get_mut(&k.room) {
-            r.participants.push(k.id.clone());
-        }
-        self.send_resumed_joined(&k.id, true);
-        self.subscribe_to_room(&k.id, now);
-        self.renegotiate_pending(now);
         Ok(())
     }
 
@@ -344,35 +253,37 @@ impl Worker {
         let span = tracing::info_span!("participant", room = %k.room, participant = %k.id);
         let _g = span.enter();
         tracing::info!(reason = ?k.reason, "parked session ended");
-        if let Some(tx) = &self.room_events {
-            let _ = tx.send(RoomEvent::Left {
-                room: k.room,
-                participant: k.id,
-                identity: k.identity,
-                reason: k.reason,
-                at: k.left_at,
-            });
-        }
+        self.room_event(RoomEvent::Left {
+            room: k.room,
+            participant: k.id,
+            identity: k.identity,
+            reason: k.reason,
+            at: k.left_at,
+        });
     }
 
-    /// End the parked sessions that match `which`.
-    fn end_parks(&mut self, which: impl Fn(&Parked) -> bool) {
+    /// End the parked sessions that match `which`. True if one of them was moderator-muted.
+    fn end_parks(&mut self, which: impl Fn(&Parked) -> bool) -> bool {
         let ids: Vec<ParticipantId> = self
             .parked
             .values()
             .filter(|k| which(k))
             .map(|k| k.id.clone())
             .collect();
+        let mut muted = false;
         for id in ids {
             if let Some(k) = self.parked.remove(&id) {
+                muted |= k.moderator_muted;
                 self.end_park(k);
             }
         }
+        muted
     }
 
-    /// A fresh join of `identity` into `room`: its parked session (if any) is over.
-    pub(crate) fn end_parked_identity(&mut self, room: &str, identity: &str) {
-        self.end_parks(|k| k.room == room && k.identity == identity);
+    /// A fresh join of `identity` into `room`: its parked session (if any) is over. True if
+    /// that session was moderator-muted (the mute carries over).
+    pub(crate) fn end_parked_identity(&mut self, room: &str, identity: &str) -> bool {
+        self.end_parks(|k| k.room == room && k.identity == identity)
     }
 
     /// The room ended: nobody parked from it may come back.
@@ -394,7 +305,7 @@ impl Worker {
             .map(|p| p.id.clone())
             .collect();
         for pid in expired {
-            self.remove_participant(&pid, LeaveReason::Disconnected, false);
+            self.remove_participant(&pid, LeaveReason::Disconnected, false, now);
         }
         if self.parked.values().any(|k| k.until <= now) {
             self.end_parks(|k| k.until <= now);

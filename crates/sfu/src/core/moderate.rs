@@ -1,0 +1,205 @@
+//! Moderation: the operator (through the session manager's API) and the host (over
+//! signalling) mute a site's audio, remove a site, set the spotlight or end the room. One path
+//! for both; the host's requests are checked for the role first.
+
+use super::messages::Reject;
+use super::Core;
+use crate::handle::Moderation;
+use crate::SfuError;
+use rakor_proto::{ErrorCode, LeaveReason, ParticipantId, Role, ServerMessage, TrackKind};
+use std::time::Instant;
+
+impl Core {
+    /// Moderate `room` (operator or host). Unknown room or participant →
+    /// [`SfuError::UnknownRoom`] / [`SfuError::UnknownParticipant`].
+    pub fn moderate(&mut self, now: Instant, room: &str, action: Moderation) -> Result<(), SfuError> {
+        let r = self.apply_moderation(room, action, now);
+        self.renegotiate_pending(now);
+        self.service_dirty(now);
+        r
+    }
+
+    /// The room of `pid` if it is the host; `forbidden` with `why` otherwise.
+    pub(crate) fn host_room(&self, pid: &ParticipantId, why: &str) -> Result<String, Reject> {
+        let p = self.participants.get(pid).ok_or_else(Reject::not_joined)?;
+        if p.role != Role::Host {
+            return Err(Reject::new(ErrorCode::Forbidden, why));
+        }
+        Ok(p.room.clone())
+    }
+
+    /// `moderate` from a client: host only, then the same path as the operator's API.
+    pub(crate) fn host_moderates(
+        &mut self,
+        pid: &ParticipantId,
+        action: rakor_proto::ModerateAction,
+        target: Option<ParticipantId>,
+        now: Instant,
+    ) -> Result<(), Reject> {
+        use rakor_proto::ModerateAction as A;
+        let room = self.host_room(pid, "only the host may moderate")?;
+        let need_target = || {
+            target.clone().ok_or_else(|| {
+                Reject::new(
+                    ErrorCode::BadRequest,
+                    "this action needs \"participant_id\"",
+                )
+            })
+        };
+        let m = match action {
+            A::MuteAudio => Moderation::MuteAudio {
+                participant: need_target()?,
+                muted: true,
+            },
+            A::UnmuteAudio => Moderation::MuteAudio {
+                participant: need_target()?,
+                muted: false,
+            },
+            A::Remove => Moderation::Remove {
+                participant: need_target()?,
+            },
+            A::EndRoom => Moderation::EndRoom,
+        };
+        self.apply_moderation(&room, m, now)
+            .map_err(|e| match e {
+                SfuError::UnknownParticipant(id) => Reject::new(
+                    ErrorCode::UnknownParticipant,
+                    format!("no participant \"{id}\" in this room"),
+                ),
+                other => Reject::new(ErrorCode::Internal, other.to_string()),
+            })
+    }
+
+    fn apply_moderation(
+        &mut self,
+        room: &str,
+        action: Moderation,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let members = self
+            .rooms
+            .get(room)
+            .map(|r| r.participants.clone())
+            .ok_or_else(|| SfuError::UnknownRoom(room.to_owned()))?;
+        let check = |p: &ParticipantId| {
+            if members.contains(p) {
+                Ok(())
+            } else {
+                Err(SfuError::UnknownParticipant(p.0.clone()))
+            }
+        };
+        match action {
+            Moderation::MuteAudio { participant, muted } => {
+                check(&participant)?;
+                self.mute_audio(room, &participant, muted)?;
+            }
+            Moderation::Remove { participant } => {
+                check(&participant)?;
+                self.remove_participant(&participant, LeaveReason::Removed, true, now);
+            }
+            Moderation::Spotlight { participant } => {
+                if let Some(p) = &participant {
+                    check(p)?;
+                }
+                // `by` names the room's host if any, else the spotlighted participant.
+                let by = members
+                    .iter()
+                    .find(|id| {
+                        self.participants
+                            .get(*id)
+                            .is_some_and(|p| p.role == Role::Host)
+                    })
+                    .or(participant.as_ref())
+                    .or(members.first())
+                    .cloned()
+                    .unwrap_or_else(|| ParticipantId(String::new()));
+                self.set_spotlight(room, participant, by);
+            }
+            Moderation::EndRoom => {
+                tracing::info!(room, "room ended by a moderator");
+                for p in members {
+                    self.remove_participant(&p, LeaveReason::RoomEnded, true, now);
+                }
+                self.end_parked_room(room);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop (or resume) forwarding a participant's audio. The mute belongs to its identity in
+    /// the room: a rejoin or a second device of the same site stays muted.
+    fn mute_audio(
+        &mut self,
+        room: &str,
+        participant: &ParticipantId,
+        muted: bool,
+    ) -> Result<(), SfuError> {
+        let (identity, tracks) = match self.participants.get_mut(participant) {
+            Some(p) => {
+                p.moderator_muted = muted;
+                (p.identity.clone(), p.tracks.clone())
+            }
+            None => return Err(SfuError::UnknownParticipant(participant.0.clone())),
+        };
+        if let Some(r) = self.rooms.get_mut(room) {
+            if muted {
+                r.muted_identities.insert(identity);
+            } else {
+                r.muted_identities.remove(&identity);
+            }
+        }
+        tracing::info!(participant = %participant, muted, "moderator audio mute");
+        self.send(participant, ServerMessage::ModeratorMute { muted });
+        for ti in tracks {
+            let Some(t) = self.tracks.get_mut(ti) else {
+                continue;
+            };
+            if t.kind != TrackKind::Audio {
+                continue;
+            }
+            t.moderator_muted = muted;
+            t.muted = muted;
+            let m = ServerMessage::TrackMuted {
+                participant_id: participant.clone(),
+                track_id: t.id.clone(),
+                muted,
+            };
+            self.broadcast(room, None, &m);
+        }
+        Ok(())
+    }
+
+    /// `spotlight` from a client: host only.
+    pub(crate) fn spotlight(
+        &mut self,
+        pid: &ParticipantId,
+        target: Option<ParticipantId>,
+    ) -> Result<(), Reject> {
+        let room = self.host_room(pid, "only the host may set the spotlight")?;
+        if let Some(t) = &target {
+            if self.participants.get(t).is_none_or(|tp| tp.room != room) {
+                return Err(Reject::new(
+                    ErrorCode::UnknownParticipant,
+                    format!("no participant \"{t}\" in this room"),
+                ));
+            }
+        }
+        tracing::info!(spotlight = ?target.as_ref().map(|t| t.0.as_str()), "spotlight set");
+        self.set_spotlight(&room, target, pid.clone());
+        Ok(())
+    }
+
+    fn set_spotlight(&mut self, room: &str, target: Option<ParticipantId>, by: ParticipantId) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.spotlight = target.clone();
+        }
+        self.broadcast(
+            room,
+            None,
+            &ServerMessage::Spotlight {
+                participant_id: target,
+                by,
+            },
+        );
+    }
+}

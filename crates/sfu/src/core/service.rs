@@ -1,0 +1,157 @@
+//! Driving the `rtc` connections: a datagram in, then every connection with input or output
+//! ("dirty") serviced — its events (tracks opening, connection state), its inbound RTP/RTCP
+//! (to `forward`), its outbound datagrams (to the outbox) — and its timer cached.
+
+use super::state::Conn;
+use super::Core;
+use crate::slab::ConnKey;
+use bytes::BytesMut;
+use rakor_proto::{LeaveReason, PeerConnectionKind};
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Passes over the dirty connections per entry point: a publisher's packets make subscriber
+/// legs dirty, their output is then queued on the next pass.
+const SERVICE_PASSES: usize = 4;
+
+impl Core {
+    /// One datagram that arrived on the media socket from `src` at `now`. Routed by ICE
+    /// ufrag, then by source address ([`crate::demux`]); unknown sources are counted and
+    /// dropped, malformed input is dropped by that connection.
+    ///
+    /// The connection is serviced on the next [`Self::service_dirty`], so a batch of
+    /// datagrams can be read before anything is serviced: call [`Self::flush_input`] after the
+    /// batch.
+    pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) {
+        self.stats.datagrams_in += 1;
+        let Some(ci) = self.demux.route(datagram, src) else {
+            self.stats.datagrams_unknown_source += 1;
+            return;
+        };
+        let local_addr = self.local_addr;
+        let Some(c) = self.conns.get_mut(ci) else {
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr,
+                peer_addr: src,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(datagram),
+        };
+        if let Err(e) = c.pc.handle_read(msg) {
+            // Malformed or unexpected input from the network: drop it, keep the connection.
+            tracing::debug!(conn = %ci, "handle_read: {e}");
+        }
+        c.dirty = true;
+    }
+
+    /// Service what a batch of [`Self::handle_datagram`] calls left to do at `now`.
+    pub fn flush_input(&mut self, now: Instant) {
+        self.service_dirty(now);
+    }
+
+    pub(crate) fn service_dirty(&mut self, now: Instant) {
+        for _ in 0..SERVICE_PASSES {
+            let dirty = self.conns.keys_where(|c| c.dirty);
+            if dirty.is_empty() {
+                return;
+            }
+            for ci in dirty {
+                self.service(ci, now);
+            }
+        }
+    }
+
+    fn service(&mut self, ci: ConnKey, now: Instant) {
+        let Some(c) = self.conns.get_mut(ci) else {
+            return;
+        };
+        c.dirty = false;
+        let mut events = Vec::new();
+        while let Some(ev) = c.pc.poll_event() {
+            events.push(ev);
+        }
+        for ev in events {
+            self.handle_event(ci, ev, now);
+        }
+        self.read_messages(ci, now);
+        self.drain_writes(ci);
+        if let Some(c) = self.conns.get_mut(ci) {
+            c.deadline = c.pc.poll_timeout();
+        }
+    }
+
+    /// Queue a connection's outbound datagrams.
+    fn drain_writes(&mut self, ci: ConnKey) {
+        let Core { conns, out, .. } = self;
+        if let Some(c) = conns.get_mut(ci) {
+            while let Some(m) = c.pc.poll_write() {
+                out.push(super::Transmit {
+                    dst: m.transport.peer_addr,
+                    data: m.message,
+                });
+            }
+        }
+    }
+
+    fn handle_event(&mut self, ci: ConnKey, ev: RTCPeerConnectionEvent, now: Instant) {
+        match ev {
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                self.on_track_open(ci, init.receiver_id, init.ssrc, init.rid.as_deref(), now);
+            }
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let Some(c) = self.conns.get_mut(ci) else {
+                    return;
+                };
+                tracing::debug!(conn = %ci, kind = ?c.kind, participant = %c.owner, ?state, "connection state");
+                match state {
+                    RTCPeerConnectionState::Connected => {
+                        c.connected = true;
+                        if c.kind == PeerConnectionKind::Subscriber {
+                            self.activate_subscriber_legs(ci, now);
+                        }
+                    }
+                    RTCPeerConnectionState::Failed => {
+                        c.connected = false;
+                        let owner = c.owner.clone();
+                        tracing::info!(participant = %owner, "media connection failed");
+                        self.peer_lost(&owner, LeaveReason::MediaFailed, now);
+                    }
+                    RTCPeerConnectionState::Disconnected => c.connected = false,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Create a connection and register its ufrag with the demux.
+    pub(crate) fn insert_conn(&mut self, conn: Conn) -> ConnKey {
+        let ufrag = conn.ufrag.clone();
+        let ci = self.conns.insert(conn);
+        self.demux.add_ufrag(ufrag, ci);
+        ci
+    }
+
+    /// Close and forget a connection, queueing what its close produced.
+    pub(crate) fn close_conn(&mut self, ci: ConnKey) {
+        let Some(mut c) = self.conns.remove(ci) else {
+            return;
+        };
+        if let Err(e) = c.pc.close() {
+            tracing::debug!(conn = %ci, "close: {e}");
+        }
+        while let Some(m) = c.pc.poll_write() {
+            self.transmit(m.transport.peer_addr, m.message);
+        }
+        self.demux.remove_conn(&c.ufrag, ci);
+    }
+}

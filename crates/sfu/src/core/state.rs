@@ -1,0 +1,263 @@
+//! What the media core holds: connections, participants, rooms, published tracks and the
+//! subscriber legs, as plain data. The behaviour lives in the sibling modules, one job each.
+
+use crate::bwe::{Allocator, EstimateCell, RateMeter};
+use crate::handle::EventSender;
+use crate::keyframe::KeyframeThrottle;
+use crate::router::{Codec, TrackRoute};
+use crate::slab::{ConnKey, TrackKey};
+use crate::speakers::{SpeakerConfig, SpeakerSelector};
+use rakor_proto::{ParticipantId, PeerConnectionKind, Role, TrackId, TrackKind};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One WebRTC connection on the shared media port.
+pub(crate) struct Conn {
+    pub pc: RTCPeerConnection,
+    pub ufrag: String,
+    pub owner: ParticipantId,
+    pub kind: PeerConnectionKind,
+    /// The connection's own next timer (`poll_timeout`), cached after each service.
+    pub deadline: Option<Instant>,
+    /// Has input or output to service.
+    pub dirty: bool,
+    pub connected: bool,
+    /// Publisher connection: the media streams it receives.
+    pub inbound: Vec<InboundStream>,
+    /// Subscriber connection: the streams it sends.
+    pub outbound: Vec<OutboundStream>,
+    /// Subscriber connection: its bandwidth estimate (`None`: estimation off) and what the
+    /// allocator made of it ([`crate::bwe`]).
+    pub estimate: Option<Arc<EstimateCell>>,
+    pub alloc: Allocator,
+    /// Remote ICE candidates the client sent (bounded, see `negotiate::MAX_REMOTE_CANDIDATES`).
+    pub remote_candidates: usize,
+}
+
+/// A stream a publisher connection receives: which track (and simulcast layer) its SSRC is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InboundStream {
+    pub ssrc: u32,
+    pub track: TrackKey,
+    pub layer: u8,
+}
+
+/// A stream a subscriber connection sends: the SSRC the subscriber sees for a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutboundStream {
+    pub ssrc: u32,
+    pub track: TrackKey,
+}
+
+/// A published track and its forwarding route.
+pub(crate) struct Track {
+    pub id: TrackId,
+    pub owner: ParticipantId,
+    pub publisher_conn: ConnKey,
+    pub kind: TrackKind,
+    pub mid: String,
+    pub muted: bool,
+    pub receiver_id: RTCRtpReceiverId,
+    pub media_ssrc: Option<u32>,
+    pub codec: Codec,
+    pub route: TrackRoute,
+    pub keyframe: KeyframeThrottle,
+    /// A moderator muted the owner's audio: not forwarded.
+    pub moderator_muted: bool,
+    pub room: String,
+    /// The owner is a host: its audio is always forwarded (not subject to speaker selection).
+    pub host: bool,
+    /// Simulcast layers, low to high (empty: one stream, `media_ssrc`).
+    pub layers: Vec<TrackLayer>,
+    /// Dynacast: the layers the publisher was last told to send (`None`: all, never told).
+    pub sent_layers: Option<Vec<u8>>,
+    /// Dynacast: the publisher was told to stop sending this (video) track.
+    pub publisher_paused: bool,
+    /// Negotiated id of the RFC 6464 audio level extension on this (audio) track.
+    pub audio_level_ext: Option<u8>,
+    /// Audio: among the loudest speakers (or not subject to selection), so forwarded.
+    pub speaker_forward: bool,
+    /// Audio: in its room's speaker selection (since its first packet with a level).
+    pub speaker_enrolled: bool,
+    /// Incoming bitrate (a simulcast track: of all layers; each layer has its own).
+    pub rate: RateMeter,
+}
+
+impl Track {
+    /// Simulcast layers whose packets arrived within [`LAYER_LIVE`].
+    pub fn live_layers(&self, now: Instant) -> Vec<bool> {
+        self.layers
+            .iter()
+            .map(|l| {
+                l.last_seen
+                    .is_some_and(|s| now.saturating_duration_since(s) < LAYER_LIVE)
+            })
+            .collect()
+    }
+
+    pub fn is_simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+}
+
+/// One simulcast layer of a published video track.
+pub(crate) struct TrackLayer {
+    pub rid: String,
+    pub ssrc: Option<u32>,
+    /// Incoming bitrate of this layer (what forwarding it costs a subscriber).
+    pub rate: RateMeter,
+    /// Last packet of this layer (a layer not seen for [`LAYER_LIVE`] is not chosen).
+    pub last_seen: Option<Instant>,
+}
+
+/// A simulcast layer without packets for this long counts as not sent (bandwidth-limited
+/// browsers drop their high layers).
+pub(crate) const LAYER_LIVE: Duration = Duration::from_millis(1500);
+
+/// Where one subscribed track stands in the subscriber connection's offer/answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LegNegotiation {
+    /// Added to the connection, not yet in an offer.
+    New,
+    /// In the offer that waits for the client's answer (never answered before).
+    Offered,
+    /// Part of an answered offer: may carry media once the connection is up.
+    Negotiated,
+}
+
+/// One subscribed remote track on a participant's subscriber connection.
+pub(crate) struct SubLeg {
+    pub track: TrackKey,
+    pub sender_id: RTCRtpSenderId,
+    pub ssrc: u32,
+    pub negotiation: LegNegotiation,
+}
+
+/// The server-made offer/answer cycle of a participant's subscriber connection: one offer
+/// outstanding at a time; changes meanwhile wait for the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum OfferState {
+    /// Nothing to (re)negotiate.
+    #[default]
+    Stable,
+    /// The set of legs changed: an offer is due.
+    Needed,
+    /// An offer waits for the answer; `again`: the legs changed since, another offer follows.
+    Sent { again: bool },
+}
+
+impl OfferState {
+    /// The legs changed: offer now, or after the outstanding answer.
+    pub fn legs_changed(&mut self) {
+        *self = match *self {
+            OfferState::Sent { .. } => OfferState::Sent { again: true },
+            _ => OfferState::Needed,
+        };
+    }
+
+    /// An offer may be sent now.
+    pub fn due(self) -> bool {
+        self == OfferState::Needed
+    }
+
+    pub fn outstanding(self) -> bool {
+        matches!(self, OfferState::Sent { .. })
+    }
+
+    /// The answer came: stable, or the next offer is due.
+    pub fn answered(&mut self) {
+        *self = match *self {
+            OfferState::Sent { again: true } => OfferState::Needed,
+            _ => OfferState::Stable,
+        };
+    }
+}
+
+pub(crate) struct Participant {
+    pub id: ParticipantId,
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub role: Role,
+    pub events: EventSender,
+    pub span: tracing::Span,
+    pub pub_conn: Option<ConnKey>,
+    pub sub_conn: Option<ConnKey>,
+    pub tracks: Vec<TrackKey>,
+    pub legs: Vec<SubLeg>,
+    pub offer: OfferState,
+    /// A moderator muted this participant's audio.
+    pub moderator_muted: bool,
+    /// Secret for `join.resume`.
+    pub resume_token: String,
+    /// Signalling dropped; removed at this instant unless resumed (see `resume.rs`).
+    pub suspended_until: Option<Instant>,
+}
+
+pub(crate) struct Room {
+    /// In join order.
+    pub participants: Vec<ParticipantId>,
+    pub spotlight: Option<ParticipantId>,
+    /// Sites' audio tracks competing for the `loudest_speakers` slots.
+    pub speakers: SpeakerSelector<TrackKey>,
+    /// Hosts' audio tracks: always forwarded; tracked only to say when they speak.
+    pub host_speakers: SpeakerSelector<TrackKey>,
+    /// What the last `speakers` message said (speaking, forwarded).
+    pub announced: (Vec<ParticipantId>, Vec<ParticipantId>),
+    /// Identities whose audio a moderator muted: the mute applies to every join of the
+    /// identity while the room lasts (leave and rejoin, a second device, a resume).
+    pub muted_identities: std::collections::HashSet<String>,
+}
+
+impl Room {
+    pub fn new(loudest_speakers: usize) -> Self {
+        let cfg = SpeakerConfig::default();
+        Room {
+            participants: Vec::new(),
+            spotlight: None,
+            speakers: SpeakerSelector::new(SpeakerConfig {
+                max_active: loudest_speakers,
+                ..cfg.clone()
+            }),
+            host_speakers: SpeakerSelector::new(SpeakerConfig {
+                max_active: usize::MAX,
+                ..cfg
+            }),
+            announced: (Vec::new(), Vec::new()),
+            muted_identities: std::collections::HashSet::new(),
+        }
+    }
+}
+
+/// A random id with a prefix (`PA_…`, `TR_…`).
+pub(crate) fn random_id(prefix: &str) -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    format!(
+        "{prefix}{}",
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 12)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_offer_outstanding_and_changes_wait_for_the_answer() {
+        let mut s = OfferState::default();
+        assert!(!s.due());
+        s.legs_changed();
+        assert!(s.due());
+        s = OfferState::Sent { again: false };
+        s.legs_changed();
+        assert!(!s.due(), "no second offer while one is outstanding");
+        assert!(s.outstanding());
+        s.answered();
+        assert!(s.due(), "the change made meanwhile is offered next");
+        s = OfferState::Sent { again: false };
+        s.answered();
+        assert_eq!(s, OfferState::Stable);
+    }
+}

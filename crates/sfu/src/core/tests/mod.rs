@@ -1,0 +1,1 @@
+//! Core tests (simulated time, in-memory peers).

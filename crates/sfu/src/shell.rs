@@ -1,0 +1,271 @@
+//! The media worker's thin shell around the Sans-I/O [`Core`]: it owns the UDP socket (the
+//! media port), the command channel from signalling, `poll(2)` and the only clock reads.
+//!
+//! The loop: take commands (each handed to the core with `now`), fire the core's timers when
+//! due, send what the core queued, wait in `poll(2)` for the socket (at most 10 ms, so
+//! commands are seen without a wake-up fd), read a batch of datagrams into the core, and send
+//! again. The forwarding latency (socket read → end of the send batch) is measured here.
+
+use crate::core::Core;
+use crate::handle::{Command, SfuStats};
+use crate::{SfuConfig, SfuError};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+const MAX_WAIT: Duration = Duration::from_millis(10);
+const RECV_BATCH: usize = 256;
+const RECV_BUF: usize = 2048;
+/// How often the worker logs its counters and forwarding latency (`media stats`).
+const STATS_LOG: Duration = Duration::from_secs(10);
+
+struct Shell {
+    core: Core,
+    sock: UdpSocket,
+    rx: mpsc::Receiver<Command>,
+    /// Forwarding latency since the last `media stats` line.
+    fwd_latency: crate::metrics::LatencyHistogram,
+    next_stats_log: Instant,
+}
+
+pub(crate) fn spawn(
+    config: SfuConfig,
+    rx: mpsc::Receiver<Command>,
+    room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
+) -> Result<(SocketAddr, std::thread::JoinHandle<()>), SfuError> {
+    let sock = UdpSocket::bind(config.bind).map_err(|source| SfuError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    sock.set_nonblocking(true)?;
+    set_buffer_sizes(&sock, config.socket_buffer_bytes);
+    let local_addr = sock.local_addr()?;
+    let now = Instant::now();
+    let shell = Shell {
+        core: Core::new(config, local_addr, room_events, now, SystemTime::now()),
+        sock,
+        rx,
+        fwd_latency: crate::metrics::LatencyHistogram::default(),
+        next_stats_log: now + STATS_LOG,
+    };
+    let join = std::thread::Builder::new()
+        .name("rakor-media".into())
+        .spawn(move || {
+            let mut shell = shell;
+            let span = tracing::info_span!("media_worker", addr = %local_addr);
+            let _g = span.enter();
+            tracing::info!("media worker started");
+            shell.run();
+            tracing::info!("media worker stopped");
+        })?;
+    Ok((local_addr, join))
+}
+
+fn set_buffer_sizes(sock: &UdpSocket, bytes: usize) {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: valid fd, option value is a c_int of the stated size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::warn!(
+                opt,
+                "setsockopt buffer size failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Wait for the socket to become readable (or writable), at most `timeout`.
+fn poll_fd(fd: i32, events: i16, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(10);
+    // SAFETY: one valid pollfd.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    rc > 0 && (pfd.revents & events) != 0
+}
+
+impl Shell {
+    fn run(&mut self) {
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            // 1. Commands from signalling.
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Command::Shutdown { reply }) => {
+                        self.shutdown();
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Ok(cmd) => self.command(cmd),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        self.shutdown();
+                        return;
+                    }
+                }
+            }
+            // 2. Timers.
+            let now = Instant::now();
+            if self.core.poll_timeout().is_some_and(|d| d <= now) {
+                self.core.handle_timeout(now);
+            }
+            self.flush();
+            if now >= self.next_stats_log {
+                self.log_stats();
+                self.next_stats_log = now + STATS_LOG;
+            }
+            // 3. Wait for datagrams, read a batch, send what it caused.
+            let wait = self.core.poll_timeout().map_or(MAX_WAIT, |d| {
+                d.saturating_duration_since(Instant::now()).min(MAX_WAIT)
+            });
+            if !wait.is_zero() {
+                poll_fd(self.sock.as_raw_fd(), libc::POLLIN, wait);
+            }
+            if self.receive(&mut buf) {
+                self.core.flush_input(Instant::now());
+                self.flush();
+            }
+        }
+    }
+
+    /// Hand one command to the core, reply, and send what it caused.
+    fn command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        let core = &mut self.core;
+        match cmd {
+            Command::Join { req, reply } => {
+                let _ = reply.send(core.join(now, req));
+            }
+            Command::Client { participant, msg } => core.client_message(now, &participant, msg),
+            Command::Disconnect {
+                participant,
+                reason,
+                conn,
+            } => core.disconnect(now, &participant, reason, conn.as_ref()),
+            Command::Moderate {
+                room,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(core.moderate(now, &room, action));
+            }
+            Command::RoomInfo { room, reply } => {
+                let _ = reply.send(core.room_info(&room));
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
+            Command::Shutdown { .. } => {}
+        }
+        self.flush();
+    }
+
+    /// Read datagrams into the core until the socket is empty (at most a batch). True if any.
+    fn receive(&mut self, buf: &mut [u8]) -> bool {
+        let mut any = false;
+        for _ in 0..RECV_BATCH {
+            let (n, src) = match self.sock.recv_from(buf) {
+                Ok(v) => v,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors (e.g. port unreachable) surface here on Linux; not fatal.
+                    tracing::debug!("recv_from: {e}");
+                    continue;
+                }
+            };
+            let Some(datagram) = buf.get(..n) else {
+                continue;
+            };
+            self.core.handle_datagram(Instant::now(), src, datagram);
+            any = true;
+        }
+        any
+    }
+
+    /// Send every datagram the core queued; then record the forwarding latency of the packets
+    /// whose copies just went out.
+    fn flush(&mut self) {
+        let fd = self.sock.as_raw_fd();
+        let mut sent = 0u64;
+        let mut errors = 0u64;
+        for t in self.core.drain_transmits() {
+            let mut tries = 0;
+            loop {
+                match self.sock.send_to(&t.data, t.dst) {
+                    Ok(_) => {
+                        sent += 1;
+                        break;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock && tries < 3 => {
+                        tries += 1;
+                        poll_fd(fd, libc::POLLOUT, Duration::from_millis(5));
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        errors += 1;
+                        tracing::debug!(dst = %t.dst, "send_to: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        self.core.stats.datagrams_out += sent;
+        self.core.stats.send_errors += errors;
+        let mut forwarded = self.core.drain_forwarded().peekable();
+        if forwarded.peek().is_some() {
+            let done = Instant::now();
+            for read_at in forwarded {
+                self.fwd_latency
+                    .record(done.saturating_duration_since(read_at));
+            }
+        }
+    }
+
+    fn stats(&self) -> SfuStats {
+        self.core.stats()
+    }
+
+    /// The periodic `media stats` line: counters and the forwarding latency of the window.
+    fn log_stats(&mut self) {
+        let h = &self.fwd_latency;
+        let (p50, p99, n) = (
+            h.quantile(0.5).unwrap_or(0),
+            h.quantile(0.99).unwrap_or(0),
+            h.count(),
+        );
+        self.core.set_latency(p50, p99, n);
+        if n > 0 {
+            let s = self.core.stats();
+            tracing::info!(
+                rtp_in = s.rtp_in,
+                rtp_out = s.rtp_out,
+                fwd_p50_us = p50,
+                fwd_p99_us = p99,
+                fwd_samples = n,
+                "media stats"
+            );
+        }
+        self.fwd_latency.reset();
+    }
+
+    fn shutdown(&mut self) {
+        self.core.shutdown(Instant::now());
+        self.flush();
+    }
+}
