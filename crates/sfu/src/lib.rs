@@ -37,6 +37,8 @@ mod resume;
 mod rooms;
 pub mod router;
 pub mod speakers;
+#[cfg(test)]
+pub(crate) mod testkit;
 mod worker;
 
 pub use config::SfuConfig;
