@@ -761,8 +761,10 @@ impl ClientPeer {
             .layers
             .get_mut(layer)
             .ok_or_else(|| other(format!("no layer {layer}")))?;
+        // RTP timestamps wrap at 2^32.
         let ticks =
-            u32::try_from(elapsed.as_micros() * u128::from(rate) / 1_000_000).unwrap_or_default();
+            u32::try_from((elapsed.as_micros() * u128::from(rate) / 1_000_000) % (1u128 << 32))
+                .unwrap_or_default();
         let mut header = rtc::rtp::header::Header {
             version: 2,
             marker,

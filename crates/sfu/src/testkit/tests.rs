@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::{ClientPeer, PublishSpec, SimClock, SIMULCAST_RIDS};
+use crate::bwe::EstimateCell;
 use crate::conn::{self, AUDIO_LEVEL_URI, PT_VP8};
 use crate::liveness::IceTimeouts;
 use crate::router::Codec;
@@ -17,6 +18,7 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -24,10 +26,12 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SERVER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 const SERVER_PORT: u16 = 3478;
+const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn client_addr(n: u8) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)), 5000)
@@ -44,10 +48,11 @@ struct Server {
 }
 
 impl Server {
-    fn new(now: Instant) -> Self {
+    /// `estimate`: a subscriber connection with congestion control (as `rooms.rs` `new_conn`).
+    fn new(now: Instant, estimate: Option<Arc<EstimateCell>>) -> Self {
         let (ufrag, pwd) = conn::ice_credentials();
-        let timeouts = IceTimeouts::for_dead_peer_timeout(Duration::from_secs(10));
-        let pc = conn::build(now, &ufrag, &pwd, timeouts, None).unwrap();
+        let timeouts = IceTimeouts::for_dead_peer_timeout(DEAD_PEER_TIMEOUT);
+        let pc = conn::build(now, &ufrag, &pwd, timeouts, estimate).unwrap();
         Self {
             pc,
             addr: SocketAddr::new(SERVER_IP, SERVER_PORT),
@@ -175,6 +180,8 @@ struct Net {
     client: ClientPeer,
     server: Server,
     datagrams: usize,
+    /// The wire is cut: datagrams are dropped.
+    cut: bool,
 }
 
 impl Net {
@@ -188,7 +195,7 @@ impl Net {
             while let Some((dst, d)) = self.client.poll_transmit() {
                 any = true;
                 self.datagrams += 1;
-                if dst == self.server.addr {
+                if dst == self.server.addr && !self.cut {
                     self.server.handle_datagram(now, self.client.addr(), d);
                 }
             }
@@ -196,7 +203,7 @@ impl Net {
                 any = true;
                 self.datagrams += 1;
                 assert_eq!(m.transport.local_addr, self.server.addr);
-                if m.transport.peer_addr == self.client.addr() {
+                if m.transport.peer_addr == self.client.addr() && !self.cut {
                     self.client
                         .handle_datagram(now, self.server.addr, m.message)
                         .unwrap();
@@ -271,7 +278,7 @@ fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
 fn publisher_net(spec: PublishSpec) -> (Net, String, String) {
     let clock = SimClock::start();
     let mut client = ClientPeer::publisher(clock.now(), client_addr(2), spec).unwrap();
-    let mut server = Server::new(clock.now());
+    let mut server = Server::new(clock.now(), None);
     let offer = client.offer(clock.now()).unwrap();
     let answer = server.answer(clock.now(), &offer);
     client.apply_answer(clock.now(), &answer).unwrap();
@@ -280,6 +287,7 @@ fn publisher_net(spec: PublishSpec) -> (Net, String, String) {
         client,
         server,
         datagrams: 0,
+        cut: false,
     };
     assert!(
         net.run_until(Duration::from_secs(10), Net::connected),
@@ -358,6 +366,13 @@ fn publisher_connects_and_media_reaches_the_server() {
     let mut want = vec![audio, video];
     want.sort_unstable();
     assert_eq!(opened, want);
+    // The client numbers what it sends (transport-cc); the server's default interceptors answer
+    // with transport-wide congestion feedback.
+    assert!(net
+        .client
+        .take_rtcp()
+        .iter()
+        .any(|p| p.as_any().is::<TransportLayerCc>()));
     // Server → publisher: a PLI (as the worker's request_keyframe) reaches the client.
     let rx = srv
         .opened
@@ -426,7 +441,8 @@ fn subscriber_receives_server_media_and_sends_pli() {
     let wall = Instant::now();
     let clock = SimClock::start();
     let now = clock.now();
-    let mut server = Server::new(now);
+    let cell = Arc::new(EstimateCell::default());
+    let mut server = Server::new(now, Some(cell.clone()));
     let (vssrc, assrc) = (0x1111_2222, 0x3333_4444);
     let vsender = server.add_sendonly(Codec::Vp8, vssrc);
     let _asender = server.add_sendonly(Codec::Opus, assrc);
@@ -441,6 +457,7 @@ fn subscriber_receives_server_media_and_sends_pli() {
         client,
         server,
         datagrams: 0,
+        cut: false,
     };
     assert!(
         net.run_until(Duration::from_secs(10), Net::connected),
@@ -507,6 +524,16 @@ fn subscriber_receives_server_media_and_sends_pli() {
     assert_eq!(a.packets[2].payload.as_ref(), &[0xF8, 1, 2, 3]);
     assert_eq!(net.client.received_on_mid("1").map(|(s, _)| s), Some(assrc));
 
+    // The client's transport-cc feedback reached the server's congestion controller.
+    assert!(net
+        .server
+        .rtcp
+        .iter()
+        .any(|p| p.as_any().is::<TransportLayerCc>()));
+    assert!(
+        cell.estimate().is_some(),
+        "no bandwidth estimate from feedback"
+    );
     // Client → server: a PLI, delivered to the application by the RTCP tap.
     let now = net.clock.now();
     net.client.send_pli(now, vssrc).unwrap();
@@ -518,6 +545,30 @@ fn subscriber_receives_server_media_and_sends_pli() {
         "subscriber: {} datagrams, {:?} simulated, {:?} wall",
         net.datagrams,
         net.clock.elapsed(),
+        wall.elapsed()
+    );
+}
+
+#[test]
+fn silent_client_fails_within_the_dead_peer_timeout_in_simulated_time() {
+    let wall = Instant::now();
+    let spec = PublishSpec {
+        audio: true,
+        ..Default::default()
+    };
+    let (mut net, _, _) = publisher_net(spec);
+    // Consent checks keep it up through long quiet stretches.
+    net.run_for(Duration::from_secs(30));
+    assert!(net.connected());
+    net.cut = true;
+    let cut_at = net.clock.now();
+    assert!(net.run_until(DEAD_PEER_TIMEOUT, |n| n.server.state
+        == RTCPeerConnectionState::Failed));
+    let server_failed = net.clock.now() - cut_at;
+    assert!(net.run_until(Duration::from_secs(60), |n| n.client.is_failed()));
+    eprintln!(
+        "dead peer: server failed {server_failed:?}, client {:?} after the cut; {:?} wall",
+        net.clock.now() - cut_at,
         wall.elapsed()
     );
 }
