@@ -572,3 +572,59 @@ fn silent_client_fails_within_the_dead_peer_timeout_in_simulated_time() {
         wall.elapsed()
     );
 }
+
+#[test]
+fn subscriber_renegotiation_adds_a_track() {
+    let clock = SimClock::start();
+    let now = clock.now();
+    let mut server = Server::new(now, None);
+    let (first, second) = (0x0101_0101, 0x0202_0202);
+    server.add_sendonly(Codec::Opus, first);
+    let offer = server.offer(now);
+    let mut client = ClientPeer::subscriber(now, client_addr(4)).unwrap();
+    let answer = client.apply_offer(now, &offer).unwrap();
+    server.apply_answer(now, &answer);
+    let mut net = Net {
+        clock,
+        client,
+        server,
+        datagrams: 0,
+        cut: false,
+    };
+    assert!(net.run_until(Duration::from_secs(10), Net::connected));
+
+    // Server re-offers with a second (VP8) track, as renegotiate_pending does.
+    let now = net.clock.now();
+    let sender = net.server.add_sendonly(Codec::Vp8, second);
+    let offer = net.server.offer(now);
+    let answer = net.client.apply_offer(now, &offer).unwrap();
+    net.server.apply_answer(now, &answer);
+    let mut payload = vec![0x90, 0x80, 0x80, 0x01];
+    payload.extend_from_slice(&[0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0x80, 0x02, 0x68, 0x01]);
+    let pkt = rtc::rtp::packet::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker: true,
+            payload_type: PT_VP8,
+            sequence_number: 42,
+            ssrc: second,
+            ..Default::default()
+        },
+        payload: payload.into(),
+    };
+    net.server
+        .pc
+        .rtp_sender(sender)
+        .unwrap()
+        .write_rtp(now, pkt)
+        .unwrap();
+    assert!(net.run_until(Duration::from_millis(100), |n| n
+        .client
+        .received()
+        .contains_key(&second)));
+    let (ssrc, s) = net.client.received_on_mid("1").unwrap();
+    assert_eq!(
+        (ssrc, s.sequence_numbers(), s.keyframes()),
+        (second, vec![42], 1)
+    );
+}
