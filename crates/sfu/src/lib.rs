@@ -34,6 +34,8 @@ pub mod sdp;
 mod shell;
 pub mod slab;
 pub mod speakers;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use crate::core::{Core, Transmit};
 pub use config::SfuConfig;
