@@ -159,7 +159,10 @@ mod tests {
             None,
             "unknown source dropped"
         );
-        assert_eq!(d.route(&stun_with_username("aaaa:b"), src), Some(ConnKey(3)));
+        assert_eq!(
+            d.route(&stun_with_username("aaaa:b"), src),
+            Some(ConnKey(3))
+        );
         assert_eq!(d.route(&[0x80, 0, 0, 0], src), Some(ConnKey(3)));
         assert_eq!(d.route(&[22, 0], src), Some(ConnKey(3)));
         assert_eq!(d.route(&[0x80], other), None);

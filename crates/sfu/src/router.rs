@@ -562,11 +562,11 @@ mod tests {
     fn legs_are_found_and_removed() {
         let mut route = TrackRoute::default();
         route.legs.push(Leg::new(ConnKey(5), 1));
-        assert!(route.has_leg_ssrc(5, 1));
-        assert!(!route.has_leg_ssrc(5, 2));
-        route.leg_mut(5).unwrap().active = true;
-        assert!(route.remove_leg(5).unwrap().active);
-        assert!(route.remove_leg(5).is_none());
+        assert!(route.has_leg_ssrc(ConnKey(5), 1));
+        assert!(!route.has_leg_ssrc(ConnKey(5), 2));
+        route.leg_mut(ConnKey(5)).unwrap().active = true;
+        assert!(route.remove_leg(ConnKey(5)).unwrap().active);
+        assert!(route.remove_leg(ConnKey(5)).is_none());
     }
 
     #[test]

@@ -39,7 +39,11 @@ pub fn simulcast_layers(sd: &SessionDescription) -> Vec<(String, Vec<String>)> {
         .filter_map(|m| {
             let mid = m.attribute("mid").flatten()?.trim().to_owned();
             let value = m.attribute("simulcast").flatten()?;
-            let list = value.trim().strip_prefix("send")?.split_whitespace().next()?;
+            let list = value
+                .trim()
+                .strip_prefix("send")?
+                .split_whitespace()
+                .next()?;
             let rids: Vec<String> = list
                 .split(';')
                 .filter_map(|alt| alt.split(',').next())

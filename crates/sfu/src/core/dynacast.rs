@@ -66,7 +66,12 @@ impl Core {
     /// Simulcast: set a leg's target layer (or every leg's, `conn` None) from its tile size,
     /// its bandwidth cap and the layers that are live. True when a leg now waits for a
     /// keyframe of another layer.
-    pub(crate) fn retarget_leg(&mut self, ti: TrackKey, conn: Option<ConnKey>, now: Instant) -> bool {
+    pub(crate) fn retarget_leg(
+        &mut self,
+        ti: TrackKey,
+        conn: Option<ConnKey>,
+        now: Instant,
+    ) -> bool {
         let Some(t) = self.tracks.get_mut(ti) else {
             return false;
         };

@@ -271,7 +271,11 @@ impl Core {
     /// Who is in `room` now (None if nobody).
     pub fn room_info(&self, room: &str) -> Option<RoomSnapshot> {
         let r = self.rooms.get(room)?;
-        let members = || r.participants.iter().filter_map(|id| self.participants.get(id));
+        let members = || {
+            r.participants
+                .iter()
+                .filter_map(|id| self.participants.get(id))
+        };
         Some(RoomSnapshot {
             participants: members().map(|p| self.participant_info(p)).collect(),
             spotlight: r.spotlight.clone(),

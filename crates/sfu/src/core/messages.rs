@@ -27,7 +27,12 @@ impl Reject {
 impl Core {
     /// A message from joined participant `participant`. A refusal goes back to it as `error`
     /// naming the request; nobody else is affected.
-    pub fn client_message(&mut self, now: Instant, participant: &ParticipantId, msg: ClientMessage) {
+    pub fn client_message(
+        &mut self,
+        now: Instant,
+        participant: &ParticipantId,
+        msg: ClientMessage,
+    ) {
         let Some(p) = self.participants.get(participant) else {
             return;
         };
@@ -45,6 +50,7 @@ impl Core {
                 },
             );
         }
+        self.renegotiate_pending(now);
         self.service_dirty(now);
     }
 
@@ -86,7 +92,9 @@ impl Core {
                 self.unpublish(ti);
                 Ok(())
             }
-            ClientMessage::MuteTrack { track_id, muted } => self.mute_own_track(pid, track_id, muted),
+            ClientMessage::MuteTrack { track_id, muted } => {
+                self.mute_own_track(pid, track_id, muted)
+            }
             ClientMessage::Spotlight { participant_id } => self.spotlight(pid, participant_id),
             ClientMessage::Ping { ts } => {
                 self.send(pid, ServerMessage::Pong { ts });
@@ -167,7 +175,12 @@ impl Core {
     }
 
     /// Queue a message for everyone in `room` (but `except`).
-    pub(crate) fn broadcast(&self, room: &str, except: Option<&ParticipantId>, msg: &ServerMessage) {
+    pub(crate) fn broadcast(
+        &self,
+        room: &str,
+        except: Option<&ParticipantId>,
+        msg: &ServerMessage,
+    ) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };

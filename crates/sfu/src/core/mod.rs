@@ -56,7 +56,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-
 /// How often the loudest speakers, bandwidth allotments and simulcast layers are re-evaluated.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -154,7 +153,10 @@ impl Core {
     /// The earliest instant at which [`Self::handle_timeout`] has work (None: no timer).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conns = self.conns.iter().filter_map(|(_, c)| c.deadline);
-        let keyframes = self.tracks.iter().filter_map(|(_, t)| t.keyframe.deadline());
+        let keyframes = self
+            .tracks
+            .iter()
+            .filter_map(|(_, t)| t.keyframe.deadline());
         let suspended = self.participants.values().filter_map(|p| p.suspended_until);
         let parked = self.parked.values().map(|k| k.until);
         let tick = (!self.rooms.is_empty()).then_some(self.next_tick);

@@ -12,7 +12,12 @@ use std::time::Instant;
 impl Core {
     /// Moderate `room` (operator or host). Unknown room or participant →
     /// [`SfuError::UnknownRoom`] / [`SfuError::UnknownParticipant`].
-    pub fn moderate(&mut self, now: Instant, room: &str, action: Moderation) -> Result<(), SfuError> {
+    pub fn moderate(
+        &mut self,
+        now: Instant,
+        room: &str,
+        action: Moderation,
+    ) -> Result<(), SfuError> {
         let r = self.apply_moderation(room, action, now);
         self.renegotiate_pending(now);
         self.service_dirty(now);
@@ -60,14 +65,13 @@ impl Core {
             },
             A::EndRoom => Moderation::EndRoom,
         };
-        self.apply_moderation(&room, m, now)
-            .map_err(|e| match e {
-                SfuError::UnknownParticipant(id) => Reject::new(
-                    ErrorCode::UnknownParticipant,
-                    format!("no participant \"{id}\" in this room"),
-                ),
-                other => Reject::new(ErrorCode::Internal, other.to_string()),
-            })
+        self.apply_moderation(&room, m, now).map_err(|e| match e {
+            SfuError::UnknownParticipant(id) => Reject::new(
+                ErrorCode::UnknownParticipant,
+                format!("no participant \"{id}\" in this room"),
+            ),
+            other => Reject::new(ErrorCode::Internal, other.to_string()),
+        })
     }
 
     fn apply_moderation(

@@ -367,8 +367,7 @@ impl Core {
             }
         }
         if let Some(c) = self.conns.get_mut(ci) {
-            c.inbound
-                .retain(|s| !(s.track == ti && s.layer == layer));
+            c.inbound.retain(|s| !(s.track == ti && s.layer == layer));
             c.inbound.push(InboundStream {
                 ssrc,
                 track: ti,

@@ -16,6 +16,6 @@ mod tests;
 pub(crate) use clock::SimClock;
 #[allow(unused_imports)]
 pub(crate) use peer::{
-    ClientPeer, ClientRole, PublishSpec, ReceivedPacket, ReceivedStream, MID_URI, RID_URI,
-    SIMULCAST_RIDS,
+    layer_of, ClientPeer, ClientRole, PublishSpec, ReceivedPacket, ReceivedStream, MID_URI,
+    RID_URI, SIMULCAST_RIDS,
 };

@@ -728,10 +728,10 @@ impl ClientPeer {
             payload.extend_from_slice(&[0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A]);
             payload.extend_from_slice(&w.to_le_bytes());
             payload.extend_from_slice(&h.to_le_bytes());
-            payload.extend(std::iter::repeat_n(0xAB, 200));
+            payload.extend(std::iter::repeat_n(filler(0xA0, layer), 200));
         } else {
             payload.extend_from_slice(&[0x11, 0x02, 0x00]);
-            payload.extend(std::iter::repeat_n(0xCD, 60));
+            payload.extend(std::iter::repeat_n(filler(0xC0, layer), 60));
         }
         self.send(now, sel, i, Bytes::from(payload), true, None)
     }
@@ -826,4 +826,22 @@ enum TrackSel {
     Audio,
     Video,
     Simulcast,
+}
+
+/// The filler byte of a synthetic VP8 payload: `base` (0xA0 keyframe, 0xC0 delta) plus the
+/// simulcast layer (0–3; 0xF for the single-encoding track), so a receiver can tell which
+/// layer a forwarded packet came from ([`layer_of`]).
+fn filler(base: u8, layer: Option<usize>) -> u8 {
+    base | layer
+        .and_then(|l| u8::try_from(l).ok())
+        .unwrap_or(0xF)
+        .min(0xF)
+}
+
+/// The simulcast layer a synthetic VP8 payload of [`ClientPeer::send_vp8`] was sent on
+/// (`None`: the single-encoding track or not such a payload).
+pub(crate) fn layer_of(payload: &[u8]) -> Option<usize> {
+    let last = *payload.last()?;
+    let layer = usize::from(last & 0x0F);
+    (matches!(last & 0xF0, 0xA0 | 0xC0) && layer < 4).then_some(layer)
 }

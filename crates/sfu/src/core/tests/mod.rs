@@ -1,1 +1,7 @@
-//! Core tests (simulated time, in-memory peers).
+//! Core tests on the simulated rig: join, resume, negotiation, moderation, dynacast,
+//! simulcast and bandwidth, in simulated time (milliseconds of wall time each).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod rig;
+mod scenarios;

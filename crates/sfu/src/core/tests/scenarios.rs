@@ -1,0 +1,627 @@
+use super::rig::{Rig, ROOM};
+use crate::handle::{Moderation, RoomEvent};
+use crate::testkit::{layer_of, PublishSpec};
+use crate::SfuError;
+use rakor_proto::{
+    ClientMessage, ErrorCode, LeaveReason, ModerateAction, Role, ServerMessage, TrackKind,
+};
+use std::time::Duration;
+
+const AV: PublishSpec = PublishSpec {
+    audio: true,
+    video: true,
+    simulcast: false,
+};
+
+/// Host + one site; the site publishes audio and video; the host's subscriber connection is
+/// up and receiving. Returns (rig, host, site).
+fn host_and_site() -> (Rig, usize, usize) {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let site = rig.join("dishub", Role::Participant);
+    rig.publish(site, AV);
+    let ok = rig.run_while_sending(
+        Duration::from_secs(3),
+        |r, _| {
+            r.audio(site, 30);
+            r.video(site, true, None);
+        },
+        |r| r.connected(host) && r.connected(site) && r.sites[host].subscriber.is_some(),
+    );
+    assert!(ok, "host and site connect in simulated time");
+    (rig, host, site)
+}
+
+fn mids(rig: &Rig, sub: usize, by: usize) -> (String, String) {
+    let a = rig.published(by, TrackKind::Audio)[0].clone();
+    let v = rig.published(by, TrackKind::Video)[0].clone();
+    (rig.mid_of(sub, &a).unwrap(), rig.mid_of(sub, &v).unwrap())
+}
+
+/// Send `n` audio+video packets from `site` (a keyframe first), one per 20 ms.
+fn media(rig: &mut Rig, site: usize, n: u64) {
+    rig.run_while_sending(
+        Duration::from_millis(20 * n),
+        |r, t| {
+            r.audio(site, 30);
+            r.video(site, t == 0, None);
+        },
+        |_| false,
+    );
+}
+
+#[test]
+fn join_publish_subscribe_and_leave() {
+    let (mut rig, host, site) = host_and_site();
+    let (amid, vmid) = mids(&rig, host, site);
+    let (a0, v0) = (
+        rig.sites[host].received_from(&amid),
+        rig.sites[host].received_from(&vmid),
+    );
+    media(&mut rig, site, 25);
+    let (a1, v1) = (
+        rig.sites[host].received_from(&amid),
+        rig.sites[host].received_from(&vmid),
+    );
+    assert!(a1 >= a0 + 24, "host got the site's audio: {a0} → {a1}");
+    assert!(v1 >= v0 + 24, "host got the site's video: {v0} → {v1}");
+    // Sequence numbers are consecutive on the leg.
+    let sub = rig.sites[host].subscriber.as_ref().unwrap();
+    let seqs = sub.received_on_mid(&vmid).unwrap().1.sequence_numbers();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "{seqs:?}"
+    );
+    // The host joined first: it was told of the site, its tracks, and gets attendance.
+    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantJoined { .. })));
+    let joined = rig.room_events();
+    assert_eq!(
+        joined
+            .iter()
+            .filter(|e| matches!(e, RoomEvent::Joined { .. }))
+            .count(),
+        2
+    );
+    // The site leaves.
+    rig.sites[host].take();
+    rig.send(site, ClientMessage::Leave {});
+    let site_id = rig.sites[site].id.clone();
+    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::TrackUnpublished { participant_id, .. } if *participant_id == site_id)));
+    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::ClientRequest } if *participant_id == site_id)));
+    assert!(rig.room_events().iter().any(|e| matches!(e, RoomEvent::Left { identity, reason: LeaveReason::ClientRequest, .. } if identity == "dishub")));
+    assert!(rig.sites[site].closed, "the site's signalling is released");
+    assert_eq!(rig.core.room_info(ROOM).unwrap().participants.len(), 1);
+}
+
+#[test]
+fn the_same_identity_joining_twice_replaces_the_older_session() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let first = rig.join("dinkes", Role::Participant);
+    let second = rig.join("dinkes", Role::Participant);
+    assert!(rig.sites[first].got(|m| matches!(
+        m,
+        ServerMessage::Leave {
+            reason: LeaveReason::Replaced,
+            ..
+        }
+    )));
+    assert!(rig.sites[first].closed);
+    let old = rig.sites[first].id.clone();
+    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Replaced } if *participant_id == old)));
+    let info = rig.core.room_info(ROOM).unwrap();
+    assert_eq!(info.participants.len(), 2);
+    assert!(info
+        .participants
+        .iter()
+        .any(|p| p.id == rig.sites[second].id));
+    // A stale resume of the replaced session cannot push the live one out.
+    rig.sites[first].id = old;
+    let token = rig.sites[first].resume_token.clone();
+    assert!(!token.is_empty());
+    let r = rig.rejoin(first, Some(false));
+    assert!(matches!(r, Err(SfuError::Replaced)), "{r:?}");
+    assert_eq!(rig.core.room_info(ROOM).unwrap().participants.len(), 2);
+}
+
+#[test]
+fn resume_inside_the_grace_window_keeps_the_participant_and_its_media() {
+    let (mut rig, host, site) = host_and_site();
+    let id = rig.sites[site].id.clone();
+    rig.drop_signalling(site);
+    rig.run_for(Duration::from_secs(5));
+    assert!(
+        !rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { .. })),
+        "nobody sees a suspended site leave"
+    );
+    let (_, vmid) = mids(&rig, host, site);
+    let before = rig.sites[host].received_from(&vmid);
+    media(&mut rig, site, 10);
+    assert!(
+        rig.sites[host].received_from(&vmid) >= before + 9,
+        "media flows while suspended"
+    );
+    let r = rig.rejoin(site, Some(false)).unwrap();
+    assert_eq!(r, id, "the same participant");
+    assert!(rig.sites[site].got(|m| matches!(
+        m,
+        ServerMessage::Joined {
+            resumed: true,
+            media_reset: false,
+            ..
+        }
+    )));
+    rig.run_for(Duration::from_secs(40));
+    assert!(
+        !rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { .. })),
+        "a resumed site does not expire"
+    );
+}
+
+#[test]
+fn after_the_grace_window_the_site_is_gone_and_a_resume_is_a_new_session() {
+    let (mut rig, host, site) = host_and_site();
+    let id = rig.sites[site].id.clone();
+    rig.drop_signalling(site);
+    rig.run_for(Duration::from_secs(31));
+    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Disconnected } if *participant_id == id)));
+    let r = rig.rejoin(site, Some(false)).unwrap();
+    assert_ne!(r, id, "a new participant");
+    assert!(rig.sites[site].got(|m| matches!(m, ServerMessage::Joined { resumed: false, .. })));
+}
+
+#[test]
+fn a_media_failure_parks_the_site_and_a_resume_brings_it_back_under_the_same_id() {
+    let (mut rig, host, site) = host_and_site();
+    let id = rig.sites[site].id.clone();
+    rig.cut_media(site, true);
+    rig.run_for(Duration::from_secs(10));
+    assert!(
+        rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::MediaFailed } if *participant_id == id)),
+        "the room sees a dead site go within the dead-peer timeout"
+    );
+    assert!(rig.sites[site].got(|m| matches!(
+        m,
+        ServerMessage::Leave {
+            reason: LeaveReason::MediaFailed,
+            resumable: true
+        }
+    )));
+    // Attendance holds the leave back while parked.
+    assert!(!rig
+        .room_events()
+        .iter()
+        .any(|e| matches!(e, RoomEvent::Left { .. })));
+    rig.cut_media(site, false);
+    rig.sites[host].take();
+    let r = rig.rejoin(site, Some(true)).unwrap();
+    assert_eq!(r, id);
+    assert!(rig.sites[site].got(|m| matches!(
+        m,
+        ServerMessage::Joined {
+            resumed: true,
+            media_reset: true,
+            ..
+        }
+    )));
+    assert!(rig.sites[host].got(
+        |m| matches!(m, ServerMessage::ParticipantJoined { participant } if participant.id == id)
+    ));
+    // It publishes again and the host receives it.
+    rig.publish(site, AV);
+    media(&mut rig, site, 60);
+    let v = rig.published(site, TrackKind::Video);
+    let vmid = rig.mid_of(host, v.last().unwrap()).unwrap();
+    assert!(
+        rig.sites[host].received_from(&vmid) > 20,
+        "video again after the resume"
+    );
+    assert!(
+        !rig.room_events()
+            .iter()
+            .any(|e| matches!(e, RoomEvent::Left { .. })),
+        "one continuous stay"
+    );
+}
+
+#[test]
+fn a_moderator_mute_stops_the_audio_and_sticks_across_a_rejoin() {
+    let (mut rig, host, site) = host_and_site();
+    let (amid, _) = mids(&rig, host, site);
+    let id = rig.sites[site].id.clone();
+    rig.send(
+        host,
+        ClientMessage::Moderate {
+            action: ModerateAction::MuteAudio,
+            participant_id: Some(id.clone()),
+        },
+    );
+    assert!(rig.sites[site].got(|m| matches!(m, ServerMessage::ModeratorMute { muted: true })));
+    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::TrackMuted { muted: true, .. })));
+    let before = rig.sites[host].received_from(&amid);
+    media(&mut rig, site, 20);
+    assert_eq!(
+        rig.sites[host].received_from(&amid),
+        before,
+        "muted audio is not forwarded"
+    );
+    // The site cannot unmute itself.
+    let track = rig.published(site, TrackKind::Audio)[0].clone();
+    rig.send(
+        site,
+        ClientMessage::MuteTrack {
+            track_id: track,
+            muted: false,
+        },
+    );
+    assert!(rig.sites[site].got(|m| matches!(
+        m,
+        ServerMessage::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    )));
+    // It leaves and joins again: still muted.
+    rig.send(site, ClientMessage::Leave {});
+    rig.rejoin(site, None).unwrap();
+    assert!(rig.sites[site].got(|m| matches!(m, ServerMessage::ModeratorMute { muted: true })));
+    rig.publish(site, AV);
+    media(&mut rig, site, 40);
+    let a = rig.published(site, TrackKind::Audio);
+    let amid2 = rig.mid_of(host, a.last().unwrap()).unwrap();
+    assert_eq!(
+        rig.sites[host].received_from(&amid2),
+        0,
+        "still muted after a rejoin"
+    );
+    let info = rig.core.room_info(ROOM).unwrap();
+    assert_eq!(info.moderator_muted, vec![rig.sites[site].id.clone()]);
+}
+
+#[test]
+fn the_host_removes_a_site_and_a_site_cannot_moderate() {
+    let (mut rig, host, site) = host_and_site();
+    let host_id = rig.sites[host].id.clone();
+    rig.send(
+        site,
+        ClientMessage::Moderate {
+            action: ModerateAction::Remove,
+            participant_id: Some(host_id),
+        },
+    );
+    assert!(rig.sites[site].got(|m| matches!(
+        m,
+        ServerMessage::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    )));
+    assert_eq!(rig.core.room_info(ROOM).unwrap().participants.len(), 2);
+    let id = rig.sites[site].id.clone();
+    rig.send(
+        host,
+        ClientMessage::Moderate {
+            action: ModerateAction::Remove,
+            participant_id: Some(id.clone()),
+        },
+    );
+    assert!(rig.sites[site].got(|m| matches!(
+        m,
+        ServerMessage::Leave {
+            reason: LeaveReason::Removed,
+            ..
+        }
+    )));
+    assert!(rig.sites[site].closed);
+    assert!(rig.sites[host].got(|m| matches!(
+        m,
+        ServerMessage::ParticipantLeft {
+            reason: LeaveReason::Removed,
+            ..
+        }
+    )));
+    assert!(matches!(
+        rig.moderate(Moderation::Remove { participant: id }),
+        Err(SfuError::UnknownParticipant(_))
+    ));
+}
+
+#[test]
+fn spotlight_is_for_the_host_and_reaches_everyone() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let a = rig.join("dishub", Role::Participant);
+    let b = rig.join("bapeda", Role::Participant);
+    let a_id = rig.sites[a].id.clone();
+    rig.send(
+        b,
+        ClientMessage::Spotlight {
+            participant_id: Some(a_id.clone()),
+        },
+    );
+    assert!(rig.sites[b].got(|m| matches!(
+        m,
+        ServerMessage::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    )));
+    rig.send(
+        host,
+        ClientMessage::Spotlight {
+            participant_id: Some(a_id.clone()),
+        },
+    );
+    for s in [host, a, b] {
+        assert!(rig.sites[s].got(
+            |m| matches!(m, ServerMessage::Spotlight { participant_id: Some(p), .. } if *p == a_id)
+        ));
+    }
+    assert_eq!(
+        rig.core.room_info(ROOM).unwrap().spotlight,
+        Some(a_id.clone())
+    );
+    // The spotlighted site leaves: the spotlight clears for everyone.
+    rig.send(a, ClientMessage::Leave {});
+    assert!(rig.sites[b].got(|m| matches!(
+        m,
+        ServerMessage::Spotlight {
+            participant_id: None,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn tracks_published_while_an_offer_is_outstanding_wait_for_its_answer() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let a = rig.join("dishub", Role::Participant);
+    let b = rig.join("bapeda", Role::Participant);
+    rig.sites[host].auto_answer = false;
+    // Three tracks in one offer: one subscriber offer carrying all three.
+    rig.publish(
+        a,
+        PublishSpec {
+            audio: true,
+            video: true,
+            simulcast: true,
+        },
+    );
+    assert_eq!(
+        rig.sites[host].offers.len(),
+        1,
+        "one offer for the three tracks"
+    );
+    assert_eq!(rig.sites[host].offers[0].len(), 3);
+    // Another site publishes while that offer is unanswered: no second offer yet.
+    rig.publish(b, AV);
+    assert_eq!(
+        rig.sites[host].offers.len(),
+        1,
+        "one offer outstanding at a time"
+    );
+    rig.sites[host].auto_answer = true;
+    rig.answer_held(host);
+    assert_eq!(
+        rig.sites[host].offers.len(),
+        2,
+        "the change is offered after the answer"
+    );
+    assert_eq!(
+        rig.sites[host].offers[1].len(),
+        5,
+        "the next offer lists every leg"
+    );
+    // And nothing more once it is answered.
+    rig.run_for(Duration::from_secs(1));
+    assert_eq!(rig.sites[host].offers.len(), 2);
+}
+
+#[test]
+fn a_hidden_video_is_paused_and_resumes_at_a_keyframe_without_a_sequence_gap() {
+    let (mut rig, host, site) = host_and_site();
+    let (_, vmid) = mids(&rig, host, site);
+    let track = rig.published(site, TrackKind::Video)[0].clone();
+    media(&mut rig, site, 10);
+    let hide = |visible| ClientMessage::TrackSettings {
+        track_id: track.clone(),
+        visible,
+        width: 320,
+        height: 180,
+    };
+    rig.send(host, hide(false));
+    assert!(
+        rig.sites[site].got(|m| matches!(m, ServerMessage::PublisherPause { paused: true, .. })),
+        "nobody shows it: the publisher pauses"
+    );
+    let n = rig.sites[host].received_from(&vmid);
+    // Deltas only while hidden: nothing arrives.
+    rig.run_while_sending(
+        Duration::from_millis(400),
+        |r, _| r.video(site, false, None),
+        |_| false,
+    );
+    assert_eq!(rig.sites[host].received_from(&vmid), n);
+    rig.send(host, hide(true));
+    assert!(
+        rig.sites[site].got(|m| matches!(m, ServerMessage::PublisherPause { paused: false, .. }))
+    );
+    let plis = rig.sites[site]
+        .publisher
+        .as_ref()
+        .unwrap()
+        .plis_received()
+        .len();
+    // Deltas before the keyframe are held back; the keyframe restarts the leg.
+    rig.video(site, false, None);
+    rig.video(site, false, None);
+    assert_eq!(
+        rig.sites[host].received_from(&vmid),
+        n,
+        "no delta before the keyframe"
+    );
+    rig.run_for(Duration::from_millis(600));
+    assert!(
+        rig.sites[site]
+            .publisher
+            .as_ref()
+            .unwrap()
+            .plis_received()
+            .len()
+            > plis,
+        "a keyframe was asked for"
+    );
+    rig.video(site, true, None);
+    rig.video(site, false, None);
+    let sub = rig.sites[host].subscriber.as_ref().unwrap();
+    let stream = sub.received_on_mid(&vmid).unwrap().1;
+    assert_eq!(stream.packets.len(), n + 2);
+    assert!(stream.packets[n].keyframe, "resumed at a keyframe");
+    let seqs = stream.sequence_numbers();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "no gap: {seqs:?}"
+    );
+}
+
+#[test]
+fn a_simulcast_leg_switches_layers_only_at_a_keyframe() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let site = rig.join("dishub", Role::Participant);
+    rig.publish(
+        site,
+        PublishSpec {
+            audio: false,
+            video: false,
+            simulcast: true,
+        },
+    );
+    let send_all = |r: &mut Rig, t: u64| {
+        for l in 0..3 {
+            r.video(site, t % 25 == 0, Some(l));
+        }
+    };
+    assert!(
+        rig.run_while_sending(Duration::from_secs(3), send_all, |r| r.connected(host)
+            && r.sites[host].subscriber.is_some())
+    );
+    let track = rig.published(site, TrackKind::Video)[0].clone();
+    let vmid = rig.mid_of(host, &track).unwrap();
+    // A small wall tile: layer 0 only.
+    rig.send(
+        host,
+        ClientMessage::TrackSettings {
+            track_id: track.clone(),
+            visible: true,
+            width: 320,
+            height: 180,
+        },
+    );
+    rig.run_while_sending(Duration::from_secs(2), send_all, |_| false);
+    let layers = |r: &Rig| -> Vec<usize> {
+        let sub = r.sites[host].subscriber.as_ref().unwrap();
+        sub.received_on_mid(&vmid)
+            .unwrap()
+            .1
+            .packets
+            .iter()
+            .filter_map(|p| layer_of(&p.payload))
+            .collect()
+    };
+    let before = layers(&rig);
+    assert!(before.len() > 20);
+    assert_eq!(
+        *before.last().unwrap(),
+        0,
+        "a small tile gets the lowest layer"
+    );
+    // The tile grows: layer 2 from its next keyframe on, never a delta of it first.
+    rig.send(
+        host,
+        ClientMessage::TrackSettings {
+            track_id: track.clone(),
+            visible: true,
+            width: 1280,
+            height: 720,
+        },
+    );
+    let n = before.len();
+    rig.run_while_sending(Duration::from_secs(2), send_all, |_| false);
+    let sub = rig.sites[host].subscriber.as_ref().unwrap();
+    let pkts = &sub.received_on_mid(&vmid).unwrap().1.packets;
+    let first_top = pkts[n..]
+        .iter()
+        .position(|p| layer_of(&p.payload) == Some(2))
+        .expect("switched up");
+    assert!(
+        pkts[n + first_top].keyframe,
+        "the switch happens at a keyframe of the new layer"
+    );
+    assert!(
+        pkts[n + first_top..]
+            .iter()
+            .all(|p| layer_of(&p.payload) == Some(2)),
+        "no flapping back"
+    );
+    let seqs: Vec<u16> = pkts.iter().map(|p| p.sequence_number).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "one continuous stream"
+    );
+}
+
+#[test]
+fn a_bandwidth_drop_moves_a_simulcast_leg_down() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let site = rig.join("dishub", Role::Participant);
+    rig.publish(
+        site,
+        PublishSpec {
+            audio: false,
+            video: false,
+            simulcast: true,
+        },
+    );
+    let send_all = |r: &mut Rig, t: u64| {
+        for l in 0..3 {
+            for _ in 0..(l + 1) {
+                r.video(site, t % 25 == 0, Some(l));
+            }
+        }
+    };
+    assert!(
+        rig.run_while_sending(Duration::from_secs(3), send_all, |r| r.connected(host)
+            && r.sites[host].subscriber.is_some())
+    );
+    let track = rig.published(site, TrackKind::Video)[0].clone();
+    let vmid = rig.mid_of(host, &track).unwrap();
+    rig.send(
+        host,
+        ClientMessage::TrackSettings {
+            track_id: track,
+            visible: true,
+            width: 1280,
+            height: 720,
+        },
+    );
+    let last_layer = |r: &Rig| {
+        let sub = r.sites[host].subscriber.as_ref().unwrap();
+        sub.received_on_mid(&vmid)
+            .and_then(|(_, s)| s.packets.last().and_then(|p| layer_of(&p.payload)))
+    };
+    assert!(
+        rig.run_while_sending(Duration::from_secs(4), send_all, |r| last_layer(r)
+            == Some(2)),
+        "the top layer first"
+    );
+    // The host's downlink loses every 3rd datagram: its estimate drops, the leg goes down.
+    let sub_addr = rig.sites[host].subscriber.as_ref().unwrap().addr();
+    rig.lossy = Some((sub_addr, 3));
+    let down = rig.run_while_sending(Duration::from_secs(5), send_all, |r| {
+        last_layer(r).is_some_and(|l| l < 2)
+    });
+    assert!(down, "a lower layer under loss, got {:?}", last_layer(&rig));
+}
