@@ -514,7 +514,7 @@ mod tests {
             .chain((0..3).map(|_| leg(false, 320 * 180, 0)))
             .collect();
         let mut a = Allocator::new(BweConfig::default());
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let mut cur: Vec<Option<Level>> = vec![None; legs.len()];
         let mut history = Vec::new();
         for tick in 0..800u64 {
@@ -562,7 +562,7 @@ mod tests {
     fn no_flapping_at_the_edge_of_a_layer() {
         let legs = vec![leg(true, 1280 * 720, 2)];
         let mut a = Allocator::new(BweConfig::default());
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let mut cur: Level = 3;
         let mut switches = 0;
         for tick in 0..1200u64 {
@@ -585,7 +585,7 @@ mod tests {
     #[test]
     fn a_growing_tile_switches_up_at_once_without_congestion() {
         let mut a = Allocator::new(BweConfig::default());
-        let now = Instant::now();
+        let now = crate::testkit::SimClock::start().now();
         let small = vec![leg(false, 320 * 180, 0)];
         assert_eq!(a.step(now, Some(5e6), 0.0, &small, &[None]), vec![1]);
         let big = vec![leg(true, 1280 * 720, 2)];
@@ -602,7 +602,13 @@ mod tests {
         let legs = vec![leg(false, 1, 2), leg(false, 1, 0)];
         let mut a = Allocator::new(BweConfig::default());
         assert_eq!(
-            a.step(Instant::now(), None, 0.0, &legs, &[None, Some(0)]),
+            a.step(
+                crate::testkit::SimClock::start().now(),
+                None,
+                0.0,
+                &legs,
+                &[None, Some(0)]
+            ),
             vec![3, 1]
         );
     }
@@ -610,7 +616,7 @@ mod tests {
     #[test]
     fn rate_meter_windows_and_keeps_the_last_rate() {
         let mut m = RateMeter::default();
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         m.tick(t0);
         m.add(12_500, t0); // 100 kbit in one second
         m.tick(t0 + Duration::from_millis(500));
@@ -630,7 +636,7 @@ mod tests {
     #[test]
     fn loss_bound_cuts_to_the_acknowledged_rate_and_climbs_back() {
         let mut b = LossBound::default();
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let tick = |i: u64| t0 + Duration::from_millis(100 * i);
         for i in 0..20 {
             b.update(tick(i), 7_500, 0, 60); // 600 kbit/s, no loss
@@ -660,7 +666,7 @@ mod tests {
         let cell = Arc::new(EstimateCell::default());
         assert_eq!(cell.estimate(), None);
         let mut e = SubscriberEstimator::new(cell.clone());
-        e.on_reports(Instant::now(), &[]);
+        e.on_reports(crate::testkit::SimClock::start().now(), &[]);
         assert_eq!(cell.estimate(), None, "an empty batch is no feedback");
         cell.store(1e6);
         assert_eq!(cell.estimate(), Some(1e6));

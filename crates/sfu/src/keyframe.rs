@@ -62,7 +62,7 @@ mod tests {
 
     #[test]
     fn throttles_and_defers() {
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let ms = Duration::from_millis;
         let mut k = KeyframeThrottle::new(ms(500));
         // (offset ms, action, expected)

@@ -679,7 +679,7 @@ mod tests {
     /// sends is one continuous stream.
     #[test]
     fn simulcast_switch_at_a_keyframe_gives_one_continuous_stream() {
-        let t0 = std::time::Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let mut leg = Leg {
             active: true,
             ..Leg::simulcast(ConnKey(1), 7, 0)

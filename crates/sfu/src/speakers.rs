@@ -637,7 +637,7 @@ mod tests {
                 0.0,
             ),
         ];
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         for &(name, runs, at, want, tol) in cases {
             let mut sel = selector(SpeakerConfig::default(), &[7], t0);
             let mut packets: Vec<(u64, u8)> = runs
@@ -714,7 +714,7 @@ mod tests {
             ),
             ("both silent", None, None, 0, 2000, false),
         ];
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         for &(name, l0, l1, margin, at, want) in cases {
             let cfg = SpeakerConfig {
                 max_active: 1,
@@ -772,7 +772,7 @@ mod tests {
                 false,
             ),
         ];
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         for &(name, packets, require_voice_flag, at, want) in cases {
             let cfg = SpeakerConfig {
                 require_voice_flag,
@@ -790,7 +790,7 @@ mod tests {
 
     #[test]
     fn small_meeting_never_mutes_anyone() {
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         // Track 0 never sends, track 1 sends silence, track 2 speaks.
         let level = |_, k| [None, Some(127), Some(20)][k];
         for n in 1..=3 {
@@ -817,7 +817,7 @@ mod tests {
 
     #[test]
     fn six_speakers_the_three_loudest_are_active() {
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let keys = [0, 1, 2, 3, 4, 5];
         let mut sel = selector(SpeakerConfig::default(), &keys, t0);
         // The first three took the free slots on add.
@@ -841,7 +841,7 @@ mod tests {
 
     #[test]
     fn louder_newcomer_enters_within_window_and_update() {
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let keys = [0, 1, 2, 3];
         let mut sel = selector(SpeakerConfig::default(), &keys, t0);
         // Track 3 is silent (no packets) until 5 s, then clearly louder than the quietest.
@@ -867,7 +867,7 @@ mod tests {
 
     #[test]
     fn loudest_goes_silent_and_the_next_enters() {
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let keys = [0, 1, 2, 3];
         let mut sel = selector(SpeakerConfig::default(), &keys, t0);
         // Track 0 (the loudest) mutes at 5 s (sends silence); track 3 talks all along.
@@ -895,7 +895,7 @@ mod tests {
 
     #[test]
     fn newcomer_that_falls_silent_is_held_then_replaced() {
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let keys = [0, 1, 2, 3];
         let cfg = SpeakerConfig::default();
         let hold = cfg.hold.as_millis() as u64;
@@ -935,7 +935,7 @@ mod tests {
                 _ => Some(if phase { 30 } else { 34 } + noise as u8 - 2),
             }
         };
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let keys = [0, 1, 2, 3];
         let mut sel = selector(SpeakerConfig::default(), &keys, t0);
         let steps = drive(&mut sel, t0, (0, 30_000), &keys, level);
@@ -955,7 +955,7 @@ mod tests {
 
     #[test]
     fn remove_frees_the_slot() {
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let keys = [0, 1, 2, 3];
         let mut sel = selector(SpeakerConfig::default(), &keys, t0);
         drive(&mut sel, t0, (0, 3000), &keys, steady(&[10, 20, 30, 40]));
@@ -983,7 +983,7 @@ mod tests {
 
     #[test]
     fn loss_burst_does_not_drop_an_active_speaker() {
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let keys = [0, 1, 2, 3];
         let mut sel = selector(SpeakerConfig::default(), &keys, t0);
         // Track 0 loses 200 ms of packets at 5 s; track 3 would beat a silent track 0.
@@ -1002,7 +1002,7 @@ mod tests {
 
     #[test]
     fn stopped_sender_decays_to_silence_and_is_replaced() {
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let keys = [0, 1, 2, 3];
         let cfg = SpeakerConfig::default();
         let carried = cfg.loss_tolerance.as_millis() as u64;
@@ -1030,7 +1030,7 @@ mod tests {
 
     #[test]
     fn speaking_changes_are_reported_only_when_the_set_changes() {
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         let keys = [0, 1];
         let mut sel = selector(SpeakerConfig::default(), &keys, t0);
         // Track 0 speaks 1-3 s (at 30, then 45 from 2.5 s), track 1 speaks 2-4 s at 40;
@@ -1060,7 +1060,7 @@ mod tests {
 
     #[test]
     fn edge_cases_are_harmless() {
-        let t0 = Instant::now();
+        let t0 = crate::testkit::SimClock::start().now();
         // Unknown keys, repeated adds, repeated updates.
         let mut sel = selector(SpeakerConfig::default(), &[1], t0);
         sel.observe(9, 10, true, t0);

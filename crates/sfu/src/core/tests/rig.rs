@@ -469,7 +469,7 @@ impl Rig {
             if let Some((addr, every)) = self.lossy {
                 if t.dst == addr {
                     self.lossy_count += 1;
-                    if self.lossy_count % every == 0 {
+                    if self.lossy_count.is_multiple_of(every) {
                         continue;
                     }
                 }

@@ -500,7 +500,7 @@ fn a_simulcast_leg_switches_layers_only_at_a_keyframe() {
     );
     let send_all = |r: &mut Rig, t: u64| {
         for l in 0..3 {
-            r.video(site, t % 25 == 0, Some(l));
+            r.video(site, t.is_multiple_of(25), Some(l));
         }
     };
     assert!(
@@ -588,7 +588,7 @@ fn a_bandwidth_drop_moves_a_simulcast_leg_down() {
     let send_all = |r: &mut Rig, t: u64| {
         for l in 0..3 {
             for _ in 0..(l + 1) {
-                r.video(site, t % 25 == 0, Some(l));
+                r.video(site, t.is_multiple_of(25), Some(l));
             }
         }
     };
