@@ -48,7 +48,7 @@ struct Server {
 }
 
 impl Server {
-    /// `estimate`: a subscriber connection with congestion control (as `rooms.rs` `new_conn`).
+    /// `estimate`: a subscriber connection with congestion control (as `core/negotiate.rs` `new_conn`).
     fn new(now: Instant, estimate: Option<Arc<EstimateCell>>) -> Self {
         let (ufrag, pwd) = conn::ice_credentials();
         let timeouts = IceTimeouts::for_dead_peer_timeout(DEAD_PEER_TIMEOUT);
@@ -72,7 +72,7 @@ impl Server {
             .unwrap();
     }
 
-    /// As `rooms.rs` `publish()`: client offer in, answer out.
+    /// As `core/publish.rs` `publish()`: client offer in, answer out.
     fn answer(&mut self, now: Instant, offer: &str) -> String {
         self.pc
             .set_remote_description(now, RTCSessionDescription::offer(offer.to_owned()).unwrap())
@@ -83,7 +83,7 @@ impl Server {
         self.pc.local_description().unwrap().sdp
     }
 
-    /// As `rooms.rs` `subscribe()`: a sendonly track with our SSRC.
+    /// As `core/negotiate.rs` `subscribe()`: a sendonly track with our SSRC.
     fn add_sendonly(&mut self, codec: Codec, ssrc: u32) -> RTCRtpSenderId {
         let kind = if codec == Codec::Opus {
             RtpCodecKind::Audio
