@@ -41,6 +41,7 @@ pub fn demux(data: &[u8]) {
     // (`stun_local_ufrag` does not look at the first byte; `route` asks it only for STUN.)
     assert!(ufrag.is_none_or(|u| !u.is_empty() && !u.contains(':')));
     let mut d = Demux::default();
+    d.learn_from_outgoing(data, ([10, 0, 0, 2], 5000).into(), rakor_sfu::demux::ConnKey(2));
     d.add_ufrag("srvufrag".into(), rakor_sfu::demux::ConnKey(1));
     let src: SocketAddr = ([10, 0, 0, 1], 5000).into();
     let routed = d.route(data, src);
@@ -48,8 +49,8 @@ pub fn demux(data: &[u8]) {
         assert_eq!(c, rakor_sfu::demux::ConnKey(1));
         assert_eq!(kind, DatagramKind::Stun);
         assert_eq!(ufrag, Some("srvufrag"));
-        // Learned: anything from this address goes to the same connection.
-        assert_eq!(d.route(&[0x80, 0, 0, 0], src), Some(rakor_sfu::demux::ConnKey(1)));
+        // Naming a ufrag teaches no address: only an authenticated binding does.
+        assert_eq!(d.route(&[0x80, 0, 0, 0], src), None);
     }
     d.remove_conn("srvufrag", rakor_sfu::demux::ConnKey(1));
     assert_eq!(d.route(data, src), None);

@@ -50,6 +50,13 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
     None
 }
 
+/// A STUN Binding success response (type 0x0101, with the magic cookie).
+pub fn is_binding_success(datagram: &[u8]) -> bool {
+    datagram.len() >= 20
+        && datagram.get(..2) == Some(&[0x01, 0x01][..])
+        && datagram.get(4..8) == Some(&[0x21, 0x12, 0xa4, 0x42][..])
+}
+
 /// Maps ufrags and remote addresses to connection slots.
 #[derive(Debug, Default)]
 pub struct Demux {
@@ -70,17 +77,26 @@ impl Demux {
         self.by_addr.retain(|_, c| *c != conn);
     }
 
-    /// Route one datagram: STUN with a USERNAME by ufrag (and learn the source address), all
-    /// else by source address.
-    pub fn route(&mut self, datagram: &[u8], src: SocketAddr) -> Option<ConnKey> {
+    /// Route one datagram: STUN with a USERNAME by ufrag, all else by source address. Routing
+    /// by ufrag learns nothing: anyone can name a ufrag. The address is learned only when the
+    /// connection's ICE agent has answered an authenticated binding request from it
+    /// ([`Self::learn_from_outgoing`]).
+    pub fn route(&self, datagram: &[u8], src: SocketAddr) -> Option<ConnKey> {
         if classify(datagram) == DatagramKind::Stun {
             if let Some(ufrag) = stun_local_ufrag(datagram) {
-                let conn = *self.by_ufrag.get(ufrag)?;
-                self.by_addr.insert(src, conn);
-                return Some(conn);
+                return self.by_ufrag.get(ufrag).copied();
             }
         }
         self.by_addr.get(&src).copied()
+    }
+
+    /// A datagram connection `conn` sends to `dst`: a STUN Binding success response means its
+    /// ICE agent checked the request's MESSAGE-INTEGRITY (the connection's password) and
+    /// accepted `dst`, so `dst` now routes to `conn` (DTLS and SRTP from it follow).
+    pub fn learn_from_outgoing(&mut self, datagram: &[u8], dst: SocketAddr, conn: ConnKey) {
+        if is_binding_success(datagram) && self.by_addr.get(&dst) != Some(&conn) {
+            self.by_addr.insert(dst, conn);
+        }
     }
 
     pub fn connections(&self) -> usize {
@@ -163,6 +179,18 @@ mod tests {
             d.route(&stun_with_username("aaaa:b"), src),
             Some(ConnKey(3))
         );
+        assert_eq!(
+            d.route(&[0x80, 0, 0, 0], src),
+            None,
+            "naming a ufrag teaches no address"
+        );
+        let mut request = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+        request.extend_from_slice(&[9; 12]);
+        d.learn_from_outgoing(&request, src, ConnKey(3));
+        assert_eq!(d.route(&[0x80, 0, 0, 0], src), None, "a request is no proof");
+        let mut success = request.clone();
+        success[0] = 0x01;
+        d.learn_from_outgoing(&success, src, ConnKey(3));
         assert_eq!(d.route(&[0x80, 0, 0, 0], src), Some(ConnKey(3)));
         assert_eq!(d.route(&[22, 0], src), Some(ConnKey(3)));
         assert_eq!(d.route(&[0x80], other), None);

@@ -89,11 +89,15 @@ impl Core {
         }
     }
 
-    /// Queue a connection's outbound datagrams.
+    /// Queue a connection's outbound datagrams (and learn the addresses its ICE agent
+    /// accepted, see [`crate::demux::Demux::learn_from_outgoing`]).
     fn drain_writes(&mut self, ci: ConnKey) {
-        let Core { conns, out, .. } = self;
+        let Core {
+            conns, out, demux, ..
+        } = self;
         if let Some(c) = conns.get_mut(ci) {
             while let Some(m) = c.pc.poll_write() {
+                demux.learn_from_outgoing(&m.message, m.transport.peer_addr, ci);
                 out.push(super::Transmit {
                     dst: m.transport.peer_addr,
                     data: m.message,

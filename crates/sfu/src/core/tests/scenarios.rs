@@ -625,3 +625,49 @@ fn a_bandwidth_drop_moves_a_simulcast_leg_down() {
     });
     assert!(down, "a lower layer under loss, got {:?}", last_layer(&rig));
 }
+
+#[test]
+fn the_track_limit_counts_what_the_sdp_parser_understood() {
+    let mut cfg = super::rig::config();
+    cfg.max_tracks_per_participant = 2;
+    let mut rig = Rig::with(cfg);
+    let host = rig.join("command-room", Role::Host);
+    let site = rig.join("dishub", Role::Participant);
+    let now = rig.clock.now();
+    let mut pc = crate::testkit::ClientPeer::publisher(
+        now,
+        "10.9.9.9:5000".parse().unwrap(),
+        PublishSpec {
+            audio: true,
+            video: true,
+            simulcast: true,
+        },
+    )
+    .unwrap();
+    let offer = pc.offer(now).unwrap();
+    // The text check of old counted "m=audio"/"m=video": spacing slipped past it.
+    let spaced = offer.replace("m=audio", "m= audio").replace("m=video", "m= video");
+    for sdp in [offer, spaced] {
+        rig.sites[site].take();
+        rig.send(
+            site,
+            ClientMessage::Offer {
+                pc: rakor_proto::PeerConnectionKind::Publisher,
+                sdp,
+            },
+        );
+        assert!(
+            rig.sites[site].got(|m| matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::LimitExceeded | ErrorCode::InvalidSdp,
+                    ..
+                }
+            )),
+            "refused: {:?}",
+            rig.sites[site].log
+        );
+    }
+    assert!(rig.published(site, TrackKind::Audio).is_empty());
+    assert!(!rig.sites[host].got(|m| matches!(m, ServerMessage::TrackPublished { .. })));
+}
