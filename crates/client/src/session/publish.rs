@@ -1,0 +1,202 @@
+//! The publisher connection: adding and removing local tracks, our offers and the server's
+//! answers, and starting the pacers once the connection is answered and connected.
+
+use super::Session;
+use crate::error::ClientError;
+use crate::media::LocalTrack;
+use crate::peer;
+use rakor_proto::{ClientMessage, PeerConnectionKind, TrackKind};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
+use webrtc::rtp_transceiver::RtpTransceiver;
+
+/// A local track on the publisher connection.
+pub(super) struct PubTrack {
+    pub(super) local: LocalTrack,
+    pub(super) transceiver: Arc<dyn RtpTransceiver>,
+    /// One pacer per layer, then the RTCP reader, once started.
+    pub(super) tasks: Option<Vec<JoinHandle<()>>>,
+    pub(super) stopped: bool,
+}
+
+impl Session {
+    fn check_no_unanswered_offer(&self) -> Result<(), ClientError> {
+        match &self.publisher {
+            Some(leg) if leg.local_sent && !leg.remote_set => Err(ClientError::Signalling(
+                "a publisher offer is still unanswered".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Add tracks of the asked kinds (those not already sending) and offer. A kind published
+    /// again after `unpublish` gets a new track, and its `sent` counters start over.
+    pub(super) async fn publish(&mut self, audio: bool, video: bool) -> Result<(), ClientError> {
+        self.check_no_unanswered_offer()?;
+        let wanted: Vec<TrackKind> = [(audio, TrackKind::Audio), (video, TrackKind::Video)]
+            .into_iter()
+            .filter(|(on, kind)| {
+                *on && !self
+                    .pub_tracks
+                    .iter()
+                    .any(|t| t.local.kind == *kind && !t.stopped)
+            })
+            .map(|(_, k)| k)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        if self.publisher.is_none() {
+            self.publisher = Some(self.new_leg(PeerConnectionKind::Publisher).await?);
+        }
+        let Some(pc) = self.publisher.as_ref().map(|l| l.pc.clone()) else {
+            return Err(ClientError::Signalling("no publisher connection".into()));
+        };
+        let first_new = self.pub_tracks.len();
+        for kind in wanted {
+            let local = if kind == TrackKind::Video && self.simulcast {
+                LocalTrack::new_simulcast_video(self.participant_id.as_str())?
+            } else {
+                LocalTrack::new(kind, self.participant_id.as_str())?
+            }
+            .with_audio_level(self.audio_level.clone());
+            let transceiver = local.add_to(&pc).await?;
+            self.pub_tracks.push(PubTrack {
+                local,
+                transceiver,
+                tasks: None,
+                stopped: false,
+            });
+        }
+        let sdp = self.set_publisher_offer(&pc).await?;
+        // mids exist once the offer is set.
+        for t in &self.pub_tracks[first_new..] {
+            let mid = t.transceiver.mid().await.ok().flatten();
+            self.hub.add_sent(t.local.kind, t.local.ssrc, mid);
+            if t.local.is_simulcast() {
+                let ssrcs = t.local.ssrcs();
+                self.hub
+                    .update_sent(t.local.kind, |s| s.layer_ssrcs = ssrcs);
+            }
+        }
+        self.send_publisher_offer(sdp).await
+    }
+
+    async fn set_publisher_offer(
+        &mut self,
+        pc: &Arc<dyn PeerConnection>,
+    ) -> Result<String, ClientError> {
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer).await?;
+        pc.local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or_else(|| ClientError::Signalling("no local description after set".into()))
+    }
+
+    async fn send_publisher_offer(&mut self, sdp: String) -> Result<(), ClientError> {
+        if let Some(leg) = self.publisher.as_mut() {
+            leg.mid = peer::first_mid(&sdp);
+            leg.remote_set = false;
+        }
+        let msg = ClientMessage::Offer {
+            pc: PeerConnectionKind::Publisher,
+            sdp,
+        };
+        self.send_description(PeerConnectionKind::Publisher, &msg)
+            .await
+    }
+
+    /// Stop the local track of `kind`: stop its pacer, send `unpublish` (if the server named the
+    /// track yet), remove it from the publisher connection and renegotiate.
+    pub(super) async fn unpublish(&mut self, kind: TrackKind) -> Result<(), ClientError> {
+        self.check_no_unanswered_offer()?;
+        let Some(t) = self
+            .pub_tracks
+            .iter_mut()
+            .find(|t| t.local.kind == kind && !t.stopped)
+        else {
+            return Err(ClientError::InvalidOptions(format!(
+                "no published {kind:?} track"
+            )));
+        };
+        t.stopped = true;
+        if let Some(tasks) = t.tasks.take() {
+            tasks.iter().for_each(JoinHandle::abort);
+        }
+        let sender = t.transceiver.sender().await.ok().flatten();
+        let track_id = self
+            .hub
+            .report()
+            .sent_track(kind)
+            .and_then(|s| s.track_id.clone());
+        if let Some(track_id) = track_id {
+            self.send_msg(&ClientMessage::Unpublish { track_id })
+                .await?;
+        }
+        let Some(pc) = self.publisher.as_ref().map(|l| l.pc.clone()) else {
+            return Ok(());
+        };
+        if let Some(sender) = sender {
+            pc.remove_track(&sender).await?;
+        }
+        let sdp = self.set_publisher_offer(&pc).await?;
+        self.send_publisher_offer(sdp).await
+    }
+
+    /// Start pacing every local track once the publisher is answered and connected.
+    pub(super) async fn start_local_tracks(&mut self) {
+        let ready = self
+            .publisher
+            .as_ref()
+            .is_some_and(|l| l.remote_set && l.connected);
+        if !ready {
+            return;
+        }
+        for i in 0..self.pub_tracks.len() {
+            let t = &self.pub_tracks[i];
+            if t.tasks.is_some() || t.stopped {
+                continue;
+            }
+            let started = match t.transceiver.sender().await {
+                Ok(Some(sender)) => t.local.start(&sender, self.hub.clone()).await,
+                Ok(None) => Err(ClientError::Signalling("transceiver has no sender".into())),
+                Err(e) => Err(e.into()),
+            };
+            match started {
+                Ok(tasks) => self.pub_tracks[i].tasks = Some(tasks),
+                Err(e) => {
+                    self.hub.push_error(format!("starting local track: {e}"));
+                    self.pub_tracks[i].stopped = true;
+                }
+            }
+        }
+    }
+
+    /// Our published (not stopped) track that the server knows as `track_id`.
+    pub(super) fn published_track(&self, track_id: &rakor_proto::TrackId) -> Option<&PubTrack> {
+        let kind = self
+            .hub
+            .report()
+            .sent
+            .values()
+            .find_map(|s| (s.track_id.as_ref() == Some(track_id)).then_some(s.kind))?;
+        self.pub_tracks
+            .iter()
+            .find(|t| t.local.kind == kind && !t.stopped)
+    }
+
+    /// Apply the server's answer to our publisher offer, then start any tracks now ready.
+    pub(super) async fn on_publisher_answer(&mut self, sdp: String) -> Result<(), ClientError> {
+        let Some(leg) = self.publisher.as_mut() else {
+            return Err(ClientError::Signalling(
+                "answer without a publisher offer".into(),
+            ));
+        };
+        leg.apply_remote_description(RTCSessionDescription::answer(sdp)?)
+            .await?;
+        self.start_local_tracks().await;
+        Ok(())
+    }
+}

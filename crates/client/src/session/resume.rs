@@ -1,0 +1,136 @@
+//! Reconnecting: resuming the same participant on a new signalling connection after the socket
+//! drops (or the server holds us for a resume), and replacing both peer connections when the
+//! media has to be reset.
+
+use super::Session;
+use crate::client::Joined;
+use crate::error::ClientError;
+use futures_util::{SinkExt, StreamExt};
+use rakor_proto::{ServerMessage, TrackKind};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The longest pause between two resume attempts (they start 250 ms apart and double).
+const RESUME_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+impl Session {
+    /// Enable automatic resume with these options and the `resume_token` from `joined`.
+    pub fn with_resume(mut self, opts: crate::client::ClientOptions, resume_token: String) -> Self {
+        if !opts.resume_window.is_zero() {
+            self.resume = Some((opts, resume_token));
+        }
+        self
+    }
+
+    /// The socket dropped without `leave` (or the server said `leave {resumable: true}`):
+    /// reconnect and resume the same participant. Its peer connections are kept, unless the
+    /// server answers `media_reset` (its media failed meanwhile; we may also ask for that when
+    /// ours failed): then they are replaced and the same kinds of tracks published again.
+    /// Retries until the resume window ends. True if resumed.
+    pub(super) async fn try_resume(&mut self) -> bool {
+        let Some((opts, token)) = self.resume.clone() else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + opts.resume_window;
+        let mut backoff = Duration::from_millis(250);
+        while tokio::time::Instant::now() < deadline {
+            let req = rakor_proto::ResumeRequest {
+                participant_id: self.participant_id.clone(),
+                token: token.clone(),
+                media_reset: self.media_lost,
+            };
+            let attempt =
+                tokio::time::timeout(opts.join_timeout, crate::client::join(&opts, Some(req)))
+                    .await;
+            match attempt {
+                Ok(Ok((ws, joined, true, media_reset))) => {
+                    let (sink, stream) = ws.split();
+                    self.sink = sink;
+                    self.stream = stream;
+                    self.last_heard = tokio::time::Instant::now();
+                    self.resumable_leave = None;
+                    tracing::info!(media_reset, "signalling resumed");
+                    let msg = joined_message(joined, true, media_reset);
+                    if let Ok(mut room) = self.room.lock() {
+                        room.apply(&msg);
+                    }
+                    let _ = self.events_tx.send(msg);
+                    if media_reset {
+                        self.media_lost = false;
+                        if let Err(e) = self.reset_media().await {
+                            self.hub
+                                .push_error(format!("publishing again after a resume: {e}"));
+                        }
+                    }
+                    return true;
+                }
+                Ok(Ok((ws, joined, false, _))) => {
+                    // The session is gone (grace window over): this became a new participant,
+                    // which we do not want; leave it and end. The `joined` is passed on so that
+                    // the application (and tests) see how the resume was answered.
+                    let _ = self.events_tx.send(joined_message(joined, false, false));
+                    let (mut sink, _) = ws.split();
+                    let _ = sink.send(Message::text(r#"{"type":"leave"}"#)).await;
+                    return false;
+                }
+                Ok(Err(ClientError::Rejected { .. })) => return false,
+                Ok(Err(_)) | Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RESUME_BACKOFF_MAX);
+                }
+            }
+        }
+        false
+    }
+
+    /// After `joined {media_reset: true}`: drop both peer connections and everything reading
+    /// or writing them, then publish the same kinds of tracks on a new publisher connection.
+    /// The subscriber connection is created again by the server's next offer. Counters in
+    /// the stats hub keep growing.
+    async fn reset_media(&mut self) -> Result<(), ClientError> {
+        let mut audio = false;
+        let mut video = false;
+        for t in self.pub_tracks.iter_mut() {
+            if let Some(tasks) = t.tasks.take() {
+                tasks.iter().for_each(JoinHandle::abort);
+            }
+            if !t.stopped {
+                audio |= t.local.kind == TrackKind::Audio;
+                video |= t.local.kind == TrackKind::Video;
+            }
+        }
+        self.pub_tracks.clear();
+        self.reader_tasks.drain(..).for_each(|t| t.abort());
+        self.remote_tracks.clear();
+        // Events of the old connections must not reach the new ones: a fresh channel.
+        let (pc_tx, pc_rx) = mpsc::unbounded_channel();
+        self.pc_tx = pc_tx;
+        self.pc_rx = pc_rx;
+        self.close_peer_connections().await;
+        self.publish(audio, video).await
+    }
+}
+
+/// The `joined` a resume attempt was answered with, as the room view and the application see
+/// it. A refused resume (`resumed: false`) carries no resume token: that participant is left.
+fn joined_message(joined: Joined, resumed: bool, media_reset: bool) -> ServerMessage {
+    ServerMessage::Joined {
+        version: rakor_proto::PROTOCOL_VERSION,
+        participant_id: joined.participant_id,
+        room: joined.room,
+        identity: joined.identity,
+        name: joined.name,
+        role: joined.role,
+        participants: joined.participants,
+        spotlight: joined.spotlight,
+        resume_token: if resumed {
+            joined.resume_token
+        } else {
+            String::new()
+        },
+        resumed,
+        media_reset,
+    }
+}
