@@ -187,7 +187,11 @@ mod tests {
         let mut request = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
         request.extend_from_slice(&[9; 12]);
         d.learn_from_outgoing(&request, src, ConnKey(3));
-        assert_eq!(d.route(&[0x80, 0, 0, 0], src), None, "a request is no proof");
+        assert_eq!(
+            d.route(&[0x80, 0, 0, 0], src),
+            None,
+            "a request is no proof"
+        );
         let mut success = request.clone();
         success[0] = 0x01;
         d.learn_from_outgoing(&success, src, ConnKey(3));

@@ -485,8 +485,8 @@ fn a_hidden_video_is_paused_and_resumes_at_a_keyframe_without_a_sequence_gap() {
     );
 }
 
-#[test]
-fn a_simulcast_leg_switches_layers_only_at_a_keyframe() {
+/// Host + a site that publishes one VP8 simulcast track (q/h/f).
+fn simulcast_publisher() -> (Rig, usize, usize) {
     let mut rig = Rig::new();
     let host = rig.join("command-room", Role::Host);
     let site = rig.join("dishub", Role::Participant);
@@ -498,6 +498,12 @@ fn a_simulcast_leg_switches_layers_only_at_a_keyframe() {
             simulcast: true,
         },
     );
+    (rig, host, site)
+}
+
+#[test]
+fn a_simulcast_leg_switches_layers_only_at_a_keyframe() {
+    let (mut rig, host, site) = simulcast_publisher();
     let send_all = |r: &mut Rig, t: u64| {
         for l in 0..3 {
             r.video(site, t.is_multiple_of(25), Some(l));
@@ -574,17 +580,7 @@ fn a_simulcast_leg_switches_layers_only_at_a_keyframe() {
 
 #[test]
 fn a_bandwidth_drop_moves_a_simulcast_leg_down() {
-    let mut rig = Rig::new();
-    let host = rig.join("command-room", Role::Host);
-    let site = rig.join("dishub", Role::Participant);
-    rig.publish(
-        site,
-        PublishSpec {
-            audio: false,
-            video: false,
-            simulcast: true,
-        },
-    );
+    let (mut rig, host, site) = simulcast_publisher();
     let send_all = |r: &mut Rig, t: u64| {
         for l in 0..3 {
             for _ in 0..(l + 1) {
@@ -646,7 +642,9 @@ fn the_track_limit_counts_what_the_sdp_parser_understood() {
     .unwrap();
     let offer = pc.offer(now).unwrap();
     // The text check of old counted "m=audio"/"m=video": spacing slipped past it.
-    let spaced = offer.replace("m=audio", "m= audio").replace("m=video", "m= video");
+    let spaced = offer
+        .replace("m=audio", "m= audio")
+        .replace("m=video", "m= video");
     for sdp in [offer, spaced] {
         rig.sites[site].take();
         rig.send(
