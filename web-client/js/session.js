@@ -137,6 +137,11 @@ export class CallSession extends EventTarget {
         else this.endInfo = { kind: 'ended', reason: msg.reason };
         return;
       case 'error': return this.onError(msg);
+      case 'moderator_mute':
+        // A moderator's mute: only a moderator lifts it (the server refuses our unmute).
+        this.moderatorMuted = !!msg.muted;
+        this.dispatchEvent(new CustomEvent('moderator-mute', { detail: msg }));
+        return;
       case 'lobby': return this.onLobby(msg);
       default: return; // pong and unknown types are ignored (protocol rule)
     }
@@ -300,7 +305,8 @@ export class CallSession extends EventTarget {
         this.ownTracks[kind] = track.id;
         // The user may have muted before the server acknowledged the track.
         const muted = !this.media.enabled[kind];
-        if (muted !== !!track.muted) this.send({ type: 'mute_track', track_id: track.id, muted });
+        const held = kind === 'audio' && this.moderatorMuted && !muted;
+        if (muted !== !!track.muted && !held) this.send({ type: 'mute_track', track_id: track.id, muted });
       }
     }
     this.dispatchEvent(new Event('own-tracks'));
@@ -343,6 +349,7 @@ export class CallSession extends EventTarget {
 
   setMuted(kind, muted) {
     const id = this.ownTracks[kind];
+    if (kind === 'audio' && this.moderatorMuted && !muted) return;
     if (id) this.send({ type: 'mute_track', track_id: id, muted });
   }
 
