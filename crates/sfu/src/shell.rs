@@ -121,16 +121,18 @@ impl Shell {
             }
             // 2. Timers.
             let now = Instant::now();
-            if self.core.poll_timeout().is_some_and(|d| d <= now) {
+            let mut deadline = self.core.poll_timeout();
+            if deadline.is_some_and(|d| d <= now) {
                 self.core.handle_timeout(now);
+                self.flush();
+                deadline = self.core.poll_timeout();
             }
-            self.flush();
             if now >= self.next_stats_log {
                 self.log_stats();
                 self.next_stats_log = now + STATS_LOG;
             }
             // 3. Wait for datagrams, read a batch, send what it caused.
-            let wait = self.core.poll_timeout().map_or(MAX_WAIT, |d| {
+            let wait = deadline.map_or(MAX_WAIT, |d| {
                 d.saturating_duration_since(Instant::now()).min(MAX_WAIT)
             });
             if !wait.is_zero() {
