@@ -3,7 +3,7 @@
 //! events back. Every bad frame gets an `error` to this client only; the media core never sees
 //! unparsed input.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::token;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
@@ -13,7 +13,7 @@ use rakor_proto::{
     parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantId, ServerMessage,
     PROTOCOL_VERSION,
 };
-use rakor_sfu::{JoinRequest, SfuError};
+use rakor_sfu::JoinRequest;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -302,13 +302,7 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
     let pid: ParticipantId = match state.sfu.join(req).await {
         Ok(pid) => pid,
         Err(e) => {
-            let code = match e {
-                SfuError::RoomFull(_) | SfuError::TooManyRooms(_) => ErrorCode::LimitExceeded,
-                SfuError::ShuttingDown => ErrorCode::ServerShuttingDown,
-                SfuError::Replaced => ErrorCode::Replaced,
-                _ => ErrorCode::Internal,
-            };
-            send_error(&mut sink, code, e.to_string(), Some("join")).await;
+            send_error(&mut sink, e.code(), e.to_string(), Some("join")).await;
             close(&mut sink, &mut stream, "join failed").await;
             return;
         }
