@@ -7,7 +7,8 @@
 //! | [`signing_key`] | the token signing key (configured, or generated into the data dir) |
 //! | [`token`] | minting and verifying HS256 access tokens |
 //! | [`cli`] | `rakor serve`, `rakor token`, `rakor bot` |
-//! | [`app`] | [`app::AppState`] and the `serve` flow (start, banner, run, drain) |
+//! | [`app`] | the `serve` flow (start, banner, run, drain) |
+//! | [`state`] | [`state::AppState`], shared by every handler (a leaf: imports no handler) |
 //! | [`http`] | the axum router: `/healthz`, `/rtc`, request tracing |
 //! | [`limits`] | unauthenticated connections, join attempts per IP |
 //! | [`soak`] | `rakor soak`: bounded soak test of a running server |
@@ -36,5 +37,6 @@ pub mod shutdown;
 pub mod signal;
 pub mod signing_key;
 pub mod soak;
+pub mod state;
 pub mod token;
 pub mod web;

@@ -10,7 +10,8 @@
 //! - [`record_attendance`]: turns the media core's join/leave events into attendance records.
 //! - [`open_session_manager`], [`first_operator_hint`]: start-up.
 
-use crate::app::{AppState, Invocation};
+use crate::app::Invocation;
+use crate::state::AppState;
 use crate::config::Config;
 use crate::token::Claims;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
