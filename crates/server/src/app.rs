@@ -51,7 +51,7 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         .local_addr()
         .context("reading the listener's address")?;
 
-    let session = crate::lobby::open_session_manager(&config).await?;
+    let session = crate::storage::open_session_manager(&config).await?;
     let (room_events, room_events_rx) = tokio::sync::mpsc::unbounded_channel();
     let (sfu, sfu_thread) =
         rakor_sfu::Sfu::start_with_events(config.sfu_config(), Some(room_events)).map_err(|e| {
@@ -60,7 +60,7 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
             )
         })?;
     let media_worker = tokio::task::spawn_blocking(move || sfu_thread.join().is_ok());
-    tokio::spawn(crate::lobby::record_attendance(
+    tokio::spawn(crate::attendance::record_attendance(
         Arc::clone(&session),
         room_events_rx,
     ));
@@ -96,15 +96,46 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
     };
     print_once(&banner.render());
     if session.operator_count().await.unwrap_or(1) == 0 {
-        print_once(&crate::lobby::first_operator_hint(
-            &config,
-            &invocation,
-            http_addr,
-        ));
+        print_once(&first_operator_hint(&config, &invocation, http_addr));
     }
     tracing::info!(http = %http_addr, media = %sfu.media_addr(), "rakor {} ready", env!("CARGO_PKG_VERSION"));
 
     shutdown::run_until_stopped(state, server, media_worker).await
+}
+
+/// Printed by `rakor serve` while no operator account exists.
+pub fn first_operator_hint(config: &Config, invocation: &Invocation, http: SocketAddr) -> String {
+    let cmd = rakor_command(
+        invocation,
+        config,
+        &["operator", "add"],
+        &["--username", "admin"],
+    );
+    format!(
+        "No operator account yet. Create the first one (it asks for the password), then log in at\n\
+         {}/console :\n  {cmd}\n\n",
+        config.public_base_url(http),
+    )
+}
+
+/// A `rakor` command line to print for the operator: the program as invoked, `subcommand`, the
+/// same `--config` and `--data-dir` as this server, then `args` (already shell-quoted).
+fn rakor_command(
+    invocation: &Invocation,
+    config: &Config,
+    subcommand: &[&str],
+    args: &[&str],
+) -> String {
+    let mut cmd = vec![shell_quote(&invocation.program)];
+    cmd.extend(subcommand.iter().map(|s| (*s).to_owned()));
+    if let Some(file) = &invocation.config_file {
+        cmd.push("--config".into());
+        cmd.push(shell_quote(&file.display().to_string()));
+    }
+    cmd.push("--data-dir".into());
+    cmd.push(shell_quote(&config.server.data_dir.display().to_string()));
+    cmd.extend(args.iter().map(|s| (*s).to_owned()));
+    cmd.join(" ")
 }
 
 fn print_once(text: &str) {
@@ -148,17 +179,11 @@ impl Banner<'_> {
                 created: false,
             } => path.display().to_string(),
         };
-        let mut cmd = vec![shell_quote(&self.invocation.program), "token".to_owned()];
-        if let Some(file) = &self.invocation.config_file {
-            cmd.push("--config".into());
-            cmd.push(shell_quote(&file.display().to_string()));
-        }
-        cmd.extend([
-            "--data-dir".into(),
-            shell_quote(&c.server.data_dir.display().to_string()),
-        ]);
-        cmd.extend(
-            [
+        let cmd = rakor_command(
+            self.invocation,
+            c,
+            &["token"],
+            &[
                 "--room",
                 "rakor-demo",
                 "--identity",
@@ -167,8 +192,7 @@ impl Banner<'_> {
                 "'Command Room'",
                 "--role",
                 "host",
-            ]
-            .map(str::to_owned),
+            ],
         );
         let env_note = if matches!(self.key_source, KeySource::Config) {
             "\n  (run it with the same config file / RAKOR_AUTH_SIGNING_KEY as this server)"
@@ -191,7 +215,6 @@ impl Banner<'_> {
             ws = ws_addr,
             media = self.media_addr,
             adv = advertised.join(", "),
-            cmd = cmd.join(" "),
         )
     }
 }
@@ -226,6 +249,24 @@ mod tests {
         assert_eq!(shell_quote("my dir"), "'my dir'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn first_operator_hint_names_the_same_config_and_data_dir() {
+        let config = Config::default();
+        let invocation = Invocation {
+            program: "target/release/rakor".into(),
+            config_file: Some(PathBuf::from("my rakor.toml")),
+        };
+        let text = first_operator_hint(&config, &invocation, "127.0.0.1:7880".parse().unwrap());
+        assert!(
+            text.contains(
+                "target/release/rakor operator add --config 'my rakor.toml' --data-dir ./rakor-data \
+                 --username admin"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("http://127.0.0.1:7880/console"), "{text}");
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //! | [`signal`] | WebSocket signalling on `/rtc` |
 //! | [`web`] | the embedded browser client: `/`, `/join`, `/static/…` |
 //! | [`api`] | the session manager's REST API under `/api/v1`, `/api/openapi.json` |
-//! | [`lobby`] | the invitation gate and lobby before `join`; attendance from room events |
+//! | [`lobby`] | the invitation gate and lobby before `join` |
+//! | [`attendance`] | the attendance register, fed by the media core's join/leave events |
+//! | [`storage`] | opening the session database at start-up |
 //! | [`console`] | the operator console page `/console` |
 //! | [`operator_cli`] | `rakor operator add` |
 
@@ -25,6 +27,7 @@
 
 pub mod api;
 pub mod app;
+pub mod attendance;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -38,5 +41,6 @@ pub mod signal;
 pub mod signing_key;
 pub mod soak;
 pub mod state;
+pub mod storage;
 pub mod token;
 pub mod web;

@@ -1,18 +1,14 @@
-//! The session manager's hooks into signalling and the media core:
-//!
-//! - [`gate`]: the one call signalling makes after verifying a token and before
+//! The lobby: [`gate`], the one call signalling makes after verifying a token and before
 //!   `sfu.join(..)`. Plain tokens (no `sid` claim) pass at once. Invitations are checked
 //!   against the stored rakor (exists, same room, not ended, link window open, site still
 //!   invited); a site whose link asks for the lobby and that was not admitted before waits,
 //!   receiving `lobby {status:"waiting"}`, until an operator admits it (`lobby
 //!   {status:"admitted"}`, then the join proceeds) or refuses it (`error {code:"refused"}` and
 //!   close). While waiting it may send `ping` (answered) and `leave`.
-//! - [`record_attendance`]: turns the media core's join/leave events into attendance records.
-//! - [`open_session_manager`], [`first_operator_hint`]: start-up.
+//!
+//! Attendance (`crate::attendance`) and opening the database (`crate::storage`) live beside it.
 
-use crate::app::Invocation;
 use crate::state::AppState;
-use crate::config::Config;
 use crate::token::Claims;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -21,105 +17,7 @@ use rakor_proto::{
     parse_client_message, ClientMessage, ErrorCode, LeaveReason, LobbyStatus, Role, ServerMessage,
 };
 use rakor_session::lobby::Decision;
-use rakor_session::model::{AttendanceKind, Personal};
-use rakor_session::{Admission, Arrival, Membership, Refusal, SessionManager, SessionSettings};
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-/// Open the session database (`session.database` in the data directory).
-pub async fn open_session_manager(config: &Config) -> anyhow::Result<Arc<SessionManager>> {
-    let path = config.session_database_path();
-    let settings = SessionSettings {
-        login_ttl: config.session.login_ttl,
-        login_max_failures: config.session.login_max_failures,
-        login_lockout: config.session.login_lockout,
-    };
-    let manager = SessionManager::open_sqlite(&path, settings)
-        .await
-        .map_err(|e| anyhow::anyhow!("session database {}: {e}", path.display()))?;
-    tracing::info!(path = %path.display(), "session database open");
-    Ok(Arc::new(manager))
-}
-
-/// Printed by `rakor serve` while no operator account exists.
-pub fn first_operator_hint(config: &Config, invocation: &Invocation, http: SocketAddr) -> String {
-    let mut cmd = vec![
-        crate::app::shell_quote(&invocation.program),
-        "operator".into(),
-        "add".into(),
-    ];
-    if let Some(file) = &invocation.config_file {
-        cmd.push("--config".into());
-        cmd.push(crate::app::shell_quote(&file.display().to_string()));
-    }
-    cmd.push("--data-dir".into());
-    cmd.push(crate::app::shell_quote(
-        &config.server.data_dir.display().to_string(),
-    ));
-    cmd.extend(["--username".into(), "admin".into()]);
-    format!(
-        "No operator account yet. Create the first one (it asks for the password), then log in at\n\
-         {}/console :\n  {}\n\n",
-        config.public_base_url(http),
-        cmd.join(" ")
-    )
-}
-
-/// Consume the media core's join/leave events into the attendance register until the media
-/// core stops.
-pub async fn record_attendance(
-    session: Arc<SessionManager>,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<rakor_sfu::RoomEvent>,
-) {
-    while let Some(ev) = events.recv().await {
-        let m = match ev {
-            rakor_sfu::RoomEvent::Joined {
-                room,
-                participant,
-                identity,
-                name,
-                role,
-                at,
-            } => Membership {
-                room,
-                participant: participant.to_string(),
-                identity,
-                name: Personal(name),
-                role: role.as_str().to_owned(),
-                kind: AttendanceKind::Join,
-                reason: None,
-                at_ms: unix_ms(at),
-            },
-            rakor_sfu::RoomEvent::Left {
-                room,
-                participant,
-                identity,
-                reason,
-                at,
-            } => Membership {
-                room,
-                participant: participant.to_string(),
-                identity,
-                name: Personal::default(),
-                role: String::new(),
-                kind: AttendanceKind::Leave,
-                reason: serde_json::to_value(reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned)),
-                at_ms: unix_ms(at),
-            },
-        };
-        if let Err(e) = session.record(m).await {
-            tracing::error!("cannot record attendance: {e}");
-        }
-    }
-}
-
-fn unix_ms(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+use rakor_session::{Admission, Arrival, Refusal};
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
