@@ -15,6 +15,7 @@
 //! | [`loadtest`] | `rakor loadtest`: bounded load test of a server on this machine |
 //! | [`shutdown`] | SIGINT/SIGTERM and the ordered drain |
 //! | [`signal`] | WebSocket signalling on `/rtc` |
+//! | [`connection`] | one signalling WebSocket: send, error, close, and the one refusal path |
 //! | [`web`] | the embedded browser client: `/`, `/join`, `/static/…` |
 //! | [`api`] | the session manager's REST API under `/api/v1`, `/api/openapi.json` |
 //! | [`lobby`] | the invitation gate and lobby before `join` |
@@ -30,6 +31,7 @@ pub mod app;
 pub mod attendance;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod console;
 pub mod http;
 pub mod limits;
