@@ -6,13 +6,12 @@
 //! | [`config`] | the typed config tree: defaults, TOML file, `RAKOR_*` env, flags, validation |
 //! | [`signing_key`] | the token signing key (configured, or generated into the data dir) |
 //! | [`token`] | minting and verifying HS256 access tokens |
-//! | [`cli`] | `rakor serve`, `rakor token`, `rakor bot` |
+//! | [`cli`] | the command line: `rakor serve`, `rakor token`, `rakor operator`, and the tools' subcommands |
 //! | [`app`] | the `serve` flow (start, banner, run, drain) |
 //! | [`state`] | [`state::AppState`], shared by every handler (a leaf: imports no handler) |
 //! | [`http`] | the axum router: `/healthz`, `/rtc`, request tracing |
 //! | [`limits`] | unauthenticated connections, join attempts per IP |
-//! | [`soak`] | `rakor soak`: bounded soak test of a running server |
-//! | [`loadtest`] | `rakor loadtest`: bounded load test of a server on this machine |
+//! | [`tools`] | feature `tools` (default): `rakor bot`, `rakor soak`, `rakor loadtest` |
 //! | [`shutdown`] | SIGINT/SIGTERM and the ordered drain |
 //! | [`signal`] | WebSocket signalling on `/rtc` |
 //! | [`connection`] | one signalling WebSocket: send, error, close, and the one refusal path |
@@ -35,14 +34,14 @@ pub mod connection;
 pub mod console;
 pub mod http;
 pub mod limits;
-pub mod loadtest;
 pub mod lobby;
 pub mod operator_cli;
 pub mod shutdown;
 pub mod signal;
 pub mod signing_key;
-pub mod soak;
 pub mod state;
 pub mod storage;
 pub mod token;
+#[cfg(feature = "tools")]
+pub mod tools;
 pub mod web;
