@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use super::load::default_table;
+use std::path::Path;
 use super::*;
 use std::io::Write as _;
 
