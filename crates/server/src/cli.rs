@@ -151,6 +151,24 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// Run `task` on a fresh runtime to its end: exit 0 when it succeeded, 1 (with the error on
+/// stderr) when it failed or the runtime could not start.
+pub(crate) fn run_to_exit(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(task);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Logs go to stderr. `RUST_LOG`, when set and valid, wins over `default_filter`.
 pub(crate) fn init_tracing(default_filter: &str) {
     use tracing_subscriber::EnvFilter;
@@ -191,19 +209,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             .unwrap_or_else(|| "rakor".to_owned()),
         config_file: args.config.config.clone(),
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = rt.block_on(app::serve(config, invocation));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    run_to_exit(app::serve(config, invocation))
 }
 
 fn token_cmd(args: TokenArgs) -> ExitCode {

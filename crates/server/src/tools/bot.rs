@@ -1,7 +1,7 @@
 //! `rakor bot`: one headless participant (`rakor_client::bot`) from the command line — join,
 //! publish synthetic audio and video, stay, leave, and report what it sent and received.
 
-use crate::cli::{init_tracing, runtime};
+use crate::cli::{init_tracing, run_to_exit};
 use clap::{Args, ValueEnum};
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -49,19 +49,7 @@ pub enum ReportFormat {
 /// `rakor bot`: exit 0 when the bot ran and left, 1 on a failure.
 pub fn main(args: BotArgs) -> ExitCode {
     init_tracing("warn,rakor_client=info");
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = rt.block_on(run_bot(args));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    run_to_exit(run_bot(args))
 }
 
 /// Adapter between `rakor bot`'s flags and the headless client (`rakor_client::bot`), which
