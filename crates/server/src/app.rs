@@ -1,9 +1,10 @@
-//! The `rakor serve` flow and the state every handler shares ([`AppState`]): prepare the data
-//! directory and signing key, bind the HTTP listener and the media socket, print the start
-//! banner once, serve until a signal, then drain (see [`crate::shutdown`]).
+//! The `rakor serve` flow: prepare the data directory and signing key, bind the HTTP listener
+//! and the media socket, build the [`AppState`] every handler shares, print the start banner
+//! once, serve until a signal, then drain (see [`crate::shutdown`]).
 
 use crate::config::Config;
-use crate::signing_key::{self, KeySource, SigningKey};
+use crate::signing_key::{self, KeySource};
+use crate::state::AppState;
 use crate::{http, shutdown};
 use anyhow::Context as _;
 use std::net::SocketAddr;
@@ -11,33 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Shared by every request handler; cheap to clone.
-///
-/// Contract for signalling (`signal.rs`):
-/// - run each WebSocket connection inside `tracker` (`state.tracker.track_future(..)` or
-///   `state.tracker.spawn(..)`), so shutdown can wait for it to flush;
-/// - once `shutdown` is cancelled, refuse new joins (`server_shutting_down`) but keep
-///   forwarding the participant's events until the SFU drops the event sender: the SFU sends
-///   `leave {reason: "server_shutdown"}` first, then drops it; then close the socket.
-#[derive(Clone)]
-pub struct AppState {
-    /// The validated configuration.
-    pub config: Arc<Config>,
-    /// Verifies access tokens (`crate::token::verify`).
-    pub signing_key: Arc<SigningKey>,
-    /// Commands to the media core.
-    pub sfu: rakor_sfu::SfuHandle,
-    /// Cancelled on SIGINT/SIGTERM (or when the server fails).
-    pub shutdown: CancellationToken,
-    /// Tracks signalling connection tasks for the drain.
-    pub tracker: TaskTracker,
-    /// The session manager: operators, directory, rakor, lobby, attendance (`crate::api`,
-    /// `crate::lobby`).
-    pub session: Arc<rakor_session::SessionManager>,
-    /// Unauthenticated connections and join attempts per IP (`crate::limits`).
-    pub limits: Arc<crate::limits::SignalLimits>,
-}
 
 /// How `rakor serve` was invoked, to print a matching `rakor token` command.
 #[derive(Debug, Clone, Default)]
@@ -77,7 +51,7 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         .local_addr()
         .context("reading the listener's address")?;
 
-    let session = crate::lobby::open_session_manager(&config).await?;
+    let session = crate::storage::open_session_manager(&config).await?;
     let (room_events, room_events_rx) = tokio::sync::mpsc::unbounded_channel();
     let (sfu, sfu_thread) =
         rakor_sfu::Sfu::start_with_events(config.sfu_config(), Some(room_events)).map_err(|e| {
@@ -86,7 +60,7 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
             )
         })?;
     let media_worker = tokio::task::spawn_blocking(move || sfu_thread.join().is_ok());
-    tokio::spawn(crate::lobby::record_attendance(
+    tokio::spawn(crate::attendance::record_attendance(
         Arc::clone(&session),
         room_events_rx,
     ));
@@ -122,15 +96,46 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
     };
     print_once(&banner.render());
     if session.operator_count().await.unwrap_or(1) == 0 {
-        print_once(&crate::lobby::first_operator_hint(
-            &config,
-            &invocation,
-            http_addr,
-        ));
+        print_once(&first_operator_hint(&config, &invocation, http_addr));
     }
     tracing::info!(http = %http_addr, media = %sfu.media_addr(), "rakor {} ready", env!("CARGO_PKG_VERSION"));
 
     shutdown::run_until_stopped(state, server, media_worker).await
+}
+
+/// Printed by `rakor serve` while no operator account exists.
+pub fn first_operator_hint(config: &Config, invocation: &Invocation, http: SocketAddr) -> String {
+    let cmd = rakor_command(
+        invocation,
+        config,
+        &["operator", "add"],
+        &["--username", "admin"],
+    );
+    format!(
+        "No operator account yet. Create the first one (it asks for the password), then log in at\n\
+         {}/console :\n  {cmd}\n\n",
+        config.public_base_url(http),
+    )
+}
+
+/// A `rakor` command line to print for the operator: the program as invoked, `subcommand`, the
+/// same `--config` and `--data-dir` as this server, then `args` (already shell-quoted).
+fn rakor_command(
+    invocation: &Invocation,
+    config: &Config,
+    subcommand: &[&str],
+    args: &[&str],
+) -> String {
+    let mut cmd = vec![shell_quote(&invocation.program)];
+    cmd.extend(subcommand.iter().map(|s| (*s).to_owned()));
+    if let Some(file) = &invocation.config_file {
+        cmd.push("--config".into());
+        cmd.push(shell_quote(&file.display().to_string()));
+    }
+    cmd.push("--data-dir".into());
+    cmd.push(shell_quote(&config.server.data_dir.display().to_string()));
+    cmd.extend(args.iter().map(|s| (*s).to_owned()));
+    cmd.join(" ")
 }
 
 fn print_once(text: &str) {
@@ -174,17 +179,11 @@ impl Banner<'_> {
                 created: false,
             } => path.display().to_string(),
         };
-        let mut cmd = vec![shell_quote(&self.invocation.program), "token".to_owned()];
-        if let Some(file) = &self.invocation.config_file {
-            cmd.push("--config".into());
-            cmd.push(shell_quote(&file.display().to_string()));
-        }
-        cmd.extend([
-            "--data-dir".into(),
-            shell_quote(&c.server.data_dir.display().to_string()),
-        ]);
-        cmd.extend(
-            [
+        let cmd = rakor_command(
+            self.invocation,
+            c,
+            &["token"],
+            &[
                 "--room",
                 "rakor-demo",
                 "--identity",
@@ -193,8 +192,7 @@ impl Banner<'_> {
                 "'Command Room'",
                 "--role",
                 "host",
-            ]
-            .map(str::to_owned),
+            ],
         );
         let env_note = if matches!(self.key_source, KeySource::Config) {
             "\n  (run it with the same config file / RAKOR_AUTH_SIGNING_KEY as this server)"
@@ -217,7 +215,6 @@ impl Banner<'_> {
             ws = ws_addr,
             media = self.media_addr,
             adv = advertised.join(", "),
-            cmd = cmd.join(" "),
         )
     }
 }
@@ -252,6 +249,24 @@ mod tests {
         assert_eq!(shell_quote("my dir"), "'my dir'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn first_operator_hint_names_the_same_config_and_data_dir() {
+        let config = Config::default();
+        let invocation = Invocation {
+            program: "target/release/rakor".into(),
+            config_file: Some(PathBuf::from("my rakor.toml")),
+        };
+        let text = first_operator_hint(&config, &invocation, "127.0.0.1:7880".parse().unwrap());
+        assert!(
+            text.contains(
+                "target/release/rakor operator add --config 'my rakor.toml' --data-dir ./rakor-data \
+                 --username admin"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("http://127.0.0.1:7880/console"), "{text}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The command line: `rakor serve`, `rakor token`, `rakor bot` (clap derive), and the exit
-//! codes: 0 = success, 1 = runtime failure (e.g. a port in use), 2 = usage or config error.
+//! The command line (clap derive): `rakor serve`, `rakor token`, `rakor operator`, and with the
+//! `tools` feature (on by default) `rakor bot`, `rakor soak`, `rakor loadtest` (see
+//! [`crate::tools`]). Exit codes: 0 = success, 1 = runtime failure (e.g. a port in use), 2 =
+//! usage or config error.
 
 use crate::app::{self, Invocation};
 use crate::config::{self, CliOverrides, Config};
@@ -27,12 +29,15 @@ pub enum Command {
     /// Mint an access token; prints the token, then the join link.
     Token(TokenArgs),
     /// Run one headless participant and print a report of what it sent and received.
-    Bot(BotArgs),
+    #[cfg(feature = "tools")]
+    Bot(crate::tools::bot::BotArgs),
     /// Soak test a running server: a host plus N bots joining and leaving in a loop.
-    Soak(crate::soak::SoakArgs),
+    #[cfg(feature = "tools")]
+    Soak(crate::tools::soak::SoakArgs),
     /// Load test a server on this machine: P publishers and S subscribers in one room for a
     /// fixed time, then a summary (packets, loss, join times, server CPU and memory).
-    Loadtest(crate::loadtest::LoadtestArgs),
+    #[cfg(feature = "tools")]
+    Loadtest(crate::tools::loadtest::LoadtestArgs),
     /// Manage operator accounts of the console (`rakor operator add --username U`).
     #[command(subcommand)]
     Operator(crate::operator_cli::OperatorCommand),
@@ -107,51 +112,18 @@ impl From<RoleArg> for Role {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct BotArgs {
-    /// Signalling WebSocket URL.
-    #[arg(long, default_value = "ws://127.0.0.1:7880/rtc")]
-    pub url: String,
-    /// Access token (from `rakor token`).
-    #[arg(long)]
-    pub token: String,
-    /// What to publish, comma-separated: audio, video, or none (receive only).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "audio,video")]
-    pub publish: Vec<MediaKind>,
-    /// How long to stay in the room, e.g. 10s, 2m [default: until Ctrl-C or the server ends
-    /// the session].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub duration: Option<Duration>,
-    /// Print the final report on stdout in this format (without it: a summary in the log).
-    #[arg(long, value_enum)]
-    pub report: Option<ReportFormat>,
-    /// Local IP for the bot's ICE candidates.
-    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
-    pub bind_ip: IpAddr,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MediaKind {
-    Audio,
-    Video,
-    /// Publish nothing.
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    Json,
-}
-
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token_cmd(args),
-        Command::Bot(args) => bot(args),
-        Command::Soak(args) => crate::soak::main(args),
-        Command::Loadtest(args) => crate::loadtest::main(args),
+        #[cfg(feature = "tools")]
+        Command::Bot(args) => crate::tools::bot::main(args),
+        #[cfg(feature = "tools")]
+        Command::Soak(args) => crate::tools::soak::main(args),
+        #[cfg(feature = "tools")]
+        Command::Loadtest(args) => crate::tools::loadtest::main(args),
         Command::Operator(cmd) => crate::operator_cli::run(cmd),
     }
 }
@@ -179,8 +151,26 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// Run `task` on a fresh runtime to its end: exit 0 when it succeeded, 1 (with the error on
+/// stderr) when it failed or the runtime could not start.
+pub(crate) fn run_to_exit(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(task);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Logs go to stderr. `RUST_LOG`, when set and valid, wins over `default_filter`.
-fn init_tracing(default_filter: &str) {
+pub(crate) fn init_tracing(default_filter: &str) {
     use tracing_subscriber::EnvFilter;
     let from_env = std::env::var("RUST_LOG")
         .ok()
@@ -219,19 +209,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             .unwrap_or_else(|| "rakor".to_owned()),
         config_file: args.config.config.clone(),
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = rt.block_on(app::serve(config, invocation));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    run_to_exit(app::serve(config, invocation))
 }
 
 fn token_cmd(args: TokenArgs) -> ExitCode {
@@ -319,39 +297,6 @@ fn short_duration(d: Duration) -> String {
     }
 }
 
-fn bot(args: BotArgs) -> ExitCode {
-    init_tracing("warn,rakor_client=info");
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = rt.block_on(run_bot(args));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// Adapter between `rakor bot`'s flags and the headless client (`rakor_client::bot`), which
-/// owns the behaviour: join, publish, stay, leave, report (JSON on stdout with `--report json`).
-async fn run_bot(args: BotArgs) -> anyhow::Result<()> {
-    let mut bot = rakor_client::bot::BotArgs::new(args.url, args.token);
-    bot.publish_audio = args.publish.contains(&MediaKind::Audio);
-    bot.publish_video = args.publish.contains(&MediaKind::Video);
-    if args.publish.contains(&MediaKind::None) && args.publish.len() > 1 {
-        anyhow::bail!("--publish none cannot be combined with audio or video");
-    }
-    bot.duration = args.duration;
-    bot.report_json = args.report == Some(ReportFormat::Json);
-    bot.bind_ip = args.bind_ip;
-    rakor_client::bot::run(bot).await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -407,37 +352,6 @@ mod tests {
         };
         assert_eq!(t.role, RoleArg::Host);
         assert_eq!(t.ttl, Some(Duration::from_secs(5400)));
-
-        let cli = Cli::try_parse_from([
-            "rakor",
-            "bot",
-            "--url",
-            "ws://127.0.0.1:7880/rtc",
-            "--token",
-            "T",
-            "--publish",
-            "audio,video",
-            "--duration",
-            "10s",
-            "--report",
-            "json",
-        ])
-        .unwrap();
-        let Command::Bot(b) = cli.command else {
-            panic!("bot")
-        };
-        assert_eq!(b.publish, vec![MediaKind::Audio, MediaKind::Video]);
-        assert_eq!(b.duration, Some(Duration::from_secs(10)));
-        let cli = Cli::try_parse_from(["rakor", "bot", "--token", "T"]).unwrap();
-        let Command::Bot(b) = cli.command else {
-            panic!("bot")
-        };
-        assert_eq!(
-            b.publish,
-            vec![MediaKind::Audio, MediaKind::Video],
-            "publishes both by default"
-        );
-        assert_eq!(b.duration, None);
 
         assert!(Cli::try_parse_from(["rakor", "serve", "--media-port", "70000"]).is_err());
         assert!(Cli::try_parse_from([

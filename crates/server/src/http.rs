@@ -3,7 +3,7 @@
 //! wrapped in request tracing that records the method and **path only** (join links carry the
 //! token in the query string, and tokens never go into logs).
 
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::http::Request;
 use axum::routing::get;

@@ -6,17 +6,20 @@
 //! | [`config`] | the typed config tree: defaults, TOML file, `RAKOR_*` env, flags, validation |
 //! | [`signing_key`] | the token signing key (configured, or generated into the data dir) |
 //! | [`token`] | minting and verifying HS256 access tokens |
-//! | [`cli`] | `rakor serve`, `rakor token`, `rakor bot` |
-//! | [`app`] | [`app::AppState`] and the `serve` flow (start, banner, run, drain) |
+//! | [`cli`] | the command line: `rakor serve`, `rakor token`, `rakor operator`, and the tools' subcommands |
+//! | [`app`] | the `serve` flow (start, banner, run, drain) |
+//! | [`state`] | [`state::AppState`], shared by every handler (a leaf: imports no handler) |
 //! | [`http`] | the axum router: `/healthz`, `/rtc`, request tracing |
 //! | [`limits`] | unauthenticated connections, join attempts per IP |
-//! | [`soak`] | `rakor soak`: bounded soak test of a running server |
-//! | [`loadtest`] | `rakor loadtest`: bounded load test of a server on this machine |
+//! | [`tools`] | feature `tools` (default): `rakor bot`, `rakor soak`, `rakor loadtest` |
 //! | [`shutdown`] | SIGINT/SIGTERM and the ordered drain |
 //! | [`signal`] | WebSocket signalling on `/rtc` |
+//! | [`connection`] | one signalling WebSocket: send, error, close, and the one refusal path |
 //! | [`web`] | the embedded browser client: `/`, `/join`, `/static/…` |
 //! | [`api`] | the session manager's REST API under `/api/v1`, `/api/openapi.json` |
-//! | [`lobby`] | the invitation gate and lobby before `join`; attendance from room events |
+//! | [`lobby`] | the invitation gate and lobby before `join` |
+//! | [`attendance`] | the attendance register, fed by the media core's join/leave events |
+//! | [`storage`] | opening the session database at start-up |
 //! | [`console`] | the operator console page `/console` |
 //! | [`operator_cli`] | `rakor operator add` |
 
@@ -24,17 +27,21 @@
 
 pub mod api;
 pub mod app;
+pub mod attendance;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod console;
 pub mod http;
 pub mod limits;
-pub mod loadtest;
 pub mod lobby;
 pub mod operator_cli;
 pub mod shutdown;
 pub mod signal;
 pub mod signing_key;
-pub mod soak;
+pub mod state;
+pub mod storage;
 pub mod token;
+#[cfg(feature = "tools")]
+pub mod tools;
 pub mod web;

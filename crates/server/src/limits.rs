@@ -33,7 +33,7 @@ pub struct LimitError {
 #[derive(Debug)]
 pub struct UnauthenticatedPermit(#[allow(dead_code)] OwnedSemaphorePermit);
 
-/// Shared by all signalling connections (in [`crate::app::AppState`]).
+/// Shared by all signalling connections (in [`crate::state::AppState`]).
 #[derive(Debug)]
 pub struct SignalLimits {
     unauthenticated: Arc<Semaphore>,

@@ -13,7 +13,7 @@
 //!
 //! A second signal during the drain exits at once (code 130).
 
-use crate::app::AppState;
+use crate::state::AppState;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, timeout_at, Instant};

@@ -3,17 +3,18 @@
 //! events back. Every bad frame gets an `error` to this client only; the media core never sees
 //! unparsed input.
 
-use crate::app::AppState;
+use crate::connection::{Connection, Refusal, Stop};
+use crate::limits::UnauthenticatedPermit;
+use crate::state::AppState;
 use crate::token;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
 use rakor_proto::{
     parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantId, ServerMessage,
     PROTOCOL_VERSION,
 };
-use rakor_sfu::{JoinRequest, SfuError};
+use rakor_sfu::JoinRequest;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -39,65 +40,6 @@ pub async fn ws_handler(
                     .instrument(tracing::info_span!("signal", peer = %addr)),
             )
         })
-}
-
-type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
-
-async fn send_msg(sink: &mut Sink, msg: &ServerMessage) -> bool {
-    match serde_json::to_string(msg) {
-        Ok(text) => sink
-            .send(Message::Text(Utf8Bytes::from(text)))
-            .await
-            .is_ok(),
-        Err(e) => {
-            tracing::error!("serialize server message: {e}");
-            false
-        }
-    }
-}
-
-async fn send_error(
-    sink: &mut Sink,
-    code: ErrorCode,
-    message: impl Into<String>,
-    request_type: Option<&str>,
-) -> bool {
-    let m = ServerMessage::Error {
-        code,
-        message: message.into(),
-        request_type: request_type.map(str::to_owned),
-    };
-    send_msg(sink, &m).await
-}
-
-type Stream = futures_util::stream::SplitStream<WebSocket>;
-
-/// How long the server waits for the client's half of the closing handshake.
-const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
-
-/// Close with a reason and complete the WebSocket closing handshake: send our Close, then
-/// read (and discard) until the client's Close arrives or [`CLOSE_HANDSHAKE`] passes.
-///
-/// Dropping the TCP connection while the client's frames (trickle candidates, say) sit unread
-/// makes the kernel answer with a reset, and a reset can reach the client before it has read
-/// the frames we sent last (`leave`, `error`) — the client would then think the link failed and
-/// try to resume a session the server ended on purpose.
-pub(crate) async fn close(sink: &mut Sink, stream: &mut Stream, reason: &str) {
-    let frame = CloseFrame {
-        code: 1000,
-        reason: Utf8Bytes::from(reason.to_owned()),
-    };
-    if sink.send(Message::Close(Some(frame))).await.is_ok() {
-        let drain = async {
-            while let Some(Ok(m)) = stream.next().await {
-                if matches!(m, Message::Close(_)) {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, drain).await;
-    }
-    let _ = sink.close().await;
 }
 
 /// Check a text frame's size, then parse it.
@@ -168,177 +110,188 @@ impl RateLimit {
     }
 }
 
-async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
-    let (mut sink, mut stream) = socket.split();
-    let max_frame = state.config.limits.max_frame_bytes;
-    if state.shutdown.is_cancelled() {
-        send_error(
-            &mut sink,
-            ErrorCode::ServerShuttingDown,
-            "the server is shutting down",
-            None,
-        )
-        .await;
-        close(&mut sink, &mut stream, "server shutting down").await;
-        return;
-    }
-    // Held until joined: counts against limits.max_unauthenticated_connections.
-    let unauthenticated = match state.limits.admit() {
-        Ok(permit) => permit,
-        Err(e) => {
-            tracing::info!(code = %e.code, "connection refused: {}", e.message);
-            send_error(&mut sink, e.code, e.message, None).await;
-            close(&mut sink, &mut stream, "limit exceeded").await;
-            return;
-        }
-    };
+const BINARY_REFUSED: &str = "binary frames are not supported; send JSON text";
 
-    // Phase 1: join.
-    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-    let (join_version, join_token, join_room, join_resume) = loop {
-        let next = tokio::select! {
-            n = tokio::time::timeout_at(deadline, stream.next()) => n,
-            _ = state.shutdown.cancelled() => {
-                send_error(&mut sink, ErrorCode::ServerShuttingDown, "the server is shutting down", None).await;
-                close(&mut sink, &mut stream, "server shutting down").await;
-                return;
-            }
-        };
-        let frame = match next {
-            Err(_) => {
-                send_error(
-                    &mut sink,
-                    ErrorCode::InvalidState,
-                    "no \"join\" within 10 s",
-                    None,
-                )
-                .await;
-                close(&mut sink, &mut stream, "join timeout").await;
-                return;
-            }
-            Ok(None) | Ok(Some(Err(_))) => return,
-            Ok(Some(Ok(f))) => f,
-        };
-        let text = match frame {
-            Message::Text(t) => t,
-            Message::Binary(_) => {
-                send_error(
-                    &mut sink,
-                    ErrorCode::BadRequest,
-                    "binary frames are not supported; send JSON text",
-                    None,
-                )
-                .await;
-                close(&mut sink, &mut stream, "bad request").await;
-                return;
-            }
-            Message::Close(_) => return,
-            _ => continue,
-        };
-        match parse(text.as_str(), max_frame) {
-            Ok(ClientMessage::Join {
-                version,
-                token,
-                room,
-                resume,
-            }) => {
-                if let Err(e) = state.limits.join_attempt(addr.ip(), Instant::now()) {
-                    tracing::info!(code = %e.code, "join refused: {}", e.message);
-                    send_error(&mut sink, e.code, e.message, Some("join")).await;
-                    close(&mut sink, &mut stream, "too many join attempts").await;
-                    return;
-                }
-                break (version, token, room, resume);
-            }
-            Ok(other) => {
-                let ty = other.type_name();
-                send_error(
-                    &mut sink,
-                    ErrorCode::InvalidState,
-                    "the first message must be \"join\"",
-                    Some(ty),
-                )
-                .await;
-                close(&mut sink, &mut stream, "join first").await;
-                return;
-            }
-            Err((code, message)) => {
-                send_error(&mut sink, code, message, None).await;
-                close(&mut sink, &mut stream, "bad request").await;
-                return;
-            }
-        }
+async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
+    let mut conn = Connection::new(socket);
+    // Held until joined: counts against limits.max_unauthenticated_connections.
+    let unauthenticated = match admit(&state) {
+        Ok(permit) => permit,
+        Err(refusal) => return conn.refuse(refusal).await,
     };
-    if join_version != PROTOCOL_VERSION {
-        let msg = format!("protocol version {join_version} is not supported; this server speaks {PROTOCOL_VERSION}");
-        send_error(&mut sink, ErrorCode::UnsupportedVersion, msg, Some("join")).await;
-        close(&mut sink, &mut stream, "unsupported version").await;
-        return;
-    }
-    let claims = match token::verify(&state.signing_key, &join_token, join_room.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::info!(code = %e.code(), "join refused");
-            send_error(&mut sink, e.code(), e.to_string(), Some("join")).await;
-            close(&mut sink, &mut stream, "token refused").await;
-            return;
-        }
+    let joined = match join(&mut conn, &state, addr).await {
+        Ok(joined) => joined,
+        Err(stop) => return conn.stop(stop).await,
     };
-    // Invitations: check the rakor, maybe wait in the lobby (crate::lobby).
-    if !crate::lobby::gate(&state, &claims, &mut sink, &mut stream).await {
-        return;
+    drop(unauthenticated);
+    let Joined {
+        pid,
+        room,
+        conn_ref,
+        mut events,
+    } = joined;
+    let span = tracing::info_span!("participant", room = %room, participant = %pid);
+    relay(&state, &pid, &conn_ref, &mut conn, &mut events)
+        .instrument(span)
+        .await;
+    tracing::debug!(%addr, "signalling connection ended");
+}
+
+/// A new connection: refused while the server shuts down or when too many are unauthenticated.
+fn admit(state: &AppState) -> Result<UnauthenticatedPermit, Refusal> {
+    if state.shutdown.is_cancelled() {
+        return Err(Refusal::shutting_down());
     }
-    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
-    // Names this connection when it ends (a resumed participant ignores its old connection's end).
-    let conn = ev_tx.downgrade();
+    state.limits.admit().map_err(|e| {
+        tracing::info!(code = %e.code, "connection refused: {}", e.message);
+        Refusal::new(e.code, e.message, "limit exceeded")
+    })
+}
+
+/// A participant handed to the media core.
+struct Joined {
+    pid: ParticipantId,
+    room: String,
+    /// Names this connection when it ends (a resumed participant ignores its old connection's
+    /// end).
+    conn_ref: rakor_sfu::ConnRef,
+    events: tokio::sync::mpsc::UnboundedReceiver<ServerMessage>,
+}
+
+/// Phase 1: read `join`, check the version and the token, pass the lobby (`crate::lobby`), and
+/// join the media core.
+async fn join(conn: &mut Connection, state: &AppState, addr: SocketAddr) -> Result<Joined, Stop> {
+    let JoinFrame {
+        version,
+        token,
+        room,
+        resume,
+    } = read_join(conn, state, addr).await?;
+    if version != PROTOCOL_VERSION {
+        let msg = format!(
+            "protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"
+        );
+        return Err(
+            Refusal::new(ErrorCode::UnsupportedVersion, msg, "unsupported version")
+                .to("join")
+                .into(),
+        );
+    }
+    let claims = token::verify(&state.signing_key, &token, room.as_deref()).map_err(|e| {
+        tracing::info!(code = %e.code(), "join refused");
+        Refusal::new(e.code(), e.to_string(), "token refused").to("join")
+    })?;
+    // Invitations: check the rakor, maybe wait in the lobby.
+    crate::lobby::gate(state, &claims, conn).await?;
+    let (ev_tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let conn_ref = ev_tx.downgrade();
     let req = JoinRequest {
         room: claims.room.clone(),
         identity: claims.sub.clone(),
         name: claims.name.clone(),
         role: claims.role,
         events: ev_tx,
-        resume: join_resume,
+        resume,
     };
-    let pid: ParticipantId = match state.sfu.join(req).await {
-        Ok(pid) => pid,
-        Err(e) => {
-            let code = match e {
-                SfuError::RoomFull(_) | SfuError::TooManyRooms(_) => ErrorCode::LimitExceeded,
-                SfuError::ShuttingDown => ErrorCode::ServerShuttingDown,
-                SfuError::Replaced => ErrorCode::Replaced,
-                _ => ErrorCode::Internal,
-            };
-            send_error(&mut sink, code, e.to_string(), Some("join")).await;
-            close(&mut sink, &mut stream, "join failed").await;
-            return;
-        }
-    };
-    drop(unauthenticated);
-    let span = tracing::info_span!("participant", room = %claims.room, participant = %pid);
-    relay(
-        &state,
-        &pid,
-        &conn,
-        &mut sink,
-        &mut stream,
-        &mut ev_rx,
-        max_frame,
-    )
-    .instrument(span)
-    .await;
-    tracing::debug!(%addr, "signalling connection ended");
+    let pid = state
+        .sfu
+        .join(req)
+        .await
+        .map_err(|e| Refusal::new(e.code(), e.to_string(), "join failed").to("join"))?;
+    Ok(Joined {
+        pid,
+        room: claims.room,
+        conn_ref,
+        events,
+    })
+}
+
+/// The fields of the client's `join`.
+struct JoinFrame {
+    version: u32,
+    token: String,
+    room: Option<String>,
+    resume: Option<rakor_proto::ResumeRequest>,
+}
+
+/// Wait (at most [`JOIN_TIMEOUT`]) for the first message, which must be `join`; count it
+/// against the join attempts of the client's address.
+async fn read_join(
+    conn: &mut Connection,
+    state: &AppState,
+    addr: SocketAddr,
+) -> Result<JoinFrame, Stop> {
+    let max_frame = state.config.limits.max_frame_bytes;
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    loop {
+        let next = tokio::select! {
+            n = tokio::time::timeout_at(deadline, conn.next()) => n,
+            _ = state.shutdown.cancelled() => return Err(Refusal::shutting_down().into()),
+        };
+        let frame = match next {
+            Err(_) => {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidState,
+                    "no \"join\" within 10 s",
+                    "join timeout",
+                )
+                .into())
+            }
+            Ok(None) | Ok(Some(Err(_))) => return Err(Stop::Gone),
+            Ok(Some(Ok(f))) => f,
+        };
+        let text = match frame {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                return Err(
+                    Refusal::new(ErrorCode::BadRequest, BINARY_REFUSED, "bad request").into(),
+                )
+            }
+            Message::Close(_) => return Err(Stop::Gone),
+            _ => continue,
+        };
+        return match parse(text.as_str(), max_frame) {
+            Ok(ClientMessage::Join {
+                version,
+                token,
+                room,
+                resume,
+            }) => {
+                state
+                    .limits
+                    .join_attempt(addr.ip(), Instant::now())
+                    .map_err(|e| {
+                        tracing::info!(code = %e.code, "join refused: {}", e.message);
+                        Refusal::new(e.code, e.message, "too many join attempts").to("join")
+                    })?;
+                Ok(JoinFrame {
+                    version,
+                    token,
+                    room,
+                    resume,
+                })
+            }
+            Ok(other) => Err(Refusal::new(
+                ErrorCode::InvalidState,
+                "the first message must be \"join\"",
+                "join first",
+            )
+            .to(other.type_name())
+            .into()),
+            Err((code, message)) => Err(Refusal::new(code, message, "bad request").into()),
+        };
+    }
 }
 
 /// Phase 2: client frames → media core; events → client. Ends when either side ends.
 async fn relay(
     state: &AppState,
     pid: &ParticipantId,
-    conn: &rakor_sfu::ConnRef,
-    sink: &mut Sink,
-    stream: &mut futures_util::stream::SplitStream<WebSocket>,
-    ev_rx: &mut tokio::sync::mpsc::UnboundedReceiver<ServerMessage>,
-    max_frame: usize,
+    conn_ref: &rakor_sfu::ConnRef,
+    conn: &mut Connection,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<ServerMessage>,
 ) {
+    let max_frame = state.config.limits.max_frame_bytes;
     let mut limit = RateLimit::new(state.config.limits.messages_per_second);
     let mut keepalive = Keepalive::new(state.config.limits.dead_peer_timeout, Instant::now());
     let mut ping_timer = tokio::time::interval(keepalive.ping_interval());
@@ -350,32 +303,31 @@ async fn relay(
                     tracing::info!(timeout = ?keepalive.timeout, "signalling silent (no pong); removing the participant");
                     break;
                 }
-                let ping = sink.send(Message::Ping(Default::default()));
-                if !matches!(tokio::time::timeout(keepalive.timeout, ping).await, Ok(Ok(()))) {
+                if !matches!(tokio::time::timeout(keepalive.timeout, conn.ping()).await, Ok(Ok(()))) {
                     break;
                 }
             }
-            ev = ev_rx.recv() => match ev {
+            ev = events.recv() => match ev {
                 Some(msg) => {
                     // A peer that stopped reading fills the TCP window; do not wait on it forever.
-                    let sent = tokio::time::timeout(keepalive.timeout, send_msg(sink, &msg)).await;
+                    let sent = tokio::time::timeout(keepalive.timeout, conn.send(&msg)).await;
                     if !matches!(sent, Ok(true)) {
-                        state.sfu.disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn.clone());
+                        state.sfu.disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn_ref.clone());
                         return;
                     }
                 }
                 None => {
                     // The media core ended this participant (leave, replaced, shutdown).
-                    close(sink, stream, "session ended").await;
+                    conn.close("session ended").await;
                     return;
                 }
             },
-            frame = stream.next() => {
+            frame = conn.next() => {
                 keepalive.heard(Instant::now());
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Binary(_))) => {
-                        if !send_error(sink, ErrorCode::BadRequest, "binary frames are not supported; send JSON text", None).await {
+                        if !conn.error(ErrorCode::BadRequest, BINARY_REFUSED, None).await {
                             break;
                         }
                         continue;
@@ -388,26 +340,25 @@ async fn relay(
                     }
                 };
                 if !limit.allow(Instant::now()) {
-                    if !send_error(sink, ErrorCode::RateLimited, "too many messages; slow down", None).await {
+                    if !conn.error(ErrorCode::RateLimited, "too many messages; slow down", None).await {
                         break;
                     }
                     continue;
                 }
                 match parse(text.as_str(), max_frame) {
                     Ok(ClientMessage::Join { .. }) => {
-                        if !send_error(sink, ErrorCode::InvalidState, "already joined", Some("join")).await {
+                        if !conn.error(ErrorCode::InvalidState, "already joined", Some("join")).await {
                             break;
                         }
                     }
                     Ok(msg) => {
                         if state.sfu.client_message(pid.clone(), msg).is_err() {
-                            send_error(sink, ErrorCode::Internal, "the media core is not running", None).await;
-                            close(sink, stream, "internal").await;
-                            return;
+                            let refusal = Refusal::new(ErrorCode::Internal, "the media core is not running", "internal");
+                            return conn.refuse(refusal).await;
                         }
                     }
                     Err((code, message)) => {
-                        if !send_error(sink, code, message, None).await {
+                        if !conn.error(code, message, None).await {
                             break;
                         }
                     }
@@ -418,7 +369,7 @@ async fn relay(
     // The client went away without `leave`.
     state
         .sfu
-        .disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn.clone());
+        .disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn_ref.clone());
 }
 
 #[cfg(test)]

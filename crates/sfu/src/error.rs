@@ -1,4 +1,6 @@
-//! Errors of the media core.
+//! Errors of the media core, and the wire error code a client gets for each ([`SfuError::code`]).
+
+use rakor_proto::ErrorCode;
 
 /// What failed in the media core.
 #[derive(Debug, thiserror::Error)]
@@ -24,4 +26,50 @@ pub enum SfuError {
     ShuttingDown,
     #[error("this session was replaced by a newer connection of the same identity")]
     Replaced,
+}
+
+impl SfuError {
+    /// The wire error code a client gets for this failure (beside `SessionError::code` in
+    /// `rakor-session` and `TokenError::code` in the server). Failures a client cannot cause or
+    /// fix (the socket, the worker gone, a room that is not live) are `internal`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SfuError::RoomFull(_) | SfuError::TooManyRooms(_) => ErrorCode::LimitExceeded,
+            SfuError::ShuttingDown => ErrorCode::ServerShuttingDown,
+            SfuError::Replaced => ErrorCode::Replaced,
+            SfuError::UnknownParticipant(_) => ErrorCode::UnknownParticipant,
+            SfuError::Bind { .. }
+            | SfuError::Io(_)
+            | SfuError::WorkerGone
+            | SfuError::UnknownRoom(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_its_wire_code() {
+        let table = [
+            (SfuError::RoomFull("r".into()), ErrorCode::LimitExceeded),
+            (SfuError::TooManyRooms(3), ErrorCode::LimitExceeded),
+            (SfuError::ShuttingDown, ErrorCode::ServerShuttingDown),
+            (SfuError::Replaced, ErrorCode::Replaced),
+            (
+                SfuError::UnknownParticipant("p".into()),
+                ErrorCode::UnknownParticipant,
+            ),
+            (SfuError::UnknownRoom("r".into()), ErrorCode::Internal),
+            (SfuError::WorkerGone, ErrorCode::Internal),
+            (
+                SfuError::Io(std::io::Error::other("x")),
+                ErrorCode::Internal,
+            ),
+        ];
+        for (error, code) in table {
+            assert_eq!(error.code(), code, "{error}");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Login, logout, the current operator, API tokens.
 
 use super::{ApiError, ApiResult, Body, ClientAddr, ErrorBody, Op, SESSION_COOKIE};
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -3,7 +3,7 @@
 
 use super::rakor::load;
 use super::{ApiError, ApiResult, Body, ErrorBody, Op};
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;

@@ -15,7 +15,7 @@ pub mod live;
 pub mod rakor;
 pub mod sites;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};

@@ -1,7 +1,7 @@
 //! Scheduled rakor: CRUD, invitation links (JSON and CSV) and the attendance register.
 
 use super::{base_url, csv_response, ApiError, ApiResult, Body, ErrorBody, Op};
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::token::{self, Claims};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -1,7 +1,7 @@
 //! The directory of sites.
 
 use super::{ApiError, ApiResult, Body, ErrorBody, Op};
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;

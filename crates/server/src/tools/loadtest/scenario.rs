@@ -623,7 +623,7 @@ pub fn render_rakor_table(roles: &[(String, RakorFigures)]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::loadtest::summary::{PeerReceived, RecvCounters};
+    use crate::tools::loadtest::summary::{PeerReceived, RecvCounters};
 
     #[test]
     fn tiles_follow_the_rakor_layout() {

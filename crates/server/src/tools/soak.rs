@@ -84,25 +84,7 @@ pub fn main(args: SoakArgs) -> ExitCode {
         bots_publish_audio: !args.bots_silent,
         server_pid: args.server_pid,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let result = rt.block_on(run(plan, key));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    crate::cli::run_to_exit(run(plan, key))
 }
 
 /// What `rakor soak` was asked to do.

@@ -1,0 +1,166 @@
+//! The checks beyond the types: ranges, URLs and combinations of keys, each naming the dotted
+//! key it refuses.
+
+use super::Config;
+use std::time::Duration;
+
+/// Checks beyond the types. Returns the dotted key and what is wrong with it.
+pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
+    if c.server.data_dir.as_os_str().is_empty() {
+        return Err(("server.data_dir", "must not be empty".into()));
+    }
+    let url = c.server.public_url.trim();
+    if !url.is_empty() {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        match rest {
+            None => {
+                return Err((
+                    "server.public_url",
+                    format!("\"{url}\" must start with http:// or https://"),
+                ))
+            }
+            Some(r) if r.is_empty() || r.contains(['?', '#', ' ']) => {
+                return Err((
+                    "server.public_url",
+                    format!("\"{url}\" must be a base URL without query or fragment"),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&c.server.log) {
+        return Err((
+            "server.log",
+            format!("invalid filter \"{}\": {e}", c.server.log),
+        ));
+    }
+    if c.server.shutdown_grace > Duration::from_secs(600) {
+        return Err(("server.shutdown_grace", "must be at most 10m".into()));
+    }
+    if c.server.resume_grace > Duration::from_secs(600) {
+        return Err(("server.resume_grace", "must be at most 10m".into()));
+    }
+    if c.server.drain_timeout > Duration::from_secs(24 * 3600) {
+        return Err(("server.drain_timeout", "must be at most 24h".into()));
+    }
+    if c.media.bind_ip.is_multicast() {
+        return Err((
+            "media.bind_ip",
+            format!("{} is a multicast address", c.media.bind_ip),
+        ));
+    }
+    for ip in &c.media.advertise_ips {
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err((
+                "media.advertise_ips",
+                format!("{ip} cannot be advertised; give the address clients reach"),
+            ));
+        }
+        if c.media.bind_ip.is_loopback() && !ip.is_loopback() {
+            return Err((
+                "media.advertise_ips",
+                format!(
+                    "{ip} is not reachable while media.bind_ip is {} (loopback); also set media.bind_ip \
+                     (e.g. RAKOR_MEDIA_BIND_IP=0.0.0.0 or --media-bind-ip 0.0.0.0)",
+                    c.media.bind_ip
+                ),
+            ));
+        }
+    }
+    if c.media.keyframe_request_interval.is_zero()
+        || c.media.keyframe_request_interval > Duration::from_secs(60)
+    {
+        return Err((
+            "media.keyframe_request_interval",
+            "must be greater than 0 and at most 60s".into(),
+        ));
+    }
+    if !(1..=64).contains(&c.media.loudest_speakers) {
+        return Err(("media.loudest_speakers", "must be between 1 and 64".into()));
+    }
+    if !(4096..=1 << 30).contains(&c.media.socket_buffer_bytes) {
+        return Err((
+            "media.socket_buffer_bytes",
+            "must be between 4096 and 1073741824".into(),
+        ));
+    }
+    if !c.auth.signing_key.is_empty() {
+        // Never echo the key itself.
+        crate::signing_key::decode_key(c.auth.signing_key.expose())
+            .map_err(|e| ("auth.signing_key", e))?;
+    }
+    if c.session.database.as_os_str().is_empty() {
+        return Err(("session.database", "must not be empty".into()));
+    }
+    if !(Duration::from_secs(60)..=Duration::from_secs(30 * 24 * 3600))
+        .contains(&c.session.login_ttl)
+    {
+        return Err(("session.login_ttl", "must be between 1m and 30days".into()));
+    }
+    if !(1..=1000).contains(&c.session.login_max_failures) {
+        return Err((
+            "session.login_max_failures",
+            "must be between 1 and 1000".into(),
+        ));
+    }
+    if c.session.login_lockout > Duration::from_secs(24 * 3600) {
+        return Err(("session.login_lockout", "must be at most 24h".into()));
+    }
+    if c.auth.max_ttl.is_zero() {
+        return Err(("auth.max_ttl", "must be greater than 0".into()));
+    }
+    if c.auth.default_ttl.is_zero() || c.auth.default_ttl > c.auth.max_ttl {
+        return Err((
+            "auth.default_ttl",
+            "must be greater than 0 and at most auth.max_ttl".into(),
+        ));
+    }
+    let limits: [(&'static str, usize, usize); 7] = [
+        (
+            "limits.max_participants_per_room",
+            c.limits.max_participants_per_room,
+            10_000,
+        ),
+        (
+            "limits.max_tracks_per_participant",
+            c.limits.max_tracks_per_participant,
+            64,
+        ),
+        ("limits.max_frame_bytes", c.limits.max_frame_bytes, 1 << 20),
+        (
+            "limits.messages_per_second",
+            c.limits.messages_per_second as usize,
+            10_000,
+        ),
+        ("limits.max_rooms", c.limits.max_rooms, 100_000),
+        (
+            "limits.max_unauthenticated_connections",
+            c.limits.max_unauthenticated_connections,
+            1_000_000,
+        ),
+        (
+            "limits.join_attempts_per_ip_per_minute",
+            c.limits.join_attempts_per_ip_per_minute as usize,
+            1_000_000,
+        ),
+    ];
+    for (key, value, max) in limits {
+        let min = match key {
+            "limits.max_frame_bytes" => 1024,
+            "limits.join_attempts_per_ip_per_minute" => 0,
+            _ => 1,
+        };
+        if value < min || value > max {
+            return Err((key, format!("{value} is out of range {min}..={max}")));
+        }
+    }
+    if !(Duration::from_secs(3)..=Duration::from_secs(300)).contains(&c.limits.dead_peer_timeout) {
+        return Err((
+            "limits.dead_peer_timeout",
+            "must be between 3s and 5m".into(),
+        ));
+    }
+    Ok(())
+}

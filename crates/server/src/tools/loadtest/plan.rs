@@ -1,0 +1,163 @@
+//! What `rakor loadtest` was asked to do, validated ([`LoadPlan`]), and the bots that carry it
+//! out ([`bot_specs`]).
+
+use super::scenario::{self, DirectorPlan, Scenario};
+use super::summary::BotRole;
+use super::LoadtestArgs;
+use rakor_proto::Role;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// More bots than this in one process is not a meaningful test on one machine.
+pub(super) const MAX_BOTS: usize = 1000;
+/// Identity of the host bot (`--host`), as the command room is usually called.
+pub const HOST_IDENTITY: &str = "command-room";
+
+/// What `rakor loadtest` was asked to do, validated.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub url: String,
+    pub room: String,
+    pub scenario: Scenario,
+    /// Rakor: sites that talk.
+    pub talkers: usize,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub audio_only: usize,
+    pub host: bool,
+    pub duration: Duration,
+    pub video_layers: u8,
+    pub join_concurrency: usize,
+    pub join_budget: Duration,
+    /// The server's log, for the forwarding latency (`--server-log`).
+    pub server_log: Option<PathBuf>,
+}
+
+impl LoadPlan {
+    /// Check the flags (a usage error says which).
+    pub fn from_args(a: &LoadtestArgs) -> Result<Self, String> {
+        let subscribers = match (a.scenario, a.subscribers) {
+            (Scenario::Mesh, s) => s.unwrap_or(10),
+            (Scenario::Rakor, None) => a.publishers + 1,
+            (Scenario::Rakor, Some(s)) if s > a.publishers => s,
+            (Scenario::Rakor, Some(s)) => {
+                return Err(format!(
+                    "--scenario rakor: every site and the host receive, so --subscribers must be \
+                     at least --publishers + 1 = {} (more adds receive-only viewers), got {s}",
+                    a.publishers + 1
+                ))
+            }
+        };
+        if a.scenario == Scenario::Rakor && a.publishers == 0 {
+            return Err("--scenario rakor needs --publishers >= 1 (the sites)".into());
+        }
+        let total = a.publishers.saturating_add(subscribers);
+        if total == 0 || total > MAX_BOTS {
+            return Err(format!(
+                "--publishers + --subscribers must be 1..={MAX_BOTS}, got {total}"
+            ));
+        }
+        if a.audio_only > a.publishers {
+            return Err(format!(
+                "--audio-only {} is more than --publishers {}",
+                a.audio_only, a.publishers
+            ));
+        }
+        if a.host && subscribers == 0 {
+            return Err(
+                "--host makes the first subscriber the host: needs --subscribers >= 1".into(),
+            );
+        }
+        if a.duration.is_zero() || a.join_budget.is_zero() {
+            return Err("--duration and --join-budget must be above zero".into());
+        }
+        let default_layers = match a.scenario {
+            Scenario::Mesh => 1,
+            Scenario::Rakor => 3,
+        };
+        Ok(Self {
+            url: a.url.clone(),
+            room: a.room.clone(),
+            scenario: a.scenario,
+            talkers: usize::from(a.talkers),
+            publishers: a.publishers,
+            subscribers,
+            audio_only: a.audio_only,
+            host: a.host || a.scenario == Scenario::Rakor,
+            duration: a.duration,
+            video_layers: a.video_layers.unwrap_or(default_layers),
+            join_concurrency: usize::from(a.join_concurrency),
+            join_budget: a.join_budget,
+            server_log: a.server_log.clone(),
+        })
+    }
+
+    /// Bots in the room (rakor: the host, the sites and the viewers; the sites count as
+    /// publishers and subscribers both).
+    pub fn bots(&self) -> usize {
+        match self.scenario {
+            Scenario::Mesh => self.publishers + self.subscribers,
+            Scenario::Rakor => self.subscribers,
+        }
+    }
+
+    /// Rakor: receive-only viewers besides the sites and the host.
+    pub fn viewers(&self) -> usize {
+        self.subscribers.saturating_sub(self.publishers + 1)
+    }
+}
+
+/// One bot to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotSpec {
+    pub identity: String,
+    pub role: BotRole,
+    pub token_role: Role,
+    pub audio: bool,
+    pub video: bool,
+    /// Rakor scenario: what the bot's director does after the join.
+    pub director: Option<DirectorPlan>,
+}
+
+/// The bots of a plan, publishers first: `site-001`… (the first `audio_only` without video),
+/// then `command-room` (role host) if `host`, then `viewer-001`….
+pub fn bot_specs(plan: &LoadPlan) -> Vec<BotSpec> {
+    if plan.scenario == Scenario::Rakor {
+        return scenario::rakor_bots(
+            plan.publishers,
+            plan.audio_only,
+            plan.talkers,
+            plan.viewers(),
+        );
+    }
+    let mut v: Vec<BotSpec> = (0..plan.publishers)
+        .map(|i| BotSpec {
+            identity: format!("site-{:03}", i + 1),
+            role: BotRole::Publisher,
+            token_role: Role::Participant,
+            audio: true,
+            video: i >= plan.audio_only,
+            director: None,
+        })
+        .collect();
+    let viewers = plan.subscribers - usize::from(plan.host && plan.subscribers > 0);
+    if plan.subscribers > viewers {
+        v.push(BotSpec {
+            identity: HOST_IDENTITY.to_owned(),
+            role: BotRole::Subscriber,
+            token_role: Role::Host,
+            audio: false,
+            video: false,
+            director: None,
+        });
+    }
+    v.extend((0..viewers).map(|i| BotSpec {
+        identity: format!("viewer-{:03}", i + 1),
+        role: BotRole::Subscriber,
+        token_role: Role::Participant,
+        audio: false,
+        video: false,
+        director: None,
+    }));
+    v
+}
