@@ -65,13 +65,8 @@ impl Core {
             },
             A::EndRoom => Moderation::EndRoom,
         };
-        self.apply_moderation(&room, m, now).map_err(|e| match e {
-            SfuError::UnknownParticipant(id) => Reject::new(
-                ErrorCode::UnknownParticipant,
-                format!("no participant \"{id}\" in this room"),
-            ),
-            other => Reject::new(ErrorCode::Internal, other.to_string()),
-        })
+        self.apply_moderation(&room, m, now)
+            .map_err(|e| Reject::new(e.code(), e.to_string()))
     }
 
     fn apply_moderation(
