@@ -18,6 +18,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod security;
+
 /// Prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "RAKOR_";
 
@@ -46,6 +48,12 @@ pub struct SessionConfig {
     /// How long logins stay refused after the last failure.
     #[serde(with = "duration_serde")]
     pub login_lockout: Duration,
+    /// Failed logins from one client address (any usernames) before that address is refused.
+    pub login_max_failures_per_address: u32,
+    /// Password hashes computed at once (argon2id, 19 MiB each); 0 = one per CPU core.
+    pub password_hash_concurrency: usize,
+    /// Logins that may wait for a hashing slot; more get 503 at once.
+    pub password_hash_queue: usize,
 }
 
 impl Default for SessionConfig {
@@ -55,6 +63,9 @@ impl Default for SessionConfig {
             login_ttl: Duration::from_secs(12 * 3600),
             login_max_failures: 5,
             login_lockout: Duration::from_secs(15 * 60),
+            login_max_failures_per_address: 20,
+            password_hash_concurrency: 0,
+            password_hash_queue: 8,
         }
     }
 }
@@ -82,6 +93,9 @@ pub struct ServerConfig {
     /// resume (same participant id, tracks kept). 0 = remove at once.
     #[serde(with = "duration_serde")]
     pub resume_grace: Duration,
+    /// Reverse proxies (IPs or CIDR blocks) whose `X-Forwarded-For` / `X-Forwarded-Proto`
+    /// are believed: for their requests the client address is the forwarded one.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +108,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             drain_timeout: Duration::ZERO,
             resume_grace: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -176,6 +191,16 @@ pub struct LimitsConfig {
     /// A participant whose signalling and media both went silent is removed after this.
     #[serde(with = "duration_serde")]
     pub dead_peer_timeout: Duration,
+    /// Most TCP connections the HTTP listener keeps open at once (WebSockets included).
+    pub max_http_connections: usize,
+    /// Most TCP connections from one client address (IPv6: one /64); trusted proxies exempt.
+    pub max_http_connections_per_ip: usize,
+    /// A request's header must arrive within this time (also: idle keep-alive connections).
+    #[serde(with = "duration_serde")]
+    pub http_header_read_timeout: Duration,
+    /// An HTTP connection that moves no byte for this long is closed (not WebSockets).
+    #[serde(with = "duration_serde")]
+    pub http_idle_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -189,6 +214,10 @@ impl Default for LimitsConfig {
             max_unauthenticated_connections: 256,
             join_attempts_per_ip_per_minute: 120,
             dead_peer_timeout: Duration::from_secs(10),
+            max_http_connections: 8192,
+            max_http_connections_per_ip: 512,
+            http_header_read_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -665,6 +694,7 @@ fn validate(c: &Config) -> Result<(), (&'static str, String)> {
     if c.session.login_lockout > Duration::from_secs(24 * 3600) {
         return Err(("session.login_lockout", "must be at most 24h".into()));
     }
+    security::validate(c)?;
     if c.auth.max_ttl.is_zero() {
         return Err(("auth.max_ttl", "must be greater than 0".into()));
     }

@@ -9,6 +9,8 @@
 //! | [`cli`] | `rakor serve`, `rakor token`, `rakor bot` |
 //! | [`app`] | [`app::AppState`] and the `serve` flow (start, banner, run, drain) |
 //! | [`http`] | the axum router: `/healthz`, `/rtc`, request tracing |
+//! | [`serve`] | the accept loop: connection caps, header-read and idle timeouts, open-file limit |
+//! | [`client_addr`] | the client's address: TCP peer or trusted proxy's `X-Forwarded-For` |
 //! | [`limits`] | unauthenticated connections, join attempts per IP |
 //! | [`soak`] | `rakor soak`: bounded soak test of a running server |
 //! | [`loadtest`] | `rakor loadtest`: bounded load test of a server on this machine |
@@ -25,6 +27,7 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod client_addr;
 pub mod config;
 pub mod console;
 pub mod http;
@@ -32,6 +35,7 @@ pub mod limits;
 pub mod loadtest;
 pub mod lobby;
 pub mod operator_cli;
+pub mod serve;
 pub mod shutdown;
 pub mod signal;
 pub mod signing_key;

@@ -9,7 +9,9 @@
 //! | [`wib`] | Asia/Jakarta (WIB) ⇄ UTC |
 //! | [`store`] | the [`store::Store`] trait (storage, PostgreSQL later) |
 //! | [`sqlite`] | the SQLite store: WAL, embedded migrations |
-//! | [`auth`] | argon2 passwords, secrets, failed-login limiting |
+//! | [`auth`] | argon2 passwords, secrets |
+//! | [`hash_pool`] | the bounded pool of threads that hash passwords |
+//! | [`throttle`] | failed logins per address and per (username, address) |
 //! | [`import`] | CSV import of sites |
 //! | [`lobby`] | sites waiting for an operator's admit/refuse |
 //! | [`attendance`] | the register (*daftar hadir*) and its CSV |
@@ -19,11 +21,13 @@
 pub mod attendance;
 pub mod auth;
 pub mod error;
+pub mod hash_pool;
 pub mod import;
 pub mod lobby;
 pub mod model;
 pub mod sqlite;
 pub mod store;
+pub mod throttle;
 pub mod wib;
 
 mod manager;

@@ -2,8 +2,9 @@
 //! with rate limiting, the lobby gate for arriving sites, and attendance recording.
 
 use crate::attendance::{self, Register};
-use crate::auth::{self, LoginLimiter};
+use crate::auth;
 use crate::error::{Result, SessionError};
+use crate::hash_pool::HashPool;
 use crate::lobby::Lobby;
 use crate::model::{
     self, site_of_identity, AttendanceEvent, AttendanceKind, Personal, Rakor, RakorDraft,
@@ -11,6 +12,7 @@ use crate::model::{
 };
 use crate::sqlite::SqliteStore;
 use crate::store::{ApiTokenInfo, Operator, Store};
+use crate::throttle::{Attempt, LoginThrottle, Outcome};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -21,10 +23,16 @@ use std::time::{Duration, Instant};
 pub struct SessionSettings {
     /// Lifetime of a console login.
     pub login_ttl: Duration,
-    /// Failed logins per username (or per client address ×4) before a lockout.
+    /// Failed logins per (username, client address) before that pair is locked out.
     pub login_max_failures: u32,
+    /// Failed logins per client address (any usernames) before the address is locked out.
+    pub login_max_failures_per_address: u32,
     /// How long a lockout lasts after the last failure.
     pub login_lockout: Duration,
+    /// Hashing threads (0 = one per core).
+    pub hash_concurrency: usize,
+    /// Hashing jobs that may wait; more are refused with `Busy`.
+    pub hash_queue: usize,
 }
 
 impl Default for SessionSettings {
@@ -32,7 +40,10 @@ impl Default for SessionSettings {
         Self {
             login_ttl: Duration::from_secs(12 * 3600),
             login_max_failures: 5,
+            login_max_failures_per_address: 20,
             login_lockout: Duration::from_secs(15 * 60),
+            hash_concurrency: 0,
+            hash_queue: 8,
         }
     }
 }
@@ -90,7 +101,8 @@ pub enum Admission {
 pub struct SessionManager {
     store: Arc<dyn Store>,
     lobby: Lobby,
-    limiter: Mutex<LoginLimiter>,
+    throttle: Mutex<LoginThrottle>,
+    hashes: HashPool,
     settings: SessionSettings,
     /// Participant id → rakor id, so a leave after the end time still lands in its rakor.
     live: Mutex<HashMap<String, i64>>,
@@ -100,6 +112,25 @@ pub struct SessionManager {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A login attempt in flight: tells the throttle how it ended, also when the request is
+/// dropped half-way (then it counts as nothing).
+struct AttemptGuard<'a> {
+    throttle: &'a Mutex<LoginThrottle>,
+    attempt: Attempt,
+    outcome: Outcome,
+}
+
+impl Drop for AttemptGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.throttle).finish(&self.attempt, self.outcome, Instant::now());
+    }
+}
+
+/// A username as typed, cut for logs (it is attacker-controlled text).
+fn shorten(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 impl SessionManager {
@@ -122,10 +153,12 @@ impl SessionManager {
         Ok(Self {
             store,
             lobby: Lobby::default(),
-            limiter: Mutex::new(LoginLimiter::new(
+            throttle: Mutex::new(LoginThrottle::new(
+                settings.login_max_failures_per_address,
                 settings.login_max_failures,
                 settings.login_lockout,
             )),
+            hashes: HashPool::new(settings.hash_concurrency, settings.hash_queue)?,
             settings,
             live: Mutex::new(HashMap::new()),
             dummy_hash: auth::hash_password("rakor-dummy-password")?,
@@ -156,9 +189,7 @@ impl SessionManager {
         let username = auth::check_username(username)?;
         auth::check_new_password(password)?;
         let pw = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
-            .await
-            .map_err(|e| SessionError::Storage(e.to_string()))??;
+        let hash = self.hashes.run(move || auth::hash_password(&pw)).await??;
         if replace {
             if let Some((op, _)) = self.store.operator_by_username(&username).await? {
                 self.store.set_password(&username, &hash).await?;
@@ -169,6 +200,8 @@ impl SessionManager {
     }
 
     /// Check credentials; on success a new login secret (for the cookie) and the operator.
+    /// `client` is the client's address: the throttle ([`LoginThrottle`]) is asked before
+    /// any hashing, and the hash runs on the bounded [`HashPool`].
     pub async fn login(
         &self,
         username: &str,
@@ -176,35 +209,45 @@ impl SessionManager {
         client: &str,
     ) -> Result<(String, Operator)> {
         let user = username.trim().to_lowercase();
-        let user_key = format!("u:{user}");
-        let ip_key = format!("ip:{client}");
-        {
-            let mut l = lock(&self.limiter);
-            l.check(&[&user_key], Instant::now())?;
-        }
+        let attempt = match lock(&self.throttle).begin(&user, client, Instant::now()) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(username = ?shorten(&user), address = %client, "login refused: throttled");
+                return Err(e);
+            }
+        };
+        let mut guard = AttemptGuard {
+            throttle: &self.throttle,
+            attempt,
+            outcome: Outcome::Abandoned,
+        };
         let found = self.store.operator_by_username(&user).await?;
+        // Unknown users cost the same hash (no username probing by timing).
         let hash = found
             .as_ref()
             .map(|(_, h)| h.clone())
             .unwrap_or_else(|| self.dummy_hash.clone());
         let pw = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || auth::verify_password(&hash, &pw))
-            .await
-            .map_err(|e| SessionError::Storage(e.to_string()))?;
+        let ok = self
+            .hashes
+            .run(move || auth::verify_password(&hash, &pw))
+            .await?;
         match found {
             Some((op, _)) if ok => {
-                lock(&self.limiter).succeeded(&user_key);
+                guard.outcome = Outcome::Succeeded;
+                drop(guard);
                 let secret = auth::new_secret("");
                 let expires = crate::wib::now() + self.settings.login_ttl.as_secs() as i64;
                 self.store
                     .create_login(&auth::hash_secret(&secret), op.id, expires)
                     .await?;
-                tracing::info!(operator = %op.username, "operator logged in");
+                tracing::info!(operator = %op.username, address = %client, "operator logged in");
                 Ok((secret, op))
             }
             _ => {
-                lock(&self.limiter).failed(&[&user_key, &ip_key], Instant::now());
-                tracing::info!("failed operator login");
+                guard.outcome = Outcome::Failed;
+                drop(guard);
+                tracing::warn!(username = ?shorten(&user), address = %client, "failed operator login");
                 Err(SessionError::Unauthorized(
                     "wrong username or password".into(),
                 ))
@@ -661,6 +704,8 @@ mod tests {
             m.login("admin", "a long password", "1.2.3.4").await,
             Err(SessionError::RateLimited { .. })
         ));
+        // The lockout is per (username, address): the operator elsewhere still logs in.
+        m.login("admin", "a long password", "10.9.8.7").await.unwrap();
         let (tok, _) = m.create_api_token(&op, "script").await.unwrap();
         assert_eq!(m.token_operator(&tok).await.unwrap(), Some(op));
         m.logout(&secret).await.unwrap();

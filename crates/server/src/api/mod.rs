@@ -40,7 +40,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: `unauthorized`, `invalid_input`, `malformed_json`, `not_found`,
-    /// `conflict`, `rate_limited`, `unsupported_media_type`, `payload_too_large`, `internal`.
+    /// `conflict`, `rate_limited`, `busy`, `forbidden`, `unsupported_media_type`,
+    /// `payload_too_large`, `internal`.
     pub code: String,
     pub message: String,
     /// The offending field, for `invalid_input`.
@@ -91,6 +92,8 @@ impl From<SessionError> for ApiError {
             SessionError::Conflict(_) => StatusCode::CONFLICT,
             SessionError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             SessionError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            SessionError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            SessionError::Forbidden(_) => StatusCode::FORBIDDEN,
             SessionError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if let SessionError::Storage(m) = &e {
@@ -99,9 +102,8 @@ impl From<SessionError> for ApiError {
         let mut err = ApiError::new(status, e.code(), e.to_string());
         match e {
             SessionError::Invalid { field, .. } => err.field = Some(field),
-            SessionError::RateLimited { retry_after_secs } => {
-                err.retry_after = Some(retry_after_secs)
-            }
+            SessionError::RateLimited { retry_after_secs }
+            | SessionError::Busy { retry_after_secs } => err.retry_after = Some(retry_after_secs),
             SessionError::Storage(_) => err.message = "storage error; see the server log".into(),
             _ => {}
         }
