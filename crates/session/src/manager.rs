@@ -705,7 +705,9 @@ mod tests {
             Err(SessionError::RateLimited { .. })
         ));
         // The lockout is per (username, address): the operator elsewhere still logs in.
-        m.login("admin", "a long password", "10.9.8.7").await.unwrap();
+        m.login("admin", "a long password", "10.9.8.7")
+            .await
+            .unwrap();
         let (tok, _) = m.create_api_token(&op, "script").await.unwrap();
         assert_eq!(m.token_operator(&tok).await.unwrap(), Some(op));
         m.logout(&secret).await.unwrap();

@@ -5,12 +5,14 @@
 //!
 //! | file | routes |
 //! | --- | --- |
+//! | [`guard`] | CSRF (Origin / Sec-Fetch-Site), content types, `Cache-Control: no-store` |
 //! | [`auth`] | login, logout, me, API tokens |
 //! | [`sites`] | the directory: sites, CSV import |
 //! | [`rakor`] | scheduled rakor, invitations, attendance |
 //! | [`live`] | the live panel: participants, lobby, moderation, end |
 
 pub mod auth;
+pub mod guard;
 pub mod live;
 pub mod rakor;
 pub mod sites;
@@ -312,7 +314,7 @@ async fn no_route() -> ApiError {
 }
 
 /// The API routes (merge into the server's router).
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: AppState) -> Router<AppState> {
     let v1 = Router::new()
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
@@ -340,7 +342,11 @@ pub fn routes() -> Router<AppState> {
         .route("/rakor/{id}/participants/{pid}/remove", post(live::remove))
         .route("/rakor/{id}/spotlight", post(live::spotlight))
         .route("/rakor/{id}/end", post(live::end))
-        .fallback(no_route);
+        .fallback(no_route)
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            guard::api_guard,
+        ));
     Router::new()
         .nest("/api/v1", v1)
         .route("/api/openapi.json", get(openapi_json))
