@@ -151,6 +151,8 @@ fn refusal_code(r: Refusal) -> ErrorCode {
         Refusal::NotInvited => ErrorCode::NotInvited,
         Refusal::SessionEnded => ErrorCode::SessionEnded,
         Refusal::NotYetValid => ErrorCode::NotYetValid,
+        Refusal::LinkRevoked => ErrorCode::LinkRevoked,
+        Refusal::Banned => ErrorCode::Banned,
     }
 }
 
@@ -159,6 +161,7 @@ fn refusal_code(r: Refusal) -> ErrorCode {
 pub async fn gate(state: &AppState, claims: &Claims, sink: &mut Sink, stream: &mut Stream) -> bool {
     let arrival = Arrival {
         sid: claims.sid.as_deref(),
+        link: claims.lid.as_deref(),
         room: &claims.room,
         identity: &claims.sub,
         is_host: claims.role == Role::Host,
@@ -185,17 +188,18 @@ pub async fn gate(state: &AppState, claims: &Claims, sink: &mut Sink, stream: &m
             refuse(sink, stream, refusal_code(r), &message).await;
             false
         }
-        Admission::Wait { rakor_id, site_id } => {
-            wait(state, claims, rakor_id, site_id, sink, stream).await
-        }
+        Admission::Wait {
+            rakor_id,
+            site_id,
+            link_id,
+        } => wait(state, claims, (rakor_id, site_id, &link_id), sink, stream).await,
     }
 }
 
 async fn wait(
     state: &AppState,
     claims: &Claims,
-    rakor_id: i64,
-    site_id: Option<i64>,
+    (rakor_id, site_id, link_id): (i64, Option<i64>, &str),
     sink: &mut Sink,
     stream: &mut Stream,
 ) -> bool {
@@ -218,7 +222,7 @@ async fn wait(
             d = &mut ticket.decision => {
                 return match d {
                     Ok(Decision::Admit) => {
-                        if let Err(e) = state.session.admitted(rakor_id, &claims.sub).await {
+                        if let Err(e) = state.session.admitted(rakor_id, &claims.sub, link_id).await {
                             tracing::error!("cannot store the admission: {e}");
                         }
                         send(sink, &ServerMessage::Lobby { status: LobbyStatus::Admitted }).await

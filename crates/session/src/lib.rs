@@ -8,7 +8,8 @@
 //! | [`model`] | records and their validation; [`model::Personal`] redacts personal data in `Debug` |
 //! | [`wib`] | Asia/Jakarta (WIB) ⇄ UTC |
 //! | [`store`] | the [`store::Store`] trait (storage, PostgreSQL later) |
-//! | [`sqlite`] | the SQLite store: WAL, embedded migrations |
+//! | [`sqlite`] | the SQLite store: WAL, embedded migrations, files 0600 |
+//! | [`access`] | invitation links, bans, operator accounts, the audit log (records) |
 //! | [`auth`] | argon2 passwords, secrets |
 //! | [`hash_pool`] | the bounded pool of threads that hash passwords |
 //! | [`throttle`] | failed logins per address and per (username, address) |
@@ -18,6 +19,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod access;
 pub mod attendance;
 pub mod auth;
 pub mod error;
@@ -26,6 +28,7 @@ pub mod import;
 pub mod lobby;
 pub mod model;
 pub mod sqlite;
+mod sqlite_access;
 pub mod store;
 pub mod throttle;
 pub mod wib;
@@ -33,4 +36,6 @@ pub mod wib;
 mod manager;
 
 pub use error::{Result, SessionError};
-pub use manager::{Admission, Arrival, Membership, Refusal, SessionManager, SessionSettings};
+pub use manager::{
+    Actor, Admission, Arrival, Membership, Refusal, SessionManager, SessionSettings,
+};

@@ -10,7 +10,9 @@
 //! | [`sites`] | the directory: sites, CSV import |
 //! | [`rakor`] | scheduled rakor, invitations, attendance |
 //! | [`live`] | the live panel: participants, lobby, moderation, end |
+//! | [`admin`] | operator accounts, bans, the audit log |
 
+pub mod admin;
 pub mod auth;
 pub mod guard;
 pub mod live;
@@ -208,7 +210,8 @@ impl FromRequestParts<AppState> for Op {
     }
 }
 
-/// The client's address (for login rate limiting), "unknown" without connect info.
+/// The client's address (login throttling, the audit log): the TCP peer, or the address a
+/// trusted proxy forwarded (`crate::client_addr`); "unknown" without connect info.
 pub struct ClientAddr(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
@@ -224,6 +227,28 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
+/// The logged-in operator and where the request came from: for handlers that write the
+/// audit log.
+pub struct Actor {
+    pub op: Operator,
+    pub who: rakor_session::Actor,
+}
+
+impl FromRequestParts<AppState> for Actor {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Op(op) = Op::from_request_parts(parts, state).await?;
+        let Ok(ClientAddr(address)) = ClientAddr::from_request_parts(parts, state).await;
+        Ok(Actor {
+            who: rakor_session::Actor {
+                operator: op.username.clone(),
+                address,
+            },
+            op,
+        })
+    }
+}
+
 /// Parse a numeric id from the path; anything else is 404.
 pub fn parse_id(what: &str, raw: &str) -> ApiResult<i64> {
     raw.parse::<i64>()
@@ -232,22 +257,33 @@ pub fn parse_id(what: &str, raw: &str) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::not_found(format!("{what} {raw} does not exist")))
 }
 
-/// The base URL for invitation links: `server.public_url`, else the `Host` the console used.
-pub fn base_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+/// The base URL for invitation links: `server.public_url`, else `http://` and the local
+/// address the console's connection reached (never the request's `Host` header, which the
+/// client chooses). Behind a reverse proxy set `server.public_url`.
+pub fn base_url(state: &AppState, parts: &axum::http::Extensions) -> String {
     let configured = state.config.server.public_url.trim().trim_end_matches('/');
     if !configured.is_empty() {
         return configured.to_owned();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .filter(|h| {
-            h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| state.config.server.listen.to_string());
-    format!("http://{host}")
+    let local = parts
+        .get::<crate::client_addr::LocalAddr>()
+        .map(|l| l.0)
+        .unwrap_or(state.config.server.listen);
+    state.config.public_base_url(local)
+}
+
+/// Whether the session cookie gets `Secure`: `server.public_url` is `https://…`, or a trusted
+/// proxy said the client used HTTPS (`X-Forwarded-Proto`). Never from the `Host` header.
+pub fn cookie_secure(state: &AppState, ext: &axum::http::Extensions) -> bool {
+    state
+        .config
+        .server
+        .public_url
+        .trim()
+        .starts_with("https://")
+        || ext
+            .get::<crate::client_addr::ForwardedHttps>()
+            .is_some_and(|f| f.0)
 }
 
 /// A CSV download (UTF-8 with BOM already in `body`).
@@ -273,9 +309,13 @@ pub fn csv_response(filename: &str, body: String) -> Response {
         auth::login, auth::logout, auth::me, auth::list_tokens, auth::create_token, auth::revoke_token,
         sites::list, sites::create, sites::get_one, sites::patch, sites::import,
         rakor::list, rakor::create, rakor::get_one, rakor::update, rakor::delete,
-        rakor::invitations, rakor::invitations_csv, rakor::attendance, rakor::attendance_csv,
+        rakor::invitations, rakor::invitations_csv, rakor::reissue_link, rakor::revoke_link,
+        rakor::attendance, rakor::attendance_csv,
         live::live, live::admit, live::refuse, live::admit_all, live::refuse_all,
         live::mute, live::remove, live::spotlight, live::end,
+        admin::list_operators, admin::create_operator, admin::reset_password, admin::disable_operator,
+        admin::enable_operator, admin::remove_operator, admin::list_bans, admin::create_ban,
+        admin::remove_ban, admin::audit,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&SecurityAddon),
@@ -331,6 +371,28 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route("/rakor/{id}/invitations", get(rakor::invitations))
         .route("/rakor/{id}/invitations.csv", get(rakor::invitations_csv))
+        .route(
+            "/rakor/{id}/invitations/{site_id}/reissue",
+            post(rakor::reissue_link),
+        )
+        .route(
+            "/rakor/{id}/invitations/{site_id}/revoke",
+            post(rakor::revoke_link),
+        )
+        .route(
+            "/operators",
+            get(admin::list_operators).post(admin::create_operator),
+        )
+        .route(
+            "/operators/{id}",
+            axum::routing::delete(admin::remove_operator),
+        )
+        .route("/operators/{id}/password", post(admin::reset_password))
+        .route("/operators/{id}/disable", post(admin::disable_operator))
+        .route("/operators/{id}/enable", post(admin::enable_operator))
+        .route("/bans", get(admin::list_bans).post(admin::create_ban))
+        .route("/bans/{id}", axum::routing::delete(admin::remove_ban))
+        .route("/audit", get(admin::audit))
         .route("/rakor/{id}/attendance", get(rakor::attendance))
         .route("/rakor/{id}/attendance.csv", get(rakor::attendance_csv))
         .route("/rakor/{id}/live", get(live::live))
