@@ -45,18 +45,7 @@ pub fn request(
 ) -> Result<Resp> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some((ct, b)) = body {
-        head.push_str(&format!(
-            "Content-Type: {ct}\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
+    s.write_all(request_head(addr, method, path, headers, body).as_bytes())?;
     if let Some((_, b)) = body {
         s.write_all(b)?;
     }
@@ -79,7 +68,25 @@ pub async fn request_from(
     let sock = tokio::net::TcpSocket::new_v4()?;
     sock.bind(SocketAddr::new(src, 0))?;
     let mut s = tokio::time::timeout(Duration::from_secs(5), sock.connect(addr)).await??;
-    // A `Host` in `headers` replaces the default (a client may send any).
+    s.write_all(request_head(addr, method, path, headers, body).as_bytes())
+        .await?;
+    if let Some((_, b)) = body {
+        s.write_all(b).await?;
+    }
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut raw)).await??;
+    parse_response(&raw)
+}
+
+/// The request line and header of a `Connection: close` request. A `Host` in `headers`
+/// replaces the default (a client may send any).
+fn request_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> String {
     let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         head.push_str(&format!("Host: {addr}\r\n"));
@@ -94,13 +101,7 @@ pub async fn request_from(
         ));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await?;
-    if let Some((_, b)) = body {
-        s.write_all(b).await?;
-    }
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut raw)).await??;
-    parse_response(&raw)
+    head
 }
 
 /// Status line, headers and (de-chunked) body of a raw HTTP/1.1 response.

@@ -203,7 +203,7 @@ impl SessionManager {
         let pw = password.to_owned();
         let hash = self.hashes.run(move || auth::hash_password(&pw)).await??;
         if replace {
-            if let Some((op, _)) = self.store.operator_by_username(&username).await? {
+            if let Some((op, _, _)) = self.store.operator_record(&username).await? {
                 self.store.set_password(&username, &hash).await?;
                 // A reset ends every login and API token of the account.
                 self.store.end_operator_sessions(op.id).await?;

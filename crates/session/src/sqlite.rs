@@ -294,24 +294,6 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn operator_by_username(&self, username: &str) -> Result<Option<(Operator, String)>> {
-        let row =
-            sqlx::query("SELECT id, username, password_hash FROM operators WHERE username = ?")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| {
-            Ok((
-                Operator {
-                    id: r.try_get("id")?,
-                    username: r.try_get("username")?,
-                },
-                r.try_get("password_hash")?,
-            ))
-        })
-        .transpose()
-    }
-
     async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool> {
         let r = sqlx::query("UPDATE operators SET password_hash = ? WHERE username = ?")
             .bind(password_hash)

@@ -62,8 +62,6 @@ pub trait Store: AccessStore + Send + Sync {
     async fn operator_count(&self) -> Result<i64>;
     /// Conflict if the username exists.
     async fn add_operator(&self, username: &str, password_hash: &str) -> Result<Operator>;
-    /// (operator, password hash).
-    async fn operator_by_username(&self, username: &str) -> Result<Option<(Operator, String)>>;
     async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool>;
     async fn create_login(&self, token_hash: &str, operator_id: i64, expires_at: i64)
         -> Result<()>;

@@ -91,13 +91,7 @@ pub async fn disable_operator(
     actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<OperatorInfo>> {
-    let id = parse_id("operator", &id)?;
-    Ok(Json(
-        state
-            .session
-            .set_operator_disabled(&actor.op, &actor.who, id, true)
-            .await?,
-    ))
+    set_disabled(&state, &actor, &id, true).await
 }
 
 /// Enable a disabled operator again.
@@ -108,11 +102,20 @@ pub async fn enable_operator(
     actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<OperatorInfo>> {
-    let id = parse_id("operator", &id)?;
+    set_disabled(&state, &actor, &id, false).await
+}
+
+async fn set_disabled(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    disabled: bool,
+) -> ApiResult<Json<OperatorInfo>> {
+    let id = parse_id("operator", id)?;
     Ok(Json(
         state
             .session
-            .set_operator_disabled(&actor.op, &actor.who, id, false)
+            .set_operator_disabled(&actor.op, &actor.who, id, disabled)
             .await?,
     ))
 }

@@ -216,14 +216,8 @@ impl SessionManager {
         Ok(())
     }
 
-    /// Revoke a site's link and make a new one; the old link admits nobody, and the new one
-    /// waits in the lobby again.
-    pub async fn reissue_link(
-        &self,
-        actor: &Actor,
-        rakor_id: i64,
-        site_id: i64,
-    ) -> Result<InvitationLink> {
+    /// Revoke every live link of an invited site and forget its admissions; how many links.
+    async fn withdraw_links(&self, rakor_id: i64, site_id: i64) -> Result<u64> {
         self.invited_site(rakor_id, site_id).await?;
         let revoked = self
             .store
@@ -232,6 +226,18 @@ impl SessionManager {
         self.store
             .revoke_admission(rakor_id, &site_identity(site_id))
             .await?;
+        Ok(revoked)
+    }
+
+    /// Revoke a site's link and make a new one; the old link admits nobody, and the new one
+    /// waits in the lobby again.
+    pub async fn reissue_link(
+        &self,
+        actor: &Actor,
+        rakor_id: i64,
+        site_id: i64,
+    ) -> Result<InvitationLink> {
+        let revoked = self.withdraw_links(rakor_id, site_id).await?;
         let link = self.new_link(rakor_id, site_id).await?;
         self.audit_by(
             actor,
@@ -248,13 +254,7 @@ impl SessionManager {
         self.invited_site(rakor_id, site_id).await?;
         // Make sure there is a link record to revoke (a site whose link was never fetched).
         self.current_links(rakor_id).await?;
-        let revoked = self
-            .store
-            .revoke_links(rakor_id, site_id, crate::wib::now())
-            .await?;
-        self.store
-            .revoke_admission(rakor_id, &site_identity(site_id))
-            .await?;
+        let revoked = self.withdraw_links(rakor_id, site_id).await?;
         self.audit_by(
             actor,
             "link_revoke",
