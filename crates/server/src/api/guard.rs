@@ -7,7 +7,8 @@
 //!   `Origin` that is not this server's. The server's origin is `server.public_url`'s, else
 //!   the `Host` the request was sent to. Requests with neither header (scripts, curl) pass:
 //!   every browser that can carry the cookie sends at least one of them on a cross-site POST.
-//! - **Content types**: a state-changing request that carries a body or a `Content-Type` must
+//! - **Content types**: a state-changing request of a logged-in operator (or a login) that
+//!   carries a body or a `Content-Type` must
 //!   use the type its route reads — `text/csv` for `POST /sites/import`, `application/json`
 //!   everywhere else — or it gets `415 unsupported_media_type`. Form and `text/plain` bodies
 //!   (the ones a cross-site form can send without a preflight) are never accepted.
@@ -16,19 +17,22 @@
 
 use super::ApiError;
 use crate::app::AppState;
+use axum::extract::FromRequestParts as _;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 /// The middleware (install with `axum::middleware::from_fn_with_state`).
 pub async fn api_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Err(e) = check(&state, req.method(), req.uri().path(), req.headers()) {
+    let (mut parts, body) = req.into_parts();
+    if let Err(e) = check(&state, &mut parts).await {
         let mut res = e.into_response();
         no_store(&mut res);
         return res;
     }
-    let mut res = next.run(req).await;
+    let mut res = next.run(Request::from_parts(parts, body)).await;
     no_store(&mut res);
     res
 }
@@ -38,23 +42,28 @@ fn no_store(res: &mut Response) {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
-fn check(
-    state: &AppState,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-) -> Result<(), ApiError> {
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+async fn check(state: &AppState, parts: &mut Parts) -> Result<(), ApiError> {
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
-    let bearer = headers
+    let bearer = parts
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("Bearer "));
     if !bearer {
-        check_origin(&state.config.server.public_url, headers)?;
+        check_origin(&state.config.server.public_url, &parts.headers)?;
     }
-    check_content_type(path, headers)
+    // Who is asking comes first (401 before 415); the operator found is kept for the handler.
+    if !parts.uri.path().ends_with("/auth/login") {
+        match super::Op::from_request_parts(parts, state).await {
+            Ok(super::Op(op)) => {
+                parts.extensions.insert(super::Authenticated(op));
+            }
+            Err(_) => return Ok(()), // the handler answers 401
+        }
+    }
+    check_content_type(parts.uri.path(), &parts.headers)
 }
 
 fn cross_origin(why: &str) -> ApiError {

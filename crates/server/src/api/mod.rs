@@ -190,9 +190,17 @@ fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
+/// The operator the API guard already authenticated (a request extension), so that the
+/// handler does not look it up again.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Operator);
+
 impl FromRequestParts<AppState> for Op {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(Authenticated(op)) = parts.extensions.get::<Authenticated>() {
+            return Ok(Op(op.clone()));
+        }
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
