@@ -16,7 +16,9 @@ CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 TIMEOUT_S="${E2E_TIMEOUT_S:-360}"
 RAKOR_BIN="${RAKOR_BIN:-$HERE/../../target/release/rakor}"
 case "$RAKOR_BIN" in /*) ;; *) RAKOR_BIN="$(pwd)/$RAKOR_BIN" ;; esac
-export RAKOR_BIN CHROMIUM
+# The page exposes window.rakorTest only with this explicit switch (see crates/server/src/web.rs).
+RAKOR_TEST_HOOKS=1
+export RAKOR_BIN CHROMIUM RAKOR_TEST_HOOKS
 
 mkdir -p out
 if [ ! -x "$RAKOR_BIN" ]; then

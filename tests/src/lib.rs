@@ -50,8 +50,43 @@ impl Server {
 
     /// Start with extra flags and environment variables (e.g. `RAKOR_SERVER_RESUME_GRACE`).
     pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Result<Server> {
+        Self::spawn(extra_args, env, None)
+    }
+
+    /// Start with the soft open-file limit (RLIMIT_NOFILE) lowered to `soft`, as systemd
+    /// starts services (soft 1024, hard higher).
+    pub fn start_with_nofile(
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        soft: u64,
+    ) -> Result<Server> {
+        Self::spawn(extra_args, env, Some(soft))
+    }
+
+    fn spawn(extra_args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> Result<Server> {
+        use std::os::unix::process::CommandExt as _;
         let data_dir = tempfile::tempdir()?;
-        let mut child = Command::new(rakor_bin())
+        let mut cmd = Command::new(rakor_bin());
+        if let Some(soft) = nofile {
+            // SAFETY: only async-signal-safe calls (getrlimit/setrlimit) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    lim.rlim_cur = soft.min(lim.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .envs(env.iter().copied())
             .args([
                 "serve",

@@ -45,7 +45,52 @@ pub fn request(
 ) -> Result<Resp> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    s.write_all(request_head(addr, method, path, headers, body).as_bytes())?;
+    if let Some((_, b)) = body {
+        s.write_all(b)?;
+    }
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+/// One request from a chosen loopback source address (e.g. `127.0.0.7`): per-address limits
+/// see a different client for each.
+pub async fn request_from(
+    src: std::net::IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> Result<Resp> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(src, 0))?;
+    let mut s = tokio::time::timeout(Duration::from_secs(5), sock.connect(addr)).await??;
+    s.write_all(request_head(addr, method, path, headers, body).as_bytes())
+        .await?;
+    if let Some((_, b)) = body {
+        s.write_all(b).await?;
+    }
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut raw)).await??;
+    parse_response(&raw)
+}
+
+/// The request line and header of a `Connection: close` request. A `Host` in `headers`
+/// replaces the default (a client may send any).
+fn request_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> String {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -56,13 +101,12 @@ pub fn request(
         ));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    if let Some((_, b)) = body {
-        s.write_all(b)?;
-    }
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    head
+}
+
+/// Status line, headers and (de-chunked) body of a raw HTTP/1.1 response.
+pub fn parse_response(raw: &[u8]) -> Result<Resp> {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow!("no header end in {text:?}"))?;
@@ -276,8 +320,13 @@ impl Persistent {
     }
 
     pub fn start(&self) -> Result<crate::Server> {
+        self.start_with_env(&[])
+    }
+
+    /// Start with extra `RAKOR_*` environment variables.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Result<crate::Server> {
         let cfg = self.config.display().to_string();
-        crate::Server::start_with(&["--config", &cfg])
+        crate::Server::start_with_env(&["--config", &cfg], env)
     }
 
     /// `rakor operator add` against this data set.

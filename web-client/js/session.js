@@ -14,7 +14,7 @@ import { QUALITY } from './media.js';
 
 const RTC_CONFIG = { iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
 const FATAL = new Set(['unsupported_version', 'invalid_token', 'token_expired', 'wrong_room', 'server_shutting_down',
-  'refused', 'not_invited', 'session_ended', 'not_yet_valid', 'replaced']);
+  'refused', 'not_invited', 'session_ended', 'not_yet_valid', 'replaced', 'link_revoked', 'banned']);
 const ICE_CONNECT_TIMEOUT_MS = 20000;
 
 /**

@@ -54,6 +54,10 @@ pub enum ErrorCode {
     /// A `join.resume` for a session that no longer exists while the same identity is connected
     /// on another, newer connection: this older connection must not take its place.
     Replaced,
+    /// The invitation link was revoked by an operator or replaced by a newer one.
+    LinkRevoked,
+    /// An operator banned this identity from the room.
+    Banned,
 }
 
 impl ErrorCode {
@@ -71,6 +75,8 @@ impl ErrorCode {
                 | ErrorCode::SessionEnded
                 | ErrorCode::NotYetValid
                 | ErrorCode::Replaced
+                | ErrorCode::LinkRevoked
+                | ErrorCode::Banned
         )
     }
 
@@ -100,6 +106,8 @@ impl ErrorCode {
             ErrorCode::SessionEnded => "session_ended",
             ErrorCode::NotYetValid => "not_yet_valid",
             ErrorCode::Replaced => "replaced",
+            ErrorCode::LinkRevoked => "link_revoked",
+            ErrorCode::Banned => "banned",
         }
     }
 }

@@ -134,6 +134,8 @@ fn error_code_names_match_serde() {
         ErrorCode::SessionEnded,
         ErrorCode::NotYetValid,
         ErrorCode::Replaced,
+        ErrorCode::LinkRevoked,
+        ErrorCode::Banned,
     ] {
         assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
     }

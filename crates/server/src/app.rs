@@ -38,6 +38,9 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         }
     }
 
+    let fd_limit = crate::serve::raise_nofile_limit()
+        .map_err(|e| tracing::warn!("cannot raise the open-file limit: {e}"))
+        .ok();
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         let hint = match e.kind() {
@@ -77,15 +80,13 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
     shutdown::spawn_signal_listener(state.shutdown.clone());
 
     let app = http::router(state.clone());
-    let stop = state.shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-    });
+    let serving = crate::serve::ServeSettings::new(&config, fd_limit);
+    let server = tokio::spawn(crate::serve::run(
+        listener,
+        app,
+        serving,
+        state.shutdown.clone(),
+    ));
 
     let banner = Banner {
         config: &config,

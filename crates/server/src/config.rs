@@ -17,6 +17,7 @@
 //! | `config/validate.rs` | the checks beyond the types (ranges, URLs, combinations) |
 
 mod load;
+mod security;
 mod validate;
 
 pub use load::{env_name, env_vars, load, CliOverrides, ConfigError};
@@ -56,6 +57,12 @@ pub struct SessionConfig {
     /// How long logins stay refused after the last failure.
     #[serde(with = "duration_serde")]
     pub login_lockout: Duration,
+    /// Failed logins from one client address (any usernames) before that address is refused.
+    pub login_max_failures_per_address: u32,
+    /// Password hashes computed at once (argon2id, 19 MiB each); 0 = one per CPU core.
+    pub password_hash_concurrency: usize,
+    /// Logins that may wait for a hashing slot; more get 503 at once.
+    pub password_hash_queue: usize,
 }
 
 impl Default for SessionConfig {
@@ -65,6 +72,9 @@ impl Default for SessionConfig {
             login_ttl: Duration::from_secs(12 * 3600),
             login_max_failures: 5,
             login_lockout: Duration::from_secs(15 * 60),
+            login_max_failures_per_address: 20,
+            password_hash_concurrency: 0,
+            password_hash_queue: 8,
         }
     }
 }
@@ -92,6 +102,9 @@ pub struct ServerConfig {
     /// resume (same participant id, tracks kept). 0 = remove at once.
     #[serde(with = "duration_serde")]
     pub resume_grace: Duration,
+    /// Reverse proxies (IPs or CIDR blocks) whose `X-Forwarded-For` / `X-Forwarded-Proto`
+    /// are believed: for their requests the client address is the forwarded one.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +117,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             drain_timeout: Duration::ZERO,
             resume_grace: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -186,6 +200,16 @@ pub struct LimitsConfig {
     /// A participant whose signalling and media both went silent is removed after this.
     #[serde(with = "duration_serde")]
     pub dead_peer_timeout: Duration,
+    /// Most TCP connections the HTTP listener keeps open at once (WebSockets included).
+    pub max_http_connections: usize,
+    /// Most TCP connections from one client address (IPv6: one /64); trusted proxies exempt.
+    pub max_http_connections_per_ip: usize,
+    /// A request's header must arrive within this time (also: idle keep-alive connections).
+    #[serde(with = "duration_serde")]
+    pub http_header_read_timeout: Duration,
+    /// An HTTP connection that moves no byte for this long is closed (not WebSockets).
+    #[serde(with = "duration_serde")]
+    pub http_idle_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -199,6 +223,10 @@ impl Default for LimitsConfig {
             max_unauthenticated_connections: 256,
             join_attempts_per_ip_per_minute: 120,
             dead_peer_timeout: Duration::from_secs(10),
+            max_http_connections: 8192,
+            max_http_connections_per_ip: 512,
+            http_header_read_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -17,7 +17,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health_routes())
         .merge(crate::web::routes())
         .merge(crate::console::routes())
-        .merge(crate::api::routes())
+        .merge(crate::api::routes(state.clone()))
         .route("/rtc", get(crate::signal::ws_handler))
         .route("/metrics", get(metrics))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {

@@ -10,6 +10,8 @@
 //! | [`app`] | the `serve` flow (start, banner, run, drain) |
 //! | [`state`] | [`state::AppState`], shared by every handler (a leaf: imports no handler) |
 //! | [`http`] | the axum router: `/healthz`, `/rtc`, request tracing |
+//! | [`serve`] | the accept loop: connection caps, header-read and idle timeouts, open-file limit |
+//! | [`client_addr`] | the client's address: TCP peer or trusted proxy's `X-Forwarded-For` |
 //! | [`limits`] | unauthenticated connections, join attempts per IP |
 //! | [`tools`] | feature `tools` (default): `rakor bot`, `rakor soak`, `rakor loadtest` |
 //! | [`shutdown`] | SIGINT/SIGTERM and the ordered drain |
@@ -29,6 +31,7 @@ pub mod api;
 pub mod app;
 pub mod attendance;
 pub mod cli;
+pub mod client_addr;
 pub mod config;
 pub mod connection;
 pub mod console;
@@ -36,6 +39,7 @@ pub mod http;
 pub mod limits;
 pub mod lobby;
 pub mod operator_cli;
+pub mod serve;
 pub mod shutdown;
 pub mod signal;
 pub mod signing_key;

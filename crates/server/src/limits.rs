@@ -138,7 +138,7 @@ impl JoinAttempts {
 }
 
 /// IPv4 (and IPv4-mapped IPv6) as is; other IPv6 by its /64 prefix.
-fn address_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

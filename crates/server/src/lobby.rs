@@ -31,6 +31,8 @@ fn refusal_code(r: Refusal) -> ErrorCode {
         Refusal::NotInvited => ErrorCode::NotInvited,
         Refusal::SessionEnded => ErrorCode::SessionEnded,
         Refusal::NotYetValid => ErrorCode::NotYetValid,
+        Refusal::LinkRevoked => ErrorCode::LinkRevoked,
+        Refusal::Banned => ErrorCode::Banned,
     }
 }
 
@@ -39,6 +41,7 @@ fn refusal_code(r: Refusal) -> ErrorCode {
 pub async fn gate(state: &AppState, claims: &Claims, conn: &mut Connection) -> Result<(), Stop> {
     let arrival = Arrival {
         sid: claims.sid.as_deref(),
+        link: claims.lid.as_deref(),
         room: &claims.room,
         identity: &claims.sub,
         is_host: claims.role == Role::Host,
@@ -54,15 +57,18 @@ pub async fn gate(state: &AppState, claims: &Claims, conn: &mut Connection) -> R
             tracing::info!(code = %refusal_code(r), "invitation refused");
             Err(refused(refusal_code(r), message))
         }
-        Admission::Wait { rakor_id, site_id } => wait(state, claims, rakor_id, site_id, conn).await,
+        Admission::Wait {
+            rakor_id,
+            site_id,
+            link_id,
+        } => wait(state, claims, (rakor_id, site_id, &link_id), conn).await,
     }
 }
 
 async fn wait(
     state: &AppState,
     claims: &Claims,
-    rakor_id: i64,
-    site_id: Option<i64>,
+    (rakor_id, site_id, link_id): (i64, Option<i64>, &str),
     conn: &mut Connection,
 ) -> Result<(), Stop> {
     let lobby = state.session.lobby();
@@ -82,7 +88,7 @@ async fn wait(
             d = &mut ticket.decision => {
                 return match d {
                     Ok(Decision::Admit) => {
-                        if let Err(e) = state.session.admitted(rakor_id, &claims.sub).await {
+                        if let Err(e) = state.session.admitted(rakor_id, &claims.sub, link_id).await {
                             tracing::error!("cannot store the admission: {e}");
                         }
                         let sent = conn.send(&ServerMessage::Lobby { status: LobbyStatus::Admitted }).await;

@@ -11,7 +11,10 @@ pub async fn open_session_manager(config: &Config) -> anyhow::Result<Arc<Session
     let settings = SessionSettings {
         login_ttl: config.session.login_ttl,
         login_max_failures: config.session.login_max_failures,
+        login_max_failures_per_address: config.session.login_max_failures_per_address,
         login_lockout: config.session.login_lockout,
+        hash_concurrency: config.session.password_hash_concurrency,
+        hash_queue: config.session.password_hash_queue,
     };
     let manager = SessionManager::open_sqlite(&path, settings)
         .await

@@ -45,6 +45,9 @@ pub struct Claims {
     /// The site waits in the lobby until an operator admits it. Optional, default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lobby: bool,
+    /// The invitation link this token belongs to (with `sid`): revoking the link refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lid: Option<String>,
 }
 
 impl fmt::Debug for Claims {
@@ -59,6 +62,7 @@ impl fmt::Debug for Claims {
             .field("nbf", &self.nbf)
             .field("sid", &self.sid)
             .field("lobby", &self.lobby)
+            .field("lid", &self.lid)
             .finish()
     }
 }
@@ -78,6 +82,7 @@ impl Claims {
             nbf: None,
             sid: None,
             lobby: false,
+            lid: None,
         }
     }
 
@@ -181,6 +186,7 @@ struct RawClaims {
     nbf: Option<u64>,
     sid: Option<String>,
     lobby: Option<bool>,
+    lid: Option<String>,
 }
 
 /// Verify signature, algorithm, expiry (zero leeway) and claims. With `expected_room`, a token
@@ -227,6 +233,7 @@ pub fn verify(
         nbf: raw.nbf,
         sid: raw.sid,
         lobby: raw.lobby.unwrap_or(false),
+        lid: raw.lid,
     };
     claims.check()?;
     if let Some(room) = expected_room {

@@ -12,6 +12,10 @@
 //! styles and connections from this origin only) and `Referrer-Policy: no-referrer`, so the
 //! token in the page URL is never sent to another site. In debug builds rust-embed reads the
 //! files from disk, so edits to `web-client/` show up on reload without recompiling.
+//!
+//! The browser tests' hooks (`js/test-hooks.js`, `window.rakorTest`) are served only when the
+//! server runs with the explicit switch `RAKOR_TEST_HOOKS=1` in its environment; otherwise that
+//! module is a stub whose functions do nothing, so production pages expose no test surface.
 
 use axum::body::{Body, Bytes};
 use axum::extract::Path;
@@ -66,7 +70,39 @@ async fn join(headers: HeaderMap) -> Response {
 }
 
 async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    if path == TEST_HOOKS && !test_hooks_enabled() {
+        return test_hooks_stub();
+    }
     serve_file(&path, &headers, Caching::Revalidate)
+}
+
+/// The module with `window.rakorTest`.
+const TEST_HOOKS: &str = "js/test-hooks.js";
+
+/// What production pages get instead of the test hooks.
+const TEST_HOOKS_STUB: &str =
+    "// Test hooks are off (start the server with RAKOR_TEST_HOOKS=1 to enable them).\n\
+export function setTestContext() {}\nexport function installTestHooks() {}\n";
+
+/// `RAKOR_TEST_HOOKS=1` (read once).
+fn test_hooks_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("RAKOR_TEST_HOOKS").is_ok_and(|v| v.trim() == "1"))
+}
+
+fn test_hooks_stub() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (
+                header::HeaderName::from_static("x-content-type-options"),
+                "nosniff",
+            ),
+        ],
+        TEST_HOOKS_STUB,
+    )
+        .into_response()
 }
 
 /// Serve a page of `web-client/` (revalidated, with the page headers); for `crate::console`.
@@ -276,6 +312,16 @@ mod tests {
                 "{uri}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn test_hooks_are_a_stub_without_the_switch() {
+        // The unit tests never set RAKOR_TEST_HOOKS.
+        let res = get_with("/static/js/test-hooks.js", None).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = body_text(res).await;
+        assert!(!body.contains("rakorTest ="), "{body}");
+        assert!(body.contains("export function installTestHooks() {}"));
     }
 
     #[test]

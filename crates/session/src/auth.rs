@@ -1,5 +1,6 @@
 //! Operator credentials: argon2id password hashes, random secrets (login sessions, API tokens)
-//! stored only as SHA-256 hashes, and [`LoginLimiter`] for failed logins.
+//! stored only as SHA-256 hashes. Hashing runs on [`crate::hash_pool`]; failed logins are
+//! counted by [`crate::throttle`].
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -8,8 +9,6 @@ use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use crate::error::{Result, SessionError};
 
@@ -76,57 +75,6 @@ pub fn hash_secret(secret: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Counts failed logins per key (a username, an IP) in a sliding window; when a key reaches
-/// `max_failures`, further attempts are refused until `lockout` has passed since the last
-/// failure. Time is an argument.
-#[derive(Debug)]
-pub struct LoginLimiter {
-    max_failures: u32,
-    lockout: Duration,
-    entries: HashMap<String, (u32, Instant)>,
-}
-
-impl LoginLimiter {
-    pub fn new(max_failures: u32, lockout: Duration) -> Self {
-        Self {
-            max_failures: max_failures.max(1),
-            lockout,
-            entries: HashMap::new(),
-        }
-    }
-
-    /// `Err(RateLimited)` if any key is locked now.
-    pub fn check(&mut self, keys: &[&str], now: Instant) -> Result<()> {
-        self.entries
-            .retain(|_, (_, last)| now.saturating_duration_since(*last) < self.lockout);
-        for k in keys {
-            if let Some((n, last)) = self.entries.get(*k) {
-                if *n >= self.max_failures {
-                    let left = self
-                        .lockout
-                        .saturating_sub(now.saturating_duration_since(*last));
-                    return Err(SessionError::RateLimited {
-                        retry_after_secs: left.as_secs().max(1),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub fn failed(&mut self, keys: &[&str], now: Instant) {
-        for k in keys {
-            let e = self.entries.entry((*k).to_owned()).or_insert((0, now));
-            e.0 = e.0.saturating_add(1);
-            e.1 = now;
-        }
-    }
-
-    pub fn succeeded(&mut self, key: &str) {
-        self.entries.remove(key);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -150,23 +98,5 @@ mod tests {
         assert!(a.starts_with("rk_") && a.len() > 40);
         assert_ne!(a, new_secret("rk_"));
         assert_eq!(hash_secret("x").len(), 64);
-    }
-
-    #[test]
-    fn limiter_locks_after_max_failures_then_releases() {
-        let mut l = LoginLimiter::new(3, Duration::from_secs(60));
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            l.check(&["u:op"], t0).unwrap();
-            l.failed(&["u:op"], t0);
-        }
-        assert!(matches!(
-            l.check(&["u:op"], t0),
-            Err(SessionError::RateLimited {
-                retry_after_secs: 60
-            })
-        ));
-        assert!(l.check(&["u:other"], t0).is_ok());
-        assert!(l.check(&["u:op"], t0 + Duration::from_secs(61)).is_ok());
     }
 }

@@ -20,6 +20,13 @@ pub enum SessionError {
     /// Too many failed logins; try again after `retry_after_secs`.
     #[error("too many failed logins; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// Too many logins are being checked at once (the password-hash pool is full); try again
+    /// after `retry_after_secs`.
+    #[error("the server is busy checking other logins; try again in {retry_after_secs} s")]
+    Busy { retry_after_secs: u64 },
+    /// The operator account is disabled.
+    #[error("{0}")]
+    Forbidden(String),
     /// The storage failed (I/O, corruption, ...).
     #[error("storage error: {0}")]
     Storage(String),
@@ -48,6 +55,8 @@ impl SessionError {
             SessionError::Conflict(_) => "conflict",
             SessionError::Unauthorized(_) => "unauthorized",
             SessionError::RateLimited { .. } => "rate_limited",
+            SessionError::Busy { .. } => "busy",
+            SessionError::Forbidden(_) => "forbidden",
             SessionError::Storage(_) => "internal",
         }
     }

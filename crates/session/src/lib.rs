@@ -8,25 +8,34 @@
 //! | [`model`] | records and their validation; [`model::Personal`] redacts personal data in `Debug` |
 //! | [`wib`] | Asia/Jakarta (WIB) ⇄ UTC |
 //! | [`store`] | the [`store::Store`] trait (storage, PostgreSQL later) |
-//! | [`sqlite`] | the SQLite store: WAL, embedded migrations |
-//! | [`auth`] | argon2 passwords, secrets, failed-login limiting |
+//! | [`sqlite`] | the SQLite store: WAL, embedded migrations, files 0600 |
+//! | [`access`] | invitation links, bans, operator accounts, the audit log (records) |
+//! | [`auth`] | argon2 passwords, secrets |
+//! | [`hash_pool`] | the bounded pool of threads that hash passwords |
+//! | [`throttle`] | failed logins per address and per (username, address) |
 //! | [`import`] | CSV import of sites |
 //! | [`lobby`] | sites waiting for an operator's admit/refuse |
 //! | [`attendance`] | the register (*daftar hadir*) and its CSV |
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod access;
 pub mod attendance;
 pub mod auth;
 pub mod error;
+pub mod hash_pool;
 pub mod import;
 pub mod lobby;
 pub mod model;
 pub mod sqlite;
+mod sqlite_access;
 pub mod store;
+pub mod throttle;
 pub mod wib;
 
 mod manager;
 
 pub use error::{Result, SessionError};
-pub use manager::{Admission, Arrival, Membership, Refusal, SessionManager, SessionSettings};
+pub use manager::{
+    Actor, Admission, Arrival, Membership, Refusal, SessionManager, SessionSettings,
+};

@@ -16,17 +16,21 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The embedded migrations, in order: (version, SQL).
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_access.sql")),
+];
 
 /// SQLite storage.
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteStore {
     /// Open (creating if missing) the database file and migrate it.
     pub async fn open(path: &Path) -> Result<Self> {
+        create_private(path)?;
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -78,7 +82,44 @@ impl SqliteStore {
     }
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
+/// Create the database file readable by its owner only (0600) before SQLite opens it (the
+/// WAL and shared-memory files take the database file's mode); tighten an existing one.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let fail =
+        |e: std::io::Error| SessionError::Storage(format!("cannot create {}: {e}", path.display()));
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(fail)?;
+                tracing::warn!(path = %path.display(), "the database file was readable by others; now 0600");
+            }
+        }
+        Err(_) => {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map(drop)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
@@ -253,24 +294,6 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn operator_by_username(&self, username: &str) -> Result<Option<(Operator, String)>> {
-        let row =
-            sqlx::query("SELECT id, username, password_hash FROM operators WHERE username = ?")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| {
-            Ok((
-                Operator {
-                    id: r.try_get("id")?,
-                    username: r.try_get("username")?,
-                },
-                r.try_get("password_hash")?,
-            ))
-        })
-        .transpose()
-    }
-
     async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool> {
         let r = sqlx::query("UPDATE operators SET password_hash = ? WHERE username = ?")
             .bind(password_hash)
@@ -298,7 +321,7 @@ impl Store for SqliteStore {
 
     async fn login_operator(&self, token_hash: &str, now: i64) -> Result<Option<Operator>> {
         let row = sqlx::query(
-            "SELECT o.id, o.username FROM login_sessions s JOIN operators o ON o.id = s.operator_id WHERE s.token_hash = ? AND s.expires_at > ?",
+            "SELECT o.id, o.username FROM login_sessions s JOIN operators o ON o.id = s.operator_id WHERE s.token_hash = ? AND s.expires_at > ? AND o.disabled = 0",
         )
         .bind(token_hash)
         .bind(now)
@@ -345,7 +368,7 @@ impl Store for SqliteStore {
 
     async fn api_token_operator(&self, token_hash: &str) -> Result<Option<Operator>> {
         let row = sqlx::query(
-            "SELECT o.id, o.username FROM api_tokens t JOIN operators o ON o.id = t.operator_id WHERE t.token_hash = ? AND t.revoked = 0",
+            "SELECT o.id, o.username FROM api_tokens t JOIN operators o ON o.id = t.operator_id WHERE t.token_hash = ? AND t.revoked = 0 AND o.disabled = 0",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
@@ -592,24 +615,26 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn admit(&self, rakor_id: i64, identity: &str) -> Result<()> {
+    async fn admit(&self, rakor_id: i64, identity: &str, link_id: &str) -> Result<()> {
         sqlx::query(
-            "INSERT OR IGNORE INTO admissions (rakor_id, identity, admitted_at) VALUES (?, ?, ?)",
+            "INSERT OR IGNORE INTO admissions (rakor_id, identity, link_id, admitted_at) VALUES (?, ?, ?, ?)",
         )
         .bind(rakor_id)
         .bind(identity)
+        .bind(link_id)
         .bind(crate::wib::now())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn is_admitted(&self, rakor_id: i64, identity: &str) -> Result<bool> {
+    async fn is_admitted(&self, rakor_id: i64, identity: &str, link_id: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM admissions WHERE rakor_id = ? AND identity = ?",
+            "SELECT COUNT(*) FROM admissions WHERE rakor_id = ? AND identity = ? AND link_id = ?",
         )
         .bind(rakor_id)
         .bind(identity)
+        .bind(link_id)
         .fetch_one(&self.pool)
         .await?;
         Ok(n > 0)

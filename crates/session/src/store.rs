@@ -2,6 +2,7 @@
 //! nodes sharing schedules) can follow the SQLite implementation ([`crate::sqlite`]). Every
 //! method commits before it returns: a crash loses nothing that was acknowledged.
 
+use crate::access::{AuditEntry, AuditRecord, Ban, InvitationLink, OperatorInfo};
 use crate::error::Result;
 use crate::model::{AttendanceEvent, Rakor, RakorDraft, RakorState, Site, SiteInput};
 use serde::Serialize;
@@ -23,14 +24,44 @@ pub struct ApiTokenInfo {
     pub created_utc: String,
 }
 
+/// Who may get in, and the record of who did what (see [`crate::access`]).
 #[async_trait::async_trait]
-pub trait Store: Send + Sync {
+pub trait AccessStore: Send + Sync {
+    // Operator administration.
+    async fn list_operators(&self) -> Result<Vec<OperatorInfo>>;
+    /// (operator, password hash, disabled).
+    async fn operator_record(&self, username: &str) -> Result<Option<(Operator, String, bool)>>;
+    async fn set_operator_disabled(&self, id: i64, disabled: bool) -> Result<bool>;
+    async fn delete_operator(&self, id: i64) -> Result<bool>;
+    /// End every login and revoke every API token of an operator.
+    async fn end_operator_sessions(&self, id: i64) -> Result<()>;
+
+    // Invitation links.
+    /// Every link of a rakor, oldest first.
+    async fn links(&self, rakor_id: i64) -> Result<Vec<InvitationLink>>;
+    async fn link(&self, id: &str) -> Result<Option<InvitationLink>>;
+    async fn insert_link(&self, link: &InvitationLink) -> Result<()>;
+    /// Revoke every live link of a site for a rakor; how many.
+    async fn revoke_links(&self, rakor_id: i64, site_id: i64, at: i64) -> Result<u64>;
+
+    // Bans.
+    async fn add_ban(&self, room: &str, identity: &str, by: &str) -> Result<Ban>;
+    async fn remove_ban(&self, id: i64) -> Result<Option<Ban>>;
+    async fn list_bans(&self) -> Result<Vec<Ban>>;
+    async fn is_banned(&self, room: &str, identity: &str) -> Result<bool>;
+
+    // Audit log.
+    async fn append_audit(&self, at_ms: i64, entry: &AuditEntry) -> Result<()>;
+    /// Newest first: at most `limit` records with an id below `before` (all with `None`).
+    async fn audit(&self, limit: i64, before: Option<i64>) -> Result<Vec<AuditRecord>>;
+}
+
+#[async_trait::async_trait]
+pub trait Store: AccessStore + Send + Sync {
     // Operators and credentials.
     async fn operator_count(&self) -> Result<i64>;
     /// Conflict if the username exists.
     async fn add_operator(&self, username: &str, password_hash: &str) -> Result<Operator>;
-    /// (operator, password hash).
-    async fn operator_by_username(&self, username: &str) -> Result<Option<(Operator, String)>>;
     async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool>;
     async fn create_login(&self, token_hash: &str, operator_id: i64, expires_at: i64)
         -> Result<()>;
@@ -72,7 +103,9 @@ pub trait Store: Send + Sync {
     /// Write a `leave` at `at_ms` (reason `server_restart`) for every join that has none: the
     /// participants of a server that crashed. Returns how many were closed.
     async fn close_open_attendance(&self, at_ms: i64) -> Result<u64>;
-    async fn admit(&self, rakor_id: i64, identity: &str) -> Result<()>;
-    async fn is_admitted(&self, rakor_id: i64, identity: &str) -> Result<bool>;
+    /// Admissions are per invitation link.
+    async fn admit(&self, rakor_id: i64, identity: &str, link_id: &str) -> Result<()>;
+    async fn is_admitted(&self, rakor_id: i64, identity: &str, link_id: &str) -> Result<bool>;
+    /// Forget every admission of `identity` (all its links): it waits in the lobby again.
     async fn revoke_admission(&self, rakor_id: i64, identity: &str) -> Result<()>;
 }

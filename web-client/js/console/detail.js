@@ -53,14 +53,23 @@ async function loadLinks(r) {
   if (r.state === 'ended') return;
   const links = await get(`/rakor/${r.id}/invitations`);
   for (const l of links) {
-    const copy = el('button', { className: 'btn-small', type: 'button', text: t('console.detail.copy'),
+    const copy = el('button', { className: 'btn-small', type: 'button', text: t('console.detail.copy'), disabled: !l.link,
       onclick: async () => {
         try { await navigator.clipboard.writeText(l.link); notice(t('console.detail.copied', { name: l.site })); } catch { window.prompt(t('console.detail.copyManual'), l.link); }
       } });
-    body.append(el('tr', { 'data-site-id': l.site_id },
+    const relink = (what) => async () => {
+      if (!window.confirm(t(`console.detail.confirm.${what}`, { name: l.site }))) return;
+      try { await post(`/rakor/${r.id}/invitations/${l.site_id}/${what}`); await loadLinks(r); } catch (err) { fail(err); }
+    };
+    const reissue = el('button', { className: 'btn-small link-reissue', type: 'button', text: t('console.detail.reissue'), onclick: relink('reissue') });
+    const revoke = el('button', { className: 'btn-small danger link-revoke', type: 'button', text: t('console.detail.revoke'), disabled: l.revoked, onclick: relink('revoke') });
+    const link = l.link
+      ? el('a', { href: l.link, target: '_blank', rel: 'noreferrer', text: l.link, className: 'invite-link' })
+      : el('span', { className: 'muted', text: t('console.detail.revoked') });
+    body.append(el('tr', { 'data-site-id': l.site_id, 'data-link-id': l.link_id },
       el('td', { text: l.site }), el('td', { text: t(`role.${l.role}`) }),
-      el('td', { className: 'link' }, el('a', { href: l.link, target: '_blank', rel: 'noreferrer', text: l.link, className: 'invite-link' })),
-      el('td', {}, copy)));
+      el('td', { className: 'link' }, link),
+      el('td', {}, copy, ' ', reissue, ' ', revoke)));
   }
 }
 

@@ -7,7 +7,7 @@ import { el, wib } from './format.js';
 import { openDetail, closeDetail } from './detail.js';
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ['view-login', 'view-sites', 'view-rakor', 'view-detail'];
+const VIEWS = ['view-login', 'view-sites', 'view-rakor', 'view-detail', 'view-audit'];
 let sites = [];
 let current = 'view-rakor';
 
@@ -176,6 +176,15 @@ $('rakor-form').addEventListener('submit', async (e) => {
 });
 
 $('nav-sites').addEventListener('click', () => show('view-sites'));
+$('nav-audit').addEventListener('click', async () => { show('view-audit'); try { await loadAudit(); } catch (err) { onAuthLost(err); } });
+
+/** The audit log (newest 200): logins with address, moderation, link and operator changes. */
+async function loadAudit() {
+  const rows = await get('/audit?limit=200');
+  $('audit-rows').replaceChildren(...rows.map((a) => el('tr', { 'data-action': a.action },
+    el('td', { text: wib(a.at_utc) }), el('td', { text: a.actor }), el('td', { text: a.address }),
+    el('td', { text: a.action }), el('td', { text: a.target }), el('td', { text: a.detail }))));
+}
 $('nav-rakor').addEventListener('click', async () => { show('view-rakor'); try { await loadRakor(); } catch (err) { onAuthLost(err); } });
 $('d-back').addEventListener('click', async () => { show('view-rakor'); try { await loadRakor(); } catch (err) { onAuthLost(err); } });
 

@@ -33,18 +33,8 @@ pub struct Me {
     pub operator: Operator,
 }
 
-fn cookie(state: &AppState, value: &str, max_age: u64) -> String {
-    let secure = if state
-        .config
-        .server
-        .public_url
-        .trim()
-        .starts_with("https://")
-    {
-        "; Secure"
-    } else {
-        ""
-    };
+fn cookie(secure: bool, value: &str, max_age: u64) -> String {
+    let secure = if secure { "; Secure" } else { "" };
     format!(
         "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
     )
@@ -56,6 +46,7 @@ fn cookie(state: &AppState, value: &str, max_age: u64) -> String {
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
+    ext: axum::http::Extensions,
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Response> {
     if req.username.len() > 256 || req.password.len() > 1024 {
@@ -69,7 +60,11 @@ pub async fn login(
         .session
         .login(&req.username, &req.password, &addr)
         .await?;
-    let c = cookie(&state, &secret, state.session.login_ttl().as_secs());
+    let c = cookie(
+        super::cookie_secure(&state, &ext),
+        &secret,
+        state.session.login_ttl().as_secs(),
+    );
     Ok(([(header::SET_COOKIE, c)], Json(Me { operator: op })).into_response())
 }
 
@@ -78,6 +73,7 @@ pub async fn login(
 pub async fn logout(
     State(state): State<AppState>,
     _op: Op,
+    ext: axum::http::Extensions,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let secret = headers
@@ -93,7 +89,10 @@ pub async fn logout(
     }
     Ok((
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, cookie(&state, "", 0))],
+        [(
+            header::SET_COOKIE,
+            cookie(super::cookie_secure(&state, &ext), "", 0),
+        )],
     )
         .into_response())
 }
@@ -132,10 +131,22 @@ pub async fn list_tokens(
     responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn create_token(
     State(state): State<AppState>,
-    Op(op): Op,
+    actor: super::Actor,
     Body(req): Body<NewToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    let (token, info) = state.session.create_api_token(&op, &req.label).await?;
+    let (token, info) = state
+        .session
+        .create_api_token(&actor.op, &req.label)
+        .await?;
+    state
+        .session
+        .audit_by(
+            &actor.who,
+            "token_create",
+            format!("token {}", info.id),
+            info.label.clone(),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(CreatedToken { token, info })))
 }
 
@@ -144,11 +155,25 @@ pub async fn create_token(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn revoke_token(
     State(state): State<AppState>,
-    Op(op): Op,
+    actor: super::Actor,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = super::parse_id("token", &id)?;
-    if state.session.store().revoke_api_token(op.id, id).await? {
+    if state
+        .session
+        .store()
+        .revoke_api_token(actor.op.id, id)
+        .await?
+    {
+        state
+            .session
+            .audit_by(
+                &actor.who,
+                "token_revoke",
+                format!("token {id}"),
+                String::new(),
+            )
+            .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("token {id} does not exist")))

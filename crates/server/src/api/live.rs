@@ -2,14 +2,14 @@
 //! and refuse; moderation (mute, remove, spotlight, end) through `SfuHandle::moderate`.
 
 use super::rakor::load;
-use super::{ApiError, ApiResult, Body, ErrorBody, Op};
+use super::{Actor, ApiError, ApiResult, Body, ErrorBody, Op};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use rakor_proto::ParticipantId;
 use rakor_session::lobby::{Decision, LobbyEntry};
-use rakor_session::model::{site_of_identity, RakorState};
+use rakor_session::model::{site_of_identity, Rakor, RakorState};
 use rakor_sfu::{Moderation, SfuError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -108,6 +108,7 @@ pub struct Decided {
 
 async fn decide_one(
     state: &AppState,
+    actor: &Actor,
     id: &str,
     entry: &str,
     d: Decision,
@@ -119,6 +120,7 @@ async fn decide_one(
     match state.session.lobby().decide(r.id, entry, d) {
         Some(identity) => {
             tracing::info!(rakor = r.id, %identity, decision = ?d, "lobby decision");
+            audit_decision(state, actor, r.id, d, &identity).await;
             Ok(Json(Decided {
                 identities: vec![identity],
             }))
@@ -134,10 +136,10 @@ async fn decide_one(
     responses((status = 200, body = Decided), (status = 404, body = ErrorBody)))]
 pub async fn admit(
     State(state): State<AppState>,
-    _op: Op,
+    actor: Actor,
     Path((id, entry)): Path<(String, String)>,
 ) -> ApiResult<Json<Decided>> {
-    decide_one(&state, &id, &entry, Decision::Admit).await
+    decide_one(&state, &actor, &id, &entry, Decision::Admit).await
 }
 
 /// Refuse one waiting site (it gets `error {code:"refused"}`).
@@ -145,10 +147,10 @@ pub async fn admit(
     responses((status = 200, body = Decided), (status = 404, body = ErrorBody)))]
 pub async fn refuse(
     State(state): State<AppState>,
-    _op: Op,
+    actor: Actor,
     Path((id, entry)): Path<(String, String)>,
 ) -> ApiResult<Json<Decided>> {
-    decide_one(&state, &id, &entry, Decision::Refuse).await
+    decide_one(&state, &actor, &id, &entry, Decision::Refuse).await
 }
 
 /// Admit everybody waiting.
@@ -156,13 +158,15 @@ pub async fn refuse(
     responses((status = 200, body = Decided), (status = 404, body = ErrorBody)))]
 pub async fn admit_all(
     State(state): State<AppState>,
-    _op: Op,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Decided>> {
     let r = load(&state, &id).await?;
-    Ok(Json(Decided {
-        identities: state.session.lobby().decide_all(r.id, Decision::Admit),
-    }))
+    let identities = state.session.lobby().decide_all(r.id, Decision::Admit);
+    for identity in &identities {
+        audit_decision(&state, &actor, r.id, Decision::Admit, identity).await;
+    }
+    Ok(Json(Decided { identities }))
 }
 
 /// Refuse everybody waiting.
@@ -170,13 +174,49 @@ pub async fn admit_all(
     responses((status = 200, body = Decided), (status = 404, body = ErrorBody)))]
 pub async fn refuse_all(
     State(state): State<AppState>,
-    _op: Op,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Decided>> {
     let r = load(&state, &id).await?;
-    Ok(Json(Decided {
-        identities: state.session.lobby().decide_all(r.id, Decision::Refuse),
-    }))
+    let identities = state.session.lobby().decide_all(r.id, Decision::Refuse);
+    for identity in &identities {
+        audit_decision(&state, &actor, r.id, Decision::Refuse, identity).await;
+    }
+    Ok(Json(Decided { identities }))
+}
+
+async fn audit_decision(state: &AppState, actor: &Actor, rakor: i64, d: Decision, identity: &str) {
+    let action = match d {
+        Decision::Admit => "lobby_admit",
+        Decision::Refuse => "lobby_refuse",
+    };
+    state
+        .session
+        .audit_by(
+            &actor.who,
+            action,
+            format!("rakor {rakor} {identity}"),
+            String::new(),
+        )
+        .await;
+}
+
+/// Remove every participant with `identity` from the rakor's room (a revoked link's holder).
+/// Nobody in the room, or the room not live: nothing to do.
+pub(super) async fn remove_identity(state: &AppState, r: &Rakor, identity: &str) {
+    let Ok(Some(snap)) = state.sfu.room_info(&r.room).await else {
+        return;
+    };
+    for p in snap
+        .participants
+        .into_iter()
+        .filter(|p| p.identity == identity)
+    {
+        let action = Moderation::Remove { participant: p.id };
+        if let Err(e) = state.sfu.moderate(&r.room, action).await {
+            tracing::warn!(rakor = r.id, %identity, "cannot remove the holder of a revoked link: {e}");
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -190,13 +230,13 @@ pub struct MuteRequest {
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn mute(
     State(state): State<AppState>,
-    _op: Op,
+    actor: Actor,
     Path((id, pid)): Path<(String, String)>,
     Body(req): Body<MuteRequest>,
 ) -> ApiResult<StatusCode> {
     let r = load(&state, &id).await?;
     let action = Moderation::MuteAudio {
-        participant: ParticipantId(pid),
+        participant: ParticipantId(pid.clone()),
         muted: req.muted,
     };
     state
@@ -204,6 +244,20 @@ pub async fn mute(
         .moderate(&r.room, action)
         .await
         .map_err(sfu_error)?;
+    let what = if req.muted {
+        "participant_mute"
+    } else {
+        "participant_unmute"
+    };
+    state
+        .session
+        .audit_by(
+            &actor.who,
+            what,
+            format!("rakor {} participant {pid}", r.id),
+            String::new(),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -212,7 +266,7 @@ pub async fn mute(
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
-    _op: Op,
+    actor: Actor,
     Path((id, pid)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let r = load(&state, &id).await?;
@@ -228,14 +282,26 @@ pub async fn remove(
         .moderate(
             &r.room,
             Moderation::Remove {
-                participant: ParticipantId(pid),
+                participant: ParticipantId(pid.clone()),
             },
         )
         .await
         .map_err(sfu_error)?;
+    let who = identity
+        .clone()
+        .unwrap_or_else(|| format!("participant {pid}"));
     if let Some(identity) = identity {
         state.session.revoke_admission(r.id, &identity).await?;
     }
+    state
+        .session
+        .audit_by(
+            &actor.who,
+            "participant_remove",
+            format!("rakor {} {who}", r.id),
+            String::new(),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -251,11 +317,19 @@ pub struct SpotlightRequest {
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn spotlight(
     State(state): State<AppState>,
-    _op: Op,
+    actor: Actor,
     Path(id): Path<String>,
     Body(req): Body<SpotlightRequest>,
 ) -> ApiResult<StatusCode> {
     let r = load(&state, &id).await?;
+    let detail = req
+        .participant_id
+        .clone()
+        .unwrap_or_else(|| "cleared".into());
+    state
+        .session
+        .audit_by(&actor.who, "spotlight", format!("rakor {}", r.id), detail)
+        .await;
     let action = Moderation::Spotlight {
         participant: req.participant_id.map(ParticipantId),
     };
@@ -272,7 +346,7 @@ pub async fn spotlight(
     responses((status = 200, body = super::rakor::RakorView), (status = 404, body = ErrorBody)))]
 pub async fn end(
     State(state): State<AppState>,
-    _op: Op,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<super::rakor::RakorView>> {
     let r = load(&state, &id).await?;
@@ -282,5 +356,14 @@ pub async fn end(
         Err(e) => return Err(sfu_error(e)),
     }
     tracing::info!(rakor = r.id, "rakor ended by an operator");
+    state
+        .session
+        .audit_by(
+            &actor.who,
+            "rakor_end",
+            format!("rakor {}", r.id),
+            String::new(),
+        )
+        .await;
     Ok(Json(super::rakor::RakorView::of(&r)))
 }

@@ -5,12 +5,16 @@
 //!
 //! | file | routes |
 //! | --- | --- |
+//! | [`guard`] | CSRF (Origin / Sec-Fetch-Site), content types, `Cache-Control: no-store` |
 //! | [`auth`] | login, logout, me, API tokens |
 //! | [`sites`] | the directory: sites, CSV import |
 //! | [`rakor`] | scheduled rakor, invitations, attendance |
 //! | [`live`] | the live panel: participants, lobby, moderation, end |
+//! | [`admin`] | operator accounts, bans, the audit log |
 
+pub mod admin;
 pub mod auth;
+pub mod guard;
 pub mod live;
 pub mod rakor;
 pub mod sites;
@@ -40,7 +44,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: `unauthorized`, `invalid_input`, `malformed_json`, `not_found`,
-    /// `conflict`, `rate_limited`, `unsupported_media_type`, `payload_too_large`, `internal`.
+    /// `conflict`, `rate_limited`, `busy`, `forbidden`, `unsupported_media_type`,
+    /// `payload_too_large`, `internal`.
     pub code: String,
     pub message: String,
     /// The offending field, for `invalid_input`.
@@ -91,6 +96,8 @@ impl From<SessionError> for ApiError {
             SessionError::Conflict(_) => StatusCode::CONFLICT,
             SessionError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             SessionError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            SessionError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            SessionError::Forbidden(_) => StatusCode::FORBIDDEN,
             SessionError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if let SessionError::Storage(m) = &e {
@@ -99,9 +106,8 @@ impl From<SessionError> for ApiError {
         let mut err = ApiError::new(status, e.code(), e.to_string());
         match e {
             SessionError::Invalid { field, .. } => err.field = Some(field),
-            SessionError::RateLimited { retry_after_secs } => {
-                err.retry_after = Some(retry_after_secs)
-            }
+            SessionError::RateLimited { retry_after_secs }
+            | SessionError::Busy { retry_after_secs } => err.retry_after = Some(retry_after_secs),
             SessionError::Storage(_) => err.message = "storage error; see the server log".into(),
             _ => {}
         }
@@ -184,9 +190,17 @@ fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
+/// The operator the API guard already authenticated (a request extension), so that the
+/// handler does not look it up again.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Operator);
+
 impl FromRequestParts<AppState> for Op {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(Authenticated(op)) = parts.extensions.get::<Authenticated>() {
+            return Ok(Op(op.clone()));
+        }
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -204,7 +218,8 @@ impl FromRequestParts<AppState> for Op {
     }
 }
 
-/// The client's address (for login rate limiting), "unknown" without connect info.
+/// The client's address (login throttling, the audit log): the TCP peer, or the address a
+/// trusted proxy forwarded (`crate::client_addr`); "unknown" without connect info.
 pub struct ClientAddr(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
@@ -220,6 +235,28 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
+/// The logged-in operator and where the request came from: for handlers that write the
+/// audit log.
+pub struct Actor {
+    pub op: Operator,
+    pub who: rakor_session::Actor,
+}
+
+impl FromRequestParts<AppState> for Actor {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Op(op) = Op::from_request_parts(parts, state).await?;
+        let Ok(ClientAddr(address)) = ClientAddr::from_request_parts(parts, state).await;
+        Ok(Actor {
+            who: rakor_session::Actor {
+                operator: op.username.clone(),
+                address,
+            },
+            op,
+        })
+    }
+}
+
 /// Parse a numeric id from the path; anything else is 404.
 pub fn parse_id(what: &str, raw: &str) -> ApiResult<i64> {
     raw.parse::<i64>()
@@ -228,22 +265,33 @@ pub fn parse_id(what: &str, raw: &str) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::not_found(format!("{what} {raw} does not exist")))
 }
 
-/// The base URL for invitation links: `server.public_url`, else the `Host` the console used.
-pub fn base_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+/// The base URL for invitation links: `server.public_url`, else `http://` and the local
+/// address the console's connection reached (never the request's `Host` header, which the
+/// client chooses). Behind a reverse proxy set `server.public_url`.
+pub fn base_url(state: &AppState, parts: &axum::http::Extensions) -> String {
     let configured = state.config.server.public_url.trim().trim_end_matches('/');
     if !configured.is_empty() {
         return configured.to_owned();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .filter(|h| {
-            h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| state.config.server.listen.to_string());
-    format!("http://{host}")
+    let local = parts
+        .get::<crate::client_addr::LocalAddr>()
+        .map(|l| l.0)
+        .unwrap_or(state.config.server.listen);
+    state.config.public_base_url(local)
+}
+
+/// Whether the session cookie gets `Secure`: `server.public_url` is `https://…`, or a trusted
+/// proxy said the client used HTTPS (`X-Forwarded-Proto`). Never from the `Host` header.
+pub fn cookie_secure(state: &AppState, ext: &axum::http::Extensions) -> bool {
+    state
+        .config
+        .server
+        .public_url
+        .trim()
+        .starts_with("https://")
+        || ext
+            .get::<crate::client_addr::ForwardedHttps>()
+            .is_some_and(|f| f.0)
 }
 
 /// A CSV download (UTF-8 with BOM already in `body`).
@@ -269,9 +317,13 @@ pub fn csv_response(filename: &str, body: String) -> Response {
         auth::login, auth::logout, auth::me, auth::list_tokens, auth::create_token, auth::revoke_token,
         sites::list, sites::create, sites::get_one, sites::patch, sites::import,
         rakor::list, rakor::create, rakor::get_one, rakor::update, rakor::delete,
-        rakor::invitations, rakor::invitations_csv, rakor::attendance, rakor::attendance_csv,
+        rakor::invitations, rakor::invitations_csv, rakor::reissue_link, rakor::revoke_link,
+        rakor::attendance, rakor::attendance_csv,
         live::live, live::admit, live::refuse, live::admit_all, live::refuse_all,
         live::mute, live::remove, live::spotlight, live::end,
+        admin::list_operators, admin::create_operator, admin::reset_password, admin::disable_operator,
+        admin::enable_operator, admin::remove_operator, admin::list_bans, admin::create_ban,
+        admin::remove_ban, admin::audit,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&SecurityAddon),
@@ -310,7 +362,7 @@ async fn no_route() -> ApiError {
 }
 
 /// The API routes (merge into the server's router).
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: AppState) -> Router<AppState> {
     let v1 = Router::new()
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
@@ -327,6 +379,28 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/rakor/{id}/invitations", get(rakor::invitations))
         .route("/rakor/{id}/invitations.csv", get(rakor::invitations_csv))
+        .route(
+            "/rakor/{id}/invitations/{site_id}/reissue",
+            post(rakor::reissue_link),
+        )
+        .route(
+            "/rakor/{id}/invitations/{site_id}/revoke",
+            post(rakor::revoke_link),
+        )
+        .route(
+            "/operators",
+            get(admin::list_operators).post(admin::create_operator),
+        )
+        .route(
+            "/operators/{id}",
+            axum::routing::delete(admin::remove_operator),
+        )
+        .route("/operators/{id}/password", post(admin::reset_password))
+        .route("/operators/{id}/disable", post(admin::disable_operator))
+        .route("/operators/{id}/enable", post(admin::enable_operator))
+        .route("/bans", get(admin::list_bans).post(admin::create_ban))
+        .route("/bans/{id}", axum::routing::delete(admin::remove_ban))
+        .route("/audit", get(admin::audit))
         .route("/rakor/{id}/attendance", get(rakor::attendance))
         .route("/rakor/{id}/attendance.csv", get(rakor::attendance_csv))
         .route("/rakor/{id}/live", get(live::live))
@@ -338,7 +412,11 @@ pub fn routes() -> Router<AppState> {
         .route("/rakor/{id}/participants/{pid}/remove", post(live::remove))
         .route("/rakor/{id}/spotlight", post(live::spotlight))
         .route("/rakor/{id}/end", post(live::end))
-        .fallback(no_route);
+        .fallback(no_route)
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            guard::api_guard,
+        ));
     Router::new()
         .nest("/api/v1", v1)
         .route("/api/openapi.json", get(openapi_json))

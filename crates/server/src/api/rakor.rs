@@ -4,10 +4,11 @@ use super::{base_url, csv_response, ApiError, ApiResult, Body, ErrorBody, Op};
 use crate::state::AppState;
 use crate::token::{self, Claims};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use rakor_proto::Role;
+use rakor_session::access::InvitationLink;
 use rakor_session::attendance::{self, Register};
 use rakor_session::model::{site_identity, Rakor, RakorInput, RakorState, Site, SiteKind};
 use rakor_session::wib;
@@ -132,7 +133,12 @@ pub struct Invitation {
     pub kind: SiteKind,
     /// `host` (the command room: no lobby) or `participant` (waits in the lobby).
     pub role: String,
-    pub link: String,
+    /// The link's own id (the token's `lid` claim).
+    pub link_id: String,
+    /// Revoked by an operator: `link` is null until it is reissued.
+    pub revoked: bool,
+    /// The join link; a secret. Null when revoked.
+    pub link: Option<String>,
     pub valid_from_utc: String,
     pub valid_until_utc: String,
     pub valid_from_wib: String,
@@ -151,9 +157,9 @@ fn claim_name(name: &str) -> String {
     out
 }
 
-fn mint_links(
+async fn mint_links(
     state: &AppState,
-    headers: &HeaderMap,
+    ext: &axum::http::Extensions,
     r: &Rakor,
     sites: &[Site],
 ) -> ApiResult<Vec<Invitation>> {
@@ -165,18 +171,34 @@ fn mint_links(
             "this rakor has ended; its links no longer work",
         ));
     }
-    let base = base_url(state, headers);
-    let mut ids = vec![r.host_site_id];
-    ids.extend(r.invited.iter().copied());
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let Some(site) = sites.iter().find(|s| s.id == id) else {
+    let base = base_url(state, ext);
+    let links = state.session.current_links(r.id).await?;
+    let mut out = Vec::with_capacity(links.len());
+    for l in links {
+        let Some(site) = sites.iter().find(|s| s.id == l.site_id) else {
             continue;
         };
-        let host = id == r.host_site_id;
-        let role = if host { Role::Host } else { Role::Participant };
+        out.push(invitation(state, &base, r, site, &l, now)?);
+    }
+    Ok(out)
+}
+
+/// The invitation of one site with one link (a signed token unless the link is revoked).
+fn invitation(
+    state: &AppState,
+    base: &str,
+    r: &Rakor,
+    site: &Site,
+    l: &InvitationLink,
+    now: i64,
+) -> ApiResult<Invitation> {
+    let host = site.id == r.host_site_id;
+    let role = if host { Role::Host } else { Role::Participant };
+    let link = if l.is_revoked() {
+        None
+    } else {
         let claims = Claims {
-            sub: site_identity(id),
+            sub: site_identity(site.id),
             room: r.room.clone(),
             name: claim_name(&site.name),
             role,
@@ -186,22 +208,70 @@ fn mint_links(
             nbf: u64::try_from(r.valid_from()).ok(),
             sid: Some(r.id.to_string()),
             lobby: !host,
+            lid: Some(l.id.clone()),
         };
         let t = token::mint(&state.signing_key, &claims)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        out.push(Invitation {
-            site_id: id,
-            site: site.name.clone(),
-            kind: site.kind,
-            role: role.as_str().to_owned(),
-            link: format!("{base}/join?token={t}"),
-            valid_from_utc: wib::utc_string(r.valid_from()),
-            valid_until_utc: wib::utc_string(r.end_at),
-            valid_from_wib: wib::wib_string(r.valid_from()),
-            valid_until_wib: wib::wib_string(r.end_at),
-        });
-    }
-    Ok(out)
+        Some(format!("{base}/join?token={t}"))
+    };
+    Ok(Invitation {
+        site_id: site.id,
+        site: site.name.clone(),
+        kind: site.kind,
+        role: role.as_str().to_owned(),
+        link_id: l.id.clone(),
+        revoked: l.is_revoked(),
+        link,
+        valid_from_utc: wib::utc_string(r.valid_from()),
+        valid_until_utc: wib::utc_string(r.end_at),
+        valid_from_wib: wib::wib_string(r.valid_from()),
+        valid_until_wib: wib::wib_string(r.end_at),
+    })
+}
+
+/// Reissue a site's invitation link: the old link is refused from now on (`link_revoked`),
+/// a participant who joined with it is removed, and the new link waits in the lobby again.
+#[utoipa::path(post, path = "/api/v1/rakor/{id}/invitations/{site_id}/reissue", tag = "rakor",
+    params(("id" = i64, Path), ("site_id" = i64, Path)),
+    responses((status = 200, body = Invitation), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn reissue_link(
+    State(state): State<AppState>,
+    actor: super::Actor,
+    ext: axum::http::Extensions,
+    Path((id, site_id)): Path<(String, String)>,
+) -> ApiResult<Json<Invitation>> {
+    let r = load(&state, &id).await?;
+    let site = state
+        .session
+        .site(super::parse_id("site", &site_id)?)
+        .await?;
+    let l = state
+        .session
+        .reissue_link(&actor.who, r.id, site.id)
+        .await?;
+    super::live::remove_identity(&state, &r, &site_identity(site.id)).await;
+    let base = base_url(&state, &ext);
+    Ok(Json(invitation(&state, &base, &r, &site, &l, wib::now())?))
+}
+
+/// Revoke a site's invitation link without a new one (a participant who joined with it is
+/// removed). Reissue to give the site a working link again.
+#[utoipa::path(post, path = "/api/v1/rakor/{id}/invitations/{site_id}/revoke", tag = "rakor",
+    params(("id" = i64, Path), ("site_id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn revoke_link(
+    State(state): State<AppState>,
+    actor: super::Actor,
+    Path((id, site_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let r = load(&state, &id).await?;
+    let site = state
+        .session
+        .site(super::parse_id("site", &site_id)?)
+        .await?;
+    state.session.revoke_link(&actor.who, r.id, site.id).await?;
+    super::live::remove_identity(&state, &r, &site_identity(site.id)).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// One signed link per invited site, plus the host link (first). Links work from 30 minutes
@@ -211,12 +281,12 @@ fn mint_links(
 pub async fn invitations(
     State(state): State<AppState>,
     _op: Op,
-    headers: HeaderMap,
+    ext: axum::http::Extensions,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<Invitation>>> {
     let r = load(&state, &id).await?;
     let sites = state.session.list_sites().await?;
-    Ok(Json(mint_links(&state, &headers, &r, &sites)?))
+    Ok(Json(mint_links(&state, &ext, &r, &sites).await?))
 }
 
 /// The invitation links as CSV (UTF-8 with BOM): site, kind, role, link, valid from/until (WIB).
@@ -225,12 +295,12 @@ pub async fn invitations(
 pub async fn invitations_csv(
     State(state): State<AppState>,
     _op: Op,
-    headers: HeaderMap,
+    ext: axum::http::Extensions,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let r = load(&state, &id).await?;
     let sites = state.session.list_sites().await?;
-    let links = mint_links(&state, &headers, &r, &sites)?;
+    let links = mint_links(&state, &ext, &r, &sites).await?;
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(Vec::new());
@@ -247,7 +317,9 @@ pub async fn invitations_csv(
             attendance::csv_safe(&l.site),
             l.kind.as_str().into(),
             l.role.clone(),
-            l.link.clone(),
+            l.link
+                .clone()
+                .unwrap_or_else(|| "(dicabut / revoked)".into()),
             wib::wib_short(r.valid_from()),
             wib::wib_short(r.end_at),
         ]);

@@ -73,7 +73,7 @@ pub async fn import(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !ct.starts_with("text/csv") && !ct.starts_with("text/plain") {
+    if !ct.trim().to_ascii_lowercase().starts_with("text/csv") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

@@ -108,6 +108,7 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
     if c.session.login_lockout > Duration::from_secs(24 * 3600) {
         return Err(("session.login_lockout", "must be at most 24h".into()));
     }
+    super::security::validate(c)?;
     if c.auth.max_ttl.is_zero() {
         return Err(("auth.max_ttl", "must be greater than 0".into()));
     }
