@@ -103,15 +103,25 @@ async fn a_new_request_is_answered_while_600_connections_hang() -> Result<()> {
     Ok(())
 }
 
+/// A fresh data set with one operator (password [`PASSWORD`]), and its server.
+fn start_with_operator(username: &str) -> Result<(Persistent, rakor_e2e::Server)> {
+    let p = Persistent::new()?;
+    let out = p.add_operator(username, PASSWORD)?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = p.start()?;
+    Ok((p, server))
+}
+
 /// Item 2: 200 parallel logins from 50 addresses (unknown users and wrong passwords): the
 /// server's peak memory stays bounded (hashing is a small pool), every request is answered
 /// (401, 429 or 503) in bounded time, and the operator logs in afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_burst_keeps_memory_bounded() -> Result<()> {
-    let p = Persistent::new()?;
-    let out = p.add_operator("operator", PASSWORD)?;
-    assert!(out.status.success());
-    let server = p.start()?;
+    let (_p, server) = start_with_operator("operator")?;
     let addr = server.http;
     let pid = server.pid().ok_or_else(|| anyhow!("no pid"))?;
     // Warm up: one login, so the baseline includes the first hash.
@@ -187,10 +197,7 @@ async fn a_login_burst_keeps_memory_bounded() -> Result<()> {
 /// Failed logins are in the audit log with username and address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_refuses_sprays_but_not_the_operator() -> Result<()> {
-    let p = Persistent::new()?;
-    let out = p.add_operator("admin", PASSWORD)?;
-    assert!(out.status.success());
-    let server = p.start()?;
+    let (_p, server) = start_with_operator("admin")?;
     let addr = server.http;
     let mut first_429 = None;
     for i in 0..60 {
