@@ -8,6 +8,11 @@ pub enum SfuError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot bind the ICE-TCP listener {addr} (the media port number, for TCP; set media.ice_tcp = false to go without): {source}")]
+    BindTcp {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("media socket: {0}")]
     Io(#[from] std::io::Error),
     #[error("the media worker has stopped")]
