@@ -34,26 +34,60 @@ pub fn signalling(data: &[u8]) {
     }
 }
 
-/// Media port: classify a datagram, extract the STUN ufrag, route it.
+/// Media port: classify a packet, extract the STUN ufrag, route it (as a UDP datagram and as
+/// an ICE-TCP frame).
 pub fn demux(data: &[u8]) {
+    use rakor_sfu::demux::{ConnKey, Transport};
     let kind = classify(data);
     let ufrag = stun_local_ufrag(data);
     // (`stun_local_ufrag` does not look at the first byte; `route` asks it only for STUN.)
     assert!(ufrag.is_none_or(|u| !u.is_empty() && !u.contains(':')));
-    let mut d = Demux::default();
-    d.learn_from_outgoing(data, ([10, 0, 0, 2], 5000).into(), rakor_sfu::demux::ConnKey(2));
-    d.add_ufrag("srvufrag".into(), rakor_sfu::demux::ConnKey(1));
-    let src: SocketAddr = ([10, 0, 0, 1], 5000).into();
-    let routed = d.route(data, src);
-    if let Some(c) = routed {
-        assert_eq!(c, rakor_sfu::demux::ConnKey(1));
-        assert_eq!(kind, DatagramKind::Stun);
-        assert_eq!(ufrag, Some("srvufrag"));
-        // Naming a ufrag teaches no address: only an authenticated binding does.
-        assert_eq!(d.route(&[0x80, 0, 0, 0], src), None);
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let mut d = Demux::default();
+        d.learn_from_outgoing(data, ([10, 0, 0, 2], 5000).into(), transport, ConnKey(2));
+        d.add_ufrag("srvufrag".into(), ConnKey(1));
+        let src: SocketAddr = ([10, 0, 0, 1], 5000).into();
+        let routed = d.route(data, src, transport);
+        if let Some(c) = routed {
+            assert_eq!(c, ConnKey(1));
+            assert_eq!(kind, DatagramKind::Stun);
+            assert_eq!(ufrag, Some("srvufrag"));
+            // Naming a ufrag teaches no address or stream: only an authenticated binding does.
+            assert_eq!(d.route(&[0x80, 0, 0, 0], src, transport), None);
+            assert!(!d.stream_bound(src));
+        }
+        let mut streams = Vec::new();
+        d.remove_conn("srvufrag", ConnKey(1), &mut streams);
+        assert_eq!(d.route(data, src, transport), None);
     }
-    d.remove_conn("srvufrag", rakor_sfu::demux::ConnKey(1));
-    assert_eq!(d.route(data, src), None);
+}
+
+/// ICE-TCP: RFC 4571 framing of a hostile stream, fed in two chunks split by the first byte.
+pub fn tcp_frames(data: &[u8]) {
+    use rakor_sfu::ice_tcp::{FrameDecoder, FrameError, MAX_FRAME};
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
+    let cut = usize::from(cut).min(rest.len());
+    let mut d = FrameDecoder::default();
+    let mut bytes = 0usize;
+    let mut frames = 0usize;
+    for chunk in [&rest[..cut], &rest[cut..]] {
+        match d.feed(chunk, |p| {
+            assert!(!p.is_empty() && p.len() <= MAX_FRAME);
+            bytes += 2 + p.len();
+            frames += 1;
+            true
+        }) {
+            Ok(_) => assert!(d.pending() < 2 + MAX_FRAME),
+            Err(e) => {
+                assert!(matches!(e, FrameError::Empty | FrameError::TooLong(_)));
+                assert_eq!(d.pending(), 0);
+                return;
+            }
+        }
+    }
+    assert_eq!(bytes + d.pending(), rest.len(), "{frames} frames");
 }
 
 /// SDP: the server's own pre-check of a publisher offer.

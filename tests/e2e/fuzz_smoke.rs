@@ -215,6 +215,20 @@ fn stun_demux() {
 }
 
 #[test]
+fn ice_tcp_framing() {
+    smoke(
+        "tcp_frames",
+        targets::tcp_frames,
+        vec![
+            vec![3, 0, 4, b's', b't', b'u', b'n', 0, 1, 0x80],
+            vec![0, 0, 0],
+            vec![1, 0x08, 0x01, 0],
+            vec![5, 0, 2, 1, 2, 0, 2, 3, 4],
+        ],
+    );
+}
+
+#[test]
 fn sdp_precheck() {
     smoke(
         "sdp",

@@ -184,6 +184,65 @@ impl Netns {
         .map(drop)
     }
 
+    /// A firewall that drops UDP: every arriving UDP packet (from `from` only, if given) is
+    /// dropped on the input hook, and counted (see [`Netns::nft_counters`]). TCP passes.
+    pub fn drop_udp(&self, from: Option<&str>) -> Result<()> {
+        self.exec("nft", &["add", "table", "inet", "rkudp"])?;
+        self.exec(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "inet",
+                "rkudp",
+                "in",
+                "{ type filter hook input priority 0; }",
+            ],
+        )?;
+        let mut rule = vec!["add", "rule", "inet", "rkudp", "in"];
+        if let Some(ip) = from {
+            rule.extend_from_slice(&["ip", "saddr", ip]);
+        }
+        rule.extend_from_slice(&["meta", "l4proto", "udp", "counter", "drop"]);
+        self.exec("nft", &rule).map(drop)
+    }
+
+    /// Count arriving TCP packets to `port` (nftables, [`Netns::nft_counters`]).
+    pub fn count_tcp_to(&self, port: u16) -> Result<()> {
+        self.exec("nft", &["add", "table", "inet", "rkcount"])?;
+        self.exec(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "inet",
+                "rkcount",
+                "in",
+                "{ type filter hook input priority -10; }",
+            ],
+        )?;
+        let port = port.to_string();
+        self.exec(
+            "nft",
+            &[
+                "add", "rule", "inet", "rkcount", "in", "tcp", "dport", &port, "counter",
+            ],
+        )
+        .map(drop)
+    }
+
+    /// The packet counts of the namespace's nftables `counter` rules, in ruleset order.
+    pub fn nft_counters(&self) -> Result<Vec<u64>> {
+        let rules = self.exec("nft", &["list", "ruleset"])?;
+        Ok(rules
+            .lines()
+            .filter_map(|l| {
+                let rest = l.split("counter packets ").nth(1)?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .collect())
+    }
+
     /// Cap what leaves `ifname` at `rate` (e.g. "300kbit") with a token bucket filter.
     pub fn rate_cap(&self, ifname: &str, rate: &str) -> Result<()> {
         self.exec(

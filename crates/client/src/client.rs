@@ -38,6 +38,9 @@ pub struct ClientOptions {
     pub bind_ip: IpAddr,
     /// STUN/TURN URLs (default none).
     pub ice_servers: Vec<String>,
+    /// ICE over TCP (default true): connect to the server's passive TCP candidates too, so a
+    /// network that drops UDP still gets media; UDP is used whenever it works.
+    pub ice_tcp: bool,
     /// Limit for the WebSocket handshake plus `joined` (default 10 s).
     pub join_timeout: Duration,
     /// When the signalling connection drops without `leave`, reconnect and resume the same
@@ -70,6 +73,7 @@ impl ClientOptions {
             publish_video: true,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             ice_servers: Vec::new(),
+            ice_tcp: true,
             join_timeout: Duration::from_secs(10),
             resume_window: Duration::from_secs(30),
             signalling_timeout: Duration::from_secs(10),
@@ -101,6 +105,12 @@ impl ClientOptions {
     /// Publish nothing on join (subscribe only).
     pub fn receive_only(self) -> Self {
         self.publish(false, false)
+    }
+
+    /// Use (or not) ICE over TCP (see [`ClientOptions::ice_tcp`]).
+    pub fn ice_tcp(mut self, on: bool) -> Self {
+        self.ice_tcp = on;
+        self
     }
 
     pub fn bind_ip(mut self, ip: IpAddr) -> Self {
@@ -204,6 +214,7 @@ impl Client {
             PeerConfig {
                 bind_ip: opts.bind_ip,
                 ice_servers: opts.ice_servers.clone(),
+                ice_tcp: opts.ice_tcp,
                 imitate_server: false,
             },
         )

@@ -52,6 +52,9 @@ pub struct PeerConfig {
     pub bind_ip: IpAddr,
     /// STUN/TURN URLs (none by default: the server is ICE-lite and reachable directly).
     pub ice_servers: Vec<String>,
+    /// ICE over TCP: a TCP listener on `bind_ip` and active TCP candidates, so a server's
+    /// passive TCP candidates (trickled) are tried when UDP is blocked. UDP is preferred.
+    pub ice_tcp: bool,
     /// Behave like the Rakor server's side of a leg: ICE-lite, and `a=setup:passive` (DTLS
     /// server) when answering. Clients never set it; test peers standing in for the server do.
     pub imitate_server: bool,
@@ -62,6 +65,7 @@ impl Default for PeerConfig {
         Self {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             ice_servers: Vec::new(),
+            ice_tcp: true,
             imitate_server: false,
         }
     }
@@ -240,6 +244,13 @@ pub async fn new_peer_connection(
         .with_setting_engine(settings)
         .with_handler(ForwardingHandler::new(kind, tx))
         .with_udp_addrs(vec![SocketAddr::new(config.bind_ip, 0).to_string()])
+        // The webrtc crate connects to a remote passive TCP candidate when it is trickled
+        // (`add_ice_candidate`), and gathers active candidates only with a TCP listener.
+        .with_tcp_addrs(if config.ice_tcp && !config.imitate_server {
+            vec![SocketAddr::new(config.bind_ip, 0).to_string()]
+        } else {
+            vec![]
+        })
         .build()
         .await?;
     Ok(Arc::new(pc))

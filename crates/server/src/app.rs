@@ -204,6 +204,7 @@ impl Banner<'_> {
             "\nRakor {version} is running.\n\
              \x20 HTTP + WebSocket  http://{http}  (signalling {ws}/rtc, health {base}/healthz)\n\
              \x20 Media (UDP)       {media}  advertised in ICE as {adv}\n\
+             {tcp_line}\
              \x20 Data directory    {data_dir}\n\
              \x20 Signing key       {key_line}\n\
              \n\
@@ -216,6 +217,14 @@ impl Banner<'_> {
             ws = ws_addr,
             media = self.media_addr,
             adv = advertised.join(", "),
+            tcp_line = if c.media.ice_tcp {
+                format!(
+                    "  Media (ICE-TCP)   {}  same port number over TCP, for sites without UDP\n",
+                    self.media_addr
+                )
+            } else {
+                String::new()
+            },
         )
     }
 }

@@ -141,6 +141,9 @@ pub struct MediaConfig {
     pub loudest_speakers: usize,
     /// Estimate each subscriber's downlink and fit its video into it (layers, then pauses).
     pub bandwidth_estimation: bool,
+    /// ICE over TCP on the media port number (a TCP listener, passive TCP candidates), for
+    /// sites whose firewall drops UDP.
+    pub ice_tcp: bool,
 }
 
 impl Default for MediaConfig {
@@ -153,6 +156,7 @@ impl Default for MediaConfig {
             socket_buffer_bytes: 4 * 1024 * 1024,
             loudest_speakers: 3,
             bandwidth_estimation: true,
+            ice_tcp: true,
         }
     }
 }
@@ -274,6 +278,8 @@ impl Config {
             resume_grace: self.server.resume_grace,
             loudest_speakers: self.media.loudest_speakers,
             bandwidth_estimation: self.media.bandwidth_estimation,
+            ice_tcp: self.media.ice_tcp,
+            ..rakor_sfu::SfuConfig::default()
         }
     }
 

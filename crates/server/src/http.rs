@@ -59,7 +59,7 @@ async fn metrics(
         )
             .into_response();
     };
-    let rows: [(&str, &str, &str, u64); 9] = [
+    let rows: [(&str, &str, &str, u64); 14] = [
         (
             "rakor_rooms",
             "gauge",
@@ -113,6 +113,36 @@ async fn metrics(
             "counter",
             "Datagrams the kernel refused to send",
             s.send_errors,
+        ),
+        (
+            "rakor_ice_tcp_streams",
+            "gauge",
+            "ICE-TCP streams open on the media port",
+            s.tcp_streams as u64,
+        ),
+        (
+            "rakor_ice_tcp_frames_received_total",
+            "counter",
+            "RFC 4571 frames read from ICE-TCP streams",
+            s.tcp_frames_in,
+        ),
+        (
+            "rakor_ice_tcp_frames_unknown_source_total",
+            "counter",
+            "ICE-TCP frames dropped: no connection for the stream",
+            s.tcp_frames_unknown_source,
+        ),
+        (
+            "rakor_ice_tcp_frames_dropped_total",
+            "counter",
+            "Packets for ICE-TCP streams dropped: write queue full or stream gone",
+            s.tcp_frames_dropped,
+        ),
+        (
+            "rakor_ice_tcp_streams_refused_total",
+            "counter",
+            "ICE-TCP streams refused or closed by a limit (count, malformed frame, unbound in 5 s)",
+            s.tcp_streams_refused,
         ),
     ];
     let mut body = String::with_capacity(1024);

@@ -34,6 +34,12 @@ pub struct SfuConfig {
     /// Estimate each subscriber's downlink (TWCC feedback, GCC) and fit its video into it
     /// (see [`crate::bwe`]). Off: video follows tile sizes only.
     pub bandwidth_estimation: bool,
+    /// ICE over TCP (RFC 6544): a TCP listener on the media port number (same bind IP) and a
+    /// passive TCP host candidate beside each UDP one, for sites whose firewall drops UDP.
+    pub ice_tcp: bool,
+    /// Most ICE-TCP streams open at once from one source IP, and in total; more are refused.
+    pub tcp_streams_per_ip: usize,
+    pub tcp_streams_max: usize,
 }
 
 impl Default for SfuConfig {
@@ -50,6 +56,9 @@ impl Default for SfuConfig {
             resume_grace: Duration::from_secs(30),
             loudest_speakers: 3,
             bandwidth_estimation: true,
+            ice_tcp: true,
+            tcp_streams_per_ip: 64,
+            tcp_streams_max: 1024,
         }
     }
 }

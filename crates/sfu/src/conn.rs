@@ -22,6 +22,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
+use rtc::ice::tcp_type::TcpType;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
@@ -244,19 +245,26 @@ pub(crate) fn build(
         .build(now)
 }
 
-/// Host candidates for the shared socket, one per advertised IP.
-pub(crate) fn host_candidates(ips: &[IpAddr], port: u16) -> Vec<RTCIceCandidateInit> {
-    ips.iter()
-        .filter_map(|ip| {
+/// Host candidates for the shared media port, one per advertised IP: UDP, and with `tcp` also a
+/// passive ICE-TCP candidate (RFC 6544, `tcptype passive`) on the same IP and port number (the
+/// shell's TCP listener). UDP first: clients prefer it, TCP is the fallback.
+pub(crate) fn host_candidates(ips: &[IpAddr], port: u16, tcp: bool) -> Vec<RTCIceCandidateInit> {
+    let udp = ips.iter().map(|ip| (ip, "udp", TcpType::Unspecified));
+    let tcp = ips
+        .iter()
+        .filter(|_| tcp)
+        .map(|ip| (ip, "tcp", TcpType::Passive));
+    udp.chain(tcp)
+        .filter_map(|(ip, network, tcp_type)| {
             let host = CandidateHostConfig {
                 base_config: CandidateConfig {
-                    network: "udp".into(),
+                    network: network.into(),
                     address: ip.to_string(),
                     port,
                     component: 1,
                     ..Default::default()
                 },
-                ..Default::default()
+                tcp_type,
             }
             .new_candidate_host()
             .ok()?;

@@ -10,6 +10,11 @@ pub enum SfuError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot bind the ICE-TCP listener {addr} (the media port number, for TCP; set media.ice_tcp = false to go without): {source}")]
+    BindTcp {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("media socket: {0}")]
     Io(#[from] std::io::Error),
     #[error("the media worker has stopped")]
@@ -39,6 +44,7 @@ impl SfuError {
             SfuError::Replaced => ErrorCode::Replaced,
             SfuError::UnknownParticipant(_) => ErrorCode::UnknownParticipant,
             SfuError::Bind { .. }
+            | SfuError::BindTcp { .. }
             | SfuError::Io(_)
             | SfuError::WorkerGone
             | SfuError::UnknownRoom(_) => ErrorCode::Internal,

@@ -76,6 +76,14 @@ pub struct SfuStats {
     pub datagrams_out: u64,
     pub datagrams_unknown_source: u64,
     pub send_errors: u64,
+    /// ICE-TCP: streams open now, frames read, frames that routed nowhere, frames dropped
+    /// because a stream's write buffer was full, and streams refused or closed by a limit
+    /// (too many, a malformed frame, nothing valid in time).
+    pub tcp_streams: usize,
+    pub tcp_frames_in: u64,
+    pub tcp_frames_unknown_source: u64,
+    pub tcp_frames_dropped: u64,
+    pub tcp_streams_refused: u64,
     /// Forwarding latency (socket read → end of the send batch) over the last 10 s window
     /// with traffic: median, 99th percentile (µs) and packets measured.
     pub fwd_latency_p50_us: u64,

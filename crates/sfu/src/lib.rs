@@ -1,7 +1,8 @@
 //! Rakor's media core: rooms, participants and the forwarding of their media.
 //!
 //! One media worker thread owns every room it hosts and every WebRTC connection of those rooms
-//! (webrtc-rs's Sans-I/O `rtc::RTCPeerConnection`s), all on **one UDP socket** (the media port).
+//! (webrtc-rs's Sans-I/O `rtc::RTCPeerConnection`s), all on **one UDP socket** (the media port),
+//! plus ICE-TCP streams accepted on the same port number for sites whose firewall drops UDP.
 //! It is split the way quinn-proto/quinn and str0m split theirs:
 //!
 //! - [`Core`] (`core/`) is the whole media logic with no I/O and no clock: commands, datagrams
@@ -26,12 +27,14 @@ mod core;
 pub mod demux;
 mod error;
 mod handle;
+pub mod ice_tcp;
 pub mod keyframe;
 pub mod liveness;
 pub mod metrics;
 pub mod router;
 pub mod sdp;
 mod shell;
+mod shell_tcp;
 pub mod slab;
 pub mod speakers;
 #[cfg(test)]

@@ -1,16 +1,21 @@
 //! The media worker's thin shell around the Sans-I/O [`Core`]: it owns the UDP socket (the
-//! media port), the command channel from signalling, `poll(2)` and the only clock reads.
+//! media port), the ICE-TCP listener on the same port number and its streams
+//! ([`crate::shell_tcp`]), the command channel from signalling, `poll(2)` and the only clock
+//! reads.
 //!
 //! The loop: take commands (each handed to the core with `now`), fire the core's timers when
-//! due, send what the core queued, wait in `poll(2)` for the socket (at most 10 ms, so
-//! commands are seen without a wake-up fd), read a batch of datagrams into the core, and send
-//! again. The forwarding latency (socket read → end of the send batch) is measured here.
+//! due, send what the core queued, wait in `poll(2)` for the UDP socket, the listener and the
+//! streams (at most 10 ms, so commands are seen without a wake-up fd), read a batch of
+//! datagrams and the ready streams' frames into the core, and send again. The forwarding
+//! latency (socket read → end of the send batch) is measured here.
 
 use crate::core::Core;
+use crate::demux::Transport;
 use crate::handle::{Command, SfuStats};
+use crate::shell_tcp::TcpSide;
 use crate::{SfuConfig, SfuError};
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,10 +25,19 @@ const RECV_BATCH: usize = 256;
 const RECV_BUF: usize = 2048;
 /// How often the worker logs its counters and forwarding latency (`media stats`).
 const STATS_LOG: Duration = Duration::from_secs(10);
+/// How often ICE-TCP streams are checked for the bind timeout.
+const TCP_HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// Tries at a UDP port (chosen by the OS for port 0) whose number is also free for TCP.
+const PORT_PAIR_TRIES: usize = 16;
 
 struct Shell {
     core: Core,
     sock: UdpSocket,
+    /// The ICE-TCP listener and streams (`media.ice_tcp`).
+    tcp: Option<TcpSide>,
+    /// The poll set: the UDP socket first, then the TCP side's fds.
+    pfds: Vec<libc::pollfd>,
+    next_tcp_housekeeping: Instant,
     rx: mpsc::Receiver<Command>,
     /// Forwarding latency since the last `media stats` line.
     fwd_latency: crate::metrics::LatencyHistogram,
@@ -35,17 +49,28 @@ pub(crate) fn spawn(
     rx: mpsc::Receiver<Command>,
     room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
 ) -> Result<(SocketAddr, std::thread::JoinHandle<()>), SfuError> {
-    let sock = UdpSocket::bind(config.bind).map_err(|source| SfuError::Bind {
-        addr: config.bind,
-        source,
-    })?;
+    let (sock, listener) = bind_media_port(&config)?;
     sock.set_nonblocking(true)?;
     set_buffer_sizes(&sock, config.socket_buffer_bytes);
     let local_addr = sock.local_addr()?;
+    let tcp = match listener {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            Some(TcpSide::new(
+                l,
+                config.tcp_streams_per_ip,
+                config.tcp_streams_max,
+            ))
+        }
+        None => None,
+    };
     let now = Instant::now();
     let shell = Shell {
         core: Core::new(config, local_addr, room_events, now, SystemTime::now()),
         sock,
+        tcp,
+        pfds: Vec::with_capacity(8),
+        next_tcp_housekeeping: now,
         rx,
         fwd_latency: crate::metrics::LatencyHistogram::default(),
         next_stats_log: now + STATS_LOG,
@@ -61,6 +86,27 @@ pub(crate) fn spawn(
             tracing::info!("media worker stopped");
         })?;
     Ok((local_addr, join))
+}
+
+/// The UDP media socket and, with `ice_tcp`, a TCP listener on the same IP and port number.
+/// For port 0 the OS picks the UDP port; if that number is taken for TCP, another is tried.
+fn bind_media_port(config: &SfuConfig) -> Result<(UdpSocket, Option<TcpListener>), SfuError> {
+    let mut tries = 0;
+    loop {
+        let sock = UdpSocket::bind(config.bind).map_err(|source| SfuError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        if !config.ice_tcp {
+            return Ok((sock, None));
+        }
+        let addr = sock.local_addr()?;
+        match TcpListener::bind(addr) {
+            Ok(l) => return Ok((sock, Some(l))),
+            Err(_) if config.bind.port() == 0 && tries < PORT_PAIR_TRIES => tries += 1,
+            Err(source) => return Err(SfuError::BindTcp { addr, source }),
+        }
+    }
 }
 
 fn set_buffer_sizes(sock: &UdpSocket, bytes: usize) {
@@ -88,15 +134,21 @@ fn set_buffer_sizes(sock: &UdpSocket, bytes: usize) {
 
 /// Wait for the socket to become readable (or writable), at most `timeout`.
 fn poll_fd(fd: i32, events: i16, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
+    let mut pfd = [libc::pollfd {
         fd,
         events,
         revents: 0,
-    };
+    }];
+    poll_fds(&mut pfd, timeout) > 0 && (pfd[0].revents & events) != 0
+}
+
+/// `poll(2)` on a set of fds, at most `timeout`; the number ready (0 on timeout or error).
+fn poll_fds(pfds: &mut [libc::pollfd], timeout: Duration) -> usize {
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(10);
-    // SAFETY: one valid pollfd.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    rc > 0 && (pfd.revents & events) != 0
+    let n = libc::nfds_t::try_from(pfds.len()).unwrap_or(0);
+    // SAFETY: `pfds` is a valid, exclusively borrowed slice of `n` pollfds.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n, ms) };
+    usize::try_from(rc).unwrap_or(0)
 }
 
 impl Shell {
@@ -131,17 +183,52 @@ impl Shell {
                 self.log_stats();
                 self.next_stats_log = now + STATS_LOG;
             }
-            // 3. Wait for datagrams, read a batch, send what it caused.
+            // 3. Wait for datagrams and streams, read a batch, send what it caused.
             let wait = deadline.map_or(MAX_WAIT, |d| {
                 d.saturating_duration_since(Instant::now()).min(MAX_WAIT)
             });
-            if !wait.is_zero() {
-                poll_fd(self.sock.as_raw_fd(), libc::POLLIN, wait);
+            self.wait(wait);
+            let mut any = self.receive(&mut buf);
+            if let Some(tcp) = &mut self.tcp {
+                any |= tcp.handle_ready(self.pfds.get(1..).unwrap_or_default(), &mut self.core);
             }
-            if self.receive(&mut buf) {
+            if any {
                 self.core.flush_input(Instant::now());
                 self.flush();
             }
+            self.tcp_housekeeping();
+        }
+    }
+
+    /// `poll(2)` on the UDP socket and the TCP side (listener, streams), at most `wait`; with
+    /// no TCP side and nothing to wait, no syscall (as before ICE-TCP).
+    fn wait(&mut self, wait: Duration) {
+        self.pfds.clear();
+        self.pfds.push(libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        match &mut self.tcp {
+            Some(tcp) => tcp.poll_fds(&mut self.pfds),
+            None if wait.is_zero() => return,
+            None => {}
+        }
+        poll_fds(&mut self.pfds, wait);
+    }
+
+    /// Close the streams whose connection closed (every loop: cheap when there are none) and,
+    /// every [`TCP_HOUSEKEEPING`], those not bound in time.
+    fn tcp_housekeeping(&mut self) {
+        let Some(tcp) = &mut self.tcp else {
+            return;
+        };
+        let now = Instant::now();
+        if now >= self.next_tcp_housekeeping {
+            tcp.housekeeping(now, &mut self.core);
+            self.next_tcp_housekeeping = now + TCP_HOUSEKEEPING;
+        } else {
+            tcp.close_conn_streams(&mut self.core);
         }
     }
 
@@ -206,7 +293,15 @@ impl Shell {
         let fd = self.sock.as_raw_fd();
         let mut sent = 0u64;
         let mut errors = 0u64;
+        let mut tcp_dropped = 0u64;
         for t in self.core.drain_transmits() {
+            if t.transport == Transport::Tcp {
+                match self.tcp.as_mut().map(|tcp| tcp.send(t.dst, &t.data)) {
+                    Some(true) => sent += 1,
+                    _ => tcp_dropped += 1,
+                }
+                continue;
+            }
             let mut tries = 0;
             loop {
                 match self.sock.send_to(&t.data, t.dst) {
@@ -229,6 +324,7 @@ impl Shell {
         }
         self.core.stats.datagrams_out += sent;
         self.core.stats.send_errors += errors;
+        self.core.stats.tcp_frames_dropped += tcp_dropped;
         let mut forwarded = self.core.drain_forwarded().peekable();
         if forwarded.peek().is_some() {
             let done = Instant::now();
@@ -240,7 +336,9 @@ impl Shell {
     }
 
     fn stats(&self) -> SfuStats {
-        self.core.stats()
+        let mut s = self.core.stats();
+        s.tcp_streams = self.tcp.as_ref().map_or(0, TcpSide::open_streams);
+        s
     }
 
     /// The periodic `media stats` line: counters and the forwarding latency of the window.

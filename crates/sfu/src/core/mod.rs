@@ -6,13 +6,16 @@
 //!
 //! - commands from signalling with `now` ([`Core::join`], [`Core::client_message`],
 //!   [`Core::disconnect`], [`Core::moderate`], …),
-//! - datagrams with `now` and their source ([`Core::handle_datagram`]),
+//! - datagrams with `now` and their source ([`Core::handle_datagram`]), and ICE-TCP frames
+//!   (RFC 4571, already unframed) with `now` and their stream ([`Core::handle_stream_packet`]),
 //! - timeouts with `now` ([`Core::handle_timeout`], when [`Core::poll_timeout`] has passed),
 //!
 //! and takes out
 //!
-//! - datagrams to send ([`Core::drain_transmits`]): every entry point ends by servicing the
-//!   connections it touched, so their output is queued when it returns;
+//! - packets to send ([`Core::drain_transmits`]), each to a UDP address or to a TCP stream:
+//!   every entry point ends by servicing the connections it touched, so their output is
+//!   queued when it returns; and the TCP streams whose connection closed
+//!   ([`Core::drain_closed_streams`]);
 //! - events for signalling: ready-to-send [`rakor_proto::ServerMessage`]s on each
 //!   participant's [`crate::EventSender`] (an in-memory queue given with its join), and
 //!   membership changes on the room-event queue (attendance);
@@ -44,7 +47,7 @@ pub(crate) mod state;
 #[cfg(test)]
 mod tests;
 
-use crate::demux::Demux;
+use crate::demux::{Demux, Transport};
 use crate::handle::{RoomEvent, SfuStats};
 use crate::slab::{ConnKey, Slab, TrackKey};
 use crate::SfuConfig;
@@ -59,10 +62,12 @@ use std::time::{Duration, Instant, SystemTime};
 /// How often the loudest speakers, bandwidth allotments and simulcast layers are re-evaluated.
 const TICK: Duration = Duration::from_millis(100);
 
-/// A datagram to send from the media socket.
+/// A packet to send: a datagram from the media socket to `dst`, or (`Transport::Tcp`) one
+/// RFC 4571 frame on the accepted ICE-TCP stream whose peer address is `dst`.
 #[derive(Debug)]
 pub struct Transmit {
     pub dst: SocketAddr,
+    pub transport: Transport,
     pub data: BytesMut,
 }
 
@@ -83,8 +88,10 @@ pub struct Core {
     pub(crate) stats: SfuStats,
     pub(crate) stopping: bool,
     room_events: Option<tokio::sync::mpsc::UnboundedSender<RoomEvent>>,
-    /// Datagrams to send (the outbox: one Vec reused, drained by the shell).
+    /// Packets to send (the outbox: one Vec reused, drained by the shell).
     out: Vec<Transmit>,
+    /// Peer addresses of TCP streams whose connection closed (the shell closes them).
+    closed_streams: Vec<SocketAddr>,
     rtp_scratch: Vec<(Instant, rtc::rtp::packet::Packet)>,
     level_scratch: Vec<speaking::LevelSample>,
     next_tick: Instant,
@@ -125,6 +132,7 @@ impl Core {
             stopping: false,
             room_events,
             out: Vec::with_capacity(1024),
+            closed_streams: Vec::new(),
             rtp_scratch: Vec::with_capacity(64),
             level_scratch: Vec::with_capacity(64),
             next_tick: now,
@@ -142,6 +150,12 @@ impl Core {
     /// The datagrams queued since the last call.
     pub fn drain_transmits(&mut self) -> std::vec::Drain<'_, Transmit> {
         self.out.drain(..)
+    }
+
+    /// The ICE-TCP streams (by peer address) whose connection closed since the last call: the
+    /// shell closes them.
+    pub fn drain_closed_streams(&mut self) -> std::vec::Drain<'_, SocketAddr> {
+        self.closed_streams.drain(..)
     }
 
     /// Read instants of the packets forwarded since the last call (the shell measures the
@@ -230,7 +244,38 @@ impl Core {
         }
     }
 
-    pub(crate) fn transmit(&mut self, dst: SocketAddr, data: BytesMut) {
-        self.out.push(Transmit { dst, data });
+    pub(crate) fn transmit(&mut self, dst: SocketAddr, transport: Transport, data: BytesMut) {
+        self.out.push(Transmit {
+            dst,
+            transport,
+            data,
+        });
+    }
+
+    /// The address of our passive TCP candidate that a stream accepted on `stream_local` (the
+    /// listener's side of it) belongs to: `rtc` matches inbound packets to a local candidate
+    /// by this address. The stream's own IP when it is advertised, else the first advertised
+    /// IP (the bind IP is unspecified, or a 1:1 NAT's public IP is advertised).
+    pub fn tcp_candidate_addr(&self, stream_local: SocketAddr) -> SocketAddr {
+        let port = self.local_addr.port();
+        let ip = if self.advertise.contains(&stream_local.ip()) {
+            stream_local.ip()
+        } else {
+            self.advertise.first().copied().unwrap_or(stream_local.ip())
+        };
+        SocketAddr::new(ip, port)
+    }
+
+    /// Whether the ICE-TCP stream from `peer` is bound to a connection (an authenticated
+    /// binding went over it). The shell closes streams that stay unbound too long.
+    pub fn stream_bound(&self, peer: SocketAddr) -> bool {
+        self.demux.stream_bound(peer)
+    }
+
+    /// The shell closed the ICE-TCP stream from `peer` (end of stream, error, a malformed
+    /// frame, a full write buffer): forget it. The connection itself lives on; if that was its
+    /// path, ICE consent fails it like a lost UDP path.
+    pub fn stream_closed(&mut self, peer: SocketAddr) {
+        self.demux.stream_closed(peer);
     }
 }

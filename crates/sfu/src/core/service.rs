@@ -4,6 +4,7 @@
 
 use super::state::Conn;
 use super::Core;
+use crate::demux::Transport;
 use crate::slab::ConnKey;
 use bytes::BytesMut;
 use rakor_proto::{LeaveReason, PeerConnectionKind};
@@ -28,13 +29,47 @@ impl Core {
     /// batch.
     pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) {
         self.stats.datagrams_in += 1;
-        let Some(ci) = self.demux.route(datagram, src) else {
-            self.stats.datagrams_unknown_source += 1;
-            return;
-        };
         let local_addr = self.local_addr;
+        if !self.read_packet(now, local_addr, src, Transport::Udp, datagram) {
+            self.stats.datagrams_unknown_source += 1;
+        }
+    }
+
+    /// One packet (an RFC 4571 frame without its length prefix) that arrived at `now` on the
+    /// ICE-TCP stream from `peer`, accepted at our candidate address `local` (from
+    /// [`Self::tcp_candidate_addr`]). Routed like a datagram, by ufrag, then by the stream once
+    /// an authenticated binding went over it. False when it routes nowhere: a stream's first
+    /// frame that does not is closed by the shell; later ones are dropped. Call
+    /// [`Self::flush_input`] after a batch, as for datagrams.
+    pub fn handle_stream_packet(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        peer: SocketAddr,
+        packet: &[u8],
+    ) -> bool {
+        self.stats.tcp_frames_in += 1;
+        let routed = self.read_packet(now, local, peer, Transport::Tcp, packet);
+        if !routed {
+            self.stats.tcp_frames_unknown_source += 1;
+        }
+        routed
+    }
+
+    /// Route a packet and hand it to its connection's `rtc` core; false if it routes nowhere.
+    fn read_packet(
+        &mut self,
+        now: Instant,
+        local_addr: SocketAddr,
+        src: SocketAddr,
+        transport: Transport,
+        packet: &[u8],
+    ) -> bool {
+        let Some(ci) = self.demux.route(packet, src, transport) else {
+            return false;
+        };
         let Some(c) = self.conns.get_mut(ci) else {
-            return;
+            return false;
         };
         let msg = TaggedBytesMut {
             now,
@@ -42,15 +77,19 @@ impl Core {
                 local_addr,
                 peer_addr: src,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: match transport {
+                    Transport::Udp => TransportProtocol::UDP,
+                    Transport::Tcp => TransportProtocol::TCP,
+                },
             },
-            message: BytesMut::from(datagram),
+            message: BytesMut::from(packet),
         };
         if let Err(e) = c.pc.handle_read(msg) {
             // Malformed or unexpected input from the network: drop it, keep the connection.
             tracing::debug!(conn = %ci, "handle_read: {e}");
         }
         c.dirty = true;
+        true
     }
 
     /// Service what a batch of [`Self::handle_datagram`] calls left to do at `now`.
@@ -89,17 +128,19 @@ impl Core {
         }
     }
 
-    /// Queue a connection's outbound datagrams (and learn the addresses its ICE agent
-    /// accepted, see [`crate::demux::Demux::learn_from_outgoing`]).
+    /// Queue a connection's outbound packets (and learn the addresses and streams its ICE
+    /// agent accepted, see [`crate::demux::Demux::learn_from_outgoing`]).
     fn drain_writes(&mut self, ci: ConnKey) {
         let Core {
             conns, out, demux, ..
         } = self;
         if let Some(c) = conns.get_mut(ci) {
             while let Some(m) = c.pc.poll_write() {
-                demux.learn_from_outgoing(&m.message, m.transport.peer_addr, ci);
+                let transport = transport_of(&m.transport);
+                demux.learn_from_outgoing(&m.message, m.transport.peer_addr, transport, ci);
                 out.push(super::Transmit {
                     dst: m.transport.peer_addr,
+                    transport,
                     data: m.message,
                 });
             }
@@ -154,8 +195,18 @@ impl Core {
             tracing::debug!(conn = %ci, "close: {e}");
         }
         while let Some(m) = c.pc.poll_write() {
-            self.transmit(m.transport.peer_addr, m.message);
+            self.transmit(m.transport.peer_addr, transport_of(&m.transport), m.message);
         }
-        self.demux.remove_conn(&c.ufrag, ci);
+        self.demux
+            .remove_conn(&c.ufrag, ci, &mut self.closed_streams);
+    }
+}
+
+/// Which way an `rtc` output leaves: its selected candidate pair's protocol.
+fn transport_of(t: &TransportContext) -> Transport {
+    if t.transport_protocol == TransportProtocol::TCP {
+        Transport::Tcp
+    } else {
+        Transport::Udp
     }
 }

@@ -168,6 +168,8 @@ pub(crate) struct ClientPeer {
     role: ClientRole,
     epoch: Instant,
     candidates_added: bool,
+    /// ICE over TCP: our candidate is `tcptype active` and every packet is a TCP frame.
+    tcp: bool,
     state: RTCPeerConnectionState,
     ice_state: RTCIceConnectionState,
     events: VecDeque<RTCPeerConnectionEvent>,
@@ -260,6 +262,7 @@ impl ClientPeer {
             role,
             epoch: now,
             candidates_added: false,
+            tcp: false,
             state: RTCPeerConnectionState::New,
             ice_state: RTCIceConnectionState::New,
             events: VecDeque::new(),
@@ -338,19 +341,36 @@ impl ClientPeer {
         self.role
     }
 
+    /// Use ICE over TCP instead of UDP (before the first offer or answer): the candidate is
+    /// `tcptype active` (so it pairs only with the server's passive TCP candidate), and
+    /// packets in and out are TCP frames, [`Self::addr`] naming the stream.
+    pub(crate) fn set_tcp(&mut self, on: bool) {
+        self.tcp = on;
+    }
+
+    pub(crate) fn is_tcp(&self) -> bool {
+        self.tcp
+    }
+
     fn add_local_candidates(&mut self) -> Result<(), Error> {
         if self.candidates_added {
             return Ok(());
         }
+        let (network, port, tcp_type) = if self.tcp {
+            // RFC 6544: an active candidate's port is 9 (discard); it connects out.
+            ("tcp", 9, rtc::ice::tcp_type::TcpType::Active)
+        } else {
+            ("udp", self.addr.port(), rtc::ice::tcp_type::TcpType::Unspecified)
+        };
         let host = CandidateHostConfig {
             base_config: CandidateConfig {
-                network: "udp".into(),
+                network: network.into(),
                 address: self.addr.ip().to_string(),
-                port: self.addr.port(),
+                port,
                 component: 1,
                 ..Default::default()
             },
-            ..Default::default()
+            tcp_type,
         }
         .new_candidate_host()?;
         self.pc
@@ -415,7 +435,7 @@ impl ClientPeer {
 
     // ---- datagrams and timers -------------------------------------------------------------
 
-    /// A datagram from `from` arrived at our host candidate.
+    /// A datagram (or, in TCP mode, an unframed TCP frame) from `from` arrived.
     pub(crate) fn handle_datagram(
         &mut self,
         now: Instant,
@@ -428,7 +448,11 @@ impl ClientPeer {
                 local_addr: self.addr,
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: if self.tcp {
+                    TransportProtocol::TCP
+                } else {
+                    TransportProtocol::UDP
+                },
             },
             message: datagram.into(),
         });
@@ -438,8 +462,10 @@ impl ClientPeer {
 
     /// The next datagram to send: `(destination, bytes)`; the source is [`Self::addr`].
     pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        let tcp = self.tcp;
         self.pc
             .poll_write()
+            .filter(|m| (m.transport.transport_protocol == TransportProtocol::TCP) == tcp)
             .map(|m| (m.transport.peer_addr, m.message))
     }
 

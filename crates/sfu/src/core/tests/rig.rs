@@ -39,6 +39,8 @@ pub struct Site {
     pub offers: Vec<Vec<TrackId>>,
     /// The signalling connection is closed (its events sender was dropped by the core).
     pub closed: bool,
+    /// Its peer connections use ICE over TCP (set before publishing; see [`Rig::join_tcp`]).
+    pub tcp: bool,
     n: u8,
     generation: u8,
 }
@@ -141,11 +143,19 @@ impl Rig {
             held_offers: Vec::new(),
             offers: Vec::new(),
             closed: false,
+            tcp: false,
             n,
             generation: 0,
         });
         let i = self.sites.len() - 1;
         self.settle();
+        i
+    }
+
+    /// A site joins (identity `name`) whose peer connections will use ICE over TCP only.
+    pub fn join_tcp(&mut self, name: &str, role: Role) -> usize {
+        let i = self.join(name, role);
+        self.sites[i].tcp = true;
         i
     }
 
@@ -191,6 +201,7 @@ impl Rig {
         let now = self.clock.now();
         let addr = self.sites[i].addr(PeerConnectionKind::Publisher);
         let mut pc = ClientPeer::publisher(now, addr, spec).expect("publisher peer");
+        pc.set_tcp(self.sites[i].tcp);
         let sdp = pc.offer(now).expect("offer");
         self.sites[i].publisher = Some(pc);
         self.send(
@@ -386,11 +397,15 @@ impl Rig {
                             .push(tracks.iter().map(|t| t.track_id.clone()).collect());
                         if s.auto_answer {
                             let addr = s.addr(PeerConnectionKind::Subscriber);
+                            let tcp = s.tcp;
                             let sub = match s.subscriber.as_mut() {
                                 Some(sub) => sub,
-                                None => s.subscriber.insert(
-                                    ClientPeer::subscriber(now, addr).expect("subscriber peer"),
-                                ),
+                                None => s.subscriber.insert({
+                                    let mut pc = ClientPeer::subscriber(now, addr)
+                                        .expect("subscriber peer");
+                                    pc.set_tcp(tcp);
+                                    pc
+                                }),
                             };
                             answers.push((i, sub.apply_offer(now, sdp).expect("apply offer")));
                         } else {
@@ -423,11 +438,14 @@ impl Rig {
         for sdp in offers {
             let s = &mut self.sites[i];
             let addr = s.addr(PeerConnectionKind::Subscriber);
+            let tcp = s.tcp;
             let sub = match s.subscriber.as_mut() {
                 Some(sub) => sub,
-                None => s
-                    .subscriber
-                    .insert(ClientPeer::subscriber(now, addr).expect("subscriber peer")),
+                None => s.subscriber.insert({
+                    let mut pc = ClientPeer::subscriber(now, addr).expect("subscriber peer");
+                    pc.set_tcp(tcp);
+                    pc
+                }),
             };
             let answer = sub.apply_offer(now, &sdp).expect("apply offer");
             self.send(
@@ -450,10 +468,17 @@ impl Rig {
                 .flatten()
             {
                 let from = pc.addr();
+                let tcp = pc.is_tcp();
                 while let Some((dst, d)) = pc.poll_transmit() {
                     any = true;
                     if dst == SERVER && !self.cut.contains(&from) {
-                        self.core.handle_datagram(now, from, &d);
+                        if tcp {
+                            // The stream is named by the client's address; it arrives at our
+                            // passive candidate (the media port).
+                            self.core.handle_stream_packet(now, SERVER, from, &d);
+                        } else {
+                            self.core.handle_datagram(now, from, &d);
+                        }
                     }
                 }
             }
@@ -479,7 +504,8 @@ impl Rig {
                     .into_iter()
                     .flatten()
                 {
-                    if pc.addr() == t.dst {
+                    let by_tcp = t.transport == crate::demux::Transport::Tcp;
+                    if pc.addr() == t.dst && pc.is_tcp() == by_tcp {
                         let _ = pc.handle_datagram(now, SERVER, t.data.clone());
                     }
                 }

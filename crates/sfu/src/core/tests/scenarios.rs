@@ -32,6 +32,56 @@ fn host_and_site() -> (Rig, usize, usize) {
     (rig, host, site)
 }
 
+/// A site whose network drops UDP joins over ICE-TCP (an active candidate paired with the
+/// server's passive one; every packet an RFC 4571 frame on its stream), a UDP site beside it:
+/// media flows both ways, the server's packets to it leave as TCP transmits, and closing its
+/// connections names its streams for the shell to close.
+#[test]
+fn ice_tcp_site_exchanges_media_with_a_udp_site() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let site = rig.join_tcp("no-udp", Role::Participant);
+    rig.publish(host, AV);
+    rig.publish(site, AV);
+    let ok = rig.run_while_sending(
+        Duration::from_secs(5),
+        |r, _| {
+            for s in [host, site] {
+                r.audio(s, 30);
+                r.video(s, true, None);
+            }
+        },
+        |r| {
+            r.connected(host)
+                && r.connected(site)
+                && r.sites[host].subscriber.is_some()
+                && r.sites[site].subscriber.is_some()
+        },
+    );
+    assert!(ok, "both sites connect, one over ICE-TCP");
+    let site_addr = rig.sites[site].publisher.as_ref().unwrap().addr();
+    assert!(rig.core.stream_bound(site_addr), "the stream was bound by its ICE check");
+    let (amid, vmid) = mids(&rig, host, site);
+    let (hamid, hvmid) = mids(&rig, site, host);
+    for _ in 0..25 {
+        media(&mut rig, site, 1);
+        media(&mut rig, host, 1);
+    }
+    assert!(rig.sites[host].received_from(&amid) >= 20, "UDP host hears the TCP site");
+    assert!(rig.sites[host].received_from(&vmid) >= 20, "UDP host sees the TCP site");
+    assert!(rig.sites[site].received_from(&hamid) >= 20, "TCP site hears the host");
+    assert!(rig.sites[site].received_from(&hvmid) >= 20, "TCP site sees the host");
+    let s = rig.core.stats();
+    assert!(s.tcp_frames_in > 40, "{s:?}");
+    assert_eq!(s.tcp_frames_unknown_source, 0, "{s:?}");
+    // The TCP site leaves: its streams are named for closing, and forgotten.
+    rig.core.drain_closed_streams().for_each(drop);
+    rig.send(site, ClientMessage::Leave {});
+    let closed: Vec<_> = rig.core.drain_closed_streams().collect();
+    assert!(closed.contains(&site_addr), "{closed:?}");
+    assert!(!rig.core.stream_bound(site_addr));
+}
+
 fn mids(rig: &Rig, sub: usize, by: usize) -> (String, String) {
     let a = rig.published(by, TrackKind::Audio)[0].clone();
     let v = rig.published(by, TrackKind::Video)[0].clone();
