@@ -125,7 +125,9 @@ fn site_without_udp_exchanges_audio_and_video_over_ice_tcp() {
     // media port carried the media (well over the handshake's few packets).
     let site_drops = site.nft_counters().unwrap();
     let srv_counts = srv.nft_counters().unwrap();
-    eprintln!("nft counters: site {site_drops:?}, server {srv_counts:?} (udp dropped, tcp to media port)");
+    eprintln!(
+        "nft counters: site {site_drops:?}, server {srv_counts:?} (udp dropped, tcp to media port)"
+    );
     assert!(
         srv_counts.iter().any(|&n| n > 200),
         "TCP to the media port carried no media: {srv_counts:?}"

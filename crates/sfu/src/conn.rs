@@ -5,6 +5,7 @@
 use crate::bwe::{EstimateCell, SubscriberEstimator};
 use crate::liveness::IceTimeouts;
 use crate::router::{Codec, PayloadTypes};
+use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{
     Attribute, CongestionControlBuilder, Interceptor, Packet, Registry, Slot, StreamInfo,
     TaggedPacket, TwccSenderBuilder,
@@ -22,7 +23,6 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
-use rtc::ice::tcp_type::TcpType;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;

@@ -272,7 +272,10 @@ mod tests {
         let s2: SocketAddr = "10.0.0.2:40001".parse().unwrap();
         let (tcp, udp) = (Transport::Tcp, Transport::Udp);
         // The first frame of a stream: STUN naming our ufrag.
-        assert_eq!(d.route(&stun_with_username("aaaa:x"), s1, tcp), Some(ConnKey(1)));
+        assert_eq!(
+            d.route(&stun_with_username("aaaa:x"), s1, tcp),
+            Some(ConnKey(1))
+        );
         assert_eq!(d.route(&stun_with_username("nope:x"), s2, tcp), None);
         assert!(!d.stream_bound(s1), "naming a ufrag binds no stream");
         assert_eq!(d.route(&[22, 0], s1, tcp), None, "DTLS before the binding");
@@ -289,7 +292,10 @@ mod tests {
         assert_eq!(d.route(&[0x80, 0], s2, tcp), None);
         assert_eq!(d.route(&[0x80, 0], s2, udp), Some(ConnKey(2)));
         // STUN still routes by ufrag on a bound stream (and an ICE restart's new ufrag too).
-        assert_eq!(d.route(&stun_with_username("bbbb:x"), s1, tcp), Some(ConnKey(2)));
+        assert_eq!(
+            d.route(&stun_with_username("bbbb:x"), s1, tcp),
+            Some(ConnKey(2))
+        );
         // Closing the connection names its streams for the shell to close.
         let mut closed = Vec::new();
         d.remove_conn("aaaa", ConnKey(1), &mut closed);

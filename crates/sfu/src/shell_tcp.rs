@@ -103,10 +103,7 @@ impl TcpSide {
     /// listener's). True if any frame went into the core.
     pub(crate) fn handle_ready(&mut self, pfds: &[libc::pollfd], core: &mut Core) -> bool {
         let mut any = false;
-        if pfds
-            .first()
-            .is_some_and(|p| p.revents & libc::POLLIN != 0)
-        {
+        if pfds.first().is_some_and(|p| p.revents & libc::POLLIN != 0) {
             self.accept(core);
         }
         let polled = std::mem::take(&mut self.polled);

@@ -360,7 +360,11 @@ impl ClientPeer {
             // RFC 6544: an active candidate's port is 9 (discard); it connects out.
             ("tcp", 9, rtc::ice::tcp_type::TcpType::Active)
         } else {
-            ("udp", self.addr.port(), rtc::ice::tcp_type::TcpType::Unspecified)
+            (
+                "udp",
+                self.addr.port(),
+                rtc::ice::tcp_type::TcpType::Unspecified,
+            )
         };
         let host = CandidateHostConfig {
             base_config: CandidateConfig {

@@ -401,8 +401,8 @@ impl Rig {
                             let sub = match s.subscriber.as_mut() {
                                 Some(sub) => sub,
                                 None => s.subscriber.insert({
-                                    let mut pc = ClientPeer::subscriber(now, addr)
-                                        .expect("subscriber peer");
+                                    let mut pc =
+                                        ClientPeer::subscriber(now, addr).expect("subscriber peer");
                                     pc.set_tcp(tcp);
                                     pc
                                 }),

@@ -60,17 +60,32 @@ fn ice_tcp_site_exchanges_media_with_a_udp_site() {
     );
     assert!(ok, "both sites connect, one over ICE-TCP");
     let site_addr = rig.sites[site].publisher.as_ref().unwrap().addr();
-    assert!(rig.core.stream_bound(site_addr), "the stream was bound by its ICE check");
+    assert!(
+        rig.core.stream_bound(site_addr),
+        "the stream was bound by its ICE check"
+    );
     let (amid, vmid) = mids(&rig, host, site);
     let (hamid, hvmid) = mids(&rig, site, host);
     for _ in 0..25 {
         media(&mut rig, site, 1);
         media(&mut rig, host, 1);
     }
-    assert!(rig.sites[host].received_from(&amid) >= 20, "UDP host hears the TCP site");
-    assert!(rig.sites[host].received_from(&vmid) >= 20, "UDP host sees the TCP site");
-    assert!(rig.sites[site].received_from(&hamid) >= 20, "TCP site hears the host");
-    assert!(rig.sites[site].received_from(&hvmid) >= 20, "TCP site sees the host");
+    assert!(
+        rig.sites[host].received_from(&amid) >= 20,
+        "UDP host hears the TCP site"
+    );
+    assert!(
+        rig.sites[host].received_from(&vmid) >= 20,
+        "UDP host sees the TCP site"
+    );
+    assert!(
+        rig.sites[site].received_from(&hamid) >= 20,
+        "TCP site hears the host"
+    );
+    assert!(
+        rig.sites[site].received_from(&hvmid) >= 20,
+        "TCP site sees the host"
+    );
     let s = rig.core.stats();
     assert!(s.tcp_frames_in > 40, "{s:?}");
     assert_eq!(s.tcp_frames_unknown_source, 0, "{s:?}");
