@@ -21,6 +21,7 @@
 //! | [`api`] | the session manager's REST API under `/api/v1`, `/api/openapi.json` |
 //! | [`lobby`] | the invitation gate and lobby before `join` |
 //! | [`attendance`] | the attendance register, fed by the media core's join/leave events |
+//! | [`byte_stream`] | one type for TCP and TLS streams; the hand-off to the TURN server |
 //! | [`storage`] | opening the session database at start-up |
 //! | [`console`] | the operator console page `/console` |
 //! | [`operator_cli`] | `rakor operator add` |
@@ -30,6 +31,7 @@
 pub mod api;
 pub mod app;
 pub mod attendance;
+pub mod byte_stream;
 pub mod cli;
 pub mod client_addr;
 pub mod config;
