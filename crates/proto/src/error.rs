@@ -58,6 +58,9 @@ pub enum ErrorCode {
     LinkRevoked,
     /// An operator banned this identity from the room.
     Banned,
+    /// The site waited in the lobby longer than the server allows (`limits.lobby_max_wait`)
+    /// without an operator's decision; it may join again to wait again.
+    LobbyTimeout,
 }
 
 impl ErrorCode {
@@ -77,6 +80,7 @@ impl ErrorCode {
                 | ErrorCode::Replaced
                 | ErrorCode::LinkRevoked
                 | ErrorCode::Banned
+                | ErrorCode::LobbyTimeout
         )
     }
 
@@ -108,6 +112,7 @@ impl ErrorCode {
             ErrorCode::Replaced => "replaced",
             ErrorCode::LinkRevoked => "link_revoked",
             ErrorCode::Banned => "banned",
+            ErrorCode::LobbyTimeout => "lobby_timeout",
         }
     }
 }

@@ -136,6 +136,7 @@ fn error_code_names_match_serde() {
         ErrorCode::Replaced,
         ErrorCode::LinkRevoked,
         ErrorCode::Banned,
+        ErrorCode::LobbyTimeout,
     ] {
         assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
     }

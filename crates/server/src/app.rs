@@ -75,7 +75,10 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         session: Arc::clone(&session),
-        limits: Arc::new(crate::limits::SignalLimits::new(&config.limits)),
+        limits: Arc::new(crate::limits::SignalLimits::new(
+            &config.limits,
+            config.server.resume_grace,
+        )),
     };
     shutdown::spawn_signal_listener(state.shutdown.clone());
 

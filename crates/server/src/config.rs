@@ -199,6 +199,15 @@ pub struct LimitsConfig {
     pub max_rooms: usize,
     /// Most signalling WebSockets open at once that have not (yet) joined.
     pub max_unauthenticated_connections: usize,
+    /// Most of those from one client address (IPv6: one /64); resumes of participants that
+    /// joined from the address are admitted beyond it.
+    pub max_unauthenticated_connections_per_ip: usize,
+    /// A new signalling WebSocket must send its first frame (`join`) within this time.
+    #[serde(with = "duration_serde")]
+    pub join_timeout: Duration,
+    /// Longest wait in the lobby; then the site gets `lobby_timeout` and is closed.
+    #[serde(with = "duration_serde")]
+    pub lobby_max_wait: Duration,
     /// `join` attempts one client IP may make per minute (0 = no limit).
     pub join_attempts_per_ip_per_minute: u32,
     /// A participant whose signalling and media both went silent is removed after this.
@@ -225,6 +234,9 @@ impl Default for LimitsConfig {
             messages_per_second: 50,
             max_rooms: 100,
             max_unauthenticated_connections: 256,
+            max_unauthenticated_connections_per_ip: 32,
+            join_timeout: Duration::from_secs(10),
+            lobby_max_wait: Duration::from_secs(30 * 60),
             join_attempts_per_ip_per_minute: 120,
             dead_peer_timeout: Duration::from_secs(10),
             max_http_connections: 8192,

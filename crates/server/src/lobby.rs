@@ -7,6 +7,13 @@
 //! `ping` (answered) and `leave`. Refusals go through signalling's one refusal path
 //! ([`crate::connection::Connection::refuse`]).
 //!
+//! The lobby is under the limits of a connection that has not joined: the waiting connection
+//! keeps its pre-join slot (total and per address, [`crate::limits`]); a wait lasts at most
+//! `limits.lobby_max_wait` (then `lobby_timeout` and close); frames above
+//! [`LOBBY_MAX_FRAME_BYTES`] get `frame_too_large` and close; more than
+//! [`LOBBY_MESSAGES_PER_SECOND`] messages a second (after a burst of twice that) get
+//! `rate_limited` and close.
+//!
 //! Attendance (`crate::attendance`) and opening the database (`crate::storage`) live beside it.
 
 use crate::connection::{Connection, Refusal as ConnRefusal, Stop};
@@ -18,6 +25,11 @@ use rakor_proto::{
 };
 use rakor_session::lobby::Decision;
 use rakor_session::{Admission, Arrival, Refusal};
+
+/// Largest frame a waiting site may send (it needs `ping` and `leave`, well under 100 bytes).
+pub const LOBBY_MAX_FRAME_BYTES: usize = 1024;
+/// Messages a second a waiting site may send (the web client pings every 2.5 s).
+pub const LOBBY_MESSAGES_PER_SECOND: u32 = 5;
 
 /// A refusal in the lobby: an `error` answering `join`, closed with the code as the reason.
 fn refused(code: ErrorCode, message: impl Into<String>) -> Stop {
@@ -65,6 +77,32 @@ pub async fn gate(state: &AppState, claims: &Claims, conn: &mut Connection) -> R
     }
 }
 
+/// A waiting site's frame (`None`: binary) against the lobby's rate and size limits: `Err` =
+/// refuse and close.
+fn check_lobby_frame(
+    text: Option<&str>,
+    limit: &mut crate::signal::RateLimit,
+) -> Result<(), Stop> {
+    if !limit.allow(std::time::Instant::now()) {
+        let msg = format!(
+            "more than {LOBBY_MESSAGES_PER_SECOND} messages a second while waiting in the lobby"
+        );
+        return Err(ConnRefusal::new(ErrorCode::RateLimited, msg, "rate limited").into());
+    }
+    if let Some(t) = text {
+        if t.len() > LOBBY_MAX_FRAME_BYTES {
+            let msg = format!(
+                "frame of {} bytes exceeds {LOBBY_MAX_FRAME_BYTES} bytes allowed while waiting in the lobby",
+                t.len()
+            );
+            return Err(
+                ConnRefusal::new(ErrorCode::FrameTooLarge, msg, "frame too large").into(),
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn wait(
     state: &AppState,
     claims: &Claims,
@@ -72,6 +110,9 @@ async fn wait(
     conn: &mut Connection,
 ) -> Result<(), Stop> {
     let lobby = state.session.lobby();
+    let max_wait = state.config.limits.lobby_max_wait;
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let mut limit = crate::signal::RateLimit::new(LOBBY_MESSAGES_PER_SECOND);
     let mut ticket = lobby.enter(rakor_id, &claims.sub, site_id, &claims.name);
     tracing::info!(rakor = rakor_id, identity = %claims.sub, "site waiting in the lobby");
     if !conn
@@ -109,14 +150,33 @@ async fn wait(
                 lobby.leave(&ticket);
                 return Err(refused(ErrorCode::ServerShuttingDown, "the server is shutting down"));
             }
+            _ = tokio::time::sleep_until(deadline) => {
+                lobby.leave(&ticket);
+                tracing::info!(rakor = rakor_id, identity = %claims.sub, "lobby wait over {max_wait:?}; closing");
+                let msg = format!(
+                    "no operator admitted this site within {} (limits.lobby_max_wait); join again to wait again",
+                    humantime::format_duration(max_wait)
+                );
+                return Err(refused(ErrorCode::LobbyTimeout, msg));
+            }
             frame = conn.next() => {
                 let text = match frame {
-                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Text(t))) => Some(t),
+                    Some(Ok(Message::Binary(_))) => None,
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                         lobby.leave(&ticket);
                         return Err(Stop::Gone);
                     }
-                    Some(Ok(_)) => continue,
+                    Some(Ok(_)) => continue, // ping/pong: answered by the WebSocket layer
+                };
+                if let Err(stop) = check_lobby_frame(text.as_ref().map(|t| t.as_str()), &mut limit) {
+                    lobby.leave(&ticket);
+                    tracing::info!(rakor = rakor_id, identity = %claims.sub, "lobby frame refused; closing");
+                    return Err(stop);
+                }
+                let Some(text) = text else {
+                    let _ = conn.error(ErrorCode::BadRequest, crate::signal::BINARY_REFUSED, None).await;
+                    continue;
                 };
                 match parse_client_message(text.as_str()) {
                     Ok(ClientMessage::Ping { ts }) => {

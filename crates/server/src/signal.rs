@@ -4,7 +4,7 @@
 //! unparsed input.
 
 use crate::connection::{Connection, Refusal, Stop};
-use crate::limits::UnauthenticatedPermit;
+use crate::limits::PreJoinPermit;
 use crate::state::AppState;
 use crate::token;
 use axum::extract::ws::{Message, WebSocket};
@@ -22,21 +22,21 @@ use tracing::Instrument;
 /// Frames above this close the connection at the WebSocket layer; frames between the
 /// configured limit (64 KiB) and this get a `frame_too_large` error and are dropped.
 const HARD_FRAME_CAP: usize = 1 << 20;
-/// A connection must send `join` within this time.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `GET /rtc`: upgrade to the signalling WebSocket.
+/// `GET /rtc`: upgrade to the signalling WebSocket. The pre-join slot is taken here, before
+/// the upgrade (`addr` is the client: the TCP peer or what a trusted proxy forwarded); a
+/// refused client is still upgraded, to get the `error` and close a browser can read.
 pub async fn ws_handler(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
 ) -> Response {
     let tracker = state.tracker.clone();
+    let admitted = admit(&state, addr);
     ws.max_message_size(HARD_FRAME_CAP)
         .max_frame_size(HARD_FRAME_CAP)
         .on_upgrade(move |socket| {
             tracker.track_future(
-                connection(socket, state, addr)
+                connection(socket, state, addr, admitted)
                     .instrument(tracing::info_span!("signal", peer = %addr)),
             )
         })
@@ -81,15 +81,15 @@ impl Keepalive {
     }
 }
 
-/// Token bucket for signalling messages per connection.
-struct RateLimit {
+/// Token bucket for signalling messages per connection (a burst of two seconds' worth).
+pub(crate) struct RateLimit {
     per_second: f64,
     tokens: f64,
     last: Instant,
 }
 
 impl RateLimit {
-    fn new(per_second: u32) -> Self {
+    pub(crate) fn new(per_second: u32) -> Self {
         let per_second = f64::from(per_second.max(1));
         Self {
             per_second,
@@ -97,7 +97,7 @@ impl RateLimit {
             last: Instant::now(),
         }
     }
-    fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + dt * self.per_second).min(self.per_second * 2.0);
@@ -110,20 +110,27 @@ impl RateLimit {
     }
 }
 
-const BINARY_REFUSED: &str = "binary frames are not supported; send JSON text";
+pub(crate) const BINARY_REFUSED: &str = "binary frames are not supported; send JSON text";
 
-async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
+async fn connection(
+    socket: WebSocket,
+    state: AppState,
+    addr: SocketAddr,
+    admitted: Result<PreJoinPermit, Refusal>,
+) {
     let mut conn = Connection::new(socket);
-    // Held until joined: counts against limits.max_unauthenticated_connections.
-    let unauthenticated = match admit(&state) {
+    // Held until joined (through the lobby): counts against the pre-join caps.
+    let permit = match admitted {
         Ok(permit) => permit,
         Err(refusal) => return conn.refuse(refusal).await,
     };
-    let joined = match join(&mut conn, &state, addr).await {
+    let joined = match join(&mut conn, &state, addr, &permit).await {
         Ok(joined) => joined,
         Err(stop) => return conn.stop(stop).await,
     };
-    drop(unauthenticated);
+    // The share first, then the permit: a resumed participant's address never counts it out.
+    let _share = state.limits.joined(addr.ip(), &joined.pid.0);
+    drop(permit);
     let Joined {
         pid,
         room,
@@ -137,13 +144,14 @@ async fn connection(socket: WebSocket, state: AppState, addr: SocketAddr) {
     tracing::debug!(%addr, "signalling connection ended");
 }
 
-/// A new connection: refused while the server shuts down or when too many are unauthenticated.
-fn admit(state: &AppState) -> Result<UnauthenticatedPermit, Refusal> {
+/// A new connection: refused while the server shuts down or when too many have not joined
+/// (in total or from its address; see [`crate::limits`]).
+fn admit(state: &AppState, addr: SocketAddr) -> Result<PreJoinPermit, Refusal> {
     if state.shutdown.is_cancelled() {
         return Err(Refusal::shutting_down());
     }
-    state.limits.admit().map_err(|e| {
-        tracing::info!(code = %e.code, "connection refused: {}", e.message);
+    state.limits.admit(addr.ip(), Instant::now()).map_err(|e| {
+        tracing::info!(code = %e.code, %addr, "connection refused: {}", e.message);
         Refusal::new(e.code, e.message, "limit exceeded")
     })
 }
@@ -160,13 +168,28 @@ struct Joined {
 
 /// Phase 1: read `join`, check the version and the token, pass the lobby (`crate::lobby`), and
 /// join the media core.
-async fn join(conn: &mut Connection, state: &AppState, addr: SocketAddr) -> Result<Joined, Stop> {
+async fn join(
+    conn: &mut Connection,
+    state: &AppState,
+    addr: SocketAddr,
+    permit: &PreJoinPermit,
+) -> Result<Joined, Stop> {
     let JoinFrame {
         version,
         token,
         room,
         resume,
     } = read_join(conn, state, addr).await?;
+    if permit.resume_only() && resume.is_none() {
+        let msg = format!(
+            "too many connections from your address waiting to join (limits.max_unauthenticated_connections_per_ip = {}, or the server's limits.max_unauthenticated_connections); only resumes are accepted now, try again shortly",
+            state.config.limits.max_unauthenticated_connections_per_ip
+        );
+        tracing::info!(%addr, "join refused: resume-only slot without resume");
+        return Err(Refusal::new(ErrorCode::LimitExceeded, msg, "limit exceeded")
+            .to("join")
+            .into());
+    }
     if version != PROTOCOL_VERSION {
         let msg = format!(
             "protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"
@@ -214,7 +237,7 @@ struct JoinFrame {
     resume: Option<rakor_proto::ResumeRequest>,
 }
 
-/// Wait (at most [`JOIN_TIMEOUT`]) for the first message, which must be `join`; count it
+/// Wait (at most `limits.join_timeout`) for the first message, which must be `join`; count it
 /// against the join attempts of the client's address.
 async fn read_join(
     conn: &mut Connection,
@@ -222,7 +245,8 @@ async fn read_join(
     addr: SocketAddr,
 ) -> Result<JoinFrame, Stop> {
     let max_frame = state.config.limits.max_frame_bytes;
-    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let join_timeout = state.config.limits.join_timeout;
+    let deadline = tokio::time::Instant::now() + join_timeout;
     loop {
         let next = tokio::select! {
             n = tokio::time::timeout_at(deadline, conn.next()) => n,
@@ -230,12 +254,16 @@ async fn read_join(
         };
         let frame = match next {
             Err(_) => {
+                tracing::info!(%addr, "no join within {join_timeout:?}; closing");
                 return Err(Refusal::new(
                     ErrorCode::InvalidState,
-                    "no \"join\" within 10 s",
+                    format!(
+                        "no \"join\" within {} (limits.join_timeout)",
+                        humantime::format_duration(join_timeout)
+                    ),
                     "join timeout",
                 )
-                .into())
+                .into());
             }
             Ok(None) | Ok(Some(Err(_))) => return Err(Stop::Gone),
             Ok(Some(Ok(f))) => f,

@@ -118,7 +118,7 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
             "must be greater than 0 and at most auth.max_ttl".into(),
         ));
     }
-    let limits: [(&'static str, usize, usize); 7] = [
+    let limits: [(&'static str, usize, usize); 8] = [
         (
             "limits.max_participants_per_room",
             c.limits.max_participants_per_room,
@@ -142,6 +142,11 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
             1_000_000,
         ),
         (
+            "limits.max_unauthenticated_connections_per_ip",
+            c.limits.max_unauthenticated_connections_per_ip,
+            1_000_000,
+        ),
+        (
             "limits.join_attempts_per_ip_per_minute",
             c.limits.join_attempts_per_ip_per_minute as usize,
             1_000_000,
@@ -156,6 +161,13 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
         if value < min || value > max {
             return Err((key, format!("{value} is out of range {min}..={max}")));
         }
+    }
+    if !(Duration::from_secs(1)..=Duration::from_secs(120)).contains(&c.limits.join_timeout) {
+        return Err(("limits.join_timeout", "must be between 1s and 2m".into()));
+    }
+    if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&c.limits.lobby_max_wait)
+    {
+        return Err(("limits.lobby_max_wait", "must be between 1s and 24h".into()));
     }
     if !(Duration::from_secs(3)..=Duration::from_secs(300)).contains(&c.limits.dead_peer_timeout) {
         return Err((
