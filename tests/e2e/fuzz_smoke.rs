@@ -3,7 +3,9 @@
 //! `RAKOR_FUZZ_ITERS` (default 3000) seeded random mutations of them. Deterministic per seed
 //! (`RAKOR_FUZZ_SEED`, default 1); a failure prints the seed and the input as hex.
 //! Longer runs: `RAKOR_FUZZ_ITERS=2000000 cargo nextest run --release -p rakor-e2e --test fuzz_smoke`
-//! on stable, or `cargo +nightly fuzz run <target>` (docs/operations.md, "Fuzzing").
+//! on stable, or with a time budget per target instead of a count, `RAKOR_FUZZ_SECONDS=600`
+//! (each test prints the iterations it ran; run one target at a time with a test-name filter),
+//! or `cargo +nightly fuzz run <target>` (docs/operations.md, "Fuzzing").
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -142,9 +144,22 @@ fn smoke(target: &str, f: fn(&[u8]), seeds: Vec<Vec<u8>>) {
     for c in &corpus {
         f(c);
     }
+    // A time budget, if given, replaces the iteration count.
+    let budget = std::env::var("RAKOR_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
+    let started = std::time::Instant::now();
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut input = Vec::new();
-    for i in 0..iters {
+    let mut executed = 0usize;
+    for i in 0.. {
+        match budget {
+            Some(b) if i % 1024 == 0 && started.elapsed() >= b => break,
+            None if i >= iters => break,
+            _ => {}
+        }
+        executed = i + 1;
         mutate(&mut rng, &corpus, &mut input);
         let r = std::panic::catch_unwind(|| f(&input));
         if r.is_err() {
@@ -156,6 +171,10 @@ fn smoke(target: &str, f: fn(&[u8]), seeds: Vec<Vec<u8>>) {
             corpus.push(input.clone());
         }
     }
+    eprintln!(
+        "fuzz {target}: {executed} mutations in {:.1} s (RAKOR_FUZZ_SEED={seed}), no crash",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn text(v: &[&str]) -> Vec<Vec<u8>> {

@@ -142,6 +142,8 @@ export default {
   "error.link_revoked.detail": "The operator has replaced or withdrawn this invitation link. Ask the operator for the current link.",
   "error.banned.title": "You have been removed from this meeting",
   "error.banned.detail": "An operator has removed this participant from the meeting. Contact the operator if this is a mistake.",
+  "error.lobby_timeout.title": "Nobody let you in yet",
+  "error.lobby_timeout.detail": "No operator admitted this site while it waited in the lobby. Open the link again to wait again, or contact the operator.",
   "error.not_invited.title": "This site is not invited",
   "error.not_invited.detail": "This link is not for this meeting, or your site is no longer on the invitation list.",
   "error.session_ended.title": "The meeting is over",

@@ -142,6 +142,8 @@ export default {
   "error.link_revoked.detail": "Operator telah mengganti atau mencabut tautan undangan ini. Mintalah tautan terbaru kepada operator.",
   "error.banned.title": "Anda telah dikeluarkan dari rapat ini",
   "error.banned.detail": "Operator telah mengeluarkan peserta ini dari rapat. Hubungi operator jika ini sebuah kekeliruan.",
+  "error.lobby_timeout.title": "Belum ada yang mengizinkan masuk",
+  "error.lobby_timeout.detail": "Belum ada operator yang mengizinkan lokasi ini masuk selama menunggu di ruang tunggu. Buka tautan lagi untuk menunggu kembali, atau hubungi operator.",
   "error.not_invited.title": "Lokasi ini tidak diundang",
   "error.not_invited.detail": "Tautan ini bukan untuk rapat ini, atau lokasi Anda sudah tidak ada dalam daftar undangan.",
   "error.session_ended.title": "Rapat sudah selesai",

@@ -12,7 +12,7 @@
 //! | [`http`] | the axum router: `/healthz`, `/rtc`, request tracing |
 //! | [`serve`] | the accept loop: connection caps, header-read and idle timeouts, open-file limit |
 //! | [`client_addr`] | the client's address: TCP peer or trusted proxy's `X-Forwarded-For` |
-//! | [`limits`] | unauthenticated connections, join attempts per IP |
+//! | [`limits`] | connections that have not joined (total, per address, resume shares), join attempts per IP |
 //! | [`tools`] | feature `tools` (default): `rakor bot`, `rakor soak`, `rakor loadtest` |
 //! | [`shutdown`] | SIGINT/SIGTERM and the ordered drain |
 //! | [`signal`] | WebSocket signalling on `/rtc` |

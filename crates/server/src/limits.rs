@@ -393,12 +393,15 @@ mod tests {
     fn one_address_is_capped_while_others_are_admitted() {
         let l = per_ip(10, 3);
         let now = Instant::now();
-        let held: Vec<_> = (0..3).map(|_| l.admit(ip("10.0.0.1"), now).unwrap()).collect();
+        let held: Vec<_> = (0..3)
+            .map(|_| l.admit(ip("10.0.0.1"), now).unwrap())
+            .collect();
         assert!(held.iter().all(|p| !p.resume_only()));
         let e = l.admit(ip("10.0.0.1"), now).unwrap_err();
         assert_eq!(e.code, ErrorCode::LimitExceeded);
         assert!(
-            e.message.contains("max_unauthenticated_connections_per_ip = 3"),
+            e.message
+                .contains("max_unauthenticated_connections_per_ip = 3"),
             "{}",
             e.message
         );
@@ -411,7 +414,10 @@ mod tests {
         assert!(l.admit(ip("10.0.0.2"), now).is_ok());
         drop(held);
         assert!(l.admit(ip("10.0.0.1"), now).is_ok());
-        assert!(l.addresses.lock().unwrap().pending.len() <= 3, "emptied entries are removed");
+        assert!(
+            l.addresses.lock().unwrap().pending.len() <= 3,
+            "emptied entries are removed"
+        );
     }
 
     #[test]
@@ -430,7 +436,10 @@ mod tests {
         // admitted (resume-only), one at a time per share.
         let r = l.admit(site, t0).unwrap();
         assert!(r.resume_only());
-        assert!(l.admit(site, t0).is_err(), "one share, one resume at a time");
+        assert!(
+            l.admit(site, t0).is_err(),
+            "one share, one resume at a time"
+        );
         // The resume succeeds: the new connection's share first, then the old one ends.
         let share2 = l.joined(site, "p1");
         drop(r);

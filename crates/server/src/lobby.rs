@@ -79,10 +79,7 @@ pub async fn gate(state: &AppState, claims: &Claims, conn: &mut Connection) -> R
 
 /// A waiting site's frame (`None`: binary) against the lobby's rate and size limits: `Err` =
 /// refuse and close.
-fn check_lobby_frame(
-    text: Option<&str>,
-    limit: &mut crate::signal::RateLimit,
-) -> Result<(), Stop> {
+fn check_lobby_frame(text: Option<&str>, limit: &mut crate::signal::RateLimit) -> Result<(), Stop> {
     if !limit.allow(std::time::Instant::now()) {
         let msg = format!(
             "more than {LOBBY_MESSAGES_PER_SECOND} messages a second while waiting in the lobby"
@@ -95,9 +92,7 @@ fn check_lobby_frame(
                 "frame of {} bytes exceeds {LOBBY_MAX_FRAME_BYTES} bytes allowed while waiting in the lobby",
                 t.len()
             );
-            return Err(
-                ConnRefusal::new(ErrorCode::FrameTooLarge, msg, "frame too large").into(),
-            );
+            return Err(ConnRefusal::new(ErrorCode::FrameTooLarge, msg, "frame too large").into());
         }
     }
     Ok(())
@@ -167,7 +162,14 @@ async fn wait(
                         lobby.leave(&ticket);
                         return Err(Stop::Gone);
                     }
-                    Some(Ok(_)) => continue, // ping/pong: answered by the WebSocket layer
+                    Some(Ok(_)) => {
+                        // WebSocket ping/pong (answered by the WebSocket layer): counted too.
+                        if let Err(stop) = check_lobby_frame(Some(""), &mut limit) {
+                            lobby.leave(&ticket);
+                            return Err(stop);
+                        }
+                        continue;
+                    }
                 };
                 if let Err(stop) = check_lobby_frame(text.as_ref().map(|t| t.as_str()), &mut limit) {
                     lobby.leave(&ticket);

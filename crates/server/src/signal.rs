@@ -186,9 +186,11 @@ async fn join(
             state.config.limits.max_unauthenticated_connections_per_ip
         );
         tracing::info!(%addr, "join refused: resume-only slot without resume");
-        return Err(Refusal::new(ErrorCode::LimitExceeded, msg, "limit exceeded")
-            .to("join")
-            .into());
+        return Err(
+            Refusal::new(ErrorCode::LimitExceeded, msg, "limit exceeded")
+                .to("join")
+                .into(),
+        );
     }
     if version != PROTOCOL_VERSION {
         let msg = format!(
