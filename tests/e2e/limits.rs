@@ -219,9 +219,19 @@ async fn unauthenticated_connections_are_capped() {
     for _ in 0..3 {
         idle.push(raw_ws(&server.ws_url()).await.unwrap());
     }
-    // Give the server a moment to register the three as waiting.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The slots are taken before the upgrade is answered: no wait needed. The fourth comes
+    // from the address `inside` joined from, which keeps a resume share there: it is admitted
+    // for a resume only, so its plain `join` is refused.
     let mut fourth = raw_ws(&server.ws_url()).await.unwrap();
+    let token = server.token("r", "fourth", "participant").unwrap();
+    fourth
+        .send(Message::Text(
+            json!({"type":"join","version":1,"token":token})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
     let m = raw_next_json(&mut fourth, WAIT)
         .await
         .unwrap()
