@@ -210,6 +210,7 @@ async fn one_address_is_capped_and_its_idle_sockets_closed_at_the_deadline() -> 
         assert_eq!(reason, "join timeout");
     }
     let took = opened.elapsed();
+    eprintln!("8 idle sockets closed by {took:?} after opening (join_timeout 3 s)");
     assert!(
         took >= Duration::from_millis(2900) && took < Duration::from_secs(8),
         "closed after {took:?}, deadline 3 s"
@@ -430,6 +431,7 @@ async fn the_lobby_is_under_the_pre_join_limits() -> Result<()> {
     // Over time: nobody decides within 3 s → lobby_timeout, closed, out of the lobby.
     let (code, message, reason) = refusal(&until_closed(&mut ws, WAIT).await?);
     let took = waited.elapsed();
+    eprintln!("lobby wait closed after {took:?} (lobby_max_wait 3 s)");
     assert_eq!(code, "lobby_timeout", "{message}");
     assert!(message.contains("limits.lobby_max_wait"), "{message}");
     assert_eq!(reason, "lobby_timeout");
