@@ -58,6 +58,8 @@ pub enum ErrorCode {
     LinkRevoked,
     /// An operator banned this identity from the room.
     Banned,
+    /// A message's content is over its limit (`chat.text` over 2,000 characters).
+    TooLarge,
 }
 
 impl ErrorCode {
@@ -108,6 +110,7 @@ impl ErrorCode {
             ErrorCode::Replaced => "replaced",
             ErrorCode::LinkRevoked => "link_revoked",
             ErrorCode::Banned => "banned",
+            ErrorCode::TooLarge => "too_large",
         }
     }
 }

@@ -44,7 +44,8 @@ pub use crate::core::{Core, Transmit};
 pub use config::SfuConfig;
 pub use error::SfuError;
 pub use handle::{
-    ConnRef, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle,
+    ConnRef, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle, Subject,
+    TimelineKind,
     SfuStats,
 };
 
