@@ -596,6 +596,53 @@ impl SessionManager {
             .await
     }
 
+    // ---- the record ------------------------------------------------------------------------
+
+    /// The rakor running in `room` at `at_ms` (if any).
+    async fn rakor_of_room(&self, room: &str, at_ms: i64) -> Result<Option<i64>> {
+        Ok(self
+            .store
+            .rakor_for_room(room, at_ms.div_euclid(1000))
+            .await?
+            .map(|r| r.id))
+    }
+
+    /// Store a delivered chat message with the rakor running in `room`; ignored for rooms
+    /// that belong to no rakor.
+    pub async fn record_chat(&self, room: &str, chat: crate::record::ChatRecord) -> Result<()> {
+        match self.rakor_of_room(room, chat.at_ms).await? {
+            Some(id) => self.store.record_chat(id, &chat).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Store a timeline event with the rakor running in `room`; ignored for rooms that belong
+    /// to no rakor.
+    pub async fn record_timeline(
+        &self,
+        room: &str,
+        event: crate::record::TimelineRecord,
+    ) -> Result<()> {
+        match self.rakor_of_room(room, event.at_ms).await? {
+            Some(id) => self.store.record_timeline(id, &event).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The rakor's record: attendance, chat, hands, floor, timeline.
+    pub async fn meeting_record(&self, id: i64) -> Result<crate::record::Record> {
+        let rakor = self.rakor(id).await?;
+        let sites = self.store.list_sites().await?;
+        let events = self.store.attendance(id).await?;
+        let now = crate::wib::now_ms();
+        let reg = attendance::register(&rakor, &sites, &events, now);
+        let chat = self.store.chat(id).await?;
+        let timeline = self.store.timeline(id).await?;
+        Ok(crate::record::build(
+            &rakor, &sites, reg, &chat, &timeline, now,
+        ))
+    }
+
     /// The attendance register of a rakor.
     pub async fn register(&self, id: i64) -> Result<Register> {
         let rakor = self.rakor(id).await?;
