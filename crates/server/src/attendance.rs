@@ -45,6 +45,7 @@ pub async fn record_attendance(
                 kind,
                 subject,
                 by,
+                detail,
                 at,
             } => {
                 let t = TimelineRecord {
@@ -53,7 +54,7 @@ pub async fn record_attendance(
                     identity: subject.as_ref().map(|s| s.identity.clone()),
                     name: subject.map(|s| s.name),
                     by,
-                    detail: None,
+                    detail,
                     at_ms: unix_ms(at),
                 };
                 if let Err(e) = session.record_timeline(&room, t).await {

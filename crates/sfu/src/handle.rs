@@ -122,6 +122,8 @@ pub enum RoomEvent {
         /// Who did it: a participant's name, `"operator"`, or none (the participant itself or
         /// the server).
         by: Option<String>,
+        /// Anything more, stored as is (e.g. `left` for a hand that went down as its site left).
+        detail: Option<String>,
         at: std::time::SystemTime,
     },
 }

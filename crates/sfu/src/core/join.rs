@@ -272,6 +272,18 @@ impl Core {
         if hand_dropped {
             let hands = self.hands(&room);
             self.broadcast(&room, None, &ServerMessage::Hands { hands });
+            self.timeline_detail(
+                &room,
+                crate::handle::TimelineKind::HandLowered,
+                Some(crate::handle::Subject {
+                    participant: pid.clone(),
+                    identity: p.identity.clone(),
+                    name: p.name.clone(),
+                }),
+                None,
+                Some("left".to_owned()),
+                now,
+            );
         }
         if cleared_spotlight {
             self.timeline(

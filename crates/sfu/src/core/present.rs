@@ -74,11 +74,24 @@ impl Core {
         by: Option<String>,
         now: Instant,
     ) {
+        self.timeline_detail(room, kind, subject, by, None, now);
+    }
+
+    pub(crate) fn timeline_detail(
+        &self,
+        room: &str,
+        kind: TimelineKind,
+        subject: Option<Subject>,
+        by: Option<String>,
+        detail: Option<String>,
+        now: Instant,
+    ) {
         self.room_event(RoomEvent::Timeline {
             room: room.to_owned(),
             kind,
             subject,
             by,
+            detail,
             at: self.wall(now),
         });
     }

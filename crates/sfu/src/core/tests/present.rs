@@ -353,6 +353,12 @@ fn hands_in_order_and_the_host_gives_the_floor_unmuting_and_spotlighting_the_sit
     assert_eq!(hands_of(&rig, host).map(|h| h.len()), Some(1));
     rig.send(late, ClientMessage::Leave {});
     assert_eq!(hands_of(&rig, host), Some(vec![]));
+    let tl = timeline(&mut rig);
+    assert_eq!(
+        tl.last(),
+        Some(&(TimelineKind::HandLowered, Some("dinkes".into()), None)),
+        "a hand that goes down as its site leaves is on the timeline: {tl:?}"
+    );
     // The host has no hand to raise.
     rig.sites[host].take();
     rig.send(host, ClientMessage::Hand { raised: true });
