@@ -181,7 +181,7 @@ try {
     await host.waitForSelector(`#hands-box:not([hidden]) li[data-participant-id="${siteId}"]`, { timeout: 10000 });
     const name = await host.textContent(`#hands-box li[data-participant-id="${siteId}"] .hand-name`);
     assert(name === 'Dinas Kesehatan', `hand shown as ${name}`);
-    assert(await site.getAttribute('#btn-hand', 'aria-pressed') === 'true', 'the site sees its hand up');
+    await pollUntil(site, () => document.getElementById('btn-hand').getAttribute('aria-pressed'), (v) => v === 'true', 5000, 'the site sees its hand up');
     const label = await host.textContent(`#hands-box li[data-participant-id="${siteId}"] .btn-floor`);
     assert(label === 'Beri kesempatan bicara', `button label: ${label}`);
     await host.click(`#hands-box li[data-participant-id="${siteId}"] .btn-floor`);
