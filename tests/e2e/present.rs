@@ -65,7 +65,12 @@ async fn admitted(api: &Api, rakor: i64, o: ClientOptions) -> Result<Client> {
     let join = tokio::spawn(Client::connect(o));
     poll("a site in the lobby", WAIT, || {
         let live = get_json(api, &format!("/api/v1/rakor/{rakor}/live"))?;
-        Ok((!live["lobby"].as_array().cloned().unwrap_or_default().is_empty()).then_some(()))
+        Ok((!live["lobby"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .is_empty())
+        .then_some(()))
     })
     .await?;
     tokio::task::block_in_place(|| {
@@ -117,7 +122,10 @@ fn no_error(c: &mut Client) {
         .into_iter()
         .filter(|m| matches!(m, ServerMessage::Error { .. }))
         .collect();
-    assert!(errs.is_empty(), "another participant's refusal reached this one: {errs:?}");
+    assert!(
+        errs.is_empty(),
+        "another participant's refusal reached this one: {errs:?}"
+    );
 }
 
 fn audio_from(c: &Client, from: &ParticipantId) -> u64 {
@@ -141,13 +149,18 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
     let links = get_json(&api, &format!("/api/v1/rakor/{rakor}/invitations"))?;
     let mut token: BTreeMap<i64, String> = BTreeMap::new();
     for l in links.as_array().unwrap() {
-        token.insert(l["site_id"].as_i64().unwrap(), token_of(l["link"].as_str().unwrap())?);
+        token.insert(
+            l["site_id"].as_i64().unwrap(),
+            token_of(l["link"].as_str().unwrap())?,
+        );
     }
 
     // Chat before join: the connection's pre-join refusal.
     let mut raw = raw_ws(&url).await?;
-    raw.send(Message::text(json!({"type":"chat","text":"halo"}).to_string()))
-        .await?;
+    raw.send(Message::text(
+        json!({"type":"chat","text":"halo"}).to_string(),
+    ))
+    .await?;
     let m = raw_next_json(&mut raw, WAIT).await?.unwrap();
     assert_eq!(m["type"], "error", "{m}");
     assert_eq!(m["code"], "invalid_state", "{m}");
@@ -156,7 +169,12 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
     // The command room, Dinas Kesehatan (publishes audio) and Bapeda.
     let mut host = Client::connect(opts(&url, &token[&host_site])).await?;
     let host_id = host.participant_id().clone();
-    let mut dinkes = admitted(&api, rakor, opts(&url, &token[&ids[0]]).publish(true, false)).await?;
+    let mut dinkes = admitted(
+        &api,
+        rakor,
+        opts(&url, &token[&ids[0]]).publish(true, false),
+    )
+    .await?;
     let dinkes_id = dinkes.participant_id().clone();
     let mut bapeda = admitted(&api, rakor, opts(&url, &token[&ids[1]])).await?;
     let bapeda_id = bapeda.participant_id().clone();
@@ -173,11 +191,18 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
 
     // Bad input: a clear error to the sender only, nothing delivered.
     dinkes.chat("x".repeat(CHAT_MAX_CHARS + 1)).await?;
-    assert_eq!(next_error(&mut dinkes).await?, (ErrorCode::TooLarge, Some("chat".into())));
+    assert_eq!(
+        next_error(&mut dinkes).await?,
+        (ErrorCode::TooLarge, Some("chat".into()))
+    );
     dinkes.chat_to(&host_id, "pribadi?").await?;
     assert_eq!(next_error(&mut dinkes).await?.0, ErrorCode::Forbidden);
-    host.chat_to(&ParticipantId("PA_nobody".into()), "halo").await?;
-    assert_eq!(next_error(&mut host).await?.0, ErrorCode::UnknownParticipant);
+    host.chat_to(&ParticipantId("PA_nobody".into()), "halo")
+        .await?;
+    assert_eq!(
+        next_error(&mut host).await?.0,
+        ErrorCode::UnknownParticipant
+    );
     // The rate limit: seven more back to back. The bucket holds at most five, so at least two
     // are refused (`rate_limited`, to the sender only); the others reach everyone, in order.
     for i in 2..=8 {
@@ -204,18 +229,26 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
             _ => unreachable!(),
         }
     }
-    assert!(limited >= 2 && delivered.len() + limited == 7, "{delivered:?} {limited}");
+    assert!(
+        limited >= 2 && delivered.len() + limited == 7,
+        "{delivered:?} {limited}"
+    );
     for text in &delivered {
         assert_eq!(&next_chat(&mut bapeda).await?.text, text);
         assert_eq!(&next_chat(&mut host).await?.text, text);
     }
     // The host writes privately to Bapeda, then to the room: Dinas Kesehatan's next message
     // is the public one (its order is the server's).
-    host.chat_to(&bapeda_id, "Mohon siapkan data anggaran").await?;
+    host.chat_to(&bapeda_id, "Mohon siapkan data anggaran")
+        .await?;
     let private = next_chat(&mut bapeda).await?;
     assert_eq!(private.to, Some(bapeda_id.clone()));
     host.chat("Terima kasih").await?;
-    assert_eq!(next_chat(&mut dinkes).await?.text, "Terima kasih", "no private message leaked");
+    assert_eq!(
+        next_chat(&mut dinkes).await?.text,
+        "Terima kasih",
+        "no private message leaked"
+    );
     assert_eq!(next_chat(&mut bapeda).await?.text, "Terima kasih");
     no_error(&mut bapeda);
 
@@ -231,13 +264,19 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
     let mut public = vec![MARKUP.to_owned()];
     public.extend(delivered.iter().cloned());
     public.push("Terima kasih".into());
-    assert_eq!(texts, public, "the public history, without the private message");
+    assert_eq!(
+        texts, public,
+        "the public history, without the private message"
+    );
 
     // Hands: Bapeda first, then Dinas Kesehatan; the host sees them in order.
     bapeda.raise_hand(true).await?;
     assert_eq!(hands(&mut host).await?, vec![bapeda_id.clone()]);
     dinkes.raise_hand(true).await?;
-    assert_eq!(hands(&mut host).await?, vec![bapeda_id.clone(), dinkes_id.clone()]);
+    assert_eq!(
+        hands(&mut host).await?,
+        vec![bapeda_id.clone(), dinkes_id.clone()]
+    );
     let live = get_json(&api, &format!("/api/v1/rakor/{rakor}/live"))?;
     let order: Vec<&str> = live["hands"]
         .as_array()
@@ -245,12 +284,22 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
         .iter()
         .map(|h| h["participant_id"].as_str().unwrap())
         .collect();
-    assert_eq!(order, vec![bapeda_id.0.as_str(), dinkes_id.0.as_str()], "{live}");
+    assert_eq!(
+        order,
+        vec![bapeda_id.0.as_str(), dinkes_id.0.as_str()],
+        "{live}"
+    );
     // A site cannot give the floor.
     bapeda.give_floor(&bapeda_id).await?;
-    assert_eq!(next_error(&mut bapeda).await?, (ErrorCode::Forbidden, Some("give_floor".into())));
+    assert_eq!(
+        next_error(&mut bapeda).await?,
+        (ErrorCode::Forbidden, Some("give_floor".into()))
+    );
     host.give_floor(&ParticipantId("PA_nobody".into())).await?;
-    assert_eq!(next_error(&mut host).await?.0, ErrorCode::UnknownParticipant);
+    assert_eq!(
+        next_error(&mut host).await?.0,
+        ErrorCode::UnknownParticipant
+    );
 
     // The host mutes Dinas Kesehatan: its audio stops reaching the host.
     poll("the host hears Dinas Kesehatan", WAIT, || {
@@ -263,7 +312,10 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
     })
     .await?;
     dinkes
-        .wait_for(|m| matches!(m, ServerMessage::ModeratorMute { muted: true }), WAIT)
+        .wait_for(
+            |m| matches!(m, ServerMessage::ModeratorMute { muted: true }),
+            WAIT,
+        )
         .await?;
     // Once the packets in flight are in (no change over a 100 ms poll), the count stays put
     // over the next half second (50 packets at 20 ms if it were forwarded).
@@ -277,12 +329,18 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let muted_at = audio_from(&host, &dinkes_id);
-    assert!(muted_at <= stalled + 1, "muted audio is not forwarded: {stalled} → {muted_at}");
+    assert!(
+        muted_at <= stalled + 1,
+        "muted audio is not forwarded: {stalled} → {muted_at}"
+    );
 
     // The host gives it the floor: unmuted, spotlighted, its hand down; its audio flows again.
     host.give_floor(&dinkes_id).await?;
     dinkes
-        .wait_for(|m| matches!(m, ServerMessage::ModeratorMute { muted: false }), WAIT)
+        .wait_for(
+            |m| matches!(m, ServerMessage::ModeratorMute { muted: false }),
+            WAIT,
+        )
         .await?;
     for c in [&mut host, &mut bapeda] {
         c.wait_for(
@@ -313,7 +371,10 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
     })?;
     assert_eq!(hands(&mut host).await?, Vec::<ParticipantId>::new());
     let r = tokio::task::block_in_place(|| {
-        api.post(&format!("/api/v1/rakor/{rakor}/participants/PA_nobody/floor"), json!({}))
+        api.post(
+            &format!("/api/v1/rakor/{rakor}/participants/PA_nobody/floor"),
+            json!({}),
+        )
     })?;
     assert_eq!(r.status, 404, "{}", r.body);
 
@@ -335,13 +396,23 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
         .filter(|c| c["to_identity"].is_null())
         .map(|c| c["text"].as_str().unwrap())
         .collect();
-    assert_eq!(stored_public, public, "exactly the delivered messages, in order");
+    assert_eq!(
+        stored_public, public,
+        "exactly the delivered messages, in order"
+    );
     assert_eq!(chat[0]["from_site"], "Dinas Kesehatan");
     assert_eq!(chat[0]["from_identity"], format!("site-{}", ids[0]));
     assert!(chat[0]["at_wib"].as_str().unwrap().len() == 19, "{rec}");
-    assert!(!chat.iter().any(|c| c["text"] == "pribadi?" || c["text"] == "halo"));
-    assert!(!chat.iter().any(|c| c["text"].as_str().unwrap().len() > CHAT_MAX_CHARS));
-    let private: Vec<&Value> = chat.iter().filter(|c| !c["to_identity"].is_null()).collect();
+    assert!(!chat
+        .iter()
+        .any(|c| c["text"] == "pribadi?" || c["text"] == "halo"));
+    assert!(!chat
+        .iter()
+        .any(|c| c["text"].as_str().unwrap().len() > CHAT_MAX_CHARS));
+    let private: Vec<&Value> = chat
+        .iter()
+        .filter(|c| !c["to_identity"].is_null())
+        .collect();
     assert_eq!(private.len(), 1);
     assert_eq!(private[0]["to_site"], "Bapeda");
     let hands_rec = rec["hands"].as_array().unwrap();
@@ -379,8 +450,16 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
     assert_eq!(csv.status, 200);
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
     assert!(csv.body.starts_with('\u{feff}'));
-    assert!(csv.body.contains("Bagian,Waktu (WIB),Jenis,Lokasi,Nama,Kepada,Isi\r\n"));
-    assert!(csv.body.contains(&format!(",Pesan,Dinas Kesehatan,Dinas Kesehatan,,{MARKUP}\r\n")), "{}", csv.body);
+    assert!(csv
+        .body
+        .contains("Bagian,Waktu (WIB),Jenis,Lokasi,Nama,Kepada,Isi\r\n"));
+    assert!(
+        csv.body.contains(&format!(
+            ",Pesan,Dinas Kesehatan,Dinas Kesehatan,,{MARKUP}\r\n"
+        )),
+        "{}",
+        csv.body
+    );
     assert!(csv.body.contains(",Pesan pribadi,Command Room Pemalang,Command Room Pemalang,Bapeda,Mohon siapkan data anggaran\r\n"), "{}", csv.body);
     assert!(csv.body.contains(",Diberi kesempatan bicara,Dinas Kesehatan,Dinas Kesehatan,,oleh Command Room Pemalang\r\n"), "{}", csv.body);
     let (k, v) = api.auth.clone().unwrap();
@@ -393,11 +472,17 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
             None,
         )
     })?;
-    assert!(by_accept.header("content-type").unwrap().starts_with("text/csv"));
+    assert!(by_accept
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/csv"));
     assert_eq!(by_accept.body, csv.body);
     let html = get(&api, &format!("/api/v1/rakor/{rakor}/record?format=html"))?;
     assert_eq!(html.status, 200);
-    assert!(html.header("content-type").unwrap().starts_with("text/html"));
+    assert!(html
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
     assert!(html.body.contains("&lt;img src=x onerror=alert(1)&gt;"));
     assert!(!html.body.contains("<img"));
     let bad = get(&api, &format!("/api/v1/rakor/{rakor}/record?format=xml"))?;

@@ -392,8 +392,7 @@ pub fn to_html(r: &Record) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             i + 1,
             e(&a.site),
-            e(&a
-                .first_join_utc
+            e(&a.first_join_utc
                 .as_deref()
                 .map(utc_to_wib)
                 .unwrap_or_else(|| "–".into())),
@@ -529,7 +528,10 @@ mod tests {
         assert_eq!(r.chat[0].from_site, "Dinas Kesehatan");
         assert_eq!(r.hands.len(), 2);
         assert!(r.hands[0].given_floor);
-        assert_eq!(r.hands[0].lowered_wib.as_deref(), Some("2030-05-01 09:01:20"));
+        assert_eq!(
+            r.hands[0].lowered_wib.as_deref(),
+            Some("2030-05-01 09:01:20")
+        );
         assert!(!r.hands[1].given_floor && r.hands[1].lowered_wib.is_none());
         assert_eq!(r.floor.len(), 1);
         assert_eq!(r.floor[0].by.as_deref(), Some("Bupati"));

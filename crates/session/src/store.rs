@@ -4,8 +4,8 @@
 
 use crate::access::{AuditEntry, AuditRecord, Ban, InvitationLink, OperatorInfo};
 use crate::error::Result;
-use crate::record::{ChatRecord, TimelineRecord};
 use crate::model::{AttendanceEvent, Rakor, RakorDraft, RakorState, Site, SiteInput};
+use crate::record::{ChatRecord, TimelineRecord};
 use serde::Serialize;
 use utoipa::ToSchema;
 

@@ -44,9 +44,8 @@ pub use crate::core::{Core, Transmit};
 pub use config::SfuConfig;
 pub use error::SfuError;
 pub use handle::{
-    ConnRef, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle, Subject,
-    TimelineKind,
-    SfuStats,
+    ConnRef, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle,
+    SfuStats, Subject, TimelineKind,
 };
 
 /// The SDP check the media core does itself before handing an offer to the `rtc` core:

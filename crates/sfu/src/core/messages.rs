@@ -95,9 +95,7 @@ impl Core {
             ClientMessage::MuteTrack { track_id, muted } => {
                 self.mute_own_track(pid, track_id, muted)
             }
-            ClientMessage::Spotlight { participant_id } => {
-                self.spotlight(pid, participant_id, now)
-            }
+            ClientMessage::Spotlight { participant_id } => self.spotlight(pid, participant_id, now),
             ClientMessage::Ping { ts } => {
                 self.send(pid, ServerMessage::Pong { ts });
                 Ok(())

@@ -337,7 +337,10 @@ impl Core {
                 by: by.clone(),
             },
         );
-        let muted = self.participants.get(target).is_some_and(|p| p.moderator_muted)
+        let muted = self
+            .participants
+            .get(target)
+            .is_some_and(|p| p.moderator_muted)
             || self
                 .rooms
                 .get(room)
@@ -366,7 +369,11 @@ mod tests {
             assert!(b.take(t0).is_ok(), "message {i} of the burst");
         }
         let wait = b.take(t0).err();
-        assert_eq!(wait, Some(CHAT_INTERVAL), "the next one waits a full interval");
+        assert_eq!(
+            wait,
+            Some(CHAT_INTERVAL),
+            "the next one waits a full interval"
+        );
         assert!(b.take(t0 + CHAT_INTERVAL / 2).is_err());
         assert!(b.take(t0 + CHAT_INTERVAL).is_ok());
         assert!(b.take(t0 + CHAT_INTERVAL).is_err());

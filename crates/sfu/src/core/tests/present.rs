@@ -80,7 +80,11 @@ fn chat_reaches_everyone_private_chat_only_its_pair_and_a_late_joiner_gets_the_h
     );
     assert_eq!(chats(&rig, b).len(), 2);
     assert_eq!(chats(&rig, host).len(), 2);
-    assert_eq!(chats(&rig, a).len(), 1, "a private message reaches its pair only");
+    assert_eq!(
+        chats(&rig, a).len(),
+        1,
+        "a private message reaches its pair only"
+    );
     assert_eq!(chats(&rig, b)[1].to, Some(b_id));
     assert_eq!(
         chat_events(&mut rig),
@@ -111,9 +115,8 @@ fn chat_reaches_everyone_private_chat_only_its_pair_and_a_late_joiner_gets_the_h
     }
     rig.send(b, ClientMessage::Leave {});
     rig.rejoin(b, None).unwrap();
-    assert!(rig.sites[b].got(
-        |m| matches!(m, ServerMessage::ChatHistory { messages } if messages.len() == 2)
-    ));
+    assert!(rig.sites[b]
+        .got(|m| matches!(m, ServerMessage::ChatHistory { messages } if messages.len() == 2)));
 }
 
 #[test]
@@ -158,7 +161,10 @@ fn refused_chat_gets_a_clear_error_to_its_sender_only_and_is_not_reported() {
         Some((ErrorCode::TooLarge, Some("chat".into())))
     );
     rig.send(a, chat("  \n "));
-    assert_eq!(error_code(&mut rig, a).map(|e| e.0), Some(ErrorCode::BadRequest));
+    assert_eq!(
+        error_code(&mut rig, a).map(|e| e.0),
+        Some(ErrorCode::BadRequest)
+    );
     // A site may not write privately.
     let host_id = rig.sites[host].id.clone();
     rig.send(
@@ -168,7 +174,10 @@ fn refused_chat_gets_a_clear_error_to_its_sender_only_and_is_not_reported() {
             to: Some(host_id),
         },
     );
-    assert_eq!(error_code(&mut rig, a).map(|e| e.0), Some(ErrorCode::Forbidden));
+    assert_eq!(
+        error_code(&mut rig, a).map(|e| e.0),
+        Some(ErrorCode::Forbidden)
+    );
     // The host, to nobody.
     rig.send(
         host,
@@ -182,7 +191,10 @@ fn refused_chat_gets_a_clear_error_to_its_sender_only_and_is_not_reported() {
         Some(ErrorCode::UnknownParticipant)
     );
     assert!(chats(&rig, b).is_empty(), "nothing refused reached anyone");
-    assert!(chat_events(&mut rig).is_empty(), "nothing refused is reported");
+    assert!(
+        chat_events(&mut rig).is_empty(),
+        "nothing refused is reported"
+    );
     // Exactly the limit passes.
     rig.send(a, chat(&"é".repeat(CHAT_MAX_CHARS)));
     assert_eq!(chats(&rig, b).len(), 1);
@@ -194,7 +206,10 @@ fn refused_chat_gets_a_clear_error_to_its_sender_only_and_is_not_reported() {
     assert_eq!(chats(&rig, b).len(), CHAT_BURST as usize);
     rig.sites[a].take();
     rig.send(a, chat("terlalu cepat"));
-    assert_eq!(error_code(&mut rig, a).map(|e| e.0), Some(ErrorCode::RateLimited));
+    assert_eq!(
+        error_code(&mut rig, a).map(|e| e.0),
+        Some(ErrorCode::RateLimited)
+    );
     assert!(!chats(&rig, b).iter().any(|c| c.text == "terlalu cepat"));
     assert!(
         !rig.sites[b].got(|m| matches!(m, ServerMessage::Error { .. })),
@@ -346,8 +361,22 @@ fn hands_in_order_and_the_host_gives_the_floor_unmuting_and_spotlighting_the_sit
             TimelineKind::FloorGiven,
         ]
     );
-    assert_eq!(tl[3], (TimelineKind::FloorGiven, Some("dishub".into()), Some("command-room".into())));
-    assert_eq!(tl[5], (TimelineKind::FloorGiven, Some("bapeda".into()), Some("operator".into())));
+    assert_eq!(
+        tl[3],
+        (
+            TimelineKind::FloorGiven,
+            Some("dishub".into()),
+            Some("command-room".into())
+        )
+    );
+    assert_eq!(
+        tl[5],
+        (
+            TimelineKind::FloorGiven,
+            Some("bapeda".into()),
+            Some("operator".into())
+        )
+    );
     // A hand goes down by itself; a site leaving with its hand up drops it from the list.
     rig.send(late, ClientMessage::Hand { raised: true });
     assert_eq!(hands_of(&rig, host).map(|h| h.len()), Some(1));
@@ -362,5 +391,8 @@ fn hands_in_order_and_the_host_gives_the_floor_unmuting_and_spotlighting_the_sit
     // The host has no hand to raise.
     rig.sites[host].take();
     rig.send(host, ClientMessage::Hand { raised: true });
-    assert_eq!(error_code(&mut rig, host).map(|e| e.0), Some(ErrorCode::Forbidden));
+    assert_eq!(
+        error_code(&mut rig, host).map(|e| e.0),
+        Some(ErrorCode::Forbidden)
+    );
 }
