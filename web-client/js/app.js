@@ -11,6 +11,7 @@ import { Stage } from './views/stage.js';
 import { ParticipantList } from './views/participants.js';
 import { Controls } from './views/controls.js';
 import { Banner } from './views/banner.js';
+import { PresentPanel } from './views/present.js';
 import { runPrejoin } from './views/prejoin.js';
 import { installTestHooks, setTestContext } from './test-hooks.js';
 
@@ -70,6 +71,7 @@ function startCall({ token, claims, media, publish }) {
   const stage = new Stage({ root: $('call'), room, media, layout: isHost ? 'wall' : 'site', canSpotlight: isHost, onSpotlight, onTrackView });
   const people = new ParticipantList({ panel: $('participants-panel'), room, media, canSpotlight: isHost, onSpotlight });
   const controls = new Controls({ call, room, isHost, canPublish: publish, onLeave: () => call.leave() });
+  const present = new PresentPanel({ call, room, isHost, canRaiseHand: !isHost });
   setTestContext({ call, room });
   $('call').dataset.strip = 'closed';
   $('participants-panel').hidden = !(isHost && window.innerWidth >= 1400);
@@ -79,6 +81,7 @@ function startCall({ token, claims, media, publish }) {
     stage.sync();
     people.sync();
     controls.render();
+    present.render();
     const tracks = new Map();
     for (const p of room.list()) if (p.media.audio) tracks.set(p.id, p.media.audio.track);
     audio.sync(tracks);

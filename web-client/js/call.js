@@ -155,6 +155,10 @@ export class Call extends EventTarget {
     return this.session?.setSpotlight(participantId) ?? false;
   }
 
+  sendChat(text, to) { return this.session?.sendChat(text, to) ?? false; }
+  setHand(raised) { return this.session?.setHand(raised) ?? false; }
+  giveFloor(participantId) { return this.session?.giveFloor(participantId) ?? false; }
+
   get pcs() { return this.session?.pcs ?? { publisher: null, subscriber: null }; }
   get wsRttMs() { return this.session?.sig?.rttMs ?? null; }
 }

@@ -37,6 +37,9 @@ export class Room extends EventTarget {
     this.participants = new Map();
     this.seq = 0;
     this.pending = null;
+    this.chat = [];                 // chat messages, oldest first (present.js shows them)
+    this.hands = [];                // raised hands in order: { participant_id, name, at }
+    this.floor = null;              // the last `floor_given`: { participant_id, by }
   }
 
   changed(what) {
@@ -70,8 +73,42 @@ export class Room extends EventTarget {
       keep.set(info.id, p);
     }
     this.participants = keep;
+    // A new session: the server sends `hands` only when a hand is up, `chat_history` only when
+    // there is chat; a resume keeps what we have.
+    if (!joined.resumed) { this.hands = []; this.changed('hands'); }
     this.changed('participants');
     this.changed('spotlight');
+  }
+
+  /** `chat`: one delivered message (kept to the last 200). */
+  addChat(entry) {
+    if (!entry?.id || this.chat.some((c) => c.id === entry.id)) return;
+    this.chat.push(entry);
+    if (this.chat.length > 200) this.chat.splice(0, this.chat.length - 200);
+    this.changed('chat');
+  }
+
+  /** `chat_history`: the room's recent messages for a new session. */
+  setChatHistory(messages) {
+    const seen = new Set((messages ?? []).map((m) => m.id));
+    this.chat = [...(messages ?? []), ...this.chat.filter((c) => !seen.has(c.id))];
+    this.changed('chat');
+  }
+
+  /** `hands`: the whole ordered list. */
+  setHands(hands) {
+    this.hands = hands ?? [];
+    this.changed('hands');
+  }
+
+  setFloor(msg) {
+    this.floor = { participant_id: msg.participant_id, by: msg.by ?? null };
+    this.changed('floor');
+  }
+
+  /** Whether our own hand is up. */
+  handRaised() {
+    return this.hands.some((h) => h.participant_id === this.self?.id);
   }
 
   addParticipant(info) {

@@ -143,6 +143,10 @@ export class CallSession extends EventTarget {
         this.dispatchEvent(new CustomEvent('moderator-mute', { detail: msg }));
         return;
       case 'lobby': return this.onLobby(msg);
+      case 'chat': this.room.addChat(msg); return;
+      case 'chat_history': this.room.setChatHistory(msg.messages); return;
+      case 'hands': this.room.setHands(msg.hands); return;
+      case 'floor_given': this.room.setFloor(msg); return;
       default: return; // pong and unknown types are ignored (protocol rule)
     }
   }
@@ -360,6 +364,19 @@ export class CallSession extends EventTarget {
 
   setSpotlight(participantId) {
     return this.send({ type: 'spotlight', participant_id: participantId ?? null });
+  }
+
+  /** `chat {text, to?}` (`to`: host only, one participant). */
+  sendChat(text, to) {
+    return this.send(to ? { type: 'chat', text, to } : { type: 'chat', text });
+  }
+
+  setHand(raised) {
+    return this.send({ type: 'hand', raised: !!raised });
+  }
+
+  giveFloor(participantId) {
+    return this.send({ type: 'give_floor', participant_id: participantId });
   }
 
   /** Network trouble: tell the Call, which retries with a new session. */

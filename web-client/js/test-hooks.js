@@ -49,6 +49,10 @@ export function installTestHooks() {
     localTrackIds: () => ({ audio: ctx.call?.media.audioTrack?.id ?? null, video: ctx.call?.media.videoTrack?.id ?? null }),
     role: () => ctx.room?.self?.role ?? null,
     spotlight: () => ctx.room?.spotlight ?? null,
+    /** Chat messages as received (`chat`, `chat_history`), oldest first. */
+    chat: () => (ctx.room?.chat ?? []).map((c) => ({ ...c })),
+    /** Raised hands in order (`hands`). */
+    hands: () => (ctx.room?.hands ?? []).map((h) => ({ ...h })),
     /** The order the host's next/previous buttons tour the sites in. */
     tourOrder: () => ctx.room?.tourOrder() ?? [],
     participants: () => (ctx.room?.list() ?? []).map((p) => ({

@@ -341,6 +341,43 @@ impl Client {
         self.send(&ClientMessage::Ping { ts }).await
     }
 
+    /// Send `chat {text}` to the room; the server's `chat` (to everyone, this client too) or an
+    /// `error` (`too_large`, `rate_limited`, …) is an event.
+    pub async fn chat(&self, text: impl Into<String>) -> Result<(), ClientError> {
+        self.send(&ClientMessage::Chat {
+            text: text.into(),
+            to: None,
+        })
+        .await
+    }
+
+    /// Host only: `chat {text, to}`, a private message to one participant.
+    pub async fn chat_to(
+        &self,
+        to: &ParticipantId,
+        text: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        self.send(&ClientMessage::Chat {
+            text: text.into(),
+            to: Some(to.clone()),
+        })
+        .await
+    }
+
+    /// Raise (`true`) or lower this participant's hand (`hand {raised}`); the room's `hands`
+    /// list is an event.
+    pub async fn raise_hand(&self, raised: bool) -> Result<(), ClientError> {
+        self.send(&ClientMessage::Hand { raised }).await
+    }
+
+    /// Host only: `give_floor {participant_id}`.
+    pub async fn give_floor(&self, participant: &ParticipantId) -> Result<(), ClientError> {
+        self.send(&ClientMessage::GiveFloor {
+            participant_id: participant.clone(),
+        })
+        .await
+    }
+
     /// Send a PLI on every remote track; returns how many were sent.
     pub async fn request_keyframes(&self) -> Result<usize, ClientError> {
         self.request(|reply| Command::RequestKeyframes { reply })
@@ -535,6 +572,10 @@ fn type_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::ModeratorMute { .. } => "moderator_mute",
         ServerMessage::Leave { .. } => "leave",
         ServerMessage::Error { .. } => "error",
+        ServerMessage::Chat(_) => "chat",
+        ServerMessage::ChatHistory { .. } => "chat_history",
+        ServerMessage::Hands { .. } => "hands",
+        ServerMessage::FloorGiven { .. } => "floor_given",
     }
 }
 

@@ -61,6 +61,8 @@ pub enum ErrorCode {
     /// The site waited in the lobby longer than the server allows (`limits.lobby_max_wait`)
     /// without an operator's decision; it may join again to wait again.
     LobbyTimeout,
+    /// A message's content is over its limit (`chat.text` over 2,000 characters).
+    TooLarge,
 }
 
 impl ErrorCode {
@@ -113,6 +115,7 @@ impl ErrorCode {
             ErrorCode::LinkRevoked => "link_revoked",
             ErrorCode::Banned => "banned",
             ErrorCode::LobbyTimeout => "lobby_timeout",
+            ErrorCode::TooLarge => "too_large",
         }
     }
 }

@@ -12,10 +12,12 @@
 mod error;
 mod ids;
 mod messages;
+mod time;
 
 pub use error::{ErrorCode, ParseError};
 pub use ids::{ParticipantId, TrackId};
 pub use messages::*;
+pub use time::rfc3339_utc_ms;
 
 /// The protocol version this crate speaks. A `join` with another version gets
 /// `unsupported_version`.

@@ -16,7 +16,15 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "leave",
     "moderate",
     "track_settings",
+    "chat",
+    "hand",
+    "give_floor",
 ];
+
+/// Longest `chat.text` the server accepts, in Unicode characters (`too_large` above).
+pub const CHAT_MAX_CHARS: usize = 2000;
+/// How many recent messages a joining participant gets in `chat_history`.
+pub const CHAT_HISTORY_LEN: usize = 50;
 
 /// A participant's role, carried in the access token and enforced by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -155,6 +163,18 @@ pub enum ClientMessage {
         #[serde(default)]
         height: u32,
     },
+    /// A chat message to the room, or (host only) to one participant (`to`). Text only, at most
+    /// [`CHAT_MAX_CHARS`] characters, not blank; rate-limited per participant.
+    Chat {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<ParticipantId>,
+    },
+    /// Raise (`true`) or lower (`false`) the sender's hand.
+    Hand { raised: bool },
+    /// Host only: give the floor to a participant — its moderator mute is lifted, it is
+    /// spotlighted and its hand is lowered.
+    GiveFloor { participant_id: ParticipantId },
 }
 
 impl ClientMessage {
@@ -172,6 +192,9 @@ impl ClientMessage {
             ClientMessage::Leave {} => "leave",
             ClientMessage::Moderate { .. } => "moderate",
             ClientMessage::TrackSettings { .. } => "track_settings",
+            ClientMessage::Chat { .. } => "chat",
+            ClientMessage::Hand { .. } => "hand",
+            ClientMessage::GiveFloor { .. } => "give_floor",
         }
     }
 }
@@ -233,6 +256,37 @@ pub struct SubscribedTrack {
     pub track_id: TrackId,
     pub participant_id: ParticipantId,
     pub kind: TrackKind,
+}
+
+/// Who sent a chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatSender {
+    pub participant_id: ParticipantId,
+    pub name: String,
+}
+
+/// A chat message as the server delivers it (`chat`, and each entry of `chat_history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatEntry {
+    /// Unique per server (`CH_…`).
+    pub id: String,
+    pub from: ChatSender,
+    /// Exactly the text that was sent.
+    pub text: String,
+    /// When the server accepted it, UTC RFC 3339 with milliseconds.
+    pub at: String,
+    /// Set on a private message from the host: the one addressee (it and the sender get it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<ParticipantId>,
+}
+
+/// One raised hand, in the order hands went up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaisedHand {
+    pub participant_id: ParticipantId,
+    pub name: String,
+    /// When the hand went up, UTC RFC 3339 with milliseconds.
+    pub at: String,
 }
 
 /// Why a participant left, or why the server tells a client to leave.
@@ -362,6 +416,25 @@ pub enum ServerMessage {
     },
     Pong {
         ts: u64,
+    },
+    /// A chat message (to the room, or a private one to you or from you).
+    Chat(ChatEntry),
+    /// Right after `joined` when the room has chat: the recent messages you may see (at most
+    /// [`CHAT_HISTORY_LEN`]), oldest first.
+    ChatHistory {
+        messages: Vec<ChatEntry>,
+    },
+    /// The raised hands, in the order they went up (empty: none). Sent to everyone on every
+    /// change, and right after `joined` when a hand is up.
+    Hands {
+        hands: Vec<RaisedHand>,
+    },
+    /// The host (`by`; an operator: `by` null) gave the floor to `participant_id`: its audio is
+    /// no longer moderator-muted, it is spotlighted (a `spotlight` follows) and its hand is down.
+    FloorGiven {
+        participant_id: ParticipantId,
+        #[serde(default)]
+        by: Option<ParticipantId>,
     },
     /// Sent after `join` for an invitation that must wait for an operator: `waiting` while in
     /// the lobby (the client may send `ping` and `leave` meanwhile), `admitted` just before

@@ -1,7 +1,10 @@
-//! The attendance register's feed: the media core's join/leave events ([`rakor_sfu::RoomEvent`])
-//! become attendance records in the session manager, for as long as the media core runs.
+//! The record's feed: the media core's room events ([`rakor_sfu::RoomEvent`]) — joins and
+//! leaves (attendance), delivered chat messages and the room's timeline (hands, floor,
+//! spotlight, …) — are stored with the rakor in the session manager, for as long as the media
+//! core runs.
 
 use rakor_session::model::{AttendanceKind, Personal};
+use rakor_session::record::{ChatRecord, TimelineRecord};
 use rakor_session::{Membership, SessionManager};
 use std::sync::Arc;
 
@@ -13,6 +16,52 @@ pub async fn record_attendance(
 ) {
     while let Some(ev) = events.recv().await {
         let m = match ev {
+            rakor_sfu::RoomEvent::Chat {
+                room,
+                id,
+                from,
+                to,
+                text,
+                at,
+            } => {
+                let c = ChatRecord {
+                    msg_id: id,
+                    from_participant: from.participant.to_string(),
+                    from_identity: from.identity,
+                    from_name: from.name,
+                    to_participant: to.as_ref().map(|t| t.participant.to_string()),
+                    to_identity: to.as_ref().map(|t| t.identity.clone()),
+                    to_name: to.map(|t| t.name),
+                    text,
+                    at_ms: unix_ms(at),
+                };
+                if let Err(e) = session.record_chat(&room, c).await {
+                    tracing::error!("cannot record a chat message: {e}");
+                }
+                continue;
+            }
+            rakor_sfu::RoomEvent::Timeline {
+                room,
+                kind,
+                subject,
+                by,
+                detail,
+                at,
+            } => {
+                let t = TimelineRecord {
+                    kind: kind.as_str().to_owned(),
+                    participant: subject.as_ref().map(|s| s.participant.to_string()),
+                    identity: subject.as_ref().map(|s| s.identity.clone()),
+                    name: subject.map(|s| s.name),
+                    by,
+                    detail,
+                    at_ms: unix_ms(at),
+                };
+                if let Err(e) = session.record_timeline(&room, t).await {
+                    tracing::error!("cannot record a room event: {e}");
+                }
+                continue;
+            }
             rakor_sfu::RoomEvent::Joined {
                 room,
                 participant,

@@ -16,6 +16,7 @@
 //! | [`import`] | CSV import of sites |
 //! | [`lobby`] | sites waiting for an operator's admit/refuse |
 //! | [`attendance`] | the register (*daftar hadir*) and its CSV |
+//! | [`record`] | the rakor's record (minutes): attendance, chat, hands, floor, timeline; CSV, HTML |
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -27,8 +28,10 @@ pub mod hash_pool;
 pub mod import;
 pub mod lobby;
 pub mod model;
+pub mod record;
 pub mod sqlite;
 mod sqlite_access;
+mod sqlite_record;
 pub mod store;
 pub mod throttle;
 pub mod wib;

@@ -596,6 +596,53 @@ impl SessionManager {
             .await
     }
 
+    // ---- the record ------------------------------------------------------------------------
+
+    /// The rakor running in `room` at `at_ms` (if any).
+    async fn rakor_of_room(&self, room: &str, at_ms: i64) -> Result<Option<i64>> {
+        Ok(self
+            .store
+            .rakor_for_room(room, at_ms.div_euclid(1000))
+            .await?
+            .map(|r| r.id))
+    }
+
+    /// Store a delivered chat message with the rakor running in `room`; ignored for rooms
+    /// that belong to no rakor.
+    pub async fn record_chat(&self, room: &str, chat: crate::record::ChatRecord) -> Result<()> {
+        match self.rakor_of_room(room, chat.at_ms).await? {
+            Some(id) => self.store.record_chat(id, &chat).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Store a timeline event with the rakor running in `room`; ignored for rooms that belong
+    /// to no rakor.
+    pub async fn record_timeline(
+        &self,
+        room: &str,
+        event: crate::record::TimelineRecord,
+    ) -> Result<()> {
+        match self.rakor_of_room(room, event.at_ms).await? {
+            Some(id) => self.store.record_timeline(id, &event).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The rakor's record: attendance, chat, hands, floor, timeline.
+    pub async fn meeting_record(&self, id: i64) -> Result<crate::record::Record> {
+        let rakor = self.rakor(id).await?;
+        let sites = self.store.list_sites().await?;
+        let events = self.store.attendance(id).await?;
+        let now = crate::wib::now_ms();
+        let reg = attendance::register(&rakor, &sites, &events, now);
+        let chat = self.store.chat(id).await?;
+        let timeline = self.store.timeline(id).await?;
+        Ok(crate::record::build(
+            &rakor, &sites, reg, &chat, &timeline, now,
+        ))
+    }
+
     /// The attendance register of a rakor.
     pub async fn register(&self, id: i64) -> Result<Register> {
         let rakor = self.rakor(id).await?;
@@ -929,5 +976,65 @@ mod tests {
             (failed.actor.as_str(), failed.address.as_str()),
             ("admin", "1.2.3.4")
         );
+    }
+
+    #[tokio::test]
+    async fn chat_and_timeline_are_stored_with_the_rakor_of_their_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path()).await;
+        let host = m.create_site(&site("Command Room")).await.unwrap();
+        let a = m.create_site(&site("Dinkes")).await.unwrap();
+        let r = m
+            .create_rakor(&RakorInput {
+                title: "Rakor".into(),
+                agenda: String::new(),
+                start: wib_in(600),
+                end: wib_in(4200),
+                host_site_id: host.id,
+                invited_site_ids: vec![a.id],
+                room: None,
+            })
+            .await
+            .unwrap();
+        let now = crate::wib::now_ms();
+        let chat = |text: &str| crate::record::ChatRecord {
+            msg_id: "CH_1".into(),
+            from_participant: "PA_1".into(),
+            from_identity: crate::model::site_identity(a.id),
+            from_name: "dinkes".into(),
+            to_participant: None,
+            to_identity: None,
+            to_name: None,
+            text: text.into(),
+            at_ms: now,
+        };
+        m.record_chat(&r.room, chat("halo")).await.unwrap();
+        // A room that belongs to no rakor stores nothing.
+        m.record_chat("other-room", chat("lain")).await.unwrap();
+        m.record_timeline(
+            &r.room,
+            crate::record::TimelineRecord {
+                kind: "floor_given".into(),
+                participant: Some("PA_1".into()),
+                identity: Some(crate::model::site_identity(a.id)),
+                name: Some("dinkes".into()),
+                by: Some("operator".into()),
+                detail: None,
+                at_ms: now + 1,
+            },
+        )
+        .await
+        .unwrap();
+        let rec = m.meeting_record(r.id).await.unwrap();
+        assert_eq!(rec.chat.len(), 1);
+        assert_eq!(rec.chat[0].text, "halo");
+        assert_eq!(rec.chat[0].from_site, "Dinkes");
+        assert_eq!(rec.floor.len(), 1);
+        assert_eq!(rec.floor[0].site, "Dinkes");
+        assert_eq!(rec.timeline.len(), 1);
+        // Deleting the rakor deletes its record.
+        m.delete_rakor(r.id).await.unwrap();
+        assert!(m.store().chat(r.id).await.unwrap().is_empty());
+        assert!(m.store().timeline(r.id).await.unwrap().is_empty());
     }
 }

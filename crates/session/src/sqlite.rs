@@ -19,6 +19,7 @@ use std::time::Duration;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_access.sql")),
+    (3, include_str!("../migrations/0003_record.sql")),
 ];
 
 /// SQLite storage.

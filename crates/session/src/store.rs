@@ -5,6 +5,7 @@
 use crate::access::{AuditEntry, AuditRecord, Ban, InvitationLink, OperatorInfo};
 use crate::error::Result;
 use crate::model::{AttendanceEvent, Rakor, RakorDraft, RakorState, Site, SiteInput};
+use crate::record::{ChatRecord, TimelineRecord};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -56,8 +57,19 @@ pub trait AccessStore: Send + Sync {
     async fn audit(&self, limit: i64, before: Option<i64>) -> Result<Vec<AuditRecord>>;
 }
 
+/// The rakor's record besides attendance: chat and the room's timeline (schema version 3).
 #[async_trait::async_trait]
-pub trait Store: AccessStore + Send + Sync {
+pub trait RecordStore: Send + Sync {
+    async fn record_chat(&self, rakor_id: i64, chat: &ChatRecord) -> Result<()>;
+    /// Oldest first.
+    async fn chat(&self, rakor_id: i64) -> Result<Vec<ChatRecord>>;
+    async fn record_timeline(&self, rakor_id: i64, event: &TimelineRecord) -> Result<()>;
+    /// Oldest first.
+    async fn timeline(&self, rakor_id: i64) -> Result<Vec<TimelineRecord>>;
+}
+
+#[async_trait::async_trait]
+pub trait Store: AccessStore + RecordStore + Send + Sync {
     // Operators and credentials.
     async fn operator_count(&self) -> Result<i64>;
     /// Conflict if the username exists.

@@ -42,9 +42,50 @@ pub enum Moderation {
     Spotlight { participant: Option<ParticipantId> },
     /// End the meeting: everyone gets `leave {reason: "room_ended"}`.
     EndRoom,
+    /// Give the floor: lift the participant's moderator mute, spotlight it, lower its hand.
+    GiveFloor { participant: ParticipantId },
 }
 
-/// Membership changes, for attendance. Sent on the channel given to [`Sfu::start_with_events`].
+/// What happened in a room, for the rakor's record (the timeline of
+/// [`RoomEvent::Timeline`]). Stored by its [`TimelineKind::as_str`] name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimelineKind {
+    HandRaised,
+    HandLowered,
+    FloorGiven,
+    SpotlightSet,
+    SpotlightCleared,
+    PresentationStarted,
+    PresentationStopped,
+    RecordingStarted,
+    RecordingStopped,
+}
+
+impl TimelineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimelineKind::HandRaised => "hand_raised",
+            TimelineKind::HandLowered => "hand_lowered",
+            TimelineKind::FloorGiven => "floor_given",
+            TimelineKind::SpotlightSet => "spotlight_set",
+            TimelineKind::SpotlightCleared => "spotlight_cleared",
+            TimelineKind::PresentationStarted => "presentation_started",
+            TimelineKind::PresentationStopped => "presentation_stopped",
+            TimelineKind::RecordingStarted => "recording_started",
+            TimelineKind::RecordingStopped => "recording_stopped",
+        }
+    }
+}
+
+/// Who a timeline event or a chat message is about: a participant of the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub participant: ParticipantId,
+    pub identity: String,
+    pub name: String,
+}
+
+/// Membership changes (attendance), chat and the room's timeline (the rakor's record). Sent on the channel given to [`Sfu::start_with_events`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum RoomEvent {
     Joined {
@@ -60,6 +101,29 @@ pub enum RoomEvent {
         participant: ParticipantId,
         identity: String,
         reason: LeaveReason,
+        at: std::time::SystemTime,
+    },
+    /// A chat message the server accepted and delivered (refused ones are never reported).
+    Chat {
+        room: String,
+        id: String,
+        from: Subject,
+        /// A private message from the host: its addressee.
+        to: Option<Subject>,
+        text: String,
+        at: std::time::SystemTime,
+    },
+    /// A hand, the floor, the spotlight (and, from other modules, presentations, recordings).
+    Timeline {
+        room: String,
+        kind: TimelineKind,
+        /// Whom it is about (none for `spotlight_cleared`).
+        subject: Option<Subject>,
+        /// Who did it: a participant's name, `"operator"`, or none (the participant itself or
+        /// the server).
+        by: Option<String>,
+        /// Anything more, stored as is (e.g. `left` for a hand that went down as its site left).
+        detail: Option<String>,
         at: std::time::SystemTime,
     },
 }
@@ -130,6 +194,8 @@ pub struct RoomSnapshot {
     pub spotlight: Option<ParticipantId>,
     /// Participants whose audio a moderator muted.
     pub moderator_muted: Vec<ParticipantId>,
+    /// Raised hands, in the order they went up.
+    pub hands: Vec<rakor_proto::RaisedHand>,
 }
 
 /// Cheap to clone; every signalling connection holds one.

@@ -45,7 +45,7 @@ pub use config::SfuConfig;
 pub use error::SfuError;
 pub use handle::{
     ConnRef, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle,
-    SfuStats,
+    SfuStats, Subject, TimelineKind,
 };
 
 /// The SDP check the media core does itself before handing an offer to the `rtc` core:

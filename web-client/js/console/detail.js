@@ -36,6 +36,9 @@ export async function openDetail(id) {
   $('d-invitations-csv').href = `/api/v1/rakor/${id}/invitations.csv`;
   $('att-csv').href = `/api/v1/rakor/${id}/attendance.csv`;
   $('att-json').href = `/api/v1/rakor/${id}/attendance`;
+  $('record-html').href = `/api/v1/rakor/${id}/record?format=html`;
+  $('record-csv').href = `/api/v1/rakor/${id}/record?format=csv`;
+  $('record-json').href = `/api/v1/rakor/${id}/record`;
   await loadLinks(r);
   await refreshLive();
   timer = setInterval(() => refreshLive().catch(fail), 2000);
@@ -96,6 +99,13 @@ async function refreshLive() {
     el('button', { className: 'btn-small danger', type: 'button', text: t('console.live.remove'),
       onclick: () => { if (window.confirm(t('console.live.confirmRemove', { name: p.name }))) act(() => post(`/rakor/${id}/participants/${p.participant_id}/remove`)); } }))));
   $('live-empty').hidden = live.participants.length > 0;
+  // Raised hands in order, each with "give the floor" (the same as the host's give_floor).
+  const hands = live.hands ?? [];
+  $('hands-list').replaceChildren(...hands.map((h, i) => el('li', { 'data-participant-id': h.participant_id },
+    el('span', { className: 'grow', text: `${i + 1}. ${h.name} · ${wibTime(h.at_utc)}` }),
+    el('button', { className: 'btn-small btn-floor', type: 'button', text: t('console.live.giveFloor'),
+      onclick: () => act(() => post(`/rakor/${id}/participants/${h.participant_id}/floor`)) }))));
+  $('hands-empty').hidden = hands.length > 0;
   $('att-rows').replaceChildren(...reg.rows.map((row) => el('tr', { 'data-identity': row.identity },
     el('td', { text: row.site }), el('td', { text: wib(row.first_join_utc) }), el('td', { text: row.last_leave_utc ? wib(row.last_leave_utc) : '–' }),
     el('td', { text: String(row.total_minutes) }), el('td', { text: String(row.reconnects) }), el('td', { text: t(`console.presence.${row.status}`) }))));

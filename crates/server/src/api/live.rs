@@ -37,6 +37,17 @@ pub struct Live {
     pub participants: Vec<LiveParticipant>,
     pub lobby: Vec<LobbyEntry>,
     pub spotlight: Option<String>,
+    /// Raised hands, in the order they went up.
+    pub hands: Vec<LiveHand>,
+}
+
+/// A raised hand.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveHand {
+    pub participant_id: String,
+    pub name: String,
+    /// When it went up, UTC RFC 3339.
+    pub at_utc: String,
 }
 
 fn sfu_error(e: SfuError) -> ApiError {
@@ -63,6 +74,19 @@ pub async fn live(
 ) -> ApiResult<Json<Live>> {
     let r = load(&state, &id).await?;
     let snap = state.sfu.room_info(&r.room).await.map_err(sfu_error)?;
+    let hands = snap
+        .as_ref()
+        .map(|s| {
+            s.hands
+                .iter()
+                .map(|h| LiveHand {
+                    participant_id: h.participant_id.to_string(),
+                    name: h.name.clone(),
+                    at_utc: h.at.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let (participants, spotlight) = match snap {
         None => (Vec::new(), None),
         Some(s) => {
@@ -97,6 +121,7 @@ pub async fn live(
         participants,
         lobby: state.session.lobby().list(r.id),
         spotlight,
+        hands,
     }))
 }
 
@@ -299,6 +324,38 @@ pub async fn remove(
             &actor.who,
             "participant_remove",
             format!("rakor {} {who}", r.id),
+            String::new(),
+        )
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Give the floor to a participant: its moderator mute is lifted, it is spotlighted and its
+/// raised hand goes down (the same as the host's `give_floor`).
+#[utoipa::path(post, path = "/api/v1/rakor/{id}/participants/{pid}/floor", tag = "live", params(("id" = i64, Path), ("pid" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn give_floor(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, pid)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let r = load(&state, &id).await?;
+    state
+        .sfu
+        .moderate(
+            &r.room,
+            Moderation::GiveFloor {
+                participant: ParticipantId(pid.clone()),
+            },
+        )
+        .await
+        .map_err(sfu_error)?;
+    state
+        .session
+        .audit_by(
+            &actor.who,
+            "give_floor",
+            format!("rakor {} participant {pid}", r.id),
             String::new(),
         )
         .await;

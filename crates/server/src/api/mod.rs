@@ -17,6 +17,7 @@ pub mod auth;
 pub mod guard;
 pub mod live;
 pub mod rakor;
+pub mod record;
 pub mod sites;
 
 use crate::state::AppState;
@@ -312,15 +313,15 @@ pub fn csv_response(filename: &str, body: String) -> Response {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Rakor session manager API", description = "Operators, directory, scheduled rakor, invitations, lobby, moderation, attendance. See docs/api.md."),
+    info(title = "Rakor session manager API", description = "Operators, directory, scheduled rakor, invitations, lobby, moderation, attendance, the rakor's record. See docs/api.md."),
     paths(
         auth::login, auth::logout, auth::me, auth::list_tokens, auth::create_token, auth::revoke_token,
         sites::list, sites::create, sites::get_one, sites::patch, sites::import,
         rakor::list, rakor::create, rakor::get_one, rakor::update, rakor::delete,
         rakor::invitations, rakor::invitations_csv, rakor::reissue_link, rakor::revoke_link,
-        rakor::attendance, rakor::attendance_csv,
+        rakor::attendance, rakor::attendance_csv, record::record,
         live::live, live::admit, live::refuse, live::admit_all, live::refuse_all,
-        live::mute, live::remove, live::spotlight, live::end,
+        live::mute, live::remove, live::spotlight, live::end, live::give_floor,
         admin::list_operators, admin::create_operator, admin::reset_password, admin::disable_operator,
         admin::enable_operator, admin::remove_operator, admin::list_bans, admin::create_ban,
         admin::remove_ban, admin::audit,
@@ -403,6 +404,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/audit", get(admin::audit))
         .route("/rakor/{id}/attendance", get(rakor::attendance))
         .route("/rakor/{id}/attendance.csv", get(rakor::attendance_csv))
+        .route("/rakor/{id}/record", get(record::record))
+        .route(
+            "/rakor/{id}/participants/{pid}/floor",
+            post(live::give_floor),
+        )
         .route("/rakor/{id}/live", get(live::live))
         .route("/rakor/{id}/lobby/admit-all", post(live::admit_all))
         .route("/rakor/{id}/lobby/refuse-all", post(live::refuse_all))

@@ -144,6 +144,7 @@ impl Core {
             moderator_muted: s.moderator_muted,
             resume_token: s.resume_token,
             suspended_until: None,
+            chat_bucket: Default::default(),
         };
         let info = self.participant_info(&p);
         // To the others only (it is not in the room's list yet).
@@ -194,6 +195,16 @@ impl Core {
             // Its audio stays muted when it publishes (again).
             let _ = p.events.send(ServerMessage::ModeratorMute { muted: true });
         }
+        if !resumed {
+            let messages = self.chat_history(&p.room, &p.identity);
+            if !messages.is_empty() {
+                let _ = p.events.send(ServerMessage::ChatHistory { messages });
+            }
+        }
+        let hands = self.hands(&p.room);
+        if !hands.is_empty() {
+            let _ = p.events.send(ServerMessage::Hands { hands });
+        }
     }
 
     /// Remove a participant: its tracks, its legs, its connections. `notify_self` sends it a
@@ -236,8 +247,12 @@ impl Core {
             self.close_conn(ci);
         }
         let mut cleared_spotlight = false;
+        let mut hand_dropped = false;
         if let Some(r) = self.rooms.get_mut(&room) {
             r.participants.retain(|x| x != pid);
+            let hands = r.hands.len();
+            r.hands.retain(|(id, _)| id != pid);
+            hand_dropped = r.hands.len() != hands;
             if r.spotlight.as_ref() == Some(pid) {
                 r.spotlight = None;
                 cleared_spotlight = true;
@@ -254,7 +269,30 @@ impl Core {
                 reason,
             },
         );
+        if hand_dropped {
+            let hands = self.hands(&room);
+            self.broadcast(&room, None, &ServerMessage::Hands { hands });
+            self.timeline_detail(
+                &room,
+                crate::handle::TimelineKind::HandLowered,
+                Some(crate::handle::Subject {
+                    participant: pid.clone(),
+                    identity: p.identity.clone(),
+                    name: p.name.clone(),
+                }),
+                None,
+                Some("left".to_owned()),
+                now,
+            );
+        }
         if cleared_spotlight {
+            self.timeline(
+                &room,
+                crate::handle::TimelineKind::SpotlightCleared,
+                None,
+                None,
+                now,
+            );
             self.broadcast(
                 &room,
                 None,
@@ -283,6 +321,7 @@ impl Core {
                 .filter(|p| p.moderator_muted)
                 .map(|p| p.id.clone())
                 .collect(),
+            hands: self.hands(room),
         })
     }
 }

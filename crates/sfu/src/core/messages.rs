@@ -95,7 +95,7 @@ impl Core {
             ClientMessage::MuteTrack { track_id, muted } => {
                 self.mute_own_track(pid, track_id, muted)
             }
-            ClientMessage::Spotlight { participant_id } => self.spotlight(pid, participant_id),
+            ClientMessage::Spotlight { participant_id } => self.spotlight(pid, participant_id, now),
             ClientMessage::Ping { ts } => {
                 self.send(pid, ServerMessage::Pong { ts });
                 Ok(())
@@ -114,6 +114,11 @@ impl Core {
                 width,
                 height,
             } => self.track_settings(pid, &track_id, visible, (width, height), now),
+            ClientMessage::Chat { text, to } => self.chat(pid, text, to, now),
+            ClientMessage::Hand { raised } => self.hand(pid, raised, now),
+            ClientMessage::GiveFloor { participant_id } => {
+                self.host_gives_floor(pid, participant_id, now)
+            }
         }
     }
 

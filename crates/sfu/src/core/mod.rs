@@ -25,7 +25,8 @@
 //! again, leave), `resume` (suspend, park, resume), `liveness` (what a lost peer means),
 //! `messages` (client message dispatch, sending to participants), `publish` (client offers,
 //! published tracks), `negotiate` (subscriber legs and the server's offers, ICE candidates),
-//! `moderate` (mute, remove, spotlight, end), `dynacast` (tile sizes, hidden video, simulcast
+//! `moderate` (mute, remove, spotlight, end), `present` (chat, raised hands, giving the
+//! floor), `dynacast` (tile sizes, hidden video, simulcast
 //! layer choice, what publishers must send), `allocate` (bandwidth per subscriber), `speaking`
 //! (loudest speakers), `forward` (the per-packet fan-out and keyframe requests), `service`
 //! (driving the `rtc` connections).
@@ -38,6 +39,7 @@ pub(crate) mod liveness;
 mod messages;
 mod moderate;
 mod negotiate;
+pub(crate) mod present;
 mod publish;
 mod resume;
 mod service;
@@ -85,6 +87,8 @@ pub struct Core {
     pub(crate) rooms: HashMap<String, Room>,
     /// Participants out of the room after a media failure, held for a resume (resume.rs).
     pub(crate) parked: HashMap<ParticipantId, Parked>,
+    /// Recent chat per room (present.rs), kept while the room is empty for a while.
+    pub(crate) chat_logs: HashMap<String, present::ChatLog>,
     pub(crate) stats: SfuStats,
     pub(crate) stopping: bool,
     room_events: Option<tokio::sync::mpsc::UnboundedSender<RoomEvent>>,
@@ -128,6 +132,7 @@ impl Core {
             participants: HashMap::new(),
             rooms: HashMap::new(),
             parked: HashMap::new(),
+            chat_logs: HashMap::new(),
             stats: SfuStats::default(),
             stopping: false,
             room_events,

@@ -65,6 +65,7 @@ impl Core {
             },
             A::EndRoom => Moderation::EndRoom,
         };
+
         self.apply_moderation(&room, m, now)
             .map_err(|e| Reject::new(e.code(), e.to_string()))
     }
@@ -112,7 +113,7 @@ impl Core {
                     .or(members.first())
                     .cloned()
                     .unwrap_or_else(|| ParticipantId(String::new()));
-                self.set_spotlight(room, participant, by);
+                self.set_spotlight(room, participant, by, Some("operator".to_owned()), now);
             }
             Moderation::EndRoom => {
                 tracing::info!(room, "room ended by a moderator");
@@ -120,6 +121,11 @@ impl Core {
                     self.remove_participant(&p, LeaveReason::RoomEnded, true, now);
                 }
                 self.end_parked_room(room);
+                self.forget_chat(room);
+            }
+            Moderation::GiveFloor { participant } => {
+                check(&participant)?;
+                self.give_floor(room, &participant, None, None, now)?;
             }
         }
         Ok(())
@@ -127,7 +133,7 @@ impl Core {
 
     /// Stop (or resume) forwarding a participant's audio. The mute belongs to its identity in
     /// the room: a rejoin or a second device of the same site stays muted.
-    fn mute_audio(
+    pub(crate) fn mute_audio(
         &mut self,
         room: &str,
         participant: &ParticipantId,
@@ -173,6 +179,7 @@ impl Core {
         &mut self,
         pid: &ParticipantId,
         target: Option<ParticipantId>,
+        now: Instant,
     ) -> Result<(), Reject> {
         let room = self.host_room(pid, "only the host may set the spotlight")?;
         if let Some(t) = &target {
@@ -184,14 +191,36 @@ impl Core {
             }
         }
         tracing::info!(spotlight = ?target.as_ref().map(|t| t.0.as_str()), "spotlight set");
-        self.set_spotlight(&room, target, pid.clone());
+        let by_name = self.participants.get(pid).map(|p| p.name.clone());
+        self.set_spotlight(&room, target, pid.clone(), by_name, now);
         Ok(())
     }
 
-    fn set_spotlight(&mut self, room: &str, target: Option<ParticipantId>, by: ParticipantId) {
+    /// Set or clear the spotlight, tell the room, and put it on the timeline (`by_name`: who
+    /// did it, for the record).
+    pub(crate) fn set_spotlight(
+        &mut self,
+        room: &str,
+        target: Option<ParticipantId>,
+        by: ParticipantId,
+        by_name: Option<String>,
+        now: Instant,
+    ) {
         if let Some(r) = self.rooms.get_mut(room) {
             r.spotlight = target.clone();
         }
+        let (kind, subject) = match &target {
+            Some(t) => (
+                crate::handle::TimelineKind::SpotlightSet,
+                self.participants.get(t).map(|p| crate::handle::Subject {
+                    participant: t.clone(),
+                    identity: p.identity.clone(),
+                    name: p.name.clone(),
+                }),
+            ),
+            None => (crate::handle::TimelineKind::SpotlightCleared, None),
+        };
+        self.timeline(room, kind, subject, by_name, now);
         self.broadcast(
             room,
             None,

@@ -194,6 +194,8 @@ pub(crate) struct Participant {
     pub resume_token: String,
     /// Signalling dropped; removed at this instant unless resumed (see `resume.rs`).
     pub suspended_until: Option<Instant>,
+    /// Chat rate limit (see `present.rs`).
+    pub chat_bucket: super::present::TokenBucket,
 }
 
 pub(crate) struct Room {
@@ -209,6 +211,8 @@ pub(crate) struct Room {
     /// Identities whose audio a moderator muted: the mute applies to every join of the
     /// identity while the room lasts (leave and rejoin, a second device, a resume).
     pub muted_identities: std::collections::HashSet<String>,
+    /// Raised hands in the order they went up: who, and when (wall clock).
+    pub hands: Vec<(ParticipantId, std::time::SystemTime)>,
 }
 
 impl Room {
@@ -227,6 +231,7 @@ impl Room {
             }),
             announced: (Vec::new(), Vec::new()),
             muted_identities: std::collections::HashSet::new(),
+            hands: Vec::new(),
         }
     }
 }

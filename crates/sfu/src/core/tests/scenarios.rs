@@ -15,7 +15,7 @@ const AV: PublishSpec = PublishSpec {
 
 /// Host + one site; the site publishes audio and video; the host's subscriber connection is
 /// up and receiving. Returns (rig, host, site).
-fn host_and_site() -> (Rig, usize, usize) {
+pub(super) fn host_and_site() -> (Rig, usize, usize) {
     let mut rig = Rig::new();
     let host = rig.join("command-room", Role::Host);
     let site = rig.join("dishub", Role::Participant);
@@ -97,14 +97,14 @@ fn ice_tcp_site_exchanges_media_with_a_udp_site() {
     assert!(!rig.core.stream_bound(site_addr));
 }
 
-fn mids(rig: &Rig, sub: usize, by: usize) -> (String, String) {
+pub(super) fn mids(rig: &Rig, sub: usize, by: usize) -> (String, String) {
     let a = rig.published(by, TrackKind::Audio)[0].clone();
     let v = rig.published(by, TrackKind::Video)[0].clone();
     (rig.mid_of(sub, &a).unwrap(), rig.mid_of(sub, &v).unwrap())
 }
 
 /// Send `n` audio+video packets from `site` (a keyframe first), one per 20 ms.
-fn media(rig: &mut Rig, site: usize, n: u64) {
+pub(super) fn media(rig: &mut Rig, site: usize, n: u64) {
     rig.run_while_sending(
         Duration::from_millis(20 * n),
         |r, t| {
