@@ -132,6 +132,8 @@ pub struct Joined {
     /// Everyone else in the room at join time.
     pub participants: Vec<ParticipantInfo>,
     pub spotlight: Option<ParticipantId>,
+    /// The room's presentation at join time.
+    pub presentation: Option<rakor_proto::Presentation>,
 }
 
 /// Requests from the handle to the session task.
@@ -533,6 +535,8 @@ fn type_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::Pong { .. } => "pong",
         ServerMessage::Lobby { .. } => "lobby",
         ServerMessage::ModeratorMute { .. } => "moderator_mute",
+        ServerMessage::Presentation { .. } => "presentation",
+        ServerMessage::PresentationStopped { .. } => "presentation_stopped",
         ServerMessage::Leave { .. } => "leave",
         ServerMessage::Error { .. } => "error",
     }
@@ -579,6 +583,7 @@ pub(crate) async fn join(
                 resume_token,
                 resumed,
                 media_reset,
+                presentation,
                 ..
             }) => {
                 let joined = Joined {
@@ -590,6 +595,7 @@ pub(crate) async fn join(
                     role,
                     participants,
                     spotlight,
+                    presentation,
                 };
                 return Ok((ws, joined, resumed, media_reset));
             }

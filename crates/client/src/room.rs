@@ -103,6 +103,7 @@ mod tests {
             resume_token: String::new(),
             resumed: false,
             media_reset: false,
+            presentation: None,
         });
         room.apply(&ServerMessage::ParticipantJoined {
             participant: info("PA_b"),
@@ -112,6 +113,7 @@ mod tests {
             kind: TrackKind::Video,
             mid: "1".into(),
             muted: false,
+            source: None,
         };
         room.apply(&ServerMessage::TrackPublished {
             participant_id: pid("PA_b"),

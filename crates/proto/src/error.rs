@@ -58,6 +58,9 @@ pub enum ErrorCode {
     LinkRevoked,
     /// An operator banned this identity from the room.
     Banned,
+    /// Another participant is presenting (one screen share at a time): the screen track was
+    /// not published. A host's screen share takes over instead.
+    PresentationActive,
 }
 
 impl ErrorCode {
@@ -108,6 +111,7 @@ impl ErrorCode {
             ErrorCode::Replaced => "replaced",
             ErrorCode::LinkRevoked => "link_revoked",
             ErrorCode::Banned => "banned",
+            ErrorCode::PresentationActive => "presentation_active",
         }
     }
 }

@@ -48,6 +48,9 @@ pub async fn record_attendance(
                     .and_then(|v| v.as_str().map(str::to_owned)),
                 at_ms: unix_ms(at),
             },
+            // Presentation starts and stops are for the rakor's record, not attendance.
+            rakor_sfu::RoomEvent::PresentationStarted { .. }
+            | rakor_sfu::RoomEvent::PresentationStopped { .. } => continue,
         };
         if let Err(e) = session.record(m).await {
             tracing::error!("cannot record attendance: {e}");

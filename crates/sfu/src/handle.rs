@@ -1,7 +1,9 @@
 //! The signalling side's handle to the media worker: commands in, events out.
 
 use crate::{shell, SfuConfig, SfuError};
-use rakor_proto::{ClientMessage, LeaveReason, ParticipantId, Role, ServerMessage};
+use rakor_proto::{
+    ClientMessage, LeaveReason, ParticipantId, PresentationEnd, Role, ServerMessage, TrackId,
+};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use tokio::sync::oneshot;
@@ -42,6 +44,9 @@ pub enum Moderation {
     Spotlight { participant: Option<ParticipantId> },
     /// End the meeting: everyone gets `leave {reason: "room_ended"}`.
     EndRoom,
+    /// Stop the room's presentation (the presenter gets `presentation_stopped`); none →
+    /// [`crate::SfuError::NoPresentation`].
+    StopPresentation,
 }
 
 /// Membership changes, for attendance. Sent on the channel given to [`Sfu::start_with_events`].
@@ -60,6 +65,27 @@ pub enum RoomEvent {
         participant: ParticipantId,
         identity: String,
         reason: LeaveReason,
+        at: std::time::SystemTime,
+    },
+    /// `participant` started presenting (its screen track `track` became the room's
+    /// presentation).
+    PresentationStarted {
+        room: String,
+        participant: ParticipantId,
+        identity: String,
+        track: TrackId,
+        at: std::time::SystemTime,
+    },
+    /// The presentation of `participant` ended: it unpublished (or left), a host or operator
+    /// stopped it, or a host took over. `by`: the host who stopped it or took over (`None`:
+    /// the presenter itself, or an operator through the API).
+    PresentationStopped {
+        room: String,
+        participant: ParticipantId,
+        identity: String,
+        track: TrackId,
+        reason: PresentationEnd,
+        by: Option<ParticipantId>,
         at: std::time::SystemTime,
     },
 }

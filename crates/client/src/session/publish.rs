@@ -103,6 +103,7 @@ impl Session {
         let msg = ClientMessage::Offer {
             pc: PeerConnectionKind::Publisher,
             sdp,
+            tracks: Vec::new(),
         };
         self.send_description(PeerConnectionKind::Publisher, &msg)
             .await

@@ -125,6 +125,7 @@ fn joined_message(joined: Joined, resumed: bool, media_reset: bool) -> ServerMes
         role: joined.role,
         participants: joined.participants,
         spotlight: joined.spotlight,
+        presentation: joined.presentation,
         resume_token: if resumed {
             joined.resume_token
         } else {

@@ -25,7 +25,8 @@
 //! again, leave), `resume` (suspend, park, resume), `liveness` (what a lost peer means),
 //! `messages` (client message dispatch, sending to participants), `publish` (client offers,
 //! published tracks), `negotiate` (subscriber legs and the server's offers, ICE candidates),
-//! `moderate` (mute, remove, spotlight, end), `dynacast` (tile sizes, hidden video, simulcast
+//! `moderate` (mute, remove, spotlight, end), `present` (the room's presentation: one screen
+//! share at a time, host takeover and stop), `dynacast` (tile sizes, hidden video, simulcast
 //! layer choice, what publishers must send), `allocate` (bandwidth per subscriber), `speaking`
 //! (loudest speakers), `forward` (the per-packet fan-out and keyframe requests), `service`
 //! (driving the `rtc` connections).
@@ -38,6 +39,7 @@ pub(crate) mod liveness;
 mod messages;
 mod moderate;
 mod negotiate;
+mod present;
 mod publish;
 mod resume;
 mod service;

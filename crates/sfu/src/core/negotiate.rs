@@ -67,6 +67,7 @@ impl Core {
             estimate,
             alloc: crate::bwe::Allocator::new(crate::bwe::BweConfig::default()),
             remote_candidates: 0,
+            suppressed_mids: Vec::new(),
         }))
     }
 
