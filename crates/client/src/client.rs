@@ -34,6 +34,8 @@ pub struct ClientOptions {
     pub publish_audio: bool,
     /// Publish the looped VP8 asset right after joining.
     pub publish_video: bool,
+    /// Share a synthetic screen (slides, source `screen`) right after joining.
+    pub publish_screen: bool,
     /// Local IP of the ICE host candidates (default `127.0.0.1`).
     pub bind_ip: IpAddr,
     /// STUN/TURN URLs (default none).
@@ -71,6 +73,7 @@ impl ClientOptions {
             token: token.into(),
             publish_audio: true,
             publish_video: true,
+            publish_screen: false,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             ice_servers: Vec::new(),
             ice_tcp: true,
@@ -99,6 +102,12 @@ impl ClientOptions {
     pub fn publish(mut self, audio: bool, video: bool) -> Self {
         self.publish_audio = audio;
         self.publish_video = video;
+        self
+    }
+
+    /// Also share a synthetic screen on join (see [`Client::publish_screen`]).
+    pub fn screen(mut self, on: bool) -> Self {
+        self.publish_screen = on;
         self
     }
 
@@ -145,6 +154,13 @@ pub(crate) enum Command {
     },
     Unpublish {
         kind: TrackKind,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    PublishSources {
+        sources: Vec<rakor_proto::TrackSource>,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    StopScreen {
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
     SendText {
@@ -200,6 +216,7 @@ impl Client {
                 .map(|p| (p.id.clone(), p.clone()))
                 .collect(),
             spotlight: joined.spotlight.clone(),
+            presentation: joined.presentation.clone(),
         };
         let room = Arc::new(Mutex::new(view));
         let close = Arc::new(Mutex::new(CloseState::default()));
@@ -239,10 +256,18 @@ impl Client {
             audio_level,
             session: Some(tokio::spawn(session.run())),
         };
-        if opts.publish_audio || opts.publish_video {
+        let sources: Vec<rakor_proto::TrackSource> = [
+            (opts.publish_audio, rakor_proto::TrackSource::Microphone),
+            (opts.publish_video, rakor_proto::TrackSource::Camera),
+            (opts.publish_screen, rakor_proto::TrackSource::Screen),
+        ]
+        .into_iter()
+        .filter_map(|(on, s)| on.then_some(s))
+        .collect();
+        if !sources.is_empty() {
             client
-                .publish(opts.publish_audio, opts.publish_video)
-                .await?;
+                .request(|reply| Command::PublishSources { sources, reply })
+                .await??;
         }
         Ok(client)
     }
@@ -312,6 +337,36 @@ impl Client {
     pub async fn unpublish(&self, kind: TrackKind) -> Result<(), ClientError> {
         self.request(|reply| Command::Unpublish { kind, reply })
             .await?
+    }
+
+    /// Share a (synthetic) screen: a video track with source `screen` — slides that change
+    /// every few seconds, 1280x720, at a low frame rate (simulcast if the options say so). The
+    /// server makes it the room's presentation, or refuses it (`error presentation_active`,
+    /// after which the track is taken off again by itself).
+    pub async fn publish_screen(&self) -> Result<(), ClientError> {
+        self.request(|reply| Command::PublishSources {
+            sources: vec![rakor_proto::TrackSource::Screen],
+            reply,
+        })
+        .await?
+    }
+
+    /// Stop sharing the screen (`unpublish`, then remove the track and renegotiate).
+    pub async fn stop_screen(&self) -> Result<(), ClientError> {
+        self.request(|reply| Command::StopScreen { reply }).await?
+    }
+
+    /// The room's presentation as last announced (`joined`, `presentation`).
+    pub fn presentation(&self) -> Option<rakor_proto::Presentation> {
+        self.room.lock().ok().and_then(|r| r.presentation.clone())
+    }
+
+    /// The server's id of our screen track, once `track_published` named it.
+    pub fn screen_track_id(&self) -> Option<TrackId> {
+        self.hub
+            .report()
+            .sent_source(rakor_proto::TrackSource::Screen)
+            .and_then(|s| s.track_id.clone())
     }
 
     /// Send `mute_track` for our local track of `kind` (media keeps flowing, as the protocol

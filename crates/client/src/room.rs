@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 pub struct RoomView {
     pub participants: BTreeMap<ParticipantId, ParticipantInfo>,
     pub spotlight: Option<ParticipantId>,
+    /// The room's presentation (`joined.presentation`, then `presentation`).
+    pub presentation: Option<rakor_proto::Presentation>,
 }
 
 impl RoomView {
@@ -18,8 +20,10 @@ impl RoomView {
             ServerMessage::Joined {
                 participants,
                 spotlight,
+                presentation,
                 ..
             } => {
+                self.presentation = presentation.clone();
                 self.participants = participants
                     .iter()
                     .map(|p| (p.id.clone(), p.clone()))
@@ -65,6 +69,9 @@ impl RoomView {
             }
             ServerMessage::Spotlight { participant_id, .. } => {
                 self.spotlight = participant_id.clone();
+            }
+            ServerMessage::Presentation { presentation, .. } => {
+                self.presentation = presentation.clone();
             }
             _ => {}
         }

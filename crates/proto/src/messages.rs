@@ -322,6 +322,9 @@ pub struct SubscribedTrack {
     pub track_id: TrackId,
     pub participant_id: ParticipantId,
     pub kind: TrackKind,
+    /// The track's source (as in `track_published`); absent from an older server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<TrackSource>,
 }
 
 /// Why a participant left, or why the server tells a client to leave.

@@ -317,6 +317,7 @@ impl Core {
                         track_id: t.id.clone(),
                         participant_id: t.owner.clone(),
                         kind: t.kind,
+                        source: Some(t.source),
                     })
                 });
                 match offered {
