@@ -35,8 +35,10 @@ fn screen_from(r: &Report, from: &ParticipantId) -> (u64, Option<u8>) {
 async fn presentation_is(c: &mut Client, who: Option<&ParticipantId>) {
     let want = who.cloned();
     c.wait_for(
-        |m| matches!(m, ServerMessage::Presentation { presentation, .. }
-            if presentation.as_ref().map(|p| &p.participant_id) == want.as_ref()),
+        |m| {
+            matches!(m, ServerMessage::Presentation { presentation, .. }
+            if presentation.as_ref().map(|p| &p.participant_id) == want.as_ref())
+        },
         WAIT,
     )
     .await
@@ -93,7 +95,15 @@ fn a_bot_presents_and_everyone_receives_it_with_source_screen() {
     let pid = rt.block_on(async {
         let m = host
             .wait_for(
-                |m| matches!(m, ServerMessage::Presentation { presentation: Some(_), .. }),
+                |m| {
+                    matches!(
+                        m,
+                        ServerMessage::Presentation {
+                            presentation: Some(_),
+                            ..
+                        }
+                    )
+                },
                 WAIT,
             )
             .await
@@ -118,9 +128,17 @@ fn a_bot_presents_and_everyone_receives_it_with_source_screen() {
     let p = report(presenter);
     let v = report(viewer);
     assert_eq!(p.participant_id.as_ref(), Some(&pid));
-    let sent = p.sent_source(TrackSource::Screen).expect("the bot shared its screen");
-    assert!(sent.packets > 0 && sent.track_id.is_some(), "{}", p.to_json());
-    assert!(p.sent_source(TrackSource::Camera).is_some_and(|s| s.packets > 0));
+    let sent = p
+        .sent_source(TrackSource::Screen)
+        .expect("the bot shared its screen");
+    assert!(
+        sent.packets > 0 && sent.track_id.is_some(),
+        "{}",
+        p.to_json()
+    );
+    assert!(p
+        .sent_source(TrackSource::Camera)
+        .is_some_and(|s| s.packets > 0));
     // The viewer bot's report: each of the presenter's tracks with its source.
     let mut sources: Vec<&str> = v
         .received_from(&pid)
@@ -128,12 +146,18 @@ fn a_bot_presents_and_everyone_receives_it_with_source_screen() {
         .filter_map(|t| t.source.map(|s| s.as_str()))
         .collect();
     sources.sort_unstable();
-    assert_eq!(sources, ["camera", "microphone", "screen"], "{}", v.to_json());
-    let slides = v
-        .received_source(TrackSource::Screen)
-        .next()
-        .unwrap();
-    assert!(slides.keyframes >= 2, "slides are keyframes: {}", v.to_json());
+    assert_eq!(
+        sources,
+        ["camera", "microphone", "screen"],
+        "{}",
+        v.to_json()
+    );
+    let slides = v.received_source(TrackSource::Screen).next().unwrap();
+    assert!(
+        slides.keyframes >= 2,
+        "slides are keyframes: {}",
+        v.to_json()
+    );
     assert_eq!(slides.payload_mismatches, 0);
     assert_eq!(slides.last_layer, Some(2), "1280x720 slides");
     // Low frame rate: 2 fps over at most 10 s.
@@ -181,7 +205,10 @@ async fn one_at_a_time_host_takeover_and_stop_and_a_participant_cannot_stop() {
     host.wait_media(|r| screen_from(r, &a_id).0 >= before + 5, WAIT)
         .await
         .expect("A still presents");
-    assert_eq!(host.presentation().map(|p| p.participant_id), Some(a_id.clone()));
+    assert_eq!(
+        host.presentation().map(|p| p.participant_id),
+        Some(a_id.clone())
+    );
 
     // The host stops it.
     host.send(&stop(None)).await.unwrap();
@@ -214,7 +241,10 @@ async fn one_at_a_time_host_takeover_and_stop_and_a_participant_cannot_stop() {
     // Nobody but the refused B got an error on the way.
     for c in [&mut host, &mut a] {
         let err = c
-            .wait_for(|m| matches!(m, ServerMessage::Error { .. }), Duration::from_millis(300))
+            .wait_for(
+                |m| matches!(m, ServerMessage::Error { .. }),
+                Duration::from_millis(300),
+            )
             .await;
         assert!(matches!(err, Err(ClientError::Timeout(_))), "{err:?}");
     }
@@ -239,7 +269,11 @@ async fn a_screen_track_over_the_track_limit_is_refused() {
     error_is(&mut a, ErrorCode::LimitExceeded).await;
     assert_eq!(host.presentation(), None);
     // The host still gets A's camera and microphone.
-    let before = host.stats().received_from(&a_id).map(|t| t.packets).sum::<u64>();
+    let before = host
+        .stats()
+        .received_from(&a_id)
+        .map(|t| t.packets)
+        .sum::<u64>();
     host.wait_media(
         |r| r.received_from(&a_id).map(|t| t.packets).sum::<u64>() >= before + 50,
         WAIT,
@@ -247,7 +281,10 @@ async fn a_screen_track_over_the_track_limit_is_refused() {
     .await
     .unwrap();
     let p = host
-        .wait_for(|m| matches!(m, ServerMessage::Presentation { .. }), Duration::from_millis(300))
+        .wait_for(
+            |m| matches!(m, ServerMessage::Presentation { .. }),
+            Duration::from_millis(300),
+        )
         .await;
     assert!(p.is_err(), "no presentation: {p:?}");
 }

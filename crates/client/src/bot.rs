@@ -124,7 +124,9 @@ fn log_event(msg: &ServerMessage) {
             tracing::info!(participant = %participant_id, track = %track.id, kind = ?track.kind, source = track.source().as_str(), "track published");
         }
         ServerMessage::Presentation { presentation, by } => match presentation {
-            Some(p) => tracing::info!(presenter = %p.participant_id, track = %p.track_id, "presentation"),
+            Some(p) => {
+                tracing::info!(presenter = %p.participant_id, track = %p.track_id, "presentation")
+            }
             None => tracing::info!(by = ?by.as_ref().map(|b| b.as_str()), "presentation ended"),
         },
         ServerMessage::PresentationStopped { reason, .. } => {

@@ -339,6 +339,16 @@ impl Client {
             .await?
     }
 
+    /// Publish tracks of these sources in one offer (`screen`: see [`Client::publish_screen`]).
+    pub async fn publish_sources(
+        &self,
+        sources: &[rakor_proto::TrackSource],
+    ) -> Result<(), ClientError> {
+        let sources = sources.to_vec();
+        self.request(|reply| Command::PublishSources { sources, reply })
+            .await?
+    }
+
     /// Share a (synthetic) screen: a video track with source `screen` — slides that change
     /// every few seconds, 1280x720, at a low frame rate (simulcast if the options say so). The
     /// server makes it the room's presentation, or refuses it (`error presentation_active`,

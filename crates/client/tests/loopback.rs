@@ -302,7 +302,7 @@ async fn simulcast_publisher_offers_q_h_f_and_every_layer_arrives_with_its_rid()
             track_id: TrackId("TR_video".into()),
             participant_id: sender.clone(),
             kind: TrackKind::Video,
-                source: None,
+            source: None,
         }],
         Instant::now(),
     );

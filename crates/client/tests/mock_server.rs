@@ -415,7 +415,7 @@ async fn subscribe(
             track_id: t.id.clone(),
             participant_id: publisher.clone(),
             kind: t.kind,
-                source: None,
+            source: None,
         });
     }
     let sdp = pc.local_description().await.unwrap().sdp;

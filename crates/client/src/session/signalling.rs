@@ -120,7 +120,8 @@ impl Session {
                     .unpublish_source(rakor_proto::TrackSource::Screen, false)
                     .await
                 {
-                    self.hub.push_error(format!("stopping the screen share: {e}"));
+                    self.hub
+                        .push_error(format!("stopping the screen share: {e}"));
                 }
             }
             _ => {}
