@@ -1,8 +1,9 @@
 #!/bin/sh
 # Rakor web client in real headless Chromium against the real `rakor` binary.
 # Installs what is missing (Debian chromium, npm playwright-core), builds nothing, then runs
-# scenario.mjs (the call page), console.mjs (the operator console) and present.mjs (chat,
-# raised hands, the floor, the record) in a private network namespace (only lo, brought up) under a hard kill timeout.
+# scenario.mjs (the call page), console.mjs (the operator console), present.mjs (chat, raised
+# hands, the floor, the record) and screen.mjs (screen sharing) in a private network namespace
+# (only lo, brought up) under a hard kill timeout.
 #   RAKOR_BIN=path      the rakor binary [default: ../../target/release/rakor, relative to this script]
 #   E2E_TIMEOUT_S=240   hard limit for the whole run (SIGKILL)
 #   E2E_NO_NETNS=1      run without unshare (not root / no CAP_SYS_ADMIN); Chromium may then
@@ -38,7 +39,7 @@ if [ ! -d node_modules/playwright-core ]; then
 fi
 
 if [ -n "${E2E_NO_NETNS:-}" ]; then
-  set -- timeout -s KILL "$TIMEOUT_S" sh -c 'node scenario.mjs; a=$?; node console.mjs; b=$?; node present.mjs; c=$?; [ $a -eq 0 ] && [ $b -eq 0 ] && [ $c -eq 0 ]'
+  set -- timeout -s KILL "$TIMEOUT_S" sh -c 'node scenario.mjs; a=$?; node console.mjs; b=$?; node present.mjs; c=$?; node screen.mjs; d=$?; [ $a -eq 0 ] && [ $b -eq 0 ] && [ $c -eq 0 ] && [ $d -eq 0 ]'
 else
   if ! unshare --net true 2>/dev/null; then
     echo "run.sh: 'unshare --net' not permitted (need root); set E2E_NO_NETNS=1 to run without it" >&2
@@ -47,7 +48,7 @@ else
   # --pid --fork --kill-child: if timeout kills us, the kernel kills every process in the
   # namespace (node, chromium, rakor) - nothing is left behind.
   set -- timeout -s KILL "$TIMEOUT_S" unshare --net --pid --fork --kill-child --mount-proc \
-    sh -c 'ip link set lo up && { node scenario.mjs; a=$?; node console.mjs; b=$?; node present.mjs; c=$?; [ $a -eq 0 ] && [ $b -eq 0 ] && [ $c -eq 0 ]; }'
+    sh -c 'ip link set lo up && { node scenario.mjs; a=$?; node console.mjs; b=$?; node present.mjs; c=$?; node screen.mjs; d=$?; [ $a -eq 0 ] && [ $b -eq 0 ] && [ $c -eq 0 ] && [ $d -eq 0 ]; }'
 fi
 
 # Keep a log; each scenario's own summary becomes a subtotal, and one total line follows.

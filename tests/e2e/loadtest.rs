@@ -263,3 +263,73 @@ fn loadtest_rakor_scenario_forwards_what_each_screen_shows() {
         j["machine"]
     );
 }
+
+/// Presentation packets per layer `[q, h, f]` that `bot` received from `from` in the window.
+fn screen_layers(bot: &serde_json::Value, from: &str) -> [u64; 3] {
+    let l = &bot["received"][from]["screen_layers"];
+    [0, 1, 2].map(|i| l[i].as_u64().unwrap_or(0))
+}
+
+/// The rakor scenario with `--presenter`: the spotlighted site also shares its screen (slides,
+/// three simulcast layers). Everyone shows the presentation in a 640x360 tile, where a camera
+/// gets the middle layer; the presentation arrives at its top layer only, while the host's wall
+/// keeps every site's camera at the bottom layer.
+#[test]
+fn loadtest_rakor_scenario_presentation_at_its_top_layer() {
+    let server = Server::start().unwrap();
+    let (_stdout, _stderr, j) = run_loadtest(
+        &server,
+        &[
+            "--room",
+            "rakor",
+            "--scenario",
+            "rakor",
+            "--publishers",
+            "4",
+            "--talkers",
+            "2",
+            "--presenter",
+            "--duration",
+            "6s",
+        ],
+    );
+    let text = j.to_string();
+    assert_eq!(j["outcome"], "completed", "{text}");
+    let bots = j["bots"].as_array().unwrap();
+    let by_identity = |id: &str| {
+        bots.iter()
+            .find(|b| b["identity"] == id)
+            .unwrap_or_else(|| panic!("no bot {id}: {text}"))
+    };
+    let sites = ["site-001", "site-002", "site-003", "site-004"];
+    let presenter = "site-001";
+    let host = by_identity("command-room");
+    let [q, h, f] = screen_layers(host, presenter);
+    assert!(
+        q == 0 && h == 0 && f > 0,
+        "host got the presentation at {:?}",
+        [q, h, f]
+    );
+    for site in sites {
+        let [q, h, f] = layers(host, site);
+        assert!(
+            q > 0 && h == 0 && f == 0,
+            "host's wall got {site}'s camera at {:?}",
+            [q, h, f]
+        );
+    }
+    for me in sites.iter().filter(|s| **s != presenter) {
+        let b = by_identity(me);
+        let got = screen_layers(b, presenter);
+        assert!(
+            got[0] == 0 && got[1] == 0 && got[2] > 0,
+            "{me} got the presentation at {got:?}"
+        );
+        // The presenter's camera is still the spotlight at the middle layer.
+        let cam = layers(b, presenter);
+        assert!(cam[1] > 0 && cam[2] == 0, "{me} got the camera at {cam:?}");
+    }
+    for b in bots {
+        assert_eq!(b["rakor"]["server_errors"], 0, "{b}");
+    }
+}

@@ -10,6 +10,7 @@ import { AudioSink } from './audio.js';
 import { Stage } from './views/stage.js';
 import { ParticipantList } from './views/participants.js';
 import { Controls } from './views/controls.js';
+import { ScreenShare } from './views/screenshare.js';
 import { Banner } from './views/banner.js';
 import { PresentPanel } from './views/present.js';
 import { runPrejoin } from './views/prejoin.js';
@@ -68,10 +69,12 @@ function startCall({ token, claims, media, publish }) {
   const onSpotlight = (id) => call.setSpotlight(id);
   // Tell the server which remote videos are on screen: hidden ones are not sent to us.
   const onTrackView = (trackId, visible, width, height) => call.session?.setTrackView(trackId, visible, width, height);
-  const stage = new Stage({ root: $('call'), room, media, layout: isHost ? 'wall' : 'site', canSpotlight: isHost, onSpotlight, onTrackView });
+  const stage = new Stage({ root: $('call'), room, media, layout: isHost ? 'wall' : 'site', canSpotlight: isHost, onSpotlight, onTrackView,
+    localScreen: () => call.session?.screenTrack ?? null });
   const people = new ParticipantList({ panel: $('participants-panel'), room, media, canSpotlight: isHost, onSpotlight });
   const controls = new Controls({ call, room, isHost, canPublish: publish, onLeave: () => call.leave() });
   const present = new PresentPanel({ call, room, isHost, canRaiseHand: !isHost });
+  const screen = new ScreenShare({ call, room, isHost, canPublish: claims.role !== 'viewer', onChange: () => syncAll() });
   setTestContext({ call, room });
   $('call').dataset.strip = 'closed';
   $('participants-panel').hidden = !(isHost && window.innerWidth >= 1400);
@@ -82,6 +85,7 @@ function startCall({ token, claims, media, publish }) {
     people.sync();
     controls.render();
     present.render();
+    screen.render();
     const tracks = new Map();
     for (const p of room.list()) if (p.media.audio) tracks.set(p.id, p.media.audio.track);
     audio.sync(tracks);
@@ -175,6 +179,10 @@ function startCall({ token, claims, media, publish }) {
     else banner.hide('lobby');
   });
   call.addEventListener('media-state', renderState);
+  call.addEventListener('presentation-stopped', () => {
+    syncAll();
+    banner.show('notice', { key: 'screen.stoppedByHost', kind: 'warn', autoHideMs: 6000 });
+  });
   call.addEventListener('server-error', (e) => {
     setTestContext({ serverErrors: [...(window.rakorTest?.serverErrors() ?? []), e.detail] });
     const key = hasKey(`server.${e.detail.code}`) ? `server.${e.detail.code}` : 'server.generic';

@@ -77,6 +77,7 @@ export class Call extends EventTarget {
       this.dispatchEvent(new Event('media-state'));
     });
     session.addEventListener('own-tracks', () => this.dispatchEvent(new Event('own-tracks')));
+    session.addEventListener('presentation-stopped', (e) => this.dispatchEvent(new CustomEvent('presentation-stopped', { detail: e.detail })));
     session.addEventListener('lobby', (e) => this.dispatchEvent(new CustomEvent('lobby', { detail: e.detail })));
     try {
       await session.start();

@@ -14,6 +14,8 @@ export const ICONS = {
   next: svg('<path d="M9 18l6-6-6-6"/>'),
   spotlight: svg('<path d="M12 3l2.6 5.6 6 .7-4.5 4.1 1.2 6L12 16.5 6.7 19.4l1.2-6L3.4 9.3l6-.7z"/>'),
   clear: svg('<path d="M6 6l12 12M18 6L6 18"/>'),
+  screen: svg('<rect x="3" y="4" width="18" height="12" rx="2"/><path d="M8 20h8M12 16v4M12 13V7M9 10l3-3 3 3"/>'),
+  screenOff: svg('<rect x="3" y="4" width="18" height="12" rx="2"/><path d="M8 20h8M12 16v4M9 7l6 6M15 7l-6 6"/>'),
   strip: svg('<rect x="3" y="4" width="18" height="11" rx="2"/><path d="M3 19h4M10 19h4M17 19h4"/>'),
 };
 

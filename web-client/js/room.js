@@ -11,13 +11,14 @@ export class Participant {
     this.seq = seq;                 // join order, used for the wall order and the spotlight tour
     this.tracks = new Map();        // track id -> { id, kind, mid, muted }
     for (const t of info.tracks ?? []) this.tracks.set(t.id, { ...t });
-    this.media = { audio: null, video: null }; // { track, receiver, mid, trackId } from the subscriber PC
+    this.media = { audio: null, video: null, screen: null }; // { track, receiver, mid, trackId } from the subscriber PC
     this.speaking = false;
     this.audioLevel = 0;
   }
 
+  /** The camera (video) or microphone (audio) track; a screen share is not the camera. */
   published(kind) {
-    for (const t of this.tracks.values()) if (t.kind === kind) return t;
+    for (const t of this.tracks.values()) if (t.kind === kind && !isScreen(t.source)) return t;
     return null;
   }
 
@@ -28,12 +29,15 @@ export class Participant {
   }
 }
 
+function isScreen(source) { return source === 'screen' || source === 'screen_audio'; }
+
 export class Room extends EventTarget {
   constructor() {
     super();
     this.self = null;               // { id, identity, name, role }
     this.name = '';
     this.spotlight = null;
+    this.presentation = null;       // { participant_id, track_id } of the room's screen share
     this.participants = new Map();
     this.seq = 0;
     this.pending = null;
@@ -135,7 +139,7 @@ export class Room extends EventTarget {
   trackUnpublished(participantId, trackId) {
     const p = this.participants.get(participantId);
     if (!p || !p.tracks.delete(trackId)) return;
-    for (const kind of ['audio', 'video']) if (p.media[kind]?.trackId === trackId) p.media[kind] = null;
+    for (const kind of ['audio', 'video', 'screen']) if (p.media[kind]?.trackId === trackId) p.media[kind] = null;
     this.changed('tracks');
   }
 
@@ -151,12 +155,29 @@ export class Room extends EventTarget {
     this.changed('spotlight');
   }
 
+  /** The room's presentation (`joined.presentation`, `presentation`): everyone's main view. */
+  setPresentation(p) {
+    this.presentation = p?.participant_id ? { participant_id: p.participant_id, track_id: p.track_id } : null;
+    this.changed('presentation');
+  }
+
+  /** The received screen track of the presentation (null: not received yet, or ours). */
+  presentationTrack() {
+    const pr = this.presentation;
+    const m = pr && this.participants.get(pr.participant_id)?.media.screen;
+    return m && m.trackId === pr.track_id ? m.track : null;
+  }
+
   /** Set who each received track belongs to: entries { mid, participantId, trackId, kind, track, receiver }. */
   setMedia(entries) {
-    for (const p of this.participants.values()) p.media = { audio: null, video: null };
+    for (const p of this.participants.values()) p.media = { audio: null, video: null, screen: null };
     for (const e of entries) {
       const p = this.participants.get(e.participantId);
-      if (p && !p.media[e.kind]) p.media[e.kind] = e;
+      if (!p) continue;
+      const source = e.source ?? p.tracks.get(e.trackId)?.source;
+      // A screen share gets its own slot; its audio plays like any audio.
+      const slot = source === 'screen' ? 'screen' : e.kind;
+      if (!p.media[slot]) p.media[slot] = e;
     }
     this.changed('media');
   }

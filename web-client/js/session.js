@@ -105,6 +105,10 @@ export class CallSession extends EventTarget {
         if (msg.pc === 'publisher' && this.pcs.publisher) {
           await this.pcs.publisher.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
           this.watchConnect('publisher');
+          if (this.renegotiateAgain) {
+            this.renegotiateAgain = false;
+            await this.renegotiatePublisher();
+          }
         }
         return;
       case 'offer':
@@ -127,6 +131,12 @@ export class CallSession extends EventTarget {
       case 'track_unpublished': this.room.trackUnpublished(msg.participant_id, msg.track_id); return;
       case 'track_muted': this.room.trackMuted(msg.participant_id, msg.track_id, msg.muted); return;
       case 'spotlight': this.room.setSpotlight(msg.participant_id ?? null); return;
+      case 'presentation': this.room.setPresentation(msg.presentation ?? null); return;
+      case 'presentation_stopped':
+        // A host stopped our screen share or took over: stop capturing, drop the track.
+        this.stopScreen({ tellServer: false });
+        this.dispatchEvent(new CustomEvent('presentation-stopped', { detail: msg }));
+        return;
       case 'speakers': this.room.setServerSpeakers(msg.speaking, msg.forwarded); return;
       case 'publisher_pause': return this.onPublisherPause(msg);
       case 'publisher_layers': return this.onPublisherLayers(msg);
@@ -173,6 +183,8 @@ export class CallSession extends EventTarget {
       this.failJoin(new SessionError(msg.code, msg.message));
       return;
     }
+    // Someone else presents: our screen track was not published; take it off again.
+    if (msg.code === 'presentation_active') this.stopScreen({ tellServer: false });
     this.dispatchEvent(new CustomEvent('server-error', { detail: msg }));
   }
 
@@ -180,6 +192,7 @@ export class CallSession extends EventTarget {
     this.joined = true;
     this.resumeToken = msg.resume_token || null;
     this.room.reset(msg);
+    this.room.setPresentation(msg.presentation ?? null);
     this.sig.startKeepalive();
     this.pcs.subscriber = this.newPc('subscriber');
     this.pcs.subscriber.ontrack = (e) => {
@@ -260,8 +273,66 @@ export class CallSession extends EventTarget {
       this.pubTransceivers[track.kind] = pc.addTransceiver(track, init);
     }
     await pc.setLocalDescription(await pc.createOffer());
-    this.send({ type: 'offer', pc: 'publisher', sdp: pc.localDescription.sdp });
+    this.send({ type: 'offer', pc: 'publisher', sdp: pc.localDescription.sdp, tracks: this.trackSources() });
     this.flushCandidates('publisher');
+  }
+
+  /** `offer.tracks`: the source of each sending transceiver, by mid (docs/protocol.md). */
+  trackSources() {
+    const source = { audio: 'microphone', video: 'camera', screen: 'screen' };
+    return Object.entries(this.pubTransceivers)
+      .filter(([, tr]) => tr.mid != null && !tr.stopped)
+      .map(([key, tr]) => ({ mid: tr.mid, source: source[key] }));
+  }
+
+  /** Offer again on the publisher connection (after adding or removing the screen track).
+   *  One offer at a time: a change while an answer is awaited waits for it. */
+  async renegotiatePublisher() {
+    const pc = this.pcs.publisher;
+    if (!pc) return;
+    if (pc.signalingState !== 'stable') {
+      this.renegotiateAgain = true;
+      return;
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    this.send({ type: 'offer', pc: 'publisher', sdp: pc.localDescription.sdp, tracks: this.trackSources() });
+    if (!this.canTrickle.publisher) this.flushCandidates('publisher');
+  }
+
+  /** Share a screen (a `getDisplayMedia` video track): a second video transceiver with source
+   *  `screen`. The server makes it the room's presentation, or refuses it (`presentation_active`). */
+  async shareScreen(track) {
+    this.screenTrack = track;
+    if (!this.pcs.publisher) this.pcs.publisher = this.newPc('publisher');
+    const init = { direction: 'sendonly', streams: [new MediaStream([track])] };
+    // Slides: keep the resolution, let the frame rate drop (text must stay legible).
+    try { track.contentHint = 'detail'; } catch { /* not supported */ }
+    this.pubTransceivers.screen = this.pcs.publisher.addTransceiver(track, init);
+    await this.renegotiatePublisher();
+    this.dispatchEvent(new Event('own-tracks'));
+  }
+
+  /** Stop sharing: `unpublish` (unless the server already dropped it), remove the transceiver,
+   *  renegotiate, stop the capture. */
+  async stopScreen({ tellServer = true } = {}) {
+    const tr = this.pubTransceivers.screen;
+    const track = this.screenTrack;
+    this.screenTrack = null;
+    if (!tr) { track?.stop(); return; }
+    delete this.pubTransceivers.screen;
+    const id = this.ownTracks.screen;
+    delete this.ownTracks.screen;
+    if (tellServer && id) this.send({ type: 'unpublish', track_id: id });
+    try { tr.sender.replaceTrack(null); tr.stop(); } catch { /* connection closed */ }
+    track?.stop();
+    if (!this.done) await this.renegotiatePublisher().catch((err) => console.warn('rakor: renegotiation failed', err));
+    this.dispatchEvent(new Event('own-tracks'));
+    this.dispatchEvent(new Event('screen-ended'));
+  }
+
+  /** Host: stop another site's presentation. */
+  stopPresentation() {
+    return this.send({ type: 'moderate', action: 'stop_presentation' });
   }
 
   /** A remote video's tile was shown, hidden or resized: tell the server when that changes what
@@ -279,12 +350,12 @@ export class CallSession extends EventTarget {
   /** Dynacast: nobody shows our video (`publisher_pause`), or only some simulcast layers are
    *  needed (`publisher_layers`): record it, then apply both to the sender's encodings. */
   onPublisherPause(msg) {
-    this.publisherPaused = msg.paused;
+    (this.pausedTracks ??= new Map()).set(msg.track_id, !!msg.paused);
     return this.applySendState(msg.track_id);
   }
 
   onPublisherLayers(msg) {
-    this.activeLayers = msg.rids ?? [];
+    (this.trackLayers ??= new Map()).set(msg.track_id, msg.rids ?? []);
     return this.applySendState(msg.track_id);
   }
 
@@ -294,8 +365,11 @@ export class CallSession extends EventTarget {
     if (!sender) return;
     const params = sender.getParameters();
     if (!params.encodings?.length) return;
-    const layers = this.activeLayers ? new Set(this.activeLayers) : null;
-    for (const e of params.encodings) e.active = !this.publisherPaused && (!e.rid || !layers || layers.has(e.rid));
+    // Per track: the camera and a screen share are paused and layered separately.
+    const rids = this.trackLayers?.get(trackId);
+    const layers = rids ? new Set(rids) : null;
+    const paused = !!this.pausedTracks?.get(trackId);
+    for (const e of params.encodings) e.active = !paused && (!e.rid || !layers || layers.has(e.rid));
     try {
       await sender.setParameters(params);
     } catch (err) {
@@ -307,6 +381,7 @@ export class CallSession extends EventTarget {
     for (const [kind, tr] of Object.entries(this.pubTransceivers)) {
       if (tr.mid === track.mid) {
         this.ownTracks[kind] = track.id;
+        if (kind === 'screen') continue;
         // The user may have muted before the server acknowledged the track.
         const muted = !this.media.enabled[kind];
         const held = kind === 'audio' && this.moderatorMuted && !muted;
@@ -343,6 +418,7 @@ export class CallSession extends EventTarget {
         participantId: info.participant_id ?? info.participantId,
         trackId: info.track_id ?? info.trackId,
         kind: info.kind ?? tr.receiver.track.kind,
+        source: info.source ?? null,
         track: tr.receiver.track,
         receiver: tr.receiver,
       });
@@ -473,6 +549,7 @@ export class CallSession extends EventTarget {
     for (const id of [...this.room.participants.keys()]) if (!present.has(id)) this.room.removeParticipant(id);
     for (const info of msg.participants ?? []) this.room.addParticipant(info);
     this.room.setSpotlight(msg.spotlight ?? null);
+    this.room.setPresentation(msg.presentation ?? null);
     this.resumes = (this.resumes ?? 0) + 1;
     if (msg.media_reset) {
       this.mediaLost = false;
@@ -490,13 +567,18 @@ export class CallSession extends EventTarget {
     this.pcs = { publisher: null, subscriber: null };
     this.canTrickle = { publisher: false, subscriber: false };
     this.pendingCandidates = { publisher: [], subscriber: [] };
+    if (this.screenTrack) {
+      this.screenTrack.stop(); // a screen share does not survive a media reset
+      this.screenTrack = null;
+      this.dispatchEvent(new Event('screen-ended'));
+    }
     this.pubTransceivers = {};
     this.ownTracks = {};
     this.subMap = new Map();
     this.msidGuess = new Map();
     this.watching = {};
-    this.publisherPaused = false;
-    this.activeLayers = null;
+    this.pausedTracks = new Map();
+    this.trackLayers = new Map();
     this.trackViews = new Map(); // the server starts every leg visible: say again what is hidden
     this.room.setMedia([]);
     this.pcs.subscriber = this.newPc('subscriber');
@@ -522,6 +604,7 @@ export class CallSession extends EventTarget {
     this.done = true;
     for (const id of this.timers) clearTimeout(id);
     this.timers.clear();
+    this.screenTrack?.stop();
     for (const pc of Object.values(this.pcs)) { try { pc?.close(); } catch { /* closed */ } }
     this.sig?.close();
   }

@@ -63,6 +63,18 @@ export function installTestHooks() {
     tileCount: () => document.querySelectorAll('#stage .tile:not([data-self])').length,
     tileIds: () => [...document.querySelectorAll('#stage .tile:not([data-self])')].map((el) => el.dataset.participantId),
     mainParticipantId: () => document.getElementById('main-view').dataset.participantId || null,
+    /** The presentation as this page shows it: presenter, track, and the main view's video size
+     *  (0 until frames are decoded); null when there is none. */
+    presentation: () => {
+      const pres = ctx.room?.presentation;
+      if (!pres) return null;
+      const view = document.getElementById('presentation-view');
+      const v = view?.querySelector('video');
+      return { participantId: pres.participant_id, trackId: pres.track_id, visible: !!view && !view.hidden,
+        width: v?.videoWidth ?? 0, height: v?.videoHeight ?? 0, inMainView: view?.parentElement?.id === 'main-view' };
+    },
+    /** Our own screen share: the server's track id once published, and whether it is live. */
+    screenShare: () => ({ trackId: ctx.call?.session?.ownTracks?.screen ?? null, live: ctx.call?.session?.screenTrack?.readyState === 'live' }),
     network: () => ctx.network,
     /** RIDs of our video sender's encodings (simulcast layers), low to high; [] = one stream. */
     publisherRids: () => ({

@@ -18,6 +18,8 @@ pub struct BotArgs {
     pub token: String,
     pub publish_audio: bool,
     pub publish_video: bool,
+    /// Share a synthetic screen (slides; the room's presentation).
+    pub publish_screen: bool,
     /// Stay this long, then leave; `None` = until Ctrl-C or the server ends the session.
     pub duration: Option<Duration>,
     /// Print the final report as JSON on stdout.
@@ -33,6 +35,7 @@ impl BotArgs {
             token: token.into(),
             publish_audio: true,
             publish_video: true,
+            publish_screen: false,
             duration: None,
             report_json: false,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
@@ -50,6 +53,7 @@ enum Stop {
 pub async fn run(args: BotArgs) -> Result<Report, ClientError> {
     let mut opts = ClientOptions::new(args.url.clone(), args.token.clone())
         .publish(args.publish_audio, args.publish_video)
+        .screen(args.publish_screen)
         .bind_ip(args.bind_ip);
     opts.join_timeout = Duration::from_secs(15);
     let mut client = Client::connect(opts).await?;
@@ -89,6 +93,7 @@ pub async fn run(args: BotArgs) -> Result<Report, ClientError> {
         for (id, r) in &report.received {
             tracing::info!(
                 track = %id,
+                source = r.source.map_or("", |s| s.as_str()),
                 packets = r.packets,
                 frames = r.frames,
                 keyframes = r.keyframes,
@@ -116,7 +121,16 @@ fn log_event(msg: &ServerMessage) {
             participant_id,
             track,
         } => {
-            tracing::info!(participant = %participant_id, track = %track.id, kind = ?track.kind, "track published");
+            tracing::info!(participant = %participant_id, track = %track.id, kind = ?track.kind, source = track.source().as_str(), "track published");
+        }
+        ServerMessage::Presentation { presentation, by } => match presentation {
+            Some(p) => {
+                tracing::info!(presenter = %p.participant_id, track = %p.track_id, "presentation")
+            }
+            None => tracing::info!(by = ?by.as_ref().map(|b| b.as_str()), "presentation ended"),
+        },
+        ServerMessage::PresentationStopped { reason, .. } => {
+            tracing::info!(?reason, "our presentation was stopped");
         }
         ServerMessage::Error { code, message, .. } => {
             tracing::warn!(%code, %message, "server error");

@@ -34,6 +34,8 @@ pub struct ClientOptions {
     pub publish_audio: bool,
     /// Publish the looped VP8 asset right after joining.
     pub publish_video: bool,
+    /// Share a synthetic screen (slides, source `screen`) right after joining.
+    pub publish_screen: bool,
     /// Local IP of the ICE host candidates (default `127.0.0.1`).
     pub bind_ip: IpAddr,
     /// STUN/TURN URLs (default none).
@@ -71,6 +73,7 @@ impl ClientOptions {
             token: token.into(),
             publish_audio: true,
             publish_video: true,
+            publish_screen: false,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             ice_servers: Vec::new(),
             ice_tcp: true,
@@ -99,6 +102,12 @@ impl ClientOptions {
     pub fn publish(mut self, audio: bool, video: bool) -> Self {
         self.publish_audio = audio;
         self.publish_video = video;
+        self
+    }
+
+    /// Also share a synthetic screen on join (see [`Client::publish_screen`]).
+    pub fn screen(mut self, on: bool) -> Self {
+        self.publish_screen = on;
         self
     }
 
@@ -132,6 +141,8 @@ pub struct Joined {
     /// Everyone else in the room at join time.
     pub participants: Vec<ParticipantInfo>,
     pub spotlight: Option<ParticipantId>,
+    /// The room's presentation at join time.
+    pub presentation: Option<rakor_proto::Presentation>,
 }
 
 /// Requests from the handle to the session task.
@@ -143,6 +154,13 @@ pub(crate) enum Command {
     },
     Unpublish {
         kind: TrackKind,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    PublishSources {
+        sources: Vec<rakor_proto::TrackSource>,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    StopScreen {
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
     SendText {
@@ -198,6 +216,7 @@ impl Client {
                 .map(|p| (p.id.clone(), p.clone()))
                 .collect(),
             spotlight: joined.spotlight.clone(),
+            presentation: joined.presentation.clone(),
         };
         let room = Arc::new(Mutex::new(view));
         let close = Arc::new(Mutex::new(CloseState::default()));
@@ -237,10 +256,18 @@ impl Client {
             audio_level,
             session: Some(tokio::spawn(session.run())),
         };
-        if opts.publish_audio || opts.publish_video {
+        let sources: Vec<rakor_proto::TrackSource> = [
+            (opts.publish_audio, rakor_proto::TrackSource::Microphone),
+            (opts.publish_video, rakor_proto::TrackSource::Camera),
+            (opts.publish_screen, rakor_proto::TrackSource::Screen),
+        ]
+        .into_iter()
+        .filter_map(|(on, s)| on.then_some(s))
+        .collect();
+        if !sources.is_empty() {
             client
-                .publish(opts.publish_audio, opts.publish_video)
-                .await?;
+                .request(|reply| Command::PublishSources { sources, reply })
+                .await??;
         }
         Ok(client)
     }
@@ -310,6 +337,46 @@ impl Client {
     pub async fn unpublish(&self, kind: TrackKind) -> Result<(), ClientError> {
         self.request(|reply| Command::Unpublish { kind, reply })
             .await?
+    }
+
+    /// Publish tracks of these sources in one offer (`screen`: see [`Client::publish_screen`]).
+    pub async fn publish_sources(
+        &self,
+        sources: &[rakor_proto::TrackSource],
+    ) -> Result<(), ClientError> {
+        let sources = sources.to_vec();
+        self.request(|reply| Command::PublishSources { sources, reply })
+            .await?
+    }
+
+    /// Share a (synthetic) screen: a video track with source `screen` — slides that change
+    /// every few seconds, 1280x720, at a low frame rate (simulcast if the options say so). The
+    /// server makes it the room's presentation, or refuses it (`error presentation_active`,
+    /// after which the track is taken off again by itself).
+    pub async fn publish_screen(&self) -> Result<(), ClientError> {
+        self.request(|reply| Command::PublishSources {
+            sources: vec![rakor_proto::TrackSource::Screen],
+            reply,
+        })
+        .await?
+    }
+
+    /// Stop sharing the screen (`unpublish`, then remove the track and renegotiate).
+    pub async fn stop_screen(&self) -> Result<(), ClientError> {
+        self.request(|reply| Command::StopScreen { reply }).await?
+    }
+
+    /// The room's presentation as last announced (`joined`, `presentation`).
+    pub fn presentation(&self) -> Option<rakor_proto::Presentation> {
+        self.room.lock().ok().and_then(|r| r.presentation.clone())
+    }
+
+    /// The server's id of our screen track, once `track_published` named it.
+    pub fn screen_track_id(&self) -> Option<TrackId> {
+        self.hub
+            .report()
+            .sent_source(rakor_proto::TrackSource::Screen)
+            .and_then(|s| s.track_id.clone())
     }
 
     /// Send `mute_track` for our local track of `kind` (media keeps flowing, as the protocol
@@ -570,6 +637,8 @@ fn type_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::Pong { .. } => "pong",
         ServerMessage::Lobby { .. } => "lobby",
         ServerMessage::ModeratorMute { .. } => "moderator_mute",
+        ServerMessage::Presentation { .. } => "presentation",
+        ServerMessage::PresentationStopped { .. } => "presentation_stopped",
         ServerMessage::Leave { .. } => "leave",
         ServerMessage::Error { .. } => "error",
         ServerMessage::Chat(_) => "chat",
@@ -620,6 +689,7 @@ pub(crate) async fn join(
                 resume_token,
                 resumed,
                 media_reset,
+                presentation,
                 ..
             }) => {
                 let joined = Joined {
@@ -631,6 +701,7 @@ pub(crate) async fn join(
                     role,
                     participants,
                     spotlight,
+                    presentation,
                 };
                 return Ok((ws, joined, resumed, media_reset));
             }

@@ -11,7 +11,7 @@ use crate::error::ClientError;
 use crate::packetizer::{self, MediaAsset, VIDEO_LAYERS};
 use crate::peer::{self, opus_codec, vp8_codec};
 use crate::stats::StatsHub;
-use rakor_proto::TrackKind;
+use rakor_proto::{TrackKind, TrackSource};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -70,6 +70,8 @@ struct Layer {
 /// track, one asset per layer, each on its own SSRC.
 pub struct LocalTrack {
     pub kind: TrackKind,
+    /// What it carries: declared in the offer; its counters are under this source's key.
+    pub source: TrackSource,
     /// The SSRC of the track's (first) encoding; layer 0's for a simulcast track.
     pub ssrc: u32,
     pub track: Arc<TrackLocalStaticRTP>,
@@ -103,6 +105,10 @@ fn encoding(
 impl LocalTrack {
     /// A new track of `kind` in media stream `stream_id` (the msid stream), with a random SSRC.
     pub fn new(kind: TrackKind, stream_id: &str) -> Result<Self, ClientError> {
+        Self::new_named(kind, stream_id, crate::stats::kind_key(kind))
+    }
+
+    fn new_named(kind: TrackKind, stream_id: &str, name: &str) -> Result<Self, ClientError> {
         let asset = packetizer::asset(kind)?;
         let ssrc = rand::random::<u32>();
         let codec = match kind {
@@ -119,16 +125,39 @@ impl LocalTrack {
         };
         Ok(Self::with_layers(
             kind,
+            name,
             stream_id,
             vec![encoding(codec, ssrc, "")],
             vec![layer],
         ))
     }
 
+    /// A synthetic screen share (source `screen`): slides that change every few seconds at a
+    /// low frame rate ([`packetizer::slides_layer`]); 1280x720 as one encoding, or simulcast
+    /// (rid `q`/`h`/`f`, 320x240 … 1280x720) when `simulcast`.
+    pub fn new_screen(stream_id: &str, simulcast: bool) -> Result<Self, ClientError> {
+        let mut t = if simulcast {
+            Self::new_simulcast_named(stream_id, "screen")?
+        } else {
+            Self::new_named(TrackKind::Video, stream_id, "screen")?
+        };
+        let single = t.layers.len() == 1;
+        for l in &mut t.layers {
+            // One encoding: the 1280x720 slides (counted as layer 0, like any plain track).
+            l.asset = packetizer::slides_layer(if single { VIDEO_LAYERS - 1 } else { l.index })?;
+        }
+        t.source = TrackSource::Screen;
+        Ok(t)
+    }
+
     /// A simulcast video track in media stream `stream_id`: one transceiver whose track has
     /// three encodings, rid `q`, `h`, `f` (low to high, in that order in the offer), each with
     /// its own random SSRC and looping its own asset ([`packetizer::video_layer`]).
     pub fn new_simulcast_video(stream_id: &str) -> Result<Self, ClientError> {
+        Self::new_simulcast_named(stream_id, "video")
+    }
+
+    fn new_simulcast_named(stream_id: &str, name: &str) -> Result<Self, ClientError> {
         let mut ssrcs: Vec<u32> = Vec::with_capacity(VIDEO_LAYERS);
         while ssrcs.len() < VIDEO_LAYERS {
             let ssrc = rand::random::<u32>();
@@ -151,6 +180,7 @@ impl LocalTrack {
         }
         Ok(Self::with_layers(
             TrackKind::Video,
+            name,
             stream_id,
             encodings,
             layers,
@@ -159,11 +189,11 @@ impl LocalTrack {
 
     fn with_layers(
         kind: TrackKind,
+        name: &str,
         stream_id: &str,
         encodings: Vec<RTCRtpEncodingParameters>,
         layers: Vec<Layer>,
     ) -> Self {
-        let name = crate::stats::kind_key(kind);
         let track = MediaStreamTrack::new(
             stream_id.to_owned(),
             format!("{stream_id}-{name}"),
@@ -173,6 +203,7 @@ impl LocalTrack {
         );
         Self {
             kind,
+            source: TrackSource::default_for(kind),
             ssrc: layers.first().map_or(0, |l| l.ssrc),
             track: Arc::new(TrackLocalStaticRTP::new(track)),
             layers,
@@ -298,6 +329,7 @@ impl LocalTrack {
                 extensions.push((id, bytes::Bytes::from_static(rid.as_bytes())));
             }
             let pacer = Pacer {
+                source: self.source,
                 track: self.track.clone(),
                 asset: layer.asset,
                 layer: layer.index,
@@ -319,7 +351,7 @@ impl LocalTrack {
             .collect();
         tasks.push(tokio::spawn(read_feedback(
             self.track.clone(),
-            self.kind,
+            self.source,
             hub,
             requests,
         )));
@@ -329,6 +361,7 @@ impl LocalTrack {
 
 /// One layer's pacer: loops `asset` into `track` in real time with this layer's SSRC.
 struct Pacer {
+    source: TrackSource,
     track: Arc<TrackLocalStaticRTP>,
     asset: &'static MediaAsset,
     layer: usize,
@@ -348,6 +381,7 @@ impl Pacer {
     /// marker bit on the last packet of each video frame.
     async fn run(self) {
         let Pacer {
+            source,
             track,
             asset,
             layer,
@@ -442,7 +476,7 @@ impl Pacer {
                 index = 0;
             }
             timestamp = timestamp.wrapping_add(asset.ticks_per_frame);
-            hub.update_sent(kind, |s| {
+            hub.update_sent_source(source, |s| {
                 s.packets += packets;
                 s.bytes += bytes;
                 s.write_errors += errors;
@@ -489,7 +523,7 @@ fn keyframe_targets(layer_ssrcs: &[u32], requested: &[u32]) -> Vec<usize> {
 /// layer (SSRC) they name. `layers` is (SSRC, keyframe flag) per layer.
 async fn read_feedback(
     track: Arc<TrackLocalStaticRTP>,
-    kind: TrackKind,
+    source: TrackSource,
     hub: Arc<StatsHub>,
     layers: Vec<(u32, Arc<AtomicBool>)>,
 ) {
@@ -521,7 +555,7 @@ async fn read_feedback(
             }
         }
         if plis + firs + nacks > 0 {
-            hub.update_sent(kind, |s| {
+            hub.update_sent_source(source, |s| {
                 s.plis_received += plis;
                 s.firs_received += firs;
                 s.nacks_received += nacks;

@@ -234,6 +234,60 @@ fn build_audio() -> Result<MediaAsset, AssetError> {
     )
 }
 
+/// A synthetic presentation: each "slide" is shown this long…
+pub const SLIDE_DURATION: Duration = Duration::from_secs(3);
+/// …at this frame rate (a screen share of slides: high resolution, low frame rate).
+pub const SLIDE_FPS: u32 = 2;
+
+/// The slides of simulcast layer `ivf`: the asset's keyframes (distinct pictures of the test
+/// pattern), each repeated as keyframes for [`SLIDE_DURATION`] at [`SLIDE_FPS`]; the slide
+/// changes every few seconds, and a receiver can start at any frame. Every payload is one the
+/// layer's video asset produces too, so a receiver recognises the layer (1280x720 on top).
+fn build_slides(ivf: &[u8]) -> Result<MediaAsset, AssetError> {
+    let (header, frames) = assets::parse_ivf(ivf)?;
+    if &header.fourcc != b"VP80" {
+        return Err(AssetError {
+            container: "ivf",
+            message: "not VP8".into(),
+        });
+    }
+    let per_slide = (SLIDE_DURATION.as_secs() as usize) * (SLIDE_FPS as usize);
+    let slides: Vec<AssetFrame> = frames
+        .iter()
+        .filter(|f| assets::vp8_frame_is_keyframe(&f.data))
+        .flat_map(|f| {
+            let frame = AssetFrame {
+                payloads: packetize_vp8(&f.data, MAX_PAYLOAD),
+                keyframe: true,
+            };
+            std::iter::repeat_n(frame, per_slide)
+        })
+        .collect();
+    MediaAsset::new(
+        TrackKind::Video,
+        slides,
+        Duration::from_nanos(1_000_000_000 / u64::from(SLIDE_FPS)),
+        90_000,
+        90_000 / SLIDE_FPS,
+    )
+}
+
+static SLIDES: [Cell; VIDEO_LAYERS] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+
+/// The packetized slides of simulcast layer `layer` (2 = 1280x720, the asset of a
+/// non-simulcast screen share), built once.
+pub fn slides_layer(layer: usize) -> Result<&'static MediaAsset, AssetError> {
+    let (Some(cell), Some(ivf)) = (SLIDES.get(layer), assets::VP8_LAYER_IVFS.get(layer)) else {
+        return Err(AssetError {
+            container: "asset",
+            message: format!("no slides layer {layer}"),
+        });
+    };
+    cell.get_or_init(|| build_slides(ivf))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 /// Simulcast layers a sender can publish (rids `q`, `h`, `f`), each looping its own asset.
 pub const VIDEO_LAYERS: usize = 3;
 
@@ -285,6 +339,22 @@ pub fn find_payload(kind: TrackKind, payload: &[u8]) -> Option<u8> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn slides_are_high_resolution_keyframes_at_a_low_frame_rate() {
+        let top = slides_layer(2).unwrap();
+        assert!(top.frames.len() >= 2 * 6, "at least two slides");
+        assert!(top.frames.iter().all(|f| f.keyframe));
+        assert_eq!(top.frame_duration, Duration::from_millis(500));
+        // Two different pictures, each shown for 3 s.
+        assert_ne!(top.frames[0].payloads, top.frames[6].payloads);
+        assert_eq!(top.frames[0].payloads, top.frames[5].payloads);
+        // A receiver recognises the 1280x720 layer from any slide's payload.
+        let first = &top.frames[6].payloads[0];
+        assert_eq!(find_payload(TrackKind::Video, first), Some(2));
+        let (h, _) = crate::assets::parse_ivf(crate::assets::VP8_IVF_HIGH).unwrap();
+        assert_eq!((h.width, h.height), (1280, 720));
+    }
 
     #[test]
     fn fnv1a64_matches_reference_vectors() {

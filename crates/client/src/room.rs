@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 pub struct RoomView {
     pub participants: BTreeMap<ParticipantId, ParticipantInfo>,
     pub spotlight: Option<ParticipantId>,
+    /// The room's presentation (`joined.presentation`, then `presentation`).
+    pub presentation: Option<rakor_proto::Presentation>,
 }
 
 impl RoomView {
@@ -18,8 +20,10 @@ impl RoomView {
             ServerMessage::Joined {
                 participants,
                 spotlight,
+                presentation,
                 ..
             } => {
+                self.presentation = presentation.clone();
                 self.participants = participants
                     .iter()
                     .map(|p| (p.id.clone(), p.clone()))
@@ -66,6 +70,9 @@ impl RoomView {
             ServerMessage::Spotlight { participant_id, .. } => {
                 self.spotlight = participant_id.clone();
             }
+            ServerMessage::Presentation { presentation, .. } => {
+                self.presentation = presentation.clone();
+            }
             _ => {}
         }
     }
@@ -103,6 +110,7 @@ mod tests {
             resume_token: String::new(),
             resumed: false,
             media_reset: false,
+            presentation: None,
         });
         room.apply(&ServerMessage::ParticipantJoined {
             participant: info("PA_b"),
@@ -112,6 +120,7 @@ mod tests {
             kind: TrackKind::Video,
             mid: "1".into(),
             muted: false,
+            source: None,
         };
         room.apply(&ServerMessage::TrackPublished {
             participant_id: pid("PA_b"),

@@ -7,7 +7,7 @@
 //! video the asset found also names the simulcast layer the payload belongs to.
 
 use crate::packetizer::{self, VIDEO_LAYERS};
-use rakor_proto::{ParticipantId, SubscribedTrack, TrackId, TrackKind};
+use rakor_proto::{ParticipantId, SubscribedTrack, TrackId, TrackKind, TrackSource};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -18,6 +18,9 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SentTrackStats {
     pub kind: TrackKind,
+    /// What the track carries (`camera`, `microphone`, `screen`), as declared in the offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<TrackSource>,
     /// The server's id for this track, learnt from `track_published` (matched by mid).
     pub track_id: Option<TrackId>,
     /// The transceiver mid in the publisher connection.
@@ -59,6 +62,7 @@ impl SentTrackStats {
     pub fn new(kind: TrackKind, ssrc: u32) -> Self {
         Self {
             kind,
+            source: None,
             track_id: None,
             mid: None,
             ssrc,
@@ -86,6 +90,10 @@ pub struct ReceivedTrackStats {
     pub track_id: TrackId,
     pub participant_id: Option<ParticipantId>,
     pub kind: TrackKind,
+    /// What the track carries (`camera`, `microphone`, `screen`, `screen_audio`), from the
+    /// server's offer (absent when the server did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<TrackSource>,
     /// The transceiver mid in the subscriber connection.
     pub mid: Option<String>,
     pub ssrc: Option<u32>,
@@ -183,6 +191,7 @@ impl ReceivedTrackStats {
             track_id,
             participant_id,
             kind,
+            source: None,
             mid: None,
             ssrc: None,
             packets: 0,
@@ -316,7 +325,8 @@ pub struct Report {
     pub participant_id: Option<ParticipantId>,
     /// Milliseconds since the client (or hub) was created.
     pub elapsed_ms: u64,
-    /// Local tracks, keyed by kind (`"audio"`, `"video"`).
+    /// Local tracks, keyed by source: `"audio"` (the microphone), `"video"` (the camera),
+    /// `"screen"` (a screen share).
     pub sent: BTreeMap<String, SentTrackStats>,
     /// Remote tracks, keyed by the server's track id.
     pub received: BTreeMap<TrackId, ReceivedTrackStats>,
@@ -331,6 +341,21 @@ impl Report {
     /// The local track of `kind`, if published.
     pub fn sent_track(&self, kind: TrackKind) -> Option<&SentTrackStats> {
         self.sent.get(kind_key(kind))
+    }
+
+    /// The local track of `source`, if published.
+    pub fn sent_source(&self, source: TrackSource) -> Option<&SentTrackStats> {
+        self.sent.get(source_key(source))
+    }
+
+    /// Remote tracks of `source`.
+    pub fn received_source(
+        &self,
+        source: TrackSource,
+    ) -> impl Iterator<Item = &ReceivedTrackStats> {
+        self.received
+            .values()
+            .filter(move |t| t.source == Some(source))
     }
 
     /// Remote tracks published by `participant`.
@@ -388,6 +413,17 @@ pub(crate) fn kind_key(kind: TrackKind) -> &'static str {
     match kind {
         TrackKind::Audio => "audio",
         TrackKind::Video => "video",
+    }
+}
+
+/// The key of a local track of `source` in [`Report::sent`]: the camera and microphone keep
+/// the keys of their kind (`video`, `audio`).
+pub fn source_key(source: TrackSource) -> &'static str {
+    match source {
+        TrackSource::Camera => "video",
+        TrackSource::Microphone => "audio",
+        TrackSource::Screen => "screen",
+        TrackSource::ScreenAudio => "screen_audio",
     }
 }
 
@@ -502,12 +538,18 @@ impl StatsHub {
     /// published before (a media reset after a resume, or publishing again), its counters
     /// keep growing; its SSRC, mid and server id are the new track's.
     pub fn add_sent(&self, kind: TrackKind, ssrc: u32, mid: Option<String>) {
+        self.add_sent_source(TrackSource::default_for(kind), ssrc, mid);
+    }
+
+    /// [`Self::add_sent`] for a local track of `source` (keyed by [`source_key`]).
+    pub fn add_sent_source(&self, source: TrackSource, ssrc: u32, mid: Option<String>) {
         self.with(|s| {
             let st = s
                 .report
                 .sent
-                .entry(kind_key(kind).to_owned())
-                .or_insert_with(|| SentTrackStats::new(kind, ssrc));
+                .entry(source_key(source).to_owned())
+                .or_insert_with(|| SentTrackStats::new(source.kind(), ssrc));
+            st.source = Some(source);
             st.ssrc = ssrc;
             st.mid = mid;
             st.track_id = None;
@@ -519,8 +561,13 @@ impl StatsHub {
 
     /// Update the counters of the local track of `kind`.
     pub fn update_sent(&self, kind: TrackKind, f: impl FnOnce(&mut SentTrackStats)) {
+        self.update_sent_source(TrackSource::default_for(kind), f);
+    }
+
+    /// Update the counters of the local track of `source`.
+    pub fn update_sent_source(&self, source: TrackSource, f: impl FnOnce(&mut SentTrackStats)) {
         self.with(|s| {
-            if let Some(st) = s.report.sent.get_mut(kind_key(kind)) {
+            if let Some(st) = s.report.sent.get_mut(source_key(source)) {
                 f(st);
             }
         });
@@ -575,12 +622,18 @@ impl StatsHub {
     ) {
         self.with(|s| {
             let mapped = mid.and_then(|m| s.mids.get(m));
-            let (track_id, participant, kind) = match mapped {
-                Some(t) => (t.track_id.clone(), Some(t.participant_id.clone()), t.kind),
+            let (track_id, participant, kind, source) = match mapped {
+                Some(t) => (
+                    t.track_id.clone(),
+                    Some(t.participant_id.clone()),
+                    t.kind,
+                    t.source,
+                ),
                 None => (
                     TrackId(msid.1.to_owned()),
                     (!msid.0.is_empty()).then(|| ParticipantId(msid.0.to_owned())),
                     kind,
+                    None,
                 ),
             };
             let since_offer = s
@@ -594,6 +647,9 @@ impl StatsHub {
                 .or_insert_with(|| ReceivedTrackStats::new(track_id, participant, kind));
             if entry.mid.is_none() {
                 entry.mid = mid.map(str::to_owned);
+            }
+            if entry.source.is_none() {
+                entry.source = source;
             }
             let (frames_before, layer_before) = (entry.frames, entry.last_layer);
             entry.record(
@@ -638,6 +694,7 @@ mod tests {
                 track_id: TrackId("TR_v".into()),
                 participant_id: ParticipantId("PA_a".into()),
                 kind: TrackKind::Video,
+                source: None,
             }],
             t0,
         );

@@ -70,12 +70,14 @@ async fn publisher_to_subscriber_loopback_counts_and_verifies_media() {
                 track_id: TrackId("TR_audio".into()),
                 participant_id: sender.clone(),
                 kind: TrackKind::Audio,
+                source: None,
             },
             SubscribedTrack {
                 mid: video_mid.clone(),
                 track_id: TrackId("TR_video".into()),
                 participant_id: sender.clone(),
                 kind: TrackKind::Video,
+                source: None,
             },
         ],
         Instant::now(),
@@ -300,6 +302,7 @@ async fn simulcast_publisher_offers_q_h_f_and_every_layer_arrives_with_its_rid()
             track_id: TrackId("TR_video".into()),
             participant_id: sender.clone(),
             kind: TrackKind::Video,
+            source: None,
         }],
         Instant::now(),
     );

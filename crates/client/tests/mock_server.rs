@@ -160,6 +160,7 @@ async fn serve(mock: Arc<Mock>, ws: tokio_tungstenite::WebSocketStream<tokio::ne
         resume_token: "mock-resume-token".into(),
         resumed: false,
         media_reset: false,
+        presentation: None,
     });
     // A message type from a future server version: clients must ignore it.
     let _ = out_tx.send(r#"{"type":"future_feature","x":1}"#.to_owned());
@@ -315,6 +316,7 @@ async fn on_publisher_offer(mock: &Arc<Mock>, conn: &Arc<Conn>, sdp: String) {
             kind,
             mid,
             muted: false,
+            source: None,
         })
         .collect();
     *conn.published.lock().await = tracks.clone();
@@ -413,6 +415,7 @@ async fn subscribe(
             track_id: t.id.clone(),
             participant_id: publisher.clone(),
             kind: t.kind,
+            source: None,
         });
     }
     let sdp = pc.local_description().await.unwrap().sdp;

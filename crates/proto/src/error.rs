@@ -63,6 +63,9 @@ pub enum ErrorCode {
     LobbyTimeout,
     /// A message's content is over its limit (`chat.text` over 2,000 characters).
     TooLarge,
+    /// Another participant is presenting (one screen share at a time): the screen track was
+    /// not published. A host's screen share takes over instead.
+    PresentationActive,
 }
 
 impl ErrorCode {
@@ -116,6 +119,7 @@ impl ErrorCode {
             ErrorCode::Banned => "banned",
             ErrorCode::LobbyTimeout => "lobby_timeout",
             ErrorCode::TooLarge => "too_large",
+            ErrorCode::PresentationActive => "presentation_active",
         }
     }
 }

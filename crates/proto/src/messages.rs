@@ -84,6 +84,74 @@ pub enum TrackKind {
     Video,
 }
 
+/// What a track carries, as its publisher declared it (`offer.tracks`). A track whose
+/// publisher declared nothing is `camera` (video) or `microphone` (audio).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    Camera,
+    Microphone,
+    /// A shared screen or window: the room's presentation.
+    Screen,
+    /// The audio of a shared screen or tab.
+    ScreenAudio,
+}
+
+impl TrackSource {
+    /// The source of a track whose publisher declared none.
+    pub fn default_for(kind: TrackKind) -> Self {
+        match kind {
+            TrackKind::Audio => TrackSource::Microphone,
+            TrackKind::Video => TrackSource::Camera,
+        }
+    }
+
+    /// The kind of track this source may be.
+    pub fn kind(self) -> TrackKind {
+        match self {
+            TrackSource::Camera | TrackSource::Screen => TrackKind::Video,
+            TrackSource::Microphone | TrackSource::ScreenAudio => TrackKind::Audio,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackSource::Camera => "camera",
+            TrackSource::Microphone => "microphone",
+            TrackSource::Screen => "screen",
+            TrackSource::ScreenAudio => "screen_audio",
+        }
+    }
+}
+
+/// `offer.tracks`: the source of the track sent on transceiver `mid` of the publisher
+/// connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackDeclaration {
+    pub mid: String,
+    pub source: TrackSource,
+}
+
+/// The room's presentation: the screen track `track_id` of `participant_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presentation {
+    pub participant_id: ParticipantId,
+    pub track_id: TrackId,
+}
+
+/// Why a presentation ended (`presentation_stopped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresentationEnd {
+    /// The presenter unpublished its screen track (or left).
+    Unpublished,
+    /// A host or operator stopped it (`moderate {action: "stop_presentation"}`).
+    Stopped,
+    /// A host started presenting in its place.
+    TakenOver,
+}
+
 /// An ICE candidate in the browser's `RTCIceCandidateInit` JSON form. An empty `candidate`
 /// string means end-of-candidates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -122,8 +190,15 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume: Option<ResumeRequest>,
     },
-    /// An SDP offer for the publisher peer connection (`pc` must be `publisher`).
-    Offer { pc: PeerConnectionKind, sdp: String },
+    /// An SDP offer for the publisher peer connection (`pc` must be `publisher`). `tracks`
+    /// declares the source of the tracks it sends, by `mid` (optional; a track not declared is
+    /// `camera` or `microphone` by its kind).
+    Offer {
+        pc: PeerConnectionKind,
+        sdp: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tracks: Vec<TrackDeclaration>,
+    },
     /// The SDP answer to a server `offer` for the subscriber peer connection.
     Answer { pc: PeerConnectionKind, sdp: String },
     /// A trickled ICE candidate of the client's side of `pc`.
@@ -227,6 +302,9 @@ pub enum ModerateAction {
     Remove,
     /// End the meeting for everyone (`leave {reason: "room_ended"}`); no `participant_id`.
     EndRoom,
+    /// Stop the room's presentation (the presenter gets `presentation_stopped`); no
+    /// `participant_id` needed (if given, it must be the presenter).
+    StopPresentation,
 }
 
 /// A published track as other participants see it.
@@ -237,6 +315,17 @@ pub struct TrackInfo {
     /// The `mid` of the transceiver in the *publisher's* own publisher connection.
     pub mid: String,
     pub muted: bool,
+    /// What the track carries; absent from an older server: `camera`/`microphone` by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<TrackSource>,
+}
+
+impl TrackInfo {
+    /// The track's source (declared, or the default for its kind).
+    pub fn source(&self) -> TrackSource {
+        self.source
+            .unwrap_or_else(|| TrackSource::default_for(self.kind))
+    }
 }
 
 /// A participant as others see it.
@@ -256,6 +345,9 @@ pub struct SubscribedTrack {
     pub track_id: TrackId,
     pub participant_id: ParticipantId,
     pub kind: TrackKind,
+    /// The track's source (as in `track_published`); absent from an older server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<TrackSource>,
 }
 
 /// Who sent a chat message.
@@ -345,6 +437,9 @@ pub enum ServerMessage {
         /// that follows. Absent (false) otherwise.
         #[serde(default, skip_serializing_if = "is_false")]
         media_reset: bool,
+        /// The room's presentation now (null: none); later changes come as `presentation`.
+        #[serde(default)]
+        presentation: Option<Presentation>,
     },
     /// Answer to the client's publisher `offer`.
     Answer {
@@ -386,6 +481,23 @@ pub enum ServerMessage {
     Spotlight {
         participant_id: Option<ParticipantId>,
         by: ParticipantId,
+    },
+    /// The room's presentation changed: `presentation` is the screen track everyone should
+    /// show on the main view, or null when none. `by`: who ended the previous one when a host
+    /// or operator did (null otherwise).
+    Presentation {
+        presentation: Option<Presentation>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<ParticipantId>,
+    },
+    /// Your presentation (screen track `track_id`) ended without your asking: the server no
+    /// longer forwards it. Stop capturing and remove the track (its transceiver is not
+    /// published again until it stops sending).
+    PresentationStopped {
+        track_id: TrackId,
+        reason: PresentationEnd,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<ParticipantId>,
     },
     /// Dynacast: nobody in the room shows your video track `track_id` now (`paused: true`):
     /// stop sending it (the server would drop it) until `paused: false`, then resume (the

@@ -137,6 +137,8 @@ fn error_code_names_match_serde() {
         ErrorCode::LinkRevoked,
         ErrorCode::Banned,
         ErrorCode::LobbyTimeout,
+        ErrorCode::TooLarge,
+        ErrorCode::PresentationActive,
     ] {
         assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
     }
@@ -205,4 +207,64 @@ fn media_reset_and_resumable_are_additive() {
         };
         assert_eq!(r.media_reset, reset, "{text}");
     }
+}
+
+#[test]
+fn track_sources_on_the_wire() {
+    // An offer may declare sources by mid; an older client's offer has none.
+    let m: ClientMessage = serde_json::from_str(
+        r#"{"type":"offer","pc":"publisher","sdp":"v=0","tracks":[{"mid":"2","source":"screen"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        m,
+        ClientMessage::Offer {
+            pc: PeerConnectionKind::Publisher,
+            sdp: "v=0".into(),
+            tracks: vec![TrackDeclaration {
+                mid: "2".into(),
+                source: TrackSource::Screen
+            }],
+        }
+    );
+    let old: ClientMessage =
+        serde_json::from_str(r#"{"type":"offer","pc":"publisher","sdp":"v=0"}"#).unwrap();
+    assert!(matches!(old, ClientMessage::Offer { tracks, .. } if tracks.is_empty()));
+    // An unknown source is a bad request, not a silent camera.
+    assert!(serde_json::from_str::<ClientMessage>(
+        r#"{"type":"offer","pc":"publisher","sdp":"v=0","tracks":[{"mid":"0","source":"window"}]}"#
+    )
+    .is_err());
+    // A track from a server that names no source is camera/microphone by kind.
+    let t: TrackInfo =
+        serde_json::from_str(r#"{"id":"TR_a","kind":"audio","mid":"0","muted":false}"#).unwrap();
+    assert_eq!(t.source(), TrackSource::Microphone);
+    let t = TrackInfo {
+        id: TrackId("TR_b".into()),
+        kind: TrackKind::Video,
+        mid: "1".into(),
+        muted: false,
+        source: Some(TrackSource::ScreenAudio),
+    };
+    assert_eq!(
+        serde_json::to_value(&t).unwrap()["source"],
+        serde_json::json!("screen_audio")
+    );
+    let stop: ClientMessage =
+        serde_json::from_str(r#"{"type":"moderate","action":"stop_presentation"}"#).unwrap();
+    assert_eq!(
+        stop,
+        ClientMessage::Moderate {
+            action: ModerateAction::StopPresentation,
+            participant_id: None
+        }
+    );
+    let ev = ServerMessage::Presentation {
+        presentation: None,
+        by: None,
+    };
+    assert_eq!(
+        serde_json::to_value(&ev).unwrap(),
+        serde_json::json!({"type":"presentation","presentation":null})
+    );
 }

@@ -97,6 +97,65 @@ pub async fn record_attendance(
                     .and_then(|v| v.as_str().map(str::to_owned)),
                 at_ms: unix_ms(at),
             },
+            // Presentation starts and stops go on the rakor's timeline (the track in `detail`;
+            // for a stop also why: `unpublished`, `stopped` or `taken_over`).
+            rakor_sfu::RoomEvent::PresentationStarted {
+                room,
+                participant,
+                identity,
+                track,
+                at,
+            } => {
+                let t = TimelineRecord {
+                    kind: rakor_sfu::TimelineKind::PresentationStarted
+                        .as_str()
+                        .to_owned(),
+                    participant: Some(participant.to_string()),
+                    identity: Some(identity),
+                    name: None,
+                    by: None,
+                    detail: Some(format!("track {track}")),
+                    at_ms: unix_ms(at),
+                };
+                if let Err(e) = session.record_timeline(&room, t).await {
+                    tracing::error!("cannot record a room event: {e}");
+                }
+                continue;
+            }
+            rakor_sfu::RoomEvent::PresentationStopped {
+                room,
+                participant,
+                identity,
+                track,
+                reason,
+                by,
+                at,
+            } => {
+                let reason = serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let by = match (by, reason.as_str()) {
+                    (Some(host), _) => Some(host.to_string()),
+                    (None, "stopped") => Some("operator".to_owned()),
+                    (None, _) => None,
+                };
+                let t = TimelineRecord {
+                    kind: rakor_sfu::TimelineKind::PresentationStopped
+                        .as_str()
+                        .to_owned(),
+                    participant: Some(participant.to_string()),
+                    identity: Some(identity),
+                    name: None,
+                    by,
+                    detail: Some(format!("{reason}, track {track}")),
+                    at_ms: unix_ms(at),
+                };
+                if let Err(e) = session.record_timeline(&room, t).await {
+                    tracing::error!("cannot record a room event: {e}");
+                }
+                continue;
+            }
         };
         if let Err(e) = session.record(m).await {
             tracing::error!("cannot record attendance: {e}");

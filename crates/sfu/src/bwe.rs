@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 pub struct EstimateCell {
     bits_per_second: AtomicU64,
     feedback: AtomicU64,
+    /// Tests: a ceiling on the estimate (f64 bits; 0 = none), a link of known capacity.
+    #[cfg(test)]
+    cap: AtomicU64,
 }
 
 impl EstimateCell {
@@ -43,7 +46,20 @@ impl EstimateCell {
         if self.feedback.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        Some(f64::from_bits(self.bits_per_second.load(Ordering::Relaxed)))
+        let e = f64::from_bits(self.bits_per_second.load(Ordering::Relaxed));
+        #[cfg(test)]
+        let e = match self.cap.load(Ordering::Relaxed) {
+            0 => e,
+            cap => e.min(f64::from_bits(cap)),
+        };
+        Some(e)
+    }
+
+    /// Tests: hold the estimate at or below `bps` (`None`: lift the ceiling).
+    #[cfg(test)]
+    pub(crate) fn set_cap(&self, bps: Option<f64>) {
+        self.cap
+            .store(bps.map_or(0, f64::to_bits), Ordering::Relaxed);
     }
 
     fn store(&self, bps: f64) {
@@ -228,6 +244,9 @@ pub fn default_layer_cost(layer: usize) -> f64 {
 /// One video leg of a subscriber, as the allocator sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VideoDemand {
+    /// The room's presentation (a screen share): served right after audio, before every
+    /// camera, and at the highest layer that fits rather than layer by layer.
+    pub presentation: bool,
     /// Spotlight or a host: served before the rest of the wall.
     pub high_priority: bool,
     /// Tile area in CSS pixels (larger tiles first within a priority).
@@ -246,8 +265,9 @@ fn priority_order(legs: &[VideoDemand]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..legs.len()).collect();
     order.sort_by(|&a, &b| {
         let (la, lb) = (&legs[a], &legs[b]);
-        lb.high_priority
-            .cmp(&la.high_priority)
+        lb.presentation
+            .cmp(&la.presentation)
+            .then(lb.high_priority.cmp(&la.high_priority))
             .then(lb.area.cmp(&la.area))
             .then(a.cmp(&b))
     });
@@ -261,14 +281,38 @@ fn cost(leg: &VideoDemand, level: Level) -> f64 {
     }
 }
 
-/// Share `budget` (bits per second, audio already taken off) among `legs`: in priority order,
-/// everyone's lowest layer first, then upgrades towards `desired`, highest priority first. The
-/// first leg in priority order always gets its lowest layer.
+/// The level a leg's tile asks for (its `desired` layer, within the layers it has).
+fn wanted(leg: &VideoDemand) -> Level {
+    leg.desired.min(leg.layer_costs.len().saturating_sub(1)) + 1
+}
+
+/// Share `budget` (bits per second, audio already taken off) among `legs`: the presentation
+/// first, at the highest layer up to `desired` that fits (slides stay sharp: a presenter's
+/// top layer before anyone's camera); then in priority order everyone's lowest layer, then
+/// upgrades towards `desired`, highest priority first. The first leg in priority order always
+/// gets its lowest layer.
 pub fn allocate(budget: f64, legs: &[VideoDemand]) -> Vec<Level> {
     let mut levels = vec![0; legs.len()];
     let mut left = budget;
     let order = priority_order(legs);
     for (rank, &i) in order.iter().enumerate() {
+        if !legs[i].presentation {
+            continue;
+        }
+        let mut l = wanted(&legs[i]);
+        while l > 1 && cost(&legs[i], l) > left {
+            l -= 1;
+        }
+        let c = cost(&legs[i], l);
+        if c <= left || rank == 0 {
+            levels[i] = l;
+            left -= c;
+        }
+    }
+    for (rank, &i) in order.iter().enumerate() {
+        if legs[i].presentation {
+            continue;
+        }
         let c = cost(&legs[i], 1);
         if c <= left || rank == 0 {
             levels[i] = 1;
@@ -276,13 +320,10 @@ pub fn allocate(budget: f64, legs: &[VideoDemand]) -> Vec<Level> {
         }
     }
     for &i in &order {
-        if levels[i] == 0 {
+        if levels[i] == 0 || legs[i].presentation {
             continue;
         }
-        let top = legs[i]
-            .desired
-            .min(legs[i].layer_costs.len().saturating_sub(1))
-            + 1;
+        let top = wanted(&legs[i]);
         while levels[i] < top {
             let extra = cost(&legs[i], levels[i] + 1) - cost(&legs[i], levels[i]);
             if extra > left {
@@ -360,10 +401,7 @@ impl Allocator {
         legs: &[VideoDemand],
         current: &[Option<Level>],
     ) -> Vec<Level> {
-        let wanted: Vec<Level> = legs
-            .iter()
-            .map(|l| l.desired.min(l.layer_costs.len().saturating_sub(1)) + 1)
-            .collect();
+        let wanted: Vec<Level> = legs.iter().map(wanted).collect();
         let Some(estimate) = estimate else {
             return wanted;
         };
@@ -441,6 +479,7 @@ mod tests {
 
     fn leg(high: bool, area: u64, desired: usize) -> VideoDemand {
         VideoDemand {
+            presentation: false,
             high_priority: high,
             area,
             layer_costs: SIMULCAST.to_vec(),
@@ -485,12 +524,14 @@ mod tests {
                 100e3,
                 vec![
                     VideoDemand {
+                        presentation: false,
                         high_priority: true,
                         area: 1,
                         layer_costs: vec![80e3],
                         desired: 0,
                     },
                     VideoDemand {
+                        presentation: false,
                         high_priority: false,
                         area: 1,
                         layer_costs: vec![80e3],
@@ -503,6 +544,46 @@ mod tests {
         for (budget, legs, want) in cases {
             assert_eq!(allocate(budget, &legs), want, "budget {budget}");
         }
+    }
+
+    /// The presentation is served right after audio and at its top layer when that fits, while
+    /// the cameras (even the host's) wait at their lowest layer or go without; a single-layer
+    /// presentation is forwarded before any camera.
+    #[test]
+    fn presentation_first_at_its_top_layer() {
+        let slides = VideoDemand {
+            presentation: true,
+            area: 320 * 180, // even in a small tile
+            ..leg(false, 0, 2)
+        };
+        let cams = |n: usize| -> Vec<VideoDemand> {
+            std::iter::once(slides.clone())
+                .chain(std::iter::once(leg(true, 1280 * 720, 2)))
+                .chain((0..n).map(|_| leg(false, 320 * 180, 0)))
+                .collect()
+        };
+        // 2.1 Mbit/s: the slides' top layer (1.5M), then every camera's lowest (4 × 150k).
+        assert_eq!(allocate(2.1e6, &cams(3)), vec![3, 1, 1, 1, 1]);
+        // 1.6 Mbit/s: the slides' top layer; no room for a camera upgrade, nor for all cameras.
+        assert_eq!(allocate(1.6e6, &cams(3)), vec![3, 0, 0, 0, 0]);
+        // Too little for the top: the highest layer that fits, not the lowest.
+        assert_eq!(allocate(800e3, &cams(3)), vec![2, 1, 1, 0, 0]);
+        // Nothing: the presentation keeps its lowest layer, the cameras go.
+        assert_eq!(allocate(0.0, &cams(3)), vec![1, 0, 0, 0, 0]);
+        // Without the presentation the host would have had its top layer at 2.1 Mbit/s.
+        assert_eq!(allocate(2.1e6, &cams(3)[1..]), vec![3, 1, 1, 1]);
+        // A single-layer presentation comes before the cameras.
+        let single = VideoDemand {
+            presentation: true,
+            high_priority: false,
+            area: 1,
+            layer_costs: vec![400e3],
+            desired: 0,
+        };
+        assert_eq!(
+            allocate(500e3, &[leg(true, 1280 * 720, 2), single]),
+            vec![0, 1]
+        );
     }
 
     /// A simulated subscriber: host high + 3 wall tiles; the link drops to 300 kbit/s at 10 s

@@ -31,6 +31,8 @@ pub enum SfuError {
     ShuttingDown,
     #[error("this session was replaced by a newer connection of the same identity")]
     Replaced,
+    #[error("nobody presents in room \"{0}\"")]
+    NoPresentation(String),
 }
 
 impl SfuError {
@@ -43,6 +45,7 @@ impl SfuError {
             SfuError::ShuttingDown => ErrorCode::ServerShuttingDown,
             SfuError::Replaced => ErrorCode::Replaced,
             SfuError::UnknownParticipant(_) => ErrorCode::UnknownParticipant,
+            SfuError::NoPresentation(_) => ErrorCode::InvalidState,
             SfuError::Bind { .. }
             | SfuError::BindTcp { .. }
             | SfuError::Io(_)

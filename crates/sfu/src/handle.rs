@@ -1,7 +1,9 @@
 //! The signalling side's handle to the media worker: commands in, events out.
 
 use crate::{shell, SfuConfig, SfuError};
-use rakor_proto::{ClientMessage, LeaveReason, ParticipantId, Role, ServerMessage};
+use rakor_proto::{
+    ClientMessage, LeaveReason, ParticipantId, PresentationEnd, Role, ServerMessage, TrackId,
+};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use tokio::sync::oneshot;
@@ -44,6 +46,9 @@ pub enum Moderation {
     EndRoom,
     /// Give the floor: lift the participant's moderator mute, spotlight it, lower its hand.
     GiveFloor { participant: ParticipantId },
+    /// Stop the room's presentation (the presenter gets `presentation_stopped`); none →
+    /// [`crate::SfuError::NoPresentation`].
+    StopPresentation,
 }
 
 /// What happened in a room, for the rakor's record (the timeline of
@@ -124,6 +129,27 @@ pub enum RoomEvent {
         by: Option<String>,
         /// Anything more, stored as is (e.g. `left` for a hand that went down as its site left).
         detail: Option<String>,
+        at: std::time::SystemTime,
+    },
+    /// `participant` started presenting (its screen track `track` became the room's
+    /// presentation).
+    PresentationStarted {
+        room: String,
+        participant: ParticipantId,
+        identity: String,
+        track: TrackId,
+        at: std::time::SystemTime,
+    },
+    /// The presentation of `participant` ended: it unpublished (or left), a host or operator
+    /// stopped it, or a host took over. `by`: the host who stopped it or took over (`None`:
+    /// the presenter itself, or an operator through the API).
+    PresentationStopped {
+        room: String,
+        participant: ParticipantId,
+        identity: String,
+        track: TrackId,
+        reason: PresentationEnd,
+        by: Option<ParticipantId>,
         at: std::time::SystemTime,
     },
 }

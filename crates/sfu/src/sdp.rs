@@ -56,6 +56,61 @@ pub fn simulcast_layers(sd: &SessionDescription) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// Check `offer.tracks` against the offer's media sections: every declared `mid` names one
+/// audio/video section, once, and its source fits that section's kind (`screen` on a video
+/// section, `screen_audio` on an audio one…). The declared `(mid, source)` pairs, or why not.
+pub fn declared_sources(
+    sd: &SessionDescription,
+    declared: &[rakor_proto::TrackDeclaration],
+) -> Result<Vec<(String, rakor_proto::TrackSource)>, String> {
+    use rakor_proto::TrackKind;
+    if declared.len() > MAX_MEDIA_SECTIONS {
+        return Err(format!(
+            "{} track declarations; at most {MAX_MEDIA_SECTIONS}",
+            declared.len()
+        ));
+    }
+    let mut out: Vec<(String, rakor_proto::TrackSource)> = Vec::with_capacity(declared.len());
+    for d in declared {
+        if out.iter().any(|(m, _)| *m == d.mid) {
+            return Err(format!("mid \"{}\" declared twice in \"tracks\"", d.mid));
+        }
+        let kind = sd.media_descriptions.iter().find_map(|m| {
+            let mid = m.attribute("mid").flatten()?.trim();
+            if mid != d.mid {
+                return None;
+            }
+            let media = m.media_name.media.trim();
+            if media.eq_ignore_ascii_case("audio") {
+                Some(TrackKind::Audio)
+            } else if media.eq_ignore_ascii_case("video") {
+                Some(TrackKind::Video)
+            } else {
+                None
+            }
+        });
+        let Some(kind) = kind else {
+            let shown: String = d.mid.chars().take(32).collect();
+            return Err(format!(
+                "\"tracks\" names mid \"{shown}\", which is no audio or video section of the offer"
+            ));
+        };
+        if d.source.kind() != kind {
+            return Err(format!(
+                "source \"{}\" does not fit the {} section with mid \"{}\"",
+                d.source.as_str(),
+                match kind {
+                    TrackKind::Audio => "audio",
+                    TrackKind::Video => "video",
+                },
+                d.mid
+            ));
+        }
+        out.push((d.mid.clone(), d.source));
+    }
+    Ok(out)
+}
+
 /// [`simulcast_layers`] of an SDP text (empty if it does not parse). Public for the fuzzers.
 pub fn simulcast_rids(sdp: &str) -> Vec<(String, Vec<String>)> {
     rtc::peer_connection::sdp::RTCSessionDescription::offer(sdp.to_owned())

@@ -13,7 +13,8 @@ export class Stage {
    *          layout: 'wall'|'site', canSpotlight: boolean, onSpotlight: (id: string|null) => void,
    *          onTrackView?: (trackId: string, visible: boolean, width: number, height: number) => void}} opts
    */
-  constructor({ root, room, media, layout, canSpotlight, onSpotlight, onTrackView }) {
+  constructor({ root, room, media, layout, canSpotlight, onSpotlight, onTrackView, localScreen }) {
+    this.localScreen = localScreen;
     this.root = root;
     this.room = room;
     this.media = media;
@@ -84,12 +85,15 @@ export class Stage {
       this.selfTile = null;
     }
 
-    const mainId = room.mainParticipantId() ?? '';
+    // The room's presentation, when there is one, is everyone's main view: the cameras (the
+    // presenter's included) go to the strip or the wall.
+    const presenting = this.syncPresentation(selfId);
+    const mainId = presenting ? '' : (room.mainParticipantId() ?? '');
     const mainTile = mainId === selfId ? this.selfTile : this.tiles.get(mainId);
     this.main.dataset.participantId = mainTile ? mainId : '';
-    this.stage.dataset.hasMain = String(!!mainTile);
-    this.mainEmpty.hidden = !!mainTile || this.layout === 'wall';
-    for (const el of [...this.main.querySelectorAll('.tile')]) if (el !== mainTile) el.remove();
+    this.stage.dataset.hasMain = String(!!mainTile || presenting);
+    this.mainEmpty.hidden = !!mainTile || presenting || this.layout === 'wall';
+    for (const el of [...this.main.querySelectorAll(':scope > .tile')]) if (el !== mainTile) el.remove();
     if (mainTile && mainTile.parentElement !== this.main) this.main.appendChild(mainTile);
 
     const strip = list.filter((p) => p.id !== mainId).map((p) => this.tiles.get(p.id));
@@ -113,6 +117,26 @@ export class Stage {
     this.syncSelf();
     this.layoutGrid();
     for (const el of this.tiles.values()) this.reportView(el);
+  }
+
+  /** Show the presentation (remote: its received screen track; ours: the captured one) in the
+   *  main view. True while the room has a presentation. */
+  syncPresentation(selfId) {
+    const view = this.root.querySelector('#presentation-view');
+    if (!view) return false;
+    const pres = this.room.presentation;
+    const mine = !!pres && pres.participant_id === selfId;
+    const track = !pres ? null : mine ? (this.localScreen?.() ?? null) : this.room.presentationTrack();
+    view.hidden = !pres;
+    this.main.dataset.presentation = pres?.participant_id ?? '';
+    const video = view.querySelector('video');
+    const current = video.srcObject?.getVideoTracks?.()[0] ?? null;
+    if (track !== current) video.srcObject = track ? new MediaStream([track]) : null;
+    const who = pres && (mine ? this.room.self : this.room.get(pres.participant_id));
+    const label = view.querySelector('.presentation-name');
+    if (label) label.textContent = who?.name ?? '';
+    if (pres && view.parentElement === this.main && this.main.firstElementChild !== view) this.main.prepend(view);
+    return !!pres;
   }
 
   syncSelf() {

@@ -290,6 +290,16 @@ impl Session {
                 let r = self.unpublish(kind).await;
                 let _ = reply.send(r);
             }
+            Command::PublishSources { sources, reply } => {
+                let r = self.publish_sources(&sources).await;
+                let _ = reply.send(r);
+            }
+            Command::StopScreen { reply } => {
+                let r = self
+                    .unpublish_source(rakor_proto::TrackSource::Screen, true)
+                    .await;
+                let _ = reply.send(r);
+            }
             Command::SendText { text, reply } => {
                 let r = self.write(text).await;
                 let _ = reply.send(r);

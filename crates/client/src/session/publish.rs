@@ -5,7 +5,7 @@ use super::Session;
 use crate::error::ClientError;
 use crate::media::LocalTrack;
 use crate::peer;
-use rakor_proto::{ClientMessage, PeerConnectionKind, TrackKind};
+use rakor_proto::{ClientMessage, PeerConnectionKind, TrackDeclaration, TrackKind, TrackSource};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
@@ -33,16 +33,38 @@ impl Session {
     /// Add tracks of the asked kinds (those not already sending) and offer. A kind published
     /// again after `unpublish` gets a new track, and its `sent` counters start over.
     pub(super) async fn publish(&mut self, audio: bool, video: bool) -> Result<(), ClientError> {
+        let sources: Vec<TrackSource> = [
+            (audio, TrackSource::Microphone),
+            (video, TrackSource::Camera),
+        ]
+        .into_iter()
+        .filter_map(|(on, s)| on.then_some(s))
+        .collect();
+        self.publish_sources(&sources).await
+    }
+
+    /// Add tracks of these sources (those not already sending) and offer, declaring every
+    /// track's source (`offer.tracks`). `screen`: the synthetic slides
+    /// ([`LocalTrack::new_screen`]); `screen_audio` is not generated.
+    pub(super) async fn publish_sources(
+        &mut self,
+        sources: &[TrackSource],
+    ) -> Result<(), ClientError> {
         self.check_no_unanswered_offer()?;
-        let wanted: Vec<TrackKind> = [(audio, TrackKind::Audio), (video, TrackKind::Video)]
-            .into_iter()
-            .filter(|(on, kind)| {
-                *on && !self
+        if sources.contains(&TrackSource::ScreenAudio) {
+            return Err(ClientError::InvalidOptions(
+                "this client does not generate screen audio".into(),
+            ));
+        }
+        let wanted: Vec<TrackSource> = sources
+            .iter()
+            .copied()
+            .filter(|source| {
+                !self
                     .pub_tracks
                     .iter()
-                    .any(|t| t.local.kind == *kind && !t.stopped)
+                    .any(|t| t.local.source == *source && !t.stopped)
             })
-            .map(|(_, k)| k)
             .collect();
         if wanted.is_empty() {
             return Ok(());
@@ -54,11 +76,12 @@ impl Session {
             return Err(ClientError::Signalling("no publisher connection".into()));
         };
         let first_new = self.pub_tracks.len();
-        for kind in wanted {
-            let local = if kind == TrackKind::Video && self.simulcast {
-                LocalTrack::new_simulcast_video(self.participant_id.as_str())?
-            } else {
-                LocalTrack::new(kind, self.participant_id.as_str())?
+        for source in wanted {
+            let stream = self.participant_id.as_str();
+            let local = match source {
+                TrackSource::Screen => LocalTrack::new_screen(stream, self.simulcast)?,
+                TrackSource::Camera if self.simulcast => LocalTrack::new_simulcast_video(stream)?,
+                other => LocalTrack::new(other.kind(), stream)?,
             }
             .with_audio_level(self.audio_level.clone());
             let transceiver = local.add_to(&pc).await?;
@@ -73,11 +96,11 @@ impl Session {
         // mids exist once the offer is set.
         for t in &self.pub_tracks[first_new..] {
             let mid = t.transceiver.mid().await.ok().flatten();
-            self.hub.add_sent(t.local.kind, t.local.ssrc, mid);
+            self.hub.add_sent_source(t.local.source, t.local.ssrc, mid);
             if t.local.is_simulcast() {
                 let ssrcs = t.local.ssrcs();
                 self.hub
-                    .update_sent(t.local.kind, |s| s.layer_ssrcs = ssrcs);
+                    .update_sent_source(t.local.source, |s| s.layer_ssrcs = ssrcs);
             }
         }
         self.send_publisher_offer(sdp).await
@@ -100,9 +123,20 @@ impl Session {
             leg.mid = peer::first_mid(&sdp);
             leg.remote_set = false;
         }
+        // Declare every sending track's source (mids exist once the offer is set).
+        let mut tracks = Vec::new();
+        for t in self.pub_tracks.iter().filter(|t| !t.stopped) {
+            if let Ok(Some(mid)) = t.transceiver.mid().await {
+                tracks.push(TrackDeclaration {
+                    mid,
+                    source: t.local.source,
+                });
+            }
+        }
         let msg = ClientMessage::Offer {
             pc: PeerConnectionKind::Publisher,
             sdp,
+            tracks,
         };
         self.send_description(PeerConnectionKind::Publisher, &msg)
             .await
@@ -111,14 +145,26 @@ impl Session {
     /// Stop the local track of `kind`: stop its pacer, send `unpublish` (if the server named the
     /// track yet), remove it from the publisher connection and renegotiate.
     pub(super) async fn unpublish(&mut self, kind: TrackKind) -> Result<(), ClientError> {
+        self.unpublish_source(TrackSource::default_for(kind), true)
+            .await
+    }
+
+    /// Stop the local track of `source`, as [`Self::unpublish`]; `tell_server: false` when the
+    /// server already dropped it (`presentation_stopped`, a refused screen): no `unpublish`.
+    pub(super) async fn unpublish_source(
+        &mut self,
+        source: TrackSource,
+        tell_server: bool,
+    ) -> Result<(), ClientError> {
         self.check_no_unanswered_offer()?;
         let Some(t) = self
             .pub_tracks
             .iter_mut()
-            .find(|t| t.local.kind == kind && !t.stopped)
+            .find(|t| t.local.source == source && !t.stopped)
         else {
             return Err(ClientError::InvalidOptions(format!(
-                "no published {kind:?} track"
+                "no published {} track",
+                source.as_str()
             )));
         };
         t.stopped = true;
@@ -129,8 +175,9 @@ impl Session {
         let track_id = self
             .hub
             .report()
-            .sent_track(kind)
-            .and_then(|s| s.track_id.clone());
+            .sent_source(source)
+            .and_then(|s| s.track_id.clone())
+            .filter(|_| tell_server);
         if let Some(track_id) = track_id {
             self.send_msg(&ClientMessage::Unpublish { track_id })
                 .await?;
@@ -176,15 +223,13 @@ impl Session {
 
     /// Our published (not stopped) track that the server knows as `track_id`.
     pub(super) fn published_track(&self, track_id: &rakor_proto::TrackId) -> Option<&PubTrack> {
-        let kind = self
-            .hub
-            .report()
-            .sent
-            .values()
-            .find_map(|s| (s.track_id.as_ref() == Some(track_id)).then_some(s.kind))?;
+        let source = self.hub.report().sent.values().find_map(|s| {
+            (s.track_id.as_ref() == Some(track_id))
+                .then(|| s.source.unwrap_or_else(|| TrackSource::default_for(s.kind)))
+        })?;
         self.pub_tracks
             .iter()
-            .find(|t| t.local.kind == kind && !t.stopped)
+            .find(|t| t.local.source == source && !t.stopped)
     }
 
     /// Apply the server's answer to our publisher offer, then start any tracks now ready.

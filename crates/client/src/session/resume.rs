@@ -6,7 +6,7 @@ use super::Session;
 use crate::client::Joined;
 use crate::error::ClientError;
 use futures_util::{SinkExt, StreamExt};
-use rakor_proto::{ServerMessage, TrackKind};
+use rakor_proto::ServerMessage;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -90,15 +90,13 @@ impl Session {
     /// The subscriber connection is created again by the server's next offer. Counters in
     /// the stats hub keep growing.
     async fn reset_media(&mut self) -> Result<(), ClientError> {
-        let mut audio = false;
-        let mut video = false;
+        let mut sources = Vec::new();
         for t in self.pub_tracks.iter_mut() {
             if let Some(tasks) = t.tasks.take() {
                 tasks.iter().for_each(JoinHandle::abort);
             }
             if !t.stopped {
-                audio |= t.local.kind == TrackKind::Audio;
-                video |= t.local.kind == TrackKind::Video;
+                sources.push(t.local.source);
             }
         }
         self.pub_tracks.clear();
@@ -109,7 +107,7 @@ impl Session {
         self.pc_tx = pc_tx;
         self.pc_rx = pc_rx;
         self.close_peer_connections().await;
-        self.publish(audio, video).await
+        self.publish_sources(&sources).await
     }
 }
 
@@ -125,6 +123,7 @@ fn joined_message(joined: Joined, resumed: bool, media_reset: bool) -> ServerMes
         role: joined.role,
         participants: joined.participants,
         spotlight: joined.spotlight,
+        presentation: joined.presentation,
         resume_token: if resumed {
             joined.resume_token
         } else {

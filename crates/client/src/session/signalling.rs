@@ -17,6 +17,13 @@ const KNOWN_SERVER_TYPES: &[&str] = &[
     "track_unpublished",
     "track_muted",
     "spotlight",
+    "presentation",
+    "presentation_stopped",
+    "speakers",
+    "publisher_pause",
+    "publisher_layers",
+    "moderator_mute",
+    "lobby",
     "pong",
     "leave",
     "error",
@@ -86,7 +93,7 @@ impl Session {
             ServerMessage::PublisherPause { track_id, paused } => {
                 if let Some(t) = self.published_track(track_id) {
                     t.local.set_paused(*paused);
-                    self.hub.update_sent(t.local.kind, |s| {
+                    self.hub.update_sent_source(t.local.source, |s| {
                         if *paused && !s.paused {
                             s.pauses += 1;
                         }
@@ -97,9 +104,24 @@ impl Session {
             ServerMessage::PublisherLayers { track_id, rids } => {
                 if let Some(t) = self.published_track(track_id) {
                     let sent = t.local.set_active_layers(rids);
-                    self.hub.update_sent(t.local.kind, |s| {
+                    self.hub.update_sent_source(t.local.source, |s| {
                         s.active_layers = sent.iter().map(|r| (*r).to_owned()).collect();
                     });
+                }
+            }
+            // Our screen share is over without our asking (a host stopped it or took over), or
+            // was refused (someone else presents): stop it and take it off the connection.
+            ServerMessage::PresentationStopped { .. }
+            | ServerMessage::Error {
+                code: rakor_proto::ErrorCode::PresentationActive,
+                ..
+            } => {
+                if let Err(e) = self
+                    .unpublish_source(rakor_proto::TrackSource::Screen, false)
+                    .await
+                {
+                    self.hub
+                        .push_error(format!("stopping the screen share: {e}"));
                 }
             }
             _ => {}

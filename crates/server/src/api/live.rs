@@ -60,6 +60,11 @@ fn sfu_error(e: SfuError) -> ApiError {
         SfuError::UnknownParticipant(p) => {
             ApiError::not_found(format!("participant {p} is not in the room"))
         }
+        SfuError::NoPresentation(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            "no_presentation",
+            "nobody is presenting in this rakor now",
+        ),
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -395,6 +400,33 @@ pub async fn spotlight(
         .moderate(&r.room, action)
         .await
         .map_err(sfu_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stop the rakor's presentation (the screen share everyone sees): the presenter gets
+/// `presentation_stopped`, everyone `presentation: null`.
+#[utoipa::path(post, path = "/api/v1/rakor/{id}/presentation/stop", tag = "live", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn stop_presentation(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let r = load(&state, &id).await?;
+    state
+        .sfu
+        .moderate(&r.room, Moderation::StopPresentation)
+        .await
+        .map_err(sfu_error)?;
+    state
+        .session
+        .audit_by(
+            &actor.who,
+            "presentation_stop",
+            format!("rakor {}", r.id),
+            String::new(),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

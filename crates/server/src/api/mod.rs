@@ -321,7 +321,8 @@ pub fn csv_response(filename: &str, body: String) -> Response {
         rakor::invitations, rakor::invitations_csv, rakor::reissue_link, rakor::revoke_link,
         rakor::attendance, rakor::attendance_csv, record::record,
         live::live, live::admit, live::refuse, live::admit_all, live::refuse_all,
-        live::mute, live::remove, live::spotlight, live::end, live::give_floor,
+        live::mute, live::remove, live::spotlight, live::give_floor, live::stop_presentation,
+        live::end,
         admin::list_operators, admin::create_operator, admin::reset_password, admin::disable_operator,
         admin::enable_operator, admin::remove_operator, admin::list_bans, admin::create_ban,
         admin::remove_ban, admin::audit,
@@ -417,6 +418,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/rakor/{id}/participants/{pid}/mute", post(live::mute))
         .route("/rakor/{id}/participants/{pid}/remove", post(live::remove))
         .route("/rakor/{id}/spotlight", post(live::spotlight))
+        .route(
+            "/rakor/{id}/presentation/stop",
+            post(live::stop_presentation),
+        )
         .route("/rakor/{id}/end", post(live::end))
         .fallback(no_route)
         .layer(axum::middleware::from_fn_with_state(

@@ -16,7 +16,8 @@ pub struct BotArgs {
     /// Access token (from `rakor token`).
     #[arg(long)]
     pub token: String,
-    /// What to publish, comma-separated: audio, video, or none (receive only).
+    /// What to publish, comma-separated: audio, video, screen (a synthetic presentation:
+    /// 1280x720 slides changing every 3 s at 2 fps, source `screen`), or none (receive only).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "audio,video")]
     pub publish: Vec<MediaKind>,
     /// How long to stay in the room, e.g. 10s, 2m [default: until Ctrl-C or the server ends
@@ -36,6 +37,8 @@ pub struct BotArgs {
 pub enum MediaKind {
     Audio,
     Video,
+    /// A synthetic screen share (the room's presentation).
+    Screen,
     /// Publish nothing.
     None,
 }
@@ -58,8 +61,9 @@ async fn run_bot(args: BotArgs) -> anyhow::Result<()> {
     let mut bot = rakor_client::bot::BotArgs::new(args.url, args.token);
     bot.publish_audio = args.publish.contains(&MediaKind::Audio);
     bot.publish_video = args.publish.contains(&MediaKind::Video);
+    bot.publish_screen = args.publish.contains(&MediaKind::Screen);
     if args.publish.contains(&MediaKind::None) && args.publish.len() > 1 {
-        anyhow::bail!("--publish none cannot be combined with audio or video");
+        anyhow::bail!("--publish none cannot be combined with audio, video or screen");
     }
     bot.duration = args.duration;
     bot.report_json = args.report == Some(ReportFormat::Json);
@@ -107,5 +111,11 @@ mod tests {
             "publishes both by default"
         );
         assert_eq!(b.duration, None);
+        let cli =
+            Cli::try_parse_from(["rakor", "bot", "--token", "T", "--publish", "screen"]).unwrap();
+        let Command::Bot(b) = cli.command else {
+            panic!("bot")
+        };
+        assert_eq!(b.publish, vec![MediaKind::Screen]);
     }
 }

@@ -68,6 +68,11 @@ pub struct LoadtestArgs {
     /// near-silence), 0..=5.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=5))]
     pub talkers: u8,
+    /// Rakor: the spotlighted site also shares its screen (synthetic slides, simulcast): the
+    /// room's presentation, which everyone shows at 640x360 and should still receive at its
+    /// top layer (`screen_layers` in the report).
+    #[arg(long)]
+    pub presenter: bool,
     /// How long everyone stays once all have joined, e.g. 60s, 5m (the measured window).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub duration: Duration,

@@ -1,10 +1,11 @@
 //! Bandwidth per subscriber: every 100 ms each subscriber connection's video legs get what
 //! its estimate allows ([`crate::bwe::Allocator`]) — a cap on the simulcast layer, or no video
-//! at all for the least important legs. Audio is counted first and never cut.
+//! at all for the least important legs. Audio is counted first and never cut; the room's
+//! presentation (a screen share) comes right after it, at its top layer when that fits.
 
+use super::state::tile_layer;
 use super::Core;
 use crate::bwe::{default_layer_cost, Level, VideoDemand};
-use crate::router::desired_layer;
 use crate::slab::{ConnKey, TrackKey};
 use rakor_proto::TrackKind;
 use std::collections::HashMap;
@@ -68,6 +69,10 @@ impl Core {
                     .rooms
                     .get(&t.room)
                     .is_some_and(|r| r.spotlight.as_ref() == Some(&t.owner));
+            let presentation = self
+                .rooms
+                .get(&t.room)
+                .is_some_and(|r| r.presentation == Some(ti));
             for leg in t.route.legs.iter().filter(|l| l.active) {
                 if self
                     .conns
@@ -102,13 +107,14 @@ impl Core {
                         };
                         let n = layer_costs.len();
                         let desired = if n > 1 {
-                            usize::from(desired_layer(leg.size.1, n))
+                            usize::from(tile_layer(t.source, leg.size.1, n))
                         } else {
                             0
                         };
                         sub.video.push(LegDemand {
                             track: ti,
                             demand: VideoDemand {
+                                presentation,
                                 high_priority,
                                 area: u64::from(leg.size.0) * u64::from(leg.size.1),
                                 layer_costs,

@@ -4,8 +4,9 @@
 //! (`publisher_layers`) — dynacast.
 
 use super::messages::Reject;
+use super::state::tile_layer;
 use super::Core;
-use crate::router::{choose_layer, desired_layer};
+use crate::router::choose_layer;
 use crate::slab::{ConnKey, TrackKey};
 use rakor_proto::{ErrorCode, ParticipantId, ServerMessage, TrackId, TrackKind};
 use std::time::Instant;
@@ -80,6 +81,7 @@ impl Core {
         }
         let live = t.live_layers(now);
         let n = t.layers.len();
+        let source = t.source;
         let mut waiting = false;
         for leg in t
             .route
@@ -87,7 +89,7 @@ impl Core {
             .iter_mut()
             .filter(|l| conn.is_none_or(|c| l.conn == c))
         {
-            let desired = desired_layer(leg.size.1, n).min(leg.cap);
+            let desired = tile_layer(source, leg.size.1, n).min(leg.cap);
             leg.want = desired;
             if let Some(target) = choose_layer(desired, &live) {
                 leg.target = target;
@@ -117,12 +119,13 @@ impl Core {
             return;
         };
         let n = t.layers.len();
+        let source = t.source;
         let mut needed = vec![false; n];
         let mut any = false;
         for leg in t.route.legs.iter().filter(|l| !l.paused && !l.bw_paused) {
             any = true;
             let want = [
-                Some(desired_layer(leg.size.1, n).min(leg.cap)),
+                Some(tile_layer(source, leg.size.1, n).min(leg.cap)),
                 Some(leg.target),
                 leg.layer,
             ];

@@ -187,6 +187,7 @@ impl Core {
             role: p.role,
             participants: self.others_info(&p.room, pid),
             spotlight,
+            presentation: self.presentation_info(&p.room),
             resume_token: p.resume_token.clone(),
             resumed,
             media_reset,
@@ -229,7 +230,7 @@ impl Core {
             });
         }
         let room = p.room.clone();
-        self.drop_media(pid);
+        self.drop_media(pid, now);
         let Some(p) = self.participants.remove(pid) else {
             return;
         };

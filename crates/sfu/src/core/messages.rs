@@ -67,7 +67,8 @@ impl Core {
             ClientMessage::Offer {
                 pc: PeerConnectionKind::Publisher,
                 sdp,
-            } => self.publish(pid, &sdp, now),
+                tracks,
+            } => self.publish(pid, &sdp, &tracks, now),
             ClientMessage::Offer {
                 pc: PeerConnectionKind::Subscriber,
                 ..
@@ -89,7 +90,7 @@ impl Core {
             ClientMessage::Candidate { pc, candidate } => self.remote_candidate(pid, pc, candidate),
             ClientMessage::Unpublish { track_id } => {
                 let ti = self.own_track(pid, &track_id)?;
-                self.unpublish(ti);
+                self.unpublish(ti, now);
                 Ok(())
             }
             ClientMessage::MuteTrack { track_id, muted } => {
@@ -203,6 +204,7 @@ impl Core {
             kind: t.kind,
             mid: t.mid.clone(),
             muted: t.muted,
+            source: Some(t.source),
         })
     }
 

@@ -26,7 +26,8 @@
 //! `messages` (client message dispatch, sending to participants), `publish` (client offers,
 //! published tracks), `negotiate` (subscriber legs and the server's offers, ICE candidates),
 //! `moderate` (mute, remove, spotlight, end), `present` (chat, raised hands, giving the
-//! floor), `dynacast` (tile sizes, hidden video, simulcast
+//! floor), `presentation` (the room's presentation: one screen share at a time, host takeover
+//! and stop), `dynacast` (tile sizes, hidden video, simulcast
 //! layer choice, what publishers must send), `allocate` (bandwidth per subscriber), `speaking`
 //! (loudest speakers), `forward` (the per-packet fan-out and keyframe requests), `service`
 //! (driving the `rtc` connections).
@@ -40,6 +41,7 @@ mod messages;
 mod moderate;
 mod negotiate;
 pub(crate) mod present;
+mod presentation;
 mod publish;
 mod resume;
 mod service;

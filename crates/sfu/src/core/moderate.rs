@@ -64,6 +64,20 @@ impl Core {
                 participant: need_target()?,
             },
             A::EndRoom => Moderation::EndRoom,
+            A::StopPresentation => {
+                if let Some(t) = &target {
+                    let presenter = self.presentation_info(&room).map(|p| p.participant_id);
+                    if presenter.as_ref() != Some(t) {
+                        return Err(Reject::new(
+                            ErrorCode::InvalidState,
+                            format!("participant \"{t}\" is not presenting"),
+                        ));
+                    }
+                }
+                return self
+                    .stop_presentation(&room, Some(pid), now)
+                    .map_err(|e| Reject::new(e.code(), e.to_string()));
+            }
         };
 
         self.apply_moderation(&room, m, now)
@@ -114,6 +128,9 @@ impl Core {
                     .cloned()
                     .unwrap_or_else(|| ParticipantId(String::new()));
                 self.set_spotlight(room, participant, by, Some("operator".to_owned()), now);
+            }
+            Moderation::StopPresentation => {
+                self.stop_presentation(room, None, now)?;
             }
             Moderation::EndRoom => {
                 tracing::info!(room, "room ended by a moderator");

@@ -67,6 +67,7 @@ impl Core {
             estimate,
             alloc: crate::bwe::Allocator::new(crate::bwe::BweConfig::default()),
             remote_candidates: 0,
+            suppressed_mids: Vec::new(),
         }))
     }
 
@@ -316,6 +317,7 @@ impl Core {
                         track_id: t.id.clone(),
                         participant_id: t.owner.clone(),
                         kind: t.kind,
+                        source: Some(t.source),
                     })
                 });
                 match offered {

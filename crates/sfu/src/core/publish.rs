@@ -12,8 +12,8 @@ use crate::keyframe::KeyframeThrottle;
 use crate::router::{Codec, PayloadTypes, TrackRoute};
 use crate::slab::{ConnKey, TrackKey};
 use rakor_proto::{
-    ErrorCode, ParticipantId, PeerConnectionKind, Role, ServerMessage, TrackId, TrackInfo,
-    TrackKind,
+    ErrorCode, ParticipantId, PeerConnectionKind, PresentationEnd, Role, ServerMessage,
+    TrackDeclaration, TrackId, TrackInfo, TrackKind, TrackSource,
 };
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -45,6 +45,7 @@ impl Core {
         &mut self,
         pid: &ParticipantId,
         sdp: &str,
+        declared: &[TrackDeclaration],
         now: Instant,
     ) -> Result<(), Reject> {
         let p = self.participants.get(pid).ok_or_else(Reject::not_joined)?;
@@ -86,6 +87,8 @@ impl Core {
                 ),
             ));
         }
+        let sources = crate::sdp::declared_sources(&parsed, declared)
+            .map_err(|msg| Reject::new(ErrorCode::BadRequest, msg))?;
         let rids = crate::sdp::simulcast_layers(&parsed);
         let (ci, fresh) = match p.pub_conn {
             Some(ci) => (ci, false),
@@ -144,7 +147,7 @@ impl Core {
         if fresh {
             self.trickle_local_candidates(pid, PeerConnectionKind::Publisher);
         }
-        self.sync_published_tracks(pid, ci, &rids, now);
+        self.sync_published_tracks(pid, ci, &rids, &sources, now);
         Ok(())
     }
 
@@ -206,9 +209,25 @@ impl Core {
         pid: &ParticipantId,
         ci: ConnKey,
         rids: &[(String, Vec<String>)],
+        sources: &[(String, TrackSource)],
         now: Instant,
     ) {
-        let receiving = self.receiving_tracks(ci);
+        let mut receiving = self.receiving_tracks(ci);
+        let source_of = |r: &ReceivingTrack| {
+            sources
+                .iter()
+                .find(|(m, _)| *m == r.mid)
+                .map(|(_, s)| *s)
+                .unwrap_or_else(|| TrackSource::default_for(r.kind))
+        };
+        // Screen tracks first: whether this participant presents decides its screen audio.
+        receiving.sort_by_key(|r| source_of(r) != TrackSource::Screen);
+        // A suppressed mid (refused or stopped screen track) is forgotten once it stops
+        // receiving; until then it is not published again.
+        if let Some(c) = self.conns.get_mut(ci) {
+            c.suppressed_mids
+                .retain(|m| receiving.iter().any(|r| &r.mid == m));
+        }
         let current: Vec<TrackKey> = self
             .participants
             .get(pid)
@@ -221,7 +240,7 @@ impl Core {
                 .get(ti)
                 .is_some_and(|t| !receiving.iter().any(|r| r.mid == t.mid));
             if gone {
-                self.unpublish(ti);
+                self.unpublish(ti, now);
             }
         }
         let Some((room, host, muted)) = self
@@ -249,6 +268,17 @@ impl Core {
                 }
                 continue;
             }
+            let source = source_of(&r);
+            if self
+                .conns
+                .get(ci)
+                .is_some_and(|c| c.suppressed_mids.contains(&r.mid))
+            {
+                continue;
+            }
+            if !self.admit_source(pid, &room, host, ci, &r.mid, source, now) {
+                continue;
+            }
             let layers = rids
                 .iter()
                 .find(|(m, _)| *m == r.mid)
@@ -271,6 +301,7 @@ impl Core {
                 owner: pid.clone(),
                 publisher_conn: ci,
                 kind: r.kind,
+                source,
                 mid: r.mid.clone(),
                 muted: moderator_muted,
                 receiver_id: r.receiver,
@@ -295,12 +326,13 @@ impl Core {
             if let Some(p) = self.participants.get_mut(pid) {
                 p.tracks.push(ti);
             }
-            tracing::info!(track = %id, kind = ?r.kind, mid = %r.mid, "track published");
+            tracing::info!(track = %id, kind = ?r.kind, source = source.as_str(), mid = %r.mid, "track published");
             let info = TrackInfo {
                 id,
                 kind: r.kind,
                 mid: r.mid,
                 muted: moderator_muted,
+                source: Some(source),
             };
             self.broadcast(
                 &room,
@@ -325,6 +357,9 @@ impl Core {
                 if let Err(Reject(code, msg)) = self.subscribe(&o, ti, now) {
                     tracing::warn!(%code, subscriber = %o, "subscribe failed: {msg}");
                 }
+            }
+            if source == TrackSource::Screen {
+                self.start_presentation(&room, ti, now);
             }
         }
     }
@@ -385,7 +420,7 @@ impl Core {
     }
 
     /// Stop forwarding a track, remove it from every subscriber, tell the room.
-    pub(crate) fn unpublish(&mut self, ti: TrackKey) {
+    pub(crate) fn unpublish(&mut self, ti: TrackKey, now: Instant) {
         let subscribers: Vec<ParticipantId> = self
             .tracks
             .get(ti)
@@ -403,6 +438,13 @@ impl Core {
         let Some(track) = self.tracks.remove(ti) else {
             return;
         };
+        let mut presenting = false;
+        if let Some(r) = self.rooms.get_mut(&track.room) {
+            if r.presentation == Some(ti) {
+                r.presentation = None;
+                presenting = true;
+            }
+        }
         if let Some(room) = self.rooms.get_mut(&track.room) {
             room.speakers.remove(ti);
             room.host_speakers.remove(ti);
@@ -416,21 +458,31 @@ impl Core {
         }
         let m = ServerMessage::TrackUnpublished {
             participant_id: track.owner.clone(),
-            track_id: track.id,
+            track_id: track.id.clone(),
         };
         self.broadcast(&track.room, None, &m);
+        if presenting {
+            self.presentation_ended(
+                &track.room,
+                &track.owner,
+                &track.id,
+                PresentationEnd::Unpublished,
+                None,
+                now,
+            );
+        }
     }
 
     /// Unpublish everything `pid` publishes and drop its subscriptions (its connections and
     /// its place in the room stay).
-    pub(crate) fn drop_media(&mut self, pid: &ParticipantId) {
+    pub(crate) fn drop_media(&mut self, pid: &ParticipantId, now: Instant) {
         let Some(p) = self.participants.get(pid) else {
             return;
         };
         let tracks = p.tracks.clone();
         let legs: Vec<TrackKey> = p.legs.iter().map(|l| l.track).collect();
         for ti in tracks {
-            self.unpublish(ti);
+            self.unpublish(ti, now);
         }
         for ti in legs {
             self.unsubscribe(pid, ti);

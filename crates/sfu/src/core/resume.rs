@@ -198,7 +198,7 @@ impl Core {
     /// Drop a participant's published tracks, subscriptions and both peer connections without
     /// it leaving the room, then subscribe it afresh to everything published there.
     fn reset_media(&mut self, pid: &ParticipantId, now: Instant) {
-        self.drop_media(pid);
+        self.drop_media(pid, now);
         let Some(p) = self.participants.get_mut(pid) else {
             return;
         };

@@ -4,10 +4,10 @@
 use crate::bwe::{Allocator, EstimateCell, RateMeter};
 use crate::handle::EventSender;
 use crate::keyframe::KeyframeThrottle;
-use crate::router::{Codec, TrackRoute};
+use crate::router::{desired_layer, Codec, TrackRoute};
 use crate::slab::{ConnKey, TrackKey};
 use crate::speakers::{SpeakerConfig, SpeakerSelector};
-use rakor_proto::{ParticipantId, PeerConnectionKind, Role, TrackId, TrackKind};
+use rakor_proto::{ParticipantId, PeerConnectionKind, Role, TrackId, TrackKind, TrackSource};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use std::sync::Arc;
@@ -34,6 +34,9 @@ pub(crate) struct Conn {
     pub alloc: Allocator,
     /// Remote ICE candidates the client sent (bounded, see `negotiate::MAX_REMOTE_CANDIDATES`).
     pub remote_candidates: usize,
+    /// Publisher connection: mids of screen tracks that were refused (a presentation was
+    /// active) or stopped by a moderator — not published again while they keep receiving.
+    pub suppressed_mids: Vec<String>,
 }
 
 /// A stream a publisher connection receives: which track (and simulcast layer) its SSRC is.
@@ -57,6 +60,8 @@ pub(crate) struct Track {
     pub owner: ParticipantId,
     pub publisher_conn: ConnKey,
     pub kind: TrackKind,
+    /// What it carries (declared in the offer, or camera/microphone by kind).
+    pub source: TrackSource,
     pub mid: String,
     pub muted: bool,
     pub receiver_id: RTCRtpReceiverId,
@@ -99,6 +104,17 @@ impl Track {
 
     pub fn is_simulcast(&self) -> bool {
         self.layers.len() > 1
+    }
+}
+
+/// The simulcast layer (of `layers`) a leg of a `source` track wants for a tile `height` CSS
+/// pixels high: a screen share always its top layer (slides must not be downscaled), a camera
+/// the layer its tile size calls for.
+pub(crate) fn tile_layer(source: TrackSource, height: u32, layers: usize) -> u8 {
+    if source == TrackSource::Screen {
+        desired_layer(0, layers)
+    } else {
+        desired_layer(height, layers)
     }
 }
 
@@ -202,6 +218,9 @@ pub(crate) struct Room {
     /// In join order.
     pub participants: Vec<ParticipantId>,
     pub spotlight: Option<ParticipantId>,
+    /// The room's presentation: the one published screen track everyone shows on the main
+    /// view (see `present.rs`).
+    pub presentation: Option<TrackKey>,
     /// Sites' audio tracks competing for the `loudest_speakers` slots.
     pub speakers: SpeakerSelector<TrackKey>,
     /// Hosts' audio tracks: always forwarded; tracked only to say when they speak.
@@ -221,6 +240,7 @@ impl Room {
         Room {
             participants: Vec::new(),
             spotlight: None,
+            presentation: None,
             speakers: SpeakerSelector::new(SpeakerConfig {
                 max_active: loudest_speakers,
                 ..cfg.clone()

@@ -159,10 +159,19 @@ pub(super) async fn join_bot(
     ctx.progress.add_hub(client.hub());
     ctx.progress.joined.fetch_add(1, Ordering::Relaxed);
     let (audio, video) = (bot.spec.audio, bot.spec.video);
+    let present = bot.spec.director.as_ref().is_some_and(|d| d.present);
     let hub = client.hub();
-    if audio || video {
+    if audio || video || present {
+        let sources: Vec<rakor_proto::TrackSource> = [
+            (audio, rakor_proto::TrackSource::Microphone),
+            (video, rakor_proto::TrackSource::Camera),
+            (present, rakor_proto::TrackSource::Screen),
+        ]
+        .into_iter()
+        .filter_map(|(on, s)| on.then_some(s))
+        .collect();
         let published = tokio::select! {
-            r = client.publish(audio, video) => r.map_err(|e| join_error_text(&e)),
+            r = client.publish_sources(&sources) => r.map_err(|e| join_error_text(&e)),
             () = ctx.stop.cancelled() => Err("stopped before publishing".to_owned()),
         };
         if let Err(e) = published {

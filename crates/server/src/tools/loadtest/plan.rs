@@ -21,6 +21,8 @@ pub struct LoadPlan {
     pub scenario: Scenario,
     /// Rakor: sites that talk.
     pub talkers: usize,
+    /// Rakor: the spotlighted site also presents (shares a screen).
+    pub presenter: bool,
     pub publishers: usize,
     pub subscribers: usize,
     pub audio_only: usize,
@@ -68,6 +70,15 @@ impl LoadPlan {
                 "--host makes the first subscriber the host: needs --subscribers >= 1".into(),
             );
         }
+        if a.presenter
+            && (a.scenario != Scenario::Rakor
+                || scenario::spotlight_identity(a.publishers, a.audio_only).is_none())
+        {
+            return Err(
+                "--presenter needs --scenario rakor and a site with video (the spotlight presents)"
+                    .into(),
+            );
+        }
         if a.duration.is_zero() || a.join_budget.is_zero() {
             return Err("--duration and --join-budget must be above zero".into());
         }
@@ -80,6 +91,7 @@ impl LoadPlan {
             room: a.room.clone(),
             scenario: a.scenario,
             talkers: usize::from(a.talkers),
+            presenter: a.presenter,
             publishers: a.publishers,
             subscribers,
             audio_only: a.audio_only,
@@ -123,12 +135,24 @@ pub struct BotSpec {
 /// then `command-room` (role host) if `host`, then `viewer-001`….
 pub fn bot_specs(plan: &LoadPlan) -> Vec<BotSpec> {
     if plan.scenario == Scenario::Rakor {
-        return scenario::rakor_bots(
+        let mut bots = scenario::rakor_bots(
             plan.publishers,
             plan.audio_only,
             plan.talkers,
             plan.viewers(),
         );
+        if plan.presenter {
+            let presenter = scenario::spotlight_identity(plan.publishers, plan.audio_only);
+            for b in bots
+                .iter_mut()
+                .filter(|b| Some(&b.identity) == presenter.as_ref())
+            {
+                if let Some(d) = b.director.as_mut() {
+                    d.present = true;
+                }
+            }
+        }
+        return bots;
     }
     let mut v: Vec<BotSpec> = (0..plan.publishers)
         .map(|i| BotSpec {

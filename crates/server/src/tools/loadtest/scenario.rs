@@ -47,6 +47,9 @@ pub const WALL_TILE: (u32, u32) = (320, 180);
 pub const SPOTLIGHT_TILE: (u32, u32) = (640, 360);
 /// A site's tile for the host (→ layer f).
 pub const HOST_TILE: (u32, u32) = (1280, 720);
+/// Everyone's tile for the presentation (`--presenter`): a camera there would get layer h; the
+/// presentation must still come at its top layer.
+pub const PRESENTATION_TILE: (u32, u32) = SPOTLIGHT_TILE;
 /// The simulcast layers those tiles select (docs/protocol.md, `track_settings`).
 pub const WALL_LAYER: u8 = 0;
 pub const SPOTLIGHT_LAYER: u8 = 1;
@@ -124,6 +127,8 @@ pub struct DirectorPlan {
     /// Host only: put this identity in the spotlight once it has joined.
     pub spotlight: Option<String>,
     pub voice: Voice,
+    /// Also share a screen (the room's presentation, `--presenter`).
+    pub present: bool,
 }
 
 /// The bots of the rakor scenario: the host (`command-room`), then `sites` sites (the first
@@ -141,6 +146,7 @@ pub fn rakor_bots(sites: usize, audio_only: usize, talkers: usize, viewers: usiz
             view: View::Wall,
             spotlight,
             voice: Voice::Host,
+            present: false,
         }),
     }];
     let talkers = talkers.min(TALKER_LEVELS.len());
@@ -161,6 +167,7 @@ pub fn rakor_bots(sites: usize, audio_only: usize, talkers: usize, viewers: usiz
             } else {
                 Voice::Quiet(QUIET_BASE_LEVEL + (i % 20) as u8)
             },
+            present: false,
         }),
     }));
     v.extend((0..viewers).map(|i| BotSpec {
@@ -173,6 +180,7 @@ pub fn rakor_bots(sites: usize, audio_only: usize, talkers: usize, viewers: usiz
             view: View::Site,
             spotlight: None,
             voice: Voice::None,
+            present: false,
         }),
     }));
     v
@@ -275,6 +283,8 @@ async fn direct(
 ) -> Client {
     // Video tracks offered to us (track → publisher) and the setting last sent for each.
     let mut videos: BTreeMap<TrackId, ParticipantId> = BTreeMap::new();
+    // Of those, screen shares (the presentation).
+    let mut screens: HashSet<TrackId> = HashSet::new();
     let mut applied: HashMap<TrackId, Option<(u32, u32)>> = HashMap::new();
     let mut spotlight_pending = plan.spotlight.clone();
     let mut sample_tick = tokio::time::interval(AUDIO_SAMPLE);
@@ -295,11 +305,15 @@ async fn direct(
                 Some(ServerMessage::Offer { tracks, .. }) => {
                     for t in tracks.iter().filter(|t| t.kind == TrackKind::Video) {
                         videos.insert(t.track_id.clone(), t.participant_id.clone());
+                        if t.source == Some(rakor_proto::TrackSource::Screen) {
+                            screens.insert(t.track_id.clone());
+                        }
                     }
                     changed = true;
                 }
                 Some(ServerMessage::TrackUnpublished { track_id, .. }) => {
                     videos.remove(&track_id);
+                    screens.remove(&track_id);
                     applied.remove(&track_id);
                 }
                 Some(ServerMessage::ParticipantLeft { participant_id, .. }) => {
@@ -342,7 +356,7 @@ async fn direct(
             }
         }
         if changed {
-            if let Err(e) = reconcile(&client, &plan, &videos, &mut applied, &log).await {
+            if let Err(e) = reconcile(&client, &plan, &videos, &screens, &mut applied, &log).await {
                 with_log(&log, |l| l.last_error = Some(e));
                 break;
             }
@@ -374,6 +388,7 @@ async fn reconcile(
     client: &Client,
     plan: &DirectorPlan,
     videos: &BTreeMap<TrackId, ParticipantId>,
+    screens: &HashSet<TrackId>,
     applied: &mut HashMap<TrackId, Option<(u32, u32)>>,
     log: &Mutex<DirectorLog>,
 ) -> Result<(), String> {
@@ -385,11 +400,15 @@ async fn reconcile(
         .collect();
     let spotlight = client.spotlight();
     for (track_id, from) in videos {
-        let want = tile(
-            plan.view,
-            hosts.contains(from),
-            spotlight.as_ref() == Some(from),
-        );
+        let want = if screens.contains(track_id) {
+            Some(PRESENTATION_TILE)
+        } else {
+            tile(
+                plan.view,
+                hosts.contains(from),
+                spotlight.as_ref() == Some(from),
+            )
+        };
         if applied.get(track_id) == Some(&want) {
             continue;
         }

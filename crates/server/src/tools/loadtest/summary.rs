@@ -59,7 +59,11 @@ pub struct RecvCounters {
     /// Packets of audio tracks.
     pub audio_packets: u64,
     /// Video packets per simulcast layer (0 = q … 2 = f) by payload; a plain video track is 0.
+    /// Cameras only: a screen share counts in `screen_layers`.
     pub video_layers: [u64; 3],
+    /// Packets of screen-share (presentation) tracks per simulcast layer.
+    #[serde(default)]
+    pub screen_layers: [u64; 3],
 }
 
 impl RecvCounters {
@@ -71,6 +75,9 @@ impl RecvCounters {
         self.plis_sent += o.plis_sent;
         self.audio_packets += o.audio_packets;
         for (a, b) in self.video_layers.iter_mut().zip(o.video_layers) {
+            *a += b;
+        }
+        for (a, b) in self.screen_layers.iter_mut().zip(o.screen_layers) {
             *a += b;
         }
     }
@@ -139,6 +146,12 @@ pub fn window_counters(start: Option<&Report>, end: &Report) -> WindowCounters {
                 *n = now.saturating_sub(was);
             }
         }
+        let screen = t.source == Some(rakor_proto::TrackSource::Screen);
+        let (video_layers, screen_layers) = if screen {
+            ([0; 3], video_layers)
+        } else {
+            (video_layers, [0; 3])
+        };
         w.received.entry(from).or_default().add(&RecvCounters {
             packets,
             seq_gaps: d(t.seq_gaps, |t| t.seq_gaps),
@@ -151,6 +164,7 @@ pub fn window_counters(start: Option<&Report>, end: &Report) -> WindowCounters {
                 0
             },
             video_layers,
+            screen_layers,
         });
     }
     w
@@ -227,8 +241,10 @@ pub struct PeerReceived {
     pub plis_sent: u64,
     pub loss_pct: Option<f64>,
     pub audio_packets: u64,
-    /// Video packets per simulcast layer (q, h, f).
+    /// Video packets per simulcast layer (q, h, f), cameras.
     pub video_layers: [u64; 3],
+    /// Presentation (screen share) packets per simulcast layer (q, h, f).
+    pub screen_layers: [u64; 3],
 }
 
 impl From<RecvCounters> for PeerReceived {
@@ -243,6 +259,7 @@ impl From<RecvCounters> for PeerReceived {
             loss_pct: c.loss_pct(),
             audio_packets: c.audio_packets,
             video_layers: c.video_layers,
+            screen_layers: c.screen_layers,
         }
     }
 }
@@ -312,6 +329,7 @@ pub fn role_summary(
                 plis_sent: r.plis_sent,
                 audio_packets: r.audio_packets,
                 video_layers: r.video_layers,
+                screen_layers: r.screen_layers,
             });
         }
         if b.participant_id.is_none() {
@@ -779,6 +797,7 @@ mod tests {
                             plis_sent: 1,
                             audio_packets: packets / 2,
                             video_layers: [packets - packets / 2, 0, 0],
+                            screen_layers: [0; 3],
                         }),
                     )
                 })

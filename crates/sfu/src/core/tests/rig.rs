@@ -9,7 +9,7 @@ use crate::testkit::{ClientPeer, PublishSpec, SimClock};
 use crate::SfuConfig;
 use rakor_proto::{
     ClientMessage, LeaveReason, ParticipantId, PeerConnectionKind, ResumeRequest, Role,
-    ServerMessage, TrackId, TrackKind,
+    ServerMessage, TrackDeclaration, TrackId, TrackKind, TrackSource,
 };
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -198,19 +198,49 @@ impl Rig {
 
     /// Site `i` publishes these tracks (one offer).
     pub fn publish(&mut self, i: usize, spec: PublishSpec) {
+        self.publish_as(i, spec, false);
+    }
+
+    /// Site `i` publishes these tracks (one offer); `screen`: its last video track (the
+    /// simulcast one if any) is declared a screen share (`offer.tracks`).
+    pub fn publish_as(&mut self, i: usize, spec: PublishSpec, screen: bool) {
         let now = self.clock.now();
         let addr = self.sites[i].addr(PeerConnectionKind::Publisher);
         let mut pc = ClientPeer::publisher(now, addr, spec).expect("publisher peer");
         pc.set_tcp(self.sites[i].tcp);
         let sdp = pc.offer(now).expect("offer");
         self.sites[i].publisher = Some(pc);
+        let tracks = if screen {
+            let mid = video_mids(&sdp).pop().expect("a video section");
+            vec![TrackDeclaration {
+                mid,
+                source: TrackSource::Screen,
+            }]
+        } else {
+            Vec::new()
+        };
         self.send(
             i,
             ClientMessage::Offer {
                 pc: PeerConnectionKind::Publisher,
                 sdp,
+                tracks,
             },
         );
+    }
+
+    /// Cap the estimate of site `i`'s subscriber connection (`None`: lift it).
+    pub fn cap_estimate(&mut self, i: usize, bps: Option<f64>) {
+        let id = self.sites[i].id.clone();
+        let cell = self
+            .core
+            .participants
+            .get(&id)
+            .and_then(|p| p.sub_conn)
+            .and_then(|ci| self.core.conns.get(ci))
+            .and_then(|c| c.estimate.clone())
+            .expect("a subscriber connection with an estimate");
+        cell.set_cap(bps);
     }
 
     /// A client message from site `i`.
@@ -562,4 +592,20 @@ impl Rig {
         s.publisher.as_ref().is_none_or(|p| p.is_connected())
             && s.subscriber.as_ref().is_none_or(|p| p.is_connected())
     }
+}
+
+/// The mids of an SDP's video sections, in order.
+pub fn video_mids(sdp: &str) -> Vec<String> {
+    let mut mids = Vec::new();
+    let mut video = false;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            video = m.starts_with("video");
+        } else if let Some(mid) = line.strip_prefix("a=mid:") {
+            if video {
+                mids.push(mid.trim().to_owned());
+            }
+        }
+    }
+    mids
 }

@@ -3,7 +3,8 @@ use crate::handle::{Moderation, RoomEvent};
 use crate::testkit::{layer_of, PublishSpec};
 use crate::SfuError;
 use rakor_proto::{
-    ClientMessage, ErrorCode, LeaveReason, ModerateAction, Role, ServerMessage, TrackKind,
+    ClientMessage, ErrorCode, LeaveReason, ModerateAction, ParticipantId, PresentationEnd, Role,
+    ServerMessage, TrackDeclaration, TrackId, TrackKind, TrackSource,
 };
 use std::time::Duration;
 
@@ -717,6 +718,7 @@ fn the_track_limit_counts_what_the_sdp_parser_understood() {
             ClientMessage::Offer {
                 pc: rakor_proto::PeerConnectionKind::Publisher,
                 sdp,
+                tracks: Vec::new(),
             },
         );
         assert!(
@@ -733,4 +735,450 @@ fn the_track_limit_counts_what_the_sdp_parser_understood() {
     }
     assert!(rig.published(site, TrackKind::Audio).is_empty());
     assert!(!rig.sites[host].got(|m| matches!(m, ServerMessage::TrackPublished { .. })));
+}
+
+// ---- The presentation (screen sharing) ----
+
+const SCREEN: PublishSpec = PublishSpec {
+    audio: false,
+    video: true,
+    simulcast: false,
+};
+
+fn presentation_of(m: &ServerMessage) -> Option<Option<(ParticipantId, TrackId)>> {
+    match m {
+        ServerMessage::Presentation { presentation, .. } => Some(
+            presentation
+                .as_ref()
+                .map(|p| (p.participant_id.clone(), p.track_id.clone())),
+        ),
+        _ => None,
+    }
+}
+
+/// The last `presentation` event site `i` got (`None`: none yet).
+fn last_presentation(rig: &Rig, i: usize) -> Option<Option<(ParticipantId, TrackId)>> {
+    rig.sites[i].log.iter().rev().find_map(presentation_of)
+}
+
+fn screen_track_of(rig: &Rig, by: usize) -> Option<TrackId> {
+    let id = &rig.sites[by].id;
+    rig.sites[by].log.iter().rev().find_map(|m| match m {
+        ServerMessage::TrackPublished {
+            participant_id,
+            track,
+        } if participant_id == id && track.source() == TrackSource::Screen => {
+            Some(track.id.clone())
+        }
+        _ => None,
+    })
+}
+
+fn errors(rig: &Rig, i: usize) -> Vec<ErrorCode> {
+    rig.sites[i]
+        .log
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A site's screen share is published with source `screen` and becomes everyone's
+/// presentation (and a late joiner's, in `joined`); a second site's screen share is refused
+/// with `presentation_active`, to it only, and its screen is neither announced nor forwarded.
+#[test]
+fn one_presentation_at_a_time_and_a_second_presenter_is_refused() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let a = rig.join("bappeda", Role::Participant);
+    let b = rig.join("dinkes", Role::Participant);
+    rig.publish_as(a, SCREEN, true);
+    let track = screen_track_of(&rig, a).expect("the screen track is published");
+    let want = Some(Some((rig.sites[a].id.clone(), track.clone())));
+    for i in [host, a, b] {
+        assert_eq!(last_presentation(&rig, i), want, "site {i} is told");
+        assert!(rig.sites[i].got(|m| matches!(m,
+            ServerMessage::TrackPublished { track: t, .. }
+                if t.id == track && t.source == Some(TrackSource::Screen))));
+    }
+    let ev = rig.room_events();
+    assert!(ev.iter().any(|e| matches!(e,
+        RoomEvent::PresentationStarted { participant, track: t, identity, .. }
+            if *participant == rig.sites[a].id && *t == track && identity == "bappeda")));
+    // The presentation reaches the host's subscriber connection.
+    let ok = rig.run_while_sending(
+        Duration::from_secs(3),
+        |r, t| r.video(a, t.is_multiple_of(25), None),
+        |r| {
+            r.mid_of(host, &track)
+                .is_some_and(|m| r.sites[host].received_from(&m) > 10)
+        },
+    );
+    assert!(ok, "the host receives the presentation");
+
+    // A second presenter: refused, to it only.
+    for s in &mut rig.sites {
+        s.take();
+    }
+    rig.publish_as(b, SCREEN, true);
+    assert_eq!(errors(&rig, b), vec![ErrorCode::PresentationActive]);
+    assert!(rig.sites[b].got(|m| matches!(m,
+        ServerMessage::Error { request_type: Some(t), .. } if t == "offer")));
+    for i in [host, a] {
+        assert!(errors(&rig, i).is_empty(), "nobody else gets an error");
+        assert!(
+            !rig.sites[i].got(|m| matches!(m, ServerMessage::TrackPublished { .. })),
+            "the refused screen is not announced"
+        );
+        assert_eq!(last_presentation(&rig, i), None, "the presentation stays");
+    }
+    assert!(rig.room_events().is_empty());
+    // Its publisher connection is up (answered), but nothing of its screen is forwarded.
+    rig.run_while_sending(
+        Duration::from_secs(2),
+        |r, t| {
+            r.video(a, t.is_multiple_of(25), None);
+            r.video(b, t.is_multiple_of(25), None);
+        },
+        |_| false,
+    );
+    assert!(rig.connected(b));
+    let legs_from_b = rig.sites[host]
+        .log
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Offer { tracks, .. } => Some(tracks.clone()),
+            _ => None,
+        })
+        .flatten()
+        .filter(|t| t.participant_id == rig.sites[b].id)
+        .count();
+    assert_eq!(legs_from_b, 0, "no leg for the refused screen");
+    // A late joiner learns the presentation in `joined`.
+    let late = rig.join("diskominfo", Role::Participant);
+    assert!(rig.sites[late].got(|m| matches!(m,
+        ServerMessage::Joined { presentation: Some(p), .. }
+            if p.track_id == track)));
+}
+
+/// The host's screen share takes over: the previous presenter is told its presentation was
+/// stopped (`taken_over`, by the host), its screen track is unpublished, and everyone's
+/// presentation is the host's; the record gets the stop and the start.
+#[test]
+fn the_host_takes_over_the_presentation() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let a = rig.join("bappeda", Role::Participant);
+    let b = rig.join("dinkes", Role::Participant);
+    rig.publish_as(a, SCREEN, true);
+    let a_track = screen_track_of(&rig, a).unwrap();
+    rig.room_events();
+    for s in &mut rig.sites {
+        s.take();
+    }
+    rig.publish_as(host, SCREEN, true);
+    let h_track = screen_track_of(&rig, host).expect("the host's screen is published");
+    let host_id = rig.sites[host].id.clone();
+    assert!(rig.sites[a].got(|m| matches!(m,
+        ServerMessage::PresentationStopped { track_id, reason: PresentationEnd::TakenOver, by: Some(by) }
+            if *track_id == a_track && *by == host_id)));
+    for i in [host, a, b] {
+        assert!(errors(&rig, i).is_empty());
+        assert!(rig.sites[i].got(|m| matches!(m,
+            ServerMessage::TrackUnpublished { track_id, .. } if *track_id == a_track)));
+        assert_eq!(
+            last_presentation(&rig, i),
+            Some(Some((host_id.clone(), h_track.clone())))
+        );
+        // No flash of "no presentation" in between.
+        assert!(!rig.sites[i]
+            .log
+            .iter()
+            .any(|m| presentation_of(m) == Some(None)));
+    }
+    let ev = rig.room_events();
+    assert!(
+        matches!(&ev[..], [
+        RoomEvent::PresentationStopped { participant, reason: PresentationEnd::TakenOver, by: Some(by), .. },
+        RoomEvent::PresentationStarted { participant: started, .. },
+    ] if *participant == rig.sites[a].id && *by == host_id && *started == host_id),
+        "{ev:?}"
+    );
+}
+
+/// A participant cannot stop another's presentation (`forbidden`, to it only); the host can
+/// (the presenter gets `presentation_stopped`, everyone `presentation: null` by the host, and
+/// its screen is no longer forwarded); so can the operator, through the moderation API.
+#[test]
+fn the_host_stops_a_presentation_and_a_participant_cannot() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let a = rig.join("bappeda", Role::Participant);
+    let b = rig.join("dinkes", Role::Participant);
+    rig.publish_as(a, SCREEN, true);
+    let track = screen_track_of(&rig, a).unwrap();
+    let a_id = rig.sites[a].id.clone();
+    assert!(rig.run_while_sending(
+        Duration::from_secs(3),
+        |r, t| r.video(a, t.is_multiple_of(25), None),
+        |r| r
+            .mid_of(host, &track)
+            .is_some_and(|m| r.sites[host].received_from(&m) > 10),
+    ));
+    let mid = rig.mid_of(host, &track).unwrap();
+    for s in &mut rig.sites {
+        s.take();
+    }
+    rig.send(
+        b,
+        ClientMessage::Moderate {
+            action: ModerateAction::StopPresentation,
+            participant_id: Some(a_id.clone()),
+        },
+    );
+    assert_eq!(errors(&rig, b), vec![ErrorCode::Forbidden]);
+    for i in [host, a] {
+        assert!(rig.sites[i].log.is_empty(), "nobody else hears of it");
+    }
+    // The host names someone who does not present: refused.
+    rig.send(
+        host,
+        ClientMessage::Moderate {
+            action: ModerateAction::StopPresentation,
+            participant_id: Some(rig.sites[b].id.clone()),
+        },
+    );
+    assert_eq!(errors(&rig, host), vec![ErrorCode::InvalidState]);
+    rig.sites[host].take();
+    rig.room_events();
+    rig.send(
+        host,
+        ClientMessage::Moderate {
+            action: ModerateAction::StopPresentation,
+            participant_id: None,
+        },
+    );
+    let host_id = rig.sites[host].id.clone();
+    assert!(rig.sites[a].got(|m| matches!(m,
+        ServerMessage::PresentationStopped { track_id, reason: PresentationEnd::Stopped, by: Some(by) }
+            if *track_id == track && *by == host_id)));
+    for i in [host, a, b] {
+        assert!(rig.sites[i].got(|m| matches!(m,
+            ServerMessage::Presentation { presentation: None, by: Some(by) } if *by == host_id)));
+    }
+    assert!(
+        matches!(&rig.room_events()[..], [RoomEvent::PresentationStopped {
+        participant, reason: PresentationEnd::Stopped, by: Some(by), ..
+    }] if *participant == a_id && *by == host_id)
+    );
+    // The presenter keeps sending (it has not reacted yet): nothing more is forwarded.
+    let before = rig.sites[host].received_from(&mid);
+    rig.run_while_sending(
+        Duration::from_secs(1),
+        |r, t| r.video(a, t.is_multiple_of(25), None),
+        |_| false,
+    );
+    assert_eq!(rig.sites[host].received_from(&mid), before);
+    // Nothing to stop now; then the operator stops another site's presentation.
+    assert!(matches!(
+        rig.moderate(Moderation::StopPresentation),
+        Err(SfuError::NoPresentation(_))
+    ));
+    rig.publish_as(b, SCREEN, true);
+    let b_track = screen_track_of(&rig, b).expect("b presents now");
+    rig.room_events();
+    rig.moderate(Moderation::StopPresentation).unwrap();
+    assert!(rig.sites[b].got(|m| matches!(m,
+        ServerMessage::PresentationStopped { track_id, reason: PresentationEnd::Stopped, by: None }
+            if *track_id == b_track)));
+    assert!(matches!(
+        &rig.room_events()[..],
+        [RoomEvent::PresentationStopped {
+            reason: PresentationEnd::Stopped,
+            by: None,
+            ..
+        }]
+    ));
+}
+
+/// The presenter unpublishing (or leaving) ends the presentation for everyone.
+#[test]
+fn the_presentation_ends_when_the_presenter_leaves() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let a = rig.join("bappeda", Role::Participant);
+    rig.publish_as(a, SCREEN, true);
+    assert!(screen_track_of(&rig, a).is_some());
+    rig.room_events();
+    rig.send(a, ClientMessage::Leave {});
+    assert_eq!(last_presentation(&rig, host), Some(None));
+    assert!(matches!(
+        &rig.room_events()[..],
+        [
+            RoomEvent::PresentationStopped {
+                reason: PresentationEnd::Unpublished,
+                by: None,
+                ..
+            },
+            RoomEvent::Left { .. },
+        ]
+    ));
+    // Someone else may present now.
+    let b = rig.join("dinkes", Role::Participant);
+    rig.publish_as(b, SCREEN, true);
+    assert!(screen_track_of(&rig, b).is_some());
+    assert!(errors(&rig, b).is_empty());
+}
+
+/// A screen track counts against the track limit; a declaration that does not fit the offer
+/// (an unknown mid, `screen` on an audio section) is a bad request; both to that client only.
+#[test]
+fn a_screen_track_over_the_track_limit_and_bad_declarations_are_refused() {
+    let mut cfg = super::rig::config();
+    cfg.max_tracks_per_participant = 2;
+    let mut rig = Rig::with(cfg);
+    let host = rig.join("command-room", Role::Host);
+    let site = rig.join("dishub", Role::Participant);
+    rig.publish_as(
+        site,
+        PublishSpec {
+            audio: true,
+            video: true,
+            simulcast: true,
+        },
+        true,
+    );
+    assert_eq!(errors(&rig, site), vec![ErrorCode::LimitExceeded]);
+    assert!(screen_track_of(&rig, site).is_none());
+    assert_eq!(last_presentation(&rig, host), None);
+    let now = rig.clock.now();
+    let mut pc =
+        crate::testkit::ClientPeer::publisher(now, "10.9.9.9:5000".parse().unwrap(), AV).unwrap();
+    let sdp = pc.offer(now).unwrap();
+    for (mid, source) in [("7", TrackSource::Screen), ("0", TrackSource::Screen)] {
+        rig.sites[site].take();
+        rig.send(
+            site,
+            ClientMessage::Offer {
+                pc: rakor_proto::PeerConnectionKind::Publisher,
+                sdp: sdp.clone(),
+                tracks: vec![TrackDeclaration {
+                    mid: mid.into(),
+                    source,
+                }],
+            },
+        );
+        assert_eq!(errors(&rig, site), vec![ErrorCode::BadRequest], "mid {mid}");
+    }
+    assert!(errors(&rig, host).is_empty());
+    assert!(!rig.sites[host].got(|m| matches!(m, ServerMessage::TrackPublished { .. })));
+}
+
+/// Under a constrained estimate the presentation is forwarded at its top simulcast layer,
+/// though its tile is small, while the cameras (in large tiles) are held at their lowest.
+#[test]
+fn the_presentation_gets_its_top_layer_while_cameras_stay_at_the_bottom() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let presenter = rig.join("bappeda", Role::Participant);
+    let cams = [
+        rig.join("dinkes", Role::Participant),
+        rig.join("dishub", Role::Participant),
+    ];
+    let simulcast = PublishSpec {
+        audio: false,
+        video: false,
+        simulcast: true,
+    };
+    rig.publish_as(presenter, simulcast, true);
+    for c in cams {
+        rig.publish(c, simulcast);
+    }
+    // Each layer costs more than the one below (more packets per frame).
+    let send_all = move |r: &mut Rig, t: u64| {
+        for s in std::iter::once(presenter).chain(cams) {
+            for l in 0..3 {
+                for _ in 0..(l + 1) {
+                    r.video(s, t.is_multiple_of(25), Some(l));
+                }
+            }
+        }
+    };
+    assert!(
+        rig.run_while_sending(Duration::from_secs(3), send_all, |r| {
+            r.connected(host) && r.sites[host].subscriber.is_some()
+        })
+    );
+    let slides = screen_track_of(&rig, presenter).unwrap();
+    let cam_tracks: Vec<TrackId> = cams
+        .iter()
+        .map(|&c| rig.published(c, TrackKind::Video)[0].clone())
+        .collect();
+    // The slides in a small tile, the cameras in large ones.
+    for (t, (w, h)) in std::iter::once((slides.clone(), (320, 180)))
+        .chain(cam_tracks.iter().map(|t| (t.clone(), (1280, 720))))
+    {
+        rig.send(
+            host,
+            ClientMessage::TrackSettings {
+                track_id: t,
+                visible: true,
+                width: w,
+                height: h,
+            },
+        );
+    }
+    let mids: Vec<String> = std::iter::once(&slides)
+        .chain(&cam_tracks)
+        .map(|t| rig.mid_of(host, t).unwrap())
+        .collect();
+    let last_layers = |r: &Rig| -> Vec<Option<usize>> {
+        let sub = r.sites[host].subscriber.as_ref().unwrap();
+        mids.iter()
+            .map(|m| {
+                sub.received_on_mid(m)
+                    .and_then(|(_, s)| s.packets.last().and_then(|p| layer_of(&p.payload)))
+            })
+            .collect()
+    };
+    // Unconstrained: everyone at the top (the slides despite their small tile).
+    assert!(
+        rig.run_while_sending(Duration::from_secs(4), send_all, |r| last_layers(r)
+            == vec![Some(2); 3]),
+        "all at the top first: {:?}",
+        last_layers(&rig)
+    );
+    // Let the per-layer rates be measured (1 s windows).
+    rig.run_while_sending(Duration::from_secs(3), send_all, |_| false);
+    assert_eq!(last_layers(&rig), vec![Some(2); 3]);
+    // The link shrinks: room for the slides' top layer and the cameras' lowest ones only.
+    let (slides_rates, cam_rates) = {
+        let core = &rig.core;
+        let rate = |id: &TrackId| -> Vec<f64> {
+            core.tracks
+                .iter()
+                .find(|(_, t)| t.id == *id)
+                .map(|(_, t)| t.layers.iter().map(|l| l.rate.bps()).collect())
+                .unwrap()
+        };
+        (rate(&slides), rate(&cam_tracks[0]))
+    };
+    let need = slides_rates[2] + 2.0 * cam_rates[0];
+    let camera_upgrade = cam_rates[1] - cam_rates[0];
+    assert!(camera_upgrade > 0.0, "{cam_rates:?}");
+    // Budget (0.9 of the estimate): the need plus half a camera upgrade.
+    rig.cap_estimate(host, Some((need + camera_upgrade * 0.5) / 0.9));
+    let ok = rig.run_while_sending(Duration::from_secs(4), send_all, |r| {
+        last_layers(r) == vec![Some(2), Some(0), Some(0)]
+    });
+    assert!(
+        ok,
+        "slides at the top, cameras at the bottom: {:?} (slides {slides_rates:?}, cameras {cam_rates:?})",
+        last_layers(&rig)
+    );
+    // And it holds.
+    rig.run_while_sending(Duration::from_secs(3), send_all, |_| false);
+    assert_eq!(last_layers(&rig), vec![Some(2), Some(0), Some(0)]);
 }
