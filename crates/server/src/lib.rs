@@ -22,6 +22,8 @@
 //! | [`lobby`] | the invitation gate and lobby before `join` |
 //! | [`attendance`] | the attendance register, fed by the media core's join/leave events |
 //! | [`byte_stream`] | one type for TCP and TLS streams; the hand-off to the TURN server |
+//! | [`tls`] | built-in HTTPS: the certificate files, rustls, reload on SIGHUP |
+//! | [`one_port`] | one TCP port for everything: first-byte classification (TLS, ICE-TCP, HTTP; after TLS: TURN or HTTP), prefix replay |
 //! | [`storage`] | opening the session database at start-up |
 //! | [`console`] | the operator console page `/console` |
 //! | [`operator_cli`] | `rakor operator add` |
@@ -40,6 +42,7 @@ pub mod console;
 pub mod http;
 pub mod limits;
 pub mod lobby;
+pub mod one_port;
 pub mod operator_cli;
 pub mod serve;
 pub mod shutdown;
@@ -47,6 +50,7 @@ pub mod signal;
 pub mod signing_key;
 pub mod state;
 pub mod storage;
+pub mod tls;
 pub mod token;
 #[cfg(feature = "tools")]
 pub mod tools;
