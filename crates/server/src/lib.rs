@@ -7,6 +7,7 @@
 //! | [`signing_key`] | the token signing key (configured, or generated into the data dir) |
 //! | [`token`] | minting and verifying HS256 access tokens |
 //! | [`cli`] | the command line: `rakor serve`, `rakor token`, `rakor operator`, and the tools' subcommands |
+//! | [`check_config`] | `rakor check-config`: the effective configuration and its problems on this host |
 //! | [`app`] | the `serve` flow (start, banner, run, drain) |
 //! | [`state`] | [`state::AppState`], shared by every handler (a leaf: imports no handler) |
 //! | [`http`] | the axum router: `/healthz`, `/rtc`, request tracing |
@@ -34,6 +35,7 @@ pub mod api;
 pub mod app;
 pub mod attendance;
 pub mod byte_stream;
+pub mod check_config;
 pub mod cli;
 pub mod client_addr;
 pub mod config;
