@@ -75,7 +75,7 @@ async fn https_and_wss_join_with_a_private_ca() {
         Client::connect(opts)
     };
     let a = join("a", true).await.expect("a joins over wss://");
-    let mut b = join("b", false).await.expect("b joins over wss://");
+    let b = join("b", false).await.expect("b joins over wss://");
     let a_id = a.participant_id().clone();
     let deadline = Instant::now() + MEDIA_WAIT;
     loop {
