@@ -215,7 +215,7 @@ async fn sighup_reloads_the_certificate_for_new_connections() {
         .unwrap();
     assert_eq!(status, 200);
     drop(open);
-    server.assert_running();
+    assert!(server.is_running(), "rakor exited");
 }
 
 /// The serial number's content bytes (leading zero stripped) of a DER certificate: the first
@@ -360,4 +360,58 @@ fn mismatched_key_refuses_to_start() {
         err.contains("server.tls_cert_file") && err.contains("does not belong"),
         "{err}"
     );
+}
+
+/// `rakor check-config` through the binary: exit 1 with a PROBLEM line for an advertised
+/// address that is not this host's (the signing key redacted in the printed configuration);
+/// exit 0 for a configuration that is fine here.
+#[test]
+fn check_config_exit_codes() {
+    let data = tempfile::tempdir().unwrap();
+    let key = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==";
+    let out = std::process::Command::new(rakor_e2e::rakor_bin())
+        .args([
+            "check-config",
+            "--listen",
+            "127.0.0.1:0",
+            "--media-port",
+            "0",
+        ])
+        .args([
+            "--media-bind-ip",
+            "0.0.0.0",
+            "--advertise-ip",
+            "192.0.2.44",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env("RAKOR_AUTH_SIGNING_KEY", key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("PROBLEM  media.advertise_ips: 192.0.2.44"),
+        "{text}"
+    );
+    assert!(
+        text.contains("signing_key = \"<redacted>\"") && !text.contains(key),
+        "{text}"
+    );
+
+    let out = std::process::Command::new(rakor_e2e::rakor_bin())
+        .args([
+            "check-config",
+            "--listen",
+            "127.0.0.1:0",
+            "--media-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("No problems found"), "{text}");
 }

@@ -234,13 +234,11 @@ impl Server {
         Ok(())
     }
 
-    /// Panic if the server process has exited.
-    pub fn assert_running(&mut self) {
-        let child = self.child.as_mut().expect("already stopped");
-        assert!(
-            matches!(child.try_wait(), Ok(None)),
-            "rakor exited unexpectedly"
-        );
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Send a signal (e.g. `libc::SIGTERM`) and wait for the exit, at most `timeout`.
