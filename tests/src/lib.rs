@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub mod netns;
+pub mod tls;
 
 /// Path of the `rakor` binary under test: `$RAKOR_BIN`, else `target/release/rakor`, else
 /// `target/debug/rakor`.
@@ -142,9 +143,16 @@ impl Server {
                 .recv_timeout(left)
                 .map_err(|_| anyhow!("rakor serve did not print its addresses in 20 s"))?;
             let l = line.trim();
-            if let Some(rest) = l.strip_prefix("HTTP + WebSocket") {
+            if let Some(rest) = l
+                .strip_prefix("HTTP + WebSocket")
+                .or_else(|| l.strip_prefix("HTTPS + WSS"))
+            {
                 let url = rest.split_whitespace().next().unwrap_or_default();
-                http = url.trim_start_matches("http://").parse().ok();
+                http = url
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .parse()
+                    .ok();
             } else if let Some(rest) = l.strip_prefix("Media (UDP)") {
                 media = rest.split_whitespace().next().and_then(|a| a.parse().ok());
             }
@@ -210,6 +218,27 @@ impl Server {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Send a signal (e.g. `libc::SIGHUP`) without waiting for anything.
+    pub fn signal(&mut self, sig: i32) -> Result<()> {
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow!("already stopped"))?;
+        let pid = libc::pid_t::try_from(child.id())?;
+        // SAFETY: plain kill(2) on our own child.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            bail!("kill: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Send a signal (e.g. `libc::SIGTERM`) and wait for the exit, at most `timeout`.

@@ -207,6 +207,39 @@ impl Netns {
         self.exec("nft", &rule).map(drop)
     }
 
+    /// A firewall that lets `from` reach this namespace by TCP to `port` only: those packets
+    /// are accepted (counted first), everything else from `from` — UDP, TCP to other ports —
+    /// is dropped (counted second; see [`Netns::nft_counters`]).
+    pub fn allow_only_tcp_port_from(&self, from: &str, port: u16) -> Result<()> {
+        self.exec("nft", &["add", "table", "inet", "rkonly"])?;
+        self.exec(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "inet",
+                "rkonly",
+                "in",
+                "{ type filter hook input priority 0; }",
+            ],
+        )?;
+        let port = port.to_string();
+        self.exec(
+            "nft",
+            &[
+                "add", "rule", "inet", "rkonly", "in", "ip", "saddr", from, "tcp", "dport", &port,
+                "counter", "accept",
+            ],
+        )?;
+        self.exec(
+            "nft",
+            &[
+                "add", "rule", "inet", "rkonly", "in", "ip", "saddr", from, "counter", "drop",
+            ],
+        )
+        .map(drop)
+    }
+
     /// Count arriving TCP packets to `port` (nftables, [`Netns::nft_counters`]).
     pub fn count_tcp_to(&self, port: u16) -> Result<()> {
         self.exec("nft", &["add", "table", "inet", "rkcount"])?;
@@ -393,9 +426,16 @@ impl ServerProc {
         while http.is_none() || media.is_none() {
             proc.wait_line(Duration::from_secs(20), |l| {
                 let l = l.trim();
-                if let Some(rest) = l.strip_prefix("HTTP + WebSocket") {
+                if let Some(rest) = l
+                    .strip_prefix("HTTP + WebSocket")
+                    .or_else(|| l.strip_prefix("HTTPS + WSS"))
+                {
                     let url = rest.split_whitespace().next().unwrap_or_default();
-                    http = url.trim_start_matches("http://").parse().ok();
+                    http = url
+                        .trim_start_matches("http://")
+                        .trim_start_matches("https://")
+                        .parse()
+                        .ok();
                     Some(())
                 } else if let Some(rest) = l.strip_prefix("Media (UDP)") {
                     media = rest.split_whitespace().next().and_then(|a| a.parse().ok());

@@ -26,6 +26,8 @@ pub struct BotArgs {
     pub report_json: bool,
     /// Local IP for ICE host candidates.
     pub bind_ip: IpAddr,
+    /// CAs trusted for a `wss://` URL (see [`crate::ClientOptions::tls_roots`]).
+    pub tls_roots: Option<std::sync::Arc<rustls::RootCertStore>>,
 }
 
 impl BotArgs {
@@ -39,6 +41,7 @@ impl BotArgs {
             duration: None,
             report_json: false,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
+            tls_roots: None,
         }
     }
 }
@@ -55,6 +58,7 @@ pub async fn run(args: BotArgs) -> Result<Report, ClientError> {
         .publish(args.publish_audio, args.publish_video)
         .screen(args.publish_screen)
         .bind_ip(args.bind_ip);
+    opts.tls_roots = args.tls_roots.clone();
     opts.join_timeout = Duration::from_secs(15);
     let mut client = Client::connect(opts).await?;
     let me = client.participant_id().clone();

@@ -26,7 +26,7 @@ const MAX_BACKLOG: usize = 4096;
 /// How to connect and what to publish.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// The signalling URL, `ws://HOST:PORT/rtc`.
+    /// The signalling URL, `ws://HOST:PORT/rtc` or `wss://HOST:PORT/rtc`.
     pub url: String,
     /// The access token (JWT) sent in `join`.
     pub token: String,
@@ -63,6 +63,9 @@ pub struct ClientOptions {
     /// (low to high: 320x240, 640x360, 1280x720 assets), each on its own SSRC, every packet
     /// carrying the mid and rid header extensions (default false: one plain encoding).
     pub simulcast: bool,
+    /// Certificate authorities trusted for `wss://` (and for TURN over TLS); `None` = the
+    /// system's. Load a private CA with [`crate::tls::roots_with_ca_file`].
+    pub tls_roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl ClientOptions {
@@ -83,6 +86,7 @@ impl ClientOptions {
             room: None,
             audio_level: None,
             simulcast: false,
+            tls_roots: None,
         }
     }
 
@@ -653,9 +657,16 @@ pub(crate) async fn join(
     opts: &ClientOptions,
     resume: Option<rakor_proto::ResumeRequest>,
 ) -> Result<(crate::session::Ws, Joined, bool, bool), ClientError> {
-    let (mut ws, _response) = tokio_tungstenite::connect_async(opts.url.as_str())
-        .await
-        .map_err(|e| ClientError::WebSocket(format!("connecting to {}: {e}", opts.url)))?;
+    let connector = if opts.url.starts_with("wss://") {
+        let config = crate::tls::client_config(opts.tls_roots.as_ref())?;
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
+    } else {
+        None
+    };
+    let (mut ws, _response) =
+        tokio_tungstenite::connect_async_tls_with_config(opts.url.as_str(), None, false, connector)
+            .await
+            .map_err(|e| ClientError::WebSocket(format!("connecting to {}: {e}", opts.url)))?;
     let join = ClientMessage::Join {
         version: PROTOCOL_VERSION,
         token: opts.token.clone(),

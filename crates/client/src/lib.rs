@@ -8,7 +8,8 @@
 //!
 //! Layout: [`client`] (the [`Client`] handle), `session` (the signalling task behind it),
 //! [`peer`] (building peer connections), [`media`] (pacing and counting), [`stats`] (the
-//! [`Report`]), [`packetizer`] and [`assets`] (the synthetic media), [`bot`] (`rakor bot`).
+//! [`Report`]), [`packetizer`] and [`assets`] (the synthetic media), [`bot`] (`rakor bot`), [`tls`] (the CAs
+//! trusted for `wss://`).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod assets;
@@ -21,6 +22,7 @@ pub mod peer;
 mod room;
 mod session;
 pub mod stats;
+pub mod tls;
 
 pub use client::{Client, ClientOptions, Joined};
 pub use error::ClientError;

@@ -84,6 +84,10 @@ impl SentTrackStats {
     }
 }
 
+/// Unmatched payloads (with no match before them) after which a track's publisher is taken
+/// for a non-rakor client ([`ReceivedTrackStats::foreign_publisher`]).
+pub const FOREIGN_AFTER: u64 = 50;
+
 /// Counters of one remote (subscribed) track.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReceivedTrackStats {
@@ -114,8 +118,14 @@ pub struct ReceivedTrackStats {
     /// Payloads found in the packetization of an asset of the track's kind (byte-exact, by
     /// FNV-1a 64; for video, any simulcast layer's asset).
     pub payload_matches: u64,
-    /// Non-empty payloads not found there.
+    /// Non-empty payloads not found there. Always 0 when `foreign_publisher`.
     pub payload_mismatches: u64,
+    /// The publisher does not send the rakor test assets (none of its first
+    /// [`FOREIGN_AFTER`] payloads matched, e.g. a browser or another client): payload
+    /// verification does not apply to this track, so `payload_mismatches` is reset to 0 and no
+    /// longer counted (it would otherwise equal the packet count and read like a failure).
+    #[serde(default)]
+    pub foreign_publisher: bool,
     /// Packets with an empty payload (padding / probing), not verified.
     pub padding_packets: u64,
     /// PLIs this client sent for the track while waiting for its first keyframe.
@@ -204,6 +214,7 @@ impl ReceivedTrackStats {
             out_of_order: 0,
             payload_matches: 0,
             payload_mismatches: 0,
+            foreign_publisher: false,
             padding_packets: 0,
             plis_sent: 0,
             layer_packets: [0; VIDEO_LAYERS],
@@ -314,7 +325,14 @@ impl ReceivedTrackStats {
                     }
                 }
             }
-            None => self.payload_mismatches += 1,
+            None if self.foreign_publisher => {}
+            None => {
+                self.payload_mismatches += 1;
+                if self.payload_matches == 0 && self.payload_mismatches >= FOREIGN_AFTER {
+                    self.foreign_publisher = true;
+                    self.payload_mismatches = 0;
+                }
+            }
         }
     }
 }
@@ -747,6 +765,29 @@ mod tests {
         assert_eq!(t.padding_packets, 1);
         assert_eq!(t.payload_matches + 2, t.packets);
         assert_eq!(r.total_mismatches(), 1);
+    }
+
+    #[test]
+    fn a_foreign_publisher_is_not_reported_as_mismatches() {
+        // Opaque payloads (e.g. a browser's encoder): after FOREIGN_AFTER with no match, the
+        // track is marked foreign and mismatches are no longer counted.
+        let mut t = ReceivedTrackStats::new(TrackId("TR_b".into()), None, TrackKind::Audio);
+        for i in 0..(FOREIGN_AFTER + 30) {
+            let payload = [0xA5u8, i as u8, 0x5A, 0x42, 0x17];
+            t.record(i as u16, i as u32 * 960, 8, &payload, None);
+        }
+        assert!(t.foreign_publisher);
+        assert_eq!((t.payload_mismatches, t.payload_matches), (0, 0));
+        assert_eq!(t.packets, FOREIGN_AFTER + 30);
+        // A rakor asset with one corrupted payload after matches stays a mismatch, not foreign.
+        let a = asset(TrackKind::Audio).unwrap();
+        let mut r = ReceivedTrackStats::new(TrackId("TR_r".into()), None, TrackKind::Audio);
+        r.record(1, 1, 8, &a.frames[0].payloads[0], None);
+        for i in 2..(FOREIGN_AFTER + 10) {
+            r.record(i as u16, i as u32, 8, &[0xA5, i as u8, 1, 2], None);
+        }
+        assert!(!r.foreign_publisher);
+        assert_eq!(r.payload_mismatches, FOREIGN_AFTER + 8);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         }
     }
 
+    let tls = crate::tls::Tls::from_config(&config)
+        .map_err(|e| anyhow::anyhow!("HTTPS (server.tls_cert_file / server.tls_key_file): {e}"))?;
     let fd_limit = crate::serve::raise_nofile_limit()
         .map_err(|e| tracing::warn!("cannot raise the open-file limit: {e}"))
         .ok();
@@ -56,8 +58,14 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
 
     let session = crate::storage::open_session_manager(&config).await?;
     let (room_events, room_events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (sfu, sfu_thread) =
-        rakor_sfu::Sfu::start_with_events(config.sfu_config(), Some(room_events)).map_err(|e| {
+    let (_, public_port) = config.public_host_port(http_addr);
+    let one_port_ice = config.media.ice_tcp && config.media.ice_tcp_on_http_port;
+    let mut sfu_config = config.sfu_config();
+    if one_port_ice {
+        sfu_config.extra_tcp_port = Some(public_port);
+    }
+    let (sfu, sfu_thread) = rakor_sfu::Sfu::start_with_events(sfu_config, Some(room_events))
+        .map_err(|e| {
             anyhow::anyhow!(
                 "{e}; choose another port with --media-port or media.port (0 = any free port)"
             )
@@ -83,7 +91,17 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
     shutdown::spawn_signal_listener(state.shutdown.clone());
 
     let app = http::router(state.clone());
-    let serving = crate::serve::ServeSettings::new(&config, fd_limit);
+    let mut serving = crate::serve::ServeSettings::new(&config, fd_limit);
+    if let Some(tls) = &tls {
+        crate::tls::spawn_reload_on_sighup(Arc::clone(&tls.cert), state.shutdown.clone());
+    }
+    serving.tls = tls;
+    if one_port_ice {
+        serving.ice_tcp = Some(crate::serve::IceTcpHandoff {
+            sfu: sfu.clone(),
+            candidate_port: public_port,
+        });
+    }
     let server = tokio::spawn(crate::serve::run(
         listener,
         app,
@@ -94,6 +112,7 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
     let banner = Banner {
         config: &config,
         http_addr,
+        public_port: one_port_ice.then_some(public_port),
         media_addr: sfu.media_addr(),
         key_source: &key_source,
         invocation: &invocation,
@@ -153,6 +172,8 @@ fn print_once(text: &str) {
 struct Banner<'a> {
     config: &'a Config,
     http_addr: SocketAddr,
+    /// The public port of the HTTP(S) listener when it takes ICE-TCP too.
+    public_port: Option<u16>,
     media_addr: SocketAddr,
     key_source: &'a KeySource,
     invocation: &'a Invocation,
@@ -203,21 +224,55 @@ impl Banner<'_> {
         } else {
             ""
         };
+        let tls = c.server.tls_enabled();
+        let listener_line = if tls {
+            format!(
+                "  HTTPS + WSS       https://{}  (signalling {ws_addr}/rtc, health {base}/healthz)\n\
+                 \x20                   certificate {} (reloaded on SIGHUP)\n",
+                self.http_addr,
+                c.server.tls_cert_file.display()
+            )
+        } else {
+            format!(
+                "  HTTP + WebSocket  http://{}  (signalling {ws_addr}/rtc, health {base}/healthz)\n",
+                self.http_addr
+            )
+        };
+        let one_port_line = match self.public_port {
+            Some(port) => format!(
+                "  Media (ICE-TCP)   also on the {} port, advertised as port {port}\n",
+                if tls { "HTTPS" } else { "HTTP" }
+            ),
+            None => String::new(),
+        };
+        let warning = if !tls && !self.http_addr.ip().to_canonical().is_loopback() {
+            format!(
+                "\nWARNING: plain HTTP on {addr}. Browsers on other machines will REFUSE the camera \
+                 and microphone\n\
+                 \x20 on http:// pages (only localhost is exempt). Set server.tls_cert_file and \
+                 server.tls_key_file\n\
+                 \x20 (RAKOR_SERVER_TLS_CERT_FILE / RAKOR_SERVER_TLS_KEY_FILE) to serve HTTPS \
+                 here, or put a TLS\n\
+                 \x20 reverse proxy in front and set server.public_url to its https:// address \
+                 (docs/operations.md).\n",
+                addr = self.http_addr
+            )
+        } else {
+            String::new()
+        };
         format!(
             "\nRakor {version} is running.\n\
-             \x20 HTTP + WebSocket  http://{http}  (signalling {ws}/rtc, health {base}/healthz)\n\
+             {listener_line}\
              \x20 Media (UDP)       {media}  advertised in ICE as {adv}\n\
-             {tcp_line}\
+             {tcp_line}{one_port_line}\
              \x20 Data directory    {data_dir}\n\
              \x20 Signing key       {key_line}\n\
              \n\
              Mint an access token (first line: the token, second line: the join link):\n\
              \x20 {cmd}{env_note}\n\
              Join links look like: {base}/join?token=<TOKEN>\n\
-             Stop with Ctrl-C or SIGTERM.\n\n",
+             Stop with Ctrl-C or SIGTERM.\n{warning}\n",
             version = env!("CARGO_PKG_VERSION"),
-            http = self.http_addr,
-            ws = ws_addr,
             media = self.media_addr,
             adv = advertised.join(", "),
             tcp_line = if c.media.ice_tcp {
@@ -296,6 +351,7 @@ mod tests {
         let text = Banner {
             config: &config,
             http_addr: "127.0.0.1:7880".parse().unwrap(),
+            public_port: Some(7880),
             media_addr: "127.0.0.1:7882".parse().unwrap(),
             key_source: &key_source,
             invocation: &invocation,

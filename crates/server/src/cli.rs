@@ -1,5 +1,5 @@
-//! The command line (clap derive): `rakor serve`, `rakor token`, `rakor operator`, and with the
-//! `tools` feature (on by default) `rakor bot`, `rakor soak`, `rakor loadtest` (see
+//! The command line (clap derive): `rakor serve`, `rakor token`, `rakor check-config`,
+//! `rakor operator`, and with the `tools` feature (on by default) `rakor bot`, `rakor soak`, `rakor loadtest` (see
 //! [`crate::tools`]). Exit codes: 0 = success, 1 = runtime failure (e.g. a port in use), 2 =
 //! usage or config error.
 
@@ -28,6 +28,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Mint an access token; prints the token, then the join link.
     Token(TokenArgs),
+    /// Print the effective configuration (secrets redacted) and its problems on this host:
+    /// addresses that are not local, certificate trouble, ports in use. Exit 1 on a problem.
+    CheckConfig(ServeArgs),
     /// Run one headless participant and print a report of what it sent and received.
     #[cfg(feature = "tools")]
     Bot(crate::tools::bot::BotArgs),
@@ -118,6 +121,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token_cmd(args),
+        Command::CheckConfig(args) => check_config(args),
         #[cfg(feature = "tools")]
         Command::Bot(args) => crate::tools::bot::main(args),
         #[cfg(feature = "tools")]
@@ -190,14 +194,33 @@ pub(crate) fn init_tracing(default_filter: &str) {
         .try_init();
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
-    let overrides = CliOverrides {
+fn serve_overrides(args: &ServeArgs) -> CliOverrides {
+    CliOverrides {
         listen: args.listen,
         media_port: args.media_port,
         media_bind_ip: args.media_bind_ip,
         advertise_ips: args.advertise_ips.clone(),
         data_dir: None,
+    }
+}
+
+/// `rakor check-config`: 0 = no problem, 1 = problems found, 2 = the config is refused.
+fn check_config(args: ServeArgs) -> ExitCode {
+    let config = match load_config(&args.config, serve_overrides(&args)) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
+    let (text, failed) = crate::check_config::report(&config);
+    print!("{text}");
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let overrides = serve_overrides(&args);
     let config = match load_config(&args.config, overrides) {
         Ok(c) => c,
         Err(code) => return code,

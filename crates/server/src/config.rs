@@ -105,6 +105,18 @@ pub struct ServerConfig {
     /// Reverse proxies (IPs or CIDR blocks) whose `X-Forwarded-For` / `X-Forwarded-Proto`
     /// are believed: for their requests the client address is the forwarded one.
     pub trusted_proxies: Vec<String>,
+    /// PEM certificate chain (end-entity first) for HTTPS/WSS on `listen`; empty = plain HTTP.
+    /// Set together with `tls_key_file`. Re-read on SIGHUP.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: PathBuf,
+}
+
+impl ServerConfig {
+    /// HTTPS on `listen` (`tls_cert_file` is set).
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls_cert_file.as_os_str().is_empty()
+    }
 }
 
 impl Default for ServerConfig {
@@ -118,6 +130,8 @@ impl Default for ServerConfig {
             drain_timeout: Duration::ZERO,
             resume_grace: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
         }
     }
 }
@@ -144,6 +158,10 @@ pub struct MediaConfig {
     /// ICE over TCP on the media port number (a TCP listener, passive TCP candidates), for
     /// sites whose firewall drops UDP.
     pub ice_tcp: bool,
+    /// With `ice_tcp`: the `server.listen` port (HTTPS) takes ICE-TCP too, told apart from
+    /// TLS and HTTP by its first bytes, and a passive TCP candidate on the public port is
+    /// advertised, for sites that may open TCP to that one port only (e.g. 443).
+    pub ice_tcp_on_http_port: bool,
 }
 
 impl Default for MediaConfig {
@@ -157,6 +175,7 @@ impl Default for MediaConfig {
             loudest_speakers: 3,
             bandwidth_estimation: true,
             ice_tcp: true,
+            ice_tcp_on_http_port: true,
         }
     }
 }
@@ -291,6 +310,8 @@ impl Config {
             loudest_speakers: self.media.loudest_speakers,
             bandwidth_estimation: self.media.bandwidth_estimation,
             ice_tcp: self.media.ice_tcp,
+            // Set by `rakor serve` once the listener is bound (its port may be 0 here).
+            extra_tcp_port: None,
             ..rakor_sfu::SfuConfig::default()
         }
     }
@@ -307,8 +328,8 @@ impl Config {
     }
 
     /// Base URL for join links, without a trailing slash: `server.public_url`, or
-    /// `http://<listen>` (127.0.0.1 when listening on an unspecified address). `listen` is the
-    /// actual bound address when known (port 0).
+    /// `http://<listen>` (`https://` with TLS; 127.0.0.1 when listening on an unspecified
+    /// address). `listen` is the actual bound address when known (port 0).
     pub fn public_base_url(&self, listen: SocketAddr) -> String {
         let url = self.server.public_url.trim().trim_end_matches('/');
         if !url.is_empty() {
@@ -318,7 +339,40 @@ impl Config {
         if addr.ip().is_unspecified() {
             addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
         }
-        format!("http://{addr}")
+        let scheme = if self.server.tls_enabled() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}")
+    }
+
+    /// The host and port clients reach the listener at: from `server.public_url` (its port,
+    /// or 443/80 by scheme), else the listener's own (`listen`, the bound address).
+    pub fn public_host_port(&self, listen: SocketAddr) -> (String, u16) {
+        let url = self.server.public_url.trim();
+        let (rest, default_port) = if let Some(r) = url.strip_prefix("https://") {
+            (r, 443)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (r, 80)
+        } else {
+            return (listen.ip().to_string(), listen.port());
+        };
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        // [v6]:port, host:port, host
+        if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').unwrap_or((v6, ""));
+            let port = after
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(default_port);
+            return (host.to_owned(), port);
+        }
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host.to_owned(), port.parse().unwrap_or(default_port)),
+            None => (authority.to_owned(), default_port),
+        }
     }
 
     /// Path of the session manager's SQLite database.

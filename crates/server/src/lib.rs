@@ -7,6 +7,7 @@
 //! | [`signing_key`] | the token signing key (configured, or generated into the data dir) |
 //! | [`token`] | minting and verifying HS256 access tokens |
 //! | [`cli`] | the command line: `rakor serve`, `rakor token`, `rakor operator`, and the tools' subcommands |
+//! | [`check_config`] | `rakor check-config`: the effective configuration and its problems on this host |
 //! | [`app`] | the `serve` flow (start, banner, run, drain) |
 //! | [`state`] | [`state::AppState`], shared by every handler (a leaf: imports no handler) |
 //! | [`http`] | the axum router: `/healthz`, `/rtc`, request tracing |
@@ -22,6 +23,8 @@
 //! | [`lobby`] | the invitation gate and lobby before `join` |
 //! | [`attendance`] | the attendance register, fed by the media core's join/leave events |
 //! | [`byte_stream`] | one type for TCP and TLS streams; the hand-off to the TURN server |
+//! | [`tls`] | built-in HTTPS: the certificate files, rustls, reload on SIGHUP |
+//! | [`one_port`] | one TCP port for everything: first-byte classification (TLS, ICE-TCP, HTTP; after TLS: TURN or HTTP), prefix replay |
 //! | [`storage`] | opening the session database at start-up |
 //! | [`console`] | the operator console page `/console` |
 //! | [`operator_cli`] | `rakor operator add` |
@@ -32,6 +35,7 @@ pub mod api;
 pub mod app;
 pub mod attendance;
 pub mod byte_stream;
+pub mod check_config;
 pub mod cli;
 pub mod client_addr;
 pub mod config;
@@ -40,6 +44,7 @@ pub mod console;
 pub mod http;
 pub mod limits;
 pub mod lobby;
+pub mod one_port;
 pub mod operator_cli;
 pub mod serve;
 pub mod shutdown;
@@ -47,6 +52,7 @@ pub mod signal;
 pub mod signing_key;
 pub mod state;
 pub mod storage;
+pub mod tls;
 pub mod token;
 #[cfg(feature = "tools")]
 pub mod tools;

@@ -47,13 +47,48 @@ const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type:
 const RESERVED_FDS: u64 = 256;
 
 /// How the listener serves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeSettings {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub proxies: TrustedProxies,
+    /// Built-in HTTPS (`server.tls_cert_file`): connections that start with a TLS ClientHello
+    /// are decrypted, then served as HTTPS/WSS or handed to `turn`. `None`: plain HTTP.
+    pub tls: Option<crate::tls::Tls>,
+    /// ICE-TCP on this port (`media.ice_tcp_on_http_port`): RFC 4571-framed STUN connections
+    /// go to the media worker as they are.
+    pub ice_tcp: Option<IceTcpHandoff>,
+    /// The TURN server, for TURN over TLS on this port (`None`: TURN is off; such connections
+    /// are closed).
+    pub turn: Option<crate::byte_stream::SharedTurnStreams>,
+}
+
+/// Where ICE-TCP connections on the HTTP(S) port go: the media worker, which knows them by
+/// the passive candidate on `candidate_port` (the public port).
+#[derive(Clone)]
+pub struct IceTcpHandoff {
+    pub sfu: rakor_sfu::SfuHandle,
+    pub candidate_port: u16,
+}
+
+impl std::fmt::Debug for ServeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeSettings")
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("proxies", &self.proxies)
+            .field("tls", &self.tls.is_some())
+            .field(
+                "ice_tcp_candidate_port",
+                &self.ice_tcp.as_ref().map(|h| h.candidate_port),
+            )
+            .field("turn", &self.turn.is_some())
+            .finish()
+    }
 }
 
 impl ServeSettings {
@@ -80,6 +115,9 @@ impl ServeSettings {
             header_read_timeout: l.http_header_read_timeout,
             idle_timeout: l.http_idle_timeout,
             proxies: TrustedProxies::new(&config.server.trusted_proxies),
+            tls: None,
+            ice_tcp: None,
+            turn: None,
         }
     }
 }
@@ -182,6 +220,10 @@ fn is_transient(e: &io::Error) -> bool {
     )
 }
 
+/// One accepted connection: tell what it is by its first bytes (within the header-read
+/// timeout), then serve it as HTTP, or finish the TLS handshake (within the same timeout) and
+/// serve HTTPS or hand it to TURN, or hand it to the media worker (ICE-TCP). Garbage, silence
+/// and slow handshakes close only this connection.
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -191,6 +233,137 @@ async fn serve_connection(
     settings: Arc<ServeSettings>,
     stop: CancellationToken,
 ) {
+    use crate::one_port::{AfterTls, FirstBytes};
+    let deadline = settings.header_read_timeout;
+    let first = tokio::select! {
+        r = tokio::time::timeout(deadline, crate::one_port::peek_first_bytes(&stream)) => r,
+        () = stop.cancelled() => return,
+    };
+    let first = match first {
+        Ok(Ok(kind)) => kind,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "connection failed before its first bytes");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "closing a connection that sent nothing usable in time");
+            return;
+        }
+    };
+    match (first, &settings.tls) {
+        (FirstBytes::Tls, Some(tls)) => {
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(deadline, tls.acceptor.accept(stream)) => r,
+                () = stop.cancelled() => return,
+            };
+            let mut tls_stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let after = tokio::select! {
+                r = tokio::time::timeout(deadline, crate::one_port::read_after_tls(&mut tls_stream)) => r,
+                () = stop.cancelled() => return,
+            };
+            let (kind, prefix) = match after {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS connection failed before a request");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "closing a TLS connection that sent nothing in time");
+                    return;
+                }
+            };
+            let io = crate::one_port::PrefixedStream::new(prefix, tls_stream);
+            match kind {
+                AfterTls::Http => {
+                    serve_http(io, true, peer, local, permit, app, settings, stop).await;
+                }
+                AfterTls::Stun => match &settings.turn {
+                    Some(turn) => {
+                        let tracked = TrackedIo {
+                            inner: io,
+                            activity: Arc::new(Activity::new()),
+                            _permit: permit,
+                        };
+                        turn.serve(
+                            Box::new(tracked),
+                            peer,
+                            crate::byte_stream::TurnTransport::Tls,
+                        );
+                    }
+                    None => tracing::debug!(%peer, "STUN over TLS but TURN is off; closing"),
+                },
+                AfterTls::Garbage => {
+                    tracing::debug!(%peer, "closing a TLS connection that is neither HTTP nor STUN");
+                }
+            }
+        }
+        (FirstBytes::IceTcp, _) => match &settings.ice_tcp {
+            Some(handoff) => {
+                drop(permit); // the media worker's own stream limits apply from here
+                match stream.into_std() {
+                    Ok(sock) => {
+                        if let Err(e) =
+                            handoff
+                                .sfu
+                                .adopt_tcp_stream(sock, peer, handoff.candidate_port)
+                        {
+                            tracing::debug!(%peer, error = %e, "ICE-TCP hand-off failed");
+                        }
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "ICE-TCP hand-off failed"),
+                }
+            }
+            None => tracing::debug!(%peer, "ICE-TCP on the HTTP port is off; closing"),
+        },
+        (FirstBytes::Http, Some(_)) => {
+            // Plain HTTP on the HTTPS port: say so, then close.
+            let mut stream = stream;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::io::AsyncWriteExt::write_all(&mut stream, PLAIN_HTTP_ON_TLS_RESPONSE),
+            )
+            .await;
+        }
+        (FirstBytes::Http | FirstBytes::Garbage, None) => {
+            // Plain HTTP port: hyper answers a malformed request with 400 and closes.
+            serve_http(stream, false, peer, local, permit, app, settings, stop).await;
+        }
+        (FirstBytes::Tls, None) => {
+            tracing::debug!(%peer, "TLS ClientHello on a plain-HTTP listener; closing");
+        }
+        (FirstBytes::Garbage, Some(_)) => tracing::debug!(%peer, "closing a garbage connection"),
+        (FirstBytes::Closed, _) => {}
+    }
+}
+
+/// Written to a plain HTTP request on the HTTPS listener.
+const PLAIN_HTTP_ON_TLS_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 42\r\n\r\nThis port speaks HTTPS: use https:// here\n";
+
+/// Serve HTTP/1.1 (WebSocket upgrades included) on `io` until it closes, idles out, or
+/// `stop` asks it to finish.
+#[allow(clippy::too_many_arguments)]
+async fn serve_http<S>(
+    stream: S,
+    over_tls: bool,
+    peer: SocketAddr,
+    local: SocketAddr,
+    permit: ConnectionPermit,
+    app: Router,
+    settings: Arc<ServeSettings>,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(TrackedIo {
         inner: stream,
@@ -205,7 +378,7 @@ async fn serve_connection(
             ext.insert(ConnectInfo(client));
             ext.insert(PeerAddr(peer));
             ext.insert(LocalAddr(local));
-            ext.insert(ForwardedHttps(https));
+            ext.insert(ForwardedHttps(https || over_tls));
             app.clone().oneshot(req)
         });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -262,15 +435,15 @@ impl Activity {
     }
 }
 
-/// The TCP stream with its activity clock and its connection permit (released when the
-/// socket closes, also after a WebSocket upgrade).
-struct TrackedIo {
-    inner: TcpStream,
+/// The stream (TCP, or TLS over it) with its activity clock and its connection permit
+/// (released when the socket closes, also after a WebSocket upgrade).
+struct TrackedIo<S> {
+    inner: S,
     activity: Arc<Activity>,
     _permit: ConnectionPermit,
 }
 
-impl AsyncRead for TrackedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -285,7 +458,7 @@ impl AsyncRead for TrackedIo {
     }
 }
 
-impl AsyncWrite for TrackedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -40,6 +40,10 @@ pub struct SfuConfig {
     /// Most ICE-TCP streams open at once from one source IP, and in total; more are refused.
     pub tcp_streams_per_ip: usize,
     pub tcp_streams_max: usize,
+    /// With `ice_tcp`: also advertise a passive TCP candidate on this port (the server's one
+    /// public HTTPS port, whose listener hands ICE-TCP streams over with
+    /// [`crate::SfuHandle::adopt_tcp_stream`]), for sites that may open TCP to that port only.
+    pub extra_tcp_port: Option<u16>,
 }
 
 impl Default for SfuConfig {
@@ -59,6 +63,7 @@ impl Default for SfuConfig {
             ice_tcp: true,
             tcp_streams_per_ip: 64,
             tcp_streams_max: 1024,
+            extra_tcp_port: None,
         }
     }
 }

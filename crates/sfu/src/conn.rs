@@ -247,15 +247,21 @@ pub(crate) fn build(
 
 /// Host candidates for the shared media port, one per advertised IP: UDP, and with `tcp` also a
 /// passive ICE-TCP candidate (RFC 6544, `tcptype passive`) on the same IP and port number (the
-/// shell's TCP listener). UDP first: clients prefer it, TCP is the fallback.
-pub(crate) fn host_candidates(ips: &[IpAddr], port: u16, tcp: bool) -> Vec<RTCIceCandidateInit> {
-    let udp = ips.iter().map(|ip| (ip, "udp", TcpType::Unspecified));
-    let tcp = ips
-        .iter()
-        .filter(|_| tcp)
-        .map(|ip| (ip, "tcp", TcpType::Passive));
+/// shell's TCP listener), and on `extra_tcp_port` (the HTTPS port's demux) when given. UDP
+/// first: clients prefer it, TCP is the fallback.
+pub(crate) fn host_candidates(
+    ips: &[IpAddr],
+    port: u16,
+    tcp: bool,
+    extra_tcp_port: Option<u16>,
+) -> Vec<RTCIceCandidateInit> {
+    let udp = ips.iter().map(|ip| (ip, port, "udp", TcpType::Unspecified));
+    let tcp_ports = std::iter::once(port)
+        .chain(extra_tcp_port.filter(|p| *p != port))
+        .filter(|_| tcp);
+    let tcp = tcp_ports.flat_map(|p| ips.iter().map(move |ip| (ip, p, "tcp", TcpType::Passive)));
     udp.chain(tcp)
-        .filter_map(|(ip, network, tcp_type)| {
+        .filter_map(|(ip, port, network, tcp_type)| {
             let host = CandidateHostConfig {
                 base_config: CandidateConfig {
                     network: network.into(),

@@ -208,6 +208,11 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<SfuStats>,
     },
+    AdoptTcp {
+        sock: std::net::TcpStream,
+        peer: SocketAddr,
+        candidate_port: u16,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -296,6 +301,28 @@ impl SfuHandle {
             reason,
             conn: Some(conn),
         });
+    }
+
+    /// Hand an ICE-TCP stream accepted on another listener (the HTTPS port's one-port demux)
+    /// to the worker, which serves it like a stream accepted on the media TCP listener: RFC
+    /// 4571 frames, routed by ICE ufrag, closed on a malformed frame or when no authenticated
+    /// check binds it in time. Nothing of the stream may have been read (peeked is fine).
+    /// `candidate_port` is the port of the passive TCP candidate it belongs to
+    /// ([`SfuConfig::extra_tcp_port`](crate::SfuConfig::extra_tcp_port)). The socket may be
+    /// blocking; the worker makes it non-blocking. Without `ice_tcp` it is closed.
+    pub fn adopt_tcp_stream(
+        &self,
+        sock: std::net::TcpStream,
+        peer: SocketAddr,
+        candidate_port: u16,
+    ) -> Result<(), SfuError> {
+        self.tx
+            .send(Command::AdoptTcp {
+                sock,
+                peer,
+                candidate_port,
+            })
+            .map_err(|_| SfuError::WorkerGone)
     }
 
     /// Worker counters.

@@ -259,6 +259,19 @@ impl Shell {
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
+            Command::AdoptTcp {
+                sock,
+                peer,
+                candidate_port,
+            } => {
+                let adopted = match &mut self.tcp {
+                    Some(tcp) => tcp.adopt(sock, peer, candidate_port, core),
+                    None => false, // `ice_tcp` is off: dropping the socket closes it
+                };
+                if !adopted {
+                    tracing::debug!(%peer, "ICE-TCP stream from the signalling port not taken");
+                }
+            }
             Command::Shutdown { .. } => {}
         }
         self.flush();

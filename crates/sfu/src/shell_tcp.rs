@@ -146,19 +146,59 @@ impl TcpSide {
                 continue;
             }
             tracing::debug!(%peer, "ICE-TCP stream accepted");
-            self.streams.insert(
-                peer,
-                Stream {
-                    sock,
-                    candidate: core.tcp_candidate_addr(local),
-                    decoder: FrameDecoder::default(),
-                    out: WriteQueue::default(),
-                    accepted_at: Instant::now(),
-                    bound: false,
-                    first: true,
-                },
-            );
+            let candidate = core.tcp_candidate_addr(local);
+            self.insert(peer, sock, candidate);
         }
+    }
+
+    fn insert(&mut self, peer: SocketAddr, sock: TcpStream, candidate: SocketAddr) {
+        self.streams.insert(
+            peer,
+            Stream {
+                sock,
+                candidate,
+                decoder: FrameDecoder::default(),
+                out: WriteQueue::default(),
+                accepted_at: Instant::now(),
+                bound: false,
+                first: true,
+            },
+        );
+    }
+
+    /// Take over a stream that another listener accepted (the one-port demux on the HTTPS
+    /// port, which saw an RFC 4571-framed STUN message in front of it, unread): from now on it
+    /// is served exactly like a stream accepted on the media port, under the same admission
+    /// limits and bind timeout. Our passive candidate for it is on `candidate_port` (the
+    /// public port the signalling listener advertises). False if it was refused (too many
+    /// streams, the peer address already has one, or the socket cannot be made non-blocking);
+    /// the stream is then closed.
+    pub(crate) fn adopt(
+        &mut self,
+        sock: TcpStream,
+        peer: SocketAddr,
+        candidate_port: u16,
+        core: &mut Core,
+    ) -> bool {
+        if self.streams.contains_key(&peer) {
+            core.stats.tcp_streams_refused += 1;
+            tracing::debug!(%peer, "adopted ICE-TCP stream refused: the peer address has one");
+            return false;
+        }
+        if let Err(why) = self.admission.admit(peer.ip()) {
+            core.stats.tcp_streams_refused += 1;
+            tracing::debug!(%peer, ?why, "adopted ICE-TCP stream refused");
+            return false;
+        }
+        if sock.set_nonblocking(true).is_err() || sock.set_nodelay(true).is_err() {
+            self.admission.release(peer.ip());
+            return false;
+        }
+        let local = sock.local_addr().unwrap_or(core.local_addr);
+        let candidate = SocketAddr::new(core.tcp_candidate_addr(local).ip(), candidate_port);
+        tracing::debug!(%peer, %candidate, "ICE-TCP stream adopted from the signalling port");
+        self.insert(peer, sock, candidate);
+        true
     }
 
     /// Read what the stream has (bounded), frames into the core. True if any frame went in.

@@ -6,6 +6,7 @@
 //! when the session ends. `t_ms` is Unix time in milliseconds (comparable across processes).
 //!
 //! Usage: probe-client URL TOKEN BIND_IP [audio] [video] [simulcast]
+//! (`RAKOR_CA_FILE=ca.pem`: trust that CA for a `wss://` URL.)
 
 use rakor_client::{Client, ClientOptions};
 use std::time::Duration;
@@ -44,6 +45,16 @@ async fn main() -> std::process::ExitCode {
         .simulcast(simulcast)
         .bind_ip(ip);
     opts.join_timeout = Duration::from_secs(20);
+    // A `wss://` URL signed by a private CA: trust the PEM file named by RAKOR_CA_FILE.
+    if let Some(ca) = std::env::var_os("RAKOR_CA_FILE") {
+        match rakor_client::tls::roots_with_ca_file(std::path::Path::new(&ca)) {
+            Ok(roots) => opts.tls_roots = Some(roots),
+            Err(e) => {
+                line("closed", serde_json::json!(format!("join failed: {e}")));
+                return std::process::ExitCode::from(1);
+            }
+        }
+    }
     let mut client = match Client::connect(opts).await {
         Ok(c) => c,
         Err(e) => {

@@ -30,6 +30,20 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
             Some(_) => {}
         }
     }
+    let (cert, key) = (&c.server.tls_cert_file, &c.server.tls_key_file);
+    if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+        let (missing, given) = if cert.as_os_str().is_empty() {
+            ("server.tls_cert_file", "server.tls_key_file")
+        } else {
+            ("server.tls_key_file", "server.tls_cert_file")
+        };
+        return Err((
+            missing,
+            format!(
+                "must be set too: {given} is set (HTTPS needs both the certificate and its key)"
+            ),
+        ));
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&c.server.log) {
         return Err((
             "server.log",

@@ -30,6 +30,10 @@ pub struct BotArgs {
     /// Local IP for the bot's ICE candidates.
     #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
     pub bind_ip: IpAddr,
+    /// Trust this PEM CA certificate (besides the system's) for a `wss://` --url, e.g. a
+    /// private CA or a self-signed server certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// `--publish` values.
@@ -68,6 +72,9 @@ async fn run_bot(args: BotArgs) -> anyhow::Result<()> {
     bot.duration = args.duration;
     bot.report_json = args.report == Some(ReportFormat::Json);
     bot.bind_ip = args.bind_ip;
+    if let Some(path) = &args.ca_file {
+        bot.tls_roots = Some(rakor_client::tls::roots_with_ca_file(path)?);
+    }
     rakor_client::bot::run(bot).await?;
     Ok(())
 }

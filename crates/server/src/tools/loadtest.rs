@@ -106,6 +106,10 @@ pub struct LoadtestArgs {
     /// Allow a --url that is not on this machine (127.0.0.0/8, ::1, localhost).
     #[arg(long)]
     pub allow_remote: bool,
+    /// Trust this PEM CA certificate (besides the system's) for a `wss://` --url, e.g. a
+    /// private CA or a self-signed server certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }

@@ -273,6 +273,18 @@ impl Core {
         SocketAddr::new(ip, port)
     }
 
+    /// Our host candidates (see [`crate::conn::host_candidates`]).
+    pub(crate) fn host_candidates(
+        &self,
+    ) -> Vec<rtc::peer_connection::transport::RTCIceCandidateInit> {
+        crate::conn::host_candidates(
+            &self.advertise,
+            self.local_addr.port(),
+            self.cfg.ice_tcp,
+            self.cfg.extra_tcp_port,
+        )
+    }
+
     /// Whether the ICE-TCP stream from `peer` is bound to a connection (an authenticated
     /// binding went over it). The shell closes streams that stay unbound too long.
     pub fn stream_bound(&self, peer: SocketAddr) -> bool {

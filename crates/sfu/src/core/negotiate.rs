@@ -74,8 +74,7 @@ impl Core {
     /// Add our host candidates (and end-of-candidates) to a connection, before its first
     /// offer/answer is created so that the SDP carries them.
     fn add_local_candidates(&mut self, ci: ConnKey) {
-        let cands =
-            conn::host_candidates(&self.advertise, self.local_addr.port(), self.cfg.ice_tcp);
+        let cands = self.host_candidates();
         let Some(c) = self.conns.get_mut(ci) else {
             return;
         };
@@ -89,8 +88,7 @@ impl Core {
 
     /// Trickle our candidates too, after the SDP message, for clients that expect trickle.
     pub(crate) fn trickle_local_candidates(&self, owner: &ParticipantId, kind: PeerConnectionKind) {
-        let cands =
-            conn::host_candidates(&self.advertise, self.local_addr.port(), self.cfg.ice_tcp);
+        let cands = self.host_candidates();
         for cand in cands
             .into_iter()
             .chain(std::iter::once(RTCIceCandidateInit::default()))

@@ -97,8 +97,7 @@ impl Core {
                 true,
             ),
         };
-        let cands =
-            conn::host_candidates(&self.advertise, self.local_addr.port(), self.cfg.ice_tcp);
+        let cands = self.host_candidates();
         let answer_sdp = {
             let Some(c) = self.conns.get_mut(ci) else {
                 return Err(Reject::new(

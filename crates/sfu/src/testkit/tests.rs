@@ -64,7 +64,7 @@ impl Server {
     }
 
     fn add_local_candidates(&mut self) {
-        for c in conn::host_candidates(&[SERVER_IP], SERVER_PORT, false) {
+        for c in conn::host_candidates(&[SERVER_IP], SERVER_PORT, false, None) {
             self.pc.add_local_candidate(c).unwrap();
         }
         self.pc

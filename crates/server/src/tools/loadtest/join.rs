@@ -92,6 +92,8 @@ impl Progress {
 /// Shared by every join task.
 pub(super) struct JoinContext {
     pub(super) url: String,
+    /// CAs trusted for `wss://` (`--ca-file`).
+    pub(super) tls_roots: Option<Arc<rustls::RootCertStore>>,
     pub(super) deadline: Instant,
     pub(super) stop: CancellationToken,
     pub(super) permits: Arc<Semaphore>,
@@ -135,6 +137,7 @@ pub(super) async fn join_bot(
         .receive_only()
         .simulcast(ctx.simulcast)
         .audio_level(level);
+    opts.tls_roots = ctx.tls_roots.clone();
     opts.join_timeout = ctx
         .deadline
         .saturating_duration_since(t0)

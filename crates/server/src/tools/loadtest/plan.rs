@@ -17,6 +17,9 @@ pub const HOST_IDENTITY: &str = "command-room";
 #[derive(Debug, Clone)]
 pub struct LoadPlan {
     pub url: String,
+    /// CAs trusted for a `wss://` URL (`--ca-file`: the system's plus that file); `None` =
+    /// the system's.
+    pub tls_roots: Option<std::sync::Arc<rustls::RootCertStore>>,
     pub room: String,
     pub scenario: Scenario,
     /// Rakor: sites that talk.
@@ -86,8 +89,15 @@ impl LoadPlan {
             Scenario::Mesh => 1,
             Scenario::Rakor => 3,
         };
+        let tls_roots = match &a.ca_file {
+            Some(path) => {
+                Some(rakor_client::tls::roots_with_ca_file(path).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
         Ok(Self {
             url: a.url.clone(),
+            tls_roots,
             room: a.room.clone(),
             scenario: a.scenario,
             talkers: usize::from(a.talkers),

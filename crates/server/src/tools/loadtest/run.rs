@@ -92,6 +92,7 @@ pub async fn run(
     // it receives the host's audio and video).
     let ctx = Arc::new(JoinContext {
         url: plan.url.clone(),
+        tls_roots: plan.tls_roots.clone(),
         deadline: Instant::now() + plan.join_budget,
         stop: stop.clone(),
         permits: Arc::new(Semaphore::new(plan.join_concurrency)),
