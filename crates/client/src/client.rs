@@ -132,6 +132,8 @@ pub struct Joined {
     /// Everyone else in the room at join time.
     pub participants: Vec<ParticipantInfo>,
     pub spotlight: Option<ParticipantId>,
+    /// STUN/TURN servers with credentials minted for this session (`joined.ice_servers`).
+    pub ice_servers: Vec<rakor_proto::IceServer>,
 }
 
 /// Requests from the handle to the session task.
@@ -518,6 +520,7 @@ impl Client {
 fn type_name(msg: &ServerMessage) -> &'static str {
     match msg {
         ServerMessage::Joined { .. } => "joined",
+        ServerMessage::IceServers { .. } => "ice_servers",
         ServerMessage::Answer { .. } => "answer",
         ServerMessage::Offer { .. } => "offer",
         ServerMessage::Candidate { .. } => "candidate",
@@ -579,9 +582,11 @@ pub(crate) async fn join(
                 resume_token,
                 resumed,
                 media_reset,
+                ice_servers,
                 ..
             }) => {
                 let joined = Joined {
+                    ice_servers,
                     participant_id,
                     resume_token,
                     room,

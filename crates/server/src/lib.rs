@@ -22,6 +22,7 @@
 //! | [`lobby`] | the invitation gate and lobby before `join` |
 //! | [`attendance`] | the attendance register, fed by the media core's join/leave events |
 //! | [`byte_stream`] | one type for TCP and TLS streams; the hand-off to the TURN server |
+//! | [`turn`] | the built-in TURN server's I/O (listener, streams, relay sockets) and credentials per join |
 //! | [`storage`] | opening the session database at start-up |
 //! | [`console`] | the operator console page `/console` |
 //! | [`operator_cli`] | `rakor operator add` |
@@ -48,6 +49,7 @@ pub mod signing_key;
 pub mod state;
 pub mod storage;
 pub mod token;
+pub mod turn;
 #[cfg(feature = "tools")]
 pub mod tools;
 pub mod web;

@@ -1,5 +1,6 @@
 //! Table-driven tests of the TURN session: real STUN messages in, decoded replies out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::type_complexity)]
 
 use crate::credentials;
 use crate::framing::{next_frame, write_channel_data, Frame, FramingError};

@@ -132,5 +132,6 @@ fn joined_message(joined: Joined, resumed: bool, media_reset: bool) -> ServerMes
         },
         resumed,
         media_reset,
+        ice_servers: joined.ice_servers,
     }
 }
