@@ -41,6 +41,11 @@ pub struct ClientOptions {
     /// ICE over TCP (default true): connect to the server's passive TCP candidates too, so a
     /// network that drops UDP still gets media; UDP is used whenever it works.
     pub ice_tcp: bool,
+    /// Use the ICE servers the server hands out in `joined.ice_servers` (default true): its
+    /// TURN server is then tried after UDP and ICE-TCP, with no flag needed.
+    pub server_ice_servers: bool,
+    /// Relayed (TURN) candidates only (default false): to test or measure the TURN path.
+    pub relay_only: bool,
     /// Limit for the WebSocket handshake plus `joined` (default 10 s).
     pub join_timeout: Duration,
     /// When the signalling connection drops without `leave`, reconnect and resume the same
@@ -74,6 +79,8 @@ impl ClientOptions {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             ice_servers: Vec::new(),
             ice_tcp: true,
+            server_ice_servers: true,
+            relay_only: false,
             join_timeout: Duration::from_secs(10),
             resume_window: Duration::from_secs(30),
             signalling_timeout: Duration::from_secs(10),
@@ -217,6 +224,12 @@ impl Client {
                 bind_ip: opts.bind_ip,
                 ice_servers: opts.ice_servers.clone(),
                 ice_tcp: opts.ice_tcp,
+                turn_servers: if opts.server_ice_servers {
+                    joined.ice_servers.clone()
+                } else {
+                    Vec::new()
+                },
+                relay_only: opts.relay_only,
                 imitate_server: false,
             },
         )

@@ -21,6 +21,7 @@ pub mod peer;
 mod room;
 mod session;
 pub mod stats;
+pub mod turn_tcp;
 
 pub use client::{Client, ClientOptions, Joined};
 pub use error::ClientError;

@@ -5,7 +5,8 @@
 //! message, `{"t_ms":N,"report":<rakor_client::Report>}` every 500 ms, `{"t_ms":N,"closed":"…"}`
 //! when the session ends. `t_ms` is Unix time in milliseconds (comparable across processes).
 //!
-//! Usage: probe-client URL TOKEN BIND_IP [audio] [video] [simulcast]
+//! Usage: probe-client URL TOKEN BIND_IP [audio] [video] [simulcast] [relay] [no-tcp]
+//! (`relay`: TURN candidates only; `no-tcp`: no ICE over TCP.)
 
 use rakor_client::{Client, ClientOptions};
 use std::time::Duration;
@@ -44,6 +45,10 @@ async fn main() -> std::process::ExitCode {
         .simulcast(simulcast)
         .bind_ip(ip);
     opts.join_timeout = Duration::from_secs(20);
+    opts.relay_only = args.iter().skip(4).any(|a| a == "relay");
+    if args.iter().skip(4).any(|a| a == "no-tcp") {
+        opts.ice_tcp = false;
+    }
     let mut client = match Client::connect(opts).await {
         Ok(c) => c,
         Err(e) => {

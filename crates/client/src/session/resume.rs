@@ -52,6 +52,9 @@ impl Session {
                     self.last_heard = tokio::time::Instant::now();
                     self.resumable_leave = None;
                     tracing::info!(media_reset, "signalling resumed");
+                    if opts.server_ice_servers {
+                        self.peer_config.turn_servers.clone_from(&joined.ice_servers);
+                    }
                     let msg = joined_message(joined, true, media_reset);
                     if let Ok(mut room) = self.room.lock() {
                         room.apply(&msg);
