@@ -304,7 +304,10 @@ fn the_turn_port_refuses_bad_credentials_foreign_peers_and_garbage() {
     assert_eq!(expired.allocate(), Some(401));
 
     // Peers other than the media address: 403.
-    for bad in ["127.0.0.1:9", &format!("127.0.0.1:{}", server.media.port() + 1)] {
+    for bad in [
+        "127.0.0.1:9",
+        &format!("127.0.0.1:{}", server.media.port() + 1),
+    ] {
         let bad: SocketAddr = bad.parse().unwrap();
         let r = good.request(METHOD_CREATE_PERMISSION, peer(bad));
         assert_eq!(code(&r), Some(403), "permission to {bad}");
@@ -325,7 +328,10 @@ fn the_turn_port_refuses_bad_credentials_foreign_peers_and_garbage() {
     // STUN header with a bad length.
     for (what, bytes) in [
         ("garbage", vec![0xFFu8; 64]),
-        ("ChannelData before Allocate", vec![0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4]),
+        (
+            "ChannelData before Allocate",
+            vec![0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4],
+        ),
         ("unaligned STUN length", {
             let mut m = Message::new();
             m.typ = MessageType::new(METHOD_BINDING, CLASS_REQUEST);
@@ -347,7 +353,10 @@ fn the_turn_port_refuses_bad_credentials_foreign_peers_and_garbage() {
         );
     }
     // Malformed ChannelData on an allocated stream (an invalid channel number) closes it too.
-    second.s.write_all(&[0x50, 0x00, 0x00, 0x04, 1, 2, 3, 4]).unwrap();
+    second
+        .s
+        .write_all(&[0x50, 0x00, 0x00, 0x04, 1, 2, 3, 4])
+        .unwrap();
     assert!(second.closed(), "bad channel number closes the stream");
 
     // The good client is unaffected: it still answers, and its allocation is alive.

@@ -257,7 +257,11 @@ impl Netns {
         rule(&["ct", "state", "established,related", "accept"])?;
         let set = format!(
             "{{ {} }}",
-            ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         rule(&["tcp", "dport", &set, "accept"])?;
         rule(&["counter", "drop"])

@@ -164,11 +164,17 @@ mod tests {
     #[test]
     fn turn_urls_parse() {
         let u = parse_turn_url("turn:10.0.0.1:3478?transport=tcp").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.tcp, u.secure), ("10.0.0.1", 3478, true, false));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tcp, u.secure),
+            ("10.0.0.1", 3478, true, false)
+        );
         let u = parse_turn_url("turn:example.org?transport=udp").unwrap();
         assert_eq!((u.port, u.tcp), (3478, false));
         let u = parse_turn_url("turns:[2001:db8::1]:443?transport=tcp").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.secure), ("2001:db8::1", 443, true));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.secure),
+            ("2001:db8::1", 443, true)
+        );
         assert_eq!(parse_turn_url("stun:example.org"), None);
         assert_eq!(parse_turn_url("turn::3478"), None);
     }
@@ -180,7 +186,9 @@ mod tests {
         assert_eq!(out, [0x40, 0, 0, 3, 1, 2, 3, 0]);
         frame_for_stream(&[0x40, 0x00, 0x00, 0x03, 1, 2, 3, 0], &mut out);
         assert_eq!(out, [0x40, 0, 0, 3, 1, 2, 3, 0], "already padded");
-        let stun = [0u8, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let stun = [
+            0u8, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
         frame_for_stream(&stun, &mut out);
         assert_eq!(out, stun);
     }

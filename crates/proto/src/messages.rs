@@ -314,7 +314,9 @@ pub enum ServerMessage {
     },
     /// Fresh credentials for the ICE servers, sent before the previous ones expire (use them
     /// for new peer connections and ICE restarts; allocations already open keep working).
-    IceServers { ice_servers: Vec<IceServer> },
+    IceServers {
+        ice_servers: Vec<IceServer>,
+    },
     /// Answer to the client's publisher `offer`.
     Answer {
         pc: PeerConnectionKind,

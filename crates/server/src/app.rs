@@ -100,7 +100,10 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         media_addr: sfu.media_addr(),
         key_source: &key_source,
         invocation: &invocation,
-        turn: turn_service.as_ref().zip(turn_addr).map(|(s, a)| (a, s.urls().to_vec())),
+        turn: turn_service
+            .as_ref()
+            .zip(turn_addr)
+            .map(|(s, a)| (a, s.urls().to_vec())),
     };
     print_once(&banner.render());
     if session.operator_count().await.unwrap_or(1) == 0 {

@@ -49,7 +49,7 @@ pub mod signing_key;
 pub mod state;
 pub mod storage;
 pub mod token;
-pub mod turn;
 #[cfg(feature = "tools")]
 pub mod tools;
+pub mod turn;
 pub mod web;

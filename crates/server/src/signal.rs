@@ -302,7 +302,8 @@ async fn relay(
         .turn_service
         .as_ref()
         .map_or(Duration::from_secs(3600), |t| t.credential_ttl() / 2);
-    let mut ice_timer = tokio::time::interval_at(tokio::time::Instant::now() + ice_refresh, ice_refresh);
+    let mut ice_timer =
+        tokio::time::interval_at(tokio::time::Instant::now() + ice_refresh, ice_refresh);
     ice_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -203,12 +203,7 @@ impl TurnStreams for TurnService {
         }
         self.stats.streams_open.fetch_add(1, Ordering::Relaxed);
         let ctx = StreamCtx {
-            session: Session::new(
-                Arc::clone(&self.cfg),
-                Arc::clone(&self.crypto),
-                peer,
-                true,
-            ),
+            session: Session::new(Arc::clone(&self.cfg), Arc::clone(&self.crypto), peer, true),
             quota: Arc::clone(&self.quota),
             relay_bind: self.relay_bind,
             relay_public: self.relay_public,

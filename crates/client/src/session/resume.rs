@@ -53,7 +53,9 @@ impl Session {
                     self.resumable_leave = None;
                     tracing::info!(media_reset, "signalling resumed");
                     if opts.server_ice_servers {
-                        self.peer_config.turn_servers.clone_from(&joined.ice_servers);
+                        self.peer_config
+                            .turn_servers
+                            .clone_from(&joined.ice_servers);
                     }
                     let msg = joined_message(joined, true, media_reset);
                     if let Ok(mut room) = self.room.lock() {

@@ -184,7 +184,10 @@ fn validate_turn(t: &super::TurnConfig) -> Result<(), (&'static str, String)> {
     if t.public_host.contains(['/', '?', '#', ' ', '@']) {
         return Err((
             "turn.public_host",
-            format!("\"{}\" must be a host name or IP, without scheme or port", t.public_host),
+            format!(
+                "\"{}\" must be a host name or IP, without scheme or port",
+                t.public_host
+            ),
         ));
     }
     let url = t.tls_url.trim();
@@ -192,7 +195,10 @@ fn validate_turn(t: &super::TurnConfig) -> Result<(), (&'static str, String)> {
         return Err(("turn.tls_url", format!("\"{url}\" must start with turns:")));
     }
     if t.max_allocations == 0 || t.max_allocations > 1_000_000 {
-        return Err(("turn.max_allocations", "must be between 1 and 1000000".into()));
+        return Err((
+            "turn.max_allocations",
+            "must be between 1 and 1000000".into(),
+        ));
     }
     if t.max_allocations_per_identity == 0 || t.max_allocations_per_identity > 1000 {
         return Err((
@@ -201,7 +207,10 @@ fn validate_turn(t: &super::TurnConfig) -> Result<(), (&'static str, String)> {
         ));
     }
     if !(50..=1_000_000).contains(&t.max_packets_per_second) {
-        return Err(("turn.max_packets_per_second", "must be between 50 and 1000000".into()));
+        return Err((
+            "turn.max_packets_per_second",
+            "must be between 50 and 1000000".into(),
+        ));
     }
     if !(100..=10_000_000).contains(&t.max_kbps) {
         return Err(("turn.max_kbps", "must be between 100 and 10000000".into()));
