@@ -264,6 +264,42 @@ impl Netns {
         .map(drop)
     }
 
+    /// A firewall that lets the namespace open TCP connections to `ports` only: everything
+    /// else leaving it (all UDP, TCP to other ports) is dropped on the output hook and counted
+    /// (the first [`Netns::nft_counters`] value). Loopback (the namespace's own addresses) and
+    /// packets of connections already open pass.
+    pub fn allow_only_tcp_to(&self, ports: &[u16]) -> Result<()> {
+        self.exec("nft", &["add", "table", "inet", "rkonly"])?;
+        self.exec(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "inet",
+                "rkonly",
+                "out",
+                "{ type filter hook output priority 0; }",
+            ],
+        )?;
+        let rule = |r: &[&str]| {
+            let mut args = vec!["add", "rule", "inet", "rkonly", "out"];
+            args.extend_from_slice(r);
+            self.exec("nft", &args).map(drop)
+        };
+        rule(&["oifname", "lo", "accept"])?;
+        rule(&["ct", "state", "established,related", "accept"])?;
+        let set = format!(
+            "{{ {} }}",
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        rule(&["tcp", "dport", &set, "accept"])?;
+        rule(&["counter", "drop"])
+    }
+
     /// The packet counts of the namespace's nftables `counter` rules, in ruleset order.
     pub fn nft_counters(&self) -> Result<Vec<u64>> {
         let rules = self.exec("nft", &["list", "ruleset"])?;
@@ -395,6 +431,8 @@ pub struct ServerProc {
     pub proc: Proc,
     pub http: SocketAddr,
     pub media: SocketAddr,
+    /// The TURN listener, when the server was started with `RAKOR_TURN_ENABLED=true`.
+    pub turn: Option<SocketAddr>,
 }
 
 impl ServerProc {
@@ -423,10 +461,17 @@ impl ServerProc {
         let proc = Proc::spawn(cmd, "rakor")?;
         let mut http = None;
         let mut media = None;
-        while http.is_none() || media.is_none() {
+        let mut turn = None;
+        let want_turn = env
+            .iter()
+            .any(|(k, v)| *k == "RAKOR_TURN_ENABLED" && *v == "true");
+        while http.is_none() || media.is_none() || (want_turn && turn.is_none()) {
             proc.wait_line(Duration::from_secs(20), |l| {
                 let l = l.trim();
-                if let Some(rest) = l
+                if let Some(rest) = l.strip_prefix("TURN (TCP)") {
+                    turn = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                    Some(())
+                } else if let Some(rest) = l
                     .strip_prefix("HTTP + WebSocket")
                     .or_else(|| l.strip_prefix("HTTPS + WSS"))
                 {
@@ -448,7 +493,12 @@ impl ServerProc {
         let (Some(http), Some(media)) = (http, media) else {
             bail!("addresses not found")
         };
-        Ok(ServerProc { proc, http, media })
+        Ok(ServerProc {
+            proc,
+            http,
+            media,
+            turn,
+        })
     }
 
     pub fn ws_url(&self) -> String {

@@ -95,6 +95,7 @@ export default {
   'net.poor': 'Network poor',
   'net.unknown': 'Network: –',
   'net.detail': 'Round trip {rtt} ms, packet loss {loss}%',
+  'net.path': 'Media path: {path} (UDP is best; TCP and TURN are fallbacks for strict firewalls)',
 
   'banner.reconnecting': 'Connection lost. Reconnecting in {s} s…',
   'banner.retryNow': 'Retry now',

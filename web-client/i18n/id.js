@@ -95,6 +95,7 @@ export default {
   'net.poor': 'Jaringan buruk',
   'net.unknown': 'Jaringan: –',
   'net.detail': 'Waktu pulang-pergi {rtt} ms, paket hilang {loss}%',
+  'net.path': 'Jalur media: {path} (UDP terbaik; TCP dan TURN adalah cadangan untuk firewall ketat)',
 
   'banner.reconnecting': 'Koneksi terputus. Menyambung ulang dalam {s} detik…',
   'banner.retryNow': 'Coba sekarang',

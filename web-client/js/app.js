@@ -170,6 +170,14 @@ function startCall({ token, claims, media, publish }) {
     };
     setText(el, `net.${net.grade}`, vars);
     el.title = t('net.detail', vars);
+    // Which path the media takes: UDP, TCP (ICE-TCP) or TURN/… (relayed).
+    const path = $('net-path');
+    if (path) {
+      path.hidden = call.state !== 'connected' || !net.path;
+      path.dataset.path = net.path ?? '';
+      path.textContent = net.path ?? '';
+      path.title = t('net.path', { path: net.path ?? '–' });
+    }
   }
 
   call.addEventListener('state', renderState);

@@ -13,6 +13,11 @@ import { Signalling, PROTOCOL_VERSION } from './signalling.js';
 import { QUALITY } from './media.js';
 
 const RTC_CONFIG = { iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
+/** `joined.ice_servers` / the `ice_servers` message as RTCIceServer entries. */
+export function toRtcIceServers(list) {
+  return (list ?? []).filter((s) => Array.isArray(s?.urls) && s.urls.length)
+    .map((s) => ({ urls: s.urls, username: s.username || undefined, credential: s.credential || undefined }));
+}
 const FATAL = new Set(['unsupported_version', 'invalid_token', 'token_expired', 'wrong_room', 'server_shutting_down',
   'refused', 'not_invited', 'session_ended', 'not_yet_valid', 'replaced', 'link_revoked', 'banned']);
 const ICE_CONNECT_TIMEOUT_MS = 20000;
@@ -62,6 +67,7 @@ export class CallSession extends EventTarget {
     this.subMap = new Map();        // subscriber mid -> { mid, participantId, trackId, kind, track, receiver }
     this.msidGuess = new Map();     // subscriber mid -> fallback from the SDP msid
     this.joined = false;
+    this.iceServers = [];           // from joined.ice_servers (TURN with per-join credentials)
     this.done = false;
     this.endInfo = null;            // { kind: 'fatal'|'ended'|'left', ... }
     this.timers = new Set();
@@ -100,7 +106,10 @@ export class CallSession extends EventTarget {
   async onMessage(msg) {
     if (this.done) return;
     switch (msg.type) {
-      case 'joined': return this.joined ? this.onResumedJoined(msg) : this.onJoined(msg);
+      case 'joined':
+        if (Array.isArray(msg.ice_servers)) this.setIceServers(msg.ice_servers);
+        return this.joined ? this.onResumedJoined(msg) : this.onJoined(msg);
+      case 'ice_servers': return this.setIceServers(msg.ice_servers);
       case 'answer':
         if (msg.pc === 'publisher' && this.pcs.publisher) {
           await this.pcs.publisher.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
@@ -215,8 +224,17 @@ export class CallSession extends EventTarget {
     w?.resolve(msg);
   }
 
+  /** New TURN credentials: for connections made from now on and for ICE restarts. */
+  setIceServers(list) {
+    this.iceServers = toRtcIceServers(list);
+    for (const pc of Object.values(this.pcs)) {
+      if (!pc || pc.connectionState === 'closed') continue;
+      try { pc.setConfiguration({ ...pc.getConfiguration(), iceServers: this.iceServers }); } catch { /* kept as is */ }
+    }
+  }
+
   newPc(kind) {
-    const pc = new RTCPeerConnection(RTC_CONFIG);
+    const pc = new RTCPeerConnection({ ...RTC_CONFIG, iceServers: this.iceServers });
     pc.onicecandidate = (e) => {
       const c = e.candidate ? stripNulls(e.candidate.toJSON()) : { candidate: '' };
       if (this.canTrickle[kind]) this.send({ type: 'candidate', pc: kind, candidate: c });

@@ -66,6 +66,39 @@ async function collectNetwork(session, prev) {
   };
 }
 
+/**
+ * Which path the media takes, from the selected candidate pair of the first connected peer
+ * connection: 'UDP', 'TCP' (ICE over TCP), 'TURN/UDP', 'TURN/TCP', 'TURN/TLS', or null.
+ */
+export async function networkPath(session) {
+  for (const pc of [session.pcs.subscriber, session.pcs.publisher]) {
+    if (!pc || pc.connectionState !== 'connected') continue;
+    const report = await pc.getStats();
+    let pair = null;
+    for (const s of report.values()) {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId) ?? pair;
+    }
+    if (!pair) {
+      for (const s of report.values()) {
+        if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') { pair = s; break; }
+      }
+    }
+    const local = pair && report.get(pair.localCandidateId);
+    if (!local) continue;
+    return pathLabel(local);
+  }
+  return null;
+}
+
+/** The badge label of a local candidate (RTCIceCandidateStats). */
+export function pathLabel(local) {
+  if (local.candidateType === 'relay') {
+    const via = String(local.relayProtocol ?? 'udp').toUpperCase();
+    return `TURN/${via}`;
+  }
+  return String(local.protocol ?? 'udp').toUpperCase() === 'TCP' ? 'TCP' : 'UDP';
+}
+
 /** 'good' | 'fair' | 'poor' | 'unknown' from loss (0..1) and RTT (ms). */
 export function gradeNetwork(loss, rttMs) {
   if (loss === null && rttMs === null) return 'unknown';
@@ -110,6 +143,7 @@ export class StatsMonitor {
       }
       if (this.tickNo++ % 5 === 0) {
         const net = await collectNetwork(session, this.netPrev);
+        net.path = await networkPath(session);
         this.netPrev = net.totals;
         if (net.rttMs === null && this.call.wsRttMs !== null) net.rttMs = this.call.wsRttMs;
         this.onNetwork({ ...net, grade: gradeNetwork(net.loss, net.rttMs) });

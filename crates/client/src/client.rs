@@ -43,6 +43,11 @@ pub struct ClientOptions {
     /// ICE over TCP (default true): connect to the server's passive TCP candidates too, so a
     /// network that drops UDP still gets media; UDP is used whenever it works.
     pub ice_tcp: bool,
+    /// Use the ICE servers the server hands out in `joined.ice_servers` (default true): its
+    /// TURN server is then tried after UDP and ICE-TCP, with no flag needed.
+    pub server_ice_servers: bool,
+    /// Relayed (TURN) candidates only (default false): to test or measure the TURN path.
+    pub relay_only: bool,
     /// Limit for the WebSocket handshake plus `joined` (default 10 s).
     pub join_timeout: Duration,
     /// When the signalling connection drops without `leave`, reconnect and resume the same
@@ -80,6 +85,8 @@ impl ClientOptions {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             ice_servers: Vec::new(),
             ice_tcp: true,
+            server_ice_servers: true,
+            relay_only: false,
             join_timeout: Duration::from_secs(10),
             resume_window: Duration::from_secs(30),
             signalling_timeout: Duration::from_secs(10),
@@ -147,6 +154,8 @@ pub struct Joined {
     pub spotlight: Option<ParticipantId>,
     /// The room's presentation at join time.
     pub presentation: Option<rakor_proto::Presentation>,
+    /// STUN/TURN servers with credentials minted for this session (`joined.ice_servers`).
+    pub ice_servers: Vec<rakor_proto::IceServer>,
 }
 
 /// Requests from the handle to the session task.
@@ -238,6 +247,12 @@ impl Client {
                 bind_ip: opts.bind_ip,
                 ice_servers: opts.ice_servers.clone(),
                 ice_tcp: opts.ice_tcp,
+                turn_servers: if opts.server_ice_servers {
+                    joined.ice_servers.clone()
+                } else {
+                    Vec::new()
+                },
+                relay_only: opts.relay_only,
                 imitate_server: false,
             },
         )
@@ -626,6 +641,7 @@ impl Client {
 fn type_name(msg: &ServerMessage) -> &'static str {
     match msg {
         ServerMessage::Joined { .. } => "joined",
+        ServerMessage::IceServers { .. } => "ice_servers",
         ServerMessage::Answer { .. } => "answer",
         ServerMessage::Offer { .. } => "offer",
         ServerMessage::Candidate { .. } => "candidate",
@@ -701,9 +717,11 @@ pub(crate) async fn join(
                 resumed,
                 media_reset,
                 presentation,
+                ice_servers,
                 ..
             }) => {
                 let joined = Joined {
+                    ice_servers,
                     participant_id,
                     resume_token,
                     room,

@@ -23,6 +23,7 @@ mod room;
 mod session;
 pub mod stats;
 pub mod tls;
+pub mod turn_tcp;
 
 pub use client::{Client, ClientOptions, Joined};
 pub use error::ClientError;

@@ -55,6 +55,12 @@ pub struct PeerConfig {
     /// ICE over TCP: a TCP listener on `bind_ip` and active TCP candidates, so a server's
     /// passive TCP candidates (trickled) are tried when UDP is blocked. UDP is preferred.
     pub ice_tcp: bool,
+    /// ICE servers the server handed out (`joined.ice_servers`, renewed by `ice_servers`).
+    /// TURN over TCP goes through a local bridge (see [`crate::turn_tcp`]).
+    pub turn_servers: Vec<rakor_proto::IceServer>,
+    /// Use relayed (TURN) candidates only (`iceTransportPolicy: "relay"`), for tests and
+    /// measurements of the TURN path.
+    pub relay_only: bool,
     /// Behave like the Rakor server's side of a leg: ICE-lite, and `a=setup:passive` (DTLS
     /// server) when answering. Clients never set it; test peers standing in for the server do.
     pub imitate_server: bool,
@@ -66,6 +72,8 @@ impl Default for PeerConfig {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             ice_servers: Vec::new(),
             ice_tcp: true,
+            turn_servers: Vec::new(),
+            relay_only: false,
             imitate_server: false,
         }
     }
@@ -227,16 +235,22 @@ pub async fn new_peer_connection(
         .with_answering_dtls_role(answering_role)
         .with_lite(config.imitate_server)
         .build();
-    let rtc_config = RTCConfigurationBuilder::new()
-        .with_ice_servers(if config.ice_servers.is_empty() {
-            vec![]
-        } else {
-            vec![RTCIceServer {
-                urls: config.ice_servers.clone(),
-                ..Default::default()
-            }]
-        })
-        .build();
+    let mut ice_servers = if config.ice_servers.is_empty() {
+        vec![]
+    } else {
+        vec![RTCIceServer {
+            urls: config.ice_servers.clone(),
+            ..Default::default()
+        }]
+    };
+    ice_servers.extend(turn_ice_servers(config).await);
+    let mut rtc_config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers);
+    if config.relay_only {
+        rtc_config = rtc_config.with_ice_transport_policy(
+            rtc::peer_connection::configuration::RTCIceTransportPolicy::Relay,
+        );
+    }
+    let rtc_config = rtc_config.build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(rtc_config)
         .with_media_engine(me)
@@ -254,6 +268,41 @@ pub async fn new_peer_connection(
         .build()
         .await?;
     Ok(Arc::new(pc))
+}
+
+/// The server's `ice_servers` as the `webrtc` crate can use them: TURN over TCP through a
+/// local bridge ([`crate::turn_tcp`]); `turns:` is skipped (the crate's TURN client has no TLS;
+/// a TLS connector trusting `--ca-file` roots would plug into [`crate::turn_tcp::TurnConnector`]).
+async fn turn_ice_servers(config: &PeerConfig) -> Vec<RTCIceServer> {
+    use crate::turn_tcp::{parse_turn_url, start_bridge, TurnConnector};
+    let mut out = Vec::new();
+    for s in &config.turn_servers {
+        for url in &s.urls {
+            let entry = |urls: Vec<String>| RTCIceServer {
+                urls,
+                username: s.username.clone(),
+                credential: s.credential.clone(),
+            };
+            match parse_turn_url(url) {
+                Some(u) if u.secure => {
+                    tracing::debug!(%url, "turns: is not supported by the webrtc crate's TURN client; skipped");
+                }
+                Some(u) if u.tcp => {
+                    let server = if u.host.contains(':') {
+                        format!("[{}]:{}", u.host, u.port)
+                    } else {
+                        format!("{}:{}", u.host, u.port)
+                    };
+                    match start_bridge(config.bind_ip, server, TurnConnector::Tcp).await {
+                        Ok(local) => out.push(entry(vec![format!("turn:{local}?transport=udp")])),
+                        Err(e) => tracing::debug!(%url, error = %e, "no TURN/TCP bridge"),
+                    }
+                }
+                _ => out.push(entry(vec![url.clone()])),
+            }
+        }
+    }
+    out
 }
 
 /// Marks inbound keyframe requests (PLI, FIR) and NACKs for delivery to the application, so a

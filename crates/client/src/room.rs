@@ -111,6 +111,7 @@ mod tests {
             resumed: false,
             media_reset: false,
             presentation: None,
+            ice_servers: Vec::new(),
         });
         room.apply(&ServerMessage::ParticipantJoined {
             participant: info("PA_b"),

@@ -401,6 +401,21 @@ pub enum LeaveReason {
     RoomEnded,
 }
 
+/// One entry of `ice_servers`: the shape of WebRTC's `RTCIceServer`, plus when the
+/// credentials stop opening new TURN allocations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `turn:host:port?transport=tcp`, `turns:host:port?transport=tcp`, …
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub credential: String,
+    /// Unix seconds; 0 = does not expire.
+    #[serde(default)]
+    pub expires_at: u64,
+}
+
 /// Where a site stands in the lobby.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -440,6 +455,16 @@ pub enum ServerMessage {
         /// The room's presentation now (null: none); later changes come as `presentation`.
         #[serde(default)]
         presentation: Option<Presentation>,
+        /// STUN/TURN servers for both peer connections (`RTCConfiguration.iceServers`), with
+        /// credentials minted for this session. Empty when the server offers none (then the
+        /// server's own candidates are enough on open networks).
+        #[serde(default)]
+        ice_servers: Vec<IceServer>,
+    },
+    /// Fresh credentials for the ICE servers, sent before the previous ones expire (use them
+    /// for new peer connections and ICE restarts; allocations already open keep working).
+    IceServers {
+        ice_servers: Vec<IceServer>,
     },
     /// Answer to the client's publisher `offer`.
     Answer {

@@ -76,17 +76,23 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         room_events_rx,
     ));
 
+    let shutdown_token = CancellationToken::new();
+    let (turn_service, turn_addr) = start_turn(&config, sfu.media_addr(), &shutdown_token).await?;
     let state = AppState {
         config: Arc::clone(&config),
         signing_key: Arc::new(key),
         sfu: sfu.clone(),
-        shutdown: CancellationToken::new(),
+        shutdown: shutdown_token,
         tracker: TaskTracker::new(),
         session: Arc::clone(&session),
         limits: Arc::new(crate::limits::SignalLimits::new(
             &config.limits,
             config.server.resume_grace,
         )),
+        turn: turn_service
+            .clone()
+            .map(|s| s as crate::byte_stream::SharedTurnStreams),
+        turn_service: turn_service.clone(),
     };
     shutdown::spawn_signal_listener(state.shutdown.clone());
 
@@ -116,6 +122,10 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         media_addr: sfu.media_addr(),
         key_source: &key_source,
         invocation: &invocation,
+        turn: turn_service
+            .as_ref()
+            .zip(turn_addr)
+            .map(|(s, a)| (a, s.urls().to_vec())),
     };
     print_once(&banner.render());
     if session.operator_count().await.unwrap_or(1) == 0 {
@@ -124,6 +134,35 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
     tracing::info!(http = %http_addr, media = %sfu.media_addr(), "rakor {} ready", env!("CARGO_PKG_VERSION"));
 
     shutdown::run_until_stopped(state, server, media_worker).await
+}
+
+/// Bind the TURN listener and start serving it when `turn.enabled`.
+async fn start_turn(
+    config: &Arc<Config>,
+    media: SocketAddr,
+    stop: &CancellationToken,
+) -> anyhow::Result<(Option<Arc<crate::turn::TurnService>>, Option<SocketAddr>)> {
+    if !config.turn.enabled {
+        return Ok((None, None));
+    }
+    let listen = config.turn.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen for TURN on {listen}: {e}; choose another address with turn.listen (RAKOR_TURN_LISTEN) or set turn.enabled = false")
+    })?;
+    let addr = listener
+        .local_addr()
+        .context("reading the TURN listener's address")?;
+    let secret = crate::turn::load_or_create_secret(config)?;
+    let svc = Arc::new(crate::turn::TurnService::new(
+        config,
+        media,
+        addr,
+        secret,
+        stop.clone(),
+    )?);
+    tokio::spawn(Arc::clone(&svc).run_listener(listener));
+    tracing::info!(listen = %addr, urls = ?svc.urls(), "TURN server ready");
+    Ok((Some(svc), Some(addr)))
 }
 
 /// Printed by `rakor serve` while no operator account exists.
@@ -177,6 +216,8 @@ struct Banner<'a> {
     media_addr: SocketAddr,
     key_source: &'a KeySource,
     invocation: &'a Invocation,
+    /// The TURN listener and the URLs clients get, when enabled.
+    turn: Option<(SocketAddr, Vec<String>)>,
 }
 
 impl Banner<'_> {
@@ -265,6 +306,7 @@ impl Banner<'_> {
              {listener_line}\
              \x20 Media (UDP)       {media}  advertised in ICE as {adv}\n\
              {tcp_line}{one_port_line}\
+             {turn_line}\
              \x20 Data directory    {data_dir}\n\
              \x20 Signing key       {key_line}\n\
              \n\
@@ -282,6 +324,13 @@ impl Banner<'_> {
                 )
             } else {
                 String::new()
+            },
+            turn_line = match &self.turn {
+                Some((addr, urls)) => format!(
+                    "  TURN (TCP)        {addr}  offered as {}, relays only to the media port\n",
+                    urls.join(", ")
+                ),
+                None => String::new(),
             },
         )
     }
@@ -355,6 +404,7 @@ mod tests {
             media_addr: "127.0.0.1:7882".parse().unwrap(),
             key_source: &key_source,
             invocation: &invocation,
+            turn: None,
         }
         .render();
         assert!(text.contains("http://127.0.0.1:7880"), "{text}");

@@ -41,6 +41,68 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub session: SessionConfig,
+    pub turn: TurnConfig,
+}
+
+/// `[turn]`: the built-in TURN server (RFC 8656 over TCP; TLS through the one-port listener),
+/// relaying only to this server's media addresses, with credentials minted per join.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// Serve TURN and put it in every `joined.ice_servers`.
+    pub enabled: bool,
+    /// TCP address of the TURN listener (port 0 = any free port).
+    pub listen: SocketAddr,
+    /// Host (name or IP) clients use in the `turn:` URLs; empty = the host of
+    /// `server.public_url`, else the first advertised media IP.
+    pub public_host: String,
+    /// Port clients use in the `turn:` URLs; 0 = the listener's port (set it when a firewall or
+    /// NAT forwards another port).
+    pub public_port: u16,
+    /// A `turns:` URL to offer too (TURN over TLS, e.g. `turns:rakor.example.org:443?transport=tcp`
+    /// when the HTTPS listener also accepts TURN); empty = none.
+    pub tls_url: String,
+    /// Secret the credentials are minted with (any string, ≥ 16 characters); empty =
+    /// `<data_dir>/turn.secret`, generated once. Share it only with other TURN servers you run.
+    pub secret: SecretString,
+    /// How long minted credentials can open a new allocation. An allocation opened in time
+    /// lives on while the client refreshes it; the server sends new credentials before expiry.
+    #[serde(with = "duration_serde")]
+    pub credential_ttl: Duration,
+    /// REALM of the long-term credentials.
+    pub realm: String,
+    /// Most allocations at once, in total.
+    pub max_allocations: usize,
+    /// Most allocations at once for one identity (a participant uses two: publisher and
+    /// subscriber; a resume may briefly add two more).
+    pub max_allocations_per_identity: usize,
+    /// Longest lifetime one Allocate or Refresh grants.
+    #[serde(with = "duration_serde")]
+    pub max_lifetime: Duration,
+    /// Packets per second one allocation may relay towards the media core.
+    pub max_packets_per_second: u32,
+    /// Kilobits per second one allocation may relay towards the media core.
+    pub max_kbps: u32,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 3478)),
+            public_host: String::new(),
+            public_port: 0,
+            tls_url: String::new(),
+            secret: SecretString::default(),
+            credential_ttl: Duration::from_secs(10 * 60),
+            realm: "rakor".to_owned(),
+            max_allocations: 1000,
+            max_allocations_per_identity: 4,
+            max_lifetime: Duration::from_secs(3600),
+            max_packets_per_second: 2000,
+            max_kbps: 20_000,
+        }
+    }
 }
 
 /// `[session]`: the session manager (operators, schedules, lobby, attendance; `rakor-session`).
@@ -378,6 +440,11 @@ impl Config {
     /// Path of the session manager's SQLite database.
     pub fn session_database_path(&self) -> PathBuf {
         self.server.data_dir.join(&self.session.database)
+    }
+
+    /// Path of the generated TURN secret file.
+    pub fn turn_secret_path(&self) -> PathBuf {
+        self.server.data_dir.join("turn.secret")
     }
 
     /// Path of the generated signing key file.

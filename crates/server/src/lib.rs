@@ -25,6 +25,7 @@
 //! | [`byte_stream`] | one type for TCP and TLS streams; the hand-off to the TURN server |
 //! | [`tls`] | built-in HTTPS: the certificate files, rustls, reload on SIGHUP |
 //! | [`one_port`] | one TCP port for everything: first-byte classification (TLS, ICE-TCP, HTTP; after TLS: TURN or HTTP), prefix replay |
+//! | [`turn`] | the built-in TURN server's I/O (listener, streams, relay sockets) and credentials per join |
 //! | [`storage`] | opening the session database at start-up |
 //! | [`console`] | the operator console page `/console` |
 //! | [`operator_cli`] | `rakor operator add` |
@@ -56,4 +57,5 @@ pub mod tls;
 pub mod token;
 #[cfg(feature = "tools")]
 pub mod tools;
+pub mod turn;
 pub mod web;

@@ -326,8 +326,27 @@ async fn relay(
     let mut keepalive = Keepalive::new(state.config.limits.dead_peer_timeout, Instant::now());
     let mut ping_timer = tokio::time::interval(keepalive.ping_interval());
     ping_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // TURN credentials: minted into each `joined`, renewed halfway through their lifetime.
+    let mut turn_identity: Option<String> = None;
+    let ice_refresh = state
+        .turn_service
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |t| t.credential_ttl() / 2);
+    let mut ice_timer =
+        tokio::time::interval_at(tokio::time::Instant::now() + ice_refresh, ice_refresh);
+    ice_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = ice_timer.tick(), if turn_identity.is_some() => {
+                if let (Some(turn), Some(identity)) = (&state.turn_service, &turn_identity) {
+                    let msg = ServerMessage::IceServers { ice_servers: turn.ice_servers(identity) };
+                    let sent = tokio::time::timeout(keepalive.timeout, conn.send(&msg)).await;
+                    if !matches!(sent, Ok(true)) {
+                        state.sfu.disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn_ref.clone());
+                        return;
+                    }
+                }
+            }
             _ = ping_timer.tick() => {
                 if keepalive.is_dead(Instant::now()) {
                     tracing::info!(timeout = ?keepalive.timeout, "signalling silent (no pong); removing the participant");
@@ -338,7 +357,14 @@ async fn relay(
                 }
             }
             ev = events.recv() => match ev {
-                Some(msg) => {
+                Some(mut msg) => {
+                    if let (ServerMessage::Joined { identity, ice_servers, .. }, Some(turn)) =
+                        (&mut msg, &state.turn_service)
+                    {
+                        *ice_servers = turn.ice_servers(identity);
+                        turn_identity = Some(identity.clone());
+                        ice_timer.reset();
+                    }
                     // A peer that stopped reading fills the TCP window; do not wait on it forever.
                     let sent = tokio::time::timeout(keepalive.timeout, conn.send(&msg)).await;
                     if !matches!(sent, Ok(true)) {

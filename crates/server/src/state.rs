@@ -34,4 +34,9 @@ pub struct AppState {
     pub session: Arc<rakor_session::SessionManager>,
     /// Unauthenticated connections and join attempts per IP (`crate::limits`).
     pub limits: Arc<crate::limits::SignalLimits>,
+    /// The TURN server as the listeners see it (the one-port demux hands it decrypted TLS
+    /// streams); `None` when `turn.enabled` is false.
+    pub turn: Option<crate::byte_stream::SharedTurnStreams>,
+    /// The same TURN server, for minting `joined.ice_servers`; `None` when disabled.
+    pub turn_service: Option<Arc<crate::turn::TurnService>>,
 }

@@ -5,8 +5,9 @@
 //! message, `{"t_ms":N,"report":<rakor_client::Report>}` every 500 ms, `{"t_ms":N,"closed":"…"}`
 //! when the session ends. `t_ms` is Unix time in milliseconds (comparable across processes).
 //!
-//! Usage: probe-client URL TOKEN BIND_IP [audio] [video] [simulcast]
-//! (`RAKOR_CA_FILE=ca.pem`: trust that CA for a `wss://` URL.)
+//! Usage: probe-client URL TOKEN BIND_IP [audio] [video] [simulcast] [relay] [no-tcp]
+//! (`relay`: TURN candidates only; `no-tcp`: no ICE over TCP; `RAKOR_CA_FILE=ca.pem`: trust
+//! that CA for a `wss://` URL.)
 
 use rakor_client::{Client, ClientOptions};
 use std::time::Duration;
@@ -54,6 +55,10 @@ async fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::from(1);
             }
         }
+    }
+    opts.relay_only = args.iter().skip(4).any(|a| a == "relay");
+    if args.iter().skip(4).any(|a| a == "no-tcp") {
+        opts.ice_tcp = false;
     }
     let mut client = match Client::connect(opts).await {
         Ok(c) => c,

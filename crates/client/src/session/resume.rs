@@ -52,6 +52,11 @@ impl Session {
                     self.last_heard = tokio::time::Instant::now();
                     self.resumable_leave = None;
                     tracing::info!(media_reset, "signalling resumed");
+                    if opts.server_ice_servers {
+                        self.peer_config
+                            .turn_servers
+                            .clone_from(&joined.ice_servers);
+                    }
                     let msg = joined_message(joined, true, media_reset);
                     if let Ok(mut room) = self.room.lock() {
                         room.apply(&msg);
@@ -131,5 +136,6 @@ fn joined_message(joined: Joined, resumed: bool, media_reset: bool) -> ServerMes
         },
         resumed,
         media_reset,
+        ice_servers: joined.ice_servers,
     }
 }

@@ -8,6 +8,7 @@ use rakor_proto::{PeerConnectionKind, ServerMessage};
 /// Server `type`s this client version knows; anything else is ignored, as the protocol requires.
 const KNOWN_SERVER_TYPES: &[&str] = &[
     "joined",
+    "ice_servers",
     "answer",
     "offer",
     "candidate",
@@ -100,6 +101,10 @@ impl Session {
                         s.paused = *paused;
                     });
                 }
+            }
+            ServerMessage::IceServers { ice_servers } => {
+                // For peer connections built from now on (allocations open keep working).
+                self.peer_config.turn_servers.clone_from(ice_servers);
             }
             ServerMessage::PublisherLayers { track_id, rids } => {
                 if let Some(t) = self.published_track(track_id) {

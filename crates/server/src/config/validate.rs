@@ -123,6 +123,7 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
         return Err(("session.login_lockout", "must be at most 24h".into()));
     }
     super::security::validate(c)?;
+    validate_turn(&c.turn)?;
     if c.auth.max_ttl.is_zero() {
         return Err(("auth.max_ttl", "must be greater than 0".into()));
     }
@@ -188,6 +189,57 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
             "limits.dead_peer_timeout",
             "must be between 3s and 5m".into(),
         ));
+    }
+    Ok(())
+}
+
+/// `[turn]`: lifetimes, caps and the URL pieces.
+fn validate_turn(t: &super::TurnConfig) -> Result<(), (&'static str, String)> {
+    if !(Duration::from_secs(60)..=Duration::from_secs(24 * 3600)).contains(&t.credential_ttl) {
+        return Err(("turn.credential_ttl", "must be between 1m and 24h".into()));
+    }
+    if !(Duration::from_secs(600)..=Duration::from_secs(24 * 3600)).contains(&t.max_lifetime) {
+        return Err(("turn.max_lifetime", "must be between 10m and 24h".into()));
+    }
+    if !t.secret.is_empty() && t.secret.expose().trim().len() < 16 {
+        return Err(("turn.secret", "must be at least 16 characters".into()));
+    }
+    if t.realm.trim().is_empty() || t.realm.len() > 127 {
+        return Err(("turn.realm", "must be 1 to 127 characters".into()));
+    }
+    if t.public_host.contains(['/', '?', '#', ' ', '@']) {
+        return Err((
+            "turn.public_host",
+            format!(
+                "\"{}\" must be a host name or IP, without scheme or port",
+                t.public_host
+            ),
+        ));
+    }
+    let url = t.tls_url.trim();
+    if !url.is_empty() && !url.starts_with("turns:") {
+        return Err(("turn.tls_url", format!("\"{url}\" must start with turns:")));
+    }
+    if t.max_allocations == 0 || t.max_allocations > 1_000_000 {
+        return Err((
+            "turn.max_allocations",
+            "must be between 1 and 1000000".into(),
+        ));
+    }
+    if t.max_allocations_per_identity == 0 || t.max_allocations_per_identity > 1000 {
+        return Err((
+            "turn.max_allocations_per_identity",
+            "must be between 1 and 1000".into(),
+        ));
+    }
+    if !(50..=1_000_000).contains(&t.max_packets_per_second) {
+        return Err((
+            "turn.max_packets_per_second",
+            "must be between 50 and 1000000".into(),
+        ));
+    }
+    if !(100..=10_000_000).contains(&t.max_kbps) {
+        return Err(("turn.max_kbps", "must be between 100 and 10000000".into()));
     }
     Ok(())
 }

@@ -191,6 +191,8 @@ impl Core {
             resume_token: p.resume_token.clone(),
             resumed,
             media_reset,
+            // Filled per connection by the signalling server (it owns the TURN secret).
+            ice_servers: Vec::new(),
         });
         if p.moderator_muted && (media_reset || !resumed) {
             // Its audio stays muted when it publishes (again).

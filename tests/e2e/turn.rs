@@ -1,0 +1,368 @@
+//! The built-in TURN server against the real binary.
+//!
+//! - A site in a network namespace whose firewall lets it open TCP connections to the
+//!   signalling and TURN ports only (no UDP at all, no ICE-TCP to the media port) exchanges
+//!   audio and video with an open site through TURN over TCP. Both sites are `probe-client`
+//!   processes (`rakor-client`, which takes the TURN server from `joined.ice_servers` with no
+//!   flag). Needs root and `nft`; prints `SKIP: …` and passes otherwise.
+//! - Bad input on the TURN port (loopback, no root needed): no credentials, wrong and expired
+//!   credentials, a peer that is not the media address, the per-identity cap, garbage and
+//!   malformed ChannelData each get their answer or close only their own stream, while another
+//!   client's allocation keeps working.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use rakor_client::Report;
+use rakor_e2e::netns::{self, mint_token, unix_ms, Netns, Probe, ServerProc};
+use rakor_proto::{ParticipantId, TrackKind};
+use rtc::stun::attributes::*;
+use rtc::stun::error_code::ErrorCodeAttribute;
+use rtc::stun::integrity::MessageIntegrity;
+use rtc::stun::message::*;
+use rtc::stun::textattrs::TextAttribute;
+use rtc::stun::xoraddr::XorMappedAddress;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_probe-client");
+
+fn packets(r: &Report, from: &str, kind: TrackKind) -> u64 {
+    r.received_packets(&ParticipantId(from.to_owned()), kind)
+}
+
+fn frames(r: &Report, from: &str) -> u64 {
+    r.received_track(&ParticipantId(from.to_owned()), TrackKind::Video)
+        .map_or(0, |t| t.frames)
+}
+
+/// Poll `p`'s reports until `from`'s audio and video both reached `min` packets and a video
+/// frame was decoded; the report and when the first frame was seen (Unix ms).
+fn wait_media(p: &mut Probe, from: &str, min: u64, timeout: Duration) -> (Report, u64) {
+    let deadline = Instant::now() + timeout;
+    let mut first_frame_ms = None;
+    loop {
+        let r = p.latest_report(Duration::from_secs(5)).unwrap();
+        if first_frame_ms.is_none() && frames(&r, from) > 0 {
+            first_frame_ms = Some(unix_ms());
+        }
+        if packets(&r, from, TrackKind::Video) >= min
+            && packets(&r, from, TrackKind::Audio) >= min
+            && frames(&r, from) > 0
+        {
+            return (r, first_frame_ms.unwrap_or_else(unix_ms));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: media from {from} stuck (audio {} video {} packets): {}",
+            p.proc.label,
+            packets(&r, from, TrackKind::Audio),
+            packets(&r, from, TrackKind::Video),
+            r.to_json()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn site_with_only_tcp_to_the_turn_port_exchanges_audio_and_video_through_turn() {
+    if let Err(why) = netns::available() {
+        eprintln!("SKIP: network namespaces unavailable: {why}");
+        return;
+    }
+    if !netns::have_nft() {
+        eprintln!("SKIP: nft not installed (apt-get install nftables)");
+        return;
+    }
+    let srv = Netns::new("usrv").unwrap();
+    let site = Netns::new("usite").unwrap();
+    srv.veth("rk-usrv", "10.78.0.1/24", &site, "rk-usite", "10.78.0.2/24")
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(
+        Some(&srv),
+        "10.78.0.1",
+        data.path(),
+        &[
+            ("RAKOR_TURN_ENABLED", "true"),
+            ("RAKOR_TURN_LISTEN", "10.78.0.1:0"),
+        ],
+    )
+    .unwrap();
+    let turn = server.turn.expect("TURN line in the banner");
+    // The site may open TCP to the signalling port and the TURN port, nothing else.
+    site.allow_only_tcp_to(&[server.http.port(), turn.port()])
+        .unwrap();
+    srv.count_tcp_to(turn.port()).unwrap();
+
+    let url = server.ws_url();
+    let tok = |id: &str| mint_token(data.path(), "rakor", id, "participant").unwrap();
+    let t_join = unix_ms();
+    let mut open = Probe::start(
+        Some(&srv),
+        Path::new(PROBE),
+        &url,
+        &tok("open"),
+        "10.78.0.1",
+        &["audio", "video"],
+        "open",
+    )
+    .unwrap();
+    let mut closed = Probe::start(
+        Some(&site),
+        Path::new(PROBE),
+        &url,
+        &tok("turn-only"),
+        "10.78.0.2",
+        &["audio", "video"],
+        "turn-only",
+    )
+    .unwrap();
+    let (open_id, closed_id) = (open.participant_id.clone(), closed.participant_id.clone());
+
+    let (r_closed, t_closed) = wait_media(&mut closed, &open_id, 100, Duration::from_secs(40));
+    let (r_open, _) = wait_media(&mut open, &closed_id, 100, Duration::from_secs(40));
+    eprintln!(
+        "MEASURED turn-tcp: the turn-only site saw the open site's first video frame {} ms after \
+         the joins started",
+        t_closed.saturating_sub(t_join)
+    );
+    eprintln!(
+        "open <- turn-only: audio {} video {} packets, {} frames; turn-only <- open: audio {} \
+         video {} packets, {} frames",
+        packets(&r_open, &closed_id, TrackKind::Audio),
+        packets(&r_open, &closed_id, TrackKind::Video),
+        frames(&r_open, &closed_id),
+        packets(&r_closed, &open_id, TrackKind::Audio),
+        packets(&r_closed, &open_id, TrackKind::Video),
+        frames(&r_closed, &open_id),
+    );
+    // Proof of the path: the site's UDP and ICE-TCP attempts were dropped, and TCP to the TURN
+    // port carried the media (far more than the TURN handshake's few packets).
+    let site_drops = site.nft_counters().unwrap();
+    let srv_counts = srv.nft_counters().unwrap();
+    eprintln!("nft counters: site dropped {site_drops:?}, server tcp to turn {srv_counts:?}");
+    assert!(
+        site_drops.iter().any(|&n| n > 0),
+        "the site never tried another path: {site_drops:?}"
+    );
+    assert!(
+        srv_counts.iter().any(|&n| n > 200),
+        "TCP to the TURN port carried no media: {srv_counts:?}"
+    );
+    let before = packets(&r_closed, &open_id, TrackKind::Video);
+    std::thread::sleep(Duration::from_secs(2));
+    let later = closed.latest_report(Duration::from_secs(5)).unwrap();
+    assert!(
+        packets(&later, &open_id, TrackKind::Video) > before,
+        "video to the turn-only site stopped"
+    );
+    drop(server);
+}
+
+// ---- bad input on the real TURN listener (loopback) ----
+
+/// A TURN-over-TCP test client speaking raw STUN.
+struct Raw {
+    s: TcpStream,
+    username: String,
+    password: String,
+    realm: String,
+    nonce: String,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr, username: &str, password: &str) -> Raw {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Raw {
+            s,
+            username: username.into(),
+            password: password.into(),
+            realm: String::new(),
+            nonce: String::new(),
+        }
+    }
+
+    fn request(&mut self, method: Method, build: impl FnOnce(&mut Message)) -> Message {
+        let mut m = Message::new();
+        m.typ = MessageType::new(method, CLASS_REQUEST);
+        m.new_transaction_id().unwrap();
+        m.write_header();
+        build(&mut m);
+        if !self.nonce.is_empty() {
+            TextAttribute::new(ATTR_USERNAME, self.username.clone())
+                .add_to(&mut m)
+                .unwrap();
+            TextAttribute::new(ATTR_REALM, self.realm.clone())
+                .add_to(&mut m)
+                .unwrap();
+            TextAttribute::new(ATTR_NONCE, self.nonce.clone())
+                .add_to(&mut m)
+                .unwrap();
+            let p = rtc::crypto::default_provider().unwrap();
+            MessageIntegrity::new_long_term_integrity_with_provider(
+                self.username.clone(),
+                self.realm.clone(),
+                self.password.clone(),
+                p.crypto(),
+            )
+            .unwrap()
+            .add_to(&mut m)
+            .unwrap();
+        }
+        self.s.write_all(&m.raw).unwrap();
+        self.read()
+    }
+
+    fn read(&mut self) -> Message {
+        let mut head = [0u8; 20];
+        self.s.read_exact(&mut head).unwrap();
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let mut raw = head.to_vec();
+        raw.resize(20 + len, 0);
+        self.s.read_exact(&mut raw[20..]).unwrap();
+        let mut m = Message::new();
+        m.unmarshal_binary(&raw).unwrap();
+        m
+    }
+
+    /// Allocate, answering the 401 challenge; the final answer's error code (None = success).
+    fn allocate(&mut self) -> Option<u16> {
+        let r = self.request(METHOD_ALLOCATE, transport);
+        assert_eq!(code(&r), Some(401), "a first Allocate is challenged");
+        self.realm = TextAttribute::get_from_as(&r, ATTR_REALM).unwrap().text;
+        self.nonce = TextAttribute::get_from_as(&r, ATTR_NONCE).unwrap().text;
+        code(&self.request(METHOD_ALLOCATE, transport))
+    }
+
+    /// True once the server closed the stream.
+    fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.s.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+fn transport(m: &mut Message) {
+    m.add(ATTR_REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+}
+
+fn code(m: &Message) -> Option<u16> {
+    let mut e = ErrorCodeAttribute::default();
+    e.get_from(m).ok().map(|()| e.code.0)
+}
+
+fn peer(addr: SocketAddr) -> impl FnOnce(&mut Message) {
+    move |m| {
+        XorMappedAddress {
+            ip: addr.ip(),
+            port: addr.port(),
+        }
+        .add_to_as(m, ATTR_XOR_PEER_ADDRESS)
+        .unwrap();
+    }
+}
+
+fn mint(data: &Path, user: &str, expires_at: u64) -> (String, String) {
+    let secret = std::fs::read_to_string(data.join("turn.secret")).unwrap();
+    let p = rtc::crypto::default_provider().unwrap();
+    let c = rakor_turn::credentials::mint(p.crypto(), secret.trim().as_bytes(), user, expires_at)
+        .unwrap();
+    (c.username, c.credential)
+}
+
+#[test]
+fn the_turn_port_refuses_bad_credentials_foreign_peers_and_garbage() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(
+        None,
+        "127.0.0.1",
+        data.path(),
+        &[
+            ("RAKOR_TURN_ENABLED", "true"),
+            ("RAKOR_TURN_LISTEN", "127.0.0.1:0"),
+            ("RAKOR_TURN_MAX_ALLOCATIONS_PER_IDENTITY", "2"),
+        ],
+    )
+    .unwrap();
+    let turn = server.turn.unwrap();
+    let now = rakor_e2e::unix_now();
+
+    // A good allocation that must survive everything below.
+    let (u, p) = mint(data.path(), "good", now + 600);
+    let mut good = Raw::connect(turn, &u, &p);
+    assert_eq!(good.allocate(), None);
+    let r = good.request(METHOD_CREATE_PERMISSION, peer(server.media));
+    assert_eq!(code(&r), None, "permission to the media address");
+
+    // Wrong and expired credentials: 401.
+    let mut wrong = Raw::connect(turn, &u, "AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    assert_eq!(wrong.allocate(), Some(401));
+    let (u_old, p_old) = mint(data.path(), "late", now - 1);
+    let mut expired = Raw::connect(turn, &u_old, &p_old);
+    assert_eq!(expired.allocate(), Some(401));
+
+    // Peers other than the media address: 403.
+    for bad in [
+        "127.0.0.1:9",
+        &format!("127.0.0.1:{}", server.media.port() + 1),
+    ] {
+        let bad: SocketAddr = bad.parse().unwrap();
+        let r = good.request(METHOD_CREATE_PERMISSION, peer(bad));
+        assert_eq!(code(&r), Some(403), "permission to {bad}");
+        let r = good.request(METHOD_CHANNEL_BIND, |m| {
+            m.add(ATTR_CHANNEL_NUMBER, &[0x40, 0x00, 0, 0]);
+            peer(bad)(m);
+        });
+        assert_eq!(code(&r), Some(403), "channel to {bad}");
+    }
+
+    // The per-identity cap (2): a third allocation for "good" is refused.
+    let mut second = Raw::connect(turn, &u, &p);
+    assert_eq!(second.allocate(), None);
+    let mut third = Raw::connect(turn, &u, &p);
+    assert_eq!(third.allocate(), Some(486));
+
+    // Garbage closes only its own stream; so does ChannelData before any allocation, and a
+    // STUN header with a bad length.
+    for (what, bytes) in [
+        ("garbage", vec![0xFFu8; 64]),
+        (
+            "ChannelData before Allocate",
+            vec![0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4],
+        ),
+        ("unaligned STUN length", {
+            let mut m = Message::new();
+            m.typ = MessageType::new(METHOD_BINDING, CLASS_REQUEST);
+            m.new_transaction_id().unwrap();
+            m.write_header();
+            let mut raw = m.raw.clone();
+            raw[3] = 3;
+            raw.extend_from_slice(&[0, 0, 0]);
+            raw
+        }),
+    ] {
+        let mut g = TcpStream::connect(turn).unwrap();
+        g.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        g.write_all(&bytes).unwrap();
+        let mut b = [0u8; 1];
+        assert!(
+            matches!(g.read(&mut b), Ok(0) | Err(_)),
+            "{what}: the stream must be closed"
+        );
+    }
+    // Malformed ChannelData on an allocated stream (an invalid channel number) closes it too.
+    second
+        .s
+        .write_all(&[0x50, 0x00, 0x00, 0x04, 1, 2, 3, 4])
+        .unwrap();
+    assert!(second.closed(), "bad channel number closes the stream");
+
+    // The good client is unaffected: it still answers, and its allocation is alive.
+    let r = good.request(METHOD_REFRESH, |m| {
+        m.add(ATTR_LIFETIME, &600u32.to_be_bytes())
+    });
+    assert_eq!(code(&r), None, "the good allocation still refreshes");
+    drop(server);
+}
