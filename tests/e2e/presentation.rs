@@ -288,3 +288,61 @@ async fn a_screen_track_over_the_track_limit_is_refused() {
         .await;
     assert!(p.is_err(), "no presentation: {p:?}");
 }
+
+/// The operator stops a presentation through the HTTP API (`POST
+/// /api/v1/rakor/{id}/presentation/stop`): the presenter gets `presentation_stopped` without
+/// `by`; with nobody presenting the API answers 409 `no_presentation`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_stops_a_presentation_through_the_api() {
+    use rakor_e2e::session::{add_rakor, add_site, token_of, Persistent};
+    let p = Persistent::new().unwrap();
+    let (server, api) = tokio::task::block_in_place(|| p.start_logged_in()).unwrap();
+    let host_site = add_site(&api, "Command Room", "other").unwrap();
+    let site = add_site(&api, "Bappeda", "opd").unwrap();
+    let v = add_rakor(&api, "Rakor", host_site, &[site], 600, 60).unwrap();
+    let id = v["id"].as_i64().unwrap();
+    let links = api
+        .get(&format!("/api/v1/rakor/{id}/invitations"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let host_link = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["site_id"] == host_site)
+        .unwrap()["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut o = ClientOptions::new(server.ws_url(), token_of(&host_link).unwrap()).receive_only();
+    o.join_timeout = Duration::from_secs(20);
+    let mut host = Client::connect(o).await.unwrap();
+    let path = format!("/api/v1/rakor/{id}/presentation/stop");
+    let none = tokio::task::block_in_place(|| api.post(&path, serde_json::json!({}))).unwrap();
+    assert_eq!(
+        (none.status, none.error_code()),
+        (409, "no_presentation".to_owned())
+    );
+    host.publish_screen().await.unwrap();
+    let me = host.participant_id().clone();
+    presentation_is(&mut host, Some(&me)).await;
+    tokio::task::block_in_place(|| api.expect("POST", &path, Some(serde_json::json!({})), 204))
+        .unwrap();
+    host.wait_for(
+        |m| {
+            matches!(
+                m,
+                ServerMessage::PresentationStopped {
+                    reason: PresentationEnd::Stopped,
+                    by: None,
+                    ..
+                }
+            )
+        },
+        WAIT,
+    )
+    .await
+    .unwrap();
+    presentation_is(&mut host, None).await;
+}
