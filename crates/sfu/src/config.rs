@@ -40,6 +40,8 @@ pub struct SfuConfig {
     /// Most ICE-TCP streams open at once from one source IP, and in total; more are refused.
     pub tcp_streams_per_ip: usize,
     pub tcp_streams_max: usize,
+    /// Recording (`crate::record`): None = recording disabled.
+    pub recording: Option<crate::record::RecordingSettings>,
 }
 
 impl Default for SfuConfig {
@@ -59,6 +61,7 @@ impl Default for SfuConfig {
             ice_tcp: true,
             tcp_streams_per_ip: 64,
             tcp_streams_max: 1024,
+            recording: None,
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod ice_tcp;
 pub mod keyframe;
 pub mod liveness;
 pub mod metrics;
+pub mod record;
 pub mod router;
 pub mod sdp;
 mod shell;
@@ -41,7 +42,9 @@ pub mod speakers;
 pub(crate) mod testkit;
 
 pub use crate::core::{Core, Transmit};
+pub use crate::core::record::{RecordingError, RecordingStatus};
 pub use config::SfuConfig;
+pub use record::RecordingSettings;
 pub use error::SfuError;
 pub use handle::{
     ConnRef, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle,

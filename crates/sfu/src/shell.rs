@@ -48,6 +48,7 @@ pub(crate) fn spawn(
     config: SfuConfig,
     rx: mpsc::Receiver<Command>,
     room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
+    recorder: Option<crate::record::RecorderTap>,
 ) -> Result<(SocketAddr, std::thread::JoinHandle<()>), SfuError> {
     let (sock, listener) = bind_media_port(&config)?;
     sock.set_nonblocking(true)?;
@@ -65,8 +66,12 @@ pub(crate) fn spawn(
         None => None,
     };
     let now = Instant::now();
+    let mut core = Core::new(config, local_addr, room_events, now, SystemTime::now());
+    if let Some(tap) = recorder {
+        core.set_recorder(tap);
+    }
     let shell = Shell {
-        core: Core::new(config, local_addr, room_events, now, SystemTime::now()),
+        core,
         sock,
         tcp,
         pfds: Vec::with_capacity(8),
@@ -259,6 +264,18 @@ impl Shell {
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
+            Command::Recording { room, start, reply } => {
+                let r = if start {
+                    core.recording_start(&room, now).map(Some)
+                } else {
+                    core.recording_stop(&room, None).map(|()| None)
+                };
+                let _ = reply.send(r);
+            }
+            Command::RecordingStatus { room, reply } => {
+                let _ = reply.send(core.recording_status(&room));
+            }
+            Command::Recorder(fb) => core.recorder_feedback(fb, now),
             Command::Shutdown { .. } => {}
         }
         self.flush();
@@ -338,6 +355,7 @@ impl Shell {
     fn stats(&self) -> SfuStats {
         let mut s = self.core.stats();
         s.tcp_streams = self.tcp.as_ref().map_or(0, TcpSide::open_streams);
+        s.media_thread_cpu_us = crate::record::recorder::thread_cpu_us();
         s
     }
 
