@@ -127,6 +127,7 @@ export class CallSession extends EventTarget {
       case 'track_unpublished': this.room.trackUnpublished(msg.participant_id, msg.track_id); return;
       case 'track_muted': this.room.trackMuted(msg.participant_id, msg.track_id, msg.muted); return;
       case 'spotlight': this.room.setSpotlight(msg.participant_id ?? null); return;
+      case 'recording': this.room.setRecording(!!msg.active, msg.started_at); return;
       case 'speakers': this.room.setServerSpeakers(msg.speaking, msg.forwarded); return;
       case 'publisher_pause': return this.onPublisherPause(msg);
       case 'publisher_layers': return this.onPublisherLayers(msg);

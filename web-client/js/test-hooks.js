@@ -49,6 +49,9 @@ export function installTestHooks() {
     localTrackIds: () => ({ audio: ctx.call?.media.audioTrack?.id ?? null, video: ctx.call?.media.videoTrack?.id ?? null }),
     role: () => ctx.room?.self?.role ?? null,
     spotlight: () => ctx.room?.spotlight ?? null,
+    /** The room's recording notice: null, or {startedAt}; and whether the REC badge shows. */
+    recording: () => ctx.room?.recording ?? null,
+    recBadgeVisible: () => !(document.getElementById('rec-badge')?.hidden ?? true),
     /** The order the host's next/previous buttons tour the sites in. */
     tourOrder: () => ctx.room?.tourOrder() ?? [],
     participants: () => (ctx.room?.list() ?? []).map((p) => ({

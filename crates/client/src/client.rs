@@ -535,6 +535,7 @@ fn type_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::ModeratorMute { .. } => "moderator_mute",
         ServerMessage::Leave { .. } => "leave",
         ServerMessage::Error { .. } => "error",
+        ServerMessage::Recording { .. } => "recording",
     }
 }
 

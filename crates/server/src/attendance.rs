@@ -48,6 +48,7 @@ pub async fn record_attendance(
                     .and_then(|v| v.as_str().map(str::to_owned)),
                 at_ms: unix_ms(at),
             },
+            rakor_sfu::RoomEvent::RecordingFinished { .. } => continue,
         };
         if let Err(e) = session.record(m).await {
             tracing::error!("cannot record attendance: {e}");

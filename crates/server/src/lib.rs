@@ -41,6 +41,7 @@ pub mod http;
 pub mod limits;
 pub mod lobby;
 pub mod operator_cli;
+pub mod recording;
 pub mod serve;
 pub mod shutdown;
 pub mod signal;

@@ -108,7 +108,7 @@ pub struct RecorderShared {
 /// The media core's side of the recorder: the two channels and the shared counters.
 pub(crate) struct RecorderTap {
     packets: SyncSender<RecPacket>,
-    control: Sender<RecControl>,
+    control: Sender<(u64, RecControl)>,
     pub shared: Arc<RecorderShared>,
     pub settings: RecordingSettings,
     handed: u64,
@@ -118,7 +118,7 @@ pub(crate) struct RecorderTap {
 impl RecorderTap {
     pub fn new(
         packets: SyncSender<RecPacket>,
-        control: Sender<RecControl>,
+        control: Sender<(u64, RecControl)>,
         shared: Arc<RecorderShared>,
         settings: RecordingSettings,
     ) -> Self {
@@ -149,8 +149,10 @@ impl RecorderTap {
         self.shared.dropped.store(self.dropped, Ordering::Relaxed);
     }
 
+    /// A control message, applied by the recorder after the packets handed off before it
+    /// (the two channels are ordered by the count of packets handed off).
     pub fn control(&self, c: RecControl) {
-        let _ = self.control.send(c);
+        let _ = self.control.send((self.handed, c));
     }
 
     /// Enough free disk space to start a recording (the recorder thread's last measurement).

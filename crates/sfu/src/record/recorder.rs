@@ -161,16 +161,33 @@ fn unix_ms(t: SystemTime) -> i64 {
 }
 
 impl Recorder {
-    fn run(&mut self, packets: &Receiver<RecPacket>, control: &Receiver<RecControl>) {
+    /// Apply the control messages that were sent after `received` packets or fewer.
+    fn apply_controls(
+        &mut self,
+        pending: &mut std::collections::VecDeque<(u64, RecControl)>,
+        received: u64,
+    ) {
+        while pending.front().is_some_and(|(after, _)| *after <= received) {
+            if let Some((_, c)) = pending.pop_front() {
+                self.control(c);
+            }
+        }
+    }
+
+    fn run(&mut self, packets: &Receiver<RecPacket>, control: &Receiver<(u64, RecControl)>) {
         let mut next_disk = Instant::now() + DISK_CHECK;
         let mut next_tick = Instant::now();
+        let mut pending = std::collections::VecDeque::new();
+        let mut received = 0u64;
         loop {
             let got = packets.recv_timeout(Duration::from_millis(20));
-            // Control first: a track's `Track` was sent before its first packet.
+            // Controls in order with the packets: each applies after the packets handed off
+            // before it was sent (a track's `Track` before its first packet, a `Stop` after
+            // the room's last).
             let mut control_gone = false;
             loop {
                 match control.try_recv() {
-                    Ok(c) => self.control(c),
+                    Ok(c) => pending.push_back(c),
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
                         control_gone = true;
@@ -178,19 +195,28 @@ impl Recorder {
                     }
                 }
             }
+            self.apply_controls(&mut pending, received);
             match got {
                 Ok(p) => {
                     self.packet(p);
+                    received += 1;
                     for _ in 0..512 {
+                        self.apply_controls(&mut pending, received);
                         match packets.try_recv() {
-                            Ok(p) => self.packet(p),
+                            Ok(p) => {
+                                self.packet(p);
+                                received += 1;
+                            }
                             Err(_) => break,
                         }
                     }
+                    self.apply_controls(&mut pending, received);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     if control_gone {
+                        // Whatever is left applies now (no packet will come).
+                        self.apply_controls(&mut pending, u64::MAX);
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(20));
@@ -291,6 +317,7 @@ impl Recorder {
                 }
             }
             RecControl::TrackEnd { rec } => {
+                self.drain_track(rec);
                 if let Some(mut t) = self.tracks.remove(&rec) {
                     let r = self.rooms.get_mut(&t.room);
                     if let Err(e) = close_file(&mut t, r) {
@@ -356,6 +383,7 @@ impl Recorder {
             .map(|(k, _)| *k)
             .collect();
         for rec in recs {
+            self.drain_track(rec);
             if let Some(mut t) = self.tracks.remove(&rec) {
                 let _ = close_file(&mut t, self.rooms.get_mut(room));
             }
@@ -377,6 +405,17 @@ impl Recorder {
                 failed: error,
             });
         }
+    }
+
+    /// Write what the jitter buffer still holds (the track ends: no gap will fill).
+    fn drain_track(&mut self, rec: u64) {
+        let mut out = std::mem::take(&mut self.released);
+        if let Some(t) = self.tracks.get_mut(&rec) {
+            t.jb.release(Instant::now() + Duration::from_secs(3600), &mut out);
+            self.consume(rec, &mut out);
+        }
+        out.clear();
+        self.released = out;
     }
 
     fn fail_room(&mut self, room: &str, reason: String) {
@@ -645,4 +684,124 @@ pub(crate) fn thread_cpu_us() -> u64 {
     }
     let us = |t: libc::timeval| (t.tv_sec as u64) * 1_000_000 + t.tv_usec as u64;
     us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RecPacket;
+    use bytes::Bytes;
+    use rakor_proto::{ParticipantId, TrackId};
+
+    /// A VP8 RTP payload: descriptor with S bit, then a frame (keyframe of `size`, or delta).
+    fn vp8(size: Option<(u16, u16)>) -> Bytes {
+        let mut v = vec![0x10u8];
+        match size {
+            Some((w, h)) => {
+                v.extend_from_slice(&[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a]);
+                v.extend_from_slice(&w.to_le_bytes());
+                v.extend_from_slice(&h.to_le_bytes());
+            }
+            None => v.extend_from_slice(&[0x01, 0x00, 0x00]),
+        }
+        v.extend_from_slice(&[0xAB; 20]);
+        Bytes::from(v)
+    }
+
+    /// Resolution change → a second file; garbage and a lost packet → frames dropped until
+    /// the next keyframe (and a keyframe asked); the stop finishes both files and the manifest.
+    #[test]
+    fn resolution_change_garbage_and_loss() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("rakor-rec-{}", std::process::id()));
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (fb_tx, fb_rx) = std::sync::mpsc::channel();
+        let outlets = Outlets {
+            feedback: Box::new(move |fb| {
+                let _ = fb_tx.send(fb);
+            }),
+            events: Some(ev_tx),
+        };
+        let settings = RecordingSettings {
+            dir: dir.clone(),
+            min_free_bytes: 0,
+            ..RecordingSettings::default()
+        };
+        let (mut tap, thread) = spawn(settings, outlets)?;
+        let start = SystemTime::now();
+        tap.control(RecControl::Start {
+            room: "room/1".into(),
+            started_at: start,
+        });
+        tap.control(RecControl::Track {
+            room: "room/1".into(),
+            rec: 1,
+            participant: ParticipantId("PA_1".into()),
+            identity: "site-1".into(),
+            name: "Site 1".into(),
+            track: TrackId("TR_1".into()),
+            kind: TrackKind::Video,
+            codec: Codec::Vp8,
+        });
+        let t0 = Instant::now();
+        let mut seq = 0u16;
+        let mut send = |tap: &mut RecorderTap, frame: u32, payload: Bytes| {
+            seq = seq.wrapping_add(1);
+            tap.packet(RecPacket {
+                rec: 1,
+                arrival: t0 + Duration::from_millis(u64::from(frame) * 33),
+                seq,
+                ts: frame * 3000,
+                marker: true,
+                payload,
+            });
+        };
+        send(&mut tap, 0, vp8(Some((320, 240))));
+        for f in 1..10 {
+            send(&mut tap, f, vp8(None));
+        }
+        // Garbage: an empty payload and a keyframe header with a broken start code.
+        send(&mut tap, 10, Bytes::new());
+        send(&mut tap, 11, Bytes::from_static(&[0x10, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]));
+        send(&mut tap, 12, vp8(None)); // dropped: waits for a keyframe
+        send(&mut tap, 13, vp8(Some((640, 360))));
+        send(&mut tap, 14, vp8(None));
+        tap.control(RecControl::Stop {
+            room: "room/1".into(),
+        });
+        let finished = ev_rx.blocking_recv();
+        let Some(crate::RoomEvent::RecordingFinished { dir: rec_dir, failed, .. }) = finished
+        else {
+            panic!("no RecordingFinished: {finished:?}");
+        };
+        assert_eq!(failed, None);
+        assert!(rec_dir.starts_with(dir.join("room_1")), "{}", rec_dir.display());
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(rec_dir.join("manifest.json"))?)
+                .map_err(std::io::Error::other)?;
+        assert_eq!(m["state"], "stopped");
+        let files = m["participants"][0]["tracks"][0]["files"].clone();
+        assert_eq!(files[0]["width"], 320, "{m}");
+        assert_eq!(files[0]["frames"], 10, "{m}");
+        assert_eq!(files[1]["width"], 640, "{m}");
+        assert_eq!(files[1]["frames"], 2, "{m}");
+        // The second file starts where its keyframe was on the recording's timeline.
+        let s1 = files[1]["start_ms"].as_i64().unwrap_or(0);
+        let s0 = files[0]["start_ms"].as_i64().unwrap_or(0);
+        assert_eq!(s1 - s0, 13 * 3000 / 90);
+        for f in [&files[0], &files[1]] {
+            let name = f["file"].as_str().unwrap_or_default();
+            let bytes = std::fs::read(rec_dir.join(name))?;
+            assert_eq!(&bytes[..4], &[0x1A, 0x45, 0xDF, 0xA3]);
+        }
+        // Keyframes were asked: at the start and after the garbage.
+        let asks = fb_rx
+            .try_iter()
+            .filter(|f| matches!(f, RecFeedback::Keyframe { rec: 1 }))
+            .count();
+        assert!(asks >= 2, "{asks}");
+        drop(tap);
+        let _ = thread.join();
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
 }
