@@ -229,7 +229,8 @@ async fn two_sites_recorded_by_the_host() {
     let mut late = Client::connect(ClientOptions::new(
         server.ws_url(),
         server.token("rec-2", "late", "participant").unwrap(),
-    ))
+    )
+    .receive_only())
     .await
     .unwrap();
     wait_recording(&mut late, true).await;
@@ -424,4 +425,137 @@ async fn no_recording_without_free_disk_space() {
     assert!(msg.contains("recording.min_free"), "{msg}");
     assert!(recordings(&server).is_empty());
     host.leave().await;
+}
+
+/// 20 % loss (both ways) on one site's link, in network namespaces (root and nft; skips
+/// otherwise): its files still play without a decode error and cover the call.
+#[test]
+fn lossy_site_is_still_recorded_playably() {
+    use rakor_e2e::netns::{self, mint_token, Netns, Probe, ServerProc};
+    const PROBE: &str = env!("CARGO_BIN_EXE_probe-client");
+    if let Err(why) = netns::available() {
+        eprintln!("SKIP: network namespaces unavailable: {why}");
+        return;
+    }
+    if !netns::have_nft() {
+        eprintln!("SKIP: nft is not installed (tests/run.sh installs nftables)");
+        return;
+    }
+    let srv = Netns::new("rsrv").unwrap();
+    let site = Netns::new("rsite").unwrap();
+    srv.veth("rk-rsrv", "10.78.0.1/24", &site, "rk-rsite", "10.78.0.2/24")
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(
+        Some(&srv),
+        "10.78.0.1",
+        data.path(),
+        &[("RAKOR_RECORDING_AUTO", "true"), ("RAKOR_SERVER_RESUME_GRACE", "0s")],
+    )
+    .unwrap();
+    let url = server.ws_url();
+    let tok = |id: &str| mint_token(data.path(), "rec-loss", id, "participant").unwrap();
+    let mut clean = Probe::start(Some(&srv), Path::new(PROBE), &url, &tok("clean-site"), "10.78.0.1", &["audio", "video"], "clean").unwrap();
+    let t_clean = Instant::now();
+    let mut weak = Probe::start(Some(&site), Path::new(PROBE), &url, &tok("weak-site"), "10.78.0.2", &["audio", "video"], "weak").unwrap();
+    let t_weak = Instant::now();
+    // 20 % of UDP lost each way on the weak site's link: arriving at the site, and arriving
+    // at the server from the site.
+    site.udp_loss(20).unwrap();
+    srv.exec("nft", &["add", "table", "inet", "rkrec"]).unwrap();
+    srv.exec("nft", &["add", "chain", "inet", "rkrec", "in", "{ type filter hook input priority 0; }"]).unwrap();
+    srv.exec(
+        "nft",
+        &["add", "rule", "inet", "rkrec", "in", "ip", "saddr", "10.78.0.2", "meta", "l4proto", "udp",
+          "numgen", "random", "mod", "100", "<", "20", "drop"],
+    )
+    .unwrap();
+    std::thread::sleep(CALL);
+    weak.proc.kill9();
+    let weak_len = t_weak.elapsed().as_secs_f64();
+    clean.proc.kill9();
+    let clean_len = t_clean.elapsed().as_secs_f64();
+    let root = data.path().join("recordings");
+    let recs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .flat_map(|room| std::fs::read_dir(room.path()).unwrap().flatten().map(|e| e.path()))
+        .collect();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let dir = &recs[0];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let m = rt.block_on(wait_file(dir, "manifest.json", Duration::from_secs(20), |v| v["state"] == "stopped"));
+    check_participants(dir, &m, 2, &|who| if who == "weak-site" { weak_len } else { clean_len });
+    let _ = (weak.participant_id.clone(), server.http);
+}
+
+/// A counter from `/metrics`.
+fn metric(server: &Server, name: &str) -> u64 {
+    let (_, body) = rakor_e2e::http_get(server.http, "/metrics").unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// The figures for docs/benchmarks.md (run by hand, `--ignored`; `RAKOR_REC_BENCH_SITES`,
+/// default 20): one run, sites publishing audio and video; 10 s without recording, then 10 s
+/// recording. Prints the media thread's CPU per forwarded packet in both windows and the
+/// recorder thread's CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn bench_recording_cost() {
+    let n: usize = std::env::var("RAKOR_REC_BENCH_SITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let server = Server::start().unwrap();
+    let mut bots = Vec::new();
+    for i in 0..n {
+        let role = if i == 0 { "host" } else { "participant" };
+        bots.push(join(&server, "bench", &format!("site-{i}"), role).await);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let window = Duration::from_secs(10);
+    let snap = |s: &Server| {
+        (
+            metric(s, "rakor_media_thread_cpu_microseconds_total"),
+            metric(s, "rakor_rtp_packets_forwarded_total"),
+            metric(s, "rakor_rtp_packets_received_total"),
+            metric(s, "rakor_recorder_thread_cpu_microseconds_total"),
+            metric(s, "rakor_recording_packets_total"),
+            metric(s, "rakor_recording_packets_dropped_total"),
+        )
+    };
+    let a0 = snap(&server);
+    tokio::time::sleep(window).await;
+    let a1 = snap(&server);
+    send(&bots[0], RecordingAction::Start).await;
+    wait_recording(&mut bots[0], true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the recorder's first second of measuring
+    let b0 = snap(&server);
+    tokio::time::sleep(window).await;
+    let b1 = snap(&server);
+    let per = |c0: u64, c1: u64, p0: u64, p1: u64| (c1 - c0) as f64 * 1000.0 / (p1 - p0).max(1) as f64;
+    eprintln!(
+        "MEASURED {n} sites: without recording: media thread {:.0} ns per forwarded packet ({} forwarded, {} received in {window:?}, media thread {:.1}% of a core)",
+        per(a0.0, a1.0, a0.1, a1.1),
+        a1.1 - a0.1,
+        a1.2 - a0.2,
+        (a1.0 - a0.0) as f64 / window.as_micros() as f64 * 100.0
+    );
+    eprintln!(
+        "MEASURED {n} sites: recording: media thread {:.0} ns per forwarded packet ({} forwarded, {} received, {} handed to the recorder, {} dropped; media thread {:.1}% of a core); recorder thread {:.1}% of a core ({:.1} µs per packet)",
+        per(b0.0, b1.0, b0.1, b1.1),
+        b1.1 - b0.1,
+        b1.2 - b0.2,
+        b1.4 - b0.4,
+        b1.5 - b0.5,
+        (b1.0 - b0.0) as f64 / window.as_micros() as f64 * 100.0,
+        (b1.3 - b0.3) as f64 / window.as_micros() as f64 * 100.0,
+        (b1.3 - b0.3) as f64 / (b1.4 - b0.4).max(1) as f64,
+    );
+    for b in bots {
+        b.leave().await;
+    }
 }

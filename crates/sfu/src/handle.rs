@@ -189,8 +189,13 @@ impl Sfu {
                     }),
                     events: events.clone(),
                 };
-                let (tap, _thread) = crate::record::spawn(settings.clone(), outlets)?;
-                Some(tap)
+                let spawned = crate::record::spawn(settings.clone(), outlets).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("recordings directory {}: {e}", settings.dir.display()),
+                    )
+                })?;
+                Some(spawned)
             }
             None => None,
         };

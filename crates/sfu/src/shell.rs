@@ -48,7 +48,7 @@ pub(crate) fn spawn(
     config: SfuConfig,
     rx: mpsc::Receiver<Command>,
     room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
-    recorder: Option<crate::record::RecorderTap>,
+    recorder: Option<(crate::record::RecorderTap, std::thread::JoinHandle<()>)>,
 ) -> Result<(SocketAddr, std::thread::JoinHandle<()>), SfuError> {
     let (sock, listener) = bind_media_port(&config)?;
     sock.set_nonblocking(true)?;
@@ -67,9 +67,13 @@ pub(crate) fn spawn(
     };
     let now = Instant::now();
     let mut core = Core::new(config, local_addr, room_events, now, SystemTime::now());
-    if let Some(tap) = recorder {
-        core.set_recorder(tap);
-    }
+    let recorder_thread = match recorder {
+        Some((tap, thread)) => {
+            core.set_recorder(tap);
+            Some(thread)
+        }
+        None => None,
+    };
     let shell = Shell {
         core,
         sock,
@@ -88,6 +92,11 @@ pub(crate) fn spawn(
             let _g = span.enter();
             tracing::info!("media worker started");
             shell.run();
+            // Closing the hand-off lets the recorder finish its files and manifests.
+            shell.core.recorder = None;
+            if let Some(t) = recorder_thread {
+                let _ = t.join();
+            }
             tracing::info!("media worker stopped");
         })?;
     Ok((local_addr, join))

@@ -108,9 +108,15 @@ impl Core {
         if self.recording.remove(room).is_none() {
             return Err(RecordingError::NotRecording(room.to_owned()));
         }
-        for (_, t) in self.tracks.iter_mut() {
-            if t.room == room {
+        let tracks = self.tracks.keys_where(|t| t.room == room && t.rec.is_some());
+        for &ti in &tracks {
+            if let Some(t) = self.tracks.get_mut(ti) {
                 t.rec = None;
+            }
+            // Dynacast as before the recording.
+            self.update_publisher_pause(ti);
+            if self.tracks.get(ti).is_some_and(|t| t.is_simulcast()) {
+                self.update_publisher_layers(ti);
             }
         }
         if reason.is_none() {
@@ -161,6 +167,11 @@ impl Core {
             codec: t.codec,
         });
         if t.kind == TrackKind::Video {
+            // Dynacast may have paused it (nobody showed it): the recorder needs it.
+            self.update_publisher_pause(ti);
+            if self.tracks.get(ti).is_some_and(|t| t.is_simulcast()) {
+                self.update_publisher_layers(ti);
+            }
             // The file starts at a keyframe: ask now.
             self.request_keyframe(ti, now);
         }
