@@ -27,6 +27,12 @@ if ! command -v nft >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get 
   (apt-get update -qq && apt-get install -y -qq nftables iproute2) >/dev/null 2>&1 || echo "nftables not installed; the loss test will be skipped"
 fi
 
+# Recording tests check files with ffprobe/ffmpeg, and the server makes composites with ffmpeg.
+if ! command -v ffprobe >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing ffmpeg (recording tests)"
+  (apt-get update -qq && apt-get install -y -qq ffmpeg) >/dev/null 2>&1 || echo "ffmpeg not installed; the recording tests will fail"
+fi
+
 echo "== rust: unit + integration tests"
 cargo nextest run --release --workspace --no-fail-fast 2>&1 | tee /tmp/rakor-nextest.log
 rc=${PIPESTATUS[0]}

@@ -322,6 +322,15 @@ try {
     }
   });
 
+  await test('the host records: the red REC badge appears on every page, and goes when it stops', async () => {
+    for (const p of all) assert(!(await p.eval(() => window.rakorTest.recBadgeVisible())), `${p.label} shows REC before any recording`);
+    await host.eval(() => window.rakorTest.send({ type: 'recording', action: 'start' }));
+    for (const p of all) await pollUntil(p.page, () => window.rakorTest.recBadgeVisible(), (v) => v === true, 5000, `${p.label} REC badge`);
+    await site1.page.screenshot({ path: path.join(OUT, 'site-view-recording.png') });
+    await host.eval(() => window.rakorTest.send({ type: 'recording', action: 'stop' }));
+    for (const p of all) await pollUntil(p.page, () => window.rakorTest.recBadgeVisible(), (v) => v === false, 5000, `${p.label} REC badge gone`);
+  });
+
   await test('speaking highlight from received audio; site 1 mutes: muted icon on the wall, highlight off', async () => {
     const sel = `#stage .tile[data-participant-id="${site1.id}"]`;
     // The fake microphone beeps: its received audio level lights the tile up on the wall.

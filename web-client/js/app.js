@@ -91,6 +91,8 @@ function startCall({ token, claims, media, publish }) {
     audio.sync(tracks);
   };
   room.addEventListener('change', syncAll);
+  // Everyone must see that the meeting is recorded: the red REC badge.
+  room.addEventListener('change', () => { $('rec-badge').hidden = !room.recording || call.state === 'left'; });
   onLangChange(syncAll);
   // Closing the tab is leaving: tell the server now rather than letting it notice the socket.
   window.addEventListener('pagehide', () => { if (call.state === 'connected') call.leave(); });
@@ -156,6 +158,7 @@ function startCall({ token, claims, media, publish }) {
     banner.clear();
     $('net-quality').hidden = true;
     $('conn-state').hidden = true;
+    $('rec-badge').hidden = true;
     if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
     $('rejoin-link').href = location.href;
     then();

@@ -65,11 +65,18 @@ export class Room extends EventTarget {
 
   get(id) { return this.participants.get(id) ?? null; }
 
+  /** The room is being recorded (`recording {active, started_at}`): the REC badge. */
+  setRecording(active, startedAt) {
+    this.recording = active ? { startedAt: startedAt ?? null } : null;
+    this.changed('recording');
+  }
+
   /** Replace the state from a `joined` message (first join and every rejoin). */
   reset(joined) {
     this.self = { id: joined.participant_id, identity: joined.identity, name: joined.name, role: joined.role };
     this.name = joined.room;
     this.spotlight = joined.spotlight ?? null;
+    this.recording = null; // a `recording {active: true}` follows `joined` when it records
     const keep = new Map();
     for (const info of joined.participants ?? []) {
       const old = this.participants.get(info.id);

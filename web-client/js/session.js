@@ -146,6 +146,7 @@ export class CallSession extends EventTarget {
         this.stopScreen({ tellServer: false });
         this.dispatchEvent(new CustomEvent('presentation-stopped', { detail: msg }));
         return;
+      case 'recording': this.room.setRecording(!!msg.active, msg.started_at); return;
       case 'speakers': this.room.setServerSpeakers(msg.speaking, msg.forwarded); return;
       case 'publisher_pause': return this.onPublisherPause(msg);
       case 'publisher_layers': return this.onPublisherLayers(msg);

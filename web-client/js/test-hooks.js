@@ -53,6 +53,9 @@ export function installTestHooks() {
     chat: () => (ctx.room?.chat ?? []).map((c) => ({ ...c })),
     /** Raised hands in order (`hands`). */
     hands: () => (ctx.room?.hands ?? []).map((h) => ({ ...h })),
+    /** The room's recording notice: null, or {startedAt}; and whether the REC badge shows. */
+    recording: () => ctx.room?.recording ?? null,
+    recBadgeVisible: () => !(document.getElementById('rec-badge')?.hidden ?? true),
     /** The order the host's next/previous buttons tour the sites in. */
     tourOrder: () => ctx.room?.tourOrder() ?? [],
     participants: () => (ctx.room?.list() ?? []).map((p) => ({

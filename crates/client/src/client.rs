@@ -665,6 +665,7 @@ fn type_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::ChatHistory { .. } => "chat_history",
         ServerMessage::Hands { .. } => "hands",
         ServerMessage::FloorGiven { .. } => "floor_given",
+        ServerMessage::Recording { .. } => "recording",
     }
 }
 

@@ -227,6 +227,8 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         participant_id: Option<ParticipantId>,
     },
+    /// Host only: start or stop recording the room (`recording` tells everyone).
+    Recording { action: RecordingAction },
     /// How the client shows a remote video track it subscribes to: `visible: false` (tile off
     /// screen, collapsed, tab hidden) stops its forwarding to this client; `true` resumes it
     /// from the next keyframe. `width`/`height`: the tile's size in CSS pixels (0 = unknown).
@@ -270,6 +272,7 @@ impl ClientMessage {
             ClientMessage::Chat { .. } => "chat",
             ClientMessage::Hand { .. } => "hand",
             ClientMessage::GiveFloor { .. } => "give_floor",
+            ClientMessage::Recording { .. } => "recording",
         }
     }
 }
@@ -288,6 +291,14 @@ pub struct ResumeRequest {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// What a host asks with `recording`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingAction {
+    Start,
+    Stop,
 }
 
 /// What a host does with `moderate`.
@@ -537,6 +548,17 @@ pub enum ServerMessage {
     PublisherLayers {
         track_id: TrackId,
         rids: Vec<String>,
+    },
+    /// The room is being recorded (`active: true`, since `started_at`, RFC 3339 UTC) or no
+    /// longer (`active: false`; `reason` says why when it was not a stop, e.g. the disk
+    /// filled). Sent to everyone in the room when it changes, and right after `joined` to a
+    /// participant who joins a room being recorded. Show it: people must know.
+    Recording {
+        active: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_at: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A moderator (operator or host) muted or unmuted your audio: while muted the server does
     /// not forward it. Your audio tracks are also announced with `track_muted`.

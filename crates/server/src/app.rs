@@ -71,6 +71,8 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
             )
         })?;
     let media_worker = tokio::task::spawn_blocking(move || sfu_thread.join().is_ok());
+    let room_events_rx = crate::recording::split_events(config.recording.clone(), room_events_rx);
+    crate::recording::spawn_retention(config.recording_dir(), config.recording.retention);
     tokio::spawn(crate::attendance::record_attendance(
         Arc::clone(&session),
         room_events_rx,

@@ -156,6 +156,7 @@ pub async fn record_attendance(
                 }
                 continue;
             }
+            rakor_sfu::RoomEvent::RecordingFinished { .. } => continue,
         };
         if let Err(e) = session.record(m).await {
             tracing::error!("cannot record attendance: {e}");

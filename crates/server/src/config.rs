@@ -42,6 +42,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub session: SessionConfig,
     pub turn: TurnConfig,
+    pub recording: RecordingConfig,
 }
 
 /// `[turn]`: the built-in TURN server (RFC 8656 over TCP; TLS through the one-port listener),
@@ -101,6 +102,48 @@ impl Default for TurnConfig {
             max_lifetime: Duration::from_secs(3600),
             max_packets_per_second: 2000,
             max_kbps: 20_000,
+        }
+    }
+}
+
+/// `[recording]`: recording rooms to WebM files, the composite, disk limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Recording can be started (API, console, host). Off: no recorder thread, starts refused.
+    pub enabled: bool,
+    /// Record every room from its first participant until it ends.
+    pub auto: bool,
+    /// Where recordings go (`<dir>/<room>/<start time>/`); relative paths are inside
+    /// `server.data_dir`.
+    pub dir: PathBuf,
+    /// Bytes of free disk space below which a recording does not start; a running one stops
+    /// cleanly when free space falls under half of it.
+    pub min_free: u64,
+    /// Recordings older than this are deleted (at start and daily); "0s" keeps them forever.
+    #[serde(with = "duration_serde")]
+    pub retention: Duration,
+    /// Make the composite (one file: large speaker/spotlight, the others small, mixed audio)
+    /// with ffmpeg when a recording ends.
+    pub composite: bool,
+    /// The ffmpeg program (a name looked up in PATH, or a path).
+    pub ffmpeg: String,
+    /// Packets the hand-off from the media thread to the recorder thread holds; beyond, they
+    /// are dropped and counted.
+    pub queue: usize,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            auto: false,
+            dir: PathBuf::from("recordings"),
+            min_free: 1 << 30,
+            retention: Duration::ZERO,
+            composite: true,
+            ffmpeg: "ffmpeg".to_owned(),
+            queue: 4096,
         }
     }
 }
@@ -374,6 +417,15 @@ impl Config {
             ice_tcp: self.media.ice_tcp,
             // Set by `rakor serve` once the listener is bound (its port may be 0 here).
             extra_tcp_port: None,
+            recording: self
+                .recording
+                .enabled
+                .then(|| rakor_sfu::RecordingSettings {
+                    dir: self.recording_dir(),
+                    auto: self.recording.auto,
+                    min_free_bytes: self.recording.min_free,
+                    queue: self.recording.queue,
+                }),
             ..rakor_sfu::SfuConfig::default()
         }
     }
@@ -445,6 +497,11 @@ impl Config {
     /// Path of the generated TURN secret file.
     pub fn turn_secret_path(&self) -> PathBuf {
         self.server.data_dir.join("turn.secret")
+    }
+
+    /// Where recordings are written.
+    pub fn recording_dir(&self) -> PathBuf {
+        self.server.data_dir.join(&self.recording.dir)
     }
 
     /// Path of the generated signing key file.

@@ -59,7 +59,7 @@ async fn metrics(
         )
             .into_response();
     };
-    let rows: [(&str, &str, &str, u64); 14] = [
+    let rows: [(&str, &str, &str, u64); 20] = [
         (
             "rakor_rooms",
             "gauge",
@@ -143,6 +143,42 @@ async fn metrics(
             "counter",
             "ICE-TCP streams refused or closed by a limit (count, malformed frame, unbound in 5 s)",
             s.tcp_streams_refused,
+        ),
+        (
+            "rakor_recording_rooms",
+            "gauge",
+            "Rooms being recorded now",
+            s.recording_rooms as u64,
+        ),
+        (
+            "rakor_recording_packets_total",
+            "counter",
+            "RTP packets handed from the media thread to the recorder thread",
+            s.rec_packets_handed,
+        ),
+        (
+            "rakor_recording_packets_dropped_total",
+            "counter",
+            "RTP packets of recorded tracks dropped because the recorder's queue was full",
+            s.rec_packets_dropped,
+        ),
+        (
+            "rakor_recording_frames_total",
+            "counter",
+            "Media frames written to recording files",
+            s.rec_frames_written,
+        ),
+        (
+            "rakor_recorder_thread_cpu_microseconds_total",
+            "counter",
+            "CPU time of the recorder thread, microseconds",
+            s.rec_thread_cpu_us,
+        ),
+        (
+            "rakor_media_thread_cpu_microseconds_total",
+            "counter",
+            "CPU time of the media worker thread, microseconds",
+            s.media_thread_cpu_us,
         ),
     ];
     let mut body = String::with_capacity(1024);

@@ -47,6 +47,7 @@ pub mod limits;
 pub mod lobby;
 pub mod one_port;
 pub mod operator_cli;
+pub mod recording;
 pub mod serve;
 pub mod shutdown;
 pub mod signal;

@@ -44,6 +44,8 @@ pub struct SfuConfig {
     /// public HTTPS port, whose listener hands ICE-TCP streams over with
     /// [`crate::SfuHandle::adopt_tcp_stream`]), for sites that may open TCP to that port only.
     pub extra_tcp_port: Option<u16>,
+    /// Recording (`crate::record`): None = recording disabled.
+    pub recording: Option<crate::record::RecordingSettings>,
 }
 
 impl Default for SfuConfig {
@@ -64,6 +66,7 @@ impl Default for SfuConfig {
             tcp_streams_per_ip: 64,
             tcp_streams_max: 1024,
             extra_tcp_port: None,
+            recording: None,
         }
     }
 }

@@ -152,6 +152,13 @@ pub enum RoomEvent {
         by: Option<ParticipantId>,
         at: std::time::SystemTime,
     },
+    /// A recording's files are closed and its manifest final (`failed`: why it stopped on
+    /// its own). The server makes the composite from here.
+    RecordingFinished {
+        room: String,
+        dir: std::path::PathBuf,
+        failed: Option<String>,
+    },
 }
 
 /// Counters of the worker, for metrics and benchmarks.
@@ -179,6 +186,15 @@ pub struct SfuStats {
     pub fwd_latency_p50_us: u64,
     pub fwd_latency_p99_us: u64,
     pub fwd_latency_samples: u64,
+    /// Recording: rooms recording now, packets handed to the recorder thread, packets dropped
+    /// because its channel was full, frames written, the recorder thread's CPU time (µs).
+    pub recording_rooms: usize,
+    pub rec_packets_handed: u64,
+    pub rec_packets_dropped: u64,
+    pub rec_frames_written: u64,
+    pub rec_thread_cpu_us: u64,
+    /// The media thread's CPU time (µs), for benchmarks.
+    pub media_thread_cpu_us: u64,
 }
 
 pub(crate) enum Command {
@@ -213,6 +229,16 @@ pub(crate) enum Command {
         peer: SocketAddr,
         candidate_port: u16,
     },
+    Recording {
+        room: String,
+        start: bool,
+        reply: oneshot::Sender<Result<Option<std::time::SystemTime>, crate::RecordingError>>,
+    },
+    RecordingStatus {
+        room: String,
+        reply: oneshot::Sender<Option<crate::RecordingStatus>>,
+    },
+    Recorder(crate::record::RecFeedback),
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -251,7 +277,26 @@ impl Sfu {
         events: Option<tokio::sync::mpsc::UnboundedSender<RoomEvent>>,
     ) -> Result<(SfuHandle, std::thread::JoinHandle<()>), SfuError> {
         let (tx, rx) = mpsc::channel();
-        let (media_addr, join) = shell::spawn(config, rx, events)?;
+        let recorder = match &config.recording {
+            Some(settings) => {
+                let feedback = tx.clone();
+                let outlets = crate::record::recorder::Outlets {
+                    feedback: Box::new(move |fb| {
+                        let _ = feedback.send(Command::Recorder(fb));
+                    }),
+                    events: events.clone(),
+                };
+                let spawned = crate::record::spawn(settings.clone(), outlets).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("recordings directory {}: {e}", settings.dir.display()),
+                    )
+                })?;
+                Some(spawned)
+            }
+            None => None,
+        };
+        let (media_addr, join) = shell::spawn(config, rx, events, recorder)?;
         Ok((SfuHandle { tx, media_addr }, join))
     }
 }
@@ -346,6 +391,38 @@ impl SfuHandle {
             })
             .map_err(|_| SfuError::WorkerGone)?;
         rx.await.map_err(|_| SfuError::WorkerGone)?
+    }
+
+    /// Start (`start`) or stop recording `room`. A start returns when it began.
+    pub async fn recording(
+        &self,
+        room: &str,
+        start: bool,
+    ) -> Result<Result<Option<std::time::SystemTime>, crate::RecordingError>, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Recording {
+                room: room.to_owned(),
+                start,
+                reply,
+            })
+            .map_err(|_| SfuError::WorkerGone)?;
+        rx.await.map_err(|_| SfuError::WorkerGone)
+    }
+
+    /// Whether `room` is being recorded now.
+    pub async fn recording_status(
+        &self,
+        room: &str,
+    ) -> Result<Option<crate::RecordingStatus>, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::RecordingStatus {
+                room: room.to_owned(),
+                reply,
+            })
+            .map_err(|_| SfuError::WorkerGone)?;
+        rx.await.map_err(|_| SfuError::WorkerGone)
     }
 
     /// Who is in `room` now (None if nobody).

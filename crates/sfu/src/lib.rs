@@ -31,6 +31,7 @@ pub mod ice_tcp;
 pub mod keyframe;
 pub mod liveness;
 pub mod metrics;
+pub mod record;
 pub mod router;
 pub mod sdp;
 mod shell;
@@ -40,6 +41,7 @@ pub mod speakers;
 #[cfg(test)]
 pub(crate) mod testkit;
 
+pub use crate::core::record::{RecordingError, RecordingStatus};
 pub use crate::core::{Core, Transmit};
 pub use config::SfuConfig;
 pub use error::SfuError;
@@ -47,6 +49,7 @@ pub use handle::{
     ConnRef, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle,
     SfuStats, Subject, TimelineKind,
 };
+pub use record::RecordingSettings;
 
 /// The SDP check the media core does itself before handing an offer to the `rtc` core:
 /// how many audio/video sections send media (`None` = not an SDP). Public for the fuzzers.

@@ -16,6 +16,15 @@ pub enum Codec {
 pub const CODEC_COUNT: usize = 3;
 
 impl Codec {
+    /// The codec's name as in a mime subtype: `opus`, `VP8`, `H264`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Opus => "opus",
+            Codec::Vp8 => "VP8",
+            Codec::H264 => "H264",
+        }
+    }
+
     /// From an SDP/RTP mime type such as `video/VP8` (case-insensitive).
     pub fn from_mime(mime: &str) -> Option<Codec> {
         let sub = mime.rsplit('/').next()?;

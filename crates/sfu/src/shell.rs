@@ -48,6 +48,7 @@ pub(crate) fn spawn(
     config: SfuConfig,
     rx: mpsc::Receiver<Command>,
     room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
+    recorder: Option<(crate::record::RecorderTap, std::thread::JoinHandle<()>)>,
 ) -> Result<(SocketAddr, std::thread::JoinHandle<()>), SfuError> {
     let (sock, listener) = bind_media_port(&config)?;
     sock.set_nonblocking(true)?;
@@ -65,8 +66,16 @@ pub(crate) fn spawn(
         None => None,
     };
     let now = Instant::now();
+    let mut core = Core::new(config, local_addr, room_events, now, SystemTime::now());
+    let recorder_thread = match recorder {
+        Some((tap, thread)) => {
+            core.set_recorder(tap);
+            Some(thread)
+        }
+        None => None,
+    };
     let shell = Shell {
-        core: Core::new(config, local_addr, room_events, now, SystemTime::now()),
+        core,
         sock,
         tcp,
         pfds: Vec::with_capacity(8),
@@ -83,6 +92,11 @@ pub(crate) fn spawn(
             let _g = span.enter();
             tracing::info!("media worker started");
             shell.run();
+            // Closing the hand-off lets the recorder finish its files and manifests.
+            shell.core.recorder = None;
+            if let Some(t) = recorder_thread {
+                let _ = t.join();
+            }
             tracing::info!("media worker stopped");
         })?;
     Ok((local_addr, join))
@@ -272,6 +286,18 @@ impl Shell {
                     tracing::debug!(%peer, "ICE-TCP stream from the signalling port not taken");
                 }
             }
+            Command::Recording { room, start, reply } => {
+                let r = if start {
+                    core.recording_start(&room, now).map(Some)
+                } else {
+                    core.recording_stop(&room, None).map(|()| None)
+                };
+                let _ = reply.send(r);
+            }
+            Command::RecordingStatus { room, reply } => {
+                let _ = reply.send(core.recording_status(&room));
+            }
+            Command::Recorder(fb) => core.recorder_feedback(fb, now),
             Command::Shutdown { .. } => {}
         }
         self.flush();
@@ -351,6 +377,7 @@ impl Shell {
     fn stats(&self) -> SfuStats {
         let mut s = self.core.stats();
         s.tcp_streams = self.tcp.as_ref().map_or(0, TcpSide::open_streams);
+        s.media_thread_cpu_us = crate::record::recorder::thread_cpu_us();
         s
     }
 

@@ -106,11 +106,32 @@ async function refreshLive() {
     el('button', { className: 'btn-small btn-floor', type: 'button', text: t('console.live.giveFloor'),
       onclick: () => act(() => post(`/rakor/${id}/participants/${h.participant_id}/floor`)) }))));
   $('hands-empty').hidden = hands.length > 0;
+  renderRecordings(id, await get(`/rakor/${id}/recordings`));
   $('att-rows').replaceChildren(...reg.rows.map((row) => el('tr', { 'data-identity': row.identity },
     el('td', { text: row.site }), el('td', { text: wib(row.first_join_utc) }), el('td', { text: row.last_leave_utc ? wib(row.last_leave_utc) : '–' }),
     el('td', { text: String(row.total_minutes) }), el('td', { text: String(row.reconnects) }), el('td', { text: t(`console.presence.${row.status}`) }))));
 }
 
+/** The recording panel: REC while recording, start/stop, each recording's files and composite. */
+function renderRecordings(id, rec) {
+  if (id !== rakorId) return;
+  $('rec-state').hidden = !rec.now.active;
+  $('rec-start').hidden = rec.now.active;
+  $('rec-stop').hidden = !rec.now.active;
+  $('rec-list').replaceChildren(...rec.recordings.map((r) => {
+    const c = r.composite;
+    const comp = c ? t('console.rec.composite', { state: c.state, pct: c.state === 'running' ? `${Math.round(c.progress * 100)}%` : '' }) : '';
+    const links = r.files.filter((f) => f.name !== 'composite.json').map((f) => el('a', { href: f.url, text: f.name, className: 'rec-file', download: f.name }));
+    return el('li', { 'data-recording-id': r.id },
+      el('span', { className: 'grow' }, el('strong', { text: t('console.rec.item', { start: wib(r.started_at), state: r.state }) }), ' ',
+        el('span', { className: 'muted small', text: [comp, r.error ?? ''].filter(Boolean).join(' · ') }), el('br'),
+        ...links.flatMap((a) => [a, ' '])));
+  }));
+  $('rec-empty').hidden = rec.recordings.length > 0;
+}
+
+$('rec-start').addEventListener('click', () => rakorId != null && act(() => post(`/rakor/${rakorId}/recording/start`)));
+$('rec-stop').addEventListener('click', () => rakorId != null && act(() => post(`/rakor/${rakorId}/recording/stop`)));
 $('lobby-admit-all').addEventListener('click', () => rakorId != null && act(() => post(`/rakor/${rakorId}/lobby/admit-all`)));
 $('lobby-refuse-all').addEventListener('click', () => rakorId != null && act(() => post(`/rakor/${rakorId}/lobby/refuse-all`)));
 $('d-end').addEventListener('click', () => {

@@ -10,6 +10,7 @@
 //! | [`sites`] | the directory: sites, CSV import |
 //! | [`rakor`] | scheduled rakor, invitations, attendance |
 //! | [`live`] | the live panel: participants, lobby, moderation, end |
+//! | [`recording`] | start/stop a recording, the list of recordings, downloads |
 //! | [`admin`] | operator accounts, bans, the audit log |
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod guard;
 pub mod live;
 pub mod rakor;
 pub mod record;
+pub mod recording;
 pub mod sites;
 
 use crate::state::AppState;
@@ -322,7 +324,7 @@ pub fn csv_response(filename: &str, body: String) -> Response {
         rakor::attendance, rakor::attendance_csv, record::record,
         live::live, live::admit, live::refuse, live::admit_all, live::refuse_all,
         live::mute, live::remove, live::spotlight, live::give_floor, live::stop_presentation,
-        live::end,
+        live::end, recording::start, recording::stop, recording::list, recording::download,
         admin::list_operators, admin::create_operator, admin::reset_password, admin::disable_operator,
         admin::enable_operator, admin::remove_operator, admin::list_bans, admin::create_ban,
         admin::remove_ban, admin::audit,
@@ -423,6 +425,13 @@ pub fn routes(state: AppState) -> Router<AppState> {
             post(live::stop_presentation),
         )
         .route("/rakor/{id}/end", post(live::end))
+        .route("/rakor/{id}/recording/start", post(recording::start))
+        .route("/rakor/{id}/recording/stop", post(recording::stop))
+        .route("/rakor/{id}/recordings", get(recording::list))
+        .route(
+            "/rakor/{id}/recordings/{rec}/{file}",
+            get(recording::download),
+        )
         .fallback(no_route)
         .layer(axum::middleware::from_fn_with_state(
             state,

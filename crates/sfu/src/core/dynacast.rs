@@ -135,6 +135,12 @@ impl Core {
                 }
             }
         }
+        // A recorded track: the recorder takes the lowest layer, so it is always needed.
+        if t.rec.is_some() {
+            if let Some(slot) = needed.get_mut(0) {
+                *slot = true;
+            }
+        }
         let needed: Vec<u8> = (0..n)
             .filter(|&i| !any || needed.get(i).copied().unwrap_or(false))
             .filter_map(|i| u8::try_from(i).ok())
@@ -167,7 +173,9 @@ impl Core {
         if t.kind != TrackKind::Video {
             return;
         }
-        let pause = !t.route.legs.is_empty() && t.route.legs.iter().all(|l| l.paused);
+        // A recorded track is never paused: the recorder needs it even if nobody shows it.
+        let pause =
+            t.rec.is_none() && !t.route.legs.is_empty() && t.route.legs.iter().all(|l| l.paused);
         if pause == t.publisher_paused {
             return;
         }

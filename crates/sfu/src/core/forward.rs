@@ -75,6 +75,7 @@ impl Core {
             tracks,
             stats,
             forwarded_read_at,
+            recorder,
             ..
         } = self;
         for (read_at, mut pkt) in rtp.drain(..) {
@@ -91,6 +92,19 @@ impl Core {
                 continue; // a moderator muted this audio: not forwarded
             }
             track.rate.add(pkt.payload.len(), now);
+            if let (Some(rec), Some(tap)) = (track.rec, recorder.as_mut()) {
+                // Recording: one hand-off (a simulcast track's lowest layer only).
+                if layer == 0 {
+                    tap.packet(crate::record::RecPacket {
+                        rec,
+                        arrival: read_at,
+                        seq: pkt.header.sequence_number,
+                        ts: pkt.header.timestamp,
+                        marker: pkt.header.marker,
+                        payload: pkt.payload.clone(),
+                    });
+                }
+            }
             if let Some(id) = track.audio_level_ext {
                 if let Some((level, voice)) = pkt
                     .header

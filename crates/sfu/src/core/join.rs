@@ -168,6 +168,8 @@ impl Core {
             r.participants.push(s.id.clone());
         }
         self.send_joined(&s.id, s.resumed, s.resumed);
+        self.send_recording_state(&s.id);
+        self.record_room_auto(&s.room, now);
         self.subscribe_to_room(&s.id, now);
         self.renegotiate_pending(now);
     }
@@ -262,6 +264,7 @@ impl Core {
             }
             if r.participants.is_empty() {
                 self.rooms.remove(&room);
+                self.record_room_gone(&room);
             }
         }
         self.broadcast(

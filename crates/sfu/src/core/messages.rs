@@ -97,6 +97,7 @@ impl Core {
                 self.mute_own_track(pid, track_id, muted)
             }
             ClientMessage::Spotlight { participant_id } => self.spotlight(pid, participant_id, now),
+            ClientMessage::Recording { action } => self.host_recording(pid, action, now),
             ClientMessage::Ping { ts } => {
                 self.send(pid, ServerMessage::Pong { ts });
                 Ok(())

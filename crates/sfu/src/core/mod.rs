@@ -43,6 +43,7 @@ mod negotiate;
 pub(crate) mod present;
 mod presentation;
 mod publish;
+pub mod record;
 mod resume;
 mod service;
 mod speaking;
@@ -105,6 +106,11 @@ pub struct Core {
     forwarded_read_at: Vec<Instant>,
     /// Wall clock at `epoch`: attendance times are `wall_epoch + (now − epoch)`.
     epoch: (Instant, SystemTime),
+    /// The recorder thread's hand-off (None: recording disabled), the rooms being recorded
+    /// (with their start), and the last recorded-track number given out.
+    pub(crate) recorder: Option<crate::record::RecorderTap>,
+    pub(crate) recording: HashMap<String, SystemTime>,
+    pub(crate) next_rec: u64,
 }
 
 impl Core {
@@ -145,6 +151,9 @@ impl Core {
             next_tick: now,
             forwarded_read_at: Vec::with_capacity(1024),
             epoch: (now, wall),
+            recorder: None,
+            recording: HashMap::new(),
+            next_rec: 0,
         }
     }
 
@@ -222,6 +231,13 @@ impl Core {
         s.rooms = self.rooms.len();
         s.participants = self.participants.len();
         s.connections = self.conns.len();
+        s.recording_rooms = self.recording.len();
+        if let Some((handed, dropped, frames, cpu)) = self.recorder_counters() {
+            s.rec_packets_handed = handed;
+            s.rec_packets_dropped = dropped;
+            s.rec_frames_written = frames;
+            s.rec_thread_cpu_us = cpu;
+        }
         s
     }
 

@@ -321,10 +321,12 @@ impl Core {
                 layers,
                 sent_layers: None,
                 rate: RateMeter::default(),
+                rec: None,
             });
             if let Some(p) = self.participants.get_mut(pid) {
                 p.tracks.push(ti);
             }
+            self.record_track(ti, now);
             tracing::info!(track = %id, kind = ?r.kind, source = source.as_str(), mid = %r.mid, "track published");
             let info = TrackInfo {
                 id,
@@ -444,6 +446,7 @@ impl Core {
                 presenting = true;
             }
         }
+        self.record_track_end(track.rec);
         if let Some(room) = self.rooms.get_mut(&track.room) {
             room.speakers.remove(ti);
             room.host_speakers.remove(ti);

@@ -88,6 +88,8 @@ pub(crate) struct Track {
     pub speaker_enrolled: bool,
     /// Incoming bitrate (a simulcast track: of all layers; each layer has its own).
     pub rate: RateMeter,
+    /// Handed to the recorder under this number while its room is recorded.
+    pub rec: Option<u64>,
 }
 
 impl Track {

@@ -1,0 +1,812 @@
+//! The recorder thread: packets in, WebM files and manifests out. Owns all file I/O of
+//! recording; the media thread only hands packets over (see `mod.rs`).
+
+use super::depack::{opus_frame, Frame, JitterBuffer, Released, Vp8Assembler};
+use super::mkv::{MkvWriter, TrackSpec};
+use super::{
+    free_space, safe_name, RecControl, RecFeedback, RecPacket, RecorderShared, RecorderTap,
+    RecordingSettings, DISK_CHECK,
+};
+use crate::router::Codec;
+use rakor_proto::TrackKind;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A video track asks for a keyframe at most this often from here (the core throttles too).
+const KEYFRAME_ASK: Duration = Duration::from_millis(500);
+/// The manifest of a recording room is rewritten at most this often while frames arrive.
+const MANIFEST_EVERY: Duration = Duration::from_secs(2);
+/// A track's timeline follows its RTP clock from its first frame; if that drifts more than
+/// this from the arrival clock (a publisher's clock jumped), it is re-anchored at arrival.
+const MAX_DRIFT_MS: i64 = 2000;
+
+/// Where the recorder reports back: the media core's command channel and the room events.
+pub(crate) struct Outlets {
+    pub feedback: Box<dyn Fn(RecFeedback) + Send>,
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
+}
+
+/// Start the recorder thread; the returned tap goes to the media core.
+pub(crate) fn spawn(
+    settings: RecordingSettings,
+    outlets: Outlets,
+) -> std::io::Result<(RecorderTap, std::thread::JoinHandle<()>)> {
+    std::fs::create_dir_all(&settings.dir)?;
+    let shared = Arc::new(RecorderShared::default());
+    shared
+        .free_bytes
+        .store(free_space(&settings.dir)?, Ordering::Relaxed);
+    let (ptx, prx) = mpsc::sync_channel(settings.queue.max(16));
+    let (ctx, crx) = mpsc::channel();
+    let tap = RecorderTap::new(ptx, ctx, shared.clone(), settings.clone());
+    let mut rec = Recorder {
+        settings,
+        shared,
+        outlets,
+        rooms: HashMap::new(),
+        tracks: HashMap::new(),
+        epoch: (Instant::now(), SystemTime::now()),
+        released: Vec::with_capacity(64),
+    };
+    let join = std::thread::Builder::new()
+        .name("rakor-recorder".into())
+        .spawn(move || {
+            tracing::info!(dir = %rec.settings.dir.display(), "recorder started");
+            rec.run(&prx, &crx);
+            tracing::info!("recorder stopped");
+        })?;
+    Ok((tap, join))
+}
+
+#[derive(Debug, Serialize)]
+struct Manifest {
+    version: u32,
+    room: String,
+    started_at: String,
+    started_at_ms: i64,
+    ended_at: Option<String>,
+    /// `recording`, `stopped` or `failed`.
+    state: &'static str,
+    error: Option<String>,
+    participants: Vec<ManifestParticipant>,
+}
+
+#[derive(Debug, Serialize)]
+struct ManifestParticipant {
+    participant_id: String,
+    identity: String,
+    name: String,
+    tracks: Vec<ManifestTrack>,
+}
+
+#[derive(Debug, Serialize)]
+struct ManifestTrack {
+    track_id: String,
+    kind: TrackKind,
+    codec: &'static str,
+    files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Serialize)]
+struct ManifestFile {
+    file: String,
+    /// Milliseconds from the recording's start (wall clock) to the file's first frame.
+    start_ms: i64,
+    /// ... and to its last frame.
+    end_ms: i64,
+    frames: u64,
+    bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    width: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    height: Option<u16>,
+}
+
+struct RoomRec {
+    dir: PathBuf,
+    manifest: Manifest,
+    started_at: SystemTime,
+    files_made: u32,
+    dirty: bool,
+    last_manifest: Instant,
+}
+
+struct OpenFile {
+    w: MkvWriter,
+    start_ms: i64,
+    size: Option<(u16, u16)>,
+    /// Index in the manifest track's `files`.
+    idx: usize,
+}
+
+struct TrackRec {
+    room: String,
+    kind: TrackKind,
+    codec: Codec,
+    identity: String,
+    /// Index of participant and track in the manifest.
+    at: (usize, usize),
+    jb: JitterBuffer,
+    vp8: Vp8Assembler,
+    /// (ms since the recording's start, unwrapped RTP timestamp) of the anchor frame.
+    anchor: Option<(i64, i64)>,
+    last_rtp: i64,
+    file: Option<OpenFile>,
+    last_keyframe_ask: Option<Instant>,
+}
+
+struct Recorder {
+    settings: RecordingSettings,
+    shared: Arc<RecorderShared>,
+    outlets: Outlets,
+    rooms: HashMap<String, RoomRec>,
+    tracks: HashMap<u64, TrackRec>,
+    epoch: (Instant, SystemTime),
+    released: Vec<Released>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Recorder {
+    /// Apply the control messages that were sent after `received` packets or fewer.
+    fn apply_controls(
+        &mut self,
+        pending: &mut std::collections::VecDeque<(u64, RecControl)>,
+        received: u64,
+    ) {
+        while pending.front().is_some_and(|(after, _)| *after <= received) {
+            if let Some((_, c)) = pending.pop_front() {
+                self.control(c);
+            }
+        }
+    }
+
+    fn run(&mut self, packets: &Receiver<RecPacket>, control: &Receiver<(u64, RecControl)>) {
+        let mut next_disk = Instant::now() + DISK_CHECK;
+        let mut next_tick = Instant::now();
+        let mut pending = std::collections::VecDeque::new();
+        let mut received = 0u64;
+        loop {
+            let got = packets.recv_timeout(Duration::from_millis(20));
+            // Controls in order with the packets: each applies after the packets handed off
+            // before it was sent (a track's `Track` before its first packet, a `Stop` after
+            // the room's last).
+            let mut control_gone = false;
+            loop {
+                match control.try_recv() {
+                    Ok(c) => pending.push_back(c),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        control_gone = true;
+                        break;
+                    }
+                }
+            }
+            self.apply_controls(&mut pending, received);
+            match got {
+                Ok(p) => {
+                    self.packet(p);
+                    received += 1;
+                    for _ in 0..512 {
+                        self.apply_controls(&mut pending, received);
+                        match packets.try_recv() {
+                            Ok(p) => {
+                                self.packet(p);
+                                received += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.apply_controls(&mut pending, received);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    if control_gone {
+                        // Whatever is left applies now (no packet will come).
+                        self.apply_controls(&mut pending, u64::MAX);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                next_tick = now + Duration::from_millis(20);
+                self.tick(now);
+            }
+            if now >= next_disk {
+                next_disk = now + DISK_CHECK;
+                self.check_disk();
+                self.shared
+                    .thread_cpu_us
+                    .store(thread_cpu_us(), Ordering::Relaxed);
+            }
+        }
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for r in rooms {
+            self.stop_room(&r, None);
+        }
+    }
+
+    fn wall(&self, at: Instant) -> SystemTime {
+        let (i, s) = self.epoch;
+        if at >= i {
+            s + (at - i)
+        } else {
+            s - (i - at)
+        }
+    }
+
+    fn control(&mut self, c: RecControl) {
+        match c {
+            RecControl::Start { room, started_at } => self.start_room(room, started_at),
+            RecControl::Track {
+                room,
+                rec,
+                participant,
+                identity,
+                name,
+                track,
+                kind,
+                codec,
+            } => {
+                let Some(r) = self.rooms.get_mut(&room) else {
+                    return;
+                };
+                let m = &mut r.manifest;
+                let pi = match m
+                    .participants
+                    .iter()
+                    .position(|p| p.participant_id == participant.0)
+                {
+                    Some(i) => i,
+                    None => {
+                        m.participants.push(ManifestParticipant {
+                            participant_id: participant.0.clone(),
+                            identity: identity.clone(),
+                            name,
+                            tracks: Vec::new(),
+                        });
+                        m.participants.len() - 1
+                    }
+                };
+                let Some(p) = m.participants.get_mut(pi) else {
+                    return;
+                };
+                p.tracks.push(ManifestTrack {
+                    track_id: track.0,
+                    kind,
+                    codec: codec.name(),
+                    files: Vec::new(),
+                });
+                let ti = p.tracks.len() - 1;
+                r.dirty = true;
+                let mut vp8 = Vp8Assembler::default();
+                vp8.need_keyframe();
+                self.tracks.insert(
+                    rec,
+                    TrackRec {
+                        room,
+                        kind,
+                        codec,
+                        identity,
+                        at: (pi, ti),
+                        jb: JitterBuffer::default(),
+                        vp8,
+                        anchor: None,
+                        last_rtp: 0,
+                        file: None,
+                        last_keyframe_ask: None,
+                    },
+                );
+                if kind == TrackKind::Video {
+                    (self.outlets.feedback)(RecFeedback::Keyframe { rec });
+                }
+            }
+            RecControl::TrackEnd { rec } => {
+                self.drain_track(rec);
+                if let Some(mut t) = self.tracks.remove(&rec) {
+                    let r = self.rooms.get_mut(&t.room);
+                    if let Err(e) = close_file(&mut t, r) {
+                        tracing::warn!("recording: closing a file: {e}");
+                    }
+                }
+            }
+            RecControl::Stop { room } => self.stop_room(&room, None),
+        }
+    }
+
+    fn start_room(&mut self, room: String, started_at: SystemTime) {
+        if self.rooms.contains_key(&room) {
+            return;
+        }
+        let stamp = rfc3339(started_at).replace(':', "-");
+        let mut dir = self.settings.dir.join(safe_name(&room)).join(&stamp);
+        let mut n = 1;
+        while dir.exists() {
+            n += 1;
+            dir = self
+                .settings
+                .dir
+                .join(safe_name(&room))
+                .join(format!("{stamp}-{n}"));
+        }
+        let manifest = Manifest {
+            version: 1,
+            room: room.clone(),
+            started_at: rfc3339(started_at),
+            started_at_ms: unix_ms(started_at),
+            ended_at: None,
+            state: "recording",
+            error: None,
+            participants: Vec::new(),
+        };
+        let mut r = RoomRec {
+            dir,
+            manifest,
+            started_at,
+            files_made: 0,
+            dirty: true,
+            last_manifest: Instant::now(),
+        };
+        if let Err(e) = std::fs::create_dir_all(&r.dir).and_then(|()| write_manifest(&mut r)) {
+            tracing::error!(%room, "recording cannot start: {e}");
+            (self.outlets.feedback)(RecFeedback::Failed {
+                room,
+                reason: format!("cannot create the recording directory: {e}"),
+            });
+            return;
+        }
+        tracing::info!(%room, dir = %r.dir.display(), "recording started");
+        self.rooms.insert(room, r);
+    }
+
+    /// Close every file of `room`, finish its manifest, tell the server.
+    fn stop_room(&mut self, room: &str, error: Option<String>) {
+        let recs: Vec<u64> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.room == room)
+            .map(|(k, _)| *k)
+            .collect();
+        for rec in recs {
+            self.drain_track(rec);
+            if let Some(mut t) = self.tracks.remove(&rec) {
+                let _ = close_file(&mut t, self.rooms.get_mut(room));
+            }
+        }
+        let Some(mut r) = self.rooms.remove(room) else {
+            return;
+        };
+        r.manifest.ended_at = Some(rfc3339(SystemTime::now()));
+        r.manifest.state = if error.is_some() { "failed" } else { "stopped" };
+        r.manifest.error = error.clone();
+        if let Err(e) = write_manifest(&mut r) {
+            tracing::error!(%room, "recording: manifest: {e}");
+        }
+        tracing::info!(%room, dir = %r.dir.display(), error = ?error, "recording stopped");
+        if let Some(ev) = &self.outlets.events {
+            let _ = ev.send(crate::RoomEvent::RecordingFinished {
+                room: room.to_owned(),
+                dir: r.dir.clone(),
+                failed: error,
+            });
+        }
+    }
+
+    /// Write what the jitter buffer still holds (the track ends: no gap will fill).
+    fn drain_track(&mut self, rec: u64) {
+        let mut out = std::mem::take(&mut self.released);
+        if let Some(t) = self.tracks.get_mut(&rec) {
+            t.jb.release(Instant::now() + Duration::from_secs(3600), &mut out);
+            self.consume(rec, &mut out);
+        }
+        out.clear();
+        self.released = out;
+    }
+
+    fn fail_room(&mut self, room: &str, reason: String) {
+        tracing::error!(%room, "recording stops: {reason}");
+        (self.outlets.feedback)(RecFeedback::Failed {
+            room: room.to_owned(),
+            reason: reason.clone(),
+        });
+        self.stop_room(room, Some(reason));
+    }
+
+    fn packet(&mut self, p: RecPacket) {
+        let Some(t) = self.tracks.get_mut(&p.rec) else {
+            return;
+        };
+        let rtp = super::depack::RtpIn {
+            seq: p.seq,
+            ts: p.ts,
+            marker: p.marker,
+            arrival: p.arrival,
+            payload: p.payload,
+        };
+        let mut out = std::mem::take(&mut self.released);
+        t.jb.push(rtp, &mut out);
+        self.consume(p.rec, &mut out);
+        self.released = out;
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let recs: Vec<u64> = self.tracks.keys().copied().collect();
+        let mut out = std::mem::take(&mut self.released);
+        for rec in recs {
+            if let Some(t) = self.tracks.get_mut(&rec) {
+                t.jb.release(now, &mut out);
+                if !out.is_empty() {
+                    self.consume(rec, &mut out);
+                }
+            }
+        }
+        self.released = out;
+        let mut failed = Vec::new();
+        for (name, r) in &mut self.rooms {
+            if r.dirty && now.duration_since(r.last_manifest) >= MANIFEST_EVERY {
+                // Flush the files too, so the manifest never names more than is on disk.
+                for t in self.tracks.values_mut().filter(|t| &t.room == name) {
+                    if let Some(f) = &mut t.file {
+                        if let Err(e) = f.w.flush() {
+                            failed.push((name.clone(), format!("write failed: {e}")));
+                        }
+                    }
+                }
+                if let Err(e) = write_manifest(r) {
+                    failed.push((name.clone(), format!("manifest write failed: {e}")));
+                }
+            }
+        }
+        for (room, why) in failed {
+            self.fail_room(&room, why);
+        }
+    }
+
+    fn check_disk(&mut self) {
+        match free_space(&self.settings.dir) {
+            Ok(free) => {
+                self.shared.free_bytes.store(free, Ordering::Relaxed);
+                if free < self.settings.min_free_bytes / 2 {
+                    let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+                    for r in rooms {
+                        self.fail_room(&r, format!("disk almost full ({free} bytes free)"));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("recording: statvfs: {e}"),
+        }
+    }
+
+    /// Released packets of track `rec` → frames → file.
+    fn consume(&mut self, rec: u64, out: &mut Vec<Released>) {
+        for r in out.drain(..) {
+            let Some(t) = self.tracks.get_mut(&rec) else {
+                continue;
+            };
+            let frame = match t.codec {
+                Codec::Opus => match r {
+                    Released::Packet(p) => opus_frame(p),
+                    Released::Loss => None,
+                },
+                Codec::Vp8 => match t.vp8.push(r) {
+                    Ok(f) => f,
+                    Err(()) => {
+                        let now = Instant::now();
+                        if t.last_keyframe_ask
+                            .is_none_or(|at| now.duration_since(at) >= KEYFRAME_ASK)
+                        {
+                            t.last_keyframe_ask = Some(now);
+                            (self.outlets.feedback)(RecFeedback::Keyframe { rec });
+                        }
+                        None
+                    }
+                },
+                Codec::H264 => None, // not recorded (see docs/architecture.md)
+            };
+            if let Some(f) = frame {
+                if let Err(e) = self.write(rec, f) {
+                    let room = self.tracks.get(&rec).map(|t| t.room.clone());
+                    if let Some(room) = room {
+                        self.fail_room(&room, format!("write failed: {e}"));
+                    }
+                    break; // the rest of the drain is dropped with it
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, rec: u64, f: Frame) -> std::io::Result<()> {
+        let wall = self.wall(f.arrival);
+        let Some(t) = self.tracks.get_mut(&rec) else {
+            return Ok(());
+        };
+        let Some(r) = self.rooms.get_mut(&t.room) else {
+            return Ok(());
+        };
+        let arrival_ms = match wall.duration_since(r.started_at) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        // Unwrap the RTP timestamp and place the frame on the recording's timeline.
+        let rtp = match t.anchor {
+            None => i64::from(f.rtp_ts),
+            Some(_) => t.last_rtp + i64::from(f.rtp_ts.wrapping_sub(t.last_rtp as u32) as i32),
+        };
+        t.last_rtp = rtp;
+        let clock = if t.kind == TrackKind::Audio { 48 } else { 90 };
+        let mut ms = match t.anchor {
+            Some((a_ms, a_rtp)) => a_ms + (rtp - a_rtp) / clock,
+            None => arrival_ms,
+        };
+        if t.anchor.is_none() || (ms - arrival_ms).abs() > MAX_DRIFT_MS {
+            t.anchor = Some((arrival_ms, rtp));
+            ms = arrival_ms;
+        }
+        // A new file: the first frame, or a video keyframe of another size.
+        let new_size = f
+            .size
+            .filter(|s| t.file.as_ref().is_some_and(|o| o.size != Some(*s)));
+        if new_size.is_some() {
+            close_file(t, Some(&mut *r))?;
+        }
+        if t.file.is_none() {
+            let spec = match t.kind {
+                TrackKind::Audio => TrackSpec::Opus { channels: 2 },
+                TrackKind::Video => {
+                    let Some((width, height)) = f.size else {
+                        return Ok(()); // video files start at a keyframe
+                    };
+                    TrackSpec::Vp8 { width, height }
+                }
+            };
+            r.files_made += 1;
+            let kind = match t.kind {
+                TrackKind::Audio => "audio",
+                TrackKind::Video => "video",
+            };
+            let name = format!("{:03}-{}-{kind}.webm", r.files_made, safe_name(&t.identity));
+            let w = MkvWriter::create(&r.dir.join(&name), spec, u64::from(r.files_made))?;
+            let Some(files) = r
+                .manifest
+                .participants
+                .get_mut(t.at.0)
+                .and_then(|p| p.tracks.get_mut(t.at.1))
+                .map(|tr| &mut tr.files)
+            else {
+                return Ok(());
+            };
+            files.push(ManifestFile {
+                file: name,
+                start_ms: ms,
+                end_ms: ms,
+                frames: 0,
+                bytes: w.bytes,
+                width: f.size.map(|s| s.0),
+                height: f.size.map(|s| s.1),
+            });
+            t.file = Some(OpenFile {
+                w,
+                start_ms: ms,
+                size: f.size,
+                idx: files.len() - 1,
+            });
+            r.dirty = true;
+            // Written at once so a crash right after still lists the file.
+            r.last_manifest = Instant::now() - MANIFEST_EVERY;
+        }
+        let Some(file) = t.file.as_mut() else {
+            return Ok(());
+        };
+        let rel = u64::try_from(ms - file.start_ms).unwrap_or(0);
+        file.w.write_frame(rel, f.keyframe, &f.data)?;
+        self.shared.frames_written.fetch_add(1, Ordering::Relaxed);
+        if let Some(mf) = r
+            .manifest
+            .participants
+            .get_mut(t.at.0)
+            .and_then(|p| p.tracks.get_mut(t.at.1))
+            .and_then(|tr| tr.files.get_mut(file.idx))
+        {
+            mf.end_ms = file.start_ms + file.w.last_ms().map_or(0, |l| l as i64);
+            mf.frames = file.w.frames;
+            mf.bytes = file.w.bytes;
+        }
+        r.dirty = true;
+        Ok(())
+    }
+}
+
+/// Finish the open file of a track (Duration written) and update its manifest entry.
+fn close_file(t: &mut TrackRec, r: Option<&mut RoomRec>) -> std::io::Result<()> {
+    let Some(f) = t.file.take() else {
+        return Ok(());
+    };
+    let last = f.w.last_ms().unwrap_or(0);
+    // The last frame lasts one frame time.
+    let frame_ms = if t.kind == TrackKind::Audio { 20 } else { 33 };
+    let (frames, bytes) = (f.w.frames, f.w.bytes);
+    let res = f.w.finish(last + frame_ms);
+    if let Some(r) = r {
+        if let Some(mf) = r
+            .manifest
+            .participants
+            .get_mut(t.at.0)
+            .and_then(|p| p.tracks.get_mut(t.at.1))
+            .and_then(|tr| tr.files.get_mut(f.idx))
+        {
+            mf.end_ms = f.start_ms + last as i64 + frame_ms as i64;
+            mf.frames = frames;
+            mf.bytes = bytes;
+        }
+        r.dirty = true;
+    }
+    res
+}
+
+fn write_manifest(r: &mut RoomRec) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(&r.manifest).map_err(std::io::Error::other)?;
+    let tmp = r.dir.join("manifest.json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, r.dir.join("manifest.json"))?;
+    r.dirty = false;
+    r.last_manifest = Instant::now();
+    Ok(())
+}
+
+/// CPU time (user + system, µs) of the calling thread.
+pub(crate) fn thread_cpu_us() -> u64 {
+    // SAFETY: getrusage fills a plain C struct; RUSAGE_THREAD is the calling thread.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return 0;
+    }
+    let us = |t: libc::timeval| (t.tv_sec as u64) * 1_000_000 + t.tv_usec as u64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RecPacket;
+    use bytes::Bytes;
+    use rakor_proto::{ParticipantId, TrackId};
+
+    /// A VP8 RTP payload: descriptor with S bit, then a frame (keyframe of `size`, or delta).
+    fn vp8(size: Option<(u16, u16)>) -> Bytes {
+        let mut v = vec![0x10u8];
+        match size {
+            Some((w, h)) => {
+                v.extend_from_slice(&[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a]);
+                v.extend_from_slice(&w.to_le_bytes());
+                v.extend_from_slice(&h.to_le_bytes());
+            }
+            None => v.extend_from_slice(&[0x01, 0x00, 0x00]),
+        }
+        v.extend_from_slice(&[0xAB; 20]);
+        Bytes::from(v)
+    }
+
+    /// Resolution change → a second file; garbage and a lost packet → frames dropped until
+    /// the next keyframe (and a keyframe asked); the stop finishes both files and the manifest.
+    #[test]
+    fn resolution_change_garbage_and_loss() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("rakor-rec-{}", std::process::id()));
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (fb_tx, fb_rx) = std::sync::mpsc::channel();
+        let outlets = Outlets {
+            feedback: Box::new(move |fb| {
+                let _ = fb_tx.send(fb);
+            }),
+            events: Some(ev_tx),
+        };
+        let settings = RecordingSettings {
+            dir: dir.clone(),
+            min_free_bytes: 0,
+            ..RecordingSettings::default()
+        };
+        let (mut tap, thread) = spawn(settings, outlets)?;
+        let start = SystemTime::now();
+        tap.control(RecControl::Start {
+            room: "room/1".into(),
+            started_at: start,
+        });
+        tap.control(RecControl::Track {
+            room: "room/1".into(),
+            rec: 1,
+            participant: ParticipantId("PA_1".into()),
+            identity: "site-1".into(),
+            name: "Site 1".into(),
+            track: TrackId("TR_1".into()),
+            kind: TrackKind::Video,
+            codec: Codec::Vp8,
+        });
+        let t0 = Instant::now();
+        let mut seq = 0u16;
+        let mut send = |tap: &mut RecorderTap, frame: u32, payload: Bytes| {
+            seq = seq.wrapping_add(1);
+            tap.packet(RecPacket {
+                rec: 1,
+                arrival: t0 + Duration::from_millis(u64::from(frame) * 33),
+                seq,
+                ts: frame * 3000,
+                marker: true,
+                payload,
+            });
+        };
+        send(&mut tap, 0, vp8(Some((320, 240))));
+        for f in 1..10 {
+            send(&mut tap, f, vp8(None));
+        }
+        // Garbage: an empty payload and a keyframe header with a broken start code.
+        send(&mut tap, 10, Bytes::new());
+        send(
+            &mut tap,
+            11,
+            Bytes::from_static(&[0x10, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]),
+        );
+        send(&mut tap, 12, vp8(None)); // dropped: waits for a keyframe
+        send(&mut tap, 13, vp8(Some((640, 360))));
+        send(&mut tap, 14, vp8(None));
+        tap.control(RecControl::Stop {
+            room: "room/1".into(),
+        });
+        let finished = ev_rx.blocking_recv();
+        let Some(crate::RoomEvent::RecordingFinished {
+            dir: rec_dir,
+            failed,
+            ..
+        }) = finished
+        else {
+            panic!("no RecordingFinished: {finished:?}");
+        };
+        assert_eq!(failed, None);
+        assert!(
+            rec_dir.starts_with(dir.join("room_1")),
+            "{}",
+            rec_dir.display()
+        );
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(rec_dir.join("manifest.json"))?)
+                .map_err(std::io::Error::other)?;
+        assert_eq!(m["state"], "stopped");
+        let files = m["participants"][0]["tracks"][0]["files"].clone();
+        assert_eq!(files[0]["width"], 320, "{m}");
+        assert_eq!(files[0]["frames"], 10, "{m}");
+        assert_eq!(files[1]["width"], 640, "{m}");
+        assert_eq!(files[1]["frames"], 2, "{m}");
+        // The second file starts where its keyframe was on the recording's timeline.
+        let s1 = files[1]["start_ms"].as_i64().unwrap_or(0);
+        let s0 = files[0]["start_ms"].as_i64().unwrap_or(0);
+        assert_eq!(s1 - s0, 13 * 3000 / 90);
+        for f in [&files[0], &files[1]] {
+            let name = f["file"].as_str().unwrap_or_default();
+            let bytes = std::fs::read(rec_dir.join(name))?;
+            assert_eq!(&bytes[..4], &[0x1A, 0x45, 0xDF, 0xA3]);
+        }
+        // Keyframes were asked: at the start and after the garbage.
+        let asks = fb_rx
+            .try_iter()
+            .filter(|f| matches!(f, RecFeedback::Keyframe { rec: 1 }))
+            .count();
+        assert!(asks >= 2, "{asks}");
+        drop(tap);
+        let _ = thread.join();
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}
