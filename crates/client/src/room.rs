@@ -103,6 +103,7 @@ mod tests {
             resume_token: String::new(),
             resumed: false,
             media_reset: false,
+            ice_servers: Vec::new(),
         });
         room.apply(&ServerMessage::ParticipantJoined {
             participant: info("PA_b"),

@@ -160,6 +160,7 @@ async fn serve(mock: Arc<Mock>, ws: tokio_tungstenite::WebSocketStream<tokio::ne
         resume_token: "mock-resume-token".into(),
         resumed: false,
         media_reset: false,
+        ice_servers: Vec::new(),
     });
     // A message type from a future server version: clients must ignore it.
     let _ = out_tx.send(r#"{"type":"future_feature","x":1}"#.to_owned());
