@@ -387,7 +387,10 @@ fn first_frame_round(i: usize, firewall: bool) -> u64 {
         Some(&srv),
         &a,
         data.path(),
-        &[("RAKOR_TURN_ENABLED", "true"), ("RAKOR_TURN_LISTEN", &listen)],
+        &[
+            ("RAKOR_TURN_ENABLED", "true"),
+            ("RAKOR_TURN_LISTEN", &listen),
+        ],
     )
     .unwrap();
     if firewall {
