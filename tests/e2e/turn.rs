@@ -366,3 +366,84 @@ fn the_turn_port_refuses_bad_credentials_foreign_peers_and_garbage() {
     assert_eq!(code(&r), None, "the good allocation still refreshes");
     drop(server);
 }
+
+/// One join of an open site and a second site (TCP to signalling and TURN only when
+/// `firewall`); ms from the joins until the second site decoded the open site's first frame.
+fn first_frame_round(i: usize, firewall: bool) -> u64 {
+    let srv = Netns::new(&format!("bs{i}")).unwrap();
+    let site = Netns::new(&format!("bc{i}")).unwrap();
+    let (a, b) = (format!("10.79.{i}.1"), format!("10.79.{i}.2"));
+    srv.veth(
+        &format!("rk-bs{i}"),
+        &format!("{a}/24"),
+        &site,
+        &format!("rk-bc{i}"),
+        &format!("{b}/24"),
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let listen = format!("{a}:0");
+    let server = ServerProc::start(
+        Some(&srv),
+        &a,
+        data.path(),
+        &[
+            ("RAKOR_TURN_ENABLED", "true"),
+            ("RAKOR_TURN_LISTEN", &listen),
+        ],
+    )
+    .unwrap();
+    if firewall {
+        site.allow_only_tcp_to(&[server.http.port(), server.turn.unwrap().port()])
+            .unwrap();
+    }
+    let url = server.ws_url();
+    let tok = |id: &str| mint_token(data.path(), "rakor", id, "participant").unwrap();
+    let t_join = unix_ms();
+    let open = Probe::start(
+        Some(&srv),
+        Path::new(PROBE),
+        &url,
+        &tok("open"),
+        &a,
+        &["audio", "video"],
+        "open",
+    )
+    .unwrap();
+    let mut other = Probe::start(
+        Some(&site),
+        Path::new(PROBE),
+        &url,
+        &tok("other"),
+        &b,
+        &["audio", "video"],
+        "other",
+    )
+    .unwrap();
+    let (_, t) = wait_media(&mut other, &open.participant_id, 1, Duration::from_secs(40));
+    drop(open);
+    drop(server);
+    t.saturating_sub(t_join)
+}
+
+/// Figures for docs/benchmarks.md: join to first remote frame over UDP and over TURN/TCP,
+/// medians of 5. `cargo test --release -p rakor-e2e --test turn -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run by hand"]
+fn join_to_first_frame_udp_vs_turn_tcp() {
+    if netns::available().is_err() || !netns::have_nft() {
+        eprintln!("SKIP: needs root and nft");
+        return;
+    }
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let udp: Vec<u64> = (0..5).map(|i| first_frame_round(i, false)).collect();
+    let turn: Vec<u64> = (0..5).map(|i| first_frame_round(10 + i, true)).collect();
+    eprintln!(
+        "MEASURED join to first remote frame: UDP median {} ms {udp:?}; TURN/TCP median {} ms {turn:?}",
+        median(udp.clone()),
+        median(turn.clone())
+    );
+}

@@ -187,6 +187,24 @@ fn media_reset_and_resumable_are_additive() {
             ..
         }
     ));
+    // `ice_servers` is optional on the wire (servers before TURN did not send it).
+    assert!(matches!(&joined, ServerMessage::Joined { ice_servers, .. } if ice_servers.is_empty()));
+    let with: ServerMessage = serde_json::from_str(
+        r#"{"type":"ice_servers","ice_servers":[{"urls":["turn:h:3478?transport=tcp"],
+            "username":"1:a","credential":"c","expires_at":1}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        with,
+        ServerMessage::IceServers {
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:h:3478?transport=tcp".into()],
+                username: "1:a".into(),
+                credential: "c".into(),
+                expires_at: 1,
+            }]
+        }
+    );
     // The request side: `join.resume.media_reset` is optional.
     for (text, reset) in [
         (
