@@ -63,7 +63,11 @@ fn recordings(server: &Server) -> Vec<PathBuf> {
     let root = server.data_dir.path().join("recordings");
     let mut out = Vec::new();
     for room in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-        for rec in std::fs::read_dir(room.path()).into_iter().flatten().flatten() {
+        for rec in std::fs::read_dir(room.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             out.push(rec.path());
         }
     }
@@ -75,7 +79,12 @@ fn manifest(dir: &Path) -> Value {
 }
 
 /// Poll a file the recorder or ffmpeg writes (no event reaches the test) until `done`.
-async fn wait_file(dir: &Path, name: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+async fn wait_file(
+    dir: &Path,
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = std::fs::read(dir.join(name))
@@ -97,11 +106,23 @@ async fn wait_file(dir: &Path, name: &str, timeout: Duration, done: impl Fn(&Val
 
 fn ffprobe(path: &Path) -> Value {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe (Debian package ffmpeg; tests/run.sh installs it)");
-    assert!(out.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -123,7 +144,14 @@ fn decode_errors(path: &Path) -> String {
 /// The time of the last packet ffprobe can read (works without a Duration element).
 fn readable_secs(path: &Path) -> f64 {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "packet=pts_time", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe");
@@ -192,9 +220,15 @@ async fn check_composite(dir: &Path, want: f64) {
         .iter()
         .map(|s| s["codec_type"].as_str().unwrap())
         .collect();
-    assert!(kinds.contains(&"video") && kinds.contains(&"audio"), "{probe}");
+    assert!(
+        kinds.contains(&"video") && kinds.contains(&"audio"),
+        "{probe}"
+    );
     let d = duration(&probe);
-    assert!((d - want).abs() <= 1.0, "composite {d:.2} s, call {want:.2} s");
+    assert!(
+        (d - want).abs() <= 1.0,
+        "composite {d:.2} s, call {want:.2} s"
+    );
     let errors = decode_errors(&path);
     assert!(errors.is_empty(), "composite: {errors}");
 }
@@ -226,11 +260,13 @@ async fn two_sites_recorded_by_the_host() {
     send(&host, RecordingAction::Start).await;
     wait_error(&mut host, ErrorCode::InvalidState).await;
     // A site joining now is told at once.
-    let mut late = Client::connect(ClientOptions::new(
-        server.ws_url(),
-        server.token("rec-2", "late", "participant").unwrap(),
+    let mut late = Client::connect(
+        ClientOptions::new(
+            server.ws_url(),
+            server.token("rec-2", "late", "participant").unwrap(),
+        )
+        .receive_only(),
     )
-    .receive_only())
     .await
     .unwrap();
     wait_recording(&mut late, true).await;
@@ -245,7 +281,10 @@ async fn two_sites_recorded_by_the_host() {
     let recs = recordings(&server);
     assert_eq!(recs.len(), 1, "{recs:?}");
     let dir = &recs[0];
-    let m = wait_file(dir, "manifest.json", EVENT_WAIT, |v| v["state"] == "stopped").await;
+    let m = wait_file(dir, "manifest.json", EVENT_WAIT, |v| {
+        v["state"] == "stopped"
+    })
+    .await;
     check_participants(dir, &m, 2, &|_| call);
     check_composite(dir, call).await;
     // Media went on while recording: nothing was dropped at the hand-off.
@@ -288,7 +327,10 @@ async fn eight_sites_recorded_automatically() {
     assert_eq!(recs.len(), 1, "{recs:?}");
     let dir = &recs[0];
     // The room ended with its last participant: so did the recording.
-    let m = wait_file(dir, "manifest.json", EVENT_WAIT, |v| v["state"] == "stopped").await;
+    let m = wait_file(dir, "manifest.json", EVENT_WAIT, |v| {
+        v["state"] == "stopped"
+    })
+    .await;
     check_participants(dir, &m, 8, &|who| lengths[who]);
     let longest = lengths.values().copied().fold(0.0, f64::max);
     check_composite(dir, longest).await;
@@ -324,9 +366,15 @@ async fn kill_9_mid_recording_leaves_readable_files() {
                 let probe = ffprobe(&path);
                 assert_eq!(probe["streams"][0]["codec_type"], t["kind"], "{probe}");
                 // Up to the last few seconds: what the manifest promised, less 3 s.
-                let listed = (f["end_ms"].as_i64().unwrap() - f["start_ms"].as_i64().unwrap()) as f64 / 1000.0;
+                let listed = (f["end_ms"].as_i64().unwrap() - f["start_ms"].as_i64().unwrap())
+                    as f64
+                    / 1000.0;
                 let got = readable_secs(&path);
-                assert!(got >= listed - 3.0 && got > 0.5, "{}: {got:.2} s readable, manifest {listed:.2} s", path.display());
+                assert!(
+                    got >= listed - 3.0 && got > 0.5,
+                    "{}: {got:.2} s readable, manifest {listed:.2} s",
+                    path.display()
+                );
                 files += 1;
             }
         }
@@ -342,15 +390,29 @@ async fn kill_9_mid_recording_leaves_readable_files() {
 async fn operators_record_through_the_api() {
     let p = Persistent::new().unwrap();
     let (server, api) = p.start_logged_in().unwrap();
-    let host_site = add_site(&api, "Command Room", "command_room").unwrap();
+    let host_site = add_site(&api, "Command Room", "opd").unwrap();
     let v = add_rakor(&api, "Rakor banjir", host_site, &[], -60, 60).unwrap();
     let id = v["id"].as_i64().unwrap();
     let base = format!("/api/v1/rakor/{id}");
-    let r = api.post(&format!("{base}/recording/start"), Value::Null).unwrap();
-    assert_eq!((r.status, r.error_code()), (409, "not_live".to_owned()), "{}", r.body);
+    let r = api
+        .post(&format!("{base}/recording/start"), Value::Null)
+        .unwrap();
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "not_live".to_owned()),
+        "{}",
+        r.body
+    );
 
-    let links = api.get(&format!("{base}/invitations")).unwrap().json().unwrap();
-    let link = links.as_array().unwrap()[0]["link"].as_str().unwrap().to_owned();
+    let links = api
+        .get(&format!("{base}/invitations"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let link = links.as_array().unwrap()[0]["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut host = Client::connect(
         ClientOptions::new(server.ws_url(), token_of(&link).unwrap()).publish(true, true),
     )
@@ -358,23 +420,52 @@ async fn operators_record_through_the_api() {
     .unwrap();
     host.wait_published(MEDIA_WAIT).await.unwrap();
 
-    let r = api.post(&format!("{base}/recording/stop"), Value::Null).unwrap();
-    assert_eq!((r.status, r.error_code()), (409, "not_recording".to_owned()), "{}", r.body);
-    let v = api.expect("POST", &format!("{base}/recording/start"), Some(Value::Null), 200).unwrap();
+    let r = api
+        .post(&format!("{base}/recording/stop"), Value::Null)
+        .unwrap();
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "not_recording".to_owned()),
+        "{}",
+        r.body
+    );
+    let v = api
+        .expect(
+            "POST",
+            &format!("{base}/recording/start"),
+            Some(Value::Null),
+            200,
+        )
+        .unwrap();
     assert_eq!(v["active"], true, "{v}");
     wait_recording(&mut host, true).await;
-    let r = api.post(&format!("{base}/recording/start"), Value::Null).unwrap();
-    assert_eq!((r.status, r.error_code()), (409, "already_recording".to_owned()));
-    let v = api.expect("GET", &format!("{base}/recordings"), None, 200).unwrap();
+    let r = api
+        .post(&format!("{base}/recording/start"), Value::Null)
+        .unwrap();
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "already_recording".to_owned())
+    );
+    let v = api
+        .expect("GET", &format!("{base}/recordings"), None, 200)
+        .unwrap();
     assert_eq!(v["now"]["active"], true, "{v}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    api.expect("POST", &format!("{base}/recording/stop"), Some(Value::Null), 200).unwrap();
+    api.expect(
+        "POST",
+        &format!("{base}/recording/stop"),
+        Some(Value::Null),
+        200,
+    )
+    .unwrap();
     wait_recording(&mut host, false).await;
 
     // The list: one recording, its files with links; the manifest becomes final.
     let deadline = Instant::now() + EVENT_WAIT;
     let rec = loop {
-        let v = api.expect("GET", &format!("{base}/recordings"), None, 200).unwrap();
+        let v = api
+            .expect("GET", &format!("{base}/recordings"), None, 200)
+            .unwrap();
         let rec = v["recordings"][0].clone();
         if rec["state"] == "stopped" || Instant::now() > deadline {
             assert_eq!(v["now"]["active"], false, "{v}");
@@ -396,17 +487,30 @@ async fn operators_record_through_the_api() {
         server.http,
         "GET",
         url,
-        &[(api.auth.as_ref().unwrap().0.as_str(), api.auth.as_ref().unwrap().1.as_str()), ("Range", "bytes=0-3")],
+        &[
+            (
+                api.auth.as_ref().unwrap().0.as_str(),
+                api.auth.as_ref().unwrap().1.as_str(),
+            ),
+            ("Range", "bytes=0-3"),
+        ],
         None,
     )
     .unwrap();
     assert_eq!(part.status, 206, "{}", part.body);
-    assert_eq!(part.header("content-range").map(|h| h.starts_with("bytes 0-3/")), Some(true));
+    assert_eq!(
+        part.header("content-range")
+            .map(|h| h.starts_with("bytes 0-3/")),
+        Some(true)
+    );
     assert_eq!(part.header("content-length"), Some("4"));
     // Operators only; only files of the recording.
     let anon = rakor_e2e::session::Api::new(server.http);
     assert_eq!(anon.get(url).unwrap().status, 401);
-    let bad = format!("{base}/recordings/{}/..%2Fmanifest.json", rec["id"].as_str().unwrap());
+    let bad = format!(
+        "{base}/recordings/{}/..%2Fmanifest.json",
+        rec["id"].as_str().unwrap()
+    );
     assert_eq!(api.get(&bad).unwrap().status, 404);
     host.leave().await;
 }
@@ -414,11 +518,9 @@ async fn operators_record_through_the_api() {
 /// Below `recording.min_free` a recording does not start: the host gets a clear error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_recording_without_free_disk_space() {
-    let server = Server::start_with_env(
-        &[],
-        &[("RAKOR_RECORDING_MIN_FREE", "18000000000000000000")],
-    )
-    .unwrap();
+    let server =
+        Server::start_with_env(&[], &[("RAKOR_RECORDING_MIN_FREE", "9000000000000000000")])
+            .unwrap();
     let mut host = join(&server, "rec-d", "command-room", "host").await;
     send(&host, RecordingAction::Start).await;
     let msg = wait_error(&mut host, ErrorCode::LimitExceeded).await;
@@ -450,24 +552,74 @@ fn lossy_site_is_still_recorded_playably() {
         Some(&srv),
         "10.78.0.1",
         data.path(),
-        &[("RAKOR_RECORDING_AUTO", "true"), ("RAKOR_SERVER_RESUME_GRACE", "0s")],
+        &[
+            ("RAKOR_RECORDING_AUTO", "true"),
+            ("RAKOR_SERVER_RESUME_GRACE", "0s"),
+        ],
     )
     .unwrap();
     let url = server.ws_url();
     let tok = |id: &str| mint_token(data.path(), "rec-loss", id, "participant").unwrap();
-    let mut clean = Probe::start(Some(&srv), Path::new(PROBE), &url, &tok("clean-site"), "10.78.0.1", &["audio", "video"], "clean").unwrap();
+    let mut clean = Probe::start(
+        Some(&srv),
+        Path::new(PROBE),
+        &url,
+        &tok("clean-site"),
+        "10.78.0.1",
+        &["audio", "video"],
+        "clean",
+    )
+    .unwrap();
     let t_clean = Instant::now();
-    let mut weak = Probe::start(Some(&site), Path::new(PROBE), &url, &tok("weak-site"), "10.78.0.2", &["audio", "video"], "weak").unwrap();
+    let mut weak = Probe::start(
+        Some(&site),
+        Path::new(PROBE),
+        &url,
+        &tok("weak-site"),
+        "10.78.0.2",
+        &["audio", "video"],
+        "weak",
+    )
+    .unwrap();
     let t_weak = Instant::now();
     // 20 % of UDP lost each way on the weak site's link: arriving at the site, and arriving
     // at the server from the site.
     site.udp_loss(20).unwrap();
     srv.exec("nft", &["add", "table", "inet", "rkrec"]).unwrap();
-    srv.exec("nft", &["add", "chain", "inet", "rkrec", "in", "{ type filter hook input priority 0; }"]).unwrap();
     srv.exec(
         "nft",
-        &["add", "rule", "inet", "rkrec", "in", "ip", "saddr", "10.78.0.2", "meta", "l4proto", "udp",
-          "numgen", "random", "mod", "100", "<", "20", "drop"],
+        &[
+            "add",
+            "chain",
+            "inet",
+            "rkrec",
+            "in",
+            "{ type filter hook input priority 0; }",
+        ],
+    )
+    .unwrap();
+    srv.exec(
+        "nft",
+        &[
+            "add",
+            "rule",
+            "inet",
+            "rkrec",
+            "in",
+            "ip",
+            "saddr",
+            "10.78.0.2",
+            "meta",
+            "l4proto",
+            "udp",
+            "numgen",
+            "random",
+            "mod",
+            "100",
+            "<",
+            "20",
+            "drop",
+        ],
     )
     .unwrap();
     std::thread::sleep(CALL);
@@ -479,13 +631,32 @@ fn lossy_site_is_still_recorded_playably() {
     let recs: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()
         .flatten()
-        .flat_map(|room| std::fs::read_dir(room.path()).unwrap().flatten().map(|e| e.path()))
+        .flat_map(|room| {
+            std::fs::read_dir(room.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+        })
         .collect();
     assert_eq!(recs.len(), 1, "{recs:?}");
     let dir = &recs[0];
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let m = rt.block_on(wait_file(dir, "manifest.json", Duration::from_secs(20), |v| v["state"] == "stopped"));
-    check_participants(dir, &m, 2, &|who| if who == "weak-site" { weak_len } else { clean_len });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let m = rt.block_on(wait_file(
+        dir,
+        "manifest.json",
+        Duration::from_secs(20),
+        |v| v["state"] == "stopped",
+    ));
+    check_participants(dir, &m, 2, &|who| {
+        if who == "weak-site" {
+            weak_len
+        } else {
+            clean_len
+        }
+    });
     let _ = (weak.participant_id.clone(), server.http);
 }
 
@@ -536,7 +707,8 @@ async fn bench_recording_cost() {
     let b0 = snap(&server);
     tokio::time::sleep(window).await;
     let b1 = snap(&server);
-    let per = |c0: u64, c1: u64, p0: u64, p1: u64| (c1 - c0) as f64 * 1000.0 / (p1 - p0).max(1) as f64;
+    let per =
+        |c0: u64, c1: u64, p0: u64, p1: u64| (c1 - c0) as f64 * 1000.0 / (p1 - p0).max(1) as f64;
     eprintln!(
         "MEASURED {n} sites: without recording: media thread {:.0} ns per forwarded packet ({} forwarded, {} received in {window:?}, media thread {:.1}% of a core)",
         per(a0.0, a1.0, a0.1, a1.1),

@@ -16,6 +16,7 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "leave",
     "moderate",
     "track_settings",
+    "recording",
 ];
 
 /// A participant's role, carried in the access token and enforced by the server.

@@ -322,12 +322,15 @@ impl Config {
             loudest_speakers: self.media.loudest_speakers,
             bandwidth_estimation: self.media.bandwidth_estimation,
             ice_tcp: self.media.ice_tcp,
-            recording: self.recording.enabled.then(|| rakor_sfu::RecordingSettings {
-                dir: self.recording_dir(),
-                auto: self.recording.auto,
-                min_free_bytes: self.recording.min_free,
-                queue: self.recording.queue,
-            }),
+            recording: self
+                .recording
+                .enabled
+                .then(|| rakor_sfu::RecordingSettings {
+                    dir: self.recording_dir(),
+                    auto: self.recording.auto,
+                    min_free_bytes: self.recording.min_free,
+                    queue: self.recording.queue,
+                }),
             ..rakor_sfu::SfuConfig::default()
         }
     }

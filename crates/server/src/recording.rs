@@ -120,7 +120,7 @@ pub fn list(room_dir: &Path) -> Vec<(String, PathBuf, Manifest)> {
             Some((id, dir, m))
         })
         .collect();
-    out.sort_by(|a, b| b.2.started_at_ms.cmp(&a.2.started_at_ms));
+    out.sort_by_key(|r| std::cmp::Reverse(r.2.started_at_ms));
     out
 }
 
@@ -333,7 +333,14 @@ pub async fn composite(ffmpeg: &str, dir: &Path) {
         }
         Ok(s) => {
             state.state = "failed".into();
-            let tail: String = errors.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = errors
+                .chars()
+                .rev()
+                .take(500)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             state.error = Some(format!("ffmpeg exited with {s}: {tail}"));
             tracing::error!(dir = %dir.display(), "composite failed: {s}: {tail}");
         }
@@ -490,7 +497,9 @@ mod tests {
         std::fs::create_dir_all(&new)?;
         std::fs::write(old.join(MANIFEST), "{}")?;
         std::fs::write(new.join(MANIFEST), "{}")?;
-        let f = std::fs::File::options().write(true).open(old.join(MANIFEST))?;
+        let f = std::fs::File::options()
+            .write(true)
+            .open(old.join(MANIFEST))?;
         f.set_modified(SystemTime::now() - Duration::from_secs(3 * 86400))?;
         assert_eq!(sweep(&root, Duration::from_secs(2 * 86400)), 1);
         assert!(!old.exists());

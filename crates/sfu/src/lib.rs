@@ -41,15 +41,15 @@ pub mod speakers;
 #[cfg(test)]
 pub(crate) mod testkit;
 
-pub use crate::core::{Core, Transmit};
 pub use crate::core::record::{RecordingError, RecordingStatus};
+pub use crate::core::{Core, Transmit};
 pub use config::SfuConfig;
-pub use record::RecordingSettings;
 pub use error::SfuError;
 pub use handle::{
     ConnRef, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle,
     SfuStats,
 };
+pub use record::RecordingSettings;
 
 /// The SDP check the media core does itself before handing an offer to the `rtc` core:
 /// how many audio/video sections send media (`None` = not an SDP). Public for the fuzzers.

@@ -96,7 +96,12 @@ fn recording_error(e: RecordingError) -> ApiError {
     }
 }
 
-async fn start_stop(state: &AppState, actor: &Actor, id: &str, start: bool) -> ApiResult<Json<RecordingNow>> {
+async fn start_stop(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    start: bool,
+) -> ApiResult<Json<RecordingNow>> {
     let r = load(state, id).await?;
     let res = state
         .sfu
@@ -104,7 +109,11 @@ async fn start_stop(state: &AppState, actor: &Actor, id: &str, start: bool) -> A
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(recording_error)?;
-    let what = if start { "recording_start" } else { "recording_stop" };
+    let what = if start {
+        "recording_start"
+    } else {
+        "recording_stop"
+    };
     tracing::info!(rakor = r.id, "{what} by an operator");
     state
         .session
@@ -168,23 +177,26 @@ pub async fn list(
                             .filter_map(|e| {
                                 let name = e.file_name().to_str()?.to_owned();
                                 let meta = e.metadata().ok()?;
-                                (meta.is_file() && recording::plain_name(&name) && !name.ends_with(".tmp"))
-                                    .then(|| RecordingFile {
-                                        url: url(&name),
-                                        bytes: meta.len(),
-                                        name,
-                                    })
+                                (meta.is_file()
+                                    && recording::plain_name(&name)
+                                    && !name.ends_with(".tmp"))
+                                .then(|| RecordingFile {
+                                    url: url(&name),
+                                    bytes: meta.len(),
+                                    name,
+                                })
                             })
                             .collect()
                     })
                     .unwrap_or_default();
                 files.sort_by(|a, b| a.name.cmp(&b.name));
-                let composite = recording::read_composite(&dir).map(|c: CompositeState| Composite {
-                    url: (c.state == "done").then(|| url(recording::COMPOSITE)),
-                    state: c.state,
-                    progress: c.progress,
-                    error: c.error,
-                });
+                let composite =
+                    recording::read_composite(&dir).map(|c: CompositeState| Composite {
+                        url: (c.state == "done").then(|| url(recording::COMPOSITE)),
+                        state: c.state,
+                        progress: c.progress,
+                        error: c.error,
+                    });
                 RecordingView {
                     id: rec.clone(),
                     started_at: m.started_at,
@@ -209,9 +221,13 @@ pub async fn list(
     }))
 }
 
+/// A `Range` header that no byte of the file satisfies (416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
 /// A byte range of a file of `len` bytes from a `Range` header: `bytes=a-b`, `bytes=a-`,
-/// `bytes=-n` (one range). `Err(())`: unsatisfiable; `Ok(None)`: no usable header (whole file).
-pub fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+/// `bytes=-n` (one range). `Err(Unsatisfiable)`: unsatisfiable; `Ok(None)`: no usable header (whole file).
+pub fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(v) = h.and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
@@ -226,20 +242,22 @@ pub fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64
     };
     let (a, b) = (a.trim(), b.trim());
     let range = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
+        let n: u64 = b.parse().map_err(|_| Unsatisfiable)?;
         if n == 0 || len == 0 {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (len.saturating_sub(n), len - 1)
     } else {
-        let start: u64 = a.parse().map_err(|_| ())?;
+        let start: u64 = a.parse().map_err(|_| Unsatisfiable)?;
         let end: u64 = if b.is_empty() {
             len.saturating_sub(1)
         } else {
-            b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))
+            b.parse::<u64>()
+                .map_err(|_| Unsatisfiable)?
+                .min(len.saturating_sub(1))
         };
         if start >= len || end < start {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (start, end)
     };
@@ -261,7 +279,9 @@ pub async fn download(
     if !recording::plain_name(&rec) || !recording::plain_name(&file) {
         return Err(ApiError::not_found("no such recording file"));
     }
-    let path = recording::room_dir(&state.config, &r.room).join(&rec).join(&file);
+    let path = recording::room_dir(&state.config, &r.room)
+        .join(&rec)
+        .join(&file);
     let mut f = tokio::fs::File::open(&path)
         .await
         .map_err(|_| ApiError::not_found("no such recording file"))?;
@@ -281,7 +301,7 @@ pub async fn download(
     };
     let range = match parse_range(headers.get(header::RANGE), len) {
         Ok(r) => r,
-        Err(()) => {
+        Err(Unsatisfiable) => {
             return Ok((
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 [(header::CONTENT_RANGE, format!("bytes */{len}"))],
@@ -321,7 +341,7 @@ pub async fn download(
 mod tests {
     use super::*;
 
-    fn r(s: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    fn r(s: &str, len: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
         let v = HeaderValue::from_str(s).ok();
         parse_range(v.as_ref(), len)
     }
@@ -332,9 +352,9 @@ mod tests {
         assert_eq!(r("bytes=900-", 1000), Ok(Some((900, 999))));
         assert_eq!(r("bytes=-100", 1000), Ok(Some((900, 999))));
         assert_eq!(r("bytes=990-2000", 1000), Ok(Some((990, 999))));
-        assert_eq!(r("bytes=1000-", 1000), Err(()));
-        assert_eq!(r("bytes=5-2", 1000), Err(()));
-        assert_eq!(r("bytes=x-2", 1000), Err(()));
+        assert_eq!(r("bytes=1000-", 1000), Err(Unsatisfiable));
+        assert_eq!(r("bytes=5-2", 1000), Err(Unsatisfiable));
+        assert_eq!(r("bytes=x-2", 1000), Err(Unsatisfiable));
         assert_eq!(r("items=0-1", 1000), Ok(None));
         assert_eq!(r("bytes=0-1,5-6", 1000), Ok(None));
         assert_eq!(parse_range(None, 10), Ok(None));

@@ -171,9 +171,8 @@ impl Core {
             return;
         }
         // A recorded track is never paused: the recorder needs it even if nobody shows it.
-        let pause = t.rec.is_none()
-            && !t.route.legs.is_empty()
-            && t.route.legs.iter().all(|l| l.paused);
+        let pause =
+            t.rec.is_none() && !t.route.legs.is_empty() && t.route.legs.iter().all(|l| l.paused);
         if pause == t.publisher_paused {
             return;
         }

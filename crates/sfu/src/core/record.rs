@@ -52,7 +52,9 @@ impl Core {
 
     /// The recording state of `room` (None: not recording).
     pub fn recording_status(&self, room: &str) -> Option<RecordingStatus> {
-        self.recording.get(room).map(|&started_at| RecordingStatus { started_at })
+        self.recording
+            .get(room)
+            .map(|&started_at| RecordingStatus { started_at })
     }
 
     /// Start recording `room`: every published track is handed to the recorder from now on.
@@ -108,7 +110,9 @@ impl Core {
         if self.recording.remove(room).is_none() {
             return Err(RecordingError::NotRecording(room.to_owned()));
         }
-        let tracks = self.tracks.keys_where(|t| t.room == room && t.rec.is_some());
+        let tracks = self
+            .tracks
+            .keys_where(|t| t.room == room && t.rec.is_some());
         for &ti in &tracks {
             if let Some(t) = self.tracks.get_mut(ti) {
                 t.rec = None;

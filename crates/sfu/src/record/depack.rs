@@ -130,6 +130,10 @@ pub struct Frame {
     pub size: Option<(u16, u16)>,
 }
 
+/// A loss or garbage broke the VP8 stream: the caller asks for a keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamBroken;
+
 /// VP8 frame assembly (RFC 7741).
 #[derive(Debug, Default)]
 pub struct Vp8Assembler {
@@ -159,20 +163,20 @@ impl Vp8Assembler {
         self.waiting_keyframe = true;
     }
 
-    /// Feed one released item; a completed frame is returned. `Err(())` means: a loss broke
+    /// Feed one released item; a completed frame is returned. `Err(StreamBroken)` means: a loss broke
     /// the stream, ask for a keyframe.
-    pub fn push(&mut self, r: Released) -> Result<Option<Frame>, ()> {
+    pub fn push(&mut self, r: Released) -> Result<Option<Frame>, StreamBroken> {
         let p = match r {
             Released::Loss => {
                 self.need_keyframe();
-                return Err(());
+                return Err(StreamBroken);
             }
             Released::Packet(p) => p,
         };
         let Some(d) = crate::codec::parse_vp8(&p.payload) else {
             self.garbage += 1;
             self.need_keyframe();
-            return Err(());
+            return Err(StreamBroken);
         };
         let body = p.payload.get(d.header_len..).unwrap_or_default();
         let starts = d.start_of_partition && d.partition_index == 0;
@@ -183,7 +187,7 @@ impl Vp8Assembler {
                 self.frames_dropped += 1;
                 if !starts {
                     self.need_keyframe();
-                    return Err(());
+                    return Err(StreamBroken);
                 }
             }
         }
@@ -210,7 +214,7 @@ impl Vp8Assembler {
         if cur.data.len() + body.len() > MAX_FRAME {
             self.garbage += 1;
             self.need_keyframe();
-            return Err(());
+            return Err(StreamBroken);
         }
         cur.data.extend_from_slice(body);
         if !p.marker {
@@ -225,7 +229,7 @@ impl Vp8Assembler {
                 // Says keyframe, has no valid keyframe header: garbage.
                 self.garbage += 1;
                 self.need_keyframe();
-                return Err(());
+                return Err(StreamBroken);
             }
             self.waiting_keyframe = false;
         }
@@ -323,7 +327,7 @@ mod tests {
         v
     }
 
-    fn feed(a: &mut Vp8Assembler, p: RtpIn) -> Result<Option<Frame>, ()> {
+    fn feed(a: &mut Vp8Assembler, p: RtpIn) -> Result<Option<Frame>, StreamBroken> {
         a.push(Released::Packet(p))
     }
 
@@ -333,9 +337,15 @@ mod tests {
         let mut a = Vp8Assembler::default();
         a.need_keyframe();
         // A delta frame first: dropped while waiting for a keyframe.
-        assert_eq!(feed(&mut a, pkt(1, 100, true, &vp8(true, false, &[9]), t)), Ok(None));
+        assert_eq!(
+            feed(&mut a, pkt(1, 100, true, &vp8(true, false, &[9]), t)),
+            Ok(None)
+        );
         // A two-packet keyframe.
-        assert_eq!(feed(&mut a, pkt(2, 200, false, &vp8(true, true, &[1]), t)), Ok(None));
+        assert_eq!(
+            feed(&mut a, pkt(2, 200, false, &vp8(true, true, &[1]), t)),
+            Ok(None)
+        );
         let f = feed(&mut a, pkt(3, 200, true, &vp8(false, false, &[2]), t))
             .ok()
             .flatten();
@@ -345,10 +355,19 @@ mod tests {
         assert_eq!(f.map(|f| f.data.len()), Some(3 + 7 + 1 + 1));
         // A delta frame plays.
         let f = feed(&mut a, pkt(4, 300, true, &vp8(true, false, &[5]), t));
-        assert!(matches!(f, Ok(Some(Frame { keyframe: false, .. }))));
+        assert!(matches!(
+            f,
+            Ok(Some(Frame {
+                keyframe: false,
+                ..
+            }))
+        ));
         // A loss: ask for a keyframe, drop deltas until it comes.
-        assert_eq!(a.push(Released::Loss), Err(()));
-        assert_eq!(feed(&mut a, pkt(6, 400, true, &vp8(true, false, &[5]), t)), Ok(None));
+        assert_eq!(a.push(Released::Loss), Err(StreamBroken));
+        assert_eq!(
+            feed(&mut a, pkt(6, 400, true, &vp8(true, false, &[5]), t)),
+            Ok(None)
+        );
         let f = feed(&mut a, pkt(7, 500, true, &vp8(true, true, &[5]), t));
         assert!(matches!(f, Ok(Some(Frame { keyframe: true, .. }))));
     }
@@ -357,7 +376,10 @@ mod tests {
     fn vp8_frame_without_marker_is_dropped() {
         let t = Instant::now();
         let mut a = Vp8Assembler::default();
-        assert_eq!(feed(&mut a, pkt(1, 100, false, &vp8(true, true, &[1]), t)), Ok(None));
+        assert_eq!(
+            feed(&mut a, pkt(1, 100, false, &vp8(true, true, &[1]), t)),
+            Ok(None)
+        );
         // The next frame starts before the marker: the first is incomplete, dropped.
         let r = feed(&mut a, pkt(2, 200, true, &vp8(true, true, &[1]), t));
         assert!(matches!(r, Ok(Some(Frame { rtp_ts: 200, .. }))));

@@ -505,10 +505,9 @@ impl Recorder {
                 },
                 Codec::Vp8 => match t.vp8.push(r) {
                     Ok(f) => f,
-                    Err(()) => {
+                    Err(super::depack::StreamBroken) => {
                         let now = Instant::now();
-                        if t
-                            .last_keyframe_ask
+                        if t.last_keyframe_ask
                             .is_none_or(|at| now.duration_since(at) >= KEYFRAME_ASK)
                         {
                             t.last_keyframe_ask = Some(now);
@@ -549,11 +548,7 @@ impl Recorder {
             Some(_) => t.last_rtp + i64::from(f.rtp_ts.wrapping_sub(t.last_rtp as u32) as i32),
         };
         t.last_rtp = rtp;
-        let clock = if t.kind == TrackKind::Audio {
-            48
-        } else {
-            90
-        };
+        let clock = if t.kind == TrackKind::Audio { 48 } else { 90 };
         let mut ms = match t.anchor {
             Some((a_ms, a_rtp)) => a_ms + (rtp - a_rtp) / clock,
             None => arrival_ms,
@@ -563,7 +558,9 @@ impl Recorder {
             ms = arrival_ms;
         }
         // A new file: the first frame, or a video keyframe of another size.
-        let new_size = f.size.filter(|s| t.file.as_ref().is_some_and(|o| o.size != Some(*s)));
+        let new_size = f
+            .size
+            .filter(|s| t.file.as_ref().is_some_and(|o| o.size != Some(*s)));
         if new_size.is_some() {
             close_file(t, Some(&mut *r))?;
         }
@@ -582,11 +579,7 @@ impl Recorder {
                 TrackKind::Audio => "audio",
                 TrackKind::Video => "video",
             };
-            let name = format!(
-                "{:03}-{}-{kind}.webm",
-                r.files_made,
-                safe_name(&t.identity)
-            );
+            let name = format!("{:03}-{}-{kind}.webm", r.files_made, safe_name(&t.identity));
             let w = MkvWriter::create(&r.dir.join(&name), spec, u64::from(r.files_made))?;
             let Some(files) = r
                 .manifest
@@ -687,6 +680,7 @@ pub(crate) fn thread_cpu_us() -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::record::RecPacket;
@@ -761,7 +755,11 @@ mod tests {
         }
         // Garbage: an empty payload and a keyframe header with a broken start code.
         send(&mut tap, 10, Bytes::new());
-        send(&mut tap, 11, Bytes::from_static(&[0x10, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]));
+        send(
+            &mut tap,
+            11,
+            Bytes::from_static(&[0x10, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]),
+        );
         send(&mut tap, 12, vp8(None)); // dropped: waits for a keyframe
         send(&mut tap, 13, vp8(Some((640, 360))));
         send(&mut tap, 14, vp8(None));
@@ -769,12 +767,20 @@ mod tests {
             room: "room/1".into(),
         });
         let finished = ev_rx.blocking_recv();
-        let Some(crate::RoomEvent::RecordingFinished { dir: rec_dir, failed, .. }) = finished
+        let Some(crate::RoomEvent::RecordingFinished {
+            dir: rec_dir,
+            failed,
+            ..
+        }) = finished
         else {
             panic!("no RecordingFinished: {finished:?}");
         };
         assert_eq!(failed, None);
-        assert!(rec_dir.starts_with(dir.join("room_1")), "{}", rec_dir.display());
+        assert!(
+            rec_dir.starts_with(dir.join("room_1")),
+            "{}",
+            rec_dir.display()
+        );
         let m: serde_json::Value =
             serde_json::from_slice(&std::fs::read(rec_dir.join("manifest.json"))?)
                 .map_err(std::io::Error::other)?;
