@@ -390,7 +390,7 @@ async fn kill_9_mid_recording_leaves_readable_files() {
 async fn operators_record_through_the_api() {
     let p = Persistent::new().unwrap();
     let (server, api) = p.start_logged_in().unwrap();
-    let host_site = add_site(&api, "Command Room", "command_room").unwrap();
+    let host_site = add_site(&api, "Command Room", "opd").unwrap();
     let v = add_rakor(&api, "Rakor banjir", host_site, &[], -60, 60).unwrap();
     let id = v["id"].as_i64().unwrap();
     let base = format!("/api/v1/rakor/{id}");
@@ -519,7 +519,7 @@ async fn operators_record_through_the_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_recording_without_free_disk_space() {
     let server =
-        Server::start_with_env(&[], &[("RAKOR_RECORDING_MIN_FREE", "18000000000000000000")])
+        Server::start_with_env(&[], &[("RAKOR_RECORDING_MIN_FREE", "9000000000000000000")])
             .unwrap();
     let mut host = join(&server, "rec-d", "command-room", "host").await;
     send(&host, RecordingAction::Start).await;

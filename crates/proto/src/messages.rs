@@ -19,6 +19,7 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "chat",
     "hand",
     "give_floor",
+    "recording",
 ];
 
 /// Longest `chat.text` the server accepts, in Unicode characters (`too_large` above).

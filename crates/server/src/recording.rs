@@ -120,7 +120,7 @@ pub fn list(room_dir: &Path) -> Vec<(String, PathBuf, Manifest)> {
             Some((id, dir, m))
         })
         .collect();
-    out.sort_by(|a, b| b.2.started_at_ms.cmp(&a.2.started_at_ms));
+    out.sort_by_key(|r| std::cmp::Reverse(r.2.started_at_ms));
     out
 }
 

@@ -221,9 +221,13 @@ pub async fn list(
     }))
 }
 
+/// A `Range` header that no byte of the file satisfies (416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
 /// A byte range of a file of `len` bytes from a `Range` header: `bytes=a-b`, `bytes=a-`,
-/// `bytes=-n` (one range). `Err(())`: unsatisfiable; `Ok(None)`: no usable header (whole file).
-pub fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+/// `bytes=-n` (one range). `Err(Unsatisfiable)`: unsatisfiable; `Ok(None)`: no usable header (whole file).
+pub fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(v) = h.and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
@@ -238,20 +242,22 @@ pub fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64
     };
     let (a, b) = (a.trim(), b.trim());
     let range = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
+        let n: u64 = b.parse().map_err(|_| Unsatisfiable)?;
         if n == 0 || len == 0 {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (len.saturating_sub(n), len - 1)
     } else {
-        let start: u64 = a.parse().map_err(|_| ())?;
+        let start: u64 = a.parse().map_err(|_| Unsatisfiable)?;
         let end: u64 = if b.is_empty() {
             len.saturating_sub(1)
         } else {
-            b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))
+            b.parse::<u64>()
+                .map_err(|_| Unsatisfiable)?
+                .min(len.saturating_sub(1))
         };
         if start >= len || end < start {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (start, end)
     };
@@ -295,7 +301,7 @@ pub async fn download(
     };
     let range = match parse_range(headers.get(header::RANGE), len) {
         Ok(r) => r,
-        Err(()) => {
+        Err(Unsatisfiable) => {
             return Ok((
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 [(header::CONTENT_RANGE, format!("bytes */{len}"))],
@@ -335,7 +341,7 @@ pub async fn download(
 mod tests {
     use super::*;
 
-    fn r(s: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    fn r(s: &str, len: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
         let v = HeaderValue::from_str(s).ok();
         parse_range(v.as_ref(), len)
     }
@@ -346,9 +352,9 @@ mod tests {
         assert_eq!(r("bytes=900-", 1000), Ok(Some((900, 999))));
         assert_eq!(r("bytes=-100", 1000), Ok(Some((900, 999))));
         assert_eq!(r("bytes=990-2000", 1000), Ok(Some((990, 999))));
-        assert_eq!(r("bytes=1000-", 1000), Err(()));
-        assert_eq!(r("bytes=5-2", 1000), Err(()));
-        assert_eq!(r("bytes=x-2", 1000), Err(()));
+        assert_eq!(r("bytes=1000-", 1000), Err(Unsatisfiable));
+        assert_eq!(r("bytes=5-2", 1000), Err(Unsatisfiable));
+        assert_eq!(r("bytes=x-2", 1000), Err(Unsatisfiable));
         assert_eq!(r("items=0-1", 1000), Ok(None));
         assert_eq!(r("bytes=0-1,5-6", 1000), Ok(None));
         assert_eq!(parse_range(None, 10), Ok(None));

@@ -130,6 +130,10 @@ pub struct Frame {
     pub size: Option<(u16, u16)>,
 }
 
+/// A loss or garbage broke the VP8 stream: the caller asks for a keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamBroken;
+
 /// VP8 frame assembly (RFC 7741).
 #[derive(Debug, Default)]
 pub struct Vp8Assembler {
@@ -159,20 +163,20 @@ impl Vp8Assembler {
         self.waiting_keyframe = true;
     }
 
-    /// Feed one released item; a completed frame is returned. `Err(())` means: a loss broke
+    /// Feed one released item; a completed frame is returned. `Err(StreamBroken)` means: a loss broke
     /// the stream, ask for a keyframe.
-    pub fn push(&mut self, r: Released) -> Result<Option<Frame>, ()> {
+    pub fn push(&mut self, r: Released) -> Result<Option<Frame>, StreamBroken> {
         let p = match r {
             Released::Loss => {
                 self.need_keyframe();
-                return Err(());
+                return Err(StreamBroken);
             }
             Released::Packet(p) => p,
         };
         let Some(d) = crate::codec::parse_vp8(&p.payload) else {
             self.garbage += 1;
             self.need_keyframe();
-            return Err(());
+            return Err(StreamBroken);
         };
         let body = p.payload.get(d.header_len..).unwrap_or_default();
         let starts = d.start_of_partition && d.partition_index == 0;
@@ -183,7 +187,7 @@ impl Vp8Assembler {
                 self.frames_dropped += 1;
                 if !starts {
                     self.need_keyframe();
-                    return Err(());
+                    return Err(StreamBroken);
                 }
             }
         }
@@ -210,7 +214,7 @@ impl Vp8Assembler {
         if cur.data.len() + body.len() > MAX_FRAME {
             self.garbage += 1;
             self.need_keyframe();
-            return Err(());
+            return Err(StreamBroken);
         }
         cur.data.extend_from_slice(body);
         if !p.marker {
@@ -225,7 +229,7 @@ impl Vp8Assembler {
                 // Says keyframe, has no valid keyframe header: garbage.
                 self.garbage += 1;
                 self.need_keyframe();
-                return Err(());
+                return Err(StreamBroken);
             }
             self.waiting_keyframe = false;
         }
@@ -323,7 +327,7 @@ mod tests {
         v
     }
 
-    fn feed(a: &mut Vp8Assembler, p: RtpIn) -> Result<Option<Frame>, ()> {
+    fn feed(a: &mut Vp8Assembler, p: RtpIn) -> Result<Option<Frame>, StreamBroken> {
         a.push(Released::Packet(p))
     }
 
@@ -359,7 +363,7 @@ mod tests {
             }))
         ));
         // A loss: ask for a keyframe, drop deltas until it comes.
-        assert_eq!(a.push(Released::Loss), Err(()));
+        assert_eq!(a.push(Released::Loss), Err(StreamBroken));
         assert_eq!(
             feed(&mut a, pkt(6, 400, true, &vp8(true, false, &[5]), t)),
             Ok(None)

@@ -139,7 +139,7 @@ impl RecorderTap {
             Ok(()) => self.handed += 1,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped += 1,
         }
-        if (self.handed + self.dropped) % 256 == 0 {
+        if (self.handed + self.dropped).is_multiple_of(256) {
             self.publish_counters();
         }
     }
@@ -176,6 +176,7 @@ pub fn free_space(path: &std::path::Path) -> std::io::Result<u64> {
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    #[allow(clippy::useless_conversion)] // u32 on some targets
     Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
 }
 

@@ -505,7 +505,7 @@ impl Recorder {
                 },
                 Codec::Vp8 => match t.vp8.push(r) {
                     Ok(f) => f,
-                    Err(()) => {
+                    Err(super::depack::StreamBroken) => {
                         let now = Instant::now();
                         if t.last_keyframe_ask
                             .is_none_or(|at| now.duration_since(at) >= KEYFRAME_ASK)
@@ -680,6 +680,7 @@ pub(crate) fn thread_cpu_us() -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::record::RecPacket;
