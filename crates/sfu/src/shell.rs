@@ -290,7 +290,7 @@ impl Shell {
                 let r = if start {
                     core.recording_start(&room, now).map(Some)
                 } else {
-                    core.recording_stop(&room, None).map(|()| None)
+                    core.recording_stop(&room, None, now).map(|()| None)
                 };
                 let _ = reply.send(r);
             }

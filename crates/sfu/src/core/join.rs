@@ -264,7 +264,7 @@ impl Core {
             }
             if r.participants.is_empty() {
                 self.rooms.remove(&room);
-                self.record_room_gone(&room);
+                self.record_room_gone(&room, now);
             }
         }
         self.broadcast(

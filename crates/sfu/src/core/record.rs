@@ -89,6 +89,14 @@ impl Core {
             self.record_track(ti, now);
         }
         tracing::info!(%room, "recording started");
+        self.room_event(crate::RoomEvent::Timeline {
+            room: room.to_owned(),
+            kind: crate::TimelineKind::RecordingStarted,
+            subject: None,
+            by: None,
+            detail: None,
+            at: started_at,
+        });
         self.broadcast(
             room,
             None,
@@ -106,6 +114,7 @@ impl Core {
         &mut self,
         room: &str,
         reason: Option<String>,
+        now: Instant,
     ) -> Result<(), RecordingError> {
         if self.recording.remove(room).is_none() {
             return Err(RecordingError::NotRecording(room.to_owned()));
@@ -131,6 +140,14 @@ impl Core {
             }
         }
         tracing::info!(%room, ?reason, "recording stopped");
+        self.room_event(crate::RoomEvent::Timeline {
+            room: room.to_owned(),
+            kind: crate::TimelineKind::RecordingStopped,
+            subject: None,
+            by: None,
+            detail: reason.clone(),
+            at: self.wall(now),
+        });
         self.broadcast(
             room,
             None,
@@ -189,8 +206,16 @@ impl Core {
     }
 
     /// The room is gone (its last participant left): its recording ends.
-    pub(crate) fn record_room_gone(&mut self, room: &str) {
+    pub(crate) fn record_room_gone(&mut self, room: &str, now: Instant) {
         if self.recording.remove(room).is_some() {
+            self.room_event(crate::RoomEvent::Timeline {
+                room: room.to_owned(),
+                kind: crate::TimelineKind::RecordingStopped,
+                subject: None,
+                by: None,
+                detail: Some("the room ended".to_owned()),
+                at: self.wall(now),
+            });
             if let Some(tap) = &self.recorder {
                 tap.control(RecControl::Stop {
                     room: room.to_owned(),
@@ -245,7 +270,7 @@ impl Core {
         let room = p.room.clone();
         let r = match action {
             rakor_proto::RecordingAction::Start => self.recording_start(&room, now).map(|_| ()),
-            rakor_proto::RecordingAction::Stop => self.recording_stop(&room, None),
+            rakor_proto::RecordingAction::Stop => self.recording_stop(&room, None, now),
         };
         r.map_err(|e| Reject::new(e.code(), e.to_string()))
     }
@@ -260,7 +285,7 @@ impl Core {
                 }
             }
             RecFeedback::Failed { room, reason } => {
-                let _ = self.recording_stop(&room, Some(reason));
+                let _ = self.recording_stop(&room, Some(reason), now);
             }
         }
     }
