@@ -335,6 +335,41 @@ mod tests {
     }
 
     #[test]
+    fn banner_warns_about_the_camera_on_plain_http_off_loopback() {
+        let invocation = Invocation {
+            program: "rakor".into(),
+            config_file: None,
+        };
+        let key_source = KeySource::Config;
+        let render = |config: &Config, addr: &str| {
+            Banner {
+                config,
+                http_addr: addr.parse().unwrap(),
+                public_port: None,
+                media_addr: "127.0.0.1:7882".parse().unwrap(),
+                key_source: &key_source,
+                invocation: &invocation,
+            }
+            .render()
+        };
+        let plain = Config::default();
+        let text = render(&plain, "0.0.0.0:7880");
+        assert!(text.contains("REFUSE the camera"), "{text}");
+        assert!(text.contains("server.tls_cert_file"), "{text}");
+        assert!(!render(&plain, "127.0.0.1:7880").contains("REFUSE"));
+        let mut tls = Config::default();
+        tls.server.tls_cert_file = "/etc/rakor/cert.pem".into();
+        tls.server.tls_key_file = "/etc/rakor/key.pem".into();
+        let text = render(&tls, "0.0.0.0:443");
+        assert!(!text.contains("REFUSE"), "{text}");
+        assert!(
+            text.contains("HTTPS + WSS       https://0.0.0.0:443"),
+            "{text}"
+        );
+        assert!(text.contains("wss://127.0.0.1:443/rtc"), "{text}");
+    }
+
+    #[test]
     fn banner_has_addresses_and_a_token_command() {
         let config = Config::default();
         let invocation = Invocation {
