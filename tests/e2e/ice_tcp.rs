@@ -70,7 +70,15 @@ fn site_without_udp_exchanges_audio_and_video_over_ice_tcp() {
     srv.veth("rk-tsrv", "10.77.0.1/24", &site, "rk-tsite", "10.77.0.2/24")
         .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(Some(&srv), "10.77.0.1", data.path(), &[]).unwrap();
+    // The media port's own TCP listener is under test here: no second passive candidate on
+    // the HTTP port (that path is tests/e2e/one_port.rs), so TCP media can only use this one.
+    let server = ServerProc::start(
+        Some(&srv),
+        "10.77.0.1",
+        data.path(),
+        &[("RAKOR_MEDIA_ICE_TCP_ON_HTTP_PORT", "false")],
+    )
+    .unwrap();
     // The firewall: no UDP reaches the site, no UDP from the site reaches the server.
     site.drop_udp(None).unwrap();
     srv.drop_udp(Some("10.77.0.2")).unwrap();

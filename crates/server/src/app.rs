@@ -104,6 +104,8 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         crate::tls::spawn_reload_on_sighup(Arc::clone(&tls.cert), state.shutdown.clone());
     }
     serving.tls = tls;
+    // TURN over TLS on the one port: decrypted TURN streams go to the TURN server.
+    serving.turn = state.turn.clone();
     if one_port_ice {
         serving.ice_tcp = Some(crate::serve::IceTcpHandoff {
             sfu: sfu.clone(),
@@ -386,6 +388,41 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("http://127.0.0.1:7880/console"), "{text}");
+    }
+
+    #[test]
+    fn banner_warns_about_the_camera_on_plain_http_off_loopback() {
+        let invocation = Invocation {
+            program: "rakor".into(),
+            config_file: None,
+        };
+        let key_source = KeySource::Config;
+        let render = |config: &Config, addr: &str| {
+            Banner {
+                config,
+                http_addr: addr.parse().unwrap(),
+                public_port: None,
+                media_addr: "127.0.0.1:7882".parse().unwrap(),
+                key_source: &key_source,
+                invocation: &invocation,
+            }
+            .render()
+        };
+        let plain = Config::default();
+        let text = render(&plain, "0.0.0.0:7880");
+        assert!(text.contains("REFUSE the camera"), "{text}");
+        assert!(text.contains("server.tls_cert_file"), "{text}");
+        assert!(!render(&plain, "127.0.0.1:7880").contains("REFUSE"));
+        let mut tls = Config::default();
+        tls.server.tls_cert_file = "/etc/rakor/cert.pem".into();
+        tls.server.tls_key_file = "/etc/rakor/key.pem".into();
+        let text = render(&tls, "0.0.0.0:443");
+        assert!(!text.contains("REFUSE"), "{text}");
+        assert!(
+            text.contains("HTTPS + WSS       https://0.0.0.0:443"),
+            "{text}"
+        );
+        assert!(text.contains("wss://127.0.0.1:443/rtc"), "{text}");
     }
 
     #[test]
