@@ -112,6 +112,17 @@ impl TurnService {
         let mut urls = vec![format!("turn:{host}:{port}?transport=tcp")];
         if !t.tls_url.trim().is_empty() {
             urls.push(t.tls_url.trim().to_owned());
+        } else if config.server.tls_enabled()
+            && (!config.server.public_url.trim().is_empty() || config.server.listen.port() != 0)
+        {
+            // Built-in HTTPS: the one-port listener also takes TURN over TLS, so offer it there.
+            let (h, p) = config.public_host_port(config.server.listen);
+            let h = if h.contains(':') && !h.starts_with('[') {
+                format!("[{h}]")
+            } else {
+                h
+            };
+            urls.push(format!("turns:{h}:{p}?transport=tcp"));
         }
         Ok(Self {
             cfg: Arc::new(cfg),
