@@ -95,8 +95,9 @@ pub fn sdp(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let n = rakor_sfu::count_sending_media(&text);
     // Not SDP → refused. The SDP parser (the one the media core uses, so what the track limit
-    // counts) skips blank lines (CR/LF) before a line: "\r\nv=0…" is SDP to it.
-    if !text.trim_start_matches(['\r', '\n']).starts_with("v=0") {
+    // counts) skips blank lines (CR/LF) before a line and reads the value after `v=` leniently
+    // ("\r\nv= 0…" is SDP to it); the first line must still be `v=`.
+    if !text.trim_start_matches(['\r', '\n']).starts_with("v=") {
         assert_eq!(n, None);
     }
     if let Some(n) = n {
