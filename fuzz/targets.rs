@@ -94,7 +94,10 @@ pub fn tcp_frames(data: &[u8]) {
 pub fn sdp(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let n = rakor_sfu::count_sending_media(&text);
-    if !text.starts_with("v=0") {
+    // Not SDP → refused. The SDP parser (the one the media core uses, so what the track limit
+    // counts) skips blank lines (CR/LF) before a line and reads the value after `v=` leniently
+    // ("\r\nv= 0…" is SDP to it); the first line must still be `v=`.
+    if !text.trim_start_matches(['\r', '\n']).starts_with("v=") {
         assert_eq!(n, None);
     }
     if let Some(n) = n {
