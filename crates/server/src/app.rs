@@ -405,6 +405,7 @@ mod tests {
                 media_addr: "127.0.0.1:7882".parse().unwrap(),
                 key_source: &key_source,
                 invocation: &invocation,
+                turn: None,
             }
             .render()
         };
