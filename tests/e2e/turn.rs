@@ -12,9 +12,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use rakor_client::Report;
-use rakor_e2e::netns::{self, mint_token, unix_ms, Netns, Probe, ServerProc};
-use rakor_proto::{ParticipantId, TrackKind};
+use rakor_e2e::netns::{
+    self, decoded_frames as frames, mint_token, received_packets as packets, unix_ms, wait_media,
+    Netns, Probe, ServerProc,
+};
+use rakor_proto::TrackKind;
 use rtc::stun::attributes::*;
 use rtc::stun::error_code::ErrorCodeAttribute;
 use rtc::stun::integrity::MessageIntegrity;
@@ -24,46 +26,9 @@ use rtc::stun::xoraddr::XorMappedAddress;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_probe-client");
-
-fn packets(r: &Report, from: &str, kind: TrackKind) -> u64 {
-    r.received_packets(&ParticipantId(from.to_owned()), kind)
-}
-
-fn frames(r: &Report, from: &str) -> u64 {
-    r.received_track(&ParticipantId(from.to_owned()), TrackKind::Video)
-        .map_or(0, |t| t.frames)
-}
-
-/// Poll `p`'s reports until `from`'s audio and video both reached `min` packets and a video
-/// frame was decoded; the report and when the first frame was seen (Unix ms).
-fn wait_media(p: &mut Probe, from: &str, min: u64, timeout: Duration) -> (Report, u64) {
-    let deadline = Instant::now() + timeout;
-    let mut first_frame_ms = None;
-    loop {
-        let r = p.latest_report(Duration::from_secs(5)).unwrap();
-        if first_frame_ms.is_none() && frames(&r, from) > 0 {
-            first_frame_ms = Some(unix_ms());
-        }
-        if packets(&r, from, TrackKind::Video) >= min
-            && packets(&r, from, TrackKind::Audio) >= min
-            && frames(&r, from) > 0
-        {
-            return (r, first_frame_ms.unwrap_or_else(unix_ms));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: media from {from} stuck (audio {} video {} packets): {}",
-            p.proc.label,
-            packets(&r, from, TrackKind::Audio),
-            packets(&r, from, TrackKind::Video),
-            r.to_json()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn site_with_only_tcp_to_the_turn_port_exchanges_audio_and_video_through_turn() {

@@ -675,3 +675,55 @@ pub fn unix_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// RTP packets of `kind` a probe's report counts from participant `from`.
+pub fn received_packets(r: &rakor_client::Report, from: &str, kind: rakor_proto::TrackKind) -> u64 {
+    r.received_packets(&rakor_proto::ParticipantId(from.to_owned()), kind)
+}
+
+/// Video frames a probe's report counts as decoded from participant `from`.
+pub fn decoded_frames(r: &rakor_client::Report, from: &str) -> u64 {
+    r.received_track(
+        &rakor_proto::ParticipantId(from.to_owned()),
+        rakor_proto::TrackKind::Video,
+    )
+    .map_or(0, |t| t.frames)
+}
+
+/// Read `p`'s reports (it writes one every 500 ms) until `from`'s audio and video both reached
+/// `min` packets and a video frame was decoded; the report and when the first decoded frame
+/// was seen (Unix ms). Panics with the last report when `timeout` passes first.
+pub fn wait_media(
+    p: &mut Probe,
+    from: &str,
+    min: u64,
+    timeout: Duration,
+) -> (rakor_client::Report, u64) {
+    use rakor_proto::TrackKind;
+    let deadline = Instant::now() + timeout;
+    let mut first_frame_ms = None;
+    loop {
+        let r = match p.latest_report(Duration::from_secs(5)) {
+            Ok(r) => r,
+            Err(e) => panic!("{}: no report: {e}", p.proc.label),
+        };
+        if first_frame_ms.is_none() && decoded_frames(&r, from) > 0 {
+            first_frame_ms = Some(unix_ms());
+        }
+        if received_packets(&r, from, TrackKind::Video) >= min
+            && received_packets(&r, from, TrackKind::Audio) >= min
+            && decoded_frames(&r, from) > 0
+        {
+            return (r, first_frame_ms.unwrap_or_else(unix_ms));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: media from {from} stuck (audio {} video {} packets): {}",
+            p.proc.label,
+            received_packets(&r, from, TrackKind::Audio),
+            received_packets(&r, from, TrackKind::Video),
+            r.to_json()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
