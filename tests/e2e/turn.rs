@@ -51,6 +51,9 @@ fn site_with_only_tcp_to_the_turn_port_exchanges_audio_and_video_through_turn() 
         data.path(),
         &[
             ("RAKOR_TURN_ENABLED", "true"),
+            // Only TURN: no passive ICE-TCP candidate on the signalling port, which the
+            // firewalled site may reach too (tests/e2e/one_port.rs covers that path).
+            ("RAKOR_MEDIA_ICE_TCP_ON_HTTP_PORT", "false"),
             ("RAKOR_TURN_LISTEN", "10.78.0.1:0"),
         ],
     )
@@ -246,6 +249,9 @@ fn the_turn_port_refuses_bad_credentials_foreign_peers_and_garbage() {
         data.path(),
         &[
             ("RAKOR_TURN_ENABLED", "true"),
+            // Only TURN: no passive ICE-TCP candidate on the signalling port, which the
+            // firewalled site may reach too (tests/e2e/one_port.rs covers that path).
+            ("RAKOR_MEDIA_ICE_TCP_ON_HTTP_PORT", "false"),
             ("RAKOR_TURN_LISTEN", "127.0.0.1:0"),
             ("RAKOR_TURN_MAX_ALLOCATIONS_PER_IDENTITY", "2"),
         ],
@@ -354,6 +360,9 @@ fn first_frame_round(i: usize, firewall: bool) -> u64 {
         data.path(),
         &[
             ("RAKOR_TURN_ENABLED", "true"),
+            // Only TURN: no passive ICE-TCP candidate on the signalling port, which the
+            // firewalled site may reach too (tests/e2e/one_port.rs covers that path).
+            ("RAKOR_MEDIA_ICE_TCP_ON_HTTP_PORT", "false"),
             ("RAKOR_TURN_LISTEN", &listen),
         ],
     )
