@@ -692,7 +692,9 @@ pub fn decoded_frames(r: &rakor_client::Report, from: &str) -> u64 {
 
 /// Read `p`'s reports (it writes one every 500 ms) until `from`'s audio and video both reached
 /// `min` packets and a video frame was decoded; the report and when the first decoded frame
-/// was seen (Unix ms). Panics with the last report when `timeout` passes first.
+/// was seen (Unix ms). Panics with the last report when `timeout` passes first: an assertion
+/// helper for the suites.
+#[allow(clippy::panic)]
 pub fn wait_media(
     p: &mut Probe,
     from: &str,
