@@ -5,6 +5,8 @@
 //!   audio and video with an open site through TURN over TCP. Both sites are `probe-client`
 //!   processes (`rakor-client`, which takes the TURN server from `joined.ice_servers` with no
 //!   flag). Needs root and `nft`; prints `SKIP: …` and passes otherwise.
+//! - TURN over TLS on the one HTTPS port: Allocate, permissions and a wrong credential through
+//!   the one-port demux, and HTTPS still served there.
 //! - Bad input on the TURN port (loopback, no root needed): no credentials, wrong and expired
 //!   credentials, a peer that is not the media address, the per-identity cap, garbage and
 //!   malformed ChannelData each get their answer or close only their own stream, while another
@@ -133,17 +135,44 @@ fn site_with_only_tcp_to_the_turn_port_exchanges_audio_and_video_through_turn() 
 
 /// A TURN-over-TCP test client speaking raw STUN.
 struct Raw {
-    s: TcpStream,
+    s: Box<dyn Wire>,
     username: String,
     password: String,
     realm: String,
     nonce: String,
 }
 
+/// A byte stream a TURN client talks over: plain TCP or TLS.
+trait Wire: Read + Write {}
+impl<T: Read + Write> Wire for T {}
+
 impl Raw {
     fn connect(addr: SocketAddr, username: &str, password: &str) -> Raw {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Raw::over(Box::new(s), username, password)
+    }
+
+    /// TURN over TLS to `addr` (the HTTPS port), trusting `tls` and naming `server_name`.
+    fn connect_tls(
+        addr: SocketAddr,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+        server_name: &str,
+        username: &str,
+        password: &str,
+    ) -> Raw {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let name = rustls_pki_types::ServerName::try_from(server_name.to_owned()).unwrap();
+        let conn = rustls::ClientConnection::new(tls, name).unwrap();
+        Raw::over(
+            Box::new(rustls::StreamOwned::new(conn, s)),
+            username,
+            password,
+        )
+    }
+
+    fn over(s: Box<dyn Wire>, username: &str, password: &str) -> Raw {
         Raw {
             s,
             username: username.into(),
@@ -420,4 +449,67 @@ fn join_to_first_frame_udp_vs_turn_tcp() {
         median(udp.clone()),
         median(turn.clone())
     );
+}
+
+/// TURN over TLS on the one HTTPS port (the `turns:` URL the server offers in `joined` when it
+/// has built-in HTTPS): the listener tells the TLS ClientHello from HTTP and ICE-TCP, then,
+/// after the handshake, a STUN message from an HTTP request, and hands the decrypted stream to
+/// the TURN server. The same rules hold as on the TURN port (credentials, media address only),
+/// and the port still serves HTTPS.
+#[test]
+fn turn_over_tls_on_the_https_port() {
+    let ca = rakor_e2e::tls::TestCa::new().unwrap();
+    let (cert, key, _) = ca.issue("server", &["localhost"], 7).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(
+        None,
+        "127.0.0.1",
+        data.path(),
+        &[
+            ("RAKOR_TURN_ENABLED", "true"),
+            ("RAKOR_TURN_LISTEN", "127.0.0.1:0"),
+            ("RAKOR_SERVER_TLS_CERT_FILE", cert.to_str().unwrap()),
+            ("RAKOR_SERVER_TLS_KEY_FILE", key.to_str().unwrap()),
+        ],
+    )
+    .unwrap();
+    let tls = ca.client_config().unwrap();
+    let now = rakor_e2e::unix_now();
+    let (u, p) = mint(data.path(), "tls-site", now + 600);
+
+    let mut site = Raw::connect_tls(server.http, tls.clone(), "localhost", &u, &p);
+    assert_eq!(site.allocate(), None, "Allocate over TLS on the HTTPS port");
+    let r = site.request(METHOD_CREATE_PERMISSION, peer(server.media));
+    assert_eq!(code(&r), None, "permission to the media address over TLS");
+    let r = site.request(
+        METHOD_CREATE_PERMISSION,
+        peer("127.0.0.1:9".parse().unwrap()),
+    );
+    assert_eq!(code(&r), Some(403), "no other peer over TLS either");
+
+    let mut wrong = Raw::connect_tls(
+        server.http,
+        tls.clone(),
+        "localhost",
+        &u,
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    );
+    assert_eq!(wrong.allocate(), Some(401), "a wrong credential over TLS");
+
+    // The same port, the same TLS, an HTTP request: HTTPS as before.
+    let s = TcpStream::connect(server.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost".to_owned()).unwrap();
+    let mut https = rustls::StreamOwned::new(rustls::ClientConnection::new(tls, name).unwrap(), s);
+    https
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = https.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // The allocation made over TLS still answers after all that.
+    let r = site.request(METHOD_REFRESH, |_| {});
+    assert_eq!(code(&r), None, "refresh over TLS");
 }
