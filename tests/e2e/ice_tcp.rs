@@ -21,6 +21,17 @@ const PROBE: &str = env!("CARGO_BIN_EXE_probe-client");
 
 #[test]
 fn site_without_udp_exchanges_audio_and_video_over_ice_tcp() {
+    ice_tcp_call(1, false);
+}
+
+/// Two media workers; a first room takes worker 0, so the call's room is on worker 1, whose
+/// own TCP listener (its own port, in its own passive candidates) must carry the media.
+#[test]
+fn ice_tcp_reaches_the_second_media_worker() {
+    ice_tcp_call(2, true);
+}
+
+fn ice_tcp_call(workers: usize, occupy_first_worker: bool) {
     if let Err(why) = netns::available() {
         eprintln!("SKIP: network namespaces unavailable: {why}");
         return;
@@ -41,7 +52,10 @@ fn site_without_udp_exchanges_audio_and_video_over_ice_tcp() {
         Some(&srv),
         "10.77.0.1",
         data.path(),
-        &[("RAKOR_MEDIA_ICE_TCP_ON_HTTP_PORT", "false")],
+        &[
+            ("RAKOR_MEDIA_ICE_TCP_ON_HTTP_PORT", "false"),
+            ("RAKOR_MEDIA_WORKERS", &workers.to_string()),
+        ],
     )
     .unwrap();
     // The firewall: no UDP reaches the site, no UDP from the site reaches the server.
@@ -50,7 +64,26 @@ fn site_without_udp_exchanges_audio_and_video_over_ice_tcp() {
     srv.count_tcp_to(server.media.port()).unwrap();
 
     let url = server.ws_url();
-    let tok = |id: &str| mint_token(data.path(), "rakor", id, "participant").unwrap();
+    // With a first room on worker 0, the call's room goes to worker 1 (fewest rooms).
+    let room = if occupy_first_worker {
+        "second"
+    } else {
+        "rakor"
+    };
+    let _first = occupy_first_worker.then(|| {
+        let tok = mint_token(data.path(), "first", "elsewhere", "participant").unwrap();
+        Probe::start(
+            Some(&srv),
+            Path::new(PROBE),
+            &url,
+            &tok,
+            "10.77.0.1",
+            &["audio"],
+            "elsewhere",
+        )
+        .unwrap()
+    });
+    let tok = |id: &str| mint_token(data.path(), room, id, "participant").unwrap();
     let t_join = unix_ms();
     let mut open = Probe::start(
         Some(&srv),
@@ -101,10 +134,23 @@ fn site_without_udp_exchanges_audio_and_video_over_ice_tcp() {
     eprintln!(
         "nft counters: site {site_drops:?}, server {srv_counts:?} (udp dropped, tcp to media port)"
     );
-    assert!(
-        srv_counts.iter().any(|&n| n > 200),
-        "TCP to the media port carried no media: {srv_counts:?}"
-    );
+    if occupy_first_worker {
+        // Worker 1 has the call (its port is not worker 0's, counted above): its TCP
+        // streams and its forwarding say so.
+        let m = netns_metrics(&srv, &server);
+        assert_eq!(worker_metric(&m, "rakor_worker_rooms", 1), 1, "{m}");
+        assert_eq!(worker_metric(&m, "rakor_worker_rooms", 0), 1, "{m}");
+        assert!(
+            worker_metric(&m, "rakor_worker_rtp_packets_forwarded_total", 1) > 200,
+            "{m}"
+        );
+        assert!(metric_value(&m, "rakor_ice_tcp_streams") >= 1, "{m}");
+    } else {
+        assert!(
+            srv_counts.iter().any(|&n| n > 200),
+            "TCP to the media port carried no media: {srv_counts:?}"
+        );
+    }
 
     // The media keeps flowing (not just a burst at connect).
     let before = packets(&r_closed, &open_id, TrackKind::Video);
@@ -115,4 +161,26 @@ fn site_without_udp_exchanges_audio_and_video_over_ice_tcp() {
         "video to the tcp-only site stopped"
     );
     drop(server);
+}
+
+/// `/metrics` of a server in a namespace (curl inside it).
+fn netns_metrics(ns: &Netns, server: &ServerProc) -> String {
+    ns.exec("curl", &["-s", &format!("http://{}/metrics", server.http)])
+        .unwrap()
+}
+
+/// A per-worker gauge or counter (`name{worker="i"} v`).
+fn worker_metric(body: &str, name: &str, worker: usize) -> u64 {
+    let prefix = format!("{name}{{worker=\"{worker}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
+}
+
+fn metric_value(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }

@@ -23,6 +23,18 @@ const PROBE: &str = env!("CARGO_BIN_EXE_probe-client");
 
 #[test]
 fn site_with_only_the_https_port_exchanges_audio_and_video() {
+    one_port_call(1, false);
+}
+
+/// Two media workers; a first room takes worker 0, so the call's room is on worker 1: the
+/// stream on the HTTPS port must be handed to worker 1 (by the tag in its STUN USERNAME's
+/// ufrag), not to the first worker.
+#[test]
+fn one_port_stream_reaches_the_second_media_worker() {
+    one_port_call(2, true);
+}
+
+fn one_port_call(workers: usize, occupy_first_worker: bool) {
     if let Err(why) = netns::available() {
         eprintln!("SKIP: network namespaces unavailable: {why}");
         return;
@@ -38,9 +50,11 @@ fn site_with_only_the_https_port_exchanges_audio_and_video() {
     let ca = TestCa::new().unwrap();
     let (cert, key, _) = ca.issue("server", &["10.78.0.1"], 7).unwrap();
     let data = tempfile::tempdir().unwrap();
+    let workers_s = workers.to_string();
     let env = [
         ("RAKOR_SERVER_TLS_CERT_FILE", cert.to_str().unwrap()),
         ("RAKOR_SERVER_TLS_KEY_FILE", key.to_str().unwrap()),
+        ("RAKOR_MEDIA_WORKERS", workers_s.as_str()),
     ];
     let server = ServerProc::start(Some(&srv), "10.78.0.1", data.path(), &env).unwrap();
     let https_port = server.http.port();
@@ -54,7 +68,26 @@ fn site_with_only_the_https_port_exchanges_audio_and_video() {
     // probe-client trusts the test CA through RAKOR_CA_FILE (inherited by both probes).
     std::env::set_var("RAKOR_CA_FILE", &ca.ca_file);
     let url = format!("wss://{}/rtc", server.http);
-    let tok = |id: &str| mint_token(data.path(), "rakor", id, "participant").unwrap();
+    // With a first room on worker 0, the call's room goes to worker 1 (fewest rooms).
+    let room = if occupy_first_worker {
+        "second"
+    } else {
+        "rakor"
+    };
+    let _first = occupy_first_worker.then(|| {
+        let tok = mint_token(data.path(), "first", "elsewhere", "participant").unwrap();
+        Probe::start(
+            Some(&srv),
+            Path::new(PROBE),
+            &url,
+            &tok,
+            "10.78.0.1",
+            &["audio"],
+            "elsewhere",
+        )
+        .unwrap()
+    });
+    let tok = |id: &str| mint_token(data.path(), room, id, "participant").unwrap();
     let t_join = unix_ms();
     let mut open = Probe::start(
         Some(&srv),
@@ -107,6 +140,33 @@ fn site_with_only_the_https_port_exchanges_audio_and_video() {
         counts[0] > 300,
         "too little TCP to the HTTPS port for media: {counts:?}"
     );
+
+    if occupy_first_worker {
+        let m = srv
+            .exec(
+                "curl",
+                &[
+                    "-s",
+                    "--cacert",
+                    ca.ca_file.to_str().unwrap(),
+                    &format!("https://{}/metrics", server.http),
+                ],
+            )
+            .unwrap();
+        let get = |name: &str, w: usize| -> u64 {
+            let prefix = format!("{name}{{worker=\"{w}\"}} ");
+            m.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {prefix} in /metrics: {m}"))
+        };
+        assert_eq!(get("rakor_worker_rooms", 0), 1, "{m}");
+        assert_eq!(get("rakor_worker_rooms", 1), 1, "{m}");
+        assert!(
+            get("rakor_worker_rtp_packets_forwarded_total", 1) > 200,
+            "{m}"
+        );
+    }
 
     let before = packets(&r_closed, &open_id, TrackKind::Video);
     std::thread::sleep(Duration::from_secs(2));

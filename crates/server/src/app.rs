@@ -79,7 +79,8 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
     ));
 
     let shutdown_token = CancellationToken::new();
-    let (turn_service, turn_addr) = start_turn(&config, sfu.media_addr(), &shutdown_token).await?;
+    let (turn_service, turn_addr) =
+        start_turn(&config, &sfu.media_addrs(), &shutdown_token).await?;
     let state = AppState {
         config: Arc::clone(&config),
         signing_key: Arc::new(key),
@@ -124,6 +125,7 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         http_addr,
         public_port: one_port_ice.then_some(public_port),
         media_addr: sfu.media_addr(),
+        media_workers: sfu.workers(),
         key_source: &key_source,
         invocation: &invocation,
         turn: turn_service
@@ -143,7 +145,7 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
 /// Bind the TURN listener and start serving it when `turn.enabled`.
 async fn start_turn(
     config: &Arc<Config>,
-    media: SocketAddr,
+    media: &[SocketAddr],
     stop: &CancellationToken,
 ) -> anyhow::Result<(Option<Arc<crate::turn::TurnService>>, Option<SocketAddr>)> {
     if !config.turn.enabled {
@@ -218,6 +220,9 @@ struct Banner<'a> {
     /// The public port of the HTTP(S) listener when it takes ICE-TCP too.
     public_port: Option<u16>,
     media_addr: SocketAddr,
+    /// Media workers: ports `media_addr.port()` and the next ones (a fixed `media.port`),
+    /// or OS-picked ones (port 0; see the log line of each worker).
+    media_workers: usize,
     key_source: &'a KeySource,
     invocation: &'a Invocation,
     /// The TURN listener and the URLs clients get, when enabled.
@@ -319,7 +324,24 @@ impl Banner<'_> {
              Join links look like: {base}/join?token=<TOKEN>\n\
              Stop with Ctrl-C or SIGTERM.\n{warning}\n",
             version = env!("CARGO_PKG_VERSION"),
-            media = self.media_addr,
+            media = if self.media_workers > 1 {
+                format!(
+                    "{} (+{} more: one per media worker, {})",
+                    self.media_addr,
+                    self.media_workers - 1,
+                    if c.media.port == 0 {
+                        "ports picked by the OS".to_owned()
+                    } else {
+                        format!(
+                            "ports {}-{}",
+                            self.media_addr.port(),
+                            usize::from(self.media_addr.port()) + self.media_workers - 1
+                        )
+                    }
+                )
+            } else {
+                self.media_addr.to_string()
+            },
             adv = advertised.join(", "),
             tcp_line = if c.media.ice_tcp {
                 format!(
@@ -403,6 +425,7 @@ mod tests {
                 http_addr: addr.parse().unwrap(),
                 public_port: None,
                 media_addr: "127.0.0.1:7882".parse().unwrap(),
+                media_workers: 1,
                 key_source: &key_source,
                 invocation: &invocation,
                 turn: None,
@@ -442,6 +465,7 @@ mod tests {
             http_addr: "127.0.0.1:7880".parse().unwrap(),
             public_port: Some(7880),
             media_addr: "127.0.0.1:7882".parse().unwrap(),
+            media_workers: 1,
             key_source: &key_source,
             invocation: &invocation,
             turn: None,

@@ -267,6 +267,9 @@ pub struct MediaConfig {
     /// TLS and HTTP by its first bytes, and a passive TCP candidate on the public port is
     /// advertised, for sites that may open TCP to that one port only (e.g. 443).
     pub ice_tcp_on_http_port: bool,
+    /// Media worker threads, each owning whole rooms on its own port (`port + index`, so
+    /// `port`..`port + workers - 1` UDP, and TCP with `ice_tcp`); 0 = one per available core.
+    pub workers: usize,
 }
 
 impl Default for MediaConfig {
@@ -281,6 +284,7 @@ impl Default for MediaConfig {
             bandwidth_estimation: true,
             ice_tcp: true,
             ice_tcp_on_http_port: true,
+            workers: 0,
         }
     }
 }
@@ -415,6 +419,7 @@ impl Config {
             loudest_speakers: self.media.loudest_speakers,
             bandwidth_estimation: self.media.bandwidth_estimation,
             ice_tcp: self.media.ice_tcp,
+            workers: self.media_workers(),
             // Set by `rakor serve` once the listener is bound (its port may be 0 here).
             extra_tcp_port: None,
             recording: self
@@ -427,6 +432,15 @@ impl Config {
                     queue: self.recording.queue,
                 }),
             ..rakor_sfu::SfuConfig::default()
+        }
+    }
+
+    /// How many media workers run: `media.workers`, or one per available core for 0.
+    pub fn media_workers(&self) -> usize {
+        if self.media.workers > 0 {
+            self.media.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         }
     }
 

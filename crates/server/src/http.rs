@@ -52,13 +52,14 @@ async fn metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let Ok(s) = state.sfu.stats().await else {
+    let Ok(per_worker) = state.sfu.stats_per_worker().await else {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "media core stopped\n",
         )
             .into_response();
     };
+    let s = rakor_sfu::workers::sum_stats(&per_worker);
     let rows: [(&str, &str, &str, u64); 20] = [
         (
             "rakor_rooms",
@@ -177,7 +178,7 @@ async fn metrics(
         (
             "rakor_media_thread_cpu_microseconds_total",
             "counter",
-            "CPU time of the media worker thread, microseconds",
+            "CPU time of the media worker threads (all workers), microseconds",
             s.media_thread_cpu_us,
         ),
     ];
@@ -186,6 +187,38 @@ async fn metrics(
         body.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         ));
+    }
+    // Per media worker (label `worker`: its index; its port is `media.port + worker`).
+    let per_worker_rows: [(&str, &str, fn(&rakor_sfu::SfuStats) -> u64); 4] = [
+        ("rakor_worker_rooms", "Rooms on this media worker", |w| {
+            w.rooms as u64
+        }),
+        (
+            "rakor_worker_participants",
+            "Participants on this media worker",
+            |w| w.participants as u64,
+        ),
+        (
+            "rakor_worker_rtp_packets_forwarded_total",
+            "RTP packets this media worker forwarded to subscribers",
+            |w| w.rtp_out,
+        ),
+        (
+            "rakor_worker_thread_cpu_microseconds_total",
+            "CPU time of this media worker thread, microseconds",
+            |w| w.media_thread_cpu_us,
+        ),
+    ];
+    for (name, help, get) in per_worker_rows {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        body.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (i, w) in per_worker.iter().enumerate() {
+            body.push_str(&format!("{name}{{worker=\"{i}\"}} {}\n", get(w)));
+        }
     }
     (
         [(

@@ -90,6 +90,35 @@ pub async fn peek_first_bytes(stream: &TcpStream) -> io::Result<FirstBytes> {
     }
 }
 
+/// The largest first ICE-TCP frame peeked whole (the media worker's own frame limit).
+const MAX_FIRST_FRAME: usize = 2048;
+
+/// Peek at an ICE-TCP connection (already classified) until its whole first RFC 4571 frame is
+/// in, and return that frame's payload (the first STUN message); nothing is consumed. The
+/// caller bounds the wait. With several media workers this says which one owns the stream
+/// (the tag in the ufrag of its USERNAME). A frame longer than the worker's limit is returned
+/// cut (the worker closes the stream on it anyway).
+pub async fn peek_first_frame(stream: &TcpStream) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 2 + MAX_FIRST_FRAME];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let len = match buf.get(..2) {
+            Some(&[a, b]) if n >= 2 => usize::from(u16::from_be_bytes([a, b])),
+            _ => 0,
+        };
+        let want = 2 + len.min(MAX_FIRST_FRAME);
+        if n >= want {
+            buf.truncate(want);
+            buf.drain(..2);
+            return Ok(buf);
+        }
+        tokio::time::sleep(PARTIAL_RETRY).await;
+    }
+}
+
 /// What the first decrypted bytes of a TLS connection say it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterTls {

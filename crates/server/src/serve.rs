@@ -309,14 +309,31 @@ async fn serve_connection(
         }
         (FirstBytes::IceTcp, _) => match &settings.ice_tcp {
             Some(handoff) => {
+                // Several media workers: the first frame's STUN USERNAME names the owner.
+                let first_stun = if handoff.sfu.workers() > 1 {
+                    let peeked = tokio::select! {
+                        r = tokio::time::timeout(deadline, crate::one_port::peek_first_frame(&stream)) => r,
+                        () = stop.cancelled() => return,
+                    };
+                    match peeked {
+                        Ok(Ok(frame)) => frame,
+                        _ => {
+                            tracing::debug!(%peer, "ICE-TCP: no whole first frame in time; closing");
+                            return;
+                        }
+                    }
+                } else {
+                    Vec::new()
+                };
                 drop(permit); // the media worker's own stream limits apply from here
                 match stream.into_std() {
                     Ok(sock) => {
-                        if let Err(e) =
-                            handoff
-                                .sfu
-                                .adopt_tcp_stream(sock, peer, handoff.candidate_port)
-                        {
+                        if let Err(e) = handoff.sfu.adopt_tcp_stream_framed(
+                            sock,
+                            peer,
+                            handoff.candidate_port,
+                            &first_stun,
+                        ) {
                             tracing::debug!(%peer, error = %e, "ICE-TCP hand-off failed");
                         }
                     }

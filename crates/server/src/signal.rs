@@ -133,12 +133,13 @@ async fn connection(
     drop(permit);
     let Joined {
         pid,
+        sfu,
         room,
         conn_ref,
         mut events,
     } = joined;
     let span = tracing::info_span!("participant", room = %room, participant = %pid);
-    relay(&state, &pid, &conn_ref, &mut conn, &mut events)
+    relay(&state, &sfu, &pid, &conn_ref, &mut conn, &mut events)
         .instrument(span)
         .await;
     tracing::debug!(%addr, "signalling connection ended");
@@ -159,6 +160,8 @@ fn admit(state: &AppState, addr: SocketAddr) -> Result<PreJoinPermit, Refusal> {
 /// A participant handed to the media core.
 struct Joined {
     pid: ParticipantId,
+    /// The handle pinned to the room's media worker.
+    sfu: rakor_sfu::SfuHandle,
     room: String,
     /// Names this connection when it ends (a resumed participant ignores its old connection's
     /// end).
@@ -218,13 +221,15 @@ async fn join(
         events: ev_tx,
         resume,
     };
-    let pid = state
-        .sfu
+    // Pinned to the room's media worker: the join, then this participant's messages.
+    let sfu = state.sfu.for_room(&claims.room);
+    let pid = sfu
         .join(req)
         .await
         .map_err(|e| Refusal::new(e.code(), e.to_string(), "join failed").to("join"))?;
     Ok(Joined {
         pid,
+        sfu,
         room: claims.room,
         conn_ref,
         events,
@@ -316,6 +321,7 @@ async fn read_join(
 /// Phase 2: client frames → media core; events → client. Ends when either side ends.
 async fn relay(
     state: &AppState,
+    sfu: &rakor_sfu::SfuHandle,
     pid: &ParticipantId,
     conn_ref: &rakor_sfu::ConnRef,
     conn: &mut Connection,
@@ -342,7 +348,7 @@ async fn relay(
                     let msg = ServerMessage::IceServers { ice_servers: turn.ice_servers(identity) };
                     let sent = tokio::time::timeout(keepalive.timeout, conn.send(&msg)).await;
                     if !matches!(sent, Ok(true)) {
-                        state.sfu.disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn_ref.clone());
+                        sfu.disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn_ref.clone());
                         return;
                     }
                 }
@@ -368,7 +374,7 @@ async fn relay(
                     // A peer that stopped reading fills the TCP window; do not wait on it forever.
                     let sent = tokio::time::timeout(keepalive.timeout, conn.send(&msg)).await;
                     if !matches!(sent, Ok(true)) {
-                        state.sfu.disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn_ref.clone());
+                        sfu.disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn_ref.clone());
                         return;
                     }
                 }
@@ -408,7 +414,7 @@ async fn relay(
                         }
                     }
                     Ok(msg) => {
-                        if state.sfu.client_message(pid.clone(), msg).is_err() {
+                        if sfu.client_message(pid.clone(), msg).is_err() {
                             let refusal = Refusal::new(ErrorCode::Internal, "the media core is not running", "internal");
                             return conn.refuse(refusal).await;
                         }
@@ -423,9 +429,7 @@ async fn relay(
         }
     }
     // The client went away without `leave`.
-    state
-        .sfu
-        .disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn_ref.clone());
+    sfu.disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn_ref.clone());
 }
 
 #[cfg(test)]

@@ -65,11 +65,12 @@ pub struct TurnService {
 }
 
 impl TurnService {
-    /// Build from the configuration once the media socket is bound at `media` and the TURN
-    /// listener at `listen`. `secret` is the minting secret.
+    /// Build from the configuration once the media sockets (one per media worker) are bound
+    /// at `media` and the TURN listener at `listen`. `secret` is the minting secret. The
+    /// relays may reach every worker's port on every advertised IP, and nothing else.
     pub fn new(
         config: &Config,
-        media: SocketAddr,
+        media: &[SocketAddr],
         listen: SocketAddr,
         secret: Vec<u8>,
         stop: CancellationToken,
@@ -79,15 +80,20 @@ impl TurnService {
         let t = &config.turn;
         let advertised = config.effective_advertise_ips();
         let bind_ip = config.media.bind_ip;
-        // Where a relay socket reaches the media socket.
-        let local_target = if bind_ip.is_unspecified() {
-            SocketAddr::new(loopback_like(bind_ip), media.port())
+        // Where a relay socket reaches each media socket.
+        let local_ip = if bind_ip.is_unspecified() {
+            loopback_like(bind_ip)
         } else {
-            SocketAddr::new(bind_ip, media.port())
+            bind_ip
         };
-        let peers = advertised
+        let peers = media
             .iter()
-            .map(|ip| (SocketAddr::new(*ip, media.port()), local_target))
+            .flat_map(|m| {
+                let local_target = SocketAddr::new(local_ip, m.port());
+                advertised
+                    .iter()
+                    .map(move |ip| (SocketAddr::new(*ip, m.port()), local_target))
+            })
             .collect();
         let cfg = TurnConfig {
             realm: t.realm.clone(),
@@ -520,7 +526,7 @@ mod tests {
         c.turn.tls_url = "turns:rakor.example.org:443?transport=tcp".into();
         let svc = TurnService::new(
             &c,
-            "127.0.0.1:7882".parse().unwrap(),
+            &["127.0.0.1:7882".parse().unwrap()],
             "0.0.0.0:3478".parse().unwrap(),
             b"0123456789abcdef".to_vec(),
             CancellationToken::new(),

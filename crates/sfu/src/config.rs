@@ -46,6 +46,11 @@ pub struct SfuConfig {
     pub extra_tcp_port: Option<u16>,
     /// Recording (`crate::record`): None = recording disabled.
     pub recording: Option<crate::record::RecordingSettings>,
+    /// Media workers (threads, one per core is the server's default), each owning whole rooms
+    /// on its own socket: port `bind.port() + index` ([`crate::workers`]).
+    pub workers: usize,
+    /// Set by [`crate::Sfu::start`] for each worker: its index (tags its ICE ufrags).
+    pub worker_index: usize,
 }
 
 impl Default for SfuConfig {
@@ -67,6 +72,8 @@ impl Default for SfuConfig {
             tcp_streams_max: 1024,
             extra_tcp_port: None,
             recording: None,
+            workers: 1,
+            worker_index: 0,
         }
     }
 }

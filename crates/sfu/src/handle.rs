@@ -5,7 +5,7 @@ use rakor_proto::{
     ClientMessage, LeaveReason, ParticipantId, PresentationEnd, Role, ServerMessage, TrackId,
 };
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
 /// Where the worker sends a participant's server messages. When the worker drops it (after a
@@ -255,83 +255,228 @@ pub struct RoomSnapshot {
     pub hands: Vec<rakor_proto::RaisedHand>,
 }
 
-/// Cheap to clone; every signalling connection holds one.
-#[derive(Clone)]
-pub struct SfuHandle {
+/// One media worker as signalling sees it.
+struct Worker {
     tx: mpsc::Sender<Command>,
     media_addr: SocketAddr,
+}
+
+/// Cheap to clone; every signalling connection holds one. With several media workers
+/// (`SfuConfig::workers`) it routes each command to the worker that owns its room
+/// ([`crate::workers`]); a participant's own messages go through a handle pinned to its room's
+/// worker ([`SfuHandle::for_room`]).
+#[derive(Clone)]
+pub struct SfuHandle {
+    workers: Arc<[Worker]>,
+    placement: Arc<crate::workers::Placement>,
+    /// A handle pinned to one worker (the room of the participant using it).
+    pinned: Option<usize>,
 }
 
 /// The running media core.
 pub struct Sfu;
 
 impl Sfu {
-    /// Bind the media socket and start the worker thread.
+    /// Bind the media socket(s) and start the worker thread(s).
     pub fn start(config: SfuConfig) -> Result<(SfuHandle, std::thread::JoinHandle<()>), SfuError> {
         Self::start_with_events(config, None)
     }
 
-    /// Like [`Sfu::start`], and report joins and leaves on `events` (attendance).
+    /// Like [`Sfu::start`], and report joins and leaves on `events` (attendance). With
+    /// `config.workers` > 1, one worker thread per worker, each with its own socket on port
+    /// `config.bind.port() + index` (all OS-picked for port 0); the returned thread joins
+    /// them all.
     pub fn start_with_events(
         config: SfuConfig,
         events: Option<tokio::sync::mpsc::UnboundedSender<RoomEvent>>,
     ) -> Result<(SfuHandle, std::thread::JoinHandle<()>), SfuError> {
-        let (tx, rx) = mpsc::channel();
-        let recorder = match &config.recording {
-            Some(settings) => {
-                let feedback = tx.clone();
-                let outlets = crate::record::recorder::Outlets {
-                    feedback: Box::new(move |fb| {
-                        let _ = feedback.send(Command::Recorder(fb));
-                    }),
-                    events: events.clone(),
-                };
-                let spawned = crate::record::spawn(settings.clone(), outlets).map_err(|e| {
-                    std::io::Error::new(
-                        e.kind(),
-                        format!("recordings directory {}: {e}", settings.dir.display()),
-                    )
+        let n = config.workers.clamp(1, crate::workers::MAX_WORKERS);
+        let placement = Arc::new(crate::workers::Placement::new(n));
+        let mut workers = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for index in 0..n {
+            let mut cfg = config.clone();
+            cfg.workers = n;
+            cfg.worker_index = index;
+            if config.bind.port() != 0 {
+                let port = usize::from(config.bind.port()) + index;
+                let port = u16::try_from(port).map_err(|_| SfuError::Bind {
+                    addr: config.bind,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("media port + {index} is above 65535"),
+                    ),
                 })?;
-                Some(spawned)
+                cfg.bind.set_port(port);
             }
-            None => None,
+            let (tx, rx) = mpsc::channel();
+            let recorder = match &cfg.recording {
+                Some(settings) => {
+                    let feedback = tx.clone();
+                    let outlets = crate::record::recorder::Outlets {
+                        feedback: Box::new(move |fb| {
+                            let _ = feedback.send(Command::Recorder(fb));
+                        }),
+                        events: events.clone(),
+                    };
+                    let spawned = crate::record::spawn(settings.clone(), outlets).map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("recordings directory {}: {e}", settings.dir.display()),
+                        )
+                    })?;
+                    Some(spawned)
+                }
+                None => None,
+            };
+            let spawned = shell::spawn(cfg, rx, events.clone(), recorder, Arc::clone(&placement));
+            let (media_addr, join) = match spawned {
+                Ok(v) => v,
+                Err(e) => {
+                    // Stop the workers already running (dropping their channels ends them).
+                    drop(workers);
+                    for t in threads {
+                        let _ = std::thread::JoinHandle::join(t);
+                    }
+                    return Err(e);
+                }
+            };
+            workers.push(Worker { tx, media_addr });
+            threads.push(join);
+        }
+        let join = if threads.len() == 1 {
+            threads.pop().ok_or(SfuError::WorkerGone)?
+        } else {
+            std::thread::Builder::new()
+                .name("rakor-media-join".into())
+                .spawn(move || {
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                })?
         };
-        let (media_addr, join) = shell::spawn(config, rx, events, recorder)?;
-        Ok((SfuHandle { tx, media_addr }, join))
+        Ok((
+            SfuHandle {
+                workers: workers.into(),
+                placement,
+                pinned: None,
+            },
+            join,
+        ))
     }
 }
 
 impl SfuHandle {
-    /// The bound media socket address.
+    /// The first worker's media socket address (the only one with one worker).
     pub fn media_addr(&self) -> SocketAddr {
-        self.media_addr
+        self.workers
+            .first()
+            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |w| w.media_addr)
+    }
+
+    /// Every worker's media socket address, by worker index.
+    pub fn media_addrs(&self) -> Vec<SocketAddr> {
+        self.workers.iter().map(|w| w.media_addr).collect()
+    }
+
+    /// How many media workers run.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The worker that owns `room` now (None: not placed, i.e. nobody is in it).
+    pub fn worker_of_room(&self, room: &str) -> Option<usize> {
+        self.placement.get(room)
+    }
+
+    /// Rooms per worker (placed and not yet forgotten).
+    pub fn rooms_per_worker(&self) -> Vec<usize> {
+        self.placement.rooms_per_worker()
+    }
+
+    /// A handle pinned to the worker of `room` (placing the room if it is new): signalling
+    /// uses it for a participant's join and then its messages and its disconnect.
+    pub fn for_room(&self, room: &str) -> SfuHandle {
+        let w = self.placement.place(room, std::time::Instant::now());
+        SfuHandle {
+            workers: Arc::clone(&self.workers),
+            placement: Arc::clone(&self.placement),
+            pinned: Some(w),
+        }
+    }
+
+    fn worker(&self, index: usize) -> Result<&Worker, SfuError> {
+        self.workers.get(index).ok_or(SfuError::WorkerGone)
+    }
+
+    fn send_to(&self, index: usize, cmd: Command) -> Result<(), SfuError> {
+        self.worker(index)?
+            .tx
+            .send(cmd)
+            .map_err(|_| SfuError::WorkerGone)
+    }
+
+    /// The worker for a command about `room`: the pinned one, else where the room is placed
+    /// (`place`: place it if new), else the first (which answers "no such room").
+    fn room_worker(&self, room: &str, place: bool) -> usize {
+        if let Some(w) = self.pinned {
+            return w;
+        }
+        if place {
+            return self.placement.place(room, std::time::Instant::now());
+        }
+        self.placement.get(room).unwrap_or(0)
+    }
+
+    /// A command about one participant: to the pinned worker, else to every worker (the
+    /// others do not know the participant and ignore it).
+    fn participant_command(&self, make: impl Fn() -> Command) -> Result<(), SfuError> {
+        match self.pinned {
+            Some(w) => self.send_to(w, make()),
+            None => {
+                let mut any = false;
+                for w in self.workers.iter() {
+                    any |= w.tx.send(make()).is_ok();
+                }
+                if any {
+                    Ok(())
+                } else {
+                    Err(SfuError::WorkerGone)
+                }
+            }
+        }
     }
 
     /// Join a room. On success the worker has already queued `joined` (and any subscriber
     /// offer) on `req.events`.
     pub async fn join(&self, req: JoinRequest) -> Result<ParticipantId, SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Join { req, reply })
-            .map_err(|_| SfuError::WorkerGone)?;
+        let w = self.room_worker(&req.room, true);
+        self.send_to(w, Command::Join { req, reply })?;
         rx.await.map_err(|_| SfuError::WorkerGone)?
     }
 
     /// Hand a client message (after `join`) to the worker. Errors come back as `error` events.
+    /// Use a handle from [`SfuHandle::for_room`] with several workers (an unpinned handle
+    /// sends a copy to each).
     pub fn client_message(
         &self,
         participant: ParticipantId,
         msg: ClientMessage,
     ) -> Result<(), SfuError> {
-        self.tx
-            .send(Command::Client { participant, msg })
-            .map_err(|_| SfuError::WorkerGone)
+        if let Some(w) = self.pinned.or((self.workers.len() == 1).then_some(0)) {
+            return self.send_to(w, Command::Client { participant, msg });
+        }
+        self.participant_command(|| Command::Client {
+            participant: participant.clone(),
+            msg: msg.clone(),
+        })
     }
 
     /// The signalling connection of a participant ended.
     pub fn disconnect(&self, participant: ParticipantId, reason: LeaveReason) {
-        let _ = self.tx.send(Command::Disconnect {
-            participant,
+        let _ = self.participant_command(|| Command::Disconnect {
+            participant: participant.clone(),
             reason,
             conn: None,
         });
@@ -341,10 +486,10 @@ impl SfuHandle {
     /// [`JoinRequest`]) of a participant ended. Ignored if the participant has resumed on
     /// another connection meanwhile, so a late report from the old one cannot suspend it.
     pub fn disconnect_conn(&self, participant: ParticipantId, reason: LeaveReason, conn: ConnRef) {
-        let _ = self.tx.send(Command::Disconnect {
-            participant,
+        let _ = self.participant_command(|| Command::Disconnect {
+            participant: participant.clone(),
             reason,
-            conn: Some(conn),
+            conn: Some(conn.clone()),
         });
     }
 
@@ -354,42 +499,83 @@ impl SfuHandle {
     /// check binds it in time. Nothing of the stream may have been read (peeked is fine).
     /// `candidate_port` is the port of the passive TCP candidate it belongs to
     /// ([`SfuConfig::extra_tcp_port`](crate::SfuConfig::extra_tcp_port)). The socket may be
-    /// blocking; the worker makes it non-blocking. Without `ice_tcp` it is closed.
+    /// blocking; the worker makes it non-blocking. Without `ice_tcp` it is closed. With
+    /// several workers use [`SfuHandle::adopt_tcp_stream_framed`] (this goes to the first).
     pub fn adopt_tcp_stream(
         &self,
         sock: std::net::TcpStream,
         peer: SocketAddr,
         candidate_port: u16,
     ) -> Result<(), SfuError> {
-        self.tx
-            .send(Command::AdoptTcp {
+        self.send_to(
+            0,
+            Command::AdoptTcp {
                 sock,
                 peer,
                 candidate_port,
-            })
-            .map_err(|_| SfuError::WorkerGone)
+            },
+        )
     }
 
-    /// Worker counters.
+    /// [`SfuHandle::adopt_tcp_stream`] to the worker that owns the connection the stream's
+    /// first STUN message (`first_stun`, the first RFC 4571 frame's payload, peeked) is for:
+    /// the tag at the start of the server ufrag in its USERNAME ([`crate::workers`]). No
+    /// USERNAME or an unknown tag: the first worker, which closes the stream when its first
+    /// frame routes nowhere.
+    pub fn adopt_tcp_stream_framed(
+        &self,
+        sock: std::net::TcpStream,
+        peer: SocketAddr,
+        candidate_port: u16,
+        first_stun: &[u8],
+    ) -> Result<(), SfuError> {
+        let w = crate::demux::stun_local_ufrag(first_stun)
+            .and_then(crate::workers::worker_of_ufrag)
+            .filter(|w| *w < self.workers.len())
+            .unwrap_or(0);
+        self.send_to(
+            w,
+            Command::AdoptTcp {
+                sock,
+                peer,
+                candidate_port,
+            },
+        )
+    }
+
+    /// Worker counters, summed over the workers ([`crate::workers::sum_stats`]).
     pub async fn stats(&self) -> Result<SfuStats, SfuError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Stats { reply })
-            .map_err(|_| SfuError::WorkerGone)?;
-        rx.await.map_err(|_| SfuError::WorkerGone)
+        Ok(crate::workers::sum_stats(&self.stats_per_worker().await?))
+    }
+
+    /// Each worker's counters, by worker index.
+    pub async fn stats_per_worker(&self) -> Result<Vec<SfuStats>, SfuError> {
+        let mut replies = Vec::with_capacity(self.workers.len());
+        for w in self.workers.iter() {
+            let (reply, rx) = oneshot::channel();
+            w.tx.send(Command::Stats { reply })
+                .map_err(|_| SfuError::WorkerGone)?;
+            replies.push(rx);
+        }
+        let mut out = Vec::with_capacity(replies.len());
+        for rx in replies {
+            out.push(rx.await.map_err(|_| SfuError::WorkerGone)?);
+        }
+        Ok(out)
     }
 
     /// Moderate a room (operator or host action). Unknown room or participant →
     /// [`SfuError::UnknownParticipant`] / [`SfuError::UnknownRoom`].
     pub async fn moderate(&self, room: &str, action: Moderation) -> Result<(), SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Moderate {
+        self.send_to(
+            self.room_worker(room, false),
+            Command::Moderate {
                 room: room.to_owned(),
                 action,
                 reply,
-            })
-            .map_err(|_| SfuError::WorkerGone)?;
+            },
+        )?;
         rx.await.map_err(|_| SfuError::WorkerGone)?
     }
 
@@ -400,13 +586,14 @@ impl SfuHandle {
         start: bool,
     ) -> Result<Result<Option<std::time::SystemTime>, crate::RecordingError>, SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Recording {
+        self.send_to(
+            self.room_worker(room, start),
+            Command::Recording {
                 room: room.to_owned(),
                 start,
                 reply,
-            })
-            .map_err(|_| SfuError::WorkerGone)?;
+            },
+        )?;
         rx.await.map_err(|_| SfuError::WorkerGone)
     }
 
@@ -416,32 +603,40 @@ impl SfuHandle {
         room: &str,
     ) -> Result<Option<crate::RecordingStatus>, SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::RecordingStatus {
+        self.send_to(
+            self.room_worker(room, false),
+            Command::RecordingStatus {
                 room: room.to_owned(),
                 reply,
-            })
-            .map_err(|_| SfuError::WorkerGone)?;
+            },
+        )?;
         rx.await.map_err(|_| SfuError::WorkerGone)
     }
 
     /// Who is in `room` now (None if nobody).
     pub async fn room_info(&self, room: &str) -> Result<Option<RoomSnapshot>, SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::RoomInfo {
+        self.send_to(
+            self.room_worker(room, false),
+            Command::RoomInfo {
                 room: room.to_owned(),
                 reply,
-            })
-            .map_err(|_| SfuError::WorkerGone)?;
+            },
+        )?;
         rx.await.map_err(|_| SfuError::WorkerGone)
     }
 
     /// Tell every participant `leave {reason: server_shutdown}`, close all connections and stop
-    /// the worker. Returns when the worker has done so.
+    /// every worker. Returns when the workers have done so.
     pub async fn shutdown(&self) {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command::Shutdown { reply }).is_ok() {
+        let mut replies = Vec::with_capacity(self.workers.len());
+        for w in self.workers.iter() {
+            let (reply, rx) = oneshot::channel();
+            if w.tx.send(Command::Shutdown { reply }).is_ok() {
+                replies.push(rx);
+            }
+        }
+        for rx in replies {
             let _ = rx.await;
         }
     }

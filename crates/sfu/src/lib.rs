@@ -31,6 +31,7 @@ pub mod ice_tcp;
 pub mod keyframe;
 pub mod liveness;
 pub mod metrics;
+mod mmsg;
 pub mod record;
 pub mod router;
 pub mod sdp;
@@ -40,6 +41,7 @@ pub mod slab;
 pub mod speakers;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod workers;
 
 pub use crate::core::record::{RecordingError, RecordingStatus};
 pub use crate::core::{Core, Transmit};

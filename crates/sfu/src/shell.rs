@@ -23,10 +23,14 @@ use std::time::{Duration, Instant, SystemTime};
 const MAX_WAIT: Duration = Duration::from_millis(10);
 const RECV_BATCH: usize = 256;
 const RECV_BUF: usize = 2048;
+/// Datagrams per `recvmmsg(2)`.
+const MMSG: usize = 32;
 /// How often the worker logs its counters and forwarding latency (`media stats`).
 const STATS_LOG: Duration = Duration::from_secs(10);
 /// How often ICE-TCP streams are checked for the bind timeout.
 const TCP_HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// How often a worker forgets, in the rooms-to-workers table, the rooms it no longer has.
+const PLACEMENT_PRUNE: Duration = Duration::from_secs(1);
 /// Tries at a UDP port (chosen by the OS for port 0) whose number is also free for TCP.
 const PORT_PAIR_TRIES: usize = 16;
 
@@ -42,6 +46,12 @@ struct Shell {
     /// Forwarding latency since the last `media stats` line.
     fwd_latency: crate::metrics::LatencyHistogram,
     next_stats_log: Instant,
+    /// Which worker this is, and the rooms-to-workers table it prunes of its gone rooms.
+    index: usize,
+    placement: std::sync::Arc<crate::workers::Placement>,
+    next_placement_prune: Instant,
+    /// The `recvmmsg(2)` buffers (None: one `recvfrom` per datagram).
+    mmsg: Option<Box<crate::mmsg::RecvBatch<MMSG, RECV_BUF>>>,
 }
 
 pub(crate) fn spawn(
@@ -49,7 +59,9 @@ pub(crate) fn spawn(
     rx: mpsc::Receiver<Command>,
     room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
     recorder: Option<(crate::record::RecorderTap, std::thread::JoinHandle<()>)>,
+    placement: std::sync::Arc<crate::workers::Placement>,
 ) -> Result<(SocketAddr, std::thread::JoinHandle<()>), SfuError> {
+    let index = config.worker_index;
     let (sock, listener) = bind_media_port(&config)?;
     sock.set_nonblocking(true)?;
     set_buffer_sizes(&sock, config.socket_buffer_bytes);
@@ -83,12 +95,18 @@ pub(crate) fn spawn(
         rx,
         fwd_latency: crate::metrics::LatencyHistogram::default(),
         next_stats_log: now + STATS_LOG,
+        index,
+        placement,
+        next_placement_prune: now + PLACEMENT_PRUNE,
+        mmsg: std::env::var("RAKOR_MEDIA_RECVMMSG")
+            .map_or(true, |v| v != "0")
+            .then(crate::mmsg::RecvBatch::new_boxed),
     };
     let join = std::thread::Builder::new()
-        .name("rakor-media".into())
+        .name(format!("rakor-media-{index}"))
         .spawn(move || {
             let mut shell = shell;
-            let span = tracing::info_span!("media_worker", addr = %local_addr);
+            let span = tracing::info_span!("media_worker", worker = index, addr = %local_addr);
             let _g = span.enter();
             tracing::info!("media worker started");
             shell.run();
@@ -192,6 +210,10 @@ impl Shell {
                 self.core.handle_timeout(now);
                 self.flush();
                 deadline = self.core.poll_timeout();
+            }
+            if now >= self.next_placement_prune {
+                self.prune_placement(now);
+                self.next_placement_prune = now + PLACEMENT_PRUNE;
             }
             if now >= self.next_stats_log {
                 self.log_stats();
@@ -303,8 +325,46 @@ impl Shell {
         self.flush();
     }
 
-    /// Read datagrams into the core until the socket is empty (at most a batch). True if any.
+    /// Read datagrams into the core until the socket is empty (at most [`RECV_BATCH`]). True
+    /// if any. `recvmmsg(2)`: up to [`MMSG`] datagrams per syscall (`RAKOR_MEDIA_RECVMMSG=0`
+    /// reads one per `recvfrom`, for comparison).
     fn receive(&mut self, buf: &mut [u8]) -> bool {
+        if self.mmsg.is_none() {
+            return self.receive_one_by_one(buf);
+        }
+        let mut any = false;
+        let mut total = 0;
+        while total < RECV_BATCH {
+            let Some(m) = self.mmsg.as_mut() else {
+                break;
+            };
+            let n = match m.recv(self.sock.as_raw_fd()) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!("recvmmsg: {e}");
+                    // An ICMP error is reported alone; the next call reads on.
+                    total += 1;
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            for i in 0..n {
+                if let Some((src, datagram)) = m.get(i) {
+                    self.core.handle_datagram(now, src, datagram);
+                    any = true;
+                }
+            }
+            total += n;
+            if n < MMSG {
+                break; // the socket is empty
+            }
+        }
+        any
+    }
+
+    fn receive_one_by_one(&mut self, buf: &mut [u8]) -> bool {
         let mut any = false;
         for _ in 0..RECV_BATCH {
             let (n, src) = match self.sock.recv_from(buf) {
@@ -402,6 +462,18 @@ impl Shell {
             );
         }
         self.fwd_latency.reset();
+    }
+
+    /// Forget (in the shared table) the rooms of this worker that are gone: no participant,
+    /// no chat history, no parked participant waiting for a resume, no recording.
+    fn prune_placement(&mut self, now: Instant) {
+        let core = &self.core;
+        self.placement.retain_for(self.index, now, |room| {
+            core.rooms.contains_key(room)
+                || core.chat_logs.contains_key(room)
+                || core.recording.contains_key(room)
+                || core.parked.values().any(|p| p.room == room)
+        });
     }
 
     fn shutdown(&mut self) {

@@ -91,6 +91,18 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
             "must be greater than 0 and at most 60s".into(),
         ));
     }
+    if c.media.workers > 256 {
+        return Err((
+            "media.workers",
+            "must be at most 256 (0 = one per available core)".into(),
+        ));
+    }
+    if c.media.port != 0 && usize::from(c.media.port) + c.media_workers() - 1 > 65535 {
+        return Err((
+            "media.workers",
+            "media.port + media.workers - 1 must be at most 65535".into(),
+        ));
+    }
     if !(1..=64).contains(&c.media.loudest_speakers) {
         return Err(("media.loudest_speakers", "must be between 1 and 64".into()));
     }

@@ -43,7 +43,9 @@ impl Core {
         kind: PeerConnectionKind,
         now: Instant,
     ) -> Result<ConnKey, Reject> {
-        let (ufrag, pwd) = conn::ice_credentials();
+        let (mut ufrag, pwd) = conn::ice_credentials();
+        // The owning worker's tag: a stream on the shared HTTPS port finds this worker by it.
+        crate::workers::tag_ufrag(&mut ufrag, self.cfg.worker_index);
         let timeouts =
             crate::liveness::IceTimeouts::for_dead_peer_timeout(self.cfg.dead_peer_timeout);
         let estimate = (kind == PeerConnectionKind::Subscriber && self.cfg.bandwidth_estimation)
