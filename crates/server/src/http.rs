@@ -189,7 +189,8 @@ async fn metrics(
         ));
     }
     // Per media worker (label `worker`: its index; its port is `media.port + worker`).
-    let per_worker_rows: [(&str, &str, fn(&rakor_sfu::SfuStats) -> u64); 4] = [
+    type Getter = fn(&rakor_sfu::SfuStats) -> u64;
+    let per_worker_rows: [(&str, &str, Getter); 4] = [
         ("rakor_worker_rooms", "Rooms on this media worker", |w| {
             w.rooms as u64
         }),

@@ -168,6 +168,7 @@ pub fn sum_stats(per_worker: &[SfuStats]) -> SfuStats {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
