@@ -85,7 +85,8 @@ impl PgStore {
         }
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
+            // A database that is down fails a request in 5 s rather than holding it.
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await
             .map_err(|e| SessionError::Storage(format!("cannot connect to {shown}: {e}")))?;
