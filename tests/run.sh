@@ -33,6 +33,14 @@ if ! command -v ffprobe >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; t
   (apt-get update -qq && apt-get install -y -qq ffmpeg) >/dev/null 2>&1 || echo "ffmpeg not installed; the recording tests will fail"
 fi
 
+# The session store suites and the PostgreSQL e2e test run against a throw-away PostgreSQL
+# (Debian package postgresql) on a free loopback port, stopped at exit.
+# shellcheck source=services/postgres.sh
+source "$ROOT/tests/services/postgres.sh"
+trap pg_stop EXIT
+echo "== postgresql (storage tests)"
+pg_start || echo "PostgreSQL not started: the store suites run on SQLite only"
+
 echo "== rust: unit + integration tests"
 cargo nextest run --release --workspace --no-fail-fast 2>&1 | tee /tmp/rakor-nextest.log
 rc=${PIPESTATUS[0]}

@@ -319,6 +319,15 @@ impl Persistent {
         Ok(Self { dir, config, key })
     }
 
+    /// The same, with the session storage on PostgreSQL (`storage.database_url`).
+    pub fn on_postgres(database_url: &str) -> Result<Self> {
+        let p = Self::new()?;
+        let mut cfg = std::fs::read_to_string(&p.config)?;
+        cfg.push_str(&format!("\n[storage]\ndatabase_url = \"{database_url}\"\n"));
+        std::fs::write(&p.config, cfg)?;
+        Ok(p)
+    }
+
     pub fn start(&self) -> Result<crate::Server> {
         self.start_with_env(&[])
     }
@@ -410,4 +419,37 @@ pub fn add_rakor(
         })),
         201,
     )
+}
+
+/// The PostgreSQL server of the tests (`RAKOR_TEST_POSTGRES_URL`, set by tests/run.sh), if any.
+pub fn test_postgres_url() -> Option<String> {
+    std::env::var("RAKOR_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// A fresh database on the tests' PostgreSQL server (made with `psql`); its URL.
+pub fn fresh_postgres_database(server_url: &str) -> Result<String> {
+    let name = format!("e2e_{:016x}", {
+        let mut b = [0u8; 8];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+        u64::from_le_bytes(b)
+    });
+    psql(server_url, &format!("CREATE DATABASE {name}"))?;
+    let base = server_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .ok_or_else(|| anyhow!("no database in {server_url}"))?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// Run one SQL statement with `psql`; its unaligned, tuples-only output.
+pub fn psql(url: &str, sql: &str) -> Result<String> {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+        .output()?;
+    if !out.status.success() {
+        bail!("psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }

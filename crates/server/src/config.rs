@@ -43,6 +43,18 @@ pub struct Config {
     pub session: SessionConfig,
     pub turn: TurnConfig,
     pub recording: RecordingConfig,
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: where the session manager keeps its records. Empty `database_url` = the
+/// embedded SQLite file (`session.database`); `postgres://…` = a PostgreSQL database that
+/// several nodes of a province can share.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `postgres://user:password@host:port/database` (also `postgresql://`); empty = SQLite.
+    /// Never logged with its password.
+    pub database_url: SecretString,
 }
 
 /// `[turn]`: the built-in TURN server (RFC 8656 over TCP; TLS through the one-port listener),
@@ -501,6 +513,12 @@ impl Config {
             Some((host, port)) => (host.to_owned(), port.parse().unwrap_or(default_port)),
             None => (authority.to_owned(), default_port),
         }
+    }
+
+    /// The PostgreSQL URL when `storage.database_url` is set.
+    pub fn postgres_url(&self) -> Option<&str> {
+        let url = self.storage.database_url.expose().trim();
+        (!url.is_empty()).then_some(url)
     }
 
     /// Path of the session manager's SQLite database.

@@ -69,10 +69,12 @@ pub fn run(cmd: OperatorCommand) -> ExitCode {
     };
     let result = rt.block_on(async {
         crate::signing_key::ensure_data_dir(&config.server.data_dir).map_err(|e| e.to_string())?;
-        let path = config.session_database_path();
-        let m = rakor_session::SessionManager::open_sqlite(&path, Default::default())
+        // Not `open_session_manager`: a running server's open attendance must stay open.
+        let (store, path) = crate::storage::open_store(&config)
             .await
-            .map_err(|e| format!("session database {}: {e}", path.display()))?;
+            .map_err(|e| e.to_string())?;
+        let m = rakor_session::SessionManager::new(store, Default::default())
+            .map_err(|e| e.to_string())?;
         let op = m
             .add_operator(&args.username, &password, args.reset)
             .await
@@ -90,7 +92,7 @@ pub fn run(cmd: OperatorCommand) -> ExitCode {
                 "operator \"{}\" {} in {}; log in at {}/console",
                 op.username,
                 if args.reset { "updated" } else { "created" },
-                path.display(),
+                path,
                 config.public_base_url(config.server.listen)
             );
             ExitCode::SUCCESS

@@ -28,6 +28,9 @@ pub mod hash_pool;
 pub mod import;
 pub mod lobby;
 pub mod model;
+pub mod postgres;
+mod postgres_access;
+mod postgres_record;
 pub mod record;
 pub mod sqlite;
 mod sqlite_access;
@@ -37,6 +40,10 @@ pub mod throttle;
 pub mod wib;
 
 mod manager;
+#[cfg(test)]
+mod store_tests;
+#[cfg(test)]
+mod test_db;
 
 pub use error::{Result, SessionError};
 pub use manager::{

@@ -149,6 +149,17 @@ impl SessionManager {
     /// Open the SQLite database at `path` (created and migrated if needed).
     pub async fn open_sqlite(path: &Path, settings: SessionSettings) -> Result<Self> {
         let store = SqliteStore::open(path).await?;
+        Self::open_store(Arc::new(store), settings).await
+    }
+
+    /// Connect to the PostgreSQL database at `url` (migrated if needed).
+    pub async fn open_postgres(url: &str, settings: SessionSettings) -> Result<Self> {
+        let store = crate::postgres::PgStore::open(url).await?;
+        Self::open_store(Arc::new(store), settings).await
+    }
+
+    /// Start on an open store: attendance a crashed run left open is closed first.
+    pub async fn open_store(store: Arc<dyn Store>, settings: SessionSettings) -> Result<Self> {
         // Participants of a previous run that ended without their leave (crash, kill -9) are
         // closed now, so the register does not show them present for ever.
         let closed = store.close_open_attendance(crate::wib::now_ms()).await?;
@@ -158,7 +169,7 @@ impl SessionManager {
                 "closed attendance left open by the previous run (server restart)"
             );
         }
-        Self::new(Arc::new(store), settings)
+        Self::new(store, settings)
     }
 
     pub fn new(store: Arc<dyn Store>, settings: SessionSettings) -> Result<Self> {
@@ -662,6 +673,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::model::SiteKind;
+    use crate::test_db::TestDb;
 
     /// A site's current link id for a rakor (created if needed).
     async fn link_of(m: &SessionManager, rakor: i64, site: i64) -> String {
@@ -672,12 +684,6 @@ mod tests {
             .find(|l| l.site_id == site)
             .unwrap()
             .id
-    }
-
-    async fn manager(dir: &Path) -> SessionManager {
-        SessionManager::open_sqlite(&dir.join("rakor.sqlite3"), SessionSettings::default())
-            .await
-            .unwrap()
     }
 
     fn site(name: &str) -> SiteInput {
@@ -696,15 +702,17 @@ mod tests {
 
     #[tokio::test]
     async fn sites_rakor_gate_and_attendance_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = manager(dir.path()).await;
-        {
+        for db in TestDb::all() {
+            sites_rakor_gate_and_attendance_survive_reopen_on(&db).await;
+        }
+    }
+
+    async fn sites_rakor_gate_and_attendance_survive_reopen_on(db: &TestDb) {
+        let m = db.manager(SessionSettings::default()).await;
+        if let Some(dir) = db.sqlite_dir() {
             use std::os::unix::fs::PermissionsExt as _;
             for f in ["rakor.sqlite3", "rakor.sqlite3-wal"] {
-                let mode = std::fs::metadata(dir.path().join(f))
-                    .unwrap()
-                    .permissions()
-                    .mode();
+                let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
                 assert_eq!(mode & 0o077, 0, "{f} is {mode:o}");
             }
         }
@@ -851,7 +859,7 @@ mod tests {
         .await
         .unwrap();
         drop(m);
-        let m = manager(dir.path()).await;
+        let m = db.manager(SessionSettings::default()).await;
         let events = m.store.attendance(r.id).await.unwrap();
         let closed: Vec<_> = events
             .iter()
@@ -882,16 +890,18 @@ mod tests {
 
     #[tokio::test]
     async fn login_rate_limit_and_tokens() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = SessionManager::open_sqlite(
-            &dir.path().join("db"),
-            SessionSettings {
+        for db in TestDb::all() {
+            login_rate_limit_and_tokens_on(&db).await;
+        }
+    }
+
+    async fn login_rate_limit_and_tokens_on(db: &TestDb) {
+        let m = db
+            .manager(SessionSettings {
                 login_max_failures: 2,
                 ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+            })
+            .await;
         m.add_operator("admin", "a long password", false)
             .await
             .unwrap();
@@ -980,8 +990,13 @@ mod tests {
 
     #[tokio::test]
     async fn chat_and_timeline_are_stored_with_the_rakor_of_their_room() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = manager(dir.path()).await;
+        for db in TestDb::all() {
+            chat_and_timeline_are_stored_with_the_rakor_of_their_room_on(&db).await;
+        }
+    }
+
+    async fn chat_and_timeline_are_stored_with_the_rakor_of_their_room_on(db: &TestDb) {
+        let m = db.manager(SessionSettings::default()).await;
         let host = m.create_site(&site("Command Room")).await.unwrap();
         let a = m.create_site(&site("Dinkes")).await.unwrap();
         let r = m

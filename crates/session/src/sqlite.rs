@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The embedded migrations, in order: (version, SQL).
-const MIGRATIONS: &[(i64, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_access.sql")),
     (3, include_str!("../migrations/0003_record.sql")),

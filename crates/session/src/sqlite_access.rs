@@ -29,7 +29,7 @@ fn ban_row(r: &SqliteRow) -> Result<Ban> {
 }
 
 /// UTC RFC 3339 with milliseconds.
-fn utc_ms(at_ms: i64) -> String {
+pub(crate) fn utc_ms(at_ms: i64) -> String {
     let s = crate::wib::utc_string(at_ms.div_euclid(1000));
     match s.strip_suffix('Z') {
         Some(base) => format!("{base}.{:03}Z", at_ms.rem_euclid(1000)),

@@ -392,3 +392,27 @@ fn missing_file_is_an_error_naming_it() {
     .unwrap_err();
     assert!(e.to_string().contains("/nonexistent/rakor.toml"), "{e}");
 }
+
+#[test]
+fn storage_database_url_selects_postgres_and_is_never_shown() {
+    let c = load(
+        None,
+        &env(&[(
+            "RAKOR_STORAGE_DATABASE_URL",
+            "postgres://rakor:s3cret@db.internal:5432/rakor",
+        )]),
+        &CliOverrides::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.postgres_url(),
+        Some("postgres://rakor:s3cret@db.internal:5432/rakor")
+    );
+    assert!(!format!("{c:?}").contains("s3cret"));
+    assert_eq!(Config::default().postgres_url(), None);
+    let e = err_env(&[("RAKOR_STORAGE_DATABASE_URL", "mysql://x@y/z")]);
+    assert!(
+        e.contains("storage.database_url") && e.contains("postgres://"),
+        "{e}"
+    );
+}

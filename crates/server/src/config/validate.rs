@@ -30,6 +30,14 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
             Some(_) => {}
         }
     }
+    let db = c.storage.database_url.expose().trim();
+    if !db.is_empty() && !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+        return Err((
+            "storage.database_url",
+            "must start with postgres:// or postgresql:// (empty = the SQLite file session.database)"
+                .into(),
+        ));
+    }
     let (cert, key) = (&c.server.tls_cert_file, &c.server.tls_key_file);
     if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
         let (missing, given) = if cert.as_os_str().is_empty() {
