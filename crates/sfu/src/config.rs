@@ -46,6 +46,32 @@ pub struct SfuConfig {
     pub extra_tcp_port: Option<u16>,
     /// Recording (`crate::record`): None = recording disabled.
     pub recording: Option<crate::record::RecordingSettings>,
+    /// Chat limits (size, rate, history).
+    pub chat: ChatLimits,
+}
+
+/// The limits of `chat` (server config section `[chat]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatLimits {
+    /// Longest message, in Unicode characters (`too_large` above).
+    pub max_chars: usize,
+    /// Messages a participant may send at once…
+    pub burst: u32,
+    /// …then one per this interval (`rate_limited` faster).
+    pub interval: Duration,
+    /// Recent messages a room keeps for late joiners and resumes (`chat_history`).
+    pub history: usize,
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        Self {
+            max_chars: rakor_proto::CHAT_MAX_CHARS,
+            burst: 5,
+            interval: Duration::from_secs(1),
+            history: rakor_proto::CHAT_HISTORY_LEN,
+        }
+    }
 }
 
 impl Default for SfuConfig {
@@ -67,6 +93,7 @@ impl Default for SfuConfig {
             tcp_streams_max: 1024,
             extra_tcp_port: None,
             recording: None,
+            chat: ChatLimits::default(),
         }
     }
 }

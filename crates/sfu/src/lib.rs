@@ -43,7 +43,7 @@ pub(crate) mod testkit;
 
 pub use crate::core::record::{RecordingError, RecordingStatus};
 pub use crate::core::{Core, Transmit};
-pub use config::SfuConfig;
+pub use config::{ChatLimits, SfuConfig};
 pub use error::SfuError;
 pub use handle::{
     ConnRef, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle,

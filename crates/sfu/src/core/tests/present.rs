@@ -107,7 +107,7 @@ fn chat_reaches_everyone_private_chat_only_its_pair_and_a_late_joiner_gets_the_h
         .cloned()
         .collect();
     match hist.as_slice() {
-        [ServerMessage::ChatHistory { messages }] => {
+        [ServerMessage::ChatHistory { messages, .. }] => {
             assert_eq!(messages.len(), 1);
             assert_eq!(messages[0].text, markup);
         }
@@ -116,7 +116,7 @@ fn chat_reaches_everyone_private_chat_only_its_pair_and_a_late_joiner_gets_the_h
     rig.send(b, ClientMessage::Leave {});
     rig.rejoin(b, None).unwrap();
     assert!(rig.sites[b]
-        .got(|m| matches!(m, ServerMessage::ChatHistory { messages } if messages.len() == 2)));
+        .got(|m| matches!(m, ServerMessage::ChatHistory { messages, .. } if messages.len() == 2)));
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn the_history_keeps_the_latest_messages_only() {
         rig.run_for(CHAT_INTERVAL);
     }
     let late = rig.join("dinkes", Role::Participant);
-    let Some(ServerMessage::ChatHistory { messages }) = rig.sites[late]
+    let Some(ServerMessage::ChatHistory { messages, .. }) = rig.sites[late]
         .log
         .iter()
         .find(|m| matches!(m, ServerMessage::ChatHistory { .. }))

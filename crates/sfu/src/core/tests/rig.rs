@@ -178,6 +178,7 @@ impl Rig {
                 participant_id: site.id.clone(),
                 token: site.resume_token.clone(),
                 media_reset,
+                last_chat_id: None,
             }),
         };
         site.events = events;
