@@ -396,3 +396,55 @@ fn hands_in_order_and_the_host_gives_the_floor_unmuting_and_spotlighting_the_sit
         Some(ErrorCode::Forbidden)
     );
 }
+
+/// The chat history a resume brings: what came after the client's `last_chat_id`, or the whole
+/// recent history when that id is unknown; nothing when nothing was missed.
+#[test]
+fn a_resume_brings_the_chat_missed_since_the_last_id() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let b = rig.join("bapeda", Role::Participant);
+    rig.send(host, chat("satu"));
+    let seen = chats(&rig, b);
+    assert_eq!(seen.len(), 1);
+    let first = seen[0].id.clone();
+    rig.drop_signalling(b);
+    rig.send(host, chat("dua"));
+    rig.send(host, chat("tiga"));
+    rig.sites[b].take();
+    let history = |rig: &mut Rig| -> Vec<(Option<String>, Vec<String>)> {
+        rig.sites[b]
+            .take()
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMessage::ChatHistory { messages, after } => {
+                    Some((after, messages.into_iter().map(|c| c.text).collect()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    rig.rejoin_after_chat(b, Some(false), Some(first.clone()))
+        .unwrap();
+    let got = history(&mut rig);
+    assert_eq!(
+        got,
+        vec![(Some(first), vec!["dua".to_owned(), "tiga".to_owned()])]
+    );
+    // Nothing missed since the last one: no chat_history.
+    let last = chats(&rig, host).last().map(|c| c.id.clone());
+    rig.drop_signalling(b);
+    rig.rejoin_after_chat(b, Some(false), last).unwrap();
+    assert!(history(&mut rig).is_empty());
+    // An id the room does not know (older than its history): the whole recent history.
+    rig.drop_signalling(b);
+    rig.rejoin_after_chat(b, Some(false), Some("CH_unknown".into()))
+        .unwrap();
+    assert_eq!(
+        history(&mut rig),
+        vec![(
+            None,
+            vec!["satu".to_owned(), "dua".to_owned(), "tiga".to_owned()]
+        )]
+    );
+}
