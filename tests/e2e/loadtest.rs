@@ -348,7 +348,14 @@ fn loadtest_rakor_scenario_presentation_at_its_top_layer() {
 /// spotlight) at the middle one. Kept cheap for a shared 2-core machine: one talker (so at most
 /// one site's audio is forwarded), joins four at a time, a 5 s window. Bounded: the tool's own
 /// join budget (150 s) + 5 s + its 30 s leave budget, under a 240 s kill.
+///
+/// Ignored in the default run: on the shared 2-core CI machine (load average 12–17 from other
+/// builds) sixty sites lose their media (`media_failed`) during the joins, as docs/benchmarks.md
+/// ("What fails from 40–60 sites") describes; the four-site presenter test above runs instead.
+/// Run it by hand on a quiet machine: `cargo test --release -p rakor-e2e --test loadtest sixty
+/// -- --ignored --nocapture` (figures in docs/benchmarks.md, "Presentation with sixty sites").
 #[test]
+#[ignore = "60 sites need the machine to themselves; see docs/benchmarks.md"]
 fn loadtest_rakor_sixty_sites_presentation_at_the_top_cameras_at_the_bottom() {
     const SITES: usize = 60;
     let server = Server::start_with_env(
@@ -419,7 +426,11 @@ fn loadtest_rakor_sixty_sites_presentation_at_the_top_cameras_at_the_bottom() {
             "{me} got the presenter's camera at {cam:?}"
         );
         for other in sites.iter().filter(|s| *s != me && *s != presenter) {
-            assert_eq!(layers(b, other), [0, 0, 0], "{me} got hidden {other}'s video");
+            assert_eq!(
+                layers(b, other),
+                [0, 0, 0],
+                "{me} got hidden {other}'s video"
+            );
         }
     }
     for b in bots {

@@ -392,14 +392,22 @@ async fn screen_audio_goes_with_the_presentation_outside_the_loudest_speakers() 
         WAIT,
     )
     .await
-    .unwrap_or_else(|e| panic!("screen audio did not arrive: {e}\n{}", host.stats().to_json()));
+    .unwrap_or_else(|e| {
+        panic!(
+            "screen audio did not arrive: {e}\n{}",
+            host.stats().to_json()
+        )
+    });
     // The loudest site is heard, the other is not: the selection works, and the screen audio
     // is not part of it.
     let (a1, a2) = (t1.participant_id().clone(), t2.participant_id().clone());
     let heard = |r: &Report, p: &ParticipantId| packets_of(r, p, TrackSource::Microphone);
     let r = host.stats();
     assert!(heard(&r, &a1) > 0, "{}", r.to_json());
-    let before = (heard(&r, &a2), packets_of(&r, &p_id, TrackSource::ScreenAudio));
+    let before = (
+        heard(&r, &a2),
+        packets_of(&r, &p_id, TrackSource::ScreenAudio),
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let r = host.stats();
     assert!(
@@ -431,7 +439,9 @@ async fn screen_audio_goes_with_the_presentation_outside_the_loudest_speakers() 
         .is_some_and(|s| s.packets > 0 && s.track_id.is_some()));
 
     // A site that does not present: its screen audio is refused, to it only.
-    t2.publish_sources(&[TrackSource::ScreenAudio]).await.unwrap();
+    t2.publish_sources(&[TrackSource::ScreenAudio])
+        .await
+        .unwrap();
     let mut t2 = t2;
     error_is(&mut t2, ErrorCode::Forbidden).await;
     let a2_id = t2.participant_id().clone();

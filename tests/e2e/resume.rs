@@ -284,7 +284,10 @@ async fn a_resumed_client_gets_the_chat_it_missed() {
     let mut want = vec!["sebelum putus"];
     want.extend(missed);
     assert_eq!(all, want);
-    assert!(!history.is_empty(), "the cut lost messages that the resume brought back");
+    assert!(
+        !history.is_empty(),
+        "the cut lost messages that the resume brought back"
+    );
     // Chat goes on live after the resume.
     host.chat("setelah").await.unwrap();
     site.wait_for(is_chat("setelah"), WAIT).await.unwrap();

@@ -190,7 +190,10 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
         ));
     }
     if !(1..=1000).contains(&chat.burst) {
-        return Err(("chat.burst", format!("{} is out of range 1..=1000", chat.burst)));
+        return Err((
+            "chat.burst",
+            format!("{} is out of range 1..=1000", chat.burst),
+        ));
     }
     if !(1..=100).contains(&chat.per_second) {
         return Err((

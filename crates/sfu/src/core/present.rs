@@ -6,9 +6,9 @@
 
 use super::messages::Reject;
 use super::Core;
+use crate::config::ChatLimits;
 use crate::handle::{RoomEvent, Subject, TimelineKind};
 use crate::SfuError;
-use crate::config::ChatLimits;
 use rakor_proto::{
     rfc3339_utc_ms, ChatEntry, ChatSender, ErrorCode, ParticipantId, RaisedHand, Role,
     ServerMessage,
