@@ -4,7 +4,9 @@
 // with markup in it: it appears as text on the command room's page (no element made, no script
 // run) and in the record (JSON and the printable page, escaped). An operator mutes the site; it
 // raises its hand; the hand appears on the host's page; the host clicks "Beri kesempatan bicara":
-// the site is unmuted, spotlighted on the host's wall, and its hand is down.
+// the site is unmuted, spotlighted on the host's wall, and its hand is down. The operator
+// console's live panel (a real console page) shows the hand queue and, when the site shares its
+// screen, who presents (so does the host page's participant list); the operator stops it there.
 // Prints "PASS/FAIL <name> (ms)" per test and "<N> passed, <M> failed"; exit 0 only if all passed.
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -91,7 +93,7 @@ async function test(name, fn) {
   catch (e) { results.push(false); console.log(`FAIL ${name} (${Date.now() - t0} ms): ${e.message}`); }
 }
 
-let browser = null, host = null, site = null, api = null, rakorId = null, siteId = null;
+let browser = null, host = null, site = null, api = null, rakorId = null, siteId = null, op = null;
 
 async function enter(link, label) {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -174,6 +176,20 @@ try {
     await opCtx.close();
   });
 
+  await test('the operator console opens the rakor live panel', async () => {
+    const opCtx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const [name, value] = api.cookie.split('=');
+    await opCtx.addCookies([{ name, value, url: api.base }]);
+    op = await opCtx.newPage();
+    op.on('pageerror', (e) => console.log(`  [console page error] ${e.message}`));
+    await op.goto(`${api.base}/console`);
+    await op.waitForSelector(`#view-rakor:not([hidden]) li[data-rakor-id="${rakorId}"] button`, { timeout: 15000 });
+    await op.click(`li[data-rakor-id="${rakorId}"] button`);
+    await op.waitForSelector(`#view-detail:not([hidden]) #live-list li[data-participant-id="${siteId}"]`, { timeout: 15000 });
+    const none = await op.textContent('#live-presentation-text');
+    assert(none === 'Tidak ada yang presentasi.', `console before any presentation: ${none}`);
+  });
+
   await test('a raised hand appears on the host page; "give the floor" unmutes and spotlights the site', async () => {
     await api.call('POST', `/rakor/${rakorId}/participants/${siteId}/mute`, { muted: true });
     await pollUntil(host, (id) => window.rakorTest.participants().find((p) => p.id === id)?.audioMuted, (m) => m === true, 10000, 'site muted on the host page', siteId);
@@ -182,6 +198,10 @@ try {
     const name = await host.textContent(`#hands-box li[data-participant-id="${siteId}"] .hand-name`);
     assert(name === 'Dinas Kesehatan', `hand shown as ${name}`);
     await pollUntil(site, () => document.getElementById('btn-hand').getAttribute('aria-pressed'), (v) => v === 'true', 5000, 'the site sees its hand up');
+    // The operator console's hand queue shows it too (refreshed every 2 s).
+    await op.waitForSelector(`#hands-list li[data-participant-id="${siteId}"]`, { timeout: 10000 });
+    const queued = await op.textContent(`#hands-list li[data-participant-id="${siteId}"]`);
+    assert(queued.includes('1. Dinas Kesehatan'), `console hand queue: ${queued}`);
     const label = await host.textContent(`#hands-box li[data-participant-id="${siteId}"] .btn-floor`);
     assert(label === 'Beri kesempatan bicara', `button label: ${label}`);
     await host.click(`#hands-box li[data-participant-id="${siteId}"] .btn-floor`);
@@ -190,8 +210,36 @@ try {
     await pollUntil(host, () => window.rakorTest.mainParticipantId(), (m) => m === siteId, 10000, 'site on the host main view');
     await host.waitForSelector('#hands-box', { state: 'hidden', timeout: 5000 });
     await pollUntil(site, () => document.getElementById('btn-hand').getAttribute('aria-pressed'), (v) => v === 'false', 5000, 'the site hand is down');
+    await op.waitForSelector('#hands-empty:not([hidden])', { timeout: 10000 });
     const rec = (await api.call('GET', `/rakor/${rakorId}/record`)).json();
     assert(rec.floor.length === 1 && rec.floor[0].site === 'Dinas Kesehatan', `record floor: ${JSON.stringify(rec.floor)}`);
+  });
+
+  await test('the console and the host page show who presents; the operator stops it', async () => {
+    await site.click('#btn-screen');
+    await pollUntil(site, () => window.rakorTest.screenShare(), (v) => v.live && v.trackId, 20000, 'the site shares its screen');
+    // The host page: the presentation label and the participant list name the presenter.
+    await host.waitForSelector(`#participant-list li[data-participant-id="${siteId}"][data-presenting="true"] .pl-presenting:not([hidden])`, { timeout: 20000 });
+    const chip = await host.textContent(`#participant-list li[data-participant-id="${siteId}"] .pl-presenting`);
+    assert(chip === 'presentasi', `host page chip: ${chip}`);
+    const label = await host.textContent('#presentation-view .presentation-name');
+    assert(label.includes('Dinas Kesehatan'), `host page presentation label: ${label}`);
+    // The operator console's live panel.
+    await op.waitForSelector(`#live-presentation[data-participant-id="${siteId}"]`, { timeout: 10000 });
+    const text = await op.textContent('#live-presentation-text');
+    assert(text === 'Sedang presentasi: Dinas Kesehatan', `console presentation: ${text}`);
+    const row = await op.textContent(`#live-list li[data-participant-id="${siteId}"]`);
+    assert(row.includes('sedang presentasi'), `console participant row: ${row}`);
+    const live = (await api.call('GET', `/rakor/${rakorId}/live`)).json();
+    assert(live.presentation?.participant_id === siteId && live.presentation.name === 'Dinas Kesehatan', `live API: ${JSON.stringify(live.presentation)}`);
+    assert(live.participants.find((p) => p.participant_id === siteId)?.sources.includes('screen'), `live sources: ${JSON.stringify(live.participants)}`);
+    await op.screenshot({ path: path.join(OUT, 'present-console.png') });
+    // The operator stops it from the console: gone everywhere.
+    await op.click('#live-presentation-stop');
+    await pollUntil(host, () => window.rakorTest.presentation(), (v) => v === null, 15000, 'host: presentation gone');
+    await pollUntil(site, () => window.rakorTest.screenShare(), (v) => !v.live, 15000, 'site capture stopped');
+    await op.waitForSelector('#live-presentation-stop[hidden]', { state: 'attached', timeout: 10000 });
+    assert(await host.evaluate((id) => document.querySelector(`#participant-list li[data-participant-id="${id}"]`)?.dataset.presenting, siteId) === 'false', 'host chip cleared');
   });
 } catch (e) {
   results.push(false);

@@ -18,6 +18,14 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 /// Run `rakor loadtest` against `server` with `args` (plus --url, --server-pid, --data-dir,
 /// --report-json); assert it exited 0; return (stdout, stderr, the JSON report).
 fn run_loadtest(server: &Server, args: &[&str]) -> (String, String, serde_json::Value) {
+    run_loadtest_within(server, args, RUN_LIMIT)
+}
+
+fn run_loadtest_within(
+    server: &Server,
+    args: &[&str],
+    limit: Duration,
+) -> (String, String, serde_json::Value) {
     let pid = server.pid().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("loadtest.json");
@@ -35,9 +43,9 @@ fn run_loadtest(server: &Server, args: &[&str]) -> (String, String, serde_json::
         .unwrap();
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > RUN_LIMIT {
+        if started.elapsed() > limit {
             let _ = child.kill();
-            panic!("rakor loadtest still running after {RUN_LIMIT:?}");
+            panic!("rakor loadtest still running after {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -332,4 +340,108 @@ fn loadtest_rakor_scenario_presentation_at_its_top_layer() {
     for b in bots {
         assert_eq!(b["rakor"]["server_errors"], 0, "{b}");
     }
+}
+
+/// Issue 14's load check: the rakor scenario with sixty sites and `--presenter`. The
+/// presentation reaches the host and every site at its top layer only, while the host's wall
+/// keeps all sixty cameras at the bottom layer and every site gets the presenter's camera (the
+/// spotlight) at the middle one. Kept cheap for a shared 2-core machine: one talker (so at most
+/// one site's audio is forwarded), joins four at a time, a 5 s window. Bounded: the tool's own
+/// join budget (150 s) + 5 s + its 30 s leave budget, under a 240 s kill.
+///
+/// Ignored in the default run: on the shared 2-core CI machine (load average 12–17 from other
+/// builds) sixty sites lose their media (`media_failed`) during the joins, as docs/benchmarks.md
+/// ("What fails from 40–60 sites") describes; the four-site presenter test above runs instead.
+/// Run it by hand on a quiet machine: `cargo test --release -p rakor-e2e --test loadtest sixty
+/// -- --ignored --nocapture` (figures in docs/benchmarks.md, "Presentation with sixty sites").
+#[test]
+#[ignore = "60 sites need the machine to themselves; see docs/benchmarks.md"]
+fn loadtest_rakor_sixty_sites_presentation_at_the_top_cameras_at_the_bottom() {
+    const SITES: usize = 60;
+    let server = Server::start_with_env(
+        &[],
+        &[("RAKOR_LIMITS_JOIN_ATTEMPTS_PER_IP_PER_MINUTE", "0")],
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (_stdout, stderr, j) = run_loadtest_within(
+        &server,
+        &[
+            "--room",
+            "rakor60",
+            "--scenario",
+            "rakor",
+            "--publishers",
+            &SITES.to_string(),
+            "--talkers",
+            "1",
+            "--presenter",
+            "--join-concurrency",
+            "4",
+            "--join-budget",
+            "150s",
+            "--duration",
+            "5s",
+        ],
+        Duration::from_secs(240),
+    );
+    let text = j.to_string();
+    assert_eq!(j["outcome"], "completed", "{text}");
+    assert!(
+        stderr.contains("layers settled"),
+        "the layers did not settle before the window: {stderr}"
+    );
+    let bots = j["bots"].as_array().unwrap();
+    assert_eq!(bots.len(), SITES + 1, "the host and {SITES} sites");
+    let by_identity = |id: &str| {
+        bots.iter()
+            .find(|b| b["identity"] == id)
+            .unwrap_or_else(|| panic!("no bot {id}: {text}"))
+    };
+    let sites: Vec<String> = (1..=SITES).map(|i| format!("site-{i:03}")).collect();
+    let presenter = "site-001";
+    let host = by_identity("command-room");
+    let got = screen_layers(host, presenter);
+    assert!(
+        got[0] == 0 && got[1] == 0 && got[2] > 0,
+        "host got the presentation at {got:?}"
+    );
+    for site in &sites {
+        let got = layers(host, site);
+        assert!(
+            got[0] > 0 && got[1] == 0 && got[2] == 0,
+            "host's wall got {site}'s camera at {got:?}"
+        );
+    }
+    for me in sites.iter().filter(|s| *s != presenter) {
+        let b = by_identity(me);
+        let got = screen_layers(b, presenter);
+        assert!(
+            got[0] == 0 && got[1] == 0 && got[2] > 0,
+            "{me} got the presentation at {got:?}"
+        );
+        let cam = layers(b, presenter);
+        assert!(
+            cam[0] == 0 && cam[1] > 0 && cam[2] == 0,
+            "{me} got the presenter's camera at {cam:?}"
+        );
+        for other in sites.iter().filter(|s| *s != me && *s != presenter) {
+            assert_eq!(
+                layers(b, other),
+                [0, 0, 0],
+                "{me} got hidden {other}'s video"
+            );
+        }
+    }
+    for b in bots {
+        assert_eq!(b["rakor"]["server_errors"], 0, "{b}");
+    }
+    println!(
+        "60 sites + host: run {:.0} s; join {} ; server cpu {} cores, rss peak {} KiB; tool cpu {} cores",
+        started.elapsed().as_secs_f64(),
+        j["join"],
+        j["server"]["cpu_cores_avg"],
+        j["server"]["rss_peak_kib"],
+        j["machine"]["loadtest_cpu_cores_avg"]
+    );
 }

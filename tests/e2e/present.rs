@@ -257,7 +257,7 @@ async fn chat_hands_floor_and_the_record() -> Result<()> {
     let hist = dishub
         .wait_for(|m| matches!(m, ServerMessage::ChatHistory { .. }), WAIT)
         .await?;
-    let ServerMessage::ChatHistory { messages } = hist else {
+    let ServerMessage::ChatHistory { messages, .. } = hist else {
         unreachable!()
     };
     let texts: Vec<String> = messages.iter().map(|m| m.text.clone()).collect();

@@ -346,3 +346,202 @@ async fn the_operator_stops_a_presentation_through_the_api() {
     .unwrap();
     presentation_is(&mut host, None).await;
 }
+
+/// Packets received from `from`'s track of `source`.
+fn packets_of(r: &Report, from: &ParticipantId, source: TrackSource) -> u64 {
+    r.received_from(from)
+        .filter(|t| t.source == Some(source))
+        .map(|t| t.packets)
+        .sum()
+}
+
+/// The presentation's sound (`screen_audio`) is forwarded with the presentation, outside the
+/// loudest-speaker selection: with `media.loudest_speakers = 1` and two loud sites talking, a
+/// presenter whose screen audio carries near-silence still reaches everyone, and `speakers`
+/// never names it. A site that is not presenting gets `forbidden` for a screen audio track (to
+/// it only; nothing is published). The host's stop takes the screen audio off with the slides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screen_audio_goes_with_the_presentation_outside_the_loudest_speakers() {
+    let server = Server::start_with_env(&[], &[("RAKOR_MEDIA_LOUDEST_SPEAKERS", "1")]).unwrap();
+    let mut host = join(&server, "command-room", "host").await;
+    let talker = |id: &'static str, level: u8| {
+        let token = server.token("rakor", id, "participant").unwrap();
+        let mut o = ClientOptions::new(server.ws_url(), token)
+            .publish(true, false)
+            .audio_level(Some(level));
+        o.join_timeout = Duration::from_secs(20);
+        Client::connect(o)
+    };
+    let t1 = talker("dinkes", 20).await.unwrap();
+    let t2 = talker("dishub", 30).await.unwrap();
+    let token = server.token("rakor", "bappeda", "participant").unwrap();
+    let mut o = ClientOptions::new(server.ws_url(), token)
+        .publish(false, false)
+        .screen(true)
+        .screen_audio(true)
+        .audio_level(Some(127));
+    o.join_timeout = Duration::from_secs(20);
+    let mut presenter = Client::connect(o).await.unwrap();
+    let p_id = presenter.participant_id().clone();
+    presentation_is(&mut host, Some(&p_id)).await;
+    host.wait_media(
+        |r| {
+            packets_of(r, &p_id, TrackSource::ScreenAudio) >= 100
+                && packets_of(r, &p_id, TrackSource::Screen) >= 5
+        },
+        WAIT,
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "screen audio did not arrive: {e}\n{}",
+            host.stats().to_json()
+        )
+    });
+    // The loudest site is heard, the other is not: the selection works, and the screen audio
+    // is not part of it.
+    let (a1, a2) = (t1.participant_id().clone(), t2.participant_id().clone());
+    let heard = |r: &Report, p: &ParticipantId| packets_of(r, p, TrackSource::Microphone);
+    let r = host.stats();
+    assert!(heard(&r, &a1) > 0, "{}", r.to_json());
+    let before = (
+        heard(&r, &a2),
+        packets_of(&r, &p_id, TrackSource::ScreenAudio),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = host.stats();
+    assert!(
+        heard(&r, &a2) <= before.0 + 5,
+        "the second talker is not forwarded with loudest_speakers = 1: {}",
+        r.to_json()
+    );
+    assert!(
+        packets_of(&r, &p_id, TrackSource::ScreenAudio) >= before.1 + 50,
+        "screen audio keeps flowing: {}",
+        r.to_json()
+    );
+    for m in host.drain_events() {
+        if let ServerMessage::Speakers {
+            speaking,
+            forwarded,
+        } = m
+        {
+            assert!(
+                !speaking.contains(&p_id) && !forwarded.contains(&p_id),
+                "speakers named the presenter: {speaking:?} {forwarded:?}"
+            );
+        }
+    }
+    // The presenter's report names what it sent.
+    let sent = presenter.stats();
+    assert!(sent
+        .sent_source(TrackSource::ScreenAudio)
+        .is_some_and(|s| s.packets > 0 && s.track_id.is_some()));
+
+    // A site that does not present: its screen audio is refused, to it only.
+    t2.publish_sources(&[TrackSource::ScreenAudio])
+        .await
+        .unwrap();
+    let mut t2 = t2;
+    error_is(&mut t2, ErrorCode::Forbidden).await;
+    let a2_id = t2.participant_id().clone();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !host.drain_events().iter().any(|m| matches!(m,
+            ServerMessage::TrackPublished { participant_id, track }
+                if *participant_id == a2_id && track.source == Some(TrackSource::ScreenAudio))),
+        "a refused screen audio was published"
+    );
+
+    // The host stops the presentation: slides and sound are both unpublished.
+    host.send(&stop(None)).await.unwrap();
+    presenter
+        .wait_for(
+            |m| matches!(m, ServerMessage::PresentationStopped { .. }),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let mut gone = Vec::new();
+    while gone.len() < 2 {
+        let m = host
+            .wait_for(
+                |m| matches!(m, ServerMessage::TrackUnpublished { participant_id, .. } if *participant_id == p_id),
+                WAIT,
+            )
+            .await
+            .unwrap();
+        gone.push(m);
+    }
+    let after = packets_of(&host.stats(), &p_id, TrackSource::ScreenAudio);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        packets_of(&host.stats(), &p_id, TrackSource::ScreenAudio) <= after + 5,
+        "screen audio stopped with the presentation"
+    );
+    drop(t1);
+}
+
+/// `rakor bot --publish screen,screen_audio` presents with sound: the host receives the slides
+/// and the screen audio, each named by its source, and the bot's JSON report lists both.
+#[test]
+fn a_bot_presents_with_screen_audio() {
+    let server = Server::start().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut host = rt.block_on(join(&server, "command-room", "host"));
+    let token = server.token("rakor", "bappeda", "participant").unwrap();
+    let bot = std::process::Command::new(rakor_e2e::rakor_bin())
+        .args(["bot", "--url", &server.ws_url(), "--token", &token])
+        .args(["--publish", "screen,screen_audio", "--duration", "6s"])
+        .args(["--report", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = rt.block_on(async {
+        let m = host
+            .wait_for(
+                |m| {
+                    matches!(
+                        m,
+                        ServerMessage::Presentation {
+                            presentation: Some(_),
+                            ..
+                        }
+                    )
+                },
+                WAIT,
+            )
+            .await
+            .unwrap();
+        let ServerMessage::Presentation {
+            presentation: Some(p),
+            ..
+        } = m
+        else {
+            unreachable!()
+        };
+        p.participant_id
+    });
+    rt.block_on(host.wait_media(
+        |r| {
+            packets_of(r, &pid, TrackSource::ScreenAudio) >= 50
+                && packets_of(r, &pid, TrackSource::Screen) >= 3
+        },
+        WAIT,
+    ))
+    .unwrap();
+    let out = bot.wait_with_output().unwrap();
+    assert!(out.status.success(), "rakor bot failed: {:?}", out.status);
+    let report: Report = serde_json::from_slice(&out.stdout).unwrap();
+    for source in [TrackSource::Screen, TrackSource::ScreenAudio] {
+        assert!(
+            report
+                .sent_source(source)
+                .is_some_and(|s| s.packets > 0 && s.track_id.is_some()),
+            "{source:?}: {}",
+            report.to_json()
+        );
+    }
+    assert!(report.sent_source(TrackSource::Microphone).is_none());
+}

@@ -164,6 +164,8 @@ async fn a_forged_resume_token_gets_a_new_session() {
 struct CuttableRelay {
     addr: std::net::SocketAddr,
     cut: tokio::sync::watch::Sender<u64>,
+    /// While true, new connections are closed at once (the link stays down).
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CuttableRelay {
@@ -171,8 +173,14 @@ impl CuttableRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, rx) = tokio::sync::watch::channel(0u64);
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let is_held = held.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                if is_held.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
                 let mut rx = rx.clone();
                 rx.borrow_and_update();
                 tokio::spawn(async move {
@@ -186,12 +194,103 @@ impl CuttableRelay {
                 });
             }
         });
-        CuttableRelay { addr, cut }
+        CuttableRelay { addr, cut, held }
     }
 
     fn cut_all(&self) {
         self.cut.send_modify(|n| *n += 1);
     }
+
+    /// Keep the link down (`true`: new connections are closed at once) or let it come back.
+    fn hold(&self, on: bool) {
+        self.held.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Chat sent while a site's signalling is down reaches it after the resume: the client names
+/// the last chat it saw (`join.resume.last_chat_id`) and gets the messages after it
+/// (`chat_history {after}`), in order; none is lost and none arrives twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_client_gets_the_chat_it_missed() {
+    let server = Server::start().unwrap();
+    let relay = CuttableRelay::start(server.http).await;
+    let mut site = Client::connect(
+        ClientOptions::new(
+            format!("ws://{}/rtc", relay.addr),
+            server.token("r", "site-4", "participant").unwrap(),
+        )
+        .receive_only(),
+    )
+    .await
+    .unwrap();
+    let mut host = Client::connect(
+        ClientOptions::new(
+            server.ws_url(),
+            server.token("r", "command-room", "host").unwrap(),
+        )
+        .receive_only(),
+    )
+    .await
+    .unwrap();
+    let is_chat = |text: &str| {
+        let text = text.to_owned();
+        move |m: &ServerMessage| matches!(m, ServerMessage::Chat(c) if c.text == text)
+    };
+    host.chat("sebelum putus").await.unwrap();
+    let ServerMessage::Chat(first) = site.wait_for(is_chat("sebelum putus"), WAIT).await.unwrap()
+    else {
+        unreachable!()
+    };
+
+    relay.hold(true);
+    relay.cut_all();
+    let missed = ["selama putus 1", "selama putus 2", "selama putus 3"];
+    for text in missed {
+        host.chat(text).await.unwrap();
+        host.wait_for(is_chat(text), WAIT).await.unwrap();
+    }
+    relay.hold(false);
+
+    // Everything the site receives until the chat history that follows its resume.
+    let mut live: Vec<(String, String)> = Vec::new();
+    let mut resumed = false;
+    let (after, history) = loop {
+        let m = site
+            .next_event_timeout(Duration::from_secs(20))
+            .await
+            .unwrap();
+        match m {
+            ServerMessage::Chat(c) => live.push((c.id, c.text)),
+            ServerMessage::Joined { resumed: r, .. } => {
+                assert!(r, "the site resumed its session");
+                resumed = true;
+            }
+            ServerMessage::ChatHistory { messages, after } if resumed => break (after, messages),
+            _ => {}
+        }
+    };
+    // `after` is the last message the site had before the cut.
+    let last_seen = live.last().map_or(first.id.clone(), |(id, _)| id.clone());
+    assert_eq!(after, Some(last_seen), "{live:?}");
+    let before_cut: Vec<&str> = std::iter::once(first.text.as_str())
+        .chain(live.iter().map(|(_, t)| t.as_str()))
+        .collect();
+    // What arrived live plus the history: each message once, in order.
+    let all: Vec<&str> = before_cut
+        .iter()
+        .copied()
+        .chain(history.iter().map(|c| c.text.as_str()))
+        .collect();
+    let mut want = vec!["sebelum putus"];
+    want.extend(missed);
+    assert_eq!(all, want);
+    assert!(
+        !history.is_empty(),
+        "the cut lost messages that the resume brought back"
+    );
+    // Chat goes on live after the resume.
+    host.chat("setelah").await.unwrap();
+    site.wait_for(is_chat("setelah"), WAIT).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,7 +87,11 @@ function startCall({ token, claims, media, publish }) {
     present.render();
     screen.render();
     const tracks = new Map();
-    for (const p of room.list()) if (p.media.audio) tracks.set(p.id, p.media.audio.track);
+    for (const p of room.list()) {
+      if (p.media.audio) tracks.set(p.id, p.media.audio.track);
+      // The presentation's sound (`screen_audio`) plays beside the presenter's microphone.
+      if (p.media.screen_audio) tracks.set(`${p.id}:screen_audio`, p.media.screen_audio.track);
+    }
     audio.sync(tracks);
   };
   room.addEventListener('change', syncAll);

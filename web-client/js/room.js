@@ -11,7 +11,7 @@ export class Participant {
     this.seq = seq;                 // join order, used for the wall order and the spotlight tour
     this.tracks = new Map();        // track id -> { id, kind, mid, muted }
     for (const t of info.tracks ?? []) this.tracks.set(t.id, { ...t });
-    this.media = { audio: null, video: null, screen: null }; // { track, receiver, mid, trackId } from the subscriber PC
+    this.media = { audio: null, video: null, screen: null, screen_audio: null }; // { track, receiver, mid, trackId } from the subscriber PC
     this.speaking = false;
     this.audioLevel = 0;
   }
@@ -146,7 +146,7 @@ export class Room extends EventTarget {
   trackUnpublished(participantId, trackId) {
     const p = this.participants.get(participantId);
     if (!p || !p.tracks.delete(trackId)) return;
-    for (const kind of ['audio', 'video', 'screen']) if (p.media[kind]?.trackId === trackId) p.media[kind] = null;
+    for (const kind of ['audio', 'video', 'screen', 'screen_audio']) if (p.media[kind]?.trackId === trackId) p.media[kind] = null;
     this.changed('tracks');
   }
 
@@ -177,13 +177,13 @@ export class Room extends EventTarget {
 
   /** Set who each received track belongs to: entries { mid, participantId, trackId, kind, track, receiver }. */
   setMedia(entries) {
-    for (const p of this.participants.values()) p.media = { audio: null, video: null, screen: null };
+    for (const p of this.participants.values()) p.media = { audio: null, video: null, screen: null, screen_audio: null };
     for (const e of entries) {
       const p = this.participants.get(e.participantId);
       if (!p) continue;
       const source = e.source ?? p.tracks.get(e.trackId)?.source;
-      // A screen share gets its own slot; its audio plays like any audio.
-      const slot = source === 'screen' ? 'screen' : e.kind;
+      // A screen share and its sound get their own slots (the sound plays beside the mic).
+      const slot = source === 'screen' || source === 'screen_audio' ? source : e.kind;
       if (!p.media[slot]) p.media[slot] = e;
     }
     this.changed('media');

@@ -195,6 +195,8 @@ export class CallSession extends EventTarget {
     }
     // Someone else presents: our screen track was not published; take it off again.
     if (msg.code === 'presentation_active') this.stopScreen({ tellServer: false });
+    // Its screen audio is refused with it (`forbidden`): already taken off, nothing to show.
+    if (msg.code === 'forbidden' && msg.request_type === 'offer' && !this.screenTrack) return;
     this.dispatchEvent(new CustomEvent('server-error', { detail: msg }));
   }
 
@@ -298,7 +300,7 @@ export class CallSession extends EventTarget {
 
   /** `offer.tracks`: the source of each sending transceiver, by mid (docs/protocol.md). */
   trackSources() {
-    const source = { audio: 'microphone', video: 'camera', screen: 'screen' };
+    const source = { audio: 'microphone', video: 'camera', screen: 'screen', screen_audio: 'screen_audio' };
     return Object.entries(this.pubTransceivers)
       .filter(([, tr]) => tr.mid != null && !tr.stopped)
       .map(([key, tr]) => ({ mid: tr.mid, source: source[key] }));
@@ -319,14 +321,22 @@ export class CallSession extends EventTarget {
   }
 
   /** Share a screen (a `getDisplayMedia` video track): a second video transceiver with source
-   *  `screen`. The server makes it the room's presentation, or refuses it (`presentation_active`). */
-  async shareScreen(track) {
+   *  `screen`, and when the browser gave the tab's or system's sound (`audioTrack`), an audio
+   *  transceiver with source `screen_audio`, in the same offer. The server makes them the room's
+   *  presentation, or refuses them (`presentation_active`). */
+  async shareScreen(track, audioTrack = null) {
     this.screenTrack = track;
+    this.screenAudioTrack = audioTrack;
     if (!this.pcs.publisher) this.pcs.publisher = this.newPc('publisher');
-    const init = { direction: 'sendonly', streams: [new MediaStream([track])] };
+    const stream = new MediaStream(audioTrack ? [track, audioTrack] : [track]);
+    const init = { direction: 'sendonly', streams: [stream] };
     // Slides: keep the resolution, let the frame rate drop (text must stay legible).
     try { track.contentHint = 'detail'; } catch { /* not supported */ }
     this.pubTransceivers.screen = this.pcs.publisher.addTransceiver(track, init);
+    if (audioTrack) {
+      try { audioTrack.contentHint = 'music'; } catch { /* not supported */ }
+      this.pubTransceivers.screen_audio = this.pcs.publisher.addTransceiver(audioTrack, init);
+    }
     await this.renegotiatePublisher();
     this.dispatchEvent(new Event('own-tracks'));
   }
@@ -344,6 +354,18 @@ export class CallSession extends EventTarget {
     if (tellServer && id) this.send({ type: 'unpublish', track_id: id });
     try { tr.sender.replaceTrack(null); tr.stop(); } catch { /* connection closed */ }
     track?.stop();
+    // The screen's sound goes with it.
+    const atr = this.pubTransceivers.screen_audio;
+    const audioTrack = this.screenAudioTrack;
+    this.screenAudioTrack = null;
+    if (atr) {
+      delete this.pubTransceivers.screen_audio;
+      const aid = this.ownTracks.screen_audio;
+      delete this.ownTracks.screen_audio;
+      if (tellServer && aid) this.send({ type: 'unpublish', track_id: aid });
+      try { atr.sender.replaceTrack(null); atr.stop(); } catch { /* connection closed */ }
+    }
+    audioTrack?.stop();
     if (!this.done) await this.renegotiatePublisher().catch((err) => console.warn('rakor: renegotiation failed', err));
     this.dispatchEvent(new Event('own-tracks'));
     this.dispatchEvent(new Event('screen-ended'));
@@ -400,7 +422,7 @@ export class CallSession extends EventTarget {
     for (const [kind, tr] of Object.entries(this.pubTransceivers)) {
       if (tr.mid === track.mid) {
         this.ownTracks[kind] = track.id;
-        if (kind === 'screen') continue;
+        if (kind === 'screen' || kind === 'screen_audio') continue;
         // The user may have muted before the server acknowledged the track.
         const muted = !this.media.enabled[kind];
         const held = kind === 'audio' && this.moderatorMuted && !muted;

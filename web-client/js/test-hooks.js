@@ -77,7 +77,8 @@ export function installTestHooks() {
         width: v?.videoWidth ?? 0, height: v?.videoHeight ?? 0, inMainView: view?.parentElement?.id === 'main-view' };
     },
     /** Our own screen share: the server's track id once published, and whether it is live. */
-    screenShare: () => ({ trackId: ctx.call?.session?.ownTracks?.screen ?? null, live: ctx.call?.session?.screenTrack?.readyState === 'live' }),
+    screenShare: () => ({ trackId: ctx.call?.session?.ownTracks?.screen ?? null, live: ctx.call?.session?.screenTrack?.readyState === 'live',
+      audioTrackId: ctx.call?.session?.ownTracks?.screen_audio ?? null }),
     network: () => ctx.network,
     /** RIDs of our video sender's encodings (simulcast layers), low to high; [] = one stream. */
     publisherRids: () => ({

@@ -20,6 +20,8 @@ pub struct BotArgs {
     pub publish_video: bool,
     /// Share a synthetic screen (slides; the room's presentation).
     pub publish_screen: bool,
+    /// Publish the screen's sound too (source `screen_audio`).
+    pub publish_screen_audio: bool,
     /// Stay this long, then leave; `None` = until Ctrl-C or the server ends the session.
     pub duration: Option<Duration>,
     /// Print the final report as JSON on stdout.
@@ -38,6 +40,7 @@ impl BotArgs {
             publish_audio: true,
             publish_video: true,
             publish_screen: false,
+            publish_screen_audio: false,
             duration: None,
             report_json: false,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
@@ -57,6 +60,7 @@ pub async fn run(args: BotArgs) -> Result<Report, ClientError> {
     let mut opts = ClientOptions::new(args.url.clone(), args.token.clone())
         .publish(args.publish_audio, args.publish_video)
         .screen(args.publish_screen)
+        .screen_audio(args.publish_screen_audio)
         .bind_ip(args.bind_ip);
     opts.tls_roots = args.tls_roots.clone();
     opts.join_timeout = Duration::from_secs(15);

@@ -36,6 +36,8 @@ pub struct ClientOptions {
     pub publish_video: bool,
     /// Share a synthetic screen (slides, source `screen`) right after joining.
     pub publish_screen: bool,
+    /// With the screen, also publish its sound (source `screen_audio`: the looped Opus asset).
+    pub publish_screen_audio: bool,
     /// Local IP of the ICE host candidates (default `127.0.0.1`).
     pub bind_ip: IpAddr,
     /// STUN/TURN URLs (default none).
@@ -82,6 +84,7 @@ impl ClientOptions {
             publish_audio: true,
             publish_video: true,
             publish_screen: false,
+            publish_screen_audio: false,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             ice_servers: Vec::new(),
             ice_tcp: true,
@@ -119,6 +122,13 @@ impl ClientOptions {
     /// Also share a synthetic screen on join (see [`Client::publish_screen`]).
     pub fn screen(mut self, on: bool) -> Self {
         self.publish_screen = on;
+        self
+    }
+
+    /// Also publish the screen's sound on join (source `screen_audio`; the server takes it only
+    /// from the presenter, so use it with [`ClientOptions::screen`]).
+    pub fn screen_audio(mut self, on: bool) -> Self {
+        self.publish_screen_audio = on;
         self
     }
 
@@ -230,6 +240,7 @@ impl Client {
                 .collect(),
             spotlight: joined.spotlight.clone(),
             presentation: joined.presentation.clone(),
+            last_chat_id: None,
         };
         let room = Arc::new(Mutex::new(view));
         let close = Arc::new(Mutex::new(CloseState::default()));
@@ -279,6 +290,10 @@ impl Client {
             (opts.publish_audio, rakor_proto::TrackSource::Microphone),
             (opts.publish_video, rakor_proto::TrackSource::Camera),
             (opts.publish_screen, rakor_proto::TrackSource::Screen),
+            (
+                opts.publish_screen_audio,
+                rakor_proto::TrackSource::ScreenAudio,
+            ),
         ]
         .into_iter()
         .filter_map(|(on, s)| on.then_some(s))

@@ -150,6 +150,14 @@ impl LocalTrack {
         Ok(t)
     }
 
+    /// A synthetic screen's audio (source `screen_audio`: the sound of a shared tab): the
+    /// looped Opus asset on its own track, with the shared audio level like the microphone's.
+    pub fn new_screen_audio(stream_id: &str) -> Result<Self, ClientError> {
+        let mut t = Self::new_named(TrackKind::Audio, stream_id, "screen_audio")?;
+        t.source = TrackSource::ScreenAudio;
+        Ok(t)
+    }
+
     /// A simulcast video track in media stream `stream_id`: one transceiver whose track has
     /// three encodings, rid `q`, `h`, `f` (low to high, in that order in the offer), each with
     /// its own random SSRC and looping its own asset ([`packetizer::video_layer`]).

@@ -11,6 +11,9 @@ pub struct RoomView {
     pub spotlight: Option<ParticipantId>,
     /// The room's presentation (`joined.presentation`, then `presentation`).
     pub presentation: Option<rakor_proto::Presentation>,
+    /// The id of the last chat message received (`chat`, or the last of a `chat_history`):
+    /// sent as `join.resume.last_chat_id` so that a resume brings the messages missed.
+    pub last_chat_id: Option<String>,
 }
 
 impl RoomView {
@@ -72,6 +75,12 @@ impl RoomView {
             }
             ServerMessage::Presentation { presentation, .. } => {
                 self.presentation = presentation.clone();
+            }
+            ServerMessage::Chat(entry) => self.last_chat_id = Some(entry.id.clone()),
+            ServerMessage::ChatHistory { messages, .. } => {
+                if let Some(last) = messages.last() {
+                    self.last_chat_id = Some(last.id.clone());
+                }
             }
             _ => {}
         }

@@ -22,9 +22,11 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "recording",
 ];
 
-/// Longest `chat.text` the server accepts, in Unicode characters (`too_large` above).
+/// Longest `chat.text` the server accepts by default, in Unicode characters (`too_large`
+/// above; the server's `chat.max_chars`).
 pub const CHAT_MAX_CHARS: usize = 2000;
-/// How many recent messages a joining participant gets in `chat_history`.
+/// How many recent messages a joining participant gets in `chat_history` by default (the
+/// server's `chat.history`).
 pub const CHAT_HISTORY_LEN: usize = 50;
 
 /// A participant's role, carried in the access token and enforced by the server.
@@ -288,6 +290,12 @@ pub struct ResumeRequest {
     /// server still holds, start the media over (`joined.media_reset` = true). Default false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub media_reset: bool,
+    /// The `id` of the last `chat` (or `chat_history` entry) the client has. After
+    /// `joined {resumed: true}` the server sends `chat_history {after: <this id>}` with the
+    /// messages that came after it (none: no `chat_history`); when it is absent or no longer in
+    /// the server's recent history, `chat_history` without `after`: the whole recent history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_chat_id: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -580,9 +588,13 @@ pub enum ServerMessage {
     /// A chat message (to the room, or a private one to you or from you).
     Chat(ChatEntry),
     /// Right after `joined` when the room has chat: the recent messages you may see (at most
-    /// [`CHAT_HISTORY_LEN`]), oldest first.
+    /// [`CHAT_HISTORY_LEN`] by default), oldest first. After a resume: with `after` (the
+    /// resume's `last_chat_id`), only the messages that came after that one — append them;
+    /// without `after`, the whole recent history — merge by `id`.
     ChatHistory {
         messages: Vec<ChatEntry>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
     },
     /// The raised hands, in the order they went up (empty: none). Sent to everyone on every
     /// change, and right after `joined` when a hand is up.

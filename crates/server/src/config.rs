@@ -43,7 +43,46 @@ pub struct Config {
     pub session: SessionConfig,
     pub turn: TurnConfig,
     pub recording: RecordingConfig,
+    pub chat: ChatConfig,
     pub storage: StorageConfig,
+}
+
+/// `[chat]`: the limits of in-call chat (docs/protocol.md, `chat`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatConfig {
+    /// Longest message, in Unicode characters; longer ones get `too_large`.
+    pub max_chars: usize,
+    /// Messages one participant may send at once…
+    pub burst: u32,
+    /// …then this many per second; faster ones get `rate_limited`.
+    pub per_second: u32,
+    /// Recent messages a room keeps for late joiners and resumes (`chat_history`); 0 = none.
+    pub history: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        let d = rakor_sfu::ChatLimits::default();
+        Self {
+            max_chars: d.max_chars,
+            burst: d.burst,
+            per_second: 1,
+            history: d.history,
+        }
+    }
+}
+
+impl ChatConfig {
+    /// The media core's chat limits.
+    pub fn limits(&self) -> rakor_sfu::ChatLimits {
+        rakor_sfu::ChatLimits {
+            max_chars: self.max_chars,
+            burst: self.burst,
+            interval: Duration::from_secs(1) / self.per_second.max(1),
+            history: self.history,
+        }
+    }
 }
 
 /// `[storage]`: where the session manager keeps its records. Empty `database_url` = the
@@ -443,6 +482,7 @@ impl Config {
                     min_free_bytes: self.recording.min_free,
                     queue: self.recording.queue,
                 }),
+            chat: self.chat.limits(),
             ..rakor_sfu::SfuConfig::default()
         }
     }

@@ -51,6 +51,32 @@ pub struct SfuConfig {
     pub workers: usize,
     /// Set by [`crate::Sfu::start`] for each worker: its index (tags its ICE ufrags).
     pub worker_index: usize,
+    /// Chat limits (size, rate, history).
+    pub chat: ChatLimits,
+}
+
+/// The limits of `chat` (server config section `[chat]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatLimits {
+    /// Longest message, in Unicode characters (`too_large` above).
+    pub max_chars: usize,
+    /// Messages a participant may send at once…
+    pub burst: u32,
+    /// …then one per this interval (`rate_limited` faster).
+    pub interval: Duration,
+    /// Recent messages a room keeps for late joiners and resumes (`chat_history`).
+    pub history: usize,
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        Self {
+            max_chars: rakor_proto::CHAT_MAX_CHARS,
+            burst: 5,
+            interval: Duration::from_secs(1),
+            history: rakor_proto::CHAT_HISTORY_LEN,
+        }
+    }
 }
 
 impl Default for SfuConfig {
@@ -74,6 +100,7 @@ impl Default for SfuConfig {
             recording: None,
             workers: 1,
             worker_index: 0,
+            chat: ChatLimits::default(),
         }
     }
 }

@@ -253,6 +253,8 @@ pub struct RoomSnapshot {
     pub moderator_muted: Vec<ParticipantId>,
     /// Raised hands, in the order they went up.
     pub hands: Vec<rakor_proto::RaisedHand>,
+    /// The room's presentation (its one screen share), if any.
+    pub presentation: Option<rakor_proto::Presentation>,
 }
 
 /// One media worker as signalling sees it.

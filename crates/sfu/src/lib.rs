@@ -45,7 +45,7 @@ pub mod workers;
 
 pub use crate::core::record::{RecordingError, RecordingStatus};
 pub use crate::core::{Core, Transmit};
-pub use config::SfuConfig;
+pub use config::{ChatLimits, SfuConfig};
 pub use error::SfuError;
 pub use handle::{
     ConnRef, EventSender, JoinRequest, Moderation, RoomEvent, RoomSnapshot, Sfu, SfuHandle,

@@ -1,5 +1,6 @@
 // One rakor in the console: its invitation links (copy, CSV), the live panel refreshed every
-// 2 s while open (lobby admit/refuse, who is in, mute, remove, spotlight, end) and the
+// 2 s while open (lobby admit/refuse, who presents and its stop, raised hands, who is in, mute,
+// remove, spotlight, end) and the
 // attendance register with its CSV/JSON downloads.
 import { t } from '../i18n.js';
 import { get, post } from './api.js';
@@ -91,7 +92,7 @@ async function refreshLive() {
   $('lobby-refuse-all').disabled = live.lobby.length === 0;
   $('live-list').replaceChildren(...live.participants.map((p) => el('li', { 'data-participant-id': p.participant_id, 'data-identity': p.identity },
     el('span', { className: 'grow' }, el('strong', { text: p.name }), ' ',
-      el('span', { className: 'muted small', text: [t(`role.${p.role}`), p.audio_muted ? t('console.live.muted') : '', p.spotlight ? t('console.live.spotlighted') : ''].filter(Boolean).join(' · ') })),
+      el('span', { className: 'muted small', text: [t(`role.${p.role}`), p.audio_muted ? t('console.live.muted') : '', p.spotlight ? t('console.live.spotlighted') : '', p.presenting ? t('console.live.presenting') : ''].filter(Boolean).join(' · ') })),
     el('button', { className: 'btn-small', type: 'button', text: t(p.audio_muted ? 'console.live.unmute' : 'console.live.mute'),
       onclick: () => act(() => post(`/rakor/${id}/participants/${p.participant_id}/mute`, { muted: !p.audio_muted })) }),
     el('button', { className: 'btn-small', type: 'button', text: t(p.spotlight ? 'console.live.unspotlight' : 'console.live.spotlight'),
@@ -99,6 +100,11 @@ async function refreshLive() {
     el('button', { className: 'btn-small danger', type: 'button', text: t('console.live.remove'),
       onclick: () => { if (window.confirm(t('console.live.confirmRemove', { name: p.name }))) act(() => post(`/rakor/${id}/participants/${p.participant_id}/remove`)); } }))));
   $('live-empty').hidden = live.participants.length > 0;
+  // Who presents (the room's one screen share), with the operator's stop.
+  const pres = live.presentation ?? null;
+  $('live-presentation').dataset.participantId = pres?.participant_id ?? '';
+  $('live-presentation-text').textContent = pres ? t('console.live.presentation', { name: pres.name }) : t('console.live.noPresentation');
+  $('live-presentation-stop').hidden = !pres;
   // Raised hands in order, each with "give the floor" (the same as the host's give_floor).
   const hands = live.hands ?? [];
   $('hands-list').replaceChildren(...hands.map((h, i) => el('li', { 'data-participant-id': h.participant_id },
@@ -130,6 +136,7 @@ function renderRecordings(id, rec) {
   $('rec-empty').hidden = rec.recordings.length > 0;
 }
 
+$('live-presentation-stop').addEventListener('click', () => rakorId != null && act(() => post(`/rakor/${rakorId}/presentation/stop`)));
 $('rec-start').addEventListener('click', () => rakorId != null && act(() => post(`/rakor/${rakorId}/recording/start`)));
 $('rec-stop').addEventListener('click', () => rakorId != null && act(() => post(`/rakor/${rakorId}/recording/stop`)));
 $('lobby-admit-all').addEventListener('click', () => rakorId != null && act(() => post(`/rakor/${rakorId}/lobby/admit-all`)));

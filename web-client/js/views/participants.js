@@ -1,5 +1,5 @@
-// The participant list: everyone in the room (us first), role, mic state, speaking dot, and for
-// the host a spotlight button per site.
+// The participant list: everyone in the room (us first), role, who presents, mic state, speaking
+// dot, and for the host a spotlight button per site.
 import { ICONS } from '../icons.js';
 import { setAttr, setText, t } from '../i18n.js';
 
@@ -37,7 +37,7 @@ export class ParticipantList {
       if (!li) {
         li = document.createElement('li');
         li.dataset.participantId = r.id;
-        li.innerHTML = `<span class="dot"></span><span class="pl-name"></span><span class="role-chip"></span><span class="pl-mic">${ICONS.micOff}</span>`;
+        li.innerHTML = `<span class="dot"></span><span class="pl-name"></span><span class="role-chip"></span><span class="role-chip pl-presenting" hidden></span><span class="pl-mic">${ICONS.micOff}</span>`;
         if (this.canSpotlight && !r.self) {
           const b = document.createElement('button');
           b.type = 'button';
@@ -53,6 +53,12 @@ export class ParticipantList {
       li.querySelector('.pl-mic').hidden = !r.muted;
       li.dataset.speaking = String(!!r.speaking);
       li.dataset.spotlight = String(room.spotlight === r.id);
+      // Who presents (the room's screen share), on every page: the host's list too.
+      const presenting = room.presentation?.participant_id === r.id;
+      li.dataset.presenting = String(presenting);
+      const chip = li.querySelector('.pl-presenting');
+      chip.hidden = !presenting;
+      setText(chip, 'screen.presentingChip');
       const b = li.querySelector('[data-action="spotlight"]');
       if (b) setAttr(b, 'title', room.spotlight === r.id ? 'spotlight.remove' : 'spotlight.pick');
     });

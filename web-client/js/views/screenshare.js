@@ -1,5 +1,6 @@
 // Screen sharing ("Bagikan layar"): the toolbar button starts `getDisplayMedia` and publishes it
-// as a second video track with source `screen` (the room's presentation); the same button or the
+// as a second video track with source `screen` (the room's presentation) and, when the browser
+// gives the tab's sound, an audio track with source `screen_audio`; the same button or the
 // browser's own "stop sharing" bar (the track's `ended`) stops it. A host also gets a button on
 // the presentation to stop another site's presentation. The stage shows the presentation large.
 import { iconLabel } from '../icons.js';
@@ -34,25 +35,36 @@ export class ScreenShare {
   async start() {
     const session = this.call.session;
     if (!session || this.sharing) return;
+    const ask = (audio) => navigator.mediaDevices.getDisplayMedia({
+      video: { frameRate: { ideal: 5, max: 15 }, width: { ideal: 1920 }, height: { ideal: 1080 } },
+      // A tab's (or the system's) sound when the user ticks "share audio": published as
+      // `screen_audio`, heard by everyone with the presentation.
+      audio,
+    });
     let stream;
     try {
-      stream = await navigator.mediaDevices.getDisplayMedia({
-        video: { frameRate: { ideal: 5, max: 15 }, width: { ideal: 1920 }, height: { ideal: 1080 } },
-        audio: false,
-      });
+      try {
+        stream = await ask(true);
+      } catch (err) {
+        // A browser that cannot capture sound with a screen: the screen alone. A refusal by
+        // the user (NotAllowedError) is final.
+        if (err?.name === 'NotAllowedError') throw err;
+        stream = await ask(false);
+      }
     } catch (err) {
       console.warn('rakor: screen capture refused', err);
       return; // the user cancelled the picker
     }
     const track = stream.getVideoTracks()[0];
-    if (!track) return;
+    const audioTrack = stream.getAudioTracks()[0] ?? null;
+    if (!track) { audioTrack?.stop(); return; }
     // The browser's own "Stop sharing" bar ends the track.
     track.addEventListener('ended', () => { if (this.call.session?.screenTrack === track) this.stop(); });
     if (!this.wired || this.wired !== session) {
       this.wired = session;
       session.addEventListener('screen-ended', () => { this.render(); this.onChange(); });
     }
-    await session.shareScreen(track);
+    await session.shareScreen(track, audioTrack);
     this.render();
     this.onChange();
   }

@@ -45,17 +45,13 @@ impl Session {
 
     /// Add tracks of these sources (those not already sending) and offer, declaring every
     /// track's source (`offer.tracks`). `screen`: the synthetic slides
-    /// ([`LocalTrack::new_screen`]); `screen_audio` is not generated.
+    /// ([`LocalTrack::new_screen`]); `screen_audio`: the looped Opus asset as the screen's
+    /// sound ([`LocalTrack::new_screen_audio`]; the server takes it only from the presenter).
     pub(super) async fn publish_sources(
         &mut self,
         sources: &[TrackSource],
     ) -> Result<(), ClientError> {
         self.check_no_unanswered_offer()?;
-        if sources.contains(&TrackSource::ScreenAudio) {
-            return Err(ClientError::InvalidOptions(
-                "this client does not generate screen audio".into(),
-            ));
-        }
         let wanted: Vec<TrackSource> = sources
             .iter()
             .copied()
@@ -80,6 +76,7 @@ impl Session {
             let stream = self.participant_id.as_str();
             let local = match source {
                 TrackSource::Screen => LocalTrack::new_screen(stream, self.simulcast)?,
+                TrackSource::ScreenAudio => LocalTrack::new_screen_audio(stream)?,
                 TrackSource::Camera if self.simulcast => LocalTrack::new_simulcast_video(stream)?,
                 other => LocalTrack::new(other.kind(), stream)?,
             }

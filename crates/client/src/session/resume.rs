@@ -40,6 +40,7 @@ impl Session {
                 participant_id: self.participant_id.clone(),
                 token: token.clone(),
                 media_reset: self.media_lost,
+                last_chat_id: self.room.lock().ok().and_then(|r| r.last_chat_id.clone()),
             };
             let attempt =
                 tokio::time::timeout(opts.join_timeout, crate::client::join(&opts, Some(req)))

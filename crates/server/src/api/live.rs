@@ -27,6 +27,11 @@ pub struct LiveParticipant {
     pub spotlight: bool,
     /// Published tracks (`audio`, `video`).
     pub tracks: Vec<String>,
+    /// What each published track carries, in the order of `tracks` (`camera`, `microphone`,
+    /// `screen`, `screen_audio`).
+    pub sources: Vec<String>,
+    /// This participant shares its screen: it is the room's presentation.
+    pub presenting: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -39,6 +44,19 @@ pub struct Live {
     pub spotlight: Option<String>,
     /// Raised hands, in the order they went up.
     pub hands: Vec<LiveHand>,
+    /// Who presents now (the room's one screen share), or null.
+    pub presentation: Option<LivePresentation>,
+}
+
+/// The room's presentation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LivePresentation {
+    pub participant_id: String,
+    pub name: String,
+    /// The presenter's site, when it joined with an invitation.
+    pub site_id: Option<i64>,
+    /// The screen track.
+    pub track_id: String,
 }
 
 /// A raised hand.
@@ -92,6 +110,16 @@ pub async fn live(
                 .collect()
         })
         .unwrap_or_default();
+    let presentation = snap.as_ref().and_then(|s| {
+        let pr = s.presentation.as_ref()?;
+        let p = s.participants.iter().find(|p| p.id == pr.participant_id)?;
+        Some(LivePresentation {
+            participant_id: pr.participant_id.to_string(),
+            name: p.name.clone(),
+            site_id: site_of_identity(&p.identity),
+            track_id: pr.track_id.to_string(),
+        })
+    });
     let (participants, spotlight) = match snap {
         None => (Vec::new(), None),
         Some(s) => {
@@ -114,6 +142,15 @@ pub async fn live(
                             rakor_proto::TrackKind::Video => "video".to_owned(),
                         })
                         .collect(),
+                    sources: p
+                        .tracks
+                        .iter()
+                        .map(|t| t.source().as_str().to_owned())
+                        .collect(),
+                    presenting: s
+                        .presentation
+                        .as_ref()
+                        .is_some_and(|pr| pr.participant_id == p.id),
                 })
                 .collect();
             (list, s.spotlight.map(|p| p.to_string()))
@@ -127,6 +164,7 @@ pub async fn live(
         lobby: state.session.lobby().list(r.id),
         spotlight,
         hands,
+        presentation,
     }))
 }
 

@@ -416,3 +416,32 @@ fn storage_database_url_selects_postgres_and_is_never_shown() {
         "{e}"
     );
 }
+
+#[test]
+fn chat_limits_come_from_the_chat_section_and_its_env_overrides() {
+    let d = Config::default().chat.limits();
+    assert_eq!(d, rakor_sfu::ChatLimits::default());
+    let vars = env(&[
+        ("RAKOR_CHAT_MAX_CHARS", "140"),
+        ("RAKOR_CHAT_BURST", "2"),
+        ("RAKOR_CHAT_PER_SECOND", "4"),
+        ("RAKOR_CHAT_HISTORY", "0"),
+    ]);
+    let c = load(None, &vars, &CliOverrides::default()).unwrap();
+    let l = c.sfu_config().chat;
+    assert_eq!(
+        (l.max_chars, l.burst, l.interval, l.history),
+        (140, 2, Duration::from_millis(250), 0)
+    );
+    for (pairs, key) in [
+        (&[("RAKOR_CHAT_PER_SECOND", "0")][..], "chat.per_second"),
+        (&[("RAKOR_CHAT_BURST", "0")][..], "chat.burst"),
+        (&[("RAKOR_CHAT_MAX_CHARS", "0")][..], "chat.max_chars"),
+        (&[("RAKOR_CHAT_MAX_CHARS", "100000")][..], "chat.max_chars"),
+        (&[("RAKOR_CHAT_HISTORY", "5000")][..], "chat.history"),
+    ] {
+        let e = err_env(pairs);
+        assert!(e.contains(key) && e.contains("RAKOR_CHAT_"), "{e}");
+    }
+    assert!(err_env(&[("RAKOR_CHAT_MAX_CHAR", "1")]).contains("RAKOR_CHAT_MAX_CHARS"));
+}

@@ -197,6 +197,36 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
             return Err((key, format!("{value} is out of range {min}..={max}")));
         }
     }
+    let chat = &c.chat;
+    let chat_bytes = chat.max_chars.saturating_mul(4).saturating_add(256);
+    if chat.max_chars == 0 || chat_bytes > c.limits.max_frame_bytes {
+        return Err((
+            "chat.max_chars",
+            format!(
+                "{} must be at least 1, and a message of that many characters (up to 4 bytes \
+                 each, plus 256) must fit in limits.max_frame_bytes = {}",
+                chat.max_chars, c.limits.max_frame_bytes
+            ),
+        ));
+    }
+    if !(1..=1000).contains(&chat.burst) {
+        return Err((
+            "chat.burst",
+            format!("{} is out of range 1..=1000", chat.burst),
+        ));
+    }
+    if !(1..=100).contains(&chat.per_second) {
+        return Err((
+            "chat.per_second",
+            format!("{} is out of range 1..=100", chat.per_second),
+        ));
+    }
+    if chat.history > 1000 {
+        return Err((
+            "chat.history",
+            format!("{} is out of range 0..=1000", chat.history),
+        ));
+    }
     if !(Duration::from_secs(1)..=Duration::from_secs(120)).contains(&c.limits.join_timeout) {
         return Err(("limits.join_timeout", "must be between 1s and 2m".into()));
     }

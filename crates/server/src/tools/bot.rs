@@ -17,7 +17,9 @@ pub struct BotArgs {
     #[arg(long)]
     pub token: String,
     /// What to publish, comma-separated: audio, video, screen (a synthetic presentation:
-    /// 1280x720 slides changing every 3 s at 2 fps, source `screen`), or none (receive only).
+    /// 1280x720 slides changing every 3 s at 2 fps, source `screen`), screen_audio (the
+    /// presentation's sound, a looped Opus tone, source `screen_audio`; with screen), or none
+    /// (receive only).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "audio,video")]
     pub publish: Vec<MediaKind>,
     /// How long to stay in the room, e.g. 10s, 2m [default: until Ctrl-C or the server ends
@@ -43,6 +45,9 @@ pub enum MediaKind {
     Video,
     /// A synthetic screen share (the room's presentation).
     Screen,
+    /// The screen share's sound (needs `screen`: the server takes it only from the presenter).
+    #[value(name = "screen_audio", alias = "screen-audio")]
+    ScreenAudio,
     /// Publish nothing.
     None,
 }
@@ -66,6 +71,13 @@ async fn run_bot(args: BotArgs) -> anyhow::Result<()> {
     bot.publish_audio = args.publish.contains(&MediaKind::Audio);
     bot.publish_video = args.publish.contains(&MediaKind::Video);
     bot.publish_screen = args.publish.contains(&MediaKind::Screen);
+    bot.publish_screen_audio = args.publish.contains(&MediaKind::ScreenAudio);
+    if bot.publish_screen_audio && !bot.publish_screen {
+        anyhow::bail!(
+            "--publish screen_audio needs screen too (the server takes a screen's sound only \
+             from the presenter)"
+        );
+    }
     if args.publish.contains(&MediaKind::None) && args.publish.len() > 1 {
         anyhow::bail!("--publish none cannot be combined with audio, video or screen");
     }
@@ -120,6 +132,20 @@ mod tests {
         assert_eq!(b.duration, None);
         let cli =
             Cli::try_parse_from(["rakor", "bot", "--token", "T", "--publish", "screen"]).unwrap();
+        let Command::Bot(sa) = Cli::try_parse_from([
+            "rakor",
+            "bot",
+            "--token",
+            "T",
+            "--publish",
+            "screen,screen_audio",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("bot")
+        };
+        assert_eq!(sa.publish, vec![MediaKind::Screen, MediaKind::ScreenAudio]);
         let Command::Bot(b) = cli.command else {
             panic!("bot")
         };

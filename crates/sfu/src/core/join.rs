@@ -203,7 +203,10 @@ impl Core {
         if !resumed {
             let messages = self.chat_history(&p.room, &p.identity);
             if !messages.is_empty() {
-                let _ = p.events.send(ServerMessage::ChatHistory { messages });
+                let _ = p.events.send(ServerMessage::ChatHistory {
+                    messages,
+                    after: None,
+                });
             }
         }
         let hands = self.hands(&p.room);
@@ -328,6 +331,7 @@ impl Core {
                 .map(|p| p.id.clone())
                 .collect(),
             hands: self.hands(room),
+            presentation: self.presentation_info(room),
         })
     }
 }

@@ -6,25 +6,28 @@
 
 use super::messages::Reject;
 use super::Core;
+use crate::config::ChatLimits;
 use crate::handle::{RoomEvent, Subject, TimelineKind};
 use crate::SfuError;
 use rakor_proto::{
     rfc3339_utc_ms, ChatEntry, ChatSender, ErrorCode, ParticipantId, RaisedHand, Role,
-    ServerMessage, CHAT_HISTORY_LEN, CHAT_MAX_CHARS,
+    ServerMessage,
 };
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Chat messages a participant may send at once.
+/// Chat messages a participant may send at once, by default (`chat.burst`).
+#[cfg(test)]
 pub const CHAT_BURST: u32 = 5;
-/// Then one message per this interval.
+/// Then one message per this interval, by default (`chat.per_second`).
+#[cfg(test)]
 pub const CHAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Chat logs kept for rooms nobody is in (a room whose last participant dropped keeps its
 /// history for its return); beyond this, the logs of empty rooms are forgotten.
 const MAX_IDLE_CHAT_LOGS: usize = 256;
 
-/// A token bucket in GCRA form: [`CHAT_BURST`] messages at once, then one per
-/// [`CHAT_INTERVAL`].
+/// A token bucket in GCRA form: `burst` messages at once, then one per `interval`
+/// ([`ChatLimits`]).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TokenBucket {
     /// Theoretical arrival time of the next message at the sustained rate.
@@ -32,16 +35,16 @@ pub(crate) struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// Take a token at `now`, or say how long until one is available.
-    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+    /// Take a token at `now` under `limits`, or say how long until one is available.
+    pub fn take(&mut self, now: Instant, limits: &ChatLimits) -> Result<(), Duration> {
         let tat = self.tat.map_or(now, |t| t.max(now));
-        let early = CHAT_INTERVAL * CHAT_BURST.saturating_sub(1);
+        let early = limits.interval * limits.burst.saturating_sub(1);
         if let Some(allowed_at) = tat.checked_sub(early) {
             if now < allowed_at {
                 return Err(allowed_at - now);
             }
         }
-        self.tat = Some(tat + CHAT_INTERVAL);
+        self.tat = Some(tat + limits.interval);
         Ok(())
     }
 }
@@ -54,7 +57,7 @@ pub(crate) struct LoggedChat {
     pub to_identity: Option<String>,
 }
 
-/// The recent chat of a room, oldest first, at most [`CHAT_HISTORY_LEN`].
+/// The recent chat of a room, oldest first, at most `chat.history` ([`ChatLimits::history`]).
 pub(crate) type ChatLog = VecDeque<LoggedChat>;
 
 impl Core {
@@ -106,11 +109,15 @@ impl Core {
     ) -> Result<(), Reject> {
         let p = self.participants.get(pid).ok_or_else(Reject::not_joined)?;
         let (room, role) = (p.room.clone(), p.role);
+        let limits = self.cfg.chat;
         let chars = text.chars().count();
-        if chars > CHAT_MAX_CHARS {
+        if chars > limits.max_chars {
             return Err(Reject::new(
                 ErrorCode::TooLarge,
-                format!("chat text of {chars} characters exceeds {CHAT_MAX_CHARS}"),
+                format!(
+                    "chat text of {chars} characters exceeds {}",
+                    limits.max_chars
+                ),
             ));
         }
         if text.trim().is_empty() {
@@ -136,11 +143,13 @@ impl Core {
         };
         let from = self.subject(pid).ok_or_else(Reject::not_joined)?;
         if let Some(p) = self.participants.get_mut(pid) {
-            if let Err(wait) = p.chat_bucket.take(now) {
+            if let Err(wait) = p.chat_bucket.take(now, &limits) {
                 return Err(Reject::new(
                     ErrorCode::RateLimited,
                     format!(
-                        "too many chat messages: at most {CHAT_BURST} at once, then one per second; retry in {} ms",
+                        "too many chat messages: at most {} at once, then one per {} ms; retry in {} ms",
+                        limits.burst,
+                        limits.interval.as_millis(),
                         wait.as_millis().max(1)
                     ),
                 ));
@@ -190,11 +199,62 @@ impl Core {
             let rooms = &self.rooms;
             self.chat_logs.retain(|r, _| rooms.contains_key(r));
         }
+        let keep = self.cfg.chat.history;
         let log = self.chat_logs.entry(room.to_owned()).or_default();
-        if log.len() >= CHAT_HISTORY_LEN {
+        while !log.is_empty() && log.len() >= keep {
             log.pop_front();
         }
-        log.push_back(msg);
+        if keep > 0 {
+            log.push_back(msg);
+        }
+    }
+
+    /// After a resume of `pid` that had seen chat up to `last` (`join.resume.last_chat_id`):
+    /// send what it missed. With `last` in the room's recent history: the messages after it
+    /// (`chat_history {after: last}`, nothing when none); otherwise the whole recent history.
+    pub(crate) fn send_missed_chat(&self, pid: &ParticipantId, last: Option<&str>) {
+        let Some(p) = self.participants.get(pid) else {
+            return;
+        };
+        let seen = last.filter(|id| {
+            self.chat_logs
+                .get(&p.room)
+                .is_some_and(|log| log.iter().any(|m| m.entry.id == *id))
+        });
+        let (messages, after) = match seen {
+            Some(id) => (
+                self.chat_history_after(&p.room, &p.identity, id),
+                Some(id.to_owned()),
+            ),
+            None => (self.chat_history(&p.room, &p.identity), None),
+        };
+        if messages.is_empty() {
+            return;
+        }
+        tracing::info!(
+            messages = messages.len(),
+            since_last_seen = after.is_some(),
+            "chat missed during the resume"
+        );
+        let _ = p
+            .events
+            .send(ServerMessage::ChatHistory { messages, after });
+    }
+
+    fn chat_history_after(&self, room: &str, identity: &str, id: &str) -> Vec<ChatEntry> {
+        let Some(log) = self.chat_logs.get(room) else {
+            return Vec::new();
+        };
+        log.iter()
+            .skip_while(|m| m.entry.id != id)
+            .skip(1)
+            .filter(|m| {
+                m.to_identity.is_none()
+                    || m.from_identity == identity
+                    || m.to_identity.as_deref() == Some(identity)
+            })
+            .map(|m| m.entry.clone())
+            .collect()
     }
 
     /// The room's recent chat that `identity` may see: every message to the room, and the
@@ -364,24 +424,36 @@ mod tests {
     #[test]
     fn bucket_allows_a_burst_then_one_per_interval() {
         let t0 = Instant::now();
+        let l = ChatLimits::default();
+        assert_eq!((l.burst, l.interval), (CHAT_BURST, CHAT_INTERVAL));
         let mut b = TokenBucket::default();
         for i in 0..CHAT_BURST {
-            assert!(b.take(t0).is_ok(), "message {i} of the burst");
+            assert!(b.take(t0, &l).is_ok(), "message {i} of the burst");
         }
-        let wait = b.take(t0).err();
+        let wait = b.take(t0, &l).err();
         assert_eq!(
             wait,
             Some(CHAT_INTERVAL),
             "the next one waits a full interval"
         );
-        assert!(b.take(t0 + CHAT_INTERVAL / 2).is_err());
-        assert!(b.take(t0 + CHAT_INTERVAL).is_ok());
-        assert!(b.take(t0 + CHAT_INTERVAL).is_err());
+        assert!(b.take(t0 + CHAT_INTERVAL / 2, &l).is_err());
+        assert!(b.take(t0 + CHAT_INTERVAL, &l).is_ok());
+        assert!(b.take(t0 + CHAT_INTERVAL, &l).is_err());
         // After a long pause the whole burst is available again, not more.
         let later = t0 + CHAT_INTERVAL * 100;
         for _ in 0..CHAT_BURST {
-            assert!(b.take(later).is_ok());
+            assert!(b.take(later, &l).is_ok());
         }
-        assert!(b.take(later).is_err());
+        assert!(b.take(later, &l).is_err());
+        // Configured limits: a burst of 2, then one per 250 ms.
+        let tight = ChatLimits {
+            burst: 2,
+            interval: Duration::from_millis(250),
+            ..ChatLimits::default()
+        };
+        let mut b = TokenBucket::default();
+        assert!(b.take(t0, &tight).is_ok() && b.take(t0, &tight).is_ok());
+        assert_eq!(b.take(t0, &tight), Err(Duration::from_millis(250)));
+        assert!(b.take(t0 + Duration::from_millis(250), &tight).is_ok());
     }
 }

@@ -80,6 +80,19 @@ impl Core {
                         request_type: Some("offer".to_owned()),
                     },
                 );
+            } else if source == TrackSource::ScreenAudio {
+                tracing::info!(mid, "screen audio refused: not the presenter");
+                self.send(
+                    pid,
+                    ServerMessage::Error {
+                        code: ErrorCode::Forbidden,
+                        message: format!(
+                            "screen_audio is published only with your own presentation (the \
+                             track with mid \"{mid}\" is not published: remove it)"
+                        ),
+                        request_type: Some("offer".to_owned()),
+                    },
+                );
             }
         }
         admitted

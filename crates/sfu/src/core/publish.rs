@@ -260,8 +260,9 @@ impl Core {
                 if let Some(t) = self.tracks.get_mut(ti) {
                     t.route.publisher_pts = r.pts;
                     t.receiver_id = r.receiver;
-                    if t.audio_level_ext != r.audio_level_ext {
-                        t.audio_level_ext = r.audio_level_ext;
+                    let ext = speaker_level_ext(t.source, r.audio_level_ext);
+                    if t.audio_level_ext != ext {
+                        t.audio_level_ext = ext;
                         self.reset_speaker(ti);
                     }
                 }
@@ -314,7 +315,7 @@ impl Core {
                 moderator_muted,
                 room: room.clone(),
                 host,
-                audio_level_ext: r.audio_level_ext,
+                audio_level_ext: speaker_level_ext(source, r.audio_level_ext),
                 speaker_forward: true,
                 speaker_enrolled: false,
                 publisher_paused: false,
@@ -490,4 +491,11 @@ impl Core {
             self.unsubscribe(pid, ti);
         }
     }
+}
+
+/// The audio level extension the loudest-speaker selection reads for a track of `source`:
+/// none for `screen_audio`, which is the presentation's sound, not a site speaking — it is
+/// always forwarded with the presentation and never named in `speakers`.
+fn speaker_level_ext(source: TrackSource, ext: Option<u8>) -> Option<u8> {
+    ext.filter(|_| source != TrackSource::ScreenAudio)
 }

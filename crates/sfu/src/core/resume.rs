@@ -19,6 +19,10 @@
 //! (`media_reset: true`); a participant still in the room then has its tracks unpublished and
 //! its connections closed in place, without leaving.
 //!
+//! Chat sent while a participant was suspended or parked went nowhere (or into a dying
+//! socket): after every resume it gets what it missed (`Core::send_missed_chat`), from the
+//! `last_chat_id` it names in `join.resume`.
+//!
 //! `leave`, a moderator's removal, `replaced` and the end of a room never park anyone: only
 //! [`Core::peer_lost`] does, for `media_failed`.
 
@@ -155,6 +159,7 @@ impl Core {
                 return Ok(false);
             }
             self.resume_in_room(pid, events, resume.media_reset, now);
+            self.send_missed_chat(pid, resume.last_chat_id.as_deref());
             return Ok(true);
         }
         match self.parked.get(pid) {
@@ -162,6 +167,7 @@ impl Core {
             _ => return Ok(false),
         }
         self.unpark(pid, events, now)?;
+        self.send_missed_chat(pid, resume.last_chat_id.as_deref());
         Ok(true)
     }
 

@@ -364,6 +364,10 @@ async fn settle_layers(
         .iter()
         .find_map(|b| b.spec.director.as_ref()?.spotlight.clone())
         .and_then(|i| id_of(&i));
+    let presenter = bots
+        .iter()
+        .find(|b| b.spec.director.as_ref().is_some_and(|d| d.present))
+        .and_then(|b| b.participant_id.clone());
     let video_sites: Vec<ParticipantId> = bots
         .iter()
         .filter(|b| b.spec.role == BotRole::Site && b.spec.video)
@@ -385,6 +389,7 @@ async fn settle_layers(
                     host.as_ref(),
                     spotlight.as_ref(),
                     &video_sites,
+                    presenter.as_ref(),
                 )
             })
             .map(|b| b.spec.identity.as_str())
@@ -393,7 +398,8 @@ async fn settle_layers(
         if waiting.is_empty() && (started.elapsed() >= SPEAKERS_SETTLE || out_of_time) {
             eprintln!(
                 "layers settled in {:.1} s (host: every site at q; sites: host at f, spotlight at \
-                 h); waited at least {:.1} s for the speaker selection",
+                 h; everyone: a presentation at f); waited at least {:.1} s for the speaker \
+                 selection",
                 started.elapsed().as_secs_f64(),
                 SPEAKERS_SETTLE.as_secs_f64()
             );

@@ -464,7 +464,8 @@ fn sample_audio(
 
 /// Whether a bot already receives the layers it should: the host every video site at the low
 /// layer; a site or viewer the host at the high layer and the spotlight (unless itself) at the
-/// middle one. Used to let layer switches finish before the measured window.
+/// middle one; with `--presenter`, everyone but the presenter the presentation at its top
+/// layer. Used to let layer switches finish before the measured window.
 pub fn layers_settled(
     role: BotRole,
     report: &rakor_client::Report,
@@ -472,16 +473,26 @@ pub fn layers_settled(
     host: Option<&ParticipantId>,
     spotlight: Option<&ParticipantId>,
     video_sites: &[ParticipantId],
+    presenter: Option<&ParticipantId>,
 ) -> bool {
+    use rakor_proto::TrackSource;
+    // A participant's camera (not its screen share, which is also video).
     let at = |p: &ParticipantId, layer: u8| {
         report
-            .received_track(p, TrackKind::Video)
+            .received_from(p)
+            .find(|t| t.kind == TrackKind::Video && t.source != Some(TrackSource::Screen))
             .is_some_and(|t| t.last_layer == Some(layer))
     };
+    let presentation_top = presenter.filter(|p| *p != me).is_none_or(|p| {
+        report
+            .received_from(p)
+            .any(|t| t.source == Some(TrackSource::Screen) && t.last_layer == Some(HOST_LAYER))
+    });
     match role {
-        BotRole::Host => video_sites.iter().all(|p| at(p, WALL_LAYER)),
+        BotRole::Host => presentation_top && video_sites.iter().all(|p| at(p, WALL_LAYER)),
         BotRole::Site | BotRole::Viewer => {
-            host.is_none_or(|h| at(h, HOST_LAYER))
+            presentation_top
+                && host.is_none_or(|h| at(h, HOST_LAYER))
                 && spotlight
                     .filter(|s| *s != me)
                     .is_none_or(|s| at(s, SPOTLIGHT_LAYER))
@@ -906,6 +917,7 @@ mod tests {
                 Some(&host),
                 Some(&spot),
                 std::slice::from_ref(&spot),
+                None,
             )
         };
         assert!(!check(&r, BotRole::Site), "spotlight still at f");
@@ -919,7 +931,8 @@ mod tests {
             &spot,
             Some(&host),
             Some(&spot),
-            &[]
+            &[],
+            None,
         ));
         assert!(layers_settled(
             BotRole::Publisher,
@@ -927,7 +940,32 @@ mod tests {
             &me,
             None,
             None,
-            &[]
+            &[],
+            None,
         ));
+        // With a presentation: settled only once it arrives at its top layer; the presenter
+        // itself does not wait for it.
+        let presenting = |r: &Report, me: &ParticipantId| {
+            layers_settled(
+                BotRole::Site,
+                r,
+                me,
+                Some(&host),
+                Some(&spot),
+                &[],
+                Some(&spot),
+            )
+        };
+        assert!(!presenting(&r, &me), "no presentation received yet");
+        assert!(presenting(&r, &spot));
+        let id = TrackId("TR_spot_screen".into());
+        let mut t = ReceivedTrackStats::new(id.clone(), Some(pid("spot")), TrackKind::Video);
+        t.source = Some(rakor_proto::TrackSource::Screen);
+        t.last_layer = Some(1);
+        r.received.insert(id.clone(), t.clone());
+        assert!(!presenting(&r, &me), "presentation below its top layer");
+        t.last_layer = Some(2);
+        r.received.insert(id, t);
+        assert!(presenting(&r, &me));
     }
 }

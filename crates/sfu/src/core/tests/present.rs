@@ -107,7 +107,7 @@ fn chat_reaches_everyone_private_chat_only_its_pair_and_a_late_joiner_gets_the_h
         .cloned()
         .collect();
     match hist.as_slice() {
-        [ServerMessage::ChatHistory { messages }] => {
+        [ServerMessage::ChatHistory { messages, .. }] => {
             assert_eq!(messages.len(), 1);
             assert_eq!(messages[0].text, markup);
         }
@@ -116,7 +116,7 @@ fn chat_reaches_everyone_private_chat_only_its_pair_and_a_late_joiner_gets_the_h
     rig.send(b, ClientMessage::Leave {});
     rig.rejoin(b, None).unwrap();
     assert!(rig.sites[b]
-        .got(|m| matches!(m, ServerMessage::ChatHistory { messages } if messages.len() == 2)));
+        .got(|m| matches!(m, ServerMessage::ChatHistory { messages, .. } if messages.len() == 2)));
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn the_history_keeps_the_latest_messages_only() {
         rig.run_for(CHAT_INTERVAL);
     }
     let late = rig.join("dinkes", Role::Participant);
-    let Some(ServerMessage::ChatHistory { messages }) = rig.sites[late]
+    let Some(ServerMessage::ChatHistory { messages, .. }) = rig.sites[late]
         .log
         .iter()
         .find(|m| matches!(m, ServerMessage::ChatHistory { .. }))
@@ -394,5 +394,57 @@ fn hands_in_order_and_the_host_gives_the_floor_unmuting_and_spotlighting_the_sit
     assert_eq!(
         error_code(&mut rig, host).map(|e| e.0),
         Some(ErrorCode::Forbidden)
+    );
+}
+
+/// The chat history a resume brings: what came after the client's `last_chat_id`, or the whole
+/// recent history when that id is unknown; nothing when nothing was missed.
+#[test]
+fn a_resume_brings_the_chat_missed_since_the_last_id() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let b = rig.join("bapeda", Role::Participant);
+    rig.send(host, chat("satu"));
+    let seen = chats(&rig, b);
+    assert_eq!(seen.len(), 1);
+    let first = seen[0].id.clone();
+    rig.drop_signalling(b);
+    rig.send(host, chat("dua"));
+    rig.send(host, chat("tiga"));
+    rig.sites[b].take();
+    let history = |rig: &mut Rig| -> Vec<(Option<String>, Vec<String>)> {
+        rig.sites[b]
+            .take()
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMessage::ChatHistory { messages, after } => {
+                    Some((after, messages.into_iter().map(|c| c.text).collect()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    rig.rejoin_after_chat(b, Some(false), Some(first.clone()))
+        .unwrap();
+    let got = history(&mut rig);
+    assert_eq!(
+        got,
+        vec![(Some(first), vec!["dua".to_owned(), "tiga".to_owned()])]
+    );
+    // Nothing missed since the last one: no chat_history.
+    let last = chats(&rig, host).last().map(|c| c.id.clone());
+    rig.drop_signalling(b);
+    rig.rejoin_after_chat(b, Some(false), last).unwrap();
+    assert!(history(&mut rig).is_empty());
+    // An id the room does not know (older than its history): the whole recent history.
+    rig.drop_signalling(b);
+    rig.rejoin_after_chat(b, Some(false), Some("CH_unknown".into()))
+        .unwrap();
+    assert_eq!(
+        history(&mut rig),
+        vec![(
+            None,
+            vec!["satu".to_owned(), "dua".to_owned(), "tiga".to_owned()]
+        )]
     );
 }

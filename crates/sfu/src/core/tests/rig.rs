@@ -166,6 +166,16 @@ impl Rig {
         i: usize,
         resume: Option<bool>,
     ) -> Result<ParticipantId, crate::SfuError> {
+        self.rejoin_after_chat(i, resume, None)
+    }
+
+    /// [`Rig::rejoin`], naming the last chat message the site has (`join.resume.last_chat_id`).
+    pub fn rejoin_after_chat(
+        &mut self,
+        i: usize,
+        resume: Option<bool>,
+        last_chat_id: Option<String>,
+    ) -> Result<ParticipantId, crate::SfuError> {
         let (tx, events) = unbounded_channel();
         let site = &mut self.sites[i];
         let req = JoinRequest {
@@ -178,6 +188,7 @@ impl Rig {
                 participant_id: site.id.clone(),
                 token: site.resume_token.clone(),
                 media_reset,
+                last_chat_id: last_chat_id.clone(),
             }),
         };
         site.events = events;
