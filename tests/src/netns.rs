@@ -442,19 +442,37 @@ impl ServerProc {
         data_dir: &Path,
         env: &[(&str, &str)],
     ) -> Result<ServerProc> {
+        Self::start_on(ns, ip, 0, data_dir, env)
+    }
+
+    /// [`ServerProc::start`] with `server.listen` on `port` (0: chosen by the OS). A fixed port
+    /// (443 in a namespace of the test's own) makes the server offer `turns:` on it.
+    pub fn start_on(
+        ns: Option<&Netns>,
+        ip: &str,
+        port: u16,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<ServerProc> {
         let bin = crate::rakor_bin();
         let mut cmd = match ns {
             Some(ns) => ns.command(&bin),
             None => Command::new(&bin),
         };
-        cmd.args(["serve", "--listen", &format!("{ip}:0"), "--media-port", "0"])
-            .args(["--media-bind-ip", ip, "--data-dir"])
-            .arg(data_dir)
-            .env(
-                "RUST_LOG",
-                std::env::var("RAKOR_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env("NO_COLOR", "1");
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("{ip}:{port}"),
+            "--media-port",
+            "0",
+        ])
+        .args(["--media-bind-ip", ip, "--data-dir"])
+        .arg(data_dir)
+        .env(
+            "RUST_LOG",
+            std::env::var("RAKOR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .env("NO_COLOR", "1");
         for (k, v) in env {
             cmd.env(k, v);
         }

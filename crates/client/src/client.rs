@@ -265,6 +265,8 @@ impl Client {
                 },
                 relay_only: opts.relay_only,
                 imitate_server: false,
+                tls_roots: opts.tls_roots.clone(),
+                bridge_counters: hub.turn_counters(),
             },
         )
         .with_resume(opts.clone(), joined.resume_token.clone());

@@ -64,6 +64,10 @@ pub struct PeerConfig {
     /// Behave like the Rakor server's side of a leg: ICE-lite, and `a=setup:passive` (DTLS
     /// server) when answering. Clients never set it; test peers standing in for the server do.
     pub imitate_server: bool,
+    /// Roots for `turns:` (TURN over TLS); `None`: the system's. The same as for `wss://`.
+    pub tls_roots: Option<Arc<rustls::RootCertStore>>,
+    /// Bytes the TURN bridges received, by transport (shared with the client's report).
+    pub bridge_counters: Arc<crate::turn_tcp::BridgeCounters>,
 }
 
 impl Default for PeerConfig {
@@ -75,6 +79,8 @@ impl Default for PeerConfig {
             turn_servers: Vec::new(),
             relay_only: false,
             imitate_server: false,
+            tls_roots: None,
+            bridge_counters: Arc::default(),
         }
     }
 }
@@ -270,9 +276,11 @@ pub async fn new_peer_connection(
     Ok(Arc::new(pc))
 }
 
-/// The server's `ice_servers` as the `webrtc` crate can use them: TURN over TCP through a
-/// local bridge ([`crate::turn_tcp`]); `turns:` is skipped (the crate's TURN client has no TLS;
-/// a TLS connector trusting `--ca-file` roots would plug into [`crate::turn_tcp::TurnConnector`]).
+/// The server's `ice_servers` as the `webrtc` crate can use them: TURN over TCP (`turn:…?
+/// transport=tcp`) and over TLS (`turns:`) each through a local bridge ([`crate::turn_tcp`]),
+/// the TLS one verifying the server's certificate with [`PeerConfig::tls_roots`]. Everything
+/// else is passed on as it is. ICE then prefers, by candidate priority, direct UDP, then
+/// ICE-TCP, then the relays: the client falls back by itself, with no flag.
 async fn turn_ice_servers(config: &PeerConfig) -> Vec<RTCIceServer> {
     use crate::turn_tcp::{parse_turn_url, start_bridge, TurnConnector};
     let mut out = Vec::new();
@@ -284,18 +292,33 @@ async fn turn_ice_servers(config: &PeerConfig) -> Vec<RTCIceServer> {
                 credential: s.credential.clone(),
             };
             match parse_turn_url(url) {
-                Some(u) if u.secure => {
-                    tracing::debug!(%url, "turns: is not supported by the webrtc crate's TURN client; skipped");
-                }
                 Some(u) if u.tcp => {
                     let server = if u.host.contains(':') {
                         format!("[{}]:{}", u.host, u.port)
                     } else {
                         format!("{}:{}", u.host, u.port)
                     };
-                    match start_bridge(config.bind_ip, server, TurnConnector::Tcp).await {
+                    let connector = if u.secure {
+                        match TurnConnector::tls(&u.host, config.tls_roots.as_ref()) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::debug!(%url, error = %e, "no TURN/TLS bridge");
+                                continue;
+                            }
+                        }
+                    } else {
+                        TurnConnector::Tcp
+                    };
+                    match start_bridge(
+                        config.bind_ip,
+                        server,
+                        connector,
+                        config.bridge_counters.clone(),
+                    )
+                    .await
+                    {
                         Ok(local) => out.push(entry(vec![format!("turn:{local}?transport=udp")])),
-                        Err(e) => tracing::debug!(%url, error = %e, "no TURN/TCP bridge"),
+                        Err(e) => tracing::debug!(%url, error = %e, "no TURN bridge"),
                     }
                 }
                 _ => out.push(entry(vec![url.clone()])),
@@ -303,6 +326,36 @@ async fn turn_ice_servers(config: &PeerConfig) -> Vec<RTCIceServer> {
         }
     }
     out
+}
+
+/// The selected candidate pair of `pc` as `"<local type> <protocol> -> <remote type>
+/// <protocol>"` (`"relay udp -> host udp"`), `None` before ICE selected one.
+pub async fn selected_path(pc: &Arc<dyn PeerConnection>) -> Option<String> {
+    let mut transport = None;
+    for t in pc.get_transceivers().await {
+        if let Ok(Some(s)) = t.sender().await {
+            if let Ok(Some(d)) = s.transport().await {
+                transport = Some(d);
+                break;
+            }
+        }
+        if let Ok(Some(r)) = t.receiver().await {
+            if let Ok(Some(d)) = r.transport().await {
+                transport = Some(d);
+                break;
+            }
+        }
+    }
+    let pair = transport?
+        .ice_transport()
+        .get_selected_candidate_pair()
+        .await
+        .ok()??;
+    let (l, r) = (pair.local(), pair.remote());
+    Some(format!(
+        "{} {} -> {} {}",
+        l.typ, l.protocol, r.typ, r.protocol
+    ))
 }
 
 /// Marks inbound keyframe requests (PLI, FIR) and NACKs for delivery to the application, so a

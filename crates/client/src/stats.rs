@@ -10,7 +10,8 @@ use crate::packetizer::{self, VIDEO_LAYERS};
 use rakor_proto::{ParticipantId, SubscribedTrack, TrackId, TrackKind, TrackSource};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -351,6 +352,20 @@ pub struct Report {
     /// Last connection state of the publisher / subscriber peer connection.
     pub publisher_state: Option<String>,
     pub subscriber_state: Option<String>,
+    /// The selected ICE candidate pair of the publisher / subscriber connection once connected,
+    /// `"<local type> <protocol> -> <remote type> <protocol>"`, e.g. `"host udp -> host udp"`,
+    /// `"host tcp -> host tcp"` (ICE-TCP), `"relay udp -> host udp"` (through TURN: which
+    /// transport reached the TURN server shows in the byte counts below).
+    #[serde(default)]
+    pub publisher_path: Option<String>,
+    #[serde(default)]
+    pub subscriber_path: Option<String>,
+    /// Bytes received from TURN servers over TCP (`turn:…?transport=tcp`) and over TLS
+    /// (`turns:`), all connections together.
+    #[serde(default)]
+    pub turn_tcp_bytes_in: u64,
+    #[serde(default)]
+    pub turn_tls_bytes_in: u64,
     /// Client-side failures (SDP, ICE, ...) worth showing in a test failure; capped.
     pub errors: Vec<String>,
 }
@@ -462,6 +477,8 @@ pub struct StatsHub {
     created: Instant,
     state: Mutex<HubState>,
     changed: Notify,
+    /// Written by the TURN bridges ([`crate::turn_tcp`]).
+    turn_bytes: Arc<crate::turn_tcp::BridgeCounters>,
 }
 
 impl Default for StatsHub {
@@ -476,7 +493,13 @@ impl StatsHub {
             created: Instant::now(),
             state: Mutex::new(HubState::default()),
             changed: Notify::new(),
+            turn_bytes: Arc::default(),
         }
+    }
+
+    /// The counters the TURN bridges of this client write into.
+    pub fn turn_counters(&self) -> Arc<crate::turn_tcp::BridgeCounters> {
+        self.turn_bytes.clone()
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut HubState) -> R) -> R {
@@ -498,7 +521,10 @@ impl StatsHub {
             Err(poisoned) => poisoned.into_inner(),
         };
         let mut r = guard.report.clone();
+        drop(guard);
         r.elapsed_ms = elapsed;
+        r.turn_tcp_bytes_in = self.turn_bytes.tcp_bytes_in.load(Ordering::Relaxed);
+        r.turn_tls_bytes_in = self.turn_bytes.tls_bytes_in.load(Ordering::Relaxed);
         r
     }
 
@@ -537,6 +563,16 @@ impl StatsHub {
         self.with(|s| {
             if s.report.errors.len() < MAX_ERRORS {
                 s.report.errors.push(message);
+            }
+        });
+    }
+
+    pub(crate) fn set_pc_path(&self, publisher: bool, path: Option<String>) {
+        self.with(|s| {
+            if publisher {
+                s.report.publisher_path = path;
+            } else {
+                s.report.subscriber_path = path;
             }
         });
     }

@@ -11,14 +11,21 @@
 //! stream closes or nothing was sent for [`IDLE`] (the peer connection closed; ICE consent
 //! checks keep a live one busy every few seconds).
 //!
-//! TLS (`turns:`): the hook is [`TurnConnector`]; only plain TCP is implemented here. A TLS
-//! connector would wrap the stream in rustls with the roots loaded by `--ca-file`.
+//! TLS (`turns:`): [`TurnConnector::Tls`] wraps the stream in rustls, verifying the server's
+//! certificate for the URL's host against the roots the client trusts (the system's, plus
+//! `--ca-file`). Inside TLS the bytes are the same as over plain TCP.
+//!
+//! Every byte the bridges carry from the TURN server is counted in a [`BridgeCounters`] shared
+//! with the client's report (`turn_tcp_bytes_in`, `turn_tls_bytes_in`), so a test or an
+//! operator can see which relay transport carries the media.
 
 use rakor_turn::framing::{next_frame, Frame};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 
 /// A bridge whose local client sent nothing for this long ends.
@@ -26,10 +33,52 @@ pub const IDLE: Duration = Duration::from_secs(30);
 /// Connecting to the TURN server must succeed within this time.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How the bridge reaches the TURN server. `Tcp` today; `turns:` needs a TLS variant.
-#[derive(Debug, Clone)]
+/// The TLS handshake with the TURN server must finish within this time.
+const TLS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the bridge reaches the TURN server.
+#[derive(Clone)]
 pub enum TurnConnector {
+    /// `turn:…?transport=tcp`: plain TCP.
     Tcp,
+    /// `turns:`: TLS over TCP, the certificate verified for `name`.
+    Tls {
+        config: Arc<rustls::ClientConfig>,
+        name: rustls_pki_types::ServerName<'static>,
+    },
+}
+
+impl std::fmt::Debug for TurnConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp => f.write_str("Tcp"),
+            Self::Tls { name, .. } => write!(f, "Tls({name:?})"),
+        }
+    }
+}
+
+impl TurnConnector {
+    /// The TLS connector for a `turns:` URL's `host`, trusting `roots` (`None`: the system's).
+    pub fn tls(
+        host: &str,
+        roots: Option<&Arc<rustls::RootCertStore>>,
+    ) -> Result<TurnConnector, crate::ClientError> {
+        let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+            crate::ClientError::InvalidOptions(format!("turns: host {host}: {e}"))
+        })?;
+        Ok(TurnConnector::Tls {
+            config: Arc::new(crate::tls::client_config(roots)?),
+            name,
+        })
+    }
+}
+
+/// Bytes received from TURN servers through the bridges, by transport (shared by all the
+/// bridges of one client; one relaxed atomic add per stream read).
+#[derive(Debug, Default)]
+pub struct BridgeCounters {
+    pub tcp_bytes_in: AtomicU64,
+    pub tls_bytes_in: AtomicU64,
 }
 
 /// A `turn:`/`turns:` URL's parts that matter here.
@@ -84,18 +133,24 @@ pub async fn start_bridge(
     bind_ip: IpAddr,
     server: String,
     connector: TurnConnector,
+    counters: Arc<BridgeCounters>,
 ) -> io::Result<SocketAddr> {
     let udp = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
     let local = udp.local_addr()?;
     tokio::spawn(async move {
-        if let Err(e) = run(udp, &server, connector).await {
+        if let Err(e) = run(udp, &server, connector, counters).await {
             tracing::debug!(%server, error = %e, "TURN/TCP bridge ended");
         }
     });
     Ok(local)
 }
 
-async fn run(udp: UdpSocket, server: &str, _connector: TurnConnector) -> io::Result<()> {
+async fn run(
+    udp: UdpSocket,
+    server: &str,
+    connector: TurnConnector,
+    counters: Arc<BridgeCounters>,
+) -> io::Result<()> {
     let mut dgram = vec![0u8; 65_536];
     // Wait for the TURN client's first message.
     let (n, client) = match tokio::time::timeout(IDLE, udp.recv_from(&mut dgram)).await {
@@ -106,10 +161,39 @@ async fn run(udp: UdpSocket, server: &str, _connector: TurnConnector) -> io::Res
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting to the TURN server"))??;
     let _ = tcp.set_nodelay(true);
-    let (mut rd, mut wr) = tcp.into_split();
+    match connector {
+        TurnConnector::Tcp => {
+            let (rd, wr) = tcp.into_split();
+            pump(udp, client, &dgram[..n], rd, wr, &counters.tcp_bytes_in).await
+        }
+        TurnConnector::Tls { config, name } => {
+            let tls = tokio::time::timeout(
+                TLS_TIMEOUT,
+                tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+            )
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS to the TURN server"))??;
+            let (rd, wr) = tokio::io::split(tls);
+            pump(udp, client, &dgram[..n], rd, wr, &counters.tls_bytes_in).await
+        }
+    }
+}
+
+/// Carry datagrams from `client` to the stream and frames from the stream back, until either
+/// side ends or the client is idle for [`IDLE`]. `first` is the datagram that opened the bridge.
+async fn pump(
+    udp: UdpSocket,
+    client: SocketAddr,
+    first: &[u8],
+    mut rd: impl AsyncRead + Unpin,
+    mut wr: impl AsyncWrite + Unpin,
+    bytes_in: &AtomicU64,
+) -> io::Result<()> {
+    let mut dgram = vec![0u8; 65_536];
     let mut out = Vec::with_capacity(2048);
-    frame_for_stream(&dgram[..n], &mut out);
+    frame_for_stream(first, &mut out);
     wr.write_all(&out).await?;
+    wr.flush().await?;
     let mut inbuf = bytes::BytesMut::with_capacity(16 * 1024);
     loop {
         tokio::select! {
@@ -121,11 +205,14 @@ async fn run(udp: UdpSocket, server: &str, _connector: TurnConnector) -> io::Res
                 }
                 frame_for_stream(&dgram[..n], &mut out);
                 wr.write_all(&out).await?;
+                wr.flush().await?;
             }
             r = rd.read_buf(&mut inbuf) => {
-                if r? == 0 {
+                let got = r?;
+                if got == 0 {
                     return Ok(());
                 }
+                bytes_in.fetch_add(got as u64, Ordering::Relaxed);
                 loop {
                     let frame = match next_frame(&inbuf) {
                         Ok(Some(f)) => f,

@@ -128,6 +128,9 @@ pub struct TurnConfig {
     /// Most allocations at once for one identity (a participant uses two: publisher and
     /// subscriber; a resume may briefly add two more).
     pub max_allocations_per_identity: usize,
+    /// Most TURN streams (TCP or TLS connections) open at once from one source IP address;
+    /// more are closed at once. An office behind one NAT address uses two per participant.
+    pub max_streams_per_ip: usize,
     /// Longest lifetime one Allocate or Refresh grants.
     #[serde(with = "duration_serde")]
     pub max_lifetime: Duration,
@@ -150,6 +153,7 @@ impl Default for TurnConfig {
             realm: "rakor".to_owned(),
             max_allocations: 1000,
             max_allocations_per_identity: 4,
+            max_streams_per_ip: 200,
             max_lifetime: Duration::from_secs(3600),
             max_packets_per_second: 2000,
             max_kbps: 20_000,

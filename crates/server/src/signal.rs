@@ -334,6 +334,9 @@ async fn relay(
     ping_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // TURN credentials: minted into each `joined`, renewed halfway through their lifetime.
     let mut turn_identity: Option<String> = None;
+    // Every credential minted for this participant and not yet expired: revoked when the media
+    // core ends the participant (leave, removal, ban, replacement).
+    let mut turn_minted: Vec<rakor_proto::IceServer> = Vec::new();
     let ice_refresh = state
         .turn_service
         .as_ref()
@@ -345,7 +348,9 @@ async fn relay(
         tokio::select! {
             _ = ice_timer.tick(), if turn_identity.is_some() => {
                 if let (Some(turn), Some(identity)) = (&state.turn_service, &turn_identity) {
-                    let msg = ServerMessage::IceServers { ice_servers: turn.ice_servers(identity) };
+                    let ice_servers = turn.ice_servers(identity);
+                    remember_minted(&mut turn_minted, &ice_servers);
+                    let msg = ServerMessage::IceServers { ice_servers };
                     let sent = tokio::time::timeout(keepalive.timeout, conn.send(&msg)).await;
                     if !matches!(sent, Ok(true)) {
                         sfu.disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn_ref.clone());
@@ -368,6 +373,7 @@ async fn relay(
                         (&mut msg, &state.turn_service)
                     {
                         *ice_servers = turn.ice_servers(identity);
+                        remember_minted(&mut turn_minted, ice_servers);
                         turn_identity = Some(identity.clone());
                         ice_timer.reset();
                     }
@@ -379,7 +385,14 @@ async fn relay(
                     }
                 }
                 None => {
-                    // The media core ended this participant (leave, replaced, shutdown).
+                    // The media core ended this participant (leave, replaced, shutdown): its
+                    // TURN credentials open nothing more, its allocations end.
+                    if let Some(turn) = &state.turn_service {
+                        if !turn_minted.is_empty() {
+                            let ended = turn.revoke(&turn_minted);
+                            tracing::debug!(ended, "TURN credentials of the participant revoked");
+                        }
+                    }
                     conn.close("session ended").await;
                     return;
                 }
@@ -430,6 +443,15 @@ async fn relay(
     }
     // The client went away without `leave`.
     sfu.disconnect_conn(pid.clone(), LeaveReason::Disconnected, conn_ref.clone());
+}
+
+/// Keep the credentials just minted, dropping those already expired.
+fn remember_minted(minted: &mut Vec<rakor_proto::IceServer>, new: &[rakor_proto::IceServer]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    minted.retain(|s| s.expires_at >= now);
+    minted.extend(new.iter().cloned());
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use rakor_turn::framing::{next_frame, Frame};
 use rakor_turn::{Action, At, Quota, Session, TurnConfig};
 use rtc::crypto::RTCCryptoProvider;
 use std::io;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +60,16 @@ pub struct TurnService {
     ttl: Duration,
     urls: Vec<String>,
     max_streams: usize,
+    /// Most TURN streams open at once from one source IP (`turn.max_streams_per_ip`).
+    max_streams_per_ip: usize,
+    /// Streams open per source IP (taken when a stream opens and ends, never per packet).
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Streams holding an allocation: id → (username, the token that ends the stream), so a
+    /// revoked credential's allocations can be torn down.
+    live: Arc<Mutex<HashMap<u64, (String, CancellationToken)>>>,
+    next_stream: AtomicU64,
+    /// The latest expiry minted per identity (usernames unique per mint).
+    last_minted: Mutex<HashMap<String, u64>>,
     tracker: TaskTracker,
     stop: CancellationToken,
     pub stats: Arc<TurnStats>,
@@ -145,6 +156,11 @@ impl TurnService {
             ttl: t.credential_ttl,
             urls,
             max_streams: t.max_allocations.saturating_mul(MAX_STREAMS_FACTOR).max(16),
+            max_streams_per_ip: t.max_streams_per_ip,
+            per_ip: Arc::default(),
+            live: Arc::default(),
+            next_stream: AtomicU64::new(0),
+            last_minted: Mutex::default(),
             tracker: TaskTracker::new(),
             stop,
             stats: Arc::new(TurnStats::default()),
@@ -161,9 +177,23 @@ impl TurnService {
         self.ttl
     }
 
-    /// `ice_servers` for `identity`, minted now.
+    /// `ice_servers` for `identity`, minted now. Usernames are never handed out twice (two
+    /// sessions of one identity minted in the same second get different expiries), so revoking
+    /// one session's credentials never touches another's.
     pub fn ice_servers(&self, identity: &str) -> Vec<IceServer> {
-        let expires_at = unix_now().saturating_add(self.ttl.as_secs());
+        let now = unix_now();
+        let mut expires_at = now.saturating_add(self.ttl.as_secs());
+        {
+            let mut last = lock(&self.last_minted);
+            if last.len() > 10_000 {
+                last.retain(|_, exp| *exp >= now);
+            }
+            let entry = last.entry(identity.to_owned()).or_insert(0);
+            if expires_at <= *entry {
+                expires_at = *entry + 1;
+            }
+            *entry = expires_at;
+        }
         match rakor_turn::credentials::mint(
             self.crypto.crypto(),
             &self.cfg.secret,
@@ -181,6 +211,28 @@ impl TurnService {
                 Vec::new()
             }
         }
+    }
+
+    /// Revoke the credentials in `servers` (what this service minted for one participant that
+    /// left or was removed): they open no new allocation, and the allocations made with them
+    /// end now (their streams are closed). Returns how many allocations ended.
+    pub fn revoke(&self, servers: &[IceServer]) -> usize {
+        let now = unix_now();
+        {
+            let mut q = lock(&self.quota);
+            for s in servers {
+                q.revoke(&s.username, s.expires_at, now);
+            }
+        }
+        let live = lock(&self.live);
+        let mut ended = 0;
+        for (username, token) in live.values() {
+            if servers.iter().any(|s| &s.username == username) {
+                token.cancel();
+                ended += 1;
+            }
+        }
+        ended
     }
 
     /// Allocations held now.
@@ -218,7 +270,19 @@ impl TurnStreams for TurnService {
             self.stats.streams_refused.fetch_add(1, Ordering::Relaxed);
             return; // dropping the stream closes it
         }
+        {
+            let mut per_ip = lock(&self.per_ip);
+            let n = per_ip.entry(peer.ip()).or_insert(0);
+            if *n >= self.max_streams_per_ip {
+                drop(per_ip);
+                self.stats.streams_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "TURN stream refused: turn.max_streams_per_ip reached");
+                return;
+            }
+            *n += 1;
+        }
         self.stats.streams_open.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let ctx = StreamCtx {
             session: Session::new(Arc::clone(&self.cfg), Arc::clone(&self.crypto), peer, true),
             quota: Arc::clone(&self.quota),
@@ -227,8 +291,11 @@ impl TurnStreams for TurnService {
             stats: Arc::clone(&self.stats),
             peer,
             transport,
+            id,
+            per_ip: Arc::clone(&self.per_ip),
+            live: Arc::clone(&self.live),
         };
-        let stop = self.stop.clone();
+        let stop = self.stop.child_token();
         self.tracker.spawn(async move {
             ctx.run(stream, stop).await;
         });
@@ -244,6 +311,9 @@ struct StreamCtx {
     stats: Arc<TurnStats>,
     peer: SocketAddr,
     transport: TurnTransport,
+    id: u64,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    live: Arc<Mutex<HashMap<u64, (String, CancellationToken)>>>,
 }
 
 /// Why a stream ended (read through `Debug` in the log).
@@ -263,6 +333,16 @@ impl StreamCtx {
     async fn run(mut self, stream: BoxedStream, stop: CancellationToken) {
         let end = self.serve(stream, stop).await;
         self.session.close(&self.quota);
+        lock(&self.live).remove(&self.id);
+        {
+            let mut per_ip = lock(&self.per_ip);
+            if let Some(n) = per_ip.get_mut(&self.peer.ip()) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per_ip.remove(&self.peer.ip());
+                }
+            }
+        }
         self.stats.streams_open.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(peer = %self.peer, transport = ?self.transport, end = ?end, "TURN stream ended");
     }
@@ -295,10 +375,17 @@ impl StreamCtx {
                         };
                         match frame {
                             Frame::Stun { len } => {
+                                let allocated = relay.is_some();
                                 let actions = self.session.handle_stun(&inbuf[..len], at(), &self.quota);
                                 inbuf.advance(len);
                                 if let Some(end) = self.apply(actions, &mut wr, &mut relay).await {
                                     return end;
+                                }
+                                if !allocated && relay.is_some() {
+                                    // Now revocable: `TurnService::revoke` cancels `stop`.
+                                    if let Some(u) = self.session.username() {
+                                        lock(&self.live).insert(self.id, (u.to_owned(), stop.clone()));
+                                    }
                                 }
                             }
                             Frame::ChannelData { channel, data_len, len } => {
@@ -416,7 +503,7 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn lock(q: &Mutex<Quota>) -> std::sync::MutexGuard<'_, Quota> {
+fn lock<T>(q: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     q.lock().unwrap_or_else(|e| e.into_inner())
 }
 

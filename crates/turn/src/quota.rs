@@ -1,4 +1,6 @@
-//! Allocations in total and per user (the `<user>` part of the credentials' username).
+//! Allocations in total and per user (the `<user>` part of the credentials' username), and
+//! the credentials revoked before their expiry (a participant that left or was removed: its
+//! `<expiry>:<user>` usernames open no new allocation).
 
 use std::collections::HashMap;
 
@@ -9,6 +11,8 @@ pub enum QuotaRefusal {
     PerUser,
     /// The server holds `max_total` allocations (508 Insufficient Capacity).
     Total,
+    /// The credential was revoked (401 Unauthorized).
+    Revoked,
 }
 
 /// Counts of allocations; the shell keeps one behind a mutex, taken only on allocate/free.
@@ -18,6 +22,8 @@ pub struct Quota {
     max_per_user: usize,
     total: usize,
     per_user: HashMap<String, usize>,
+    /// Revoked usernames → their expiry (Unix seconds); pruned once expired.
+    revoked: HashMap<String, u64>,
 }
 
 impl Quota {
@@ -27,7 +33,31 @@ impl Quota {
             max_per_user,
             total: 0,
             per_user: HashMap::new(),
+            revoked: HashMap::new(),
         }
+    }
+
+    /// Revoke `username` (`<expiry>:<user>`, expiring at `expires_at`) as of `now` (Unix
+    /// seconds): it opens no new allocation. Expired entries are dropped here, so the set holds
+    /// at most the credentials minted in one `credential_ttl`.
+    pub fn revoke(&mut self, username: &str, expires_at: u64, now: u64) {
+        self.revoked.retain(|_, exp| *exp >= now);
+        if expires_at >= now {
+            self.revoked.insert(username.to_owned(), expires_at);
+        }
+    }
+
+    /// Whether `username` was revoked.
+    pub fn is_revoked(&self, username: &str) -> bool {
+        self.revoked.contains_key(username)
+    }
+
+    /// Take a place for one allocation with credentials `username` of `user`.
+    pub fn acquire_for(&mut self, username: &str, user: &str) -> Result<(), QuotaRefusal> {
+        if self.revoked.contains_key(username) {
+            return Err(QuotaRefusal::Revoked);
+        }
+        self.acquire(user)
     }
 
     /// Take a place for one allocation of `user`.

@@ -193,6 +193,11 @@ impl Session {
         self.alloc.as_ref().map(|a| a.relay)
     }
 
+    /// The full username (`<expiry>:<user>`) the allocation was made with.
+    pub fn username(&self) -> Option<&str> {
+        self.alloc.as_ref().map(|a| a.auth.username.as_str())
+    }
+
     /// The user the allocation belongs to.
     pub fn user(&self) -> Option<&str> {
         self.alloc.as_ref().map(|a| a.auth.user.as_str())
@@ -477,10 +482,11 @@ impl Session {
                 Some(&auth.key),
             )];
         }
-        if let Err(refusal) = lock(quota).acquire(&auth.user) {
+        if let Err(refusal) = lock(quota).acquire_for(&auth.username, &auth.user) {
             let (code, reason) = match refusal {
                 QuotaRefusal::PerUser => (486, "Allocation Quota Reached"),
                 QuotaRefusal::Total => (508, "Insufficient Capacity"),
+                QuotaRefusal::Revoked => (401, "Unauthorized: credential revoked"),
             };
             return vec![self.error(&m, code, reason, Some(&auth.key))];
         }

@@ -489,6 +489,34 @@ fn quotas_per_user_and_in_total() {
 }
 
 #[test]
+fn a_revoked_credential_opens_no_allocation_and_others_are_unaffected() {
+    let q = quota();
+    let mut a = Client::new("site-a", UNIX + 600);
+    let mut b = Client::new("site-b", UNIX + 600);
+    b.allocated(0, &q);
+    q.lock().unwrap().revoke(&a.username, UNIX + 600, UNIX);
+    assert!(q.lock().unwrap().is_revoked(&a.username));
+    assert_eq!(
+        only_reply(&a.allocate(0, &q)).code(),
+        Some(401),
+        "revoked credential"
+    );
+    assert_eq!(
+        q.lock().unwrap().total(),
+        1,
+        "no place taken by the refusal"
+    );
+    // A fresh credential for the same user (another expiry) still works.
+    let mut a2 = Client::new("site-a", UNIX + 601);
+    a2.allocated(0, &q);
+    assert_eq!(q.lock().unwrap().total(), 2);
+    // Expired revocations are dropped on the next revoke.
+    q.lock().unwrap().revoke("1:x", 1, UNIX + 601);
+    assert!(!q.lock().unwrap().is_revoked(&a.username));
+    assert!(!q.lock().unwrap().is_revoked("1:x"), "already expired");
+}
+
+#[test]
 fn refresh_zero_deletes_and_lifetimes_expire() {
     let q = quota();
     let mut c = Client::new("site-a", UNIX + 60);

@@ -175,6 +175,12 @@ impl Session {
                 if let Some(leg) = self.leg_mut(pc) {
                     leg.connected = state == RTCPeerConnectionState::Connected;
                 }
+                if state == RTCPeerConnectionState::Connected {
+                    if let Some(leg) = self.leg(pc) {
+                        let path = peer::selected_path(&leg.pc).await;
+                        self.hub.set_pc_path(publisher, path);
+                    }
+                }
                 if publisher && state == RTCPeerConnectionState::Connected {
                     self.start_local_tracks().await;
                 }

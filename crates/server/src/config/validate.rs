@@ -282,6 +282,12 @@ fn validate_turn(t: &super::TurnConfig) -> Result<(), (&'static str, String)> {
             "must be between 1 and 1000".into(),
         ));
     }
+    if t.max_streams_per_ip == 0 || t.max_streams_per_ip > 1_000_000 {
+        return Err((
+            "turn.max_streams_per_ip",
+            "must be between 1 and 1000000".into(),
+        ));
+    }
     if !(50..=1_000_000).contains(&t.max_packets_per_second) {
         return Err((
             "turn.max_packets_per_second",
