@@ -74,6 +74,19 @@ struct Manifest {
     state: &'static str,
     error: Option<String>,
     participants: Vec<ManifestParticipant>,
+    /// Spotlight, presentation and loudest-speaker changes, in order (the composite's layout).
+    timeline: Vec<ManifestMark>,
+}
+
+#[derive(Debug, Serialize)]
+struct ManifestMark {
+    /// Milliseconds from the recording's start.
+    at_ms: i64,
+    kind: super::MarkKind,
+    /// None: the spotlight was cleared, the presentation stopped, nobody speaks.
+    participant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    track_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -323,6 +336,28 @@ impl Recorder {
                 }
             }
             RecControl::Stop { room } => self.stop_room(&room, None),
+            RecControl::Mark {
+                room,
+                at,
+                kind,
+                participant,
+                track,
+            } => {
+                let Some(r) = self.rooms.get_mut(&room) else {
+                    return;
+                };
+                let at_ms = match at.duration_since(r.started_at) {
+                    Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+                    Err(_) => 0,
+                };
+                r.manifest.timeline.push(ManifestMark {
+                    at_ms,
+                    kind,
+                    participant_id: participant.map(|p| p.0),
+                    track_id: track.map(|t| t.0),
+                });
+                r.dirty = true;
+            }
         }
     }
 
@@ -350,6 +385,7 @@ impl Recorder {
             state: "recording",
             error: None,
             participants: Vec::new(),
+            timeline: Vec::new(),
         };
         let mut r = RoomRec {
             dir,
