@@ -286,6 +286,21 @@ async fn two_sites_recorded_by_the_host() {
     .unwrap();
     wait_recording(&mut late, true).await;
     late.leave().await;
+    // The host puts the site in the spotlight: the manifest's timeline says when (the
+    // composite shows it large from then on).
+    let site_id = site.participant_id().clone();
+    host.send(&ClientMessage::Spotlight {
+        participant_id: Some(site_id.clone()),
+    })
+    .await
+    .unwrap();
+    site.wait_for(
+        |m| matches!(m, ServerMessage::Spotlight { participant_id: Some(p), .. } if *p == site_id),
+        EVENT_WAIT,
+    )
+    .await
+    .unwrap();
+    let spot_ms = t0.elapsed().as_millis() as i64;
 
     tokio::time::sleep(CALL.saturating_sub(t0.elapsed())).await;
     send(&host, RecordingAction::Stop).await;
@@ -301,6 +316,19 @@ async fn two_sites_recorded_by_the_host() {
     })
     .await;
     check_participants(dir, &m, 2, &|_| call);
+    let spot: Vec<&Value> = m["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kind"] == "spotlight")
+        .collect();
+    assert_eq!(spot.len(), 1, "{m}");
+    assert_eq!(spot[0]["participant_id"], site_id.as_str(), "{m}");
+    let at = spot[0]["at_ms"].as_i64().unwrap();
+    assert!(
+        at > 0 && at <= spot_ms + 500,
+        "spotlight at {at} ms, seen at {spot_ms} ms"
+    );
     check_composite(dir, call).await;
     // Media went on while recording: nothing was dropped at the hand-off.
     host.leave().await;
