@@ -28,6 +28,23 @@ pub struct Manifest {
     pub state: String,
     pub error: Option<String>,
     pub participants: Vec<ManifestParticipant>,
+    /// Spotlight, presentation and loudest-speaker changes (older manifests: none).
+    #[serde(default)]
+    pub timeline: Vec<ManifestMark>,
+}
+
+/// One change of what the composite shows large.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ManifestMark {
+    /// Milliseconds from the recording's start.
+    pub at_ms: i64,
+    /// `spotlight`, `presentation` or `speaker`.
+    pub kind: String,
+    /// The spotlighted / presenting / loudest participant; none: cleared, stopped, silence.
+    pub participant_id: Option<String>,
+    /// The presentation's screen track.
+    #[serde(default)]
+    pub track_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -151,10 +168,94 @@ pub fn split_events(
     out
 }
 
+/// A loudest-speaker change is shown large only if it lasts this long (hysteresis: short
+/// interjections do not make the large tile flicker).
+pub const SPEAKER_HOLD_MS: i64 = 2000;
+
+/// What the large tile shows during a segment of the recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Large {
+    /// A presentation: this screen track.
+    Track(String),
+    /// A spotlighted or speaking participant: its camera.
+    Camera(String),
+}
+
+/// The large tile over time, from the manifest's timeline: the presentation if one runs,
+/// else the spotlighted participant, else the last loudest speaker who held it for
+/// [`SPEAKER_HOLD_MS`] (silence keeps the last one). `(from_ms, to_ms, what)`, in order, not
+/// overlapping, within `0..end_ms`.
+pub fn large_segments(m: &Manifest, end_ms: i64) -> Vec<(i64, i64, Large)> {
+    let mut marks: Vec<&ManifestMark> = m.timeline.iter().collect();
+    marks.sort_by_key(|k| k.at_ms);
+    // Speaker marks that held long enough (a `None` mark ends a holding period but keeps the
+    // speaker shown).
+    let speakers: Vec<&ManifestMark> = marks
+        .iter()
+        .copied()
+        .filter(|k| k.kind == "speaker")
+        .collect();
+    let mut stable: Vec<(i64, String)> = Vec::new();
+    for (i, k) in speakers.iter().enumerate() {
+        let Some(p) = &k.participant_id else { continue };
+        let next = speakers.get(i + 1).map_or(end_ms, |n| n.at_ms);
+        let held = next - k.at_ms >= SPEAKER_HOLD_MS || next >= end_ms;
+        if held && stable.last().is_none_or(|(_, q)| q != p) {
+            stable.push((k.at_ms.max(0), p.clone()));
+        }
+    }
+    // Change points: every mark and every stable speaker change.
+    let mut points: Vec<i64> = marks.iter().map(|k| k.at_ms.clamp(0, end_ms)).collect();
+    points.extend(stable.iter().map(|(t, _)| *t));
+    points.push(0);
+    points.sort_unstable();
+    points.dedup();
+    let at = |t: i64| -> Option<Large> {
+        let last = |kind: &str| {
+            marks
+                .iter()
+                .filter(|k| k.kind == kind && k.at_ms.max(0) <= t)
+                .next_back()
+        };
+        if let Some(k) = last("presentation") {
+            if let (Some(_), Some(tr)) = (&k.participant_id, &k.track_id) {
+                return Some(Large::Track(tr.clone()));
+            }
+        }
+        if let Some(p) = last("spotlight").and_then(|k| k.participant_id.clone()) {
+            return Some(Large::Camera(p));
+        }
+        stable
+            .iter()
+            .filter(|(s, _)| *s <= t)
+            .next_back()
+            .map(|(_, p)| Large::Camera(p.clone()))
+    };
+    let mut out: Vec<(i64, i64, Large)> = Vec::new();
+    for (i, &t) in points.iter().enumerate() {
+        if t >= end_ms {
+            break;
+        }
+        let to = points.get(i + 1).copied().unwrap_or(end_ms).min(end_ms);
+        let Some(l) = at(t) else { continue };
+        match out.last_mut() {
+            Some(last) if last.2 == l && last.1 == t => last.1 = to,
+            _ => out.push((t, to, l)),
+        }
+    }
+    out
+}
+
 /// The ffmpeg arguments for the composite of `m` (in `dir`), and its duration in seconds.
-/// Layout: a grid of every participant's video on a 1280×720 canvas (a participant's later
-/// segments take its cell), each shown from its offset in the manifest; all audio delayed
-/// to its offset and mixed. `None`: nothing to compose.
+///
+/// Layout (1280×720): while the timeline names something to show large (a presentation, the
+/// spotlight, the loudest speaker — [`large_segments`]), it fills the left 960×720, and every
+/// participant's camera is a small tile of the wall in the right 320-pixel column; with
+/// nothing to show large the whole recording is a grid of every camera. Each video file is
+/// shown from its offset in the manifest (a participant's later segments take its tile) and
+/// decoded once (`split` feeds its tile and the large view, which is switched with
+/// `overlay`'s `enable=` over the file's large segments). All audio is delayed to its
+/// offset and mixed. `None`: nothing to compose.
 pub fn composite_args(m: &Manifest, dir: &Path) -> Option<(Vec<String>, f64)> {
     let end_ms = m
         .participants
@@ -164,45 +265,119 @@ pub fn composite_args(m: &Manifest, dir: &Path) -> Option<(Vec<String>, f64)> {
         .map(|f| f.end_ms)
         .max()?;
     let dur = (end_ms.max(1) as f64) / 1000.0;
+    let segments = large_segments(m, end_ms.max(1));
+    let presentation_tracks: Vec<&str> = m
+        .timeline
+        .iter()
+        .filter(|k| k.kind == "presentation")
+        .filter_map(|k| k.track_id.as_deref())
+        .collect();
+    let is_camera = |t: &ManifestTrack| {
+        t.kind == "video"
+            && !t.files.is_empty()
+            && !presentation_tracks.contains(&t.track_id.as_str())
+    };
     let mut args: Vec<String> = vec!["-y".into(), "-nostdin".into(), "-v".into(), "error".into()];
     let mut inputs = 0usize;
     let mut filters: Vec<String> = Vec::new();
-    // Participants with video get a cell each.
+    // Participants with a camera get a tile each.
     let with_video: Vec<&ManifestParticipant> = m
         .participants
         .iter()
-        .filter(|p| {
-            p.tracks
-                .iter()
-                .any(|t| t.kind == "video" && !t.files.is_empty())
-        })
+        .filter(|p| p.tracks.iter().any(is_camera))
         .collect();
     let n = with_video.len().max(1);
-    let cols = (1..=n).find(|c| c * c >= n).unwrap_or(1);
-    let rows = n.div_ceil(cols);
-    let (cw, ch) = ((1280 / cols) & !1, (720 / rows) & !1);
+    let (area_w, area_x) = if segments.is_empty() {
+        (1280, 0)
+    } else {
+        (320, 960)
+    };
+    let (cols, cw, ch) = if segments.is_empty() {
+        let cols = (1..=n).find(|c| c * c >= n).unwrap_or(1);
+        let rows = n.div_ceil(cols);
+        (cols, (1280 / cols) & !1, (720 / rows) & !1)
+    } else {
+        // The narrowest column count whose 4:3 tiles fit the 320×720 column.
+        let cols = (1..=n)
+            .find(|c| {
+                let h = (area_w / c) * 3 / 4;
+                h > 0 && c * (720 / h) >= n
+            })
+            .unwrap_or(n);
+        let cw = (area_w / cols) & !1;
+        (cols, cw, (cw * 3 / 4) & !1)
+    };
     filters.push(format!("color=c=black:s=1280x720:r=25:d={dur:.3}[base0]"));
     let mut base = 0usize;
-    for (cell, p) in with_video.iter().enumerate() {
-        let (x, y) = ((cell % cols) * cw, (cell / cols) * ch);
-        for f in p
-            .tracks
+    let mut video_files: Vec<(Option<usize>, &ManifestTrack, &ManifestFile, &str)> = Vec::new();
+    for p in &m.participants {
+        let cell = with_video
             .iter()
-            .filter(|t| t.kind == "video")
-            .flat_map(|t| &t.files)
-        {
-            args.extend(["-i".into(), dir.join(&f.file).display().to_string()]);
-            let start = (f.start_ms.max(0) as f64) / 1000.0;
+            .position(|q| q.participant_id == p.participant_id);
+        for t in p.tracks.iter().filter(|t| t.kind == "video") {
+            for f in &t.files {
+                let cell = if is_camera(t) { cell } else { None };
+                video_files.push((cell, t, f, &p.participant_id));
+            }
+        }
+    }
+    for (cell, t, f, pid) in video_files {
+        // The file's large intervals (seconds on the composite's timeline).
+        let large: Vec<(f64, f64)> = segments
+            .iter()
+            .filter(|(_, _, l)| match l {
+                Large::Track(tr) => *tr == t.track_id,
+                Large::Camera(p) => p == pid && cell.is_some(),
+            })
+            .filter_map(|(a, b, _)| {
+                let (a, b) = ((*a).max(f.start_ms), (*b).min(f.end_ms));
+                (b > a).then(|| (a as f64 / 1000.0, b as f64 / 1000.0))
+            })
+            .collect();
+        if cell.is_none() && large.is_empty() {
+            continue; // a presentation never shown large (not in the wall either)
+        }
+        args.extend(["-i".into(), dir.join(&f.file).display().to_string()]);
+        let start = (f.start_ms.max(0) as f64) / 1000.0;
+        let src = format!("s{inputs}");
+        filters.push(format!(
+            "[{inputs}:v]setpts=PTS-STARTPTS+{start:.3}/TB[{src}]"
+        ));
+        let (wall_in, large_in) = match (cell.is_some(), !large.is_empty()) {
+            (true, true) => {
+                filters.push(format!("[{src}]split=2[w{inputs}][l{inputs}]"));
+                (Some(format!("w{inputs}")), Some(format!("l{inputs}")))
+            }
+            (true, false) => (Some(src), None),
+            (false, _) => (None, Some(src)),
+        };
+        if let (Some(w), Some(cell)) = (wall_in, cell) {
+            let (x, y) = (area_x + (cell % cols) * cw, (cell / cols) * ch);
             filters.push(format!(
-                "[{inputs}:v]setpts=PTS-STARTPTS+{start:.3}/TB,scale={cw}:{ch}:force_original_aspect_ratio=decrease,pad={cw}:{ch}:(ow-iw)/2:(oh-ih)/2[v{inputs}]"
+                "[{w}]scale={cw}:{ch}:force_original_aspect_ratio=decrease,pad={cw}:{ch}:(ow-iw)/2:(oh-ih)/2[v{inputs}]"
             ));
             filters.push(format!(
                 "[base{base}][v{inputs}]overlay=x={x}:y={y}:eof_action=pass:repeatlast=0[base{}]",
                 base + 1
             ));
             base += 1;
-            inputs += 1;
         }
+        if let Some(l) = large_in {
+            let enable: Vec<String> = large
+                .iter()
+                .map(|(a, b)| format!("gte(t,{a:.3})*lt(t,{b:.3})"))
+                .collect();
+            filters.push(format!(
+                "[{l}]scale=960:720:force_original_aspect_ratio=decrease,pad=960:720:(ow-iw)/2:(oh-ih)/2[L{inputs}]"
+            ));
+            filters.push(format!(
+                "[base{base}][L{inputs}]overlay=x=0:y=0:eof_action=pass:repeatlast=0:enable='{}'[base{}]",
+                enable.join("+"),
+                base + 1
+            ));
+            base += 1;
+        }
+        inputs += 1;
     }
     let mut audio = Vec::new();
     for f in m
@@ -458,6 +633,7 @@ mod tests {
                     tracks: vec![track("audio", vec![file("4.webm", 1000, 14000)])],
                 },
             ],
+            timeline: vec![],
         };
         let (args, dur) = composite_args(&m, Path::new("/r")).unwrap_or_default();
         assert!((dur - 15.2).abs() < 1e-9);
@@ -477,6 +653,209 @@ mod tests {
             ..m
         };
         assert!(composite_args(&empty, Path::new("/r")).is_none());
+    }
+
+    fn mark(at_ms: i64, kind: &str, who: Option<&str>, track: Option<&str>) -> ManifestMark {
+        ManifestMark {
+            at_ms,
+            kind: kind.into(),
+            participant_id: who.map(Into::into),
+            track_id: track.map(Into::into),
+        }
+    }
+
+    fn manifest_with(
+        timeline: Vec<ManifestMark>,
+        participants: Vec<ManifestParticipant>,
+    ) -> Manifest {
+        Manifest {
+            room: "r".into(),
+            started_at: String::new(),
+            started_at_ms: 0,
+            ended_at: None,
+            state: "stopped".into(),
+            error: None,
+            participants,
+            timeline,
+        }
+    }
+
+    /// The presentation beats the spotlight, the spotlight beats the speaker; a speaker who
+    /// speaks for less than the hold time does not take the large tile; silence keeps it.
+    #[test]
+    fn large_tile_follows_presentation_spotlight_and_steady_speakers() {
+        let m = manifest_with(
+            vec![
+                mark(0, "speaker", Some("a"), None),
+                mark(3000, "speaker", Some("b"), None), // 500 ms only: ignored
+                mark(3500, "speaker", Some("a"), None),
+                mark(5000, "speaker", None, None), // silence: a stays
+                mark(8000, "speaker", Some("c"), None), // holds: c from 8 s
+                mark(12000, "spotlight", Some("b"), None),
+                mark(14000, "presentation", Some("c"), Some("TR_screen")),
+                mark(16000, "presentation", None, None),
+                mark(18000, "spotlight", None, None),
+            ],
+            vec![],
+        );
+        let seg = large_segments(&m, 20000);
+        let cam = |p: &str| Large::Camera(p.into());
+        assert_eq!(
+            seg,
+            vec![
+                (0, 8000, cam("a")),
+                (8000, 12000, cam("c")),
+                (12000, 14000, cam("b")),
+                (14000, 16000, Large::Track("TR_screen".into())),
+                (16000, 18000, cam("b")),
+                (18000, 20000, cam("c")),
+            ]
+        );
+        assert!(large_segments(&manifest_with(vec![], vec![]), 5000).is_empty());
+    }
+
+    fn ffmpeg_ok() -> bool {
+        std::process::Command::new("ffmpeg")
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// `ffmpeg` makes a test file from a lavfi source.
+    fn lavfi(dir: &Path, name: &str, src: &str, codec: &[&str]) {
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-y", "-nostdin", "-v", "error", "-f", "lavfi", "-i", src])
+            .args(codec)
+            .arg(dir.join(name))
+            .output()
+            .unwrap_or_else(|e| panic!("ffmpeg: {e}"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The RGB colour of pixel (x, y) of `file` at `t` seconds.
+    fn pixel(file: &Path, t: f64, x: u32, y: u32) -> [u8; 3] {
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-ss", &format!("{t}"), "-i"])
+            .arg(file)
+            .args([
+                "-frames:v",
+                "1",
+                "-vf",
+                &format!("crop=2:2:{x}:{y},scale=1:1"),
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "rgb24",
+                "-",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("ffmpeg: {e}"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        [out.stdout[0], out.stdout[1], out.stdout[2]]
+    }
+
+    /// The real composite with ffmpeg: site A is red, site B blue, both with a tone; A is
+    /// spotlighted for the first 3 s, B after. The large tile (left) shows red then blue, the
+    /// wall (right column) shows both all along, and the file has audio and video of the
+    /// recording's length. Skips without ffmpeg.
+    #[tokio::test]
+    async fn composite_shows_the_spotlight_large_and_the_wall_small() {
+        if !ffmpeg_ok() {
+            eprintln!("SKIP: no ffmpeg (Debian package ffmpeg)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("rakor-comp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let vp8 = ["-c:v", "libvpx", "-b:v", "200k", "-deadline", "realtime"];
+        let opus = ["-c:a", "libopus"];
+        lavfi(&dir, "a-video.webm", "color=c=red:s=320x240:r=15:d=6", &vp8);
+        lavfi(
+            &dir,
+            "b-video.webm",
+            "color=c=blue:s=320x240:r=15:d=6",
+            &vp8,
+        );
+        lavfi(&dir, "a-audio.webm", "sine=f=440:d=6", &opus);
+        lavfi(&dir, "b-audio.webm", "sine=f=660:d=6", &opus);
+        let site = |id: &str| ManifestParticipant {
+            participant_id: format!("PA_{id}"),
+            identity: id.into(),
+            name: id.into(),
+            tracks: vec![
+                track("audio", vec![file(&format!("{id}-audio.webm"), 0, 6000)]),
+                ManifestTrack {
+                    track_id: format!("TR_{id}"),
+                    ..track("video", vec![file(&format!("{id}-video.webm"), 0, 6000)])
+                },
+            ],
+        };
+        let m = manifest_with(
+            vec![
+                mark(0, "spotlight", Some("PA_a"), None),
+                mark(3000, "spotlight", Some("PA_b"), None),
+            ],
+            vec![site("a"), site("b")],
+        );
+        std::fs::write(
+            dir.join(MANIFEST),
+            serde_json::to_vec(&m).unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        composite("ffmpeg", &dir).await;
+        let state = read_composite(&dir);
+        assert_eq!(
+            state.as_ref().map(|s| s.state.as_str()),
+            Some("done"),
+            "{state:?}"
+        );
+        let out = dir.join(COMPOSITE);
+        let probe = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_type:format=duration",
+                "-of",
+                "json",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap_or_else(|e| panic!("ffprobe: {e}"));
+        let v: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap_or_default();
+        let kinds: Vec<&str> = v["streams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["codec_type"].as_str())
+            .collect();
+        assert!(kinds.contains(&"video") && kinds.contains(&"audio"), "{v}");
+        let d: f64 = v["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0.0);
+        assert!((d - 6.0).abs() <= 0.5, "composite {d} s");
+        let red = |c: [u8; 3]| c[0] > 150 && c[1] < 80 && c[2] < 80;
+        let blue = |c: [u8; 3]| c[2] > 150 && c[0] < 80 && c[1] < 80;
+        // Large tile: the middle of the left 960×720.
+        let l1 = pixel(&out, 1.5, 480, 360);
+        let l2 = pixel(&out, 4.5, 480, 360);
+        assert!(red(l1), "large tile at 1.5 s: {l1:?}");
+        assert!(blue(l2), "large tile at 4.5 s: {l2:?}");
+        // The wall: A's tile then B's in the right column, at both times.
+        for t in [1.5, 4.5] {
+            let a = pixel(&out, t, 1120, 120);
+            let b = pixel(&out, t, 1120, 360);
+            assert!(red(a) && blue(b), "wall at {t} s: {a:?} {b:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap_or_default();
     }
 
     #[test]

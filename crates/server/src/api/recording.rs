@@ -3,7 +3,7 @@
 
 use super::rakor::load;
 use super::{Actor, ApiError, ApiResult, ErrorBody, Op};
-use crate::recording::{self, CompositeState, ManifestParticipant};
+use crate::recording::{self, CompositeState, ManifestMark, ManifestParticipant};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -52,6 +52,9 @@ pub struct RecordingView {
     pub error: Option<String>,
     /// Who was recorded, which track, which file, from when to when (ms from the start).
     pub participants: Vec<ManifestParticipant>,
+    /// Spotlight, presentation and loudest-speaker changes (ms from the start): what the
+    /// composite shows large.
+    pub timeline: Vec<ManifestMark>,
     /// Every file of the recording, `manifest.json` included.
     pub files: Vec<RecordingFile>,
     /// Not made yet: null.
@@ -204,6 +207,7 @@ pub async fn list(
                     state: m.state,
                     error: m.error,
                     participants: m.participants,
+                    timeline: m.timeline,
                     files,
                     composite,
                 }

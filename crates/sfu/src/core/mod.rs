@@ -262,6 +262,7 @@ impl Core {
     }
 
     pub(crate) fn room_event(&self, ev: RoomEvent) {
+        self.record_mark(&ev);
         if let Some(tx) = &self.room_events {
             let _ = tx.send(ev);
         }

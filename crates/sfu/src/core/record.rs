@@ -4,7 +4,7 @@
 
 use super::messages::Reject;
 use super::Core;
-use crate::record::{RecControl, RecFeedback, RecorderTap};
+use crate::record::{MarkKind, RecControl, RecFeedback, RecorderTap};
 use crate::slab::TrackKey;
 use rakor_proto::{ErrorCode, ParticipantId, Role, ServerMessage, TrackKind};
 use std::time::{Instant, SystemTime};
@@ -88,6 +88,7 @@ impl Core {
         for ti in tracks {
             self.record_track(ti, now);
         }
+        self.record_initial_marks(room, now);
         tracing::info!(%room, "recording started");
         self.room_event(crate::RoomEvent::Timeline {
             room: room.to_owned(),
@@ -273,6 +274,98 @@ impl Core {
             rakor_proto::RecordingAction::Stop => self.recording_stop(&room, None, now),
         };
         r.map_err(|e| Reject::new(e.code(), e.to_string()))
+    }
+
+    /// A spotlight or presentation change of a recorded room goes into its manifest's
+    /// timeline (the composite shows it large).
+    pub(crate) fn record_mark(&self, ev: &crate::RoomEvent) {
+        use crate::{RoomEvent, TimelineKind};
+        let (room, at, kind, participant, track) = match ev {
+            RoomEvent::Timeline {
+                room,
+                kind: TimelineKind::SpotlightSet,
+                subject,
+                at,
+                ..
+            } => (
+                room,
+                *at,
+                MarkKind::Spotlight,
+                subject.as_ref().map(|s| s.participant.clone()),
+                None,
+            ),
+            RoomEvent::Timeline {
+                room,
+                kind: TimelineKind::SpotlightCleared,
+                at,
+                ..
+            } => (room, *at, MarkKind::Spotlight, None, None),
+            RoomEvent::PresentationStarted {
+                room,
+                participant,
+                track,
+                at,
+                ..
+            } => (
+                room,
+                *at,
+                MarkKind::Presentation,
+                Some(participant.clone()),
+                Some(track.clone()),
+            ),
+            RoomEvent::PresentationStopped { room, at, .. } => {
+                (room, *at, MarkKind::Presentation, None, None)
+            }
+            _ => return,
+        };
+        self.send_mark(room, at, kind, participant, track);
+    }
+
+    fn send_mark(
+        &self,
+        room: &str,
+        at: SystemTime,
+        kind: MarkKind,
+        participant: Option<ParticipantId>,
+        track: Option<rakor_proto::TrackId>,
+    ) {
+        if let (Some(tap), true) = (&self.recorder, self.recording.contains_key(room)) {
+            tap.control(RecControl::Mark {
+                room: room.to_owned(),
+                at,
+                kind,
+                participant,
+                track,
+            });
+        }
+    }
+
+    /// The loudest speaking site of a recorded room changed (`update_speakers`).
+    pub(crate) fn record_speaker(&self, room: &str, loudest: Option<ParticipantId>, now: Instant) {
+        self.send_mark(room, self.wall(now), MarkKind::Speaker, loudest, None);
+    }
+
+    /// The state at a recording's start: who is spotlighted, presenting, speaking.
+    fn record_initial_marks(&self, room: &str, now: Instant) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let at = self.wall(now);
+        if let Some(p) = &r.spotlight {
+            self.send_mark(room, at, MarkKind::Spotlight, Some(p.clone()), None);
+        }
+        if let Some(t) = r.presentation.and_then(|ti| self.tracks.get(ti)) {
+            self.send_mark(
+                room,
+                at,
+                MarkKind::Presentation,
+                Some(t.owner.clone()),
+                Some(t.id.clone()),
+            );
+        }
+        if let Some(p) = r.announced.0.first() {
+            self.send_mark(room, at, MarkKind::Speaker, Some(p.clone()), None);
+        }
     }
 
     /// What the recorder thread asks for.

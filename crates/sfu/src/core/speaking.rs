@@ -60,6 +60,7 @@ impl Core {
     /// the room who speaks (`speakers`) when that changed. Called every 100 ms.
     pub(crate) fn update_speakers(&mut self, now: Instant) {
         let mut announce: Vec<(String, ServerMessage)> = Vec::new();
+        let mut loudest: Vec<(String, Option<ParticipantId>)> = Vec::new();
         for (name, room) in self.rooms.iter_mut() {
             let change = room.speakers.update(now);
             let host_change = room.host_speakers.update(now);
@@ -85,6 +86,9 @@ impl Core {
             let forwarded: Vec<ParticipantId> =
                 room.speakers.active().iter().filter_map(owner).collect();
             if room.announced != (speaking.clone(), forwarded.clone()) {
+                if room.announced.0.first() != speaking.first() {
+                    loudest.push((name.clone(), speaking.first().cloned()));
+                }
                 room.announced = (speaking.clone(), forwarded.clone());
                 announce.push((
                     name.clone(),
@@ -97,6 +101,9 @@ impl Core {
         }
         for (room, msg) in announce {
             self.broadcast(&room, None, &msg);
+        }
+        for (room, who) in loudest {
+            self.record_speaker(&room, who, now);
         }
     }
 }

@@ -81,6 +81,27 @@ pub(crate) enum RecControl {
     Stop {
         room: String,
     },
+    /// What the composite shows large changed (see [`MarkKind`]); kept in the manifest's
+    /// `timeline`.
+    Mark {
+        room: String,
+        at: SystemTime,
+        kind: MarkKind,
+        /// The spotlighted / presenting / loudest participant; none: cleared.
+        participant: Option<ParticipantId>,
+        /// The presentation's screen track.
+        track: Option<TrackId>,
+    },
+}
+
+/// A timeline entry of a recording: what the composite's large tile follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkKind {
+    Spotlight,
+    Presentation,
+    /// The loudest speaking site (the first of the room's `speakers.speaking`).
+    Speaker,
 }
 
 /// What the recorder thread tells the media core.

@@ -74,6 +74,19 @@ struct Manifest {
     state: &'static str,
     error: Option<String>,
     participants: Vec<ManifestParticipant>,
+    /// Spotlight, presentation and loudest-speaker changes, in order (the composite's layout).
+    timeline: Vec<ManifestMark>,
+}
+
+#[derive(Debug, Serialize)]
+struct ManifestMark {
+    /// Milliseconds from the recording's start.
+    at_ms: i64,
+    kind: super::MarkKind,
+    /// None: the spotlight was cleared, the presentation stopped, nobody speaks.
+    participant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    track_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -183,27 +196,24 @@ impl Recorder {
             let got = packets.recv_timeout(Duration::from_millis(20));
             // Controls in order with the packets: each applies after the packets handed off
             // before it was sent (a track's `Track` before its first packet, a `Stop` after
-            // the room's last).
-            let mut control_gone = false;
-            loop {
-                match control.try_recv() {
-                    Ok(c) => pending.push_back(c),
-                    Err(mpsc::TryRecvError::Empty) => break,
-                    Err(mpsc::TryRecvError::Disconnected) => {
-                        control_gone = true;
-                        break;
-                    }
-                }
-            }
+            // the room's last). The media thread sends a control before the packets that
+            // follow it, so once a packet is received, every control sent before it is in the
+            // control channel: it is read again before *each* packet is used. (Reading it only
+            // once per batch lost up to a batch of a new track's first packets when the
+            // recorder was behind: its `Track` was not read yet.)
+            let control_gone = read_controls(control, &mut pending);
             self.apply_controls(&mut pending, received);
             match got {
                 Ok(p) => {
+                    read_controls(control, &mut pending);
+                    self.apply_controls(&mut pending, received);
                     self.packet(p);
                     received += 1;
                     for _ in 0..512 {
-                        self.apply_controls(&mut pending, received);
                         match packets.try_recv() {
                             Ok(p) => {
+                                read_controls(control, &mut pending);
+                                self.apply_controls(&mut pending, received);
                                 self.packet(p);
                                 received += 1;
                             }
@@ -326,6 +336,28 @@ impl Recorder {
                 }
             }
             RecControl::Stop { room } => self.stop_room(&room, None),
+            RecControl::Mark {
+                room,
+                at,
+                kind,
+                participant,
+                track,
+            } => {
+                let Some(r) = self.rooms.get_mut(&room) else {
+                    return;
+                };
+                let at_ms = match at.duration_since(r.started_at) {
+                    Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+                    Err(_) => 0,
+                };
+                r.manifest.timeline.push(ManifestMark {
+                    at_ms,
+                    kind,
+                    participant_id: participant.map(|p| p.0),
+                    track_id: track.map(|t| t.0),
+                });
+                r.dirty = true;
+            }
         }
     }
 
@@ -353,6 +385,7 @@ impl Recorder {
             state: "recording",
             error: None,
             participants: Vec::new(),
+            timeline: Vec::new(),
         };
         let mut r = RoomRec {
             dir,
@@ -631,6 +664,20 @@ impl Recorder {
     }
 }
 
+/// Move what the control channel holds to `pending`; true when it is closed.
+fn read_controls(
+    control: &Receiver<(u64, RecControl)>,
+    pending: &mut std::collections::VecDeque<(u64, RecControl)>,
+) -> bool {
+    loop {
+        match control.try_recv() {
+            Ok(c) => pending.push_back(c),
+            Err(mpsc::TryRecvError::Empty) => return false,
+            Err(mpsc::TryRecvError::Disconnected) => return true,
+        }
+    }
+}
+
 /// Finish the open file of a track (Duration written) and update its manifest entry.
 fn close_file(t: &mut TrackRec, r: Option<&mut RoomRec>) -> std::io::Result<()> {
     let Some(f) = t.file.take() else {
@@ -700,6 +747,97 @@ mod tests {
         }
         v.extend_from_slice(&[0xAB; 20]);
         Bytes::from(v)
+    }
+
+    /// Opus packets of `rec`, 20 ms apart from `t0`.
+    fn opus(rec: u64, i: u16, t0: Instant) -> RecPacket {
+        RecPacket {
+            rec,
+            arrival: t0 + Duration::from_millis(u64::from(i) * 20),
+            seq: i,
+            ts: u32::from(i) * 960,
+            marker: false,
+            payload: Bytes::from_static(&[0xfc, 0xff, 0xfe]),
+        }
+    }
+
+    /// Tracks that start while the recorder is behind (a backlog of another track's packets
+    /// in its queue) lose none of their first packets: each `Track` applies before its first
+    /// packet. (The loop once read the control channel only once per batch of 512 packets, so
+    /// a track announced mid-batch lost the rest of that batch.) The race needs the recorder
+    /// to be mid-batch exactly when a `Track` is sent, which this test cannot force: it did not
+    /// fail with the old loop either; it checks the ordering (every packet of every track kept).
+    #[test]
+    fn tracks_announced_while_the_recorder_is_behind_keep_their_first_packets(
+    ) -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("rakor-rec-race-{}", std::process::id()));
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let outlets = Outlets {
+            feedback: Box::new(|_| {}),
+            events: Some(ev_tx),
+        };
+        let settings = RecordingSettings {
+            dir: dir.clone(),
+            min_free_bytes: 0,
+            queue: 100_000,
+            ..RecordingSettings::default()
+        };
+        let (mut tap, thread) = spawn(settings, outlets)?;
+        let room = "race".to_owned();
+        tap.control(RecControl::Start {
+            room: room.clone(),
+            started_at: SystemTime::now(),
+        });
+        let track = |rec: u64| RecControl::Track {
+            room: room.clone(),
+            rec,
+            participant: ParticipantId(format!("PA_{rec}")),
+            identity: format!("site-{rec}"),
+            name: format!("Site {rec}"),
+            track: TrackId(format!("TR_{rec}")),
+            kind: TrackKind::Audio,
+            codec: Codec::Opus,
+        };
+        let t0 = Instant::now();
+        tap.control(track(1));
+        let mut bg = 0u16;
+        const TRACKS: u64 = 30;
+        const EACH: u16 = 40;
+        for rec in 2..2 + TRACKS {
+            // A backlog of track 1, then a new track and its packets.
+            for _ in 0..700 {
+                tap.packet(opus(1, bg, t0));
+                bg += 1;
+            }
+            tap.control(track(rec));
+            for i in 0..EACH {
+                tap.packet(opus(rec, i, t0));
+            }
+        }
+        tap.control(RecControl::Stop { room: room.clone() });
+        let Some(crate::RoomEvent::RecordingFinished { dir: rec_dir, .. }) = ev_rx.blocking_recv()
+        else {
+            panic!("no RecordingFinished");
+        };
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(rec_dir.join("manifest.json"))?)
+                .map_err(std::io::Error::other)?;
+        let parts = m["participants"].as_array().cloned().unwrap_or_default();
+        assert_eq!(parts.len() as u64, 1 + TRACKS, "{m}");
+        for p in &parts[1..] {
+            let f = &p["tracks"][0]["files"][0];
+            assert_eq!(f["frames"], EACH, "{}: {f}", p["identity"]);
+            assert_eq!(
+                f["end_ms"].as_i64().unwrap_or(0) - f["start_ms"].as_i64().unwrap_or(0),
+                i64::from(EACH) * 20,
+                "{f}"
+            );
+        }
+        assert_eq!(parts[0]["tracks"][0]["files"][0]["frames"], bg, "{m}");
+        drop(tap);
+        let _ = thread.join();
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 
     /// Resolution change → a second file; garbage and a lost packet → frames dropped until
