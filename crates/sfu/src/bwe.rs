@@ -23,7 +23,7 @@
 //! appears) whatever fits with headroom applies at once.
 
 use rtc::interceptor::{BandwidthEstimator, Gcc, PacketReport};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,10 @@ use std::time::{Duration, Instant};
 pub struct EstimateCell {
     bits_per_second: AtomicU64,
     feedback: AtomicU64,
+    /// Probes the allocator started (a generation counter; see [`Prober`]).
+    probes: AtomicU64,
+    /// The loss bound is holding the estimate down (the link lost packets lately): no probing.
+    lossy: AtomicBool,
     /// Tests: a ceiling on the estimate (f64 bits; 0 = none), a link of known capacity.
     #[cfg(test)]
     cap: AtomicU64,
@@ -66,6 +70,21 @@ impl EstimateCell {
         self.bits_per_second.store(bps.to_bits(), Ordering::Relaxed);
         self.feedback.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// The allocator sends more than the estimate from now on to find out whether the link
+    /// carries it: the estimator measures what arrives and lifts the estimate if it all did.
+    pub fn start_probe(&self) {
+        self.probes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn probe_generation(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
+    }
+
+    /// Whether probing may start: no recent loss holding the estimate down.
+    pub fn may_probe(&self) -> bool {
+        !self.lossy.load(Ordering::Relaxed)
+    }
 }
 
 /// Start high: a subscriber gets what its tiles want until feedback says otherwise (starting
@@ -84,6 +103,7 @@ const MAX_ESTIMATE: f64 = 50_000_000.0;
 pub struct SubscriberEstimator {
     gcc: Gcc,
     bound: LossBound,
+    prober: Prober,
     cell: Arc<EstimateCell>,
 }
 
@@ -92,6 +112,7 @@ impl SubscriberEstimator {
         Self {
             gcc: Gcc::new(INITIAL_ESTIMATE, MIN_ESTIMATE, MAX_ESTIMATE),
             bound: LossBound::default(),
+            prober: Prober::default(),
             cell,
         }
     }
@@ -103,9 +124,32 @@ impl BandwidthEstimator for SubscriberEstimator {
             return;
         }
         self.gcc.on_reports(now, reports);
-        let arrived: usize = reports.iter().filter(|r| r.arrived).map(|r| r.size).sum();
-        let lost = reports.iter().filter(|r| !r.arrived).count();
+        let mut arrived = 0usize;
+        let mut lost = 0usize;
+        for r in reports {
+            if r.arrived {
+                arrived += r.size;
+            } else {
+                lost += 1;
+            }
+        }
         self.bound.update(now, arrived, lost, reports.len());
+        let estimate = self.gcc.target_bitrate().min(self.bound.bits_per_second());
+        let generation = self.cell.probe_generation();
+        if let Some(found) =
+            self.prober
+                .update(now, generation, estimate, arrived, lost, reports.len())
+        {
+            // The link carried the probe without loss or a falling estimate: start GCC again
+            // from there (its additive increase near an old ceiling would take minutes).
+            if found > self.gcc.target_bitrate() {
+                self.gcc = Gcc::new(found, MIN_ESTIMATE, MAX_ESTIMATE);
+            }
+            self.bound.raise_to(found);
+        }
+        self.cell
+            .lossy
+            .store(self.bound.bits_per_second().is_finite(), Ordering::Relaxed);
         self.cell
             .store(self.gcc.target_bitrate().min(self.bound.bits_per_second()));
     }
@@ -171,6 +215,97 @@ impl LossBound {
 
     pub fn bits_per_second(&self) -> f64 {
         self.cap
+    }
+
+    /// A probe showed the link carries `bps` without loss: the cap is at least that.
+    pub fn raise_to(&mut self, bps: f64) {
+        if self.cap < bps {
+            self.cap = bps;
+        }
+    }
+}
+
+/// Measures a probe from the feedback: the allocator sends more than the estimate for about
+/// [`PROBE_LEN`] (real media: paused legs resumed, higher simulcast layers — see [`Allocator`]);
+/// this waits [`Prober::SKIP`] for the packets sent before the probe to be reported, then sums
+/// what arrives over at least [`Prober::WINDOW`]. No loss and no falling estimate meanwhile:
+/// the link carries the acknowledged rate, and the estimate becomes that rate times
+/// [`Prober::GAIN`] (what keeps the probe's allotment, with the allocator's margin). Loss above
+/// 2 % or an estimate falling below 85 % of its value at the start: the probe failed, nothing
+/// changes (GCC and the loss bound have already reacted).
+#[derive(Debug, Default, Clone)]
+pub struct Prober {
+    generation: u64,
+    window: Option<ProbeWindow>,
+    last_batch: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+struct ProbeWindow {
+    started: Instant,
+    estimate_at_start: f64,
+    from: Option<Instant>,
+    bytes: usize,
+    lost: usize,
+    total: usize,
+}
+
+impl Prober {
+    const SKIP: Duration = Duration::from_millis(250);
+    const WINDOW: Duration = Duration::from_millis(600);
+    const GIVE_UP: Duration = Duration::from_millis(2500);
+    const GAIN: f64 = 1.25;
+
+    /// One feedback batch. `generation` is the cell's probe counter, `estimate` the current
+    /// estimate. Returns the rate found by a probe that just succeeded.
+    pub fn update(
+        &mut self,
+        now: Instant,
+        generation: u64,
+        estimate: f64,
+        arrived_bytes: usize,
+        lost: usize,
+        total: usize,
+    ) -> Option<f64> {
+        let previous = self.last_batch.replace(now);
+        if generation != self.generation {
+            self.generation = generation;
+            self.window = Some(ProbeWindow {
+                started: now,
+                estimate_at_start: estimate,
+                from: None,
+                bytes: 0,
+                lost: 0,
+                total: 0,
+            });
+            return None;
+        }
+        let w = self.window.as_mut()?;
+        let since = now.saturating_duration_since(w.started);
+        if since > Self::GIVE_UP || estimate < 0.85 * w.estimate_at_start {
+            self.window = None;
+            return None;
+        }
+        if since < Self::SKIP {
+            return None;
+        }
+        if w.from.is_none() {
+            // This batch covers the time since the previous one.
+            w.from = Some(previous.unwrap_or(now));
+        }
+        w.bytes += arrived_bytes;
+        w.lost += lost;
+        w.total += total;
+        let span = now.saturating_duration_since(w.from.unwrap_or(now));
+        if span < Self::WINDOW {
+            return None;
+        }
+        let done = self.window.take()?;
+        if done.total == 0 || done.lost as f64 > 0.02 * done.total as f64 {
+            return None;
+        }
+        let rate = done.bytes as f64 * 8.0 / span.as_secs_f64();
+        Some((rate * Self::GAIN).min(MAX_ESTIMATE))
     }
 }
 
@@ -366,16 +501,53 @@ impl Default for BweConfig {
     }
 }
 
-/// One subscriber's allotments over time: immediate downgrades, careful upgrades.
+/// How long a probe holds its raised allotment before the estimate must have followed.
+pub const PROBE_LEN: Duration = Duration::from_millis(1500);
+/// A probe asks for this many times the current budget (at most what the tiles want).
+const PROBE_GAIN: f64 = 2.0;
+/// Wait between probes after a successful one; doubled after each failure…
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// …up to this.
+const PROBE_EVERY_MAX: Duration = Duration::from_secs(30);
+
+/// A probe in progress: allotments against `budget` instead of the estimate until `until`.
+#[derive(Debug, Clone)]
+struct Probe {
+    until: Instant,
+    budget: f64,
+    estimate_at_start: f64,
+}
+
+/// One subscriber's allotments over time: immediate downgrades, careful upgrades, and probes.
+///
+/// **Probing.** GCC only learns what the link carries from what is sent, and an SFU sends what
+/// it allots: once a subscriber's estimate is below what its tiles want (a backoff on a busy
+/// host, a start below the demand), nothing would ever show that more fits — GCC's additive
+/// increase near its last backoff is ~60 kbit/s per second. So while some leg gets less than
+/// its tile wants, the link has not lost packets lately ([`EstimateCell::may_probe`]) and no
+/// downgrade happened within the hold, the allocator raises the allotments to what twice the
+/// budget allows (at most the demand) for [`PROBE_LEN`], with real media (resumed legs, higher
+/// layers: no padding, so a probe costs nothing the subscriber does not use). The estimator
+/// ([`Prober`]) measures what arrives; if it all did, the estimate follows and the raised
+/// allotments stay; if not, they go back without counting as congestion, and the next probe
+/// waits twice as long ([`PROBE_EVERY`] … [`PROBE_EVERY_MAX`]). A probe that congests the link
+/// ends at once (the estimate fell) like any downgrade.
 #[derive(Debug, Clone)]
 pub struct Allocator {
     cfg: BweConfig,
     hold: Duration,
     last_down: Option<Instant>,
     last_up: Option<Instant>,
+    probe: Option<Probe>,
+    next_probe: Option<Instant>,
+    probe_every: Duration,
+    probe_started: bool,
     /// Downgrades and upgrades made (for stats and tests).
     pub downgrades: u64,
     pub upgrades: u64,
+    /// Probes started and those after which the estimate had risen.
+    pub probes: u64,
+    pub probes_won: u64,
 }
 
 impl Allocator {
@@ -385,14 +557,32 @@ impl Allocator {
             cfg,
             last_down: None,
             last_up: None,
+            probe: None,
+            next_probe: None,
+            probe_every: PROBE_EVERY,
+            probe_started: false,
             downgrades: 0,
             upgrades: 0,
+            probes: 0,
+            probes_won: 0,
         }
+    }
+
+    /// Whether the last [`Allocator::step`] started a probe (the caller tells the estimator:
+    /// [`EstimateCell::start_probe`]).
+    pub fn take_probe_start(&mut self) -> bool {
+        std::mem::take(&mut self.probe_started)
+    }
+
+    /// Whether a probe is in progress.
+    pub fn probing(&self) -> bool {
+        self.probe.is_some()
     }
 
     /// New allotments for `legs` whose current allotments are `current` (same order; `None`
     /// for a leg new to the allocator, which gets what fits at once), given the estimate
-    /// (`None`: unknown, nothing limited) and the audio forwarded to this subscriber.
+    /// (`None`: unknown, nothing limited), the audio forwarded to this subscriber, and whether
+    /// the link may be probed now ([`EstimateCell::may_probe`]).
     pub fn step(
         &mut self,
         now: Instant,
@@ -400,12 +590,35 @@ impl Allocator {
         audio_bps: f64,
         legs: &[VideoDemand],
         current: &[Option<Level>],
+        may_probe: bool,
     ) -> Vec<Level> {
         let wanted: Vec<Level> = legs.iter().map(wanted).collect();
         let Some(estimate) = estimate else {
             return wanted;
         };
         let budget = (estimate * self.cfg.usable - audio_bps).max(0.0);
+        // A probe in progress: hold its allotments until it ends or the estimate falls.
+        let mut probe_ended = false;
+        if let Some(p) = &self.probe {
+            if estimate < 0.85 * p.estimate_at_start {
+                self.probe = None;
+                self.probe_every = (self.probe_every * 2).min(PROBE_EVERY_MAX);
+                self.next_probe = Some(now + self.probe_every);
+            } else if now >= p.until {
+                if estimate >= 1.1 * p.estimate_at_start {
+                    self.probes_won += 1;
+                    self.probe_every = PROBE_EVERY;
+                } else {
+                    self.probe_every = (self.probe_every * 2).min(PROBE_EVERY_MAX);
+                }
+                self.next_probe = Some(now + self.probe_every);
+                self.probe = None;
+                probe_ended = true;
+            } else {
+                let fit = allocate(p.budget.max(budget), legs);
+                return fit.iter().zip(&wanted).map(|(&f, &w)| f.min(w)).collect();
+            }
+        }
         let fit = allocate(budget, legs);
         // Downgrades: whatever no longer fits, now.
         let mut next: Vec<Level> = current
@@ -418,6 +631,10 @@ impl Allocator {
             .iter()
             .zip(current)
             .any(|(n, c)| c.is_some_and(|c| *n < c));
+        if downgraded && probe_ended {
+            // A probe the link did not confirm: back to what fits, not a congestion signal.
+            return next;
+        }
         if downgraded {
             if self
                 .last_up
@@ -450,24 +667,57 @@ impl Allocator {
                     self.upgrades += 1;
                 }
             }
-            return next;
-        }
-        // Recovering from a downgrade: one step at a time, the most important leg first.
-        if self
+        } else if self
             .last_up
-            .is_some_and(|u| now.saturating_duration_since(u) < self.cfg.up_step)
+            .is_none_or(|u| now.saturating_duration_since(u) >= self.cfg.up_step)
         {
-            return next;
-        }
-        for i in priority_order(legs) {
-            if roomy[i] > next[i] && next[i] < wanted[i] {
-                next[i] += 1;
-                self.last_up = Some(now);
-                self.upgrades += 1;
-                break;
+            // Recovering from a downgrade: one step at a time, the most important leg first.
+            for i in priority_order(legs) {
+                if roomy[i] > next[i] && next[i] < wanted[i] {
+                    next[i] += 1;
+                    self.last_up = Some(now);
+                    self.upgrades += 1;
+                    break;
+                }
             }
         }
+        if may_probe {
+            self.maybe_probe(now, estimate, budget, legs, &wanted, &mut next);
+        }
         next
+    }
+
+    /// Start a probe when some leg gets less than its tile wants and twice the budget would
+    /// give it more.
+    fn maybe_probe(
+        &mut self,
+        now: Instant,
+        estimate: f64,
+        budget: f64,
+        legs: &[VideoDemand],
+        wanted: &[Level],
+        next: &mut [Level],
+    ) {
+        let due = *self.next_probe.get_or_insert(now + self.probe_every);
+        if now < due || next.iter().zip(wanted).all(|(n, w)| n >= w) {
+            return;
+        }
+        let demand: f64 = legs.iter().zip(wanted).map(|(l, &w)| cost(l, w)).sum();
+        let probe_budget = (budget * PROBE_GAIN).min(demand).max(budget);
+        let raised = allocate(probe_budget, legs);
+        if !raised.iter().zip(next.iter()).any(|(r, n)| r > n) {
+            return;
+        }
+        for ((n, &r), &w) in next.iter_mut().zip(&raised).zip(wanted) {
+            *n = (*n).max(r.min(w));
+        }
+        self.probe = Some(Probe {
+            until: now + PROBE_LEN,
+            budget: probe_budget,
+            estimate_at_start: estimate,
+        });
+        self.probes += 1;
+        self.probe_started = true;
     }
 }
 
@@ -607,7 +857,7 @@ mod tests {
                 10..=29 => 300e3,
                 _ => (300e3 * 1.08f64.powf((tick as f64 - 300.0) / 10.0)).min(5e6),
             };
-            let next = a.step(now, Some(estimate), 40e3, &legs, &cur);
+            let next = a.step(now, Some(estimate), 40e3, &legs, &cur, false);
             cur = next.iter().map(|&l| Some(l)).collect();
             history.push((tick, next));
         }
@@ -652,7 +902,7 @@ mod tests {
             // is forwarded the estimate collapses (overuse), otherwise it creeps above the
             // layer-2 threshold (GCC's increase without probing).
             let estimate = if cur == 3 { 600e3 } else { 2.5e6 };
-            let next = a.step(now, Some(estimate), 0.0, &legs, &[Some(cur)])[0];
+            let next = a.step(now, Some(estimate), 0.0, &legs, &[Some(cur)], false)[0];
             if next != cur {
                 switches += 1;
             }
@@ -668,14 +918,20 @@ mod tests {
         let mut a = Allocator::new(BweConfig::default());
         let now = crate::testkit::SimClock::start().now();
         let small = vec![leg(false, 320 * 180, 0)];
-        assert_eq!(a.step(now, Some(5e6), 0.0, &small, &[None]), vec![1]);
+        assert_eq!(a.step(now, Some(5e6), 0.0, &small, &[None], false), vec![1]);
         let big = vec![leg(true, 1280 * 720, 2)];
         let later = now + Duration::from_millis(100);
-        assert_eq!(a.step(later, Some(5e6), 0.0, &big, &[Some(1)]), vec![3]);
+        assert_eq!(
+            a.step(later, Some(5e6), 0.0, &big, &[Some(1)], false),
+            vec![3]
+        );
         // The same growth with too little bandwidth stops where the headroom ends.
         let mut b = Allocator::new(BweConfig::default());
-        assert_eq!(b.step(now, Some(1e6), 0.0, &small, &[None]), vec![1]);
-        assert_eq!(b.step(later, Some(1e6), 0.0, &big, &[Some(1)]), vec![2]);
+        assert_eq!(b.step(now, Some(1e6), 0.0, &small, &[None], false), vec![1]);
+        assert_eq!(
+            b.step(later, Some(1e6), 0.0, &big, &[Some(1)], false),
+            vec![2]
+        );
     }
 
     #[test]
@@ -688,7 +944,8 @@ mod tests {
                 None,
                 0.0,
                 &legs,
-                &[None, Some(0)]
+                &[None, Some(0)],
+                true
             ),
             vec![3, 1]
         );
@@ -751,5 +1008,122 @@ mod tests {
         assert_eq!(cell.estimate(), None, "an empty batch is no feedback");
         cell.store(1e6);
         assert_eq!(cell.estimate(), Some(1e6));
+    }
+
+    /// A simulated subscriber link: `capacity` bits/s; each 100 ms the allotted legs' cost is
+    /// sent, what exceeds the capacity is lost, and the [`Prober`] sees the feedback. The
+    /// modelled GCC is stuck (it never climbs on its own, as after a backoff on a busy host);
+    /// on loss it backs off to 85 % of what arrived.
+    fn simulate(
+        capacity: f64,
+        start_estimate: f64,
+        legs: &[VideoDemand],
+        secs: u64,
+    ) -> (Allocator, Vec<(u64, f64, Vec<Level>)>) {
+        let mut a = Allocator::new(BweConfig::default());
+        let mut prober = Prober::default();
+        let mut generation = 0;
+        let mut estimate = start_estimate;
+        let mut lossy_until = 0u64;
+        let t0 = crate::testkit::SimClock::start().now();
+        let mut cur: Vec<Option<Level>> = vec![None; legs.len()];
+        let mut history = Vec::new();
+        for tick in 0..secs * 10 {
+            let now = t0 + Duration::from_millis(100 * tick);
+            let next = a.step(now, Some(estimate), 0.0, legs, &cur, tick >= lossy_until);
+            if a.take_probe_start() {
+                generation += 1;
+            }
+            let sent: f64 = legs.iter().zip(&next).map(|(l, &n)| cost(l, n)).sum();
+            let arrived = sent.min(capacity);
+            // 1,000-byte packets, one report per packet, 100 ms of them.
+            let total = (sent / 8.0 / 1000.0 / 10.0).round() as usize;
+            let got = (arrived / 8.0 / 1000.0 / 10.0).round() as usize;
+            if got < total {
+                estimate = (arrived * 0.85).min(estimate);
+                lossy_until = tick + 30;
+            }
+            if let Some(found) =
+                prober.update(now, generation, estimate, got * 1000, total - got, total)
+            {
+                estimate = estimate.max(found);
+            }
+            cur = next.iter().map(|&l| Some(l)).collect();
+            history.push((tick, estimate, next));
+        }
+        (a, history)
+    }
+
+    fn wall(n: usize, bps: f64) -> Vec<VideoDemand> {
+        (0..n)
+            .map(|_| VideoDemand {
+                presentation: false,
+                high_priority: false,
+                area: 320 * 180,
+                layer_costs: vec![bps],
+                desired: 0,
+            })
+            .collect()
+    }
+
+    /// The 20 → 20 case: 19 videos of 1.2 Mbit/s (23 Mbit/s) on a link that carries far more,
+    /// with an estimate stuck at 10 Mbit/s. Probes find the link: every video flows within
+    /// 10 s, and then no more probes are needed.
+    #[test]
+    fn probing_finds_a_fast_link() {
+        let legs = wall(19, 1.2e6);
+        let (a, history) = simulate(100e6, 10e6, &legs, 30);
+        let all = |t: usize| history[t].2.iter().all(|&l| l == 1);
+        assert!(!all(5), "starts below the demand: {:?}", history[5].2);
+        let first_all = (0..history.len()).find(|&t| all(t));
+        assert!(
+            first_all.is_some_and(|t| t <= 100),
+            "all videos after {first_all:?} ticks"
+        );
+        let t = first_all.unwrap_or(0);
+        assert!((t..history.len()).all(all), "and they stay");
+        assert!(a.probes_won >= 1 && a.probes <= 6, "{} probes", a.probes);
+        assert_eq!(a.downgrades, 0, "a probe that holds is no downgrade");
+    }
+
+    /// A link that carries 3 Mbit/s under the same demand: probes fail (loss), the allotment
+    /// comes back below the capacity within a probe's length, and the probes back off.
+    #[test]
+    fn probing_a_full_link_backs_off() {
+        let legs = wall(19, 1.2e6);
+        let (a, history) = simulate(3e6, 2.5e6, &legs, 120);
+        let over: Vec<u64> = history
+            .iter()
+            .filter(|(_, _, lv)| legs.iter().zip(lv).map(|(l, &n)| cost(l, n)).sum::<f64>() > 3e6)
+            .map(|(t, _, _)| *t)
+            .collect();
+        // Over the capacity only while probing: runs of at most PROBE_LEN (15 ticks).
+        for run in over.split(|_| false) {
+            let mut len = 1;
+            for w in run.windows(2) {
+                len = if w[1] == w[0] + 1 { len + 1 } else { 1 };
+                assert!(len <= 15, "over capacity for {len} ticks: {over:?}");
+            }
+        }
+        assert!(a.probes <= 8, "{} probes in 2 minutes", a.probes);
+        assert_eq!(a.probes_won, 0);
+        let last = &history[history.len() - 1];
+        let sent: f64 = legs.iter().zip(&last.2).map(|(l, &n)| cost(l, n)).sum();
+        assert!(sent <= 3e6 && sent > 1e6, "ends at {sent} bit/s");
+    }
+
+    /// No probing while the estimator reports recent loss (the capped-link case).
+    #[test]
+    fn no_probe_while_lossy() {
+        let legs = wall(4, 1.2e6);
+        let mut a = Allocator::new(BweConfig::default());
+        let t0 = crate::testkit::SimClock::start().now();
+        let mut cur = vec![None; legs.len()];
+        for tick in 0..300u64 {
+            let now = t0 + Duration::from_millis(100 * tick);
+            let next = a.step(now, Some(2e6), 0.0, &legs, &cur, false);
+            cur = next.iter().map(|&l| Some(l)).collect();
+        }
+        assert_eq!(a.probes, 0);
     }
 }

@@ -7,8 +7,8 @@ use crate::liveness::IceTimeouts;
 use crate::router::{Codec, PayloadTypes};
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{
-    Attribute, CongestionControlBuilder, Interceptor, Packet, Registry, Slot, StreamInfo,
-    TaggedPacket, TwccSenderBuilder,
+    Attribute, CongestionControlBuilder, Interceptor, NackResponderBuilder, Packet, Registry,
+    SenderReportBuilder, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
@@ -182,12 +182,14 @@ pub(crate) fn ice_credentials() -> (String, String) {
 /// timers that fail a silent client within the dead-peer timeout (see [`crate::liveness`]).
 /// With `estimate` (subscriber connections), what it sends is numbered for transport-wide
 /// congestion feedback and the receiver's feedback drives GCC into that cell ([`crate::bwe`]).
+/// `send_only` (subscriber connections): only the interceptors a sending leg uses.
 pub(crate) fn build(
     now: Instant,
     ufrag: &str,
     pwd: &str,
     timeouts: IceTimeouts,
     estimate: Option<Arc<EstimateCell>>,
+    send_only: bool,
 ) -> Result<RTCPeerConnection, Error> {
     let mut me = MediaEngine::default();
     for (codec, kind) in codecs() {
@@ -216,8 +218,20 @@ pub(crate) fn build(
     // arrivals to publishers; a subscriber connection also numbers what it sends and runs GCC on
     // the feedback. No pacer: forwarded media cannot be sent slower than it arrives; the
     // allocator picks layers instead.
-    let mut registry = register_default_interceptors(Registry::new(), &mut me)?
-        .with(Slot::from(14_000), RtcpTap::default());
+    //
+    // A send-only (subscriber) connection has no inbound RTP: the NACK generator, receiver
+    // reports and the TWCC receiver would only pass every outgoing packet through their queues
+    // (a move of the packet struct each). It keeps the NACK responder and sender reports; the
+    // defaults still run for what they register in the media engine (feedback, extensions).
+    let defaults = register_default_interceptors(Registry::new(), &mut me)?;
+    let registry = if send_only {
+        Registry::new()
+            .with(Slot::NackResponder, NackResponderBuilder::new().build())
+            .with(Slot::SenderReport, SenderReportBuilder::new().build())
+    } else {
+        defaults
+    };
+    let mut registry = registry.with(Slot::from(14_000), RtcpTap::default());
     if let Some(cell) = estimate {
         registry = registry
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())

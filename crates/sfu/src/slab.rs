@@ -111,7 +111,16 @@ impl<K: SlabKey, T> Slab<K, T> {
 
     /// The keys whose items match `f` (collected, so the slab can be changed while walking them).
     pub fn keys_where(&self, f: impl Fn(&T) -> bool) -> Vec<K> {
-        self.iter().filter(|(_, t)| f(t)).map(|(k, _)| k).collect()
+        let mut out = Vec::new();
+        self.keys_where_into(&mut out, f);
+        out
+    }
+
+    /// [`Slab::keys_where`] into a caller's buffer (cleared first): no allocation once the
+    /// buffer has grown, for the passes made on every wake-up.
+    pub fn keys_where_into(&self, out: &mut Vec<K>, f: impl Fn(&T) -> bool) {
+        out.clear();
+        out.extend(self.iter().filter(|(_, t)| f(t)).map(|(k, _)| k));
     }
 }
 

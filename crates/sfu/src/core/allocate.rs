@@ -44,11 +44,18 @@ impl Core {
                 continue;
             };
             let estimate = c.estimate.as_ref().and_then(|e| e.estimate());
+            let may_probe = c.estimate.as_ref().is_some_and(|e| e.may_probe());
             let demands: Vec<VideoDemand> = load.video.iter().map(|l| l.demand.clone()).collect();
             let current: Vec<Option<Level>> = load.video.iter().map(|l| l.current).collect();
             let levels = c
                 .alloc
-                .step(now, estimate, load.audio_bps, &demands, &current);
+                .step(now, estimate, load.audio_bps, &demands, &current, may_probe);
+            if c.alloc.take_probe_start() {
+                if let Some(e) = &c.estimate {
+                    e.start_probe();
+                }
+                tracing::debug!(conn = %ci, ?estimate, "bandwidth probe");
+            }
             for (leg, level) in load.video.into_iter().zip(levels) {
                 if leg.current == Some(level) {
                     continue;

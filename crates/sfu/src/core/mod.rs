@@ -100,6 +100,8 @@ pub struct Core {
     /// Peer addresses of TCP streams whose connection closed (the shell closes them).
     closed_streams: Vec<SocketAddr>,
     rtp_scratch: Vec<(Instant, rtc::rtp::packet::Packet)>,
+    /// Connection keys of one pass (due timers, dirty connections), reused across wake-ups.
+    pub(crate) conn_scratch: Vec<ConnKey>,
     level_scratch: Vec<speaking::LevelSample>,
     next_tick: Instant,
     /// Read instants of the packets forwarded since the last drain (forwarding latency).
@@ -147,6 +149,7 @@ impl Core {
             out: Vec::with_capacity(1024),
             closed_streams: Vec::new(),
             rtp_scratch: Vec::with_capacity(64),
+            conn_scratch: Vec::new(),
             level_scratch: Vec::with_capacity(64),
             next_tick: now,
             forwarded_read_at: Vec::with_capacity(1024),
@@ -209,10 +212,10 @@ impl Core {
             self.next_tick = now + TICK;
         }
         self.renegotiate_pending(now);
-        let due = self
-            .conns
-            .keys_where(|c| c.deadline.is_some_and(|d| d <= now));
-        for ci in due {
+        let mut due = std::mem::take(&mut self.conn_scratch);
+        self.conns
+            .keys_where_into(&mut due, |c| c.deadline.is_some_and(|d| d <= now));
+        for &ci in &due {
             if let Some(c) = self.conns.get_mut(ci) {
                 if let Err(e) = rtc::sansio::Protocol::handle_timeout(&mut c.pc, now) {
                     tracing::debug!(conn = %ci, "handle_timeout: {e}");
@@ -221,6 +224,7 @@ impl Core {
                 c.dirty = true;
             }
         }
+        self.conn_scratch = due;
         self.poll_keyframe_throttles(now);
         self.service_dirty(now);
     }

@@ -50,12 +50,14 @@ impl Core {
             crate::liveness::IceTimeouts::for_dead_peer_timeout(self.cfg.dead_peer_timeout);
         let estimate = (kind == PeerConnectionKind::Subscriber && self.cfg.bandwidth_estimation)
             .then(|| std::sync::Arc::new(crate::bwe::EstimateCell::default()));
-        let pc = conn::build(now, &ufrag, &pwd, timeouts, estimate.clone()).map_err(|e| {
-            Reject::new(
-                ErrorCode::Internal,
-                format!("cannot create a peer connection: {e}"),
-            )
-        })?;
+        let send_only = kind == PeerConnectionKind::Subscriber;
+        let pc =
+            conn::build(now, &ufrag, &pwd, timeouts, estimate.clone(), send_only).map_err(|e| {
+                Reject::new(
+                    ErrorCode::Internal,
+                    format!("cannot create a peer connection: {e}"),
+                )
+            })?;
         Ok(self.insert_conn(Conn {
             pc,
             ufrag,

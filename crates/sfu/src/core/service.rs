@@ -98,15 +98,17 @@ impl Core {
     }
 
     pub(crate) fn service_dirty(&mut self, now: Instant) {
+        let mut dirty = std::mem::take(&mut self.conn_scratch);
         for _ in 0..SERVICE_PASSES {
-            let dirty = self.conns.keys_where(|c| c.dirty);
+            self.conns.keys_where_into(&mut dirty, |c| c.dirty);
             if dirty.is_empty() {
-                return;
+                break;
             }
-            for ci in dirty {
+            for &ci in &dirty {
                 self.service(ci, now);
             }
         }
+        self.conn_scratch = dirty;
     }
 
     fn service(&mut self, ci: ConnKey, now: Instant) {

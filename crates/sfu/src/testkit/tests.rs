@@ -52,7 +52,8 @@ impl Server {
     fn new(now: Instant, estimate: Option<Arc<EstimateCell>>) -> Self {
         let (ufrag, pwd) = conn::ice_credentials();
         let timeouts = IceTimeouts::for_dead_peer_timeout(DEAD_PEER_TIMEOUT);
-        let pc = conn::build(now, &ufrag, &pwd, timeouts, estimate).unwrap();
+        let send_only = estimate.is_some();
+        let pc = conn::build(now, &ufrag, &pwd, timeouts, estimate, send_only).unwrap();
         Self {
             pc,
             addr: SocketAddr::new(SERVER_IP, SERVER_PORT),
