@@ -575,13 +575,13 @@ async fn no_recording_without_free_disk_space() {
 /// 20 % loss (both ways) on one site's link, in network namespaces (root and nft; skips
 /// otherwise): its files still play without a decode error and cover the call.
 ///
-/// Once failed on a loaded CI machine with 8 s of a 15 s call recorded (docs/operations.md,
-/// "Recordings"): on failure it prints the participant's manifest entry, and it always prints
-/// the lossy site's own send counters, to tell a site that stopped sending from a recorder
-/// that lost packets.
+/// Once failed on a loaded CI machine with 8 s of a 15 s call recorded: the server's dead-peer
+/// detection had removed the lossy site (docs/operations.md, "Recordings"); the timeout is
+/// raised here, a removal fails with its own message, and a short file prints the manifest
+/// entry and the site's own send counters.
 #[test]
 fn lossy_site_is_still_recorded_playably() {
-    use rakor_e2e::netns::{self, mint_token, Netns, Probe, ServerProc};
+    use rakor_e2e::netns::{self, mint_token, Netns, Probe, ProbeLine, ServerProc};
     const PROBE: &str = env!("CARGO_BIN_EXE_probe-client");
     if let Err(why) = netns::available() {
         eprintln!("SKIP: network namespaces unavailable: {why}");
@@ -603,6 +603,13 @@ fn lossy_site_is_still_recorded_playably() {
         &[
             ("RAKOR_RECORDING_AUTO", "true"),
             ("RAKOR_SERVER_RESUME_GRACE", "0s"),
+            // The server's dead-peer detection counts only the client's ICE checks, not its
+            // media, and the webrtc-rs client checks only after 2 s without receiving: under
+            // 20 % loss both ways on a loaded machine, the server once saw no check for 8 s
+            // and removed a site whose media was flowing (its files ended there, 10 s into a
+            // 16 s call). That is a liveness bug, not a recording one (docs/operations.md,
+            // "Recordings"); here the site must stay for the whole call.
+            ("RAKOR_LIMITS_DEAD_PEER_TIMEOUT", "60s"),
         ],
     )
     .unwrap();
@@ -681,6 +688,19 @@ fn lossy_site_is_still_recorded_playably() {
     .unwrap();
     std::thread::sleep(CALL);
     let weak_report = weak.latest_report(Duration::from_secs(2)).ok();
+    let gone: Vec<String> = weak
+        .seen
+        .iter()
+        .filter_map(|(t, l)| match l {
+            ProbeLine::Closed(why) => Some(format!("{t}: closed: {why}")),
+            ProbeLine::Event(e) if e["type"] == "leave" => Some(format!("{t}: {e}")),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "the lossy site was removed during the call (not a recording problem): {gone:?}"
+    );
     eprintln!(
         "weak site's last report: {}",
         serde_json::to_string(&weak_report).unwrap_or_default()

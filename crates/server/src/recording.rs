@@ -214,8 +214,7 @@ pub fn large_segments(m: &Manifest, end_ms: i64) -> Vec<(i64, i64, Large)> {
         let last = |kind: &str| {
             marks
                 .iter()
-                .filter(|k| k.kind == kind && k.at_ms.max(0) <= t)
-                .next_back()
+                .rfind(|k| k.kind == kind && k.at_ms.max(0) <= t)
         };
         if let Some(k) = last("presentation") {
             if let (Some(_), Some(tr)) = (&k.participant_id, &k.track_id) {
@@ -227,8 +226,7 @@ pub fn large_segments(m: &Manifest, end_ms: i64) -> Vec<(i64, i64, Large)> {
         }
         stable
             .iter()
-            .filter(|(s, _)| *s <= t)
-            .next_back()
+            .rfind(|(s, _)| *s <= t)
             .map(|(_, p)| Large::Camera(p.clone()))
     };
     let mut out: Vec<(i64, i64, Large)> = Vec::new();
@@ -580,6 +578,7 @@ pub fn sweep(root: &Path, retention: Duration) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
 
