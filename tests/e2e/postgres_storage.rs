@@ -8,7 +8,7 @@
 use anyhow::Result;
 use rakor_e2e::session::{
     add_rakor, add_site, fresh_postgres_database, psql, test_postgres_url, token_of, Api,
-    Persistent,
+    Persistent, PASSWORD,
 };
 use rakor_e2e::{raw_next_json, raw_ws};
 use serde_json::json;
@@ -26,17 +26,18 @@ fn operator_api_join_and_kill_9_on_postgres() -> Result<()> {
     let with_password = db.replacen("://rakor@", "://rakor:pg-secret-7c1d@", 1);
     assert_ne!(with_password, db, "{db}");
     let p = Persistent::on_postgres(&with_password)?;
-    let (mut server, api) = p.start_logged_in()?;
-    let log: Vec<String> = std::iter::from_fn(|| server.output.try_recv().ok()).collect();
+    let out = p.add_operator("operator", PASSWORD)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        log.iter()
-            .any(|l| l.contains("session database open") && l.contains("postgres://rakor@")),
-        "{log:#?}"
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        !log.iter().any(|l| l.contains("pg-secret-7c1d")),
-        "{log:#?}"
-    );
+    assert!(stdout.contains("in postgres://rakor@127.0.0.1"), "{stdout}");
+    assert!(!stdout.contains("pg-secret-7c1d"), "{stdout}");
+    let mut server = p.start()?;
+    let mut api = Api::new(server.http);
+    api.login("operator", PASSWORD)?;
     // Nothing went to SQLite.
     assert!(!p.dir.path().join("rakor.sqlite3").exists());
     assert_eq!(psql(&db, "SELECT username FROM operators")?, "operator");
@@ -77,8 +78,19 @@ fn operator_api_join_and_kill_9_on_postgres() -> Result<()> {
     let (ws, joined) = ws;
     let joined = joined.unwrap();
     assert_eq!(joined["type"], "joined", "{joined}");
-    let reg = api.get(&format!("/api/v1/rakor/{id}/attendance"))?.json()?;
-    assert_eq!(reg[0]["status"], "present", "{reg}");
+    // Attendance is written by the event queue a moment after `joined`: poll (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reg = api.get(&format!("/api/v1/rakor/{id}/attendance"))?.json()?;
+        if reg["rows"][0]["status"] == "present" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "join not recorded: {reg}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(
         psql(
             &db,
@@ -87,6 +99,11 @@ fn operator_api_join_and_kill_9_on_postgres() -> Result<()> {
         "join"
     );
     // A change right before kill -9.
+    let log: Vec<String> = std::iter::from_fn(|| server.output.try_recv().ok()).collect();
+    assert!(
+        !log.iter().any(|l| l.contains("pg-secret-7c1d")),
+        "{log:#?}"
+    );
     api.call(
         "PATCH",
         &format!("/api/v1/sites/{dinkes}"),
@@ -111,7 +128,7 @@ fn operator_api_join_and_kill_9_on_postgres() -> Result<()> {
     let reg = script
         .get(&format!("/api/v1/rakor/{id}/attendance"))?
         .json()?;
-    assert_eq!(reg[0]["status"], "attended", "{reg}");
+    assert_eq!(reg["rows"][0]["status"], "attended", "{reg}");
     assert_eq!(
         psql(
             &db,

@@ -31,7 +31,7 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
         }
     }
     let db = c.storage.database_url.expose().trim();
-    if !db.is_empty() && !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+    if !(db.is_empty() || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
         return Err((
             "storage.database_url",
             "must start with postgres:// or postgresql:// (empty = the SQLite file session.database)"
