@@ -219,7 +219,8 @@ try {
     await site.click('#btn-screen');
     await pollUntil(site, () => window.rakorTest.screenShare(), (v) => v.live && v.trackId, 20000, 'the site shares its screen');
     // The host page: the presentation label and the participant list name the presenter.
-    await host.waitForSelector(`#participant-list li[data-participant-id="${siteId}"][data-presenting="true"] .pl-presenting:not([hidden])`, { timeout: 20000 });
+    // (The participant panel itself is closed at this width: the list is there, not shown.)
+    await host.waitForSelector(`#participant-list li[data-participant-id="${siteId}"][data-presenting="true"] .pl-presenting:not([hidden])`, { state: 'attached', timeout: 20000 });
     const chip = await host.textContent(`#participant-list li[data-participant-id="${siteId}"] .pl-presenting`);
     assert(chip === 'presentasi', `host page chip: ${chip}`);
     const label = await host.textContent('#presentation-view .presentation-name');
