@@ -1,12 +1,32 @@
-//! What happens to a participant whose network went away (the ICE timers that notice a dead
-//! media path are in [`crate::liveness`]): signalling lost → suspended, media failed → parked
-//! ([`super::resume`]), resume disabled → removed.
+//! What happens to a participant whose network went away: signalling lost → suspended, media
+//! failed (no packet accepted from one of its connections for the silence budget, or ICE consent
+//! expired; see [`crate::liveness`]) → parked ([`super::resume`]), resume disabled → removed.
 
 use super::Core;
 use rakor_proto::{LeaveReason, ParticipantId};
 use std::time::Instant;
 
 impl Core {
+    /// On the tick: fail every connected connection from which nothing was accepted (consent
+    /// check, DTLS, media, RTCP) for the silence budget — its participant's media is gone.
+    pub(crate) fn expire_silent(&mut self, now: Instant) {
+        let budget = crate::liveness::silence_budget(self.cfg.dead_peer_timeout);
+        // Empty (no allocation) unless a connection went silent.
+        let mut lost: Vec<ParticipantId> = Vec::new();
+        for (ci, c) in self.conns.iter_mut() {
+            if c.connected && now.saturating_duration_since(c.heard_at) >= budget {
+                c.connected = false;
+                tracing::info!(conn = %ci, participant = %c.owner, silent_for = ?now.saturating_duration_since(c.heard_at), "media connection silent: failed");
+                if !lost.contains(&c.owner) {
+                    lost.push(c.owner.clone());
+                }
+            }
+        }
+        for pid in lost {
+            self.peer_lost(&pid, LeaveReason::MediaFailed, now);
+        }
+    }
+
     /// A participant's network is gone: its WebSocket died or stopped answering pings
     /// (`reason` = `disconnected`), or one of its media connections failed ICE consent
     /// (`media_failed`).

@@ -206,6 +206,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire_suspended(now);
         if now >= self.next_tick {
+            self.expire_silent(now);
             self.update_speakers(now);
             self.update_bandwidth(now);
             self.update_layers(now);

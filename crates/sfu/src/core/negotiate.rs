@@ -47,7 +47,7 @@ impl Core {
         // The owning worker's tag: a stream on the shared HTTPS port finds this worker by it.
         crate::workers::tag_ufrag(&mut ufrag, self.cfg.worker_index);
         let timeouts =
-            crate::liveness::IceTimeouts::for_dead_peer_timeout(self.cfg.dead_peer_timeout);
+            crate::liveness::IceTimeouts::consent(self.cfg.dead_peer_timeout);
         let estimate = (kind == PeerConnectionKind::Subscriber && self.cfg.bandwidth_estimation)
             .then(|| std::sync::Arc::new(crate::bwe::EstimateCell::default()));
         let send_only = kind == PeerConnectionKind::Subscriber;
@@ -66,6 +66,7 @@ impl Core {
             deadline: None,
             dirty: true,
             connected: false,
+            heard_at: now,
             inbound: Vec::new(),
             outbound: Vec::new(),
             estimate,

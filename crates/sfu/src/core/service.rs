@@ -84,9 +84,10 @@ impl Core {
             },
             message: BytesMut::from(packet),
         };
-        if let Err(e) = c.pc.handle_read(msg) {
+        match c.pc.handle_read(msg) {
+            Ok(()) => c.heard_at = now,
             // Malformed or unexpected input from the network: drop it, keep the connection.
-            tracing::debug!(conn = %ci, "handle_read: {e}");
+            Err(e) => tracing::debug!(conn = %ci, "handle_read: {e}"),
         }
         c.dirty = true;
         true

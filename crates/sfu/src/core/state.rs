@@ -24,6 +24,9 @@ pub(crate) struct Conn {
     /// Has input or output to service.
     pub dirty: bool,
     pub connected: bool,
+    /// When the client's last packet that its `rtc` core accepted arrived (a consent check,
+    /// DTLS, SRTP or SRTCP): the media path's sign of life ([`crate::liveness`]).
+    pub heard_at: Instant,
     /// Publisher connection: the media streams it receives.
     pub inbound: Vec<InboundStream>,
     /// Subscriber connection: the streams it sends.

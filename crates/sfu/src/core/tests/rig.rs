@@ -55,7 +55,7 @@ impl Site {
         self.log.iter().any(f)
     }
 
-    fn addr(&self, pc: PeerConnectionKind) -> SocketAddr {
+    pub fn addr(&self, pc: PeerConnectionKind) -> SocketAddr {
         let third = match pc {
             PeerConnectionKind::Publisher => 1,
             PeerConnectionKind::Subscriber => 2,
@@ -82,6 +82,8 @@ pub struct Rig {
     /// Drop every n-th datagram to these subscriber addresses (a lossy downlink).
     pub lossy: Option<(SocketAddr, usize)>,
     lossy_count: usize,
+    /// Addresses whose STUN datagrams to the server are dropped (their media still arrives).
+    pub stun_lost: HashSet<SocketAddr>,
 }
 
 pub fn config() -> SfuConfig {
@@ -109,6 +111,7 @@ impl Rig {
             cut: HashSet::new(),
             lossy: None,
             lossy_count: 0,
+            stun_lost: HashSet::new(),
         }
     }
 
@@ -512,7 +515,10 @@ impl Rig {
                 let tcp = pc.is_tcp();
                 while let Some((dst, d)) = pc.poll_transmit() {
                     any = true;
-                    if dst == SERVER && !self.cut.contains(&from) {
+                    // STUN's first byte is 0 or 1 (RFC 7983); DTLS and SRTP differ.
+                    let stun_lost =
+                        self.stun_lost.contains(&from) && d.first().is_some_and(|b| *b < 2);
+                    if dst == SERVER && !self.cut.contains(&from) && !stun_lost {
                         if tcp {
                             // The stream is named by the client's address; it arrives at our
                             // passive candidate (the media port).

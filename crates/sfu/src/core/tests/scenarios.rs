@@ -3,7 +3,8 @@ use crate::handle::{Moderation, RoomEvent};
 use crate::testkit::{layer_of, PublishSpec};
 use crate::SfuError;
 use rakor_proto::{
-    ClientMessage, ErrorCode, LeaveReason, ModerateAction, ParticipantId, PresentationEnd, Role,
+    ClientMessage, ErrorCode, LeaveReason, ModerateAction, ParticipantId, PeerConnectionKind,
+    PresentationEnd, Role,
     ServerMessage, TrackDeclaration, TrackId, TrackKind, TrackSource,
 };
 use std::time::Duration;
@@ -234,6 +235,36 @@ fn after_the_grace_window_the_site_is_gone_and_a_resume_is_a_new_session() {
     let r = rig.rejoin(site, Some(false)).unwrap();
     assert_ne!(r, id, "a new participant");
     assert!(rig.sites[site].got(|m| matches!(m, ServerMessage::Joined { resumed: false, .. })));
+}
+
+/// Media is a sign of life: a publishing site whose consent checks are all lost (a lossy uplink
+/// on a loaded machine loses or delays them first) while its media arrives stays in the room
+/// well past the dead-peer timeout, and its audio keeps reaching the host. (A site from which
+/// nothing arrives is removed in time: the next test.)
+#[test]
+fn media_keeps_a_site_whose_consent_checks_are_lost_in_the_room() {
+    let (mut rig, host, site) = host_and_site();
+    let id = rig.sites[site].id.clone();
+    let audio = rig.published(site, TrackKind::Audio)[0].clone();
+    let mid = rig.mid_of(host, &audio).expect("the host receives the site's audio");
+    let publisher = rig.sites[site].addr(PeerConnectionKind::Publisher);
+    rig.stun_lost.insert(publisher);
+    let before = rig.sites[host].received_from(&mid);
+    let quiet_for = rig.core.cfg.dead_peer_timeout * 2;
+    rig.run_while_sending(quiet_for, |r, _| r.audio(site, 30), |_| false);
+    assert!(
+        !rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, .. } if *participant_id == id)),
+        "a site whose media arrives is not removed"
+    );
+    let during = rig.sites[host].received_from(&mid) - before;
+    assert!(during > 500, "the host kept receiving its audio: {during} packets in {quiet_for:?}");
+    // Now nothing at all arrives from it (checks, media, reports): gone within the timeout.
+    rig.cut_media(site, true);
+    rig.run_for(rig.core.cfg.dead_peer_timeout);
+    assert!(
+        rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::MediaFailed } if *participant_id == id)),
+        "a silent site goes within the dead-peer timeout"
+    );
 }
 
 #[test]
