@@ -211,6 +211,7 @@ impl Shell {
                 self.flush();
                 deadline = self.core.poll_timeout();
             }
+            self.placement.set_live(self.index, self.core.rooms.len());
             if now >= self.next_placement_prune {
                 self.prune_placement(now);
                 self.next_placement_prune = now + PLACEMENT_PRUNE;
