@@ -289,9 +289,17 @@ fn name_matches(name: &str, host: &str) -> bool {
 fn check_ports(c: &Config, out: &mut Vec<Finding>) {
     use Severity::*;
     let mut tcp = vec![("server.listen", c.server.listen)];
-    let media = SocketAddr::new(c.media.bind_ip, c.media.port);
+    // One media port per media worker: media.port .. media.port + workers - 1.
+    let media: Vec<SocketAddr> = if c.media.port == 0 {
+        Vec::new()
+    } else {
+        (0..c.media_workers())
+            .filter_map(|i| u16::try_from(usize::from(c.media.port) + i).ok())
+            .map(|p| SocketAddr::new(c.media.bind_ip, p))
+            .collect()
+    };
     if c.media.ice_tcp {
-        tcp.push(("media.port", media));
+        tcp.extend(media.iter().map(|m| ("media.port", *m)));
     }
     for (key, addr) in tcp {
         if addr.port() == 0 {
@@ -302,17 +310,13 @@ fn check_ports(c: &Config, out: &mut Vec<Finding>) {
             Err(e) => out.push(Finding::new(Problem, key, bind_problem("TCP", addr, &e))),
         }
     }
-    if media.port() != 0 {
-        match UdpSocket::bind(media) {
-            Result::Ok(_) => out.push(Finding::new(
-                Ok,
-                "media.port",
-                format!("UDP {media} is free"),
-            )),
+    for m in media {
+        match UdpSocket::bind(m) {
+            Result::Ok(_) => out.push(Finding::new(Ok, "media.port", format!("UDP {m} is free"))),
             Err(e) => out.push(Finding::new(
                 Problem,
                 "media.port",
-                bind_problem("UDP", media, &e),
+                bind_problem("UDP", m, &e),
             )),
         }
     }

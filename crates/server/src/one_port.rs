@@ -292,4 +292,38 @@ mod tests {
         drop(a);
         assert_eq!(read_after_tls(&mut b).await.unwrap().0, AfterTls::Garbage);
     }
+
+    #[tokio::test]
+    async fn peeks_a_whole_first_frame_sent_in_parts_and_consumes_nothing() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let frame = framed_binding();
+        client.write_all(&frame[..7]).await.unwrap();
+        let peek = tokio::spawn(async move {
+            let payload = peek_first_frame(&server).await.unwrap();
+            (payload, server)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client.write_all(&frame[7..]).await.unwrap();
+        let (payload, mut server) = tokio::time::timeout(Duration::from_secs(5), peek)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(payload, frame[2..], "the STUN message, without the length");
+        let mut all = vec![0u8; frame.len()];
+        server.read_exact(&mut all).await.unwrap();
+        assert_eq!(all, frame, "nothing was consumed");
+        // An incomplete frame is waited for; the caller's deadline bounds the wait.
+        let mut client2 = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server2, _) = listener.accept().await.unwrap();
+        client2.write_all(&frame[..5]).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(100), peek_first_frame(&server2)).await;
+        assert!(r.is_err(), "returned before the frame was whole: {r:?}");
+    }
 }

@@ -222,11 +222,10 @@ async fn join(
         resume,
     };
     // Pinned to the room's media worker: the join, then this participant's messages.
-    let sfu = state.sfu.for_room(&claims.room);
-    let pid = sfu
-        .join(req)
-        .await
-        .map_err(|e| Refusal::new(e.code(), e.to_string(), "join failed").to("join"))?;
+    let refuse =
+        |e: rakor_sfu::SfuError| Refusal::new(e.code(), e.to_string(), "join failed").to("join");
+    let sfu = state.sfu.for_room(&claims.room).map_err(refuse)?;
+    let pid = sfu.join(req).await.map_err(refuse)?;
     Ok(Joined {
         pid,
         sfu,

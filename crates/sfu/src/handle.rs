@@ -293,7 +293,7 @@ impl Sfu {
         events: Option<tokio::sync::mpsc::UnboundedSender<RoomEvent>>,
     ) -> Result<(SfuHandle, std::thread::JoinHandle<()>), SfuError> {
         let n = config.workers.clamp(1, crate::workers::MAX_WORKERS);
-        let placement = Arc::new(crate::workers::Placement::new(n));
+        let placement = Arc::new(crate::workers::Placement::new(n, config.max_rooms));
         let mut workers = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for index in 0..n {
@@ -397,14 +397,15 @@ impl SfuHandle {
     }
 
     /// A handle pinned to the worker of `room` (placing the room if it is new): signalling
-    /// uses it for a participant's join and then its messages and its disconnect.
-    pub fn for_room(&self, room: &str) -> SfuHandle {
-        let w = self.placement.place(room, std::time::Instant::now());
-        SfuHandle {
+    /// uses it for a participant's join and then its messages and its disconnect. A new room
+    /// when all workers together hold `max_rooms` → [`SfuError::TooManyRooms`].
+    pub fn for_room(&self, room: &str) -> Result<SfuHandle, SfuError> {
+        let w = self.placement.place(room, std::time::Instant::now())?;
+        Ok(SfuHandle {
             workers: Arc::clone(&self.workers),
             placement: Arc::clone(&self.placement),
             pinned: Some(w),
-        }
+        })
     }
 
     fn worker(&self, index: usize) -> Result<&Worker, SfuError> {
@@ -420,14 +421,14 @@ impl SfuHandle {
 
     /// The worker for a command about `room`: the pinned one, else where the room is placed
     /// (`place`: place it if new), else the first (which answers "no such room").
-    fn room_worker(&self, room: &str, place: bool) -> usize {
+    fn room_worker(&self, room: &str, place: bool) -> Result<usize, SfuError> {
         if let Some(w) = self.pinned {
-            return w;
+            return Ok(w);
         }
         if place {
             return self.placement.place(room, std::time::Instant::now());
         }
-        self.placement.get(room).unwrap_or(0)
+        Ok(self.placement.get(room).unwrap_or(0))
     }
 
     /// A command about one participant: to the pinned worker, else to every worker (the
@@ -453,7 +454,7 @@ impl SfuHandle {
     /// offer) on `req.events`.
     pub async fn join(&self, req: JoinRequest) -> Result<ParticipantId, SfuError> {
         let (reply, rx) = oneshot::channel();
-        let w = self.room_worker(&req.room, true);
+        let w = self.room_worker(&req.room, true)?;
         self.send_to(w, Command::Join { req, reply })?;
         rx.await.map_err(|_| SfuError::WorkerGone)?
     }
@@ -571,7 +572,7 @@ impl SfuHandle {
     pub async fn moderate(&self, room: &str, action: Moderation) -> Result<(), SfuError> {
         let (reply, rx) = oneshot::channel();
         self.send_to(
-            self.room_worker(room, false),
+            self.room_worker(room, false)?,
             Command::Moderate {
                 room: room.to_owned(),
                 action,
@@ -589,7 +590,7 @@ impl SfuHandle {
     ) -> Result<Result<Option<std::time::SystemTime>, crate::RecordingError>, SfuError> {
         let (reply, rx) = oneshot::channel();
         self.send_to(
-            self.room_worker(room, start),
+            self.room_worker(room, start)?,
             Command::Recording {
                 room: room.to_owned(),
                 start,
@@ -606,7 +607,7 @@ impl SfuHandle {
     ) -> Result<Option<crate::RecordingStatus>, SfuError> {
         let (reply, rx) = oneshot::channel();
         self.send_to(
-            self.room_worker(room, false),
+            self.room_worker(room, false)?,
             Command::RecordingStatus {
                 room: room.to_owned(),
                 reply,
@@ -619,7 +620,7 @@ impl SfuHandle {
     pub async fn room_info(&self, room: &str) -> Result<Option<RoomSnapshot>, SfuError> {
         let (reply, rx) = oneshot::channel();
         self.send_to(
-            self.room_worker(room, false),
+            self.room_worker(room, false)?,
             Command::RoomInfo {
                 room: room.to_owned(),
                 reply,

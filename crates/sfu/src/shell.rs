@@ -98,7 +98,7 @@ pub(crate) fn spawn(
         index,
         placement,
         next_placement_prune: now + PLACEMENT_PRUNE,
-        mmsg: std::env::var("RAKOR_MEDIA_RECVMMSG")
+        mmsg: std::env::var("RAKOR_SHELL_RECVMMSG")
             .map_or(true, |v| v != "0")
             .then(crate::mmsg::RecvBatch::new_boxed),
     };
@@ -211,6 +211,7 @@ impl Shell {
                 self.flush();
                 deadline = self.core.poll_timeout();
             }
+            self.placement.set_live(self.index, self.core.rooms.len());
             if now >= self.next_placement_prune {
                 self.prune_placement(now);
                 self.next_placement_prune = now + PLACEMENT_PRUNE;
@@ -326,7 +327,7 @@ impl Shell {
     }
 
     /// Read datagrams into the core until the socket is empty (at most [`RECV_BATCH`]). True
-    /// if any. `recvmmsg(2)`: up to [`MMSG`] datagrams per syscall (`RAKOR_MEDIA_RECVMMSG=0`
+    /// if any. `recvmmsg(2)`: up to [`MMSG`] datagrams per syscall (`RAKOR_SHELL_RECVMMSG=0`
     /// reads one per `recvfrom`, for comparison).
     fn receive(&mut self, buf: &mut [u8]) -> bool {
         if self.mmsg.is_none() {

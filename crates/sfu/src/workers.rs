@@ -16,6 +16,7 @@
 
 use crate::SfuStats;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -56,14 +57,28 @@ pub fn worker_of_ufrag(ufrag: &str) -> Option<usize> {
 #[derive(Debug)]
 pub struct Placement {
     workers: usize,
+    /// `limits.max_rooms` over all workers (each worker also checks it for its own rooms).
+    max_rooms: usize,
     inner: Mutex<HashMap<String, (usize, Instant)>>,
+    /// Rooms each worker has now (stored by the worker every loop, relaxed).
+    live: Vec<AtomicUsize>,
 }
 
 impl Placement {
-    pub fn new(workers: usize) -> Self {
+    pub fn new(workers: usize, max_rooms: usize) -> Self {
+        let workers = workers.max(1);
         Self {
-            workers: workers.max(1),
+            workers,
+            max_rooms,
             inner: Mutex::new(HashMap::new()),
+            live: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// Worker `index` has `rooms` rooms now.
+    pub fn set_live(&self, index: usize, rooms: usize) {
+        if let Some(a) = self.live.get(index) {
+            a.store(rooms, Ordering::Relaxed);
         }
     }
 
@@ -75,13 +90,19 @@ impl Placement {
     }
 
     /// The worker of `room`, placing it (fewest rooms first, then the lowest index) if new.
-    pub fn place(&self, room: &str, now: Instant) -> usize {
+    /// A new room when all workers together have `max_rooms` →
+    /// [`crate::SfuError::TooManyRooms`].
+    pub fn place(&self, room: &str, now: Instant) -> Result<usize, crate::SfuError> {
         if self.workers == 1 {
-            return 0;
+            return Ok(0);
         }
         let mut map = self.lock();
         if let Some((w, _)) = map.get(room) {
-            return *w;
+            return Ok(*w);
+        }
+        let live: usize = self.live.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+        if live >= self.max_rooms {
+            return Err(crate::SfuError::TooManyRooms(self.max_rooms));
         }
         let mut counts = vec![0usize; self.workers];
         for (w, _) in map.values() {
@@ -95,7 +116,7 @@ impl Placement {
             .min_by_key(|(i, c)| (**c, *i))
             .map_or(0, |(i, _)| i);
         map.insert(room.to_owned(), (w, now));
-        w
+        Ok(w)
     }
 
     /// The worker of `room` if it is placed.
@@ -187,12 +208,12 @@ mod tests {
 
     #[test]
     fn rooms_go_to_the_least_loaded_worker_and_stay() {
-        let p = Placement::new(2);
+        let p = Placement::new(2, 100);
         let t0 = Instant::now();
-        assert_eq!(p.place("a", t0), 0);
-        assert_eq!(p.place("b", t0), 1);
-        assert_eq!(p.place("a", t0), 0, "a placed room stays");
-        assert_eq!(p.place("c", t0), 0);
+        assert_eq!(p.place("a", t0).unwrap(), 0);
+        assert_eq!(p.place("b", t0).unwrap(), 1);
+        assert_eq!(p.place("a", t0).unwrap(), 0, "a placed room stays");
+        assert_eq!(p.place("c", t0).unwrap(), 0);
         assert_eq!(p.rooms_per_worker(), vec![2, 1]);
         assert_eq!(p.get("b"), Some(1));
         assert_eq!(p.get("zz"), None);
@@ -209,13 +230,31 @@ mod tests {
             "another worker's rooms are not touched"
         );
         // The next new room goes to the emptier worker (1 room each: the lowest index).
-        assert_eq!(p.place("d", later), 0);
+        assert_eq!(p.place("d", later).unwrap(), 0);
+    }
+
+    #[test]
+    fn max_rooms_counts_the_rooms_of_all_workers() {
+        let p = Placement::new(2, 2);
+        let t0 = Instant::now();
+        assert_eq!(p.place("a", t0).unwrap(), 0);
+        assert_eq!(p.place("b", t0).unwrap(), 1);
+        p.set_live(0, 1);
+        p.set_live(1, 1);
+        assert!(matches!(
+            p.place("c", t0),
+            Err(crate::SfuError::TooManyRooms(2))
+        ));
+        assert_eq!(p.place("a", t0).unwrap(), 0, "an existing room still joins");
+        // Room b empties on worker 1: a new room fits again.
+        p.set_live(1, 0);
+        assert_eq!(p.place("c", t0).unwrap(), 0);
     }
 
     #[test]
     fn one_worker_needs_no_table() {
-        let p = Placement::new(1);
-        assert_eq!(p.place("a", Instant::now()), 0);
+        let p = Placement::new(1, 1);
+        assert_eq!(p.place("a", Instant::now()).unwrap(), 0);
         assert_eq!(p.get("anything"), Some(0));
         assert!(p.rooms_per_worker().iter().all(|c| *c == 0));
     }
