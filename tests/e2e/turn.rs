@@ -177,7 +177,9 @@ fn site_with_only_tcp_443_exchanges_audio_and_video_through_turn_over_tls() {
     // At the server: from the site, TCP to 443 is accepted (counted), everything else dropped
     // (counted): UDP to the media port, TCP to the media port and to the TURN/TCP port.
     srv.allow_only_tcp_port_from("10.77.0.2", 443).unwrap();
-    site.drop_udp(None).unwrap();
+    // UDP from the server is dropped at the site (not the site's own local UDP: the TURN
+    // client talks to its local bridge over loopback).
+    site.drop_udp(Some("10.77.0.1")).unwrap();
 
     std::env::set_var("RAKOR_CA_FILE", &ca.ca_file);
     let url = format!("wss://{}/rtc", server.http);
@@ -878,7 +880,9 @@ fn first_frame_over(i: usize, path: Path443) -> (u64, Option<String>) {
     .unwrap();
     if !matches!(path, Path443::Udp) {
         srv.allow_only_tcp_port_from(&b, 443).unwrap();
-        site.drop_udp(None).unwrap();
+        // UDP from the server is dropped at the site (not the site's own local UDP: the TURN
+        // client talks to its local bridge over loopback).
+        site.drop_udp(Some(&a)).unwrap();
     }
     std::env::set_var("RAKOR_CA_FILE", &ca.ca_file);
     let url = format!("wss://{}/rtc", server.http);

@@ -63,9 +63,8 @@ impl TurnConnector {
         host: &str,
         roots: Option<&Arc<rustls::RootCertStore>>,
     ) -> Result<TurnConnector, crate::ClientError> {
-        let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
-            crate::ClientError::InvalidOptions(format!("turns: host {host}: {e}"))
-        })?;
+        let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| crate::ClientError::InvalidOptions(format!("turns: host {host}: {e}")))?;
         Ok(TurnConnector::Tls {
             config: Arc::new(crate::tls::client_config(roots)?),
             name,

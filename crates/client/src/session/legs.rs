@@ -177,8 +177,18 @@ impl Session {
                 }
                 if state == RTCPeerConnectionState::Connected {
                     if let Some(leg) = self.leg(pc) {
-                        let path = peer::selected_path(&leg.pc).await;
-                        self.hub.set_pc_path(publisher, path);
+                        // The selected pair may be set a moment after `Connected` (seen on the
+                        // subscriber connection): look again, a bounded number of times.
+                        let (pc, hub) = (leg.pc.clone(), self.hub.clone());
+                        tokio::spawn(async move {
+                            for _ in 0..40 {
+                                if let Some(path) = peer::selected_path(&pc).await {
+                                    hub.set_pc_path(publisher, Some(path));
+                                    return;
+                                }
+                                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                            }
+                        });
                     }
                 }
                 if publisher && state == RTCPeerConnectionState::Connected {
