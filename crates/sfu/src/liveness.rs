@@ -104,7 +104,10 @@ mod tests {
             let c = IceTimeouts::consent(total);
             assert!(c.disconnected >= CONSENT_TIMEOUT.max(total) && c.disconnected > budget);
         }
-        assert_eq!(silence_budget(Duration::from_secs(10)), Duration::from_secs(8));
+        assert_eq!(
+            silence_budget(Duration::from_secs(10)),
+            Duration::from_secs(8)
+        );
         let t = IceTimeouts::for_dead_peer_timeout(Duration::from_secs(10));
         assert_eq!(
             (t.disconnected, t.failed, t.check_interval),

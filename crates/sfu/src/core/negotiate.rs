@@ -46,8 +46,7 @@ impl Core {
         let (mut ufrag, pwd) = conn::ice_credentials();
         // The owning worker's tag: a stream on the shared HTTPS port finds this worker by it.
         crate::workers::tag_ufrag(&mut ufrag, self.cfg.worker_index);
-        let timeouts =
-            crate::liveness::IceTimeouts::consent(self.cfg.dead_peer_timeout);
+        let timeouts = crate::liveness::IceTimeouts::consent(self.cfg.dead_peer_timeout);
         let estimate = (kind == PeerConnectionKind::Subscriber && self.cfg.bandwidth_estimation)
             .then(|| std::sync::Arc::new(crate::bwe::EstimateCell::default()));
         let send_only = kind == PeerConnectionKind::Subscriber;

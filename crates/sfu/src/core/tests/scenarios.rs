@@ -4,8 +4,7 @@ use crate::testkit::{layer_of, PublishSpec};
 use crate::SfuError;
 use rakor_proto::{
     ClientMessage, ErrorCode, LeaveReason, ModerateAction, ParticipantId, PeerConnectionKind,
-    PresentationEnd, Role,
-    ServerMessage, TrackDeclaration, TrackId, TrackKind, TrackSource,
+    PresentationEnd, Role, ServerMessage, TrackDeclaration, TrackId, TrackKind, TrackSource,
 };
 use std::time::Duration;
 
@@ -246,7 +245,9 @@ fn media_keeps_a_site_whose_consent_checks_are_lost_in_the_room() {
     let (mut rig, host, site) = host_and_site();
     let id = rig.sites[site].id.clone();
     let audio = rig.published(site, TrackKind::Audio)[0].clone();
-    let mid = rig.mid_of(host, &audio).expect("the host receives the site's audio");
+    let mid = rig
+        .mid_of(host, &audio)
+        .expect("the host receives the site's audio");
     let publisher = rig.sites[site].addr(PeerConnectionKind::Publisher);
     rig.stun_lost.insert(publisher);
     let before = rig.sites[host].received_from(&mid);
@@ -257,7 +258,10 @@ fn media_keeps_a_site_whose_consent_checks_are_lost_in_the_room() {
         "a site whose media arrives is not removed"
     );
     let during = rig.sites[host].received_from(&mid) - before;
-    assert!(during > 500, "the host kept receiving its audio: {during} packets in {quiet_for:?}");
+    assert!(
+        during > 500,
+        "the host kept receiving its audio: {during} packets in {quiet_for:?}"
+    );
     // Now nothing at all arrives from it (checks, media, reports): gone within the timeout.
     rig.cut_media(site, true);
     rig.run_for(rig.core.cfg.dead_peer_timeout);
