@@ -39,7 +39,8 @@ fi
 source "$ROOT/tests/services/postgres.sh"
 trap pg_stop EXIT
 echo "== postgresql (storage tests)"
-pg_start || echo "PostgreSQL not started: the store suites run on SQLite only"
+# The PostgreSQL store is tested against a real server: no server, no run.
+pg_start || { echo "FAIL: PostgreSQL could not be started (see above); the storage tests need it"; exit 1; }
 
 echo "== rust: unit + integration tests"
 cargo nextest run --release --workspace --no-fail-fast 2>&1 | tee /tmp/rakor-nextest.log

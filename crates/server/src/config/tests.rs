@@ -444,4 +444,13 @@ fn chat_limits_come_from_the_chat_section_and_its_env_overrides() {
         assert!(e.contains(key) && e.contains("RAKOR_CHAT_"), "{e}");
     }
     assert!(err_env(&[("RAKOR_CHAT_MAX_CHAR", "1")]).contains("RAKOR_CHAT_MAX_CHARS"));
+    // A small frame limit does not make the default chat limit invalid (the frame limit
+    // refuses long messages first).
+    let small = load(
+        None,
+        &env(&[("RAKOR_LIMITS_MAX_FRAME_BYTES", "2048")]),
+        &CliOverrides::default(),
+    )
+    .unwrap();
+    assert_eq!(small.chat.max_chars, 2000);
 }

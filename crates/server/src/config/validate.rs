@@ -198,15 +198,12 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
         }
     }
     let chat = &c.chat;
-    let chat_bytes = chat.max_chars.saturating_mul(4).saturating_add(256);
-    if chat.max_chars == 0 || chat_bytes > c.limits.max_frame_bytes {
+    // A message is also one signalling frame: with a small `limits.max_frame_bytes` the frame
+    // limit refuses long messages first (`too_large` too), so the two are not tied here.
+    if !(1..=16_000).contains(&chat.max_chars) {
         return Err((
             "chat.max_chars",
-            format!(
-                "{} must be at least 1, and a message of that many characters (up to 4 bytes \
-                 each, plus 256) must fit in limits.max_frame_bytes = {}",
-                chat.max_chars, c.limits.max_frame_bytes
-            ),
+            format!("{} is out of range 1..=16000", chat.max_chars),
         ));
     }
     if !(1..=1000).contains(&chat.burst) {
