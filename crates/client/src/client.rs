@@ -683,24 +683,59 @@ fn type_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::Hands { .. } => "hands",
         ServerMessage::FloorGiven { .. } => "floor_given",
         ServerMessage::Recording { .. } => "recording",
+        ServerMessage::Redirect { .. } => "redirect",
     }
 }
 
-/// WebSocket handshake, `join`, and the wait for `joined`.
+/// WebSocket handshake, `join`, and the wait for `joined`, following at most
+/// [`rakor_proto::MAX_REDIRECTS`] `redirect`s of a cluster (the same `join` sent to the room's
+/// node).
 pub(crate) async fn join(
     opts: &ClientOptions,
     resume: Option<rakor_proto::ResumeRequest>,
 ) -> Result<(crate::session::Ws, Joined, bool, bool), ClientError> {
-    let connector = if opts.url.starts_with("wss://") {
+    let mut url = opts.url.clone();
+    for _ in 0..=rakor_proto::MAX_REDIRECTS {
+        match join_at(opts, &url, resume.clone()).await? {
+            JoinAttempt::Joined(j) => return Ok(j),
+            JoinAttempt::Redirect(to) => {
+                if !(to.starts_with("ws://") || to.starts_with("wss://")) {
+                    return Err(ClientError::Signalling(format!(
+                        "redirect to a non-WebSocket URL: {to}"
+                    )));
+                }
+                tracing::info!(from = %url, to = %to, "redirected to the room's node");
+                url = to;
+            }
+        }
+    }
+    Err(ClientError::Signalling(format!(
+        "more than {} redirects in a row (last to {url})",
+        rakor_proto::MAX_REDIRECTS
+    )))
+}
+
+/// How one `join` at one URL ended.
+enum JoinAttempt {
+    Joined((crate::session::Ws, Joined, bool, bool)),
+    Redirect(String),
+}
+
+async fn join_at(
+    opts: &ClientOptions,
+    url: &str,
+    resume: Option<rakor_proto::ResumeRequest>,
+) -> Result<JoinAttempt, ClientError> {
+    let connector = if url.starts_with("wss://") {
         let config = crate::tls::client_config(opts.tls_roots.as_ref())?;
         Some(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
     } else {
         None
     };
     let (mut ws, _response) =
-        tokio_tungstenite::connect_async_tls_with_config(opts.url.as_str(), None, false, connector)
+        tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
             .await
-            .map_err(|e| ClientError::WebSocket(format!("connecting to {}: {e}", opts.url)))?;
+            .map_err(|e| ClientError::WebSocket(format!("connecting to {url}: {e}")))?;
     let join = ClientMessage::Join {
         version: PROTOCOL_VERSION,
         token: opts.token.clone(),
@@ -750,7 +785,11 @@ pub(crate) async fn join(
                     spotlight,
                     presentation,
                 };
-                return Ok((ws, joined, resumed, media_reset));
+                return Ok(JoinAttempt::Joined((ws, joined, resumed, media_reset)));
+            }
+            Ok(ServerMessage::Redirect { url }) => {
+                let _ = ws.close(None).await;
+                return Ok(JoinAttempt::Redirect(url));
             }
             Ok(ServerMessage::Error { code, message, .. }) => {
                 return Err(ClientError::Rejected { code, message });

@@ -66,6 +66,9 @@ pub enum ErrorCode {
     /// Another participant is presenting (one screen share at a time): the screen track was
     /// not published. A host's screen share takes over instead.
     PresentationActive,
+    /// A node of a cluster (`cluster.redis_url`) cannot place the room: Redis cannot be
+    /// reached and the room does not live on this node. Try again later (or another node).
+    ClusterUnavailable,
 }
 
 impl ErrorCode {
@@ -86,6 +89,7 @@ impl ErrorCode {
                 | ErrorCode::LinkRevoked
                 | ErrorCode::Banned
                 | ErrorCode::LobbyTimeout
+                | ErrorCode::ClusterUnavailable
         )
     }
 
@@ -120,6 +124,7 @@ impl ErrorCode {
             ErrorCode::LobbyTimeout => "lobby_timeout",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::PresentationActive => "presentation_active",
+            ErrorCode::ClusterUnavailable => "cluster_unavailable",
         }
     }
 }

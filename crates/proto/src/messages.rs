@@ -629,7 +629,16 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request_type: Option<String>,
     },
+    /// The answer to a `join` at a node of a cluster that does not own the room: send the same
+    /// `join` to `url` (the owner's signalling WebSocket URL). The connection closes after it
+    /// (1000, reason `redirect`). A client follows at most [`MAX_REDIRECTS`] in a row.
+    Redirect {
+        url: String,
+    },
 }
+
+/// How many `redirect`s in a row a client follows before giving up.
+pub const MAX_REDIRECTS: usize = 3;
 
 impl ServerMessage {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {

@@ -81,7 +81,9 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
     let shutdown_token = CancellationToken::new();
     let (turn_service, turn_addr) =
         start_turn(&config, &sfu.media_addrs(), &shutdown_token).await?;
+    let cluster = crate::cluster::Cluster::start(&config, http_addr, shutdown_token.clone())?;
     let state = AppState {
+        cluster,
         config: Arc::clone(&config),
         signing_key: Arc::new(key),
         sfu: sfu.clone(),

@@ -45,6 +45,24 @@ pub struct Config {
     pub recording: RecordingConfig,
     pub chat: ChatConfig,
     pub storage: StorageConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: several nodes of a province sharing rooms through Redis (docs/operations.md,
+/// "A province on several nodes"). Empty `redis_url` = a single node.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://[:password@]host:port[/db]` (or `rediss://`); empty = no cluster. Never logged
+    /// with its password.
+    pub redis_url: SecretString,
+    /// This node's name in the cluster, unique among the nodes; empty = the host name.
+    pub node_id: String,
+    /// The signalling WebSocket URL other nodes send clients to (`wss://node-a.example/rtc`);
+    /// empty = `server.public_url` with `/rtc` (ws/wss from http/https).
+    pub public_url: String,
+    /// A free label (the regency or region) published with the node.
+    pub region: String,
 }
 
 /// `[chat]`: the limits of in-call chat (docs/protocol.md, `chat`).
@@ -529,6 +547,28 @@ impl Config {
             "http"
         };
         format!("{scheme}://{addr}")
+    }
+
+    /// The signalling WebSocket URL other nodes of the cluster redirect clients to:
+    /// `cluster.public_url`, else [`Self::public_base_url`] with `/rtc` (`ws`/`wss`).
+    pub fn cluster_signal_url(&self, listen: SocketAddr) -> String {
+        let url = self.cluster.public_url.trim();
+        if !url.is_empty() {
+            return url.to_owned();
+        }
+        let base = self.public_base_url(listen);
+        let ws = match base.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}"),
+            Some((_, rest)) => format!("ws://{rest}"),
+            None => format!("ws://{base}"),
+        };
+        format!("{ws}/rtc")
+    }
+
+    /// The Redis URL when `cluster.redis_url` is set.
+    pub fn redis_url(&self) -> Option<&str> {
+        let url = self.cluster.redis_url.expose().trim();
+        (!url.is_empty()).then_some(url)
     }
 
     /// The host and port clients reach the listener at: from `server.public_url` (its port,

@@ -39,6 +39,7 @@ pub mod byte_stream;
 pub mod check_config;
 pub mod cli;
 pub mod client_addr;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod console;

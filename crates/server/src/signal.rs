@@ -137,6 +137,7 @@ async fn connection(
         room,
         conn_ref,
         mut events,
+        _cluster,
     } = joined;
     let span = tracing::info_span!("participant", room = %room, participant = %pid);
     relay(&state, &sfu, &pid, &conn_ref, &mut conn, &mut events)
@@ -167,6 +168,8 @@ struct Joined {
     /// end).
     conn_ref: rakor_sfu::ConnRef,
     events: tokio::sync::mpsc::UnboundedReceiver<ServerMessage>,
+    /// Counts this connection in its room while it lives (a cluster renews the room's lease).
+    _cluster: Option<crate::cluster::RoomGuard>,
 }
 
 /// Phase 1: read `join`, check the version and the token, pass the lobby (`crate::lobby`), and
@@ -209,6 +212,29 @@ async fn join(
         tracing::info!(code = %e.code(), "join refused");
         Refusal::new(e.code(), e.to_string(), "token refused").to("join")
     })?;
+    // A cluster: the room lives on one node; elsewhere the client is sent there (before the
+    // lobby, so that a site waits only once).
+    let cluster_guard = match &state.cluster {
+        None => None,
+        Some(cluster) => match cluster.place(&claims.room).await {
+            Ok(crate::cluster::Placement::Local) => Some(cluster.enter(&claims.room)),
+            Ok(crate::cluster::Placement::Redirect(url)) => {
+                tracing::info!(room = %claims.room, %url, "join redirected to the room's node");
+                conn.send(&ServerMessage::Redirect { url }).await;
+                conn.close("redirect").await;
+                return Err(Stop::Gone);
+            }
+            Err(e) => {
+                return Err(Refusal::new(
+                    ErrorCode::ClusterUnavailable,
+                    e.to_string(),
+                    "cluster unavailable",
+                )
+                .to("join")
+                .into())
+            }
+        },
+    };
     // Invitations: check the rakor, maybe wait in the lobby.
     crate::lobby::gate(state, &claims, conn).await?;
     let (ev_tx, events) = tokio::sync::mpsc::unbounded_channel();
@@ -232,6 +258,7 @@ async fn join(
         room: claims.room,
         conn_ref,
         events,
+        _cluster: cluster_guard,
     })
 }
 

@@ -39,4 +39,7 @@ pub struct AppState {
     pub turn: Option<crate::byte_stream::SharedTurnStreams>,
     /// The same TURN server, for minting `joined.ice_servers`; `None` when disabled.
     pub turn_service: Option<Arc<crate::turn::TurnService>>,
+    /// This node as a cluster member (`cluster.redis_url`): where rooms live
+    /// (`crate::cluster`); `None` for a single node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }

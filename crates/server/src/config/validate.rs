@@ -38,6 +38,28 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
                 .into(),
         ));
     }
+    let redis = c.cluster.redis_url.expose().trim();
+    if !redis.is_empty() {
+        if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+            return Err((
+                "cluster.redis_url",
+                "must start with redis:// or rediss:// (empty = a single node)".into(),
+            ));
+        }
+        // Every node must verify every other node's tokens and TURN credentials.
+        if c.auth.signing_key.is_empty() {
+            return Err((
+                "auth.signing_key",
+                "must be set (the same on every node) when cluster.redis_url is set".into(),
+            ));
+        }
+        if c.turn.enabled && c.turn.secret.is_empty() {
+            return Err((
+                "turn.secret",
+                "must be set (the same on every node) when cluster.redis_url is set".into(),
+            ));
+        }
+    }
     let (cert, key) = (&c.server.tls_cert_file, &c.server.tls_key_file);
     if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
         let (missing, given) = if cert.as_os_str().is_empty() {

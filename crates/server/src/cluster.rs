@@ -1,0 +1,402 @@
+//! Nodes of a province in Redis (`cluster.redis_url`; docs/architecture.md, "A province on
+//! several nodes"). Each node publishes `rakor:node:<id>` (a hash: signalling URL, region, load)
+//! with a [`NODE_TTL`] expiry renewed every [`HEARTBEAT`], and lists itself in `rakor:nodes`.
+//! A room is owned by one node: the lease `rakor:room:<room>` = node id, taken with
+//! `SET NX PX` when the first join of an unowned room arrives (for the least-loaded live node)
+//! and renewed by the owner while the room has participants there (or may still resume).
+//!
+//! A `join` at a node that does not own the room is answered with a `redirect` to the owner's
+//! URL ([`Placement::Redirect`]); signalling is never relayed. Nothing on the media path talks
+//! to Redis: when Redis is down, rooms living on this node go on and accept joins; joins for
+//! other rooms are refused (`cluster_unavailable`).
+
+use crate::config::Config;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands as _;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often a node renews its heartbeat and its room leases.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long a node's heartbeat and its room leases live without renewal: a dead node's rooms
+/// can be placed elsewhere at most this long after it died.
+pub const NODE_TTL: Duration = Duration::from_secs(6);
+/// How long one placement may wait for Redis before the join is refused.
+const PLACE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const NODES_KEY: &str = "rakor:nodes";
+
+fn node_key(id: &str) -> String {
+    format!("rakor:node:{id}")
+}
+
+fn room_key(room: &str) -> String {
+    format!("rakor:room:{room}")
+}
+
+/// Take the lease when free, renew it when ours; 0 when another node holds it.
+const RENEW_LEASE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+elseif v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Delete the lease if it still names `ARGV[1]`.
+const RELEASE_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Where a join for a room goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// This node owns the room (it holds the lease now).
+    Local,
+    /// Another live node owns it: the client sends its `join` to this signalling URL.
+    Redirect(String),
+}
+
+/// Why a room could not be placed.
+#[derive(Debug, thiserror::Error)]
+#[error("the cluster cannot place this room now ({0}); try again shortly")]
+pub struct Unavailable(String);
+
+/// This node's use of a room: signalling connections now, and since when it has none (the
+/// room may still hold participants waiting to resume).
+#[derive(Debug, Default)]
+struct RoomUse {
+    connections: usize,
+    idle_since: Option<Instant>,
+}
+
+/// This node as a member of the cluster.
+pub struct Cluster {
+    redis: ConnectionManager,
+    node_id: String,
+    url: String,
+    region: String,
+    /// How long a room with no connection is still renewed (`server.resume_grace`).
+    grace: Duration,
+    rooms: Mutex<HashMap<String, RoomUse>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// This node's name when `cluster.node_id` is empty: the host name.
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+impl Cluster {
+    /// Join the cluster when `cluster.redis_url` is set: `None` for a single node. Redis need
+    /// not be up yet (the connection is made lazily and re-made after failures); the heartbeat
+    /// runs until `shutdown`, then this node leaves (its heartbeat and leases are deleted).
+    pub fn start(
+        config: &Config,
+        listen: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
+        let Some(url) = config.redis_url() else {
+            return Ok(None);
+        };
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
+        let cm_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let redis = ConnectionManager::new_lazy_with_config(client, cm_config)
+            .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
+        let node_id = match config.cluster.node_id.trim() {
+            "" => default_node_id(),
+            id => id.to_owned(),
+        };
+        let cluster = Arc::new(Self {
+            redis,
+            node_id,
+            url: config.cluster_signal_url(listen),
+            region: config.cluster.region.clone(),
+            grace: config.server.resume_grace,
+            rooms: Mutex::new(HashMap::new()),
+        });
+        tracing::info!(node = %cluster.node_id, url = %cluster.url, "cluster member (Redis)");
+        tokio::spawn(Arc::clone(&cluster).heartbeat(shutdown));
+        Ok(Some(cluster))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomUse>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the room has signalling connections on this node now.
+    fn is_live_here(&self, room: &str) -> bool {
+        self.lock_rooms()
+            .get(room)
+            .is_some_and(|u| u.connections > 0)
+    }
+
+    /// Count a signalling connection in `room` until the guard drops: the lease is renewed
+    /// while any is open (and for `server.resume_grace` after the last one).
+    pub fn enter(self: &Arc<Self>, room: &str) -> RoomGuard {
+        let mut rooms = self.lock_rooms();
+        let u = rooms.entry(room.to_owned()).or_default();
+        u.connections += 1;
+        u.idle_since = None;
+        RoomGuard {
+            cluster: Arc::clone(self),
+            room: room.to_owned(),
+        }
+    }
+
+    /// Decide where a join for `room` goes. Errors only when Redis cannot answer and the room
+    /// has no connection on this node.
+    pub async fn place(&self, room: &str) -> Result<Placement, Unavailable> {
+        match tokio::time::timeout(PLACE_TIMEOUT, self.try_place(room)).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => self.place_without_redis(room, e.to_string()),
+            Err(_) => self.place_without_redis(room, "Redis did not answer in time".into()),
+        }
+    }
+
+    fn place_without_redis(&self, room: &str, why: String) -> Result<Placement, Unavailable> {
+        if self.is_live_here(room) {
+            tracing::warn!(%room, "Redis unavailable ({why}); the room lives here: joining locally");
+            Ok(Placement::Local)
+        } else {
+            tracing::warn!(%room, "Redis unavailable ({why}): cannot place the room");
+            Err(Unavailable(why))
+        }
+    }
+
+    async fn try_place(&self, room: &str) -> redis::RedisResult<Placement> {
+        let mut r = self.redis.clone();
+        let key = room_key(room);
+        let ttl = NODE_TTL.as_millis() as u64;
+        // A few rounds: a lease held by a dead node is cleared, a race for a free lease lost.
+        for _ in 0..4 {
+            let owner: Option<String> = r.get(&key).await?;
+            match owner {
+                Some(id) if id == self.node_id => {
+                    let held: i64 = redis::Script::new(RENEW_LEASE)
+                        .key(&key)
+                        .arg(&self.node_id)
+                        .arg(ttl)
+                        .invoke_async(&mut r)
+                        .await?;
+                    if held == 1 {
+                        return Ok(Placement::Local);
+                    }
+                }
+                Some(id) => {
+                    let url: Option<String> = r.hget(node_key(&id), "url").await?;
+                    match url {
+                        Some(url) => return Ok(Placement::Redirect(url)),
+                        None => {
+                            // The owner's heartbeat expired: it is dead; free its lease.
+                            tracing::info!(%room, node = %id, "room owner is gone; placing again");
+                            let _: i64 = redis::Script::new(RELEASE_LEASE)
+                                .key(&key)
+                                .arg(&id)
+                                .invoke_async(&mut r)
+                                .await?;
+                        }
+                    }
+                }
+                None => {
+                    let (target, url) = self.least_loaded(&mut r).await?;
+                    let taken: Option<String> = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&target)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl)
+                        .query_async(&mut r)
+                        .await?;
+                    if taken.is_some() {
+                        tracing::info!(%room, node = %target, "room placed");
+                        return Ok(if target == self.node_id {
+                            Placement::Local
+                        } else {
+                            Placement::Redirect(url)
+                        });
+                    }
+                }
+            }
+        }
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "room ownership kept changing",
+        )))
+    }
+
+    /// The live node with the fewest participants (ties: the smaller id); this node counts
+    /// with its own current load even before its first heartbeat.
+    async fn least_loaded(&self, r: &mut ConnectionManager) -> redis::RedisResult<(String, String)> {
+        let (mine, _) = self.load();
+        let mut best = (mine, self.node_id.clone(), self.url.clone());
+        let ids: Vec<String> = r.smembers(NODES_KEY).await?;
+        for id in ids {
+            if id == self.node_id {
+                continue;
+            }
+            let (url, participants): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+                .arg(node_key(&id))
+                .arg("url")
+                .arg("participants")
+                .query_async(r)
+                .await?;
+            let Some(url) = url else {
+                let _: i64 = r.srem(NODES_KEY, &id).await?;
+                continue;
+            };
+            let p = participants.unwrap_or(0);
+            if (p, &id) < (best.0, &best.1) {
+                best = (p, id, url);
+            }
+        }
+        Ok((best.1, best.2))
+    }
+
+    /// (participants, rooms) on this node: signalling connections and rooms that have any.
+    fn load(&self) -> (u64, u64) {
+        let rooms = self.lock_rooms();
+        let participants: usize = rooms.values().map(|u| u.connections).sum();
+        let live = rooms.values().filter(|u| u.connections > 0).count();
+        (participants as u64, live as u64)
+    }
+
+    /// The rooms whose lease this node renews; forgets rooms idle for longer than the grace.
+    fn rooms_to_renew(&self) -> Vec<String> {
+        let now = Instant::now();
+        let grace = self.grace;
+        let mut rooms = self.lock_rooms();
+        rooms.retain(|_, u| u.connections > 0 || u.idle_since.is_some_and(|t| now - t <= grace));
+        rooms.keys().cloned().collect()
+    }
+
+    async fn beat(&self, r: &mut ConnectionManager) -> redis::RedisResult<()> {
+        let (participants, rooms) = self.load();
+        let ttl = NODE_TTL.as_millis() as u64;
+        let key = node_key(&self.node_id);
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("url", self.url.clone()),
+                    ("region", self.region.clone()),
+                    ("participants", participants.to_string()),
+                    ("rooms", rooms.to_string()),
+                ],
+            )
+            .ignore()
+            .pexpire(&key, ttl as i64)
+            .ignore()
+            .sadd(NODES_KEY, &self.node_id)
+            .ignore()
+            .query_async(r)
+            .await?;
+        for room in self.rooms_to_renew() {
+            let held: i64 = redis::Script::new(RENEW_LEASE)
+                .key(room_key(&room))
+                .arg(&self.node_id)
+                .arg(ttl)
+                .invoke_async(r)
+                .await?;
+            if held == 0 {
+                tracing::warn!(%room, "another node holds this room's lease; new joins go there");
+            }
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut r = self.redis.clone();
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut healthy = true;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            match tokio::time::timeout(HEARTBEAT, self.beat(&mut r)).await {
+                Ok(Ok(())) => {
+                    if !healthy {
+                        tracing::info!("Redis reachable again; heartbeat and leases renewed");
+                    }
+                    healthy = true;
+                }
+                Ok(Err(e)) if healthy => {
+                    tracing::warn!("cluster heartbeat failed: {e}; live rooms go on");
+                    healthy = false;
+                }
+                Err(_) if healthy => {
+                    tracing::warn!("cluster heartbeat timed out; live rooms go on");
+                    healthy = false;
+                }
+                _ => {}
+            }
+        }
+        // Leave: other nodes place new joins at once instead of after the expiry.
+        let leave = async {
+            let _: redis::RedisResult<()> = r.del(node_key(&self.node_id)).await;
+            let _: redis::RedisResult<i64> = r.srem(NODES_KEY, &self.node_id).await;
+            let rooms: Vec<String> = self.lock_rooms().keys().cloned().collect();
+            for room in rooms {
+                let _: redis::RedisResult<i64> = redis::Script::new(RELEASE_LEASE)
+                    .key(room_key(&room))
+                    .arg(&self.node_id)
+                    .invoke_async(&mut r)
+                    .await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), leave).await;
+    }
+}
+
+/// One signalling connection counted in its room ([`Cluster::enter`]).
+pub struct RoomGuard {
+    cluster: Arc<Cluster>,
+    room: String,
+}
+
+impl Drop for RoomGuard {
+    fn drop(&mut self) {
+        let mut rooms = self.cluster.lock_rooms();
+        if let Some(u) = rooms.get_mut(&self.room) {
+            u.connections = u.connections.saturating_sub(1);
+            if u.connections == 0 {
+                u.idle_since = Some(Instant::now());
+            }
+        }
+    }
+}
