@@ -42,6 +42,14 @@ echo "== postgresql (storage tests)"
 # The PostgreSQL store is tested against a real server: no server, no run.
 pg_start || { echo "FAIL: PostgreSQL could not be started (see above); the storage tests need it"; exit 1; }
 
+# The cluster e2e test (two nodes on one Redis and one PostgreSQL) runs against a throw-away
+# Redis (Debian package redis-server) on a free loopback port, stopped at exit.
+# shellcheck source=services/redis.sh
+source "$ROOT/tests/services/redis.sh"
+trap 'pg_stop; redis_stop' EXIT
+echo "== redis (cluster tests)"
+redis_start || { echo "FAIL: Redis could not be started (see above); the cluster tests need it"; exit 1; }
+
 echo "== rust: unit + integration tests"
 cargo nextest run --release --workspace --no-fail-fast 2>&1 | tee /tmp/rakor-nextest.log
 rc=${PIPESTATUS[0]}

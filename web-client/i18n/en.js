@@ -122,6 +122,8 @@ export default {
   'error.unsupported_version.detail': 'Reload this page to use the latest version.',
   'error.server_shutting_down.title': 'The server is shutting down',
   'error.server_shutting_down.detail': 'Try joining again in a few minutes.',
+  'error.cluster_unavailable.title': "The province's servers cannot be reached",
+  'error.cluster_unavailable.detail': 'This room cannot be opened right now. Try again in a few seconds.',
   'error.replaced.title': 'Session opened elsewhere',
   'error.replaced.detail': 'The same link was opened in another window or device, so this session was closed.',
   'error.removed.title': 'You were removed from the meeting',

@@ -122,6 +122,8 @@ export default {
   'error.unsupported_version.detail': 'Muat ulang halaman ini agar memakai versi terbaru.',
   'error.server_shutting_down.title': 'Server sedang dihentikan',
   'error.server_shutting_down.detail': 'Coba bergabung lagi beberapa menit lagi.',
+  'error.cluster_unavailable.title': "Server provinsi tidak dapat dihubungi",
+  'error.cluster_unavailable.detail': 'Ruang ini belum dapat dibuka. Coba lagi beberapa detik lagi.',
   'error.replaced.title': 'Sesi dibuka di tempat lain',
   'error.replaced.detail': 'Tautan yang sama dibuka di jendela atau perangkat lain, sehingga sesi ini ditutup.',
   'error.removed.title': 'Anda dikeluarkan dari rapat',

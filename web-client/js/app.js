@@ -18,7 +18,7 @@ import { installTestHooks, setTestContext } from './test-hooks.js';
 
 const $ = (id) => document.getElementById(id);
 const KNOWN_ERRORS = new Set(['missing_token', 'invalid_token', 'token_expired', 'wrong_room', 'unsupported_version',
-  'server_shutting_down', 'replaced', 'removed', 'unsupported_browser', 'limit_exceeded', 'forbidden',
+  'server_shutting_down', 'cluster_unavailable', 'replaced', 'removed', 'unsupported_browser', 'limit_exceeded', 'forbidden',
   'refused', 'not_invited', 'session_ended', 'not_yet_valid', 'room_ended', 'link_revoked', 'banned', 'lobby_timeout']);
 
 function show(screen) {

@@ -18,7 +18,9 @@ export function toRtcIceServers(list) {
   return (list ?? []).filter((s) => Array.isArray(s?.urls) && s.urls.length)
     .map((s) => ({ urls: s.urls, username: s.username || undefined, credential: s.credential || undefined }));
 }
-const FATAL = new Set(['unsupported_version', 'invalid_token', 'token_expired', 'wrong_room', 'server_shutting_down',
+/** How many `redirect`s in a row a join follows (docs/protocol.md). */
+const MAX_REDIRECTS = 3;
+const FATAL = new Set(['unsupported_version', 'invalid_token', 'token_expired', 'wrong_room', 'server_shutting_down', 'cluster_unavailable',
   'refused', 'not_invited', 'session_ended', 'not_yet_valid', 'replaced', 'link_revoked', 'banned']);
 const ICE_CONNECT_TIMEOUT_MS = 20000;
 
@@ -77,14 +79,50 @@ export class CallSession extends EventTarget {
   start() {
     return new Promise((resolve, reject) => {
       this.joinWaiter = { resolve, reject };
-      this.sig = new Signalling(this.url, (m) => this.onMessage(m));
-      this.sig.addEventListener('close', (e) => this.onSocketClose(e.detail));
-      this.sig.addEventListener('handler-error', (e) => console.warn('rakor: message handling failed', e.detail.msg?.type, e.detail.err));
-      this.sig.open().then(() => {
-        this.sig.send({ type: 'join', version: PROTOCOL_VERSION, token: this.token });
-        this.joinTimer = this.later(() => this.failJoin(new SessionError('timeout', 'no answer to join')), 15000);
-      }, (err) => this.failJoin(new SessionError('network', err.message)));
+      this.redirects = 0;
+      this.openJoin(this.url);
     });
+  }
+
+  /** Open the signalling socket at `url` and send `join` (again after a `redirect`). */
+  openJoin(url) {
+    const sig = new Signalling(url, (m) => this.onMessage(m));
+    this.sig = sig;
+    // A socket closed because of a `redirect` is not the end of the join.
+    sig.addEventListener('close', (e) => { if (!sig.redirected) this.onSocketClose(e.detail); });
+    sig.addEventListener('handler-error', (e) => console.warn('rakor: message handling failed', e.detail.msg?.type, e.detail.err));
+    sig.open().then(() => {
+      sig.send({ type: 'join', version: PROTOCOL_VERSION, token: this.token });
+      clearTimeout(this.joinTimer);
+      this.joinTimer = this.later(() => this.failJoin(new SessionError('timeout', 'no answer to join')), 15000);
+    }, (err) => { if (!sig.redirected) this.failJoin(new SessionError('network', err.message)); });
+  }
+
+  /**
+   * `redirect`: a node of a cluster sends us to the node that holds the room. Send the same
+   * `join` there, at most MAX_REDIRECTS times in a row (docs/protocol.md).
+   */
+  onRedirect(msg) {
+    const url = typeof msg.url === 'string' ? msg.url : '';
+    this.redirects = (this.redirects ?? 0) + 1;
+    const bad = !/^wss?:\/\//.test(url) ? `redirect to a non-WebSocket URL: ${url}`
+      : this.redirects > MAX_REDIRECTS ? `more than ${MAX_REDIRECTS} redirects in a row` : null;
+    if (this.resumeWaiter) {
+      // A resume answered with a redirect: the next attempt goes to the room's node.
+      const w = this.resumeWaiter;
+      w.sig.redirected = true;
+      if (bad) { this.endInfo = { kind: 'fatal', code: 'redirect', message: bad }; w.done('gone'); return; }
+      this.url = url;
+      w.sig.close();
+      w.done('retry');
+      return;
+    }
+    if (this.joined) return; // only ever an answer to `join`
+    if (bad) { this.failJoin(new SessionError('redirect', bad)); return; }
+    this.sig.redirected = true;
+    this.sig.close();
+    this.url = url; // resumes go straight to the room's node
+    this.openJoin(url);
   }
 
   failJoin(err) {
@@ -157,6 +195,7 @@ export class CallSession extends EventTarget {
         else this.endInfo = { kind: 'ended', reason: msg.reason };
         return;
       case 'error': return this.onError(msg);
+      case 'redirect': return this.onRedirect(msg);
       case 'moderator_mute':
         // A moderator's mute: only a moderator lifts it (the server refuses our unmute).
         this.moderatorMuted = !!msg.muted;

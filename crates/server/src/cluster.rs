@@ -100,15 +100,6 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// This node's name when `cluster.node_id` is empty: the host name.
-fn default_node_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-}
-
 impl Cluster {
     /// Join the cluster when `cluster.redis_url` is set: `None` for a single node. Redis need
     /// not be up yet (the connection is made lazily and re-made after failures); the heartbeat
@@ -121,8 +112,8 @@ impl Cluster {
         let Some(url) = config.redis_url() else {
             return Ok(None);
         };
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
+        let client =
+            redis::Client::open(url).map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
         let cm_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(1)))
@@ -130,10 +121,7 @@ impl Cluster {
             .set_max_delay(Duration::from_millis(500));
         let redis = ConnectionManager::new_lazy_with_config(client, cm_config)
             .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
-        let node_id = match config.cluster.node_id.trim() {
-            "" => default_node_id(),
-            id => id.to_owned(),
-        };
+        let node_id = config.cluster_node_id();
         let cluster = Arc::new(Self {
             redis,
             node_id,
@@ -259,7 +247,10 @@ impl Cluster {
 
     /// The live node with the fewest participants (ties: the smaller id); this node counts
     /// with its own current load even before its first heartbeat.
-    async fn least_loaded(&self, r: &mut ConnectionManager) -> redis::RedisResult<(String, String)> {
+    async fn least_loaded(
+        &self,
+        r: &mut ConnectionManager,
+    ) -> redis::RedisResult<(String, String)> {
         let (mine, _) = self.load();
         let mut best = (mine, self.node_id.clone(), self.url.clone());
         let ids: Vec<String> = r.smembers(NODES_KEY).await?;
@@ -398,5 +389,97 @@ impl Drop for RoomGuard {
                 u.idle_since = Some(Instant::now());
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    //! Against a real Redis (`RAKOR_TEST_REDIS_URL`, started by tests/run.sh); without it the
+    //! tests say so and do nothing.
+    use super::*;
+    use crate::config::SecretString;
+
+    fn redis_url() -> Option<String> {
+        let url = std::env::var("RAKOR_TEST_REDIS_URL").ok();
+        if url.is_none() {
+            eprintln!("RAKOR_TEST_REDIS_URL not set: cluster test skipped");
+        }
+        url
+    }
+
+    fn node(redis: &str, id: &str, shutdown: &CancellationToken) -> Arc<Cluster> {
+        let mut c = Config::default();
+        c.cluster.redis_url = SecretString::new(redis);
+        c.cluster.node_id = id.to_owned();
+        c.cluster.public_url = format!("ws://{id}.test/rtc");
+        Cluster::start(&c, SocketAddr::from(([127, 0, 0, 1], 1)), shutdown.clone())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn unique(prefix: &str) -> String {
+        format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+    }
+
+    #[tokio::test]
+    async fn first_join_owns_the_room_and_other_nodes_redirect_there() {
+        let Some(redis) = redis_url() else { return };
+        let stop = CancellationToken::new();
+        let (ida, idb) = (unique("a"), unique("b"));
+        let a = node(&redis, &ida, &stop);
+        let b = node(&redis, &idb, &stop);
+        let room = unique("room");
+        // A is busier: the room goes to B even though the join arrived at A.
+        let _busy: Vec<_> = (0..3).map(|_| a.enter("elsewhere")).collect();
+        let mut r = a.redis.clone();
+        a.beat(&mut r).await.unwrap();
+        b.beat(&mut r).await.unwrap();
+        assert_eq!(
+            a.place(&room).await.unwrap(),
+            Placement::Redirect(format!("ws://{idb}.test/rtc"))
+        );
+        // The join arrives at B: B owns it.
+        assert_eq!(b.place(&room).await.unwrap(), Placement::Local);
+        let _in_b = b.enter(&room);
+        // Everyone else keeps being sent to B, also after B renewed its lease.
+        b.beat(&mut r).await.unwrap();
+        assert_eq!(
+            a.place(&room).await.unwrap(),
+            Placement::Redirect(format!("ws://{idb}.test/rtc"))
+        );
+        let owner: Option<String> = r.get(room_key(&room)).await.unwrap();
+        assert_eq!(owner.as_deref(), Some(idb.as_str()));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_dead_owner_s_room_is_placed_again() {
+        let Some(redis) = redis_url() else { return };
+        let stop = CancellationToken::new();
+        let ida = unique("a");
+        let a = node(&redis, &ida, &stop);
+        let room = unique("room");
+        let mut r = a.redis.clone();
+        // A lease held by a node with no heartbeat (it died): freed and taken.
+        let dead = unique("dead");
+        let _: () = r.set(room_key(&room), &dead).await.unwrap();
+        let _: i64 = r.sadd(NODES_KEY, &dead).await.unwrap();
+        assert_eq!(a.place(&room).await.unwrap(), Placement::Local);
+        let owner: Option<String> = r.get(room_key(&room)).await.unwrap();
+        assert_eq!(owner.as_deref(), Some(ida.as_str()));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn without_redis_only_rooms_living_here_accept_joins() {
+        // Nothing listens on port 1.
+        let stop = CancellationToken::new();
+        let a = node("redis://127.0.0.1:1", &unique("a"), &stop);
+        let err = a.place("new-room").await.unwrap_err();
+        assert!(err.to_string().contains("cannot place"), "{err}");
+        let _live = a.enter("live-room");
+        assert_eq!(a.place("live-room").await.unwrap(), Placement::Local);
+        stop.cancel();
     }
 }

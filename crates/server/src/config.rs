@@ -565,6 +565,22 @@ impl Config {
         format!("{ws}/rtc")
     }
 
+    /// This node's id in the cluster: `cluster.node_id`, else the host name; "" when
+    /// `cluster.redis_url` is not set (a single node).
+    pub fn cluster_node_id(&self) -> String {
+        if self.redis_url().is_none() {
+            return String::new();
+        }
+        match self.cluster.node_id.trim() {
+            "" => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "rakor".to_owned()),
+            id => id.to_owned(),
+        }
+    }
+
     /// The Redis URL when `cluster.redis_url` is set.
     pub fn redis_url(&self) -> Option<&str> {
         let url = self.cluster.redis_url.expose().trim();

@@ -34,6 +34,7 @@ pub async fn open_session_manager(config: &Config) -> anyhow::Result<Arc<Session
         login_lockout: config.session.login_lockout,
         hash_concurrency: config.session.password_hash_concurrency,
         hash_queue: config.session.password_hash_queue,
+        node: config.cluster_node_id(),
     };
     let (store, shown) = open_store(config).await?;
     let manager = SessionManager::open_store(store, settings)

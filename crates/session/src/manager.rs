@@ -34,6 +34,9 @@ pub struct SessionSettings {
     pub hash_concurrency: usize,
     /// Hashing jobs that may wait; more are refused with `Busy`.
     pub hash_queue: usize,
+    /// This node's id in a cluster (`cluster.node_id`), written with its attendance rows; ""
+    /// for a single node.
+    pub node: String,
 }
 
 impl Default for SessionSettings {
@@ -45,6 +48,7 @@ impl Default for SessionSettings {
             login_lockout: Duration::from_secs(15 * 60),
             hash_concurrency: 0,
             hash_queue: 8,
+            node: String::new(),
         }
     }
 }
@@ -162,7 +166,9 @@ impl SessionManager {
     pub async fn open_store(store: Arc<dyn Store>, settings: SessionSettings) -> Result<Self> {
         // Participants of a previous run that ended without their leave (crash, kill -9) are
         // closed now, so the register does not show them present for ever.
-        let closed = store.close_open_attendance(crate::wib::now_ms()).await?;
+        let closed = store
+            .close_open_attendance(&settings.node, crate::wib::now_ms())
+            .await?;
         if closed > 0 {
             tracing::warn!(
                 closed,
@@ -594,6 +600,7 @@ impl SessionManager {
         self.store
             .record_attendance(
                 rakor_id,
+                &self.settings.node,
                 &AttendanceEvent {
                     identity: m.identity,
                     name: m.name,
@@ -874,7 +881,10 @@ mod tests {
         assert!(closed[0].at_ms >= now + 150_000);
         // Opening again closes nothing more.
         assert_eq!(
-            m.store.close_open_attendance(now + 200_000).await.unwrap(),
+            m.store
+                .close_open_attendance("", now + 200_000)
+                .await
+                .unwrap(),
             0
         );
         let reg = m.register(r.id).await.unwrap();

@@ -20,6 +20,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_access.sql")),
     (3, include_str!("../migrations/0003_record.sql")),
+    (4, include_str!("../migrations/0004_attendance_node.sql")),
 ];
 
 /// SQLite storage.
@@ -555,9 +556,14 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn record_attendance(&self, rakor_id: i64, e: &AttendanceEvent) -> Result<()> {
+    async fn record_attendance(
+        &self,
+        rakor_id: i64,
+        node: &str,
+        e: &AttendanceEvent,
+    ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO attendance_events (rakor_id, identity, name, role, participant, kind, reason, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO attendance_events (rakor_id, identity, name, role, participant, kind, reason, at_ms, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(rakor_id)
         .bind(&e.identity)
@@ -570,20 +576,22 @@ impl Store for SqliteStore {
         })
         .bind(&e.reason)
         .bind(e.at_ms)
+        .bind(node)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn close_open_attendance(&self, at_ms: i64) -> Result<u64> {
+    async fn close_open_attendance(&self, node: &str, at_ms: i64) -> Result<u64> {
         let r = sqlx::query(
-            "INSERT INTO attendance_events (rakor_id, identity, name, role, participant, kind, reason, at_ms) \
-             SELECT j.rakor_id, j.identity, j.name, j.role, j.participant, 'leave', 'server_restart', MAX(?, j.at_ms) \
-             FROM attendance_events j WHERE j.kind = 'join' AND NOT EXISTS ( \
+            "INSERT INTO attendance_events (rakor_id, identity, name, role, participant, kind, reason, at_ms, node) \
+             SELECT j.rakor_id, j.identity, j.name, j.role, j.participant, 'leave', 'server_restart', MAX(?, j.at_ms), j.node \
+             FROM attendance_events j WHERE j.kind = 'join' AND j.node = ? AND NOT EXISTS ( \
                SELECT 1 FROM attendance_events l WHERE l.kind = 'leave' AND l.rakor_id = j.rakor_id \
                AND l.participant = j.participant AND l.at_ms >= j.at_ms)",
         )
         .bind(at_ms)
+        .bind(node)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())

@@ -110,11 +110,19 @@ pub trait Store: AccessStore + RecordStore + Send + Sync {
     async fn rakor_for_room(&self, room: &str, now: i64) -> Result<Option<Rakor>>;
 
     // Attendance and admissions.
-    async fn record_attendance(&self, rakor_id: i64, event: &AttendanceEvent) -> Result<()>;
+    /// `node` is the cluster node writing it (`cluster.node_id`; "" for a single node).
+    async fn record_attendance(
+        &self,
+        rakor_id: i64,
+        node: &str,
+        event: &AttendanceEvent,
+    ) -> Result<()>;
     async fn attendance(&self, rakor_id: i64) -> Result<Vec<AttendanceEvent>>;
     /// Write a `leave` at `at_ms` (reason `server_restart`) for every join that has none: the
-    /// participants of a server that crashed. Returns how many were closed.
-    async fn close_open_attendance(&self, at_ms: i64) -> Result<u64>;
+    /// participants of a server that crashed. Only the joins `node` wrote: on a database
+    /// shared by a cluster, other nodes' participants are still there. Returns how many were
+    /// closed.
+    async fn close_open_attendance(&self, node: &str, at_ms: i64) -> Result<u64>;
     /// Admissions are per invitation link.
     async fn admit(&self, rakor_id: i64, identity: &str, link_id: &str) -> Result<()>;
     async fn is_admitted(&self, rakor_id: i64, identity: &str, link_id: &str) -> Result<bool>;

@@ -454,3 +454,53 @@ fn chat_limits_come_from_the_chat_section_and_its_env_overrides() {
     .unwrap();
     assert_eq!(small.chat.max_chars, 2000);
 }
+
+#[test]
+fn cluster_keys_from_the_environment_and_their_requirements() {
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let c = load(
+        None,
+        &env(&[
+            (
+                "RAKOR_CLUSTER_REDIS_URL",
+                "redis://:r3dis-pw@redis.internal:6379",
+            ),
+            ("RAKOR_CLUSTER_NODE_ID", "node-a"),
+            ("RAKOR_CLUSTER_REGION", "kab-semarang"),
+            ("RAKOR_AUTH_SIGNING_KEY", key),
+            ("RAKOR_SERVER_PUBLIC_URL", "https://node-a.prov.example"),
+        ]),
+        &CliOverrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.redis_url(), Some("redis://:r3dis-pw@redis.internal:6379"));
+    assert!(!format!("{c:?}").contains("r3dis-pw"));
+    assert_eq!(c.cluster_node_id(), "node-a");
+    assert_eq!(c.cluster.region, "kab-semarang");
+    // The redirect URL: from server.public_url unless cluster.public_url is set.
+    let listen = SocketAddr::from(([127, 0, 0, 1], 7880));
+    assert_eq!(
+        c.cluster_signal_url(listen),
+        "wss://node-a.prov.example/rtc"
+    );
+    assert_eq!(
+        Config::default().cluster_signal_url(listen),
+        "ws://127.0.0.1:7880/rtc"
+    );
+    // A single node has no node id (its attendance rows are "").
+    assert_eq!(Config::default().cluster_node_id(), "");
+    // Every node must share the signing key (and the TURN secret when TURN is on).
+    let e = err_env(&[("RAKOR_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379")]);
+    assert!(e.contains("auth.signing_key"), "{e}");
+    let e = err_env(&[
+        ("RAKOR_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379"),
+        ("RAKOR_AUTH_SIGNING_KEY", key),
+        ("RAKOR_TURN_ENABLED", "true"),
+    ]);
+    assert!(e.contains("turn.secret"), "{e}");
+    let e = err_env(&[("RAKOR_CLUSTER_REDIS_URL", "http://127.0.0.1:6379")]);
+    assert!(
+        e.contains("cluster.redis_url") && e.contains("redis://"),
+        "{e}"
+    );
+}
