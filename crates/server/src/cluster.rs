@@ -400,12 +400,14 @@ mod tests {
     use super::*;
     use crate::config::SecretString;
 
-    fn redis_url() -> Option<String> {
+    /// The test Redis, database `db`: each test has its own set of live nodes (placement
+    /// looks at every node in the database).
+    fn redis_url(db: u8) -> Option<String> {
         let url = std::env::var("RAKOR_TEST_REDIS_URL").ok();
         if url.is_none() {
             eprintln!("RAKOR_TEST_REDIS_URL not set: cluster test skipped");
         }
-        url
+        url.map(|u| format!("{}/{db}", u.trim_end_matches('/')))
     }
 
     fn node(redis: &str, id: &str, shutdown: &CancellationToken) -> Arc<Cluster> {
@@ -424,7 +426,7 @@ mod tests {
 
     #[tokio::test]
     async fn first_join_owns_the_room_and_other_nodes_redirect_there() {
-        let Some(redis) = redis_url() else { return };
+        let Some(redis) = redis_url(1) else { return };
         let stop = CancellationToken::new();
         let (ida, idb) = (unique("a"), unique("b"));
         let a = node(&redis, &ida, &stop);
@@ -433,6 +435,8 @@ mod tests {
         // A is busier: the room goes to B even though the join arrived at A.
         let _busy: Vec<_> = (0..3).map(|_| a.enter("elsewhere")).collect();
         let mut r = a.redis.clone();
+        // Only these two nodes: forget those of earlier runs (this test's own database).
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut r).await.unwrap();
         a.beat(&mut r).await.unwrap();
         b.beat(&mut r).await.unwrap();
         assert_eq!(
@@ -455,7 +459,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_owner_s_room_is_placed_again() {
-        let Some(redis) = redis_url() else { return };
+        let Some(redis) = redis_url(2) else { return };
         let stop = CancellationToken::new();
         let ida = unique("a");
         let a = node(&redis, &ida, &stop);
