@@ -697,7 +697,7 @@ pub(crate) async fn join(
     let mut url = opts.url.clone();
     for _ in 0..=rakor_proto::MAX_REDIRECTS {
         match join_at(opts, &url, resume.clone()).await? {
-            JoinAttempt::Joined(j) => return Ok(j),
+            JoinAttempt::Joined(j) => return Ok(*j),
             JoinAttempt::Redirect(to) => {
                 if !(to.starts_with("ws://") || to.starts_with("wss://")) {
                     return Err(ClientError::Signalling(format!(
@@ -717,7 +717,7 @@ pub(crate) async fn join(
 
 /// How one `join` at one URL ended.
 enum JoinAttempt {
-    Joined((crate::session::Ws, Joined, bool, bool)),
+    Joined(Box<(crate::session::Ws, Joined, bool, bool)>),
     Redirect(String),
 }
 
@@ -785,7 +785,12 @@ async fn join_at(
                     spotlight,
                     presentation,
                 };
-                return Ok(JoinAttempt::Joined((ws, joined, resumed, media_reset)));
+                return Ok(JoinAttempt::Joined(Box::new((
+                    ws,
+                    joined,
+                    resumed,
+                    media_reset,
+                ))));
             }
             Ok(ServerMessage::Redirect { url }) => {
                 let _ = ws.close(None).await;

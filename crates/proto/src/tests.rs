@@ -139,9 +139,26 @@ fn error_code_names_match_serde() {
         ErrorCode::LobbyTimeout,
         ErrorCode::TooLarge,
         ErrorCode::PresentationActive,
+        ErrorCode::ClusterUnavailable,
     ] {
         assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
     }
+}
+
+#[test]
+fn redirect_is_the_documented_message() {
+    let m = ServerMessage::Redirect {
+        url: "wss://node-b.prov.example/rtc".into(),
+    };
+    assert_eq!(
+        serde_json::to_string(&m).unwrap(),
+        r#"{"type":"redirect","url":"wss://node-b.prov.example/rtc"}"#
+    );
+    assert!(ErrorCode::ClusterUnavailable.is_fatal());
+    assert_eq!(
+        serde_json::to_value(ErrorCode::ClusterUnavailable).unwrap(),
+        "cluster_unavailable"
+    );
 }
 
 #[test]
