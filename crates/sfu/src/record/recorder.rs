@@ -1,7 +1,8 @@
-//! The recorder thread: packets in, WebM files and manifests out. Owns all file I/O of
+//! The recorder thread: packets in, WebM/Matroska files and manifests out. Owns all file I/O of
 //! recording; the media thread only hands packets over (see `mod.rs`).
 
 use super::depack::{opus_frame, Frame, JitterBuffer, Released, Vp8Assembler};
+use super::h264::{H264Assembler, H264Params};
 use super::mkv::{MkvWriter, TrackSpec};
 use super::{
     free_space, safe_name, RecControl, RecFeedback, RecPacket, RecorderShared, RecorderTap,
@@ -133,6 +134,8 @@ struct OpenFile {
     w: MkvWriter,
     start_ms: i64,
     size: Option<(u16, u16)>,
+    /// H.264: the SPS/PPS of the file's `avcC` (another one starts a new file).
+    h264: Option<H264Params>,
     /// Index in the manifest track's `files`.
     idx: usize,
 }
@@ -146,6 +149,7 @@ struct TrackRec {
     at: (usize, usize),
     jb: JitterBuffer,
     vp8: Vp8Assembler,
+    h264: H264Assembler,
     /// (ms since the recording's start, unwrapped RTP timestamp) of the anchor frame.
     anchor: Option<(i64, i64)>,
     last_rtp: i64,
@@ -306,6 +310,8 @@ impl Recorder {
                 r.dirty = true;
                 let mut vp8 = Vp8Assembler::default();
                 vp8.need_keyframe();
+                let mut h264 = H264Assembler::default();
+                h264.need_keyframe();
                 self.tracks.insert(
                     rec,
                     TrackRec {
@@ -316,6 +322,7 @@ impl Recorder {
                         at: (pi, ti),
                         jb: JitterBuffer::default(),
                         vp8,
+                        h264,
                         anchor: None,
                         last_rtp: 0,
                         file: None,
@@ -536,7 +543,11 @@ impl Recorder {
                     Released::Packet(p) => opus_frame(p),
                     Released::Loss => None,
                 },
-                Codec::Vp8 => match t.vp8.push(r) {
+                Codec::Vp8 | Codec::H264 => match if t.codec == Codec::Vp8 {
+                    t.vp8.push(r)
+                } else {
+                    t.h264.push(r)
+                } {
                     Ok(f) => f,
                     Err(super::depack::StreamBroken) => {
                         let now = Instant::now();
@@ -549,7 +560,6 @@ impl Recorder {
                         None
                     }
                 },
-                Codec::H264 => None, // not recorded (see docs/architecture.md)
             };
             if let Some(f) = frame {
                 if let Err(e) = self.write(rec, f) {
@@ -590,11 +600,13 @@ impl Recorder {
             t.anchor = Some((arrival_ms, rtp));
             ms = arrival_ms;
         }
-        // A new file: the first frame, or a video keyframe of another size.
-        let new_size = f
-            .size
-            .filter(|s| t.file.as_ref().is_some_and(|o| o.size != Some(*s)));
-        if new_size.is_some() {
+        // A new file: the first frame, or a video keyframe of another size (or, H.264, other
+        // parameter sets: the file's `avcC` holds them).
+        let new_params = t.file.as_ref().is_some_and(|o| {
+            f.size.is_some_and(|s| o.size != Some(s))
+                || f.h264.as_ref().is_some_and(|p| o.h264.as_ref() != Some(p))
+        });
+        if new_params {
             close_file(t, Some(&mut *r))?;
         }
         if t.file.is_none() {
@@ -604,7 +616,15 @@ impl Recorder {
                     let Some((width, height)) = f.size else {
                         return Ok(()); // video files start at a keyframe
                     };
-                    TrackSpec::Vp8 { width, height }
+                    match (t.codec, &f.h264) {
+                        (Codec::H264, Some(p)) => TrackSpec::H264 {
+                            width,
+                            height,
+                            avcc: p.avcc(),
+                        },
+                        (Codec::H264, None) => return Ok(()),
+                        _ => TrackSpec::Vp8 { width, height },
+                    }
                 }
             };
             r.files_made += 1;
@@ -612,7 +632,13 @@ impl Recorder {
                 TrackKind::Audio => "audio",
                 TrackKind::Video => "video",
             };
-            let name = format!("{:03}-{}-{kind}.webm", r.files_made, safe_name(&t.identity));
+            // WebM has no H.264: those files are Matroska.
+            let ext = if t.codec == Codec::H264 { "mkv" } else { "webm" };
+            let name = format!(
+                "{:03}-{}-{kind}.{ext}",
+                r.files_made,
+                safe_name(&t.identity)
+            );
             let w = MkvWriter::create(&r.dir.join(&name), spec, u64::from(r.files_made))?;
             let Some(files) = r
                 .manifest
@@ -636,6 +662,7 @@ impl Recorder {
                 w,
                 start_ms: ms,
                 size: f.size,
+                h264: f.h264.clone(),
                 idx: files.len() - 1,
             });
             r.dirty = true;
