@@ -353,7 +353,11 @@ impl H264Assembler {
             }
         } else if let Some(sps) = au.sps.clone() {
             // A new SPS with the PPS from before.
-            let pps = self.params.as_ref().map(|p| p.pps.clone()).unwrap_or_default();
+            let pps = self
+                .params
+                .as_ref()
+                .map(|p| p.pps.clone())
+                .unwrap_or_default();
             match H264Params::new(sps, pps) {
                 Some(params) => self.params = Some(params),
                 None => return self.garbage(),
@@ -506,11 +510,23 @@ mod tests {
         let mut a = H264Assembler::default();
         a.need_keyframe();
         // A P frame first: dropped while waiting for an IDR.
-        assert!(matches!(a.push(pkt(1, 0, true, vec![0x41, 1, 2])), Ok(None)));
+        assert!(matches!(
+            a.push(pkt(1, 0, true, vec![0x41, 1, 2])),
+            Ok(None)
+        ));
         // SPS+PPS in a STAP-A, the IDR in three fragments (start, middle, end).
-        assert!(matches!(a.push(pkt(2, 3000, false, stap_a(&[SPS, PPS]))), Ok(None)));
-        assert!(matches!(a.push(pkt(3, 3000, false, fu_a(0x65, true, false, &[1, 2]))), Ok(None)));
-        assert!(matches!(a.push(pkt(4, 3000, false, fu_a(0x65, false, false, &[3]))), Ok(None)));
+        assert!(matches!(
+            a.push(pkt(2, 3000, false, stap_a(&[SPS, PPS]))),
+            Ok(None)
+        ));
+        assert!(matches!(
+            a.push(pkt(3, 3000, false, fu_a(0x65, true, false, &[1, 2]))),
+            Ok(None)
+        ));
+        assert!(matches!(
+            a.push(pkt(4, 3000, false, fu_a(0x65, false, false, &[3]))),
+            Ok(None)
+        ));
         let f = a.push(pkt(5, 3000, true, fu_a(0x65, false, true, &[4, 5])));
         let Ok(Some(f)) = f else {
             unreachable!("an IDR: {f:?}")
@@ -520,7 +536,10 @@ mod tests {
         assert_eq!(f.data, vec![0, 0, 0, 6, 0x65, 1, 2, 3, 4, 5]);
         assert_eq!(f.h264.map(|p| p.pps), Some(PPS.to_vec()));
         // A P frame of two single NAL units (slices) plays.
-        assert!(matches!(a.push(pkt(6, 6000, false, vec![0x41, 7])), Ok(None)));
+        assert!(matches!(
+            a.push(pkt(6, 6000, false, vec![0x41, 7])),
+            Ok(None)
+        ));
         let f = a.push(pkt(7, 6000, true, vec![0x41, 8, 9]));
         let Ok(Some(f)) = f else {
             unreachable!("a P frame: {f:?}")
@@ -533,15 +552,27 @@ mod tests {
     #[test]
     fn a_lost_fragment_drops_the_frame_until_the_next_idr() {
         let mut a = H264Assembler::default();
-        assert!(matches!(a.push(pkt(1, 0, false, stap_a(&[SPS, PPS]))), Ok(None)));
+        assert!(matches!(
+            a.push(pkt(1, 0, false, stap_a(&[SPS, PPS]))),
+            Ok(None)
+        ));
         let f = a.push(pkt(2, 0, true, vec![0x65, 1]));
         assert!(matches!(f, Ok(Some(Frame { keyframe: true, .. }))), "{f:?}");
         // A P frame whose middle fragment is lost: start, (loss), end.
-        assert!(matches!(a.push(pkt(3, 3000, false, fu_a(0x41, true, false, &[1]))), Ok(None)));
+        assert!(matches!(
+            a.push(pkt(3, 3000, false, fu_a(0x41, true, false, &[1]))),
+            Ok(None)
+        ));
         assert_eq!(a.push(Released::Loss), Err(StreamBroken));
-        assert_eq!(a.push(pkt(5, 3000, true, fu_a(0x41, false, true, &[3]))), Err(StreamBroken));
+        assert_eq!(
+            a.push(pkt(5, 3000, true, fu_a(0x41, false, true, &[3]))),
+            Err(StreamBroken)
+        );
         // The next P frame is dropped too (its reference is gone) ...
-        assert!(matches!(a.push(pkt(6, 6000, true, vec![0x41, 9])), Ok(None)));
+        assert!(matches!(
+            a.push(pkt(6, 6000, true, vec![0x41, 9])),
+            Ok(None)
+        ));
         // ... until an IDR (the parameter sets are still known).
         let f = a.push(pkt(7, 9000, true, vec![0x65, 9]));
         assert!(matches!(f, Ok(Some(Frame { keyframe: true, .. }))), "{f:?}");
@@ -551,16 +582,31 @@ mod tests {
     #[test]
     fn a_fragment_without_its_start_or_end_breaks_the_stream() {
         let mut a = H264Assembler::default();
-        assert!(matches!(a.push(pkt(1, 0, false, stap_a(&[SPS, PPS]))), Ok(None)));
-        assert!(matches!(a.push(pkt(2, 0, true, vec![0x65, 1])), Ok(Some(_))));
+        assert!(matches!(
+            a.push(pkt(1, 0, false, stap_a(&[SPS, PPS]))),
+            Ok(None)
+        ));
+        assert!(matches!(
+            a.push(pkt(2, 0, true, vec![0x65, 1])),
+            Ok(Some(_))
+        ));
         // An end fragment with no start (the jitter buffer's gap was given up silently).
-        assert_eq!(a.push(pkt(3, 3000, true, fu_a(0x41, false, true, &[1]))), Err(StreamBroken));
+        assert_eq!(
+            a.push(pkt(3, 3000, true, fu_a(0x41, false, true, &[1]))),
+            Err(StreamBroken)
+        );
         assert!(a.waiting_keyframe);
         let f = a.push(pkt(4, 6000, true, vec![0x65, 2]));
         assert!(matches!(f, Ok(Some(Frame { keyframe: true, .. }))));
         // A start, then a new start before the end: the first NAL unit lost its end.
-        assert!(matches!(a.push(pkt(5, 9000, false, fu_a(0x41, true, false, &[1]))), Ok(None)));
-        assert_eq!(a.push(pkt(6, 9000, true, fu_a(0x41, true, true, &[1]))), Err(StreamBroken));
+        assert!(matches!(
+            a.push(pkt(5, 9000, false, fu_a(0x41, true, false, &[1]))),
+            Ok(None)
+        ));
+        assert_eq!(
+            a.push(pkt(6, 9000, true, fu_a(0x41, true, true, &[1]))),
+            Err(StreamBroken)
+        );
     }
 
     #[test]
@@ -583,7 +629,13 @@ mod tests {
         }
         assert!(a.garbage > 0);
         // Malformed STAP-A: a length beyond the packet, a zero length.
-        assert_eq!(a.push(pkt(1, 1, true, vec![STAP_A, 0, 9, 0x41])), Err(StreamBroken));
-        assert_eq!(a.push(pkt(2, 2, true, vec![STAP_A, 0, 0])), Err(StreamBroken));
+        assert_eq!(
+            a.push(pkt(1, 1, true, vec![STAP_A, 0, 9, 0x41])),
+            Err(StreamBroken)
+        );
+        assert_eq!(
+            a.push(pkt(2, 2, true, vec![STAP_A, 0, 0])),
+            Err(StreamBroken)
+        );
     }
 }

@@ -53,11 +53,20 @@ const CLUSTER_MAX_MS: u64 = 5000;
 /// What the single track of a file carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrackSpec {
-    Opus { channels: u8 },
-    Vp8 { width: u16, height: u16 },
+    Opus {
+        channels: u8,
+    },
+    Vp8 {
+        width: u16,
+        height: u16,
+    },
     /// H.264 (`V_MPEG4/ISO/AVC`): the CodecPrivate is the `avcC` record, blocks hold
     /// length-prefixed (4-byte) NAL units. The file's DocType is `matroska` (WebM has no H.264).
-    H264 { width: u16, height: u16, avcc: Vec<u8> },
+    H264 {
+        width: u16,
+        height: u16,
+        avcc: Vec<u8>,
+    },
 }
 
 fn put_id(out: &mut Vec<u8>, id: u32) {
@@ -288,6 +297,25 @@ mod tests {
         assert_eq!(&h[v + 1..v + 9], &[1, 0, 0, 0, 0, 0, 0, 9]);
         assert!(h.windows(6).any(|w| w == b"A_OPUS"));
         assert!(h.windows(8).any(|w| w == b"OpusHead"));
+    }
+
+    #[test]
+    fn h264_header_is_matroska_with_avcc() {
+        let avcc = vec![1, 0x42, 0xC0, 0x0C, 0xFF, 0xE1, 0, 1, 0x67, 1, 0, 1, 0x68];
+        let spec = TrackSpec::H264 {
+            width: 320,
+            height: 240,
+            avcc: avcc.clone(),
+        };
+        let (h, _) = header(&spec, 3);
+        assert!(h.windows(8).any(|w| w == b"matroska"));
+        assert!(!h.windows(4).any(|w| w == b"webm"));
+        assert!(h.windows(15).any(|w| w == b"V_MPEG4/ISO/AVC"));
+        // CodecPrivate (0x63A2, 8-byte size) holds the avcC record as given.
+        let mut cp = vec![0x63, 0xA2];
+        cp.extend_from_slice(&(avcc.len() as u64 | 1 << 56).to_be_bytes());
+        cp.extend_from_slice(&avcc);
+        assert!(h.windows(cp.len()).any(|w| w == cp.as_slice()));
     }
 
     #[test]

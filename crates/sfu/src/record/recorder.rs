@@ -633,7 +633,11 @@ impl Recorder {
                 TrackKind::Video => "video",
             };
             // WebM has no H.264: those files are Matroska.
-            let ext = if t.codec == Codec::H264 { "mkv" } else { "webm" };
+            let ext = if t.codec == Codec::H264 {
+                "mkv"
+            } else {
+                "webm"
+            };
             let name = format!(
                 "{:03}-{}-{kind}.{ext}",
                 r.files_made,
@@ -982,7 +986,14 @@ mod tests {
         let out = std::process::Command::new("ffmpeg")
             .args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
             .arg(format!("testsrc=s={size}:r=15:d={secs}"))
-            .args(["-pix_fmt", "yuv420p", "-c:v", "libx264", "-profile:v", "baseline"])
+            .args([
+                "-pix_fmt",
+                "yuv420p",
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+            ])
             .args(["-bf", "0", "-g", "30", "-threads", "1", "-f", "h264", "-"])
             .output()
             .ok()?;
@@ -1172,24 +1183,36 @@ mod tests {
         for (f, (w, h, secs)) in files.iter().zip([(320, 240, 6.0), (640, 360, 4.0)]) {
             let name = f["file"].as_str().unwrap();
             assert!(name.ends_with("-video.mkv"), "{name}");
-            assert_eq!((f["width"].as_u64(), f["height"].as_u64()), (Some(w), Some(h)));
+            assert_eq!(
+                (f["width"].as_u64(), f["height"].as_u64()),
+                (Some(w), Some(h))
+            );
             let path = rec_dir.join(name);
             let probe = ffprobe(&path);
             let st = &probe["streams"][0];
             assert_eq!(st["codec_name"], "h264", "{probe}");
-            assert_eq!((st["width"].as_u64(), st["height"].as_u64()), (Some(w), Some(h)));
+            assert_eq!(
+                (st["width"].as_u64(), st["height"].as_u64()),
+                (Some(w), Some(h))
+            );
             let d: f64 = probe["format"]["duration"]
                 .as_str()
                 .and_then(|d| d.parse().ok())
                 .unwrap_or(0.0);
-            assert!((d - secs).abs() <= 0.2, "{name}: {d} s, want {secs}: {probe}");
+            assert!(
+                (d - secs).abs() <= 0.2,
+                "{name}: {d} s, want {secs}: {probe}"
+            );
             let dec = std::process::Command::new("ffmpeg")
                 .args(["-nostdin", "-v", "error", "-i"])
                 .arg(&path)
                 .args(["-f", "null", "-"])
                 .output()?;
             let errors = String::from_utf8_lossy(&dec.stderr);
-            assert!(dec.status.success() && errors.is_empty(), "{name}: {errors}");
+            assert!(
+                dec.status.success() && errors.is_empty(),
+                "{name}: {errors}"
+            );
         }
         // The start and the loss asked for keyframes.
         let asks = fb_rx
