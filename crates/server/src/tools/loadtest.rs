@@ -341,6 +341,21 @@ mod tests {
     }
 
     #[test]
+    fn ice_transport_relay_makes_the_bots_relay_only() {
+        assert!(
+            !LoadPlan::from_args(&parse(&[]).unwrap())
+                .unwrap()
+                .relay_only
+        );
+        let all = parse(&["--ice-transport", "all"]).unwrap();
+        assert!(!LoadPlan::from_args(&all).unwrap().relay_only);
+        let relay = parse(&["--ice-transport", "relay"]).unwrap();
+        assert_eq!(relay.ice_transport, IceTransport::Relay);
+        assert!(LoadPlan::from_args(&relay).unwrap().relay_only);
+        assert!(parse(&["--ice-transport", "tcp"]).is_err());
+    }
+
+    #[test]
     fn parses_the_documented_command_line() {
         let a = parse(&[
             "--url",
