@@ -1,6 +1,6 @@
 // Small, stable hooks for the browser tests (tests/browser/). Read-only except where noted;
 // the UI itself is driven through the DOM by the tests.
-import { collectMediaStats } from './stats.js';
+import { collectMediaStats, pathLabel } from './stats.js';
 
 const ctx = { call: null, room: null, network: null, serverErrors: [] };
 
@@ -80,6 +80,24 @@ export function installTestHooks() {
     screenShare: () => ({ trackId: ctx.call?.session?.ownTracks?.screen ?? null, live: ctx.call?.session?.screenTrack?.readyState === 'live',
       audioTrackId: ctx.call?.session?.ownTracks?.screen_audio ?? null }),
     network: () => ctx.network,
+    /** The path of each peer connection's selected candidate pair ('UDP', 'TCP', 'TURN/TLS', …; null
+     *  before one is selected) and the network badge's text. */
+    async paths() {
+      const pcs = ctx.call?.session?.pcs ?? {};
+      const one = async (pc) => {
+        if (!pc) return null;
+        const report = await pc.getStats();
+        for (const s of report.values()) {
+          if (s.type !== 'transport' || !s.selectedCandidatePairId) continue;
+          const local = report.get(report.get(s.selectedCandidatePairId)?.localCandidateId);
+          if (local) return pathLabel(local);
+        }
+        return null;
+      };
+      const badge = document.getElementById('net-path');
+      return { publisher: await one(pcs.publisher).catch(() => null), subscriber: await one(pcs.subscriber).catch(() => null),
+        badge: badge && !badge.hidden ? badge.textContent : null };
+    },
     /** RIDs of our video sender's encodings (simulcast layers), low to high; [] = one stream. */
     publisherRids: () => ({
       rids: (ctx.call?.session?.pubTransceivers?.video?.sender.getParameters().encodings ?? []).map((e) => e.rid).filter(Boolean),

@@ -761,7 +761,8 @@ mod tests {
         [out.stdout[0], out.stdout[1], out.stdout[2]]
     }
 
-    /// The real composite with ffmpeg: site A is red, site B blue, both with a tone; A is
+    /// The real composite with ffmpeg: site A is red (VP8), site B blue (H.264 in Matroska),
+    /// both with a tone; A is
     /// spotlighted for the first 3 s, B after. The large tile (left) shows red then blue, the
     /// wall (right column) shows both all along, and the file has audio and video of the
     /// recording's length. Skips without ffmpeg.
@@ -776,11 +777,22 @@ mod tests {
         let vp8 = ["-c:v", "libvpx", "-b:v", "200k", "-deadline", "realtime"];
         let opus = ["-c:a", "libopus"];
         lavfi(&dir, "a-video.webm", "color=c=red:s=320x240:r=15:d=6", &vp8);
+        // Site B sends H.264: the recorder writes it as Matroska (`.mkv`, V_MPEG4/ISO/AVC).
+        let h264 = [
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-bf",
+            "0",
+        ];
         lavfi(
             &dir,
-            "b-video.webm",
+            "b-video.mkv",
             "color=c=blue:s=320x240:r=15:d=6",
-            &vp8,
+            &h264,
         );
         lavfi(&dir, "a-audio.webm", "sine=f=440:d=6", &opus);
         lavfi(&dir, "b-audio.webm", "sine=f=660:d=6", &opus);
@@ -792,7 +804,14 @@ mod tests {
                 track("audio", vec![file(&format!("{id}-audio.webm"), 0, 6000)]),
                 ManifestTrack {
                     track_id: format!("TR_{id}"),
-                    ..track("video", vec![file(&format!("{id}-video.webm"), 0, 6000)])
+                    ..track(
+                        "video",
+                        vec![file(
+                            &format!("{id}-video.{}", if id == "b" { "mkv" } else { "webm" }),
+                            0,
+                            6000,
+                        )],
+                    )
                 },
             ],
         };

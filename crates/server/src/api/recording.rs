@@ -299,6 +299,7 @@ pub async fn download(
     let len = meta.len();
     let ctype = match file.rsplit('.').next() {
         Some("webm") => "video/webm",
+        Some("mkv") => "video/x-matroska",
         Some("mp4") => "video/mp4",
         Some("json") => "application/json",
         _ => "application/octet-stream",

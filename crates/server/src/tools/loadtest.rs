@@ -110,8 +110,22 @@ pub struct LoadtestArgs {
     /// private CA or a self-signed server certificate.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Which ICE candidates the bots may use: `all` (UDP first, then TCP, then TURN, as a
+    /// browser does) or `relay` (only TURN relayed candidates from `joined.ice_servers`, e.g.
+    /// to measure 20 sites over TURN/TLS; the server needs `turn.enabled`).
+    #[arg(long, value_enum, default_value = "all")]
+    pub ice_transport: IceTransport,
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+/// `--ice-transport`: the bots' ICE transport policy (as `RTCIceTransportPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IceTransport {
+    /// Every candidate: UDP, TCP and relayed.
+    All,
+    /// Only relayed (TURN) candidates.
+    Relay,
 }
 
 /// `rakor loadtest`: exit 0 when every bot joined and the run completed, 1 on a runtime failure
@@ -324,6 +338,21 @@ mod tests {
             crate::cli::Command::Loadtest(a) => Ok(a),
             _ => panic!("not loadtest"),
         }
+    }
+
+    #[test]
+    fn ice_transport_relay_makes_the_bots_relay_only() {
+        assert!(
+            !LoadPlan::from_args(&parse(&[]).unwrap())
+                .unwrap()
+                .relay_only
+        );
+        let all = parse(&["--ice-transport", "all"]).unwrap();
+        assert!(!LoadPlan::from_args(&all).unwrap().relay_only);
+        let relay = parse(&["--ice-transport", "relay"]).unwrap();
+        assert_eq!(relay.ice_transport, IceTransport::Relay);
+        assert!(LoadPlan::from_args(&relay).unwrap().relay_only);
+        assert!(parse(&["--ice-transport", "tcp"]).is_err());
     }
 
     #[test]

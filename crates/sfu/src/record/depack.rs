@@ -126,8 +126,10 @@ pub struct Frame {
     pub data: Vec<u8>,
     /// Arrival of the frame's first packet.
     pub arrival: Instant,
-    /// VP8 keyframes: the coded size.
+    /// VP8 and H.264 keyframes: the coded size.
     pub size: Option<(u16, u16)>,
+    /// H.264 IDR access units: the stream's SPS and PPS (the file's `avcC`).
+    pub h264: Option<super::h264::H264Params>,
 }
 
 /// A loss or garbage broke the VP8 stream: the caller asks for a keyframe.
@@ -206,6 +208,7 @@ impl Vp8Assembler {
                 data: Vec::with_capacity(body.len() * 4),
                 arrival: p.arrival,
                 size: None,
+                h264: None,
             });
         }
         let Some(cur) = self.cur.as_mut() else {
@@ -248,6 +251,7 @@ pub fn opus_frame(p: RtpIn) -> Option<Frame> {
         data: p.payload.to_vec(),
         arrival: p.arrival,
         size: None,
+        h264: None,
     })
 }
 

@@ -1,4 +1,4 @@
-//! A minimal WebM (Matroska) writer for one live track: EBML header, a Segment of unknown size,
+//! A minimal WebM / Matroska writer for one live track: EBML header, a Segment of unknown size,
 //! Info, Tracks, then Clusters of unknown size holding SimpleBlocks, written as frames arrive.
 //!
 //! Why our own: the file must stay readable when the process is killed (`kill -9`) at any
@@ -51,10 +51,22 @@ const CLUSTER_MIN_MS: u64 = 1000;
 const CLUSTER_MAX_MS: u64 = 5000;
 
 /// What the single track of a file carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrackSpec {
-    Opus { channels: u8 },
-    Vp8 { width: u16, height: u16 },
+    Opus {
+        channels: u8,
+    },
+    Vp8 {
+        width: u16,
+        height: u16,
+    },
+    /// H.264 (`V_MPEG4/ISO/AVC`): the CodecPrivate is the `avcC` record, blocks hold
+    /// length-prefixed (4-byte) NAL units. The file's DocType is `matroska` (WebM has no H.264).
+    H264 {
+        width: u16,
+        height: u16,
+        avcc: Vec<u8>,
+    },
 }
 
 fn put_id(out: &mut Vec<u8>, id: u32) {
@@ -98,14 +110,18 @@ fn opus_head(channels: u8) -> Vec<u8> {
 }
 
 /// The bytes before the first cluster; `void_at` is the offset of the Void kept for Duration.
-fn header(spec: TrackSpec, uid: u64) -> (Vec<u8>, u64) {
+fn header(spec: &TrackSpec, uid: u64) -> (Vec<u8>, u64) {
     let mut out = Vec::with_capacity(256);
     let mut ebml = Vec::new();
     uint(&mut ebml, 0x4286, 1); // EBMLVersion
     uint(&mut ebml, 0x42F7, 1); // EBMLReadVersion
     uint(&mut ebml, 0x42F2, 4); // EBMLMaxIDLength
     uint(&mut ebml, 0x42F3, 8); // EBMLMaxSizeLength
-    element(&mut ebml, 0x4282, b"webm"); // DocType
+    let doctype: &[u8] = match spec {
+        TrackSpec::H264 { .. } => b"matroska",
+        _ => b"webm",
+    };
+    element(&mut ebml, 0x4282, doctype); // DocType
     uint(&mut ebml, 0x4287, 4); // DocTypeVersion
     uint(&mut ebml, 0x4285, 2); // DocTypeReadVersion
     element(&mut out, EBML, &ebml);
@@ -134,20 +150,33 @@ fn header(spec: TrackSpec, uid: u64) -> (Vec<u8>, u64) {
         TrackSpec::Opus { channels } => {
             uint(&mut entry, TRACK_TYPE, 2);
             element(&mut entry, CODEC_ID, b"A_OPUS");
-            element(&mut entry, CODEC_PRIVATE, &opus_head(channels));
+            element(&mut entry, CODEC_PRIVATE, &opus_head(*channels));
             uint(&mut entry, CODEC_DELAY, 0);
             uint(&mut entry, SEEK_PRE_ROLL, 80_000_000);
             let mut a = Vec::new();
             float(&mut a, SAMPLING_FREQUENCY, 48_000.0);
-            uint(&mut a, CHANNELS, u64::from(channels));
+            uint(&mut a, CHANNELS, u64::from(*channels));
             element(&mut entry, AUDIO, &a);
         }
         TrackSpec::Vp8 { width, height } => {
             uint(&mut entry, TRACK_TYPE, 1);
             element(&mut entry, CODEC_ID, b"V_VP8");
             let mut v = Vec::new();
-            uint(&mut v, PIXEL_WIDTH, u64::from(width));
-            uint(&mut v, PIXEL_HEIGHT, u64::from(height));
+            uint(&mut v, PIXEL_WIDTH, u64::from(*width));
+            uint(&mut v, PIXEL_HEIGHT, u64::from(*height));
+            element(&mut entry, VIDEO, &v);
+        }
+        TrackSpec::H264 {
+            width,
+            height,
+            avcc,
+        } => {
+            uint(&mut entry, TRACK_TYPE, 1);
+            element(&mut entry, CODEC_ID, b"V_MPEG4/ISO/AVC");
+            element(&mut entry, CODEC_PRIVATE, avcc);
+            let mut v = Vec::new();
+            uint(&mut v, PIXEL_WIDTH, u64::from(*width));
+            uint(&mut v, PIXEL_HEIGHT, u64::from(*height));
             element(&mut entry, VIDEO, &v);
         }
     }
@@ -177,13 +206,13 @@ impl MkvWriter {
     pub fn create(path: &Path, spec: TrackSpec, uid: u64) -> io::Result<Self> {
         let file = File::create(path)?;
         let mut out = BufWriter::with_capacity(64 * 1024, file);
-        let (head, void_at) = header(spec, uid);
+        let (head, void_at) = header(&spec, uid);
         out.write_all(&head)?;
         out.flush()?;
         Ok(Self {
             out,
             void_at,
-            video: matches!(spec, TrackSpec::Vp8 { .. }),
+            video: !matches!(spec, TrackSpec::Opus { .. }),
             cluster: None,
             last: None,
             scratch: Vec::with_capacity(64),
@@ -260,7 +289,7 @@ mod tests {
 
     #[test]
     fn header_layout() {
-        let (h, void_at) = header(TrackSpec::Opus { channels: 2 }, 7);
+        let (h, void_at) = header(&TrackSpec::Opus { channels: 2 }, 7);
         assert_eq!(&h[..4], &[0x1A, 0x45, 0xDF, 0xA3]);
         // The Void sits where Info reserves it, with 9 bytes of body.
         let v = void_at as usize;
@@ -268,6 +297,25 @@ mod tests {
         assert_eq!(&h[v + 1..v + 9], &[1, 0, 0, 0, 0, 0, 0, 9]);
         assert!(h.windows(6).any(|w| w == b"A_OPUS"));
         assert!(h.windows(8).any(|w| w == b"OpusHead"));
+    }
+
+    #[test]
+    fn h264_header_is_matroska_with_avcc() {
+        let avcc = vec![1, 0x42, 0xC0, 0x0C, 0xFF, 0xE1, 0, 1, 0x67, 1, 0, 1, 0x68];
+        let spec = TrackSpec::H264 {
+            width: 320,
+            height: 240,
+            avcc: avcc.clone(),
+        };
+        let (h, _) = header(&spec, 3);
+        assert!(h.windows(8).any(|w| w == b"matroska"));
+        assert!(!h.windows(4).any(|w| w == b"webm"));
+        assert!(h.windows(15).any(|w| w == b"V_MPEG4/ISO/AVC"));
+        // CodecPrivate (0x63A2, 8-byte size) holds the avcC record as given.
+        let mut cp = vec![0x63, 0xA2];
+        cp.extend_from_slice(&(avcc.len() as u64 | 1 << 56).to_be_bytes());
+        cp.extend_from_slice(&avcc);
+        assert!(h.windows(cp.len()).any(|w| w == cp.as_slice()));
     }
 
     #[test]

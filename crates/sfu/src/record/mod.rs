@@ -1,13 +1,15 @@
-//! Recording: per-participant WebM files written off the media thread.
+//! Recording: per-participant WebM (Opus, VP8) and Matroska (H.264) files written off the
+//! media thread.
 //!
 //! The media core hands each inbound RTP packet of a recorded track to the recorder thread
 //! over a bounded channel ([`RecorderTap::packet`]: `try_send` of a small struct whose payload
 //! is the packet's shared `Bytes`, a refcount; a full channel drops the packet and counts it,
 //! the media thread never waits). Track and room changes go on a second, unbounded channel
 //! (rare). The recorder thread (`recorder.rs`) reorders (`depack::JitterBuffer`), assembles
-//! frames (`depack`), writes one WebM file per track (`mkv.rs`) and the room's `manifest.json`.
+//! frames (`depack`, `h264`), writes one WebM/Matroska file per track (`mkv.rs`) and the room's `manifest.json`.
 
 pub mod depack;
+pub mod h264;
 pub mod mkv;
 pub(crate) mod recorder;
 

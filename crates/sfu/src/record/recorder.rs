@@ -1,7 +1,8 @@
-//! The recorder thread: packets in, WebM files and manifests out. Owns all file I/O of
+//! The recorder thread: packets in, WebM/Matroska files and manifests out. Owns all file I/O of
 //! recording; the media thread only hands packets over (see `mod.rs`).
 
 use super::depack::{opus_frame, Frame, JitterBuffer, Released, Vp8Assembler};
+use super::h264::{H264Assembler, H264Params};
 use super::mkv::{MkvWriter, TrackSpec};
 use super::{
     free_space, safe_name, RecControl, RecFeedback, RecPacket, RecorderShared, RecorderTap,
@@ -133,6 +134,8 @@ struct OpenFile {
     w: MkvWriter,
     start_ms: i64,
     size: Option<(u16, u16)>,
+    /// H.264: the SPS/PPS of the file's `avcC` (another one starts a new file).
+    h264: Option<H264Params>,
     /// Index in the manifest track's `files`.
     idx: usize,
 }
@@ -146,6 +149,7 @@ struct TrackRec {
     at: (usize, usize),
     jb: JitterBuffer,
     vp8: Vp8Assembler,
+    h264: H264Assembler,
     /// (ms since the recording's start, unwrapped RTP timestamp) of the anchor frame.
     anchor: Option<(i64, i64)>,
     last_rtp: i64,
@@ -306,6 +310,8 @@ impl Recorder {
                 r.dirty = true;
                 let mut vp8 = Vp8Assembler::default();
                 vp8.need_keyframe();
+                let mut h264 = H264Assembler::default();
+                h264.need_keyframe();
                 self.tracks.insert(
                     rec,
                     TrackRec {
@@ -316,6 +322,7 @@ impl Recorder {
                         at: (pi, ti),
                         jb: JitterBuffer::default(),
                         vp8,
+                        h264,
                         anchor: None,
                         last_rtp: 0,
                         file: None,
@@ -536,7 +543,11 @@ impl Recorder {
                     Released::Packet(p) => opus_frame(p),
                     Released::Loss => None,
                 },
-                Codec::Vp8 => match t.vp8.push(r) {
+                Codec::Vp8 | Codec::H264 => match if t.codec == Codec::Vp8 {
+                    t.vp8.push(r)
+                } else {
+                    t.h264.push(r)
+                } {
                     Ok(f) => f,
                     Err(super::depack::StreamBroken) => {
                         let now = Instant::now();
@@ -549,7 +560,6 @@ impl Recorder {
                         None
                     }
                 },
-                Codec::H264 => None, // not recorded (see docs/architecture.md)
             };
             if let Some(f) = frame {
                 if let Err(e) = self.write(rec, f) {
@@ -590,11 +600,13 @@ impl Recorder {
             t.anchor = Some((arrival_ms, rtp));
             ms = arrival_ms;
         }
-        // A new file: the first frame, or a video keyframe of another size.
-        let new_size = f
-            .size
-            .filter(|s| t.file.as_ref().is_some_and(|o| o.size != Some(*s)));
-        if new_size.is_some() {
+        // A new file: the first frame, or a video keyframe of another size (or, H.264, other
+        // parameter sets: the file's `avcC` holds them).
+        let new_params = t.file.as_ref().is_some_and(|o| {
+            f.size.is_some_and(|s| o.size != Some(s))
+                || f.h264.as_ref().is_some_and(|p| o.h264.as_ref() != Some(p))
+        });
+        if new_params {
             close_file(t, Some(&mut *r))?;
         }
         if t.file.is_none() {
@@ -604,7 +616,15 @@ impl Recorder {
                     let Some((width, height)) = f.size else {
                         return Ok(()); // video files start at a keyframe
                     };
-                    TrackSpec::Vp8 { width, height }
+                    match (t.codec, &f.h264) {
+                        (Codec::H264, Some(p)) => TrackSpec::H264 {
+                            width,
+                            height,
+                            avcc: p.avcc(),
+                        },
+                        (Codec::H264, None) => return Ok(()),
+                        _ => TrackSpec::Vp8 { width, height },
+                    }
                 }
             };
             r.files_made += 1;
@@ -612,7 +632,17 @@ impl Recorder {
                 TrackKind::Audio => "audio",
                 TrackKind::Video => "video",
             };
-            let name = format!("{:03}-{}-{kind}.webm", r.files_made, safe_name(&t.identity));
+            // WebM has no H.264: those files are Matroska.
+            let ext = if t.codec == Codec::H264 {
+                "mkv"
+            } else {
+                "webm"
+            };
+            let name = format!(
+                "{:03}-{}-{kind}.{ext}",
+                r.files_made,
+                safe_name(&t.identity)
+            );
             let w = MkvWriter::create(&r.dir.join(&name), spec, u64::from(r.files_made))?;
             let Some(files) = r
                 .manifest
@@ -636,6 +666,7 @@ impl Recorder {
                 w,
                 start_ms: ms,
                 size: f.size,
+                h264: f.h264.clone(),
                 idx: files.len() - 1,
             });
             r.dirty = true;
@@ -938,6 +969,252 @@ mod tests {
             assert_eq!(&bytes[..4], &[0x1A, 0x45, 0xDF, 0xA3]);
         }
         // Keyframes were asked: at the start and after the garbage.
+        let asks = fb_rx
+            .try_iter()
+            .filter(|f| matches!(f, RecFeedback::Keyframe { rec: 1 }))
+            .count();
+        assert!(asks >= 2, "{asks}");
+        drop(tap);
+        let _ = thread.join();
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    /// Annex-B H.264 made by ffmpeg (libx264, constrained baseline, no B-frames, one slice per
+    /// frame): `secs` seconds of `size` at 15 fps, a keyframe every 2 s.
+    fn x264(size: &str, secs: u32) -> Option<Vec<u8>> {
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc=s={size}:r=15:d={secs}"))
+            .args([
+                "-pix_fmt",
+                "yuv420p",
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+            ])
+            .args(["-bf", "0", "-g", "30", "-threads", "1", "-f", "h264", "-"])
+            .output()
+            .ok()?;
+        out.status.success().then_some(out.stdout)
+    }
+
+    /// The NAL units of an Annex-B stream, grouped into access units (one slice per frame:
+    /// an access unit ends with its slice).
+    fn access_units(annexb: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        let mut nals = Vec::new();
+        let mut i = 0;
+        let mut start = None;
+        while i + 3 <= annexb.len() {
+            if annexb[i..i + 3] == [0, 0, 1] {
+                if let Some(s) = start {
+                    let mut e = i;
+                    while e > s && annexb[e - 1] == 0 {
+                        e -= 1;
+                    }
+                    nals.push(annexb[s..e].to_vec());
+                }
+                i += 3;
+                start = Some(i);
+            } else {
+                i += 1;
+            }
+        }
+        if let Some(s) = start {
+            nals.push(annexb[s..].to_vec());
+        }
+        let mut aus = vec![Vec::new()];
+        for n in nals {
+            let vcl = matches!(n[0] & 0x1F, 1..=5);
+            aus.last_mut().unwrap().push(n);
+            if vcl {
+                aus.push(Vec::new());
+            }
+        }
+        aus.retain(|a| !a.is_empty());
+        aus
+    }
+
+    /// RTP payloads of one access unit as a browser sends them: the small parameter sets and
+    /// SEI together in a STAP-A, slices larger than 300 bytes in FU-A fragments (small, so
+    /// that P frames are fragmented too).
+    fn packetize(au: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let (small, slices): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) =
+            au.iter().partition(|n| !matches!(n[0] & 0x1F, 1..=5));
+        if !small.is_empty() {
+            let mut stap = vec![0x78u8];
+            for n in small {
+                stap.extend_from_slice(&(n.len() as u16).to_be_bytes());
+                stap.extend_from_slice(n);
+            }
+            out.push(stap);
+        }
+        for n in slices {
+            if n.len() <= 300 {
+                out.push(n.clone());
+                continue;
+            }
+            let chunks: Vec<&[u8]> = n[1..].chunks(300).collect();
+            for (i, c) in chunks.iter().enumerate() {
+                let mut fu = vec![(n[0] & 0xE0) | 28, n[0] & 0x1F];
+                if i == 0 {
+                    fu[1] |= 0x80;
+                }
+                if i == chunks.len() - 1 {
+                    fu[1] |= 0x40;
+                }
+                fu.extend_from_slice(c);
+                out.push(fu);
+            }
+        }
+        out
+    }
+
+    fn ffprobe(path: &std::path::Path) -> serde_json::Value {
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries"])
+            .args(["stream=codec_name,width,height:format=duration,format_name"])
+            .args(["-of", "json"])
+            .arg(path)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// Real H.264 from libx264 (6 s at 320x240, then 4 s at 640x360), packetized as a browser
+    /// does (STAP-A, FU-A, single NAL units), with packets reordered in pairs and one FU-A
+    /// fragment lost mid-stream: two Matroska files (the new SPS starts the second), each
+    /// h264 of the right size and length that ffmpeg decodes without an error; the lost
+    /// fragment's frames are skipped up to the next IDR. Skips without ffmpeg.
+    #[test]
+    fn real_h264_is_recorded_to_matroska() -> std::io::Result<()> {
+        let (Some(a), Some(b)) = (x264("320x240", 6), x264("640x360", 4)) else {
+            eprintln!("SKIP: no ffmpeg with libx264 (Debian package ffmpeg)");
+            return Ok(());
+        };
+        let aus: Vec<Vec<Vec<u8>>> = access_units(&a)
+            .into_iter()
+            .chain(access_units(&b))
+            .collect();
+        assert_eq!(aus.len(), 150, "15 fps for 10 s");
+        let dir = std::env::temp_dir().join(format!("rakor-rec-h264-{}", std::process::id()));
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (fb_tx, fb_rx) = std::sync::mpsc::channel();
+        let outlets = Outlets {
+            feedback: Box::new(move |fb| {
+                let _ = fb_tx.send(fb);
+            }),
+            events: Some(ev_tx),
+        };
+        let settings = RecordingSettings {
+            dir: dir.clone(),
+            min_free_bytes: 0,
+            ..RecordingSettings::default()
+        };
+        let (mut tap, thread) = spawn(settings, outlets)?;
+        tap.control(RecControl::Start {
+            room: "h264".into(),
+            started_at: SystemTime::now(),
+        });
+        tap.control(RecControl::Track {
+            room: "h264".into(),
+            rec: 1,
+            participant: ParticipantId("PA_1".into()),
+            identity: "site-h264".into(),
+            name: "Site".into(),
+            track: TrackId("TR_1".into()),
+            kind: TrackKind::Video,
+            codec: Codec::H264,
+        });
+        let t0 = Instant::now();
+        let mut packets = Vec::new();
+        let mut seq = 40_000u16;
+        let mut fu_packets = 0;
+        for (i, au) in aus.iter().enumerate() {
+            let payloads = packetize(au);
+            let n = payloads.len();
+            for (k, payload) in payloads.into_iter().enumerate() {
+                fu_packets += usize::from(payload[0] & 0x1F == 28);
+                seq = seq.wrapping_add(1);
+                packets.push(RecPacket {
+                    rec: 1,
+                    arrival: t0 + Duration::from_millis(i as u64 * 1000 / 15),
+                    seq,
+                    ts: 1_000_000 + i as u32 * 6000,
+                    marker: k == n - 1,
+                    payload: Bytes::from(payload),
+                });
+            }
+        }
+        assert!(fu_packets > 100, "{fu_packets} FU-A packets");
+        // Lose the first fragment of frame 40 (a P frame between IDRs at 30 and 60).
+        let lost = packets
+            .iter()
+            .position(|p| p.ts == 1_000_000 + 40 * 6000 && p.payload[0] & 0x1F == 28)
+            .unwrap();
+        packets.remove(lost);
+        // Reorder: swap every 7th pair (not the very first packet: the jitter buffer starts at
+        // the first one it sees, an earlier one is late).
+        for i in (3..packets.len() - 1).step_by(7) {
+            packets.swap(i, i + 1);
+        }
+        for p in packets {
+            tap.packet(p);
+        }
+        tap.control(RecControl::Stop {
+            room: "h264".into(),
+        });
+        let Some(crate::RoomEvent::RecordingFinished { dir: rec_dir, .. }) = ev_rx.blocking_recv()
+        else {
+            panic!("no RecordingFinished");
+        };
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(rec_dir.join("manifest.json"))?)
+                .map_err(std::io::Error::other)?;
+        let track = &m["participants"][0]["tracks"][0];
+        assert_eq!(track["codec"], "H264", "{m}");
+        let files = track["files"].as_array().cloned().unwrap_or_default();
+        assert_eq!(files.len(), 2, "{m}");
+        // Frames 40..59 were dropped (the lost fragment, then up to the IDR at 60).
+        assert_eq!(files[0]["frames"], 90 - 20, "{m}");
+        assert_eq!(files[1]["frames"], 60, "{m}");
+        for (f, (w, h, secs)) in files.iter().zip([(320, 240, 6.0), (640, 360, 4.0)]) {
+            let name = f["file"].as_str().unwrap();
+            assert!(name.ends_with("-video.mkv"), "{name}");
+            assert_eq!(
+                (f["width"].as_u64(), f["height"].as_u64()),
+                (Some(w), Some(h))
+            );
+            let path = rec_dir.join(name);
+            let probe = ffprobe(&path);
+            let st = &probe["streams"][0];
+            assert_eq!(st["codec_name"], "h264", "{probe}");
+            assert_eq!(
+                (st["width"].as_u64(), st["height"].as_u64()),
+                (Some(w), Some(h))
+            );
+            let d: f64 = probe["format"]["duration"]
+                .as_str()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0.0);
+            assert!(
+                (d - secs).abs() <= 0.2,
+                "{name}: {d} s, want {secs}: {probe}"
+            );
+            let dec = std::process::Command::new("ffmpeg")
+                .args(["-nostdin", "-v", "error", "-i"])
+                .arg(&path)
+                .args(["-f", "null", "-"])
+                .output()?;
+            let errors = String::from_utf8_lossy(&dec.stderr);
+            assert!(
+                dec.status.success() && errors.is_empty(),
+                "{name}: {errors}"
+            );
+        }
+        // The start and the loss asked for keyframes.
         let asks = fb_rx
             .try_iter()
             .filter(|f| matches!(f, RecFeedback::Keyframe { rec: 1 }))

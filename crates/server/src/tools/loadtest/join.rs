@@ -94,6 +94,8 @@ pub(super) struct JoinContext {
     pub(super) url: String,
     /// CAs trusted for `wss://` (`--ca-file`).
     pub(super) tls_roots: Option<Arc<rustls::RootCertStore>>,
+    /// `--ice-transport relay`.
+    pub(super) relay_only: bool,
     pub(super) deadline: Instant,
     pub(super) stop: CancellationToken,
     pub(super) permits: Arc<Semaphore>,
@@ -138,6 +140,7 @@ pub(super) async fn join_bot(
         .simulcast(ctx.simulcast)
         .audio_level(level);
     opts.tls_roots = ctx.tls_roots.clone();
+    opts.relay_only = ctx.relay_only;
     opts.join_timeout = ctx
         .deadline
         .saturating_duration_since(t0)

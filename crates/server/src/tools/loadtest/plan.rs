@@ -20,6 +20,8 @@ pub struct LoadPlan {
     /// CAs trusted for a `wss://` URL (`--ca-file`: the system's plus that file); `None` =
     /// the system's.
     pub tls_roots: Option<std::sync::Arc<rustls::RootCertStore>>,
+    /// `--ice-transport relay`: the bots use only TURN relayed candidates.
+    pub relay_only: bool,
     pub room: String,
     pub scenario: Scenario,
     /// Rakor: sites that talk.
@@ -98,6 +100,7 @@ impl LoadPlan {
         Ok(Self {
             url: a.url.clone(),
             tls_roots,
+            relay_only: a.ice_transport == super::IceTransport::Relay,
             room: a.room.clone(),
             scenario: a.scenario,
             talkers: usize::from(a.talkers),

@@ -93,6 +93,7 @@ pub async fn run(
     let ctx = Arc::new(JoinContext {
         url: plan.url.clone(),
         tls_roots: plan.tls_roots.clone(),
+        relay_only: plan.relay_only,
         deadline: Instant::now() + plan.join_budget,
         stop: stop.clone(),
         permits: Arc::new(Semaphore::new(plan.join_concurrency)),
