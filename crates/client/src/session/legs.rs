@@ -97,7 +97,11 @@ impl Session {
             if let Some(since) = leg.connecting_since.filter(|_| !leg.connected) {
                 leg.connecting_since = None;
                 let waited = now.saturating_duration_since(since);
-                tracing::info!(?kind, ?waited, "peer connection never connected; media reset");
+                tracing::info!(
+                    ?kind,
+                    ?waited,
+                    "peer connection never connected; media reset"
+                );
                 self.hub.push_error(format!(
                     "{kind:?} connection not connected {:.1} s after the server's description: resuming with a media reset",
                     waited.as_secs_f64()
