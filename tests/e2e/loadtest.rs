@@ -354,6 +354,11 @@ fn loadtest_rakor_scenario_presentation_at_its_top_layer() {
 /// ("What fails from 40–60 sites") describes; the four-site presenter test above runs instead.
 /// Run it by hand on a quiet machine: `cargo test --release -p rakor-e2e --test loadtest sixty
 /// -- --ignored --nocapture` (figures in docs/benchmarks.md, "Presentation with sixty sites").
+/// On a quiet machine (load 1.6) it failed only because two bots' legs stayed `connecting`
+/// forever (the `webrtc` crate's ICE agent never fails a connection that is still checking);
+/// rakor-client's `connect_timeout` now resumes those with a media reset
+/// (crates/client/tests/connect_timeout.rs). Under a load average of 10–19 every bot's media
+/// still stops about 25 s in (not diagnosed; see docs/benchmarks.md), so it stays ignored.
 #[test]
 #[ignore = "60 sites need the machine to themselves; see docs/benchmarks.md"]
 fn loadtest_rakor_sixty_sites_presentation_at_the_top_cameras_at_the_bottom() {

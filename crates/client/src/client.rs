@@ -60,6 +60,13 @@ pub struct ClientOptions {
     /// 10 s; zero disables it). A dead link is then noticed while it is still down, so the
     /// resume goes through as soon as it is back.
     pub signalling_timeout: Duration,
+    /// A peer connection whose server description is applied but that has not reached
+    /// `connected` within this long counts as failed: with resume on, the client resumes with
+    /// a media reset (new peer connections), as when one reports `failed` (default 20 s; zero
+    /// disables it). The `webrtc` crate's ICE agent only ever fails a connection whose selected
+    /// pair went silent; one still checking (every pair failed, or a nominated pair whose
+    /// answer never matched) stays `connecting` for good.
+    pub connect_timeout: Duration,
     /// The room to state in `join` (must match the token's room); `None` = the token's room.
     pub room: Option<String>,
     /// Audio level (-dBov: 0 loudest … 127 silence) sent with every audio packet in the
@@ -93,6 +100,7 @@ impl ClientOptions {
             join_timeout: Duration::from_secs(10),
             resume_window: Duration::from_secs(30),
             signalling_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(20),
             room: None,
             audio_level: None,
             simulcast: false,

@@ -23,6 +23,9 @@ pub(super) struct Leg {
     /// The server's description is applied, so its candidates may be added.
     pub(super) remote_set: bool,
     pub(super) connected: bool,
+    /// When the server's description was first applied while not connected (the connect
+    /// timeout runs from here); `None` once connected.
+    pub(super) connecting_since: Option<tokio::time::Instant>,
     /// mid our trickled candidates are tagged with.
     pub(super) mid: Option<String>,
     pub(super) pending_remote: Vec<RTCIceCandidateInit>,
@@ -35,6 +38,7 @@ impl Leg {
             local_sent: false,
             remote_set: false,
             connected: false,
+            connecting_since: None,
             mid: None,
             pending_remote: vec![],
         }
@@ -47,6 +51,9 @@ impl Leg {
     ) -> Result<(), ClientError> {
         self.pc.set_remote_description(description).await?;
         self.remote_set = true;
+        if !self.connected && self.connecting_since.is_none() {
+            self.connecting_since = Some(tokio::time::Instant::now());
+        }
         for c in std::mem::take(&mut self.pending_remote) {
             add_candidate(&self.pc, c).await;
         }
@@ -55,6 +62,56 @@ impl Leg {
 }
 
 impl Session {
+    /// When the first leg that is still connecting runs out of `connect_timeout` (only with
+    /// resume on: the remedy is a resume with a media reset).
+    pub(super) fn connect_deadline(&self) -> Option<tokio::time::Instant> {
+        let timeout = self
+            .resume
+            .as_ref()
+            .map(|(o, _)| o.connect_timeout)
+            .filter(|t| !t.is_zero())?;
+        [self.publisher.as_ref(), self.subscriber.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|l| !l.connected)
+            .filter_map(|l| l.connecting_since)
+            .map(|since| since + timeout)
+            .min()
+    }
+
+    /// A leg stayed `connecting` past `connect_timeout`: treat it as failed (its ICE agent
+    /// will not say so) and resume with a media reset, which replaces both connections.
+    pub(super) fn on_connect_timeout(&mut self) {
+        let now = tokio::time::Instant::now();
+        let Some(deadline) = self.connect_deadline() else {
+            return;
+        };
+        if deadline > now {
+            return;
+        }
+        for (kind, leg) in [
+            (PeerConnectionKind::Publisher, self.publisher.as_mut()),
+            (PeerConnectionKind::Subscriber, self.subscriber.as_mut()),
+        ] {
+            let Some(leg) = leg else { continue };
+            if let Some(since) = leg.connecting_since.filter(|_| !leg.connected) {
+                leg.connecting_since = None;
+                let waited = now.saturating_duration_since(since);
+                tracing::info!(
+                    ?kind,
+                    ?waited,
+                    "peer connection never connected; media reset"
+                );
+                self.hub.push_error(format!(
+                    "{kind:?} connection not connected {:.1} s after the server's description: resuming with a media reset",
+                    waited.as_secs_f64()
+                ));
+            }
+        }
+        self.media_lost = true;
+        self.resume_now = true;
+    }
+
     /// The leg of `kind`, once it exists.
     pub(super) fn leg(&self, kind: PeerConnectionKind) -> Option<&Leg> {
         match kind {
@@ -174,6 +231,9 @@ impl Session {
                 }
                 if let Some(leg) = self.leg_mut(pc) {
                     leg.connected = state == RTCPeerConnectionState::Connected;
+                    if leg.connected {
+                        leg.connecting_since = None;
+                    }
                 }
                 if state == RTCPeerConnectionState::Connected {
                     if let Some(leg) = self.leg(pc) {

@@ -166,6 +166,13 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
+            let connect_deadline = self.connect_deadline();
+            let stuck = async move {
+                match connect_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             let silent = async {
                 if silence_limit.is_zero() || leave_reply.is_some() {
                     std::future::pending::<()>().await;
@@ -226,6 +233,7 @@ impl Session {
                     },
                 },
                 () = deadline => { send_close_frame = true; break; }
+                () = stuck, if leave_reply.is_none() => self.on_connect_timeout(),
                 () = silent => {
                     // Nothing from the server for `signalling_timeout`: the link is dead.
                     tracing::info!(timeout = ?silence_limit, "signalling silent; resuming");
