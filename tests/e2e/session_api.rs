@@ -364,8 +364,15 @@ fn wib_times_and_the_invitation_window() -> Result<()> {
         "host_site_id": host, "invited_site_ids": [dishub], "node": "kab-semarang"})), 201)?;
     let pinned_id = pinned["id"].as_i64().unwrap();
     assert_eq!(pinned["node"], "kab-semarang");
-    assert_eq!(api.get(&format!("/api/v1/rakor/{pinned_id}"))?.json()?["node"], "kab-semarang");
-    assert_eq!(api.call("DELETE", &format!("/api/v1/rakor/{pinned_id}"), None)?.status, 204);
+    assert_eq!(
+        api.get(&format!("/api/v1/rakor/{pinned_id}"))?.json()?["node"],
+        "kab-semarang"
+    );
+    assert_eq!(
+        api.call("DELETE", &format!("/api/v1/rakor/{pinned_id}"), None)?
+            .status,
+        204
+    );
 
     // One link per invited site plus the host's; valid from 30 min before the start to the end.
     let links = api
