@@ -9,6 +9,12 @@
 //! URL ([`Placement::Redirect`]); signalling is never relayed. Nothing on the media path talks
 //! to Redis: when Redis is down, rooms living on this node go on and accept joins; joins for
 //! other rooms are refused (`cluster_unavailable`).
+//!
+//! A room may be pinned to a node id or region ([`Cluster::place_pinned`], from `rakor.node`):
+//! placement then prefers the matching live nodes and falls back to all (logged). While Redis
+//! is unreachable the heartbeat retries every [`RETRY`]; a Redis that came back empty is noticed
+//! through the missing `rakor:cluster` key, and `rakor:settling` ([`SETTLE`]) holds off placing
+//! free rooms while the nodes re-take their live rooms. [`Cluster::gauges`] feeds `/metrics`.
 
 use crate::config::Config;
 use redis::aio::ConnectionManager;
