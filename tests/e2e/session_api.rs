@@ -287,6 +287,11 @@ fn bad_input_is_refused_and_stores_nothing() -> Result<()> {
             400,
             "",
         ),
+        (
+            json!({"title": "Rakor", "start": s, "end": e, "host_site_id": host, "node": "node a"}),
+            400,
+            "node",
+        ),
     ];
     for (body, status, field) in &rakor_cases {
         let r = api.post("/api/v1/rakor", body.clone())?;
@@ -351,7 +356,23 @@ fn wib_times_and_the_invitation_window() -> Result<()> {
     assert_eq!(v["start_wib"], format!("{year}-05-01T09:00:00+07:00"));
     assert_eq!(v["links_valid_from_utc"], format!("{year}-05-01T01:30:00Z"));
     assert_eq!(v["state"], "scheduled");
+    assert_eq!(v["node"], "", "not pinned by default");
     let id = v["id"].as_i64().unwrap();
+    // Pinned to a region of a cluster (stored; a single node ignores it), then deleted again.
+    let pinned = api.expect("POST", "/api/v1/rakor", Some(json!({
+        "title": "Rakor provinsi", "start": format!("{year}-06-01T09:00"), "end": format!("{year}-06-01T11:00"),
+        "host_site_id": host, "invited_site_ids": [dishub], "node": "kab-semarang"})), 201)?;
+    let pinned_id = pinned["id"].as_i64().unwrap();
+    assert_eq!(pinned["node"], "kab-semarang");
+    assert_eq!(
+        api.get(&format!("/api/v1/rakor/{pinned_id}"))?.json()?["node"],
+        "kab-semarang"
+    );
+    assert_eq!(
+        api.call("DELETE", &format!("/api/v1/rakor/{pinned_id}"), None)?
+            .status,
+        204
+    );
 
     // One link per invited site plus the host's; valid from 30 min before the start to the end.
     let links = api

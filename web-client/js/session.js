@@ -57,6 +57,7 @@ export class CallSession extends EventTarget {
   constructor({ url, token, room, media, publish }) {
     super();
     this.url = url;
+    this.firstUrl = url;            // any node of a cluster: it redirects to the room's node
     this.token = token;
     this.room = room;
     this.media = media;
@@ -113,6 +114,7 @@ export class CallSession extends EventTarget {
       w.sig.redirected = true;
       if (bad) { this.endInfo = { kind: 'fatal', code: 'redirect', message: bad }; w.done('gone'); return; }
       this.url = url;
+      this.resumeFailed = false; // follow the redirect on the next attempt
       w.sig.close();
       w.done('retry');
       return;
@@ -221,6 +223,13 @@ export class CallSession extends EventTarget {
   }
 
   onError(msg) {
+    if (this.resumeWaiter && msg.code === 'cluster_unavailable') {
+      // The cluster cannot place the room yet (its node died and Redis is down or re-forming):
+      // try again, through the URL first used.
+      this.resumeFailed = true;
+      this.resumeWaiter.done('retry');
+      return;
+    }
     if (this.resumeWaiter && FATAL.has(msg.code)) {
       // The resume was refused for good (e.g. `replaced`): stop retrying.
       this.endInfo = { kind: 'fatal', code: msg.code, message: msg.message };
@@ -600,7 +609,11 @@ export class CallSession extends EventTarget {
       let settled = false;
       const done = (v) => { if (!settled) { settled = true; clearTimeout(timer); this.resumeWaiter = null; resolve(v); } };
       const timer = setTimeout(() => { sig.close(); done('retry'); }, 8000);
-      const sig = new Signalling(this.url, (m) => this.onMessage(m));
+      // After a failed attempt, go back to the URL first used: the node we were on may be dead
+      // (a cluster: any node redirects to the room's new node; docs/protocol.md).
+      const url = this.resumeFailed ? this.firstUrl : this.url;
+      this.resumeFailed = true; // until this attempt is answered
+      const sig = new Signalling(url, (m) => this.onMessage(m));
       this.resumeWaiter = { sig, done };
       sig.addEventListener('close', () => done('retry'));
       sig.open().then(() => {
@@ -616,8 +629,11 @@ export class CallSession extends EventTarget {
   async onResumedJoined(msg) {
     const w = this.resumeWaiter;
     if (!w) return;
+    this.resumeFailed = false;
     if (!msg.resumed) {
-      // The session expired on the server: this joined a *new* participant we do not want.
+      // The session is gone (grace window over, or its node died): this joined a *new*
+      // participant on this socket; leave it. The call then joins afresh through the URL
+      // first used (Call.retry), with new peer connections (docs/protocol.md).
       w.sig.send({ type: 'leave' });
       w.done('gone');
       return;

@@ -80,6 +80,15 @@ pub struct ClientOptions {
     /// Certificate authorities trusted for `wss://` (and for TURN over TLS); `None` = the
     /// system's. Load a private CA with [`crate::tls::roots_with_ca_file`].
     pub tls_roots: Option<Arc<rustls::RootCertStore>>,
+    /// When a resume is answered with a new participant (`joined {resumed: false}`: the
+    /// session is gone, e.g. its node died and another node of the cluster now holds the
+    /// room), stay as that new participant: peer connections are replaced and the same
+    /// tracks published again (default true). False: leave it and end, as before.
+    pub rejoin: bool,
+    /// Other signalling URLs of the same cluster, tried in turn after [`Self::url`] when
+    /// resuming (a node that does not hold the room redirects to the one that does). Empty
+    /// by default: only `url` (which itself redirects to the room's current node).
+    pub fallback_urls: Vec<String>,
 }
 
 impl ClientOptions {
@@ -105,6 +114,8 @@ impl ClientOptions {
             audio_level: None,
             simulcast: false,
             tls_roots: None,
+            rejoin: true,
+            fallback_urls: Vec::new(),
         }
     }
 
@@ -325,9 +336,17 @@ impl Client {
         );
     }
 
-    /// Our participant id.
+    /// Our participant id at the first `joined`.
     pub fn participant_id(&self) -> &ParticipantId {
         &self.joined.participant_id
+    }
+
+    /// Our participant id now: differs from [`Self::participant_id`] after a rejoin as a new
+    /// participant ([`ClientOptions::rejoin`], e.g. after the room's node died).
+    pub fn current_participant_id(&self) -> ParticipantId {
+        self.hub
+            .participant()
+            .unwrap_or_else(|| self.joined.participant_id.clone())
     }
 
     /// Everything `joined` said.
@@ -702,7 +721,16 @@ pub(crate) async fn join(
     opts: &ClientOptions,
     resume: Option<rakor_proto::ResumeRequest>,
 ) -> Result<(crate::session::Ws, Joined, bool, bool), ClientError> {
-    let mut url = opts.url.clone();
+    join_from(opts, &opts.url, resume).await
+}
+
+/// [`join`] starting at `url` (one of the cluster's signalling URLs).
+pub(crate) async fn join_from(
+    opts: &ClientOptions,
+    url: &str,
+    resume: Option<rakor_proto::ResumeRequest>,
+) -> Result<(crate::session::Ws, Joined, bool, bool), ClientError> {
+    let mut url = url.to_owned();
     for _ in 0..=rakor_proto::MAX_REDIRECTS {
         match join_at(opts, &url, resume.clone()).await? {
             JoinAttempt::Joined(j) => return Ok(*j),

@@ -558,6 +558,11 @@ impl StatsHub {
         self.with(|s| s.report.participant_id = Some(id));
     }
 
+    /// The participant id last set (ours now).
+    pub(crate) fn participant(&self) -> Option<ParticipantId> {
+        self.with(|s| s.report.participant_id.clone())
+    }
+
     /// Record an error for the report (capped).
     pub fn push_error(&self, message: String) {
         self.with(|s| {

@@ -9,12 +9,19 @@
 //! URL ([`Placement::Redirect`]); signalling is never relayed. Nothing on the media path talks
 //! to Redis: when Redis is down, rooms living on this node go on and accept joins; joins for
 //! other rooms are refused (`cluster_unavailable`).
+//!
+//! A room may be pinned to a node id or region ([`Cluster::place_pinned`], from `rakor.node`):
+//! placement then prefers the matching live nodes and falls back to all (logged). While Redis
+//! is unreachable the heartbeat retries every [`RETRY`]; a Redis that came back empty is noticed
+//! through the missing `rakor:cluster` key, and `rakor:settling` ([`SETTLE`]) holds off placing
+//! free rooms while the nodes re-take their live rooms. [`Cluster::gauges`] feeds `/metrics`.
 
 use crate::config::Config;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands as _;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +33,18 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 pub const NODE_TTL: Duration = Duration::from_secs(6);
 /// How long one placement may wait for Redis before the join is refused.
 const PLACE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a node whose last heartbeat failed tries again (Redis back: leases re-taken soon).
+const RETRY: Duration = Duration::from_millis(250);
+/// After Redis lost its data (a restart without persistence) while a node had live rooms,
+/// free rooms are not placed for this long: every node re-takes the leases of its live rooms
+/// first (each retries every [`RETRY`] while Redis is down, and beats every [`HEARTBEAT`]).
+const SETTLE: Duration = Duration::from_millis(3000);
 
 const NODES_KEY: &str = "rakor:nodes";
+/// Set (no expiry) by the first heartbeat on a Redis: its absence means Redis lost its data.
+const MARKER_KEY: &str = "rakor:cluster";
+/// Present (with an expiry of [`SETTLE`]) while the nodes re-take their leases.
+const SETTLING_KEY: &str = "rakor:settling";
 
 fn node_key(id: &str) -> String {
     format!("rakor:node:{id}")
@@ -89,6 +106,21 @@ pub struct Cluster {
     /// How long a room with no connection is still renewed (`server.resume_grace`).
     grace: Duration,
     rooms: Mutex<HashMap<String, RoomUse>>,
+    /// Gauges for `/metrics` ([`Cluster::gauges`]), written by the heartbeat.
+    redis_up: AtomicBool,
+    nodes_alive: AtomicU64,
+    rooms_owned: AtomicU64,
+}
+
+/// This node's view of the cluster, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gauges {
+    /// Whether the last heartbeat (or placement) reached Redis.
+    pub redis_up: bool,
+    /// Nodes with a live heartbeat at the last heartbeat, this one included.
+    pub nodes_alive: u64,
+    /// Rooms whose lease this node held at the last heartbeat.
+    pub rooms_owned: u64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -129,6 +161,9 @@ impl Cluster {
             region: config.cluster.region.clone(),
             grace: config.server.resume_grace,
             rooms: Mutex::new(HashMap::new()),
+            redis_up: AtomicBool::new(false),
+            nodes_alive: AtomicU64::new(0),
+            rooms_owned: AtomicU64::new(0),
         });
         tracing::info!(node = %cluster.node_id, url = %cluster.url, "cluster member (Redis)");
         tokio::spawn(Arc::clone(&cluster).heartbeat(shutdown));
@@ -138,6 +173,20 @@ impl Cluster {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// This node's region (`cluster.region`; may be empty).
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The cluster gauges of `/metrics`.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            redis_up: self.redis_up.load(Ordering::Relaxed),
+            nodes_alive: self.nodes_alive.load(Ordering::Relaxed),
+            rooms_owned: self.rooms_owned.load(Ordering::Relaxed),
+        }
     }
 
     fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomUse>> {
@@ -167,10 +216,24 @@ impl Cluster {
     /// Decide where a join for `room` goes. Errors only when Redis cannot answer and the room
     /// has no connection on this node.
     pub async fn place(&self, room: &str) -> Result<Placement, Unavailable> {
-        match tokio::time::timeout(PLACE_TIMEOUT, self.try_place(room)).await {
-            Ok(Ok(p)) => Ok(p),
-            Ok(Err(e)) => self.place_without_redis(room, e.to_string()),
-            Err(_) => self.place_without_redis(room, "Redis did not answer in time".into()),
+        self.place_pinned(room, "").await
+    }
+
+    /// [`Self::place`] for a room pinned to a node id or region (`pin`; "" = by load): an
+    /// unowned room goes to the least-loaded live node that matches, or, when none does, to
+    /// the least-loaded live node (logged). A room already owned stays with its owner.
+    pub async fn place_pinned(&self, room: &str, pin: &str) -> Result<Placement, Unavailable> {
+        match tokio::time::timeout(PLACE_TIMEOUT, self.try_place(room, pin)).await {
+            Ok(Ok(Ok(p))) => Ok(p),
+            Ok(Ok(Err(settling))) => self.place_without_redis(room, settling.0),
+            Ok(Err(e)) => {
+                self.redis_up.store(false, Ordering::Relaxed);
+                self.place_without_redis(room, e.to_string())
+            }
+            Err(_) => {
+                self.redis_up.store(false, Ordering::Relaxed);
+                self.place_without_redis(room, "Redis did not answer in time".into())
+            }
         }
     }
 
@@ -184,7 +247,12 @@ impl Cluster {
         }
     }
 
-    async fn try_place(&self, room: &str) -> redis::RedisResult<Placement> {
+    /// `Ok(Err(_))`: Redis answered but free rooms are not placed now ([`SETTLE`]).
+    async fn try_place(
+        &self,
+        room: &str,
+        pin: &str,
+    ) -> redis::RedisResult<Result<Placement, Unavailable>> {
         let mut r = self.redis.clone();
         let key = room_key(room);
         let ttl = NODE_TTL.as_millis() as u64;
@@ -200,13 +268,13 @@ impl Cluster {
                         .invoke_async(&mut r)
                         .await?;
                     if held == 1 {
-                        return Ok(Placement::Local);
+                        return Ok(Ok(Placement::Local));
                     }
                 }
                 Some(id) => {
                     let url: Option<String> = r.hget(node_key(&id), "url").await?;
                     match url {
-                        Some(url) => return Ok(Placement::Redirect(url)),
+                        Some(url) => return Ok(Ok(Placement::Redirect(url))),
                         None => {
                             // The owner's heartbeat expired: it is dead; free its lease.
                             tracing::info!(%room, node = %id, "room owner is gone; placing again");
@@ -219,7 +287,13 @@ impl Cluster {
                     }
                 }
                 None => {
-                    let (target, url) = self.least_loaded(&mut r).await?;
+                    let settling: bool = r.exists(SETTLING_KEY).await?;
+                    if settling {
+                        return Ok(Err(Unavailable(
+                            "Redis restarted; the nodes are re-taking their rooms".into(),
+                        )));
+                    }
+                    let (target, url) = self.least_loaded(&mut r, room, pin).await?;
                     let taken: Option<String> = redis::cmd("SET")
                         .arg(&key)
                         .arg(&target)
@@ -230,11 +304,11 @@ impl Cluster {
                         .await?;
                     if taken.is_some() {
                         tracing::info!(%room, node = %target, "room placed");
-                        return Ok(if target == self.node_id {
+                        return Ok(Ok(if target == self.node_id {
                             Placement::Local
                         } else {
                             Placement::Redirect(url)
-                        });
+                        }));
                     }
                 }
             }
@@ -245,35 +319,69 @@ impl Cluster {
         )))
     }
 
-    /// The live node with the fewest participants (ties: the smaller id); this node counts
+    /// The live node with the fewest participants (ties: the smaller id) among those matching
+    /// `pin` (a node id or region; "" = all; none matching = all, logged); this node counts
     /// with its own current load even before its first heartbeat.
     async fn least_loaded(
         &self,
         r: &mut ConnectionManager,
+        room: &str,
+        pin: &str,
     ) -> redis::RedisResult<(String, String)> {
         let (mine, _) = self.load();
-        let mut best = (mine, self.node_id.clone(), self.url.clone());
+        // (participants, id, url, region) of every live node.
+        let mut nodes = vec![(
+            mine,
+            self.node_id.clone(),
+            self.url.clone(),
+            self.region.clone(),
+        )];
         let ids: Vec<String> = r.smembers(NODES_KEY).await?;
         for id in ids {
             if id == self.node_id {
                 continue;
             }
-            let (url, participants): (Option<String>, Option<u64>) = redis::cmd("HMGET")
-                .arg(node_key(&id))
-                .arg("url")
-                .arg("participants")
-                .query_async(r)
-                .await?;
+            let (url, participants, region): (Option<String>, Option<u64>, Option<String>) =
+                redis::cmd("HMGET")
+                    .arg(node_key(&id))
+                    .arg("url")
+                    .arg("participants")
+                    .arg("region")
+                    .query_async(r)
+                    .await?;
             let Some(url) = url else {
                 let _: i64 = r.srem(NODES_KEY, &id).await?;
                 continue;
             };
-            let p = participants.unwrap_or(0);
-            if (p, &id) < (best.0, &best.1) {
-                best = (p, id, url);
-            }
+            nodes.push((
+                participants.unwrap_or(0),
+                id,
+                url,
+                region.unwrap_or_default(),
+            ));
         }
-        Ok((best.1, best.2))
+        let pinned = !pin.is_empty();
+        let matching = |n: &&(u64, String, String, String)| n.1 == pin || n.3 == pin;
+        let pool: Vec<_> = if pinned && nodes.iter().any(|n| matching(&n)) {
+            nodes.iter().filter(matching).collect()
+        } else {
+            if pinned {
+                tracing::warn!(
+                    %room,
+                    %pin,
+                    "the rakor is pinned to a node or region with no live node: placing it by load"
+                );
+            }
+            nodes.iter().collect()
+        };
+        let best = pool
+            .into_iter()
+            .min_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)))
+            .map_or_else(
+                || (self.node_id.clone(), self.url.clone()),
+                |n| (n.1.clone(), n.2.clone()),
+            );
+        Ok(best)
     }
 
     /// (participants, rooms) on this node: signalling connections and rooms that have any.
@@ -297,6 +405,28 @@ impl Cluster {
         let (participants, rooms) = self.load();
         let ttl = NODE_TTL.as_millis() as u64;
         let key = node_key(&self.node_id);
+        let to_renew = self.rooms_to_renew();
+        // A Redis that lost its data (restarted without persistence): while this node has
+        // rooms, hold off placing free rooms until the nodes have re-taken theirs.
+        let fresh: Option<String> = redis::cmd("SET")
+            .arg(MARKER_KEY)
+            .arg(&self.node_id)
+            .arg("NX")
+            .query_async(r)
+            .await?;
+        if fresh.is_some() && !to_renew.is_empty() {
+            tracing::warn!(
+                rooms = to_renew.len(),
+                "Redis lost the cluster's state (restarted?): re-taking this node's rooms"
+            );
+            let _: () = redis::cmd("SET")
+                .arg(SETTLING_KEY)
+                .arg(&self.node_id)
+                .arg("PX")
+                .arg(SETTLE.as_millis() as u64)
+                .query_async(r)
+                .await?;
+        }
         let _: () = redis::pipe()
             .atomic()
             .hset_multiple(
@@ -315,7 +445,8 @@ impl Cluster {
             .ignore()
             .query_async(r)
             .await?;
-        for room in self.rooms_to_renew() {
+        let mut owned = 0;
+        for room in to_renew {
             let held: i64 = redis::Script::new(RENEW_LEASE)
                 .key(room_key(&room))
                 .arg(&self.node_id)
@@ -324,19 +455,41 @@ impl Cluster {
                 .await?;
             if held == 0 {
                 tracing::warn!(%room, "another node holds this room's lease; new joins go there");
+            } else {
+                owned += 1;
             }
         }
+        let ids: Vec<String> = r.smembers(NODES_KEY).await?;
+        let mut alive = 0;
+        for id in ids {
+            let exists: bool = r.exists(node_key(&id)).await?;
+            if exists {
+                alive += 1;
+            } else {
+                let _: i64 = r.srem(NODES_KEY, &id).await?;
+            }
+        }
+        self.rooms_owned.store(owned, Ordering::Relaxed);
+        self.nodes_alive.store(alive, Ordering::Relaxed);
+        self.redis_up.store(true, Ordering::Relaxed);
         Ok(())
     }
 
     async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
         let mut r = self.redis.clone();
-        let mut tick = tokio::time::interval(HEARTBEAT);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut healthy = true;
+        let mut first = true;
         loop {
+            // While Redis is unreachable, retry often: once it is back, the leases of this
+            // node's live rooms are re-taken within [`RETRY`].
+            let pause = match (first, healthy) {
+                (true, _) => Duration::ZERO,
+                (false, true) => HEARTBEAT,
+                (false, false) => RETRY,
+            };
+            first = false;
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.cancelled() => break,
             }
             match tokio::time::timeout(HEARTBEAT, self.beat(&mut r)).await {
@@ -346,15 +499,20 @@ impl Cluster {
                     }
                     healthy = true;
                 }
-                Ok(Err(e)) if healthy => {
-                    tracing::warn!("cluster heartbeat failed: {e}; live rooms go on");
+                Ok(Err(e)) => {
+                    self.redis_up.store(false, Ordering::Relaxed);
+                    if healthy {
+                        tracing::warn!("cluster heartbeat failed: {e}; live rooms go on");
+                    }
                     healthy = false;
                 }
-                Err(_) if healthy => {
-                    tracing::warn!("cluster heartbeat timed out; live rooms go on");
+                Err(_) => {
+                    self.redis_up.store(false, Ordering::Relaxed);
+                    if healthy {
+                        tracing::warn!("cluster heartbeat timed out; live rooms go on");
+                    }
                     healthy = false;
                 }
-                _ => {}
             }
         }
         // Leave: other nodes place new joins at once instead of after the expiry.
@@ -439,6 +597,8 @@ mod tests {
         let _: () = redis::cmd("FLUSHDB").query_async(&mut r).await.unwrap();
         a.beat(&mut r).await.unwrap();
         b.beat(&mut r).await.unwrap();
+        // A had rooms when it found the database empty (as after a Redis restart): not that.
+        let _: i64 = r.del(SETTLING_KEY).await.unwrap();
         assert_eq!(
             a.place(&room).await.unwrap(),
             Placement::Redirect(format!("ws://{idb}.test/rtc"))
@@ -484,6 +644,91 @@ mod tests {
         assert!(err.to_string().contains("cannot place"), "{err}");
         let _live = a.enter("live-room");
         assert_eq!(a.place("live-room").await.unwrap(), Placement::Local);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn after_redis_lost_its_data_live_rooms_are_re_taken_before_free_ones_are_placed() {
+        let Some(redis) = redis_url(3) else { return };
+        let stop = CancellationToken::new();
+        let (ida, idb) = (unique("a"), unique("b"));
+        let a = node(&redis, &ida, &stop);
+        let b = node(&redis, &idb, &stop);
+        let mut r = a.redis.clone();
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut r).await.unwrap();
+        let live = unique("live");
+        assert_eq!(a.place(&live).await.unwrap(), Placement::Local);
+        let _in_a = a.enter(&live);
+        a.beat(&mut r).await.unwrap();
+        b.beat(&mut r).await.unwrap();
+        b.beat(&mut r).await.unwrap();
+        assert_eq!(
+            b.gauges(),
+            Gauges {
+                redis_up: true,
+                nodes_alive: 2,
+                rooms_owned: 0
+            }
+        );
+        a.beat(&mut r).await.unwrap();
+        assert_eq!(a.gauges().rooms_owned, 1);
+        // Redis restarts empty. A node without rooms beating first settles nothing...
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut r).await.unwrap();
+        b.beat(&mut r).await.unwrap();
+        let settling: bool = r.exists(SETTLING_KEY).await.unwrap();
+        assert!(!settling);
+        // ...A, with a live room, re-takes it and holds off the placement of free rooms.
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut r).await.unwrap();
+        a.beat(&mut r).await.unwrap();
+        let owner: Option<String> = r.get(room_key(&live)).await.unwrap();
+        assert_eq!(owner.as_deref(), Some(ida.as_str()));
+        let err = b.place(&unique("new")).await.unwrap_err();
+        assert!(err.to_string().contains("re-taking"), "{err}");
+        // A room that is owned is still answered meanwhile (a redirect to its node).
+        assert_eq!(
+            b.place(&live).await.unwrap(),
+            Placement::Redirect(format!("ws://{ida}.test/rtc"))
+        );
+        let _: i64 = r.del(SETTLING_KEY).await.unwrap();
+        assert!(b.place(&unique("new")).await.is_ok());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_pinned_room_goes_to_its_node_or_region_and_falls_back_when_none_is_alive() {
+        let Some(redis) = redis_url(4) else { return };
+        let stop = CancellationToken::new();
+        let (ida, idb) = (unique("a"), unique("b"));
+        let a = node(&redis, &ida, &stop);
+        let mut cb = Config::default();
+        cb.cluster.redis_url = SecretString::new(&redis);
+        cb.cluster.node_id = idb.clone();
+        cb.cluster.public_url = format!("ws://{idb}.test/rtc");
+        cb.cluster.region = "kab-semarang".into();
+        let b = Cluster::start(&cb, SocketAddr::from(([127, 0, 0, 1], 1)), stop.clone())
+            .unwrap()
+            .unwrap();
+        let mut r = a.redis.clone();
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut r).await.unwrap();
+        // B is busier: by load a room would go to A.
+        let _busy: Vec<_> = (0..3).map(|_| b.enter("elsewhere")).collect();
+        a.beat(&mut r).await.unwrap();
+        b.beat(&mut r).await.unwrap();
+        let _: i64 = r.del(SETTLING_KEY).await.unwrap();
+        let b_url = Placement::Redirect(format!("ws://{idb}.test/rtc"));
+        // Pinned to B's region, or to B's id: placed on B although A is idle.
+        assert_eq!(
+            a.place_pinned(&unique("r"), "kab-semarang").await.unwrap(),
+            b_url
+        );
+        assert_eq!(a.place_pinned(&unique("r"), &idb).await.unwrap(), b_url);
+        // Not pinned: by load.
+        assert_eq!(a.place(&unique("r")).await.unwrap(), Placement::Local);
+        // Pinned to a region with no live node: by load (A), not refused.
+        assert_eq!(
+            a.place_pinned(&unique("r"), "kab-kendal").await.unwrap(),
+            Placement::Local
+        );
         stop.cancel();
     }
 }

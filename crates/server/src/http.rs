@@ -182,10 +182,22 @@ async fn metrics(
             s.media_thread_cpu_us,
         ),
     ];
+    // A cluster member labels every sample with its node id and region.
+    let cluster_labels = state.cluster.as_deref().map(|c| {
+        format!(
+            "node=\"{}\",region=\"{}\"",
+            label_value(c.node_id()),
+            label_value(c.region())
+        )
+    });
+    let (plain, extra) = match &cluster_labels {
+        Some(l) => (format!("{{{l}}}"), format!(",{l}")),
+        None => (String::new(), String::new()),
+    };
     let mut body = String::with_capacity(1024);
     for (name, kind, help, value) in rows {
         body.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{plain} {value}\n"
         ));
     }
     // Per media worker (label `worker`: its index; its port is `media.port + worker`).
@@ -218,7 +230,37 @@ async fn metrics(
         };
         body.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
         for (i, w) in per_worker.iter().enumerate() {
-            body.push_str(&format!("{name}{{worker=\"{i}\"}} {}\n", get(w)));
+            body.push_str(&format!("{name}{{worker=\"{i}\"{extra}}} {}\n", get(w)));
+        }
+    }
+    if let Some(cluster) = &state.cluster {
+        let g = cluster.gauges();
+        let cluster_rows: [(&str, &str, u64); 4] = [
+            (
+                "rakor_cluster_node_info",
+                "This node as a cluster member (labels: node id, region); always 1",
+                1,
+            ),
+            (
+                "rakor_cluster_redis_up",
+                "1 if the last heartbeat or placement reached Redis, else 0",
+                u64::from(g.redis_up),
+            ),
+            (
+                "rakor_cluster_nodes_alive",
+                "Nodes with a live heartbeat in Redis (this one included), at the last heartbeat",
+                g.nodes_alive,
+            ),
+            (
+                "rakor_cluster_rooms_owned",
+                "Rooms whose lease this node held at the last heartbeat",
+                g.rooms_owned,
+            ),
+        ];
+        for (name, help, value) in cluster_rows {
+            body.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{plain} {value}\n"
+            ));
         }
     }
     (
@@ -229,6 +271,13 @@ async fn metrics(
         body,
     )
         .into_response()
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -253,6 +302,12 @@ mod tests {
             v,
             serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})
         );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("node-a"), "node-a");
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
     #[tokio::test]

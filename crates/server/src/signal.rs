@@ -216,7 +216,10 @@ async fn join(
     // lobby, so that a site waits only once).
     let cluster_guard = match &state.cluster {
         None => None,
-        Some(cluster) => match cluster.place(&claims.room).await {
+        Some(cluster) => match cluster
+            .place_pinned(&claims.room, &placement_pin(state, &claims.room).await)
+            .await
+        {
             Ok(crate::cluster::Placement::Local) => Some(cluster.enter(&claims.room)),
             Ok(crate::cluster::Placement::Redirect(url)) => {
                 tracing::info!(room = %claims.room, %url, "join redirected to the room's node");
@@ -260,6 +263,23 @@ async fn join(
         events,
         _cluster: cluster_guard,
     })
+}
+
+/// A cluster: the node id or region the room's rakor is pinned to ("" = none, no rakor, or
+/// the session store failed: then the room is placed by load).
+async fn placement_pin(state: &AppState, room: &str) -> String {
+    match state
+        .session
+        .store()
+        .rakor_for_room(room, rakor_session::wib::now())
+        .await
+    {
+        Ok(r) => r.map(|r| r.node).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(%room, "looking up the room's rakor for placement failed: {e}");
+            String::new()
+        }
+    }
 }
 
 /// The fields of the client's `join`.

@@ -352,6 +352,7 @@ mod tests {
             host_site_id: 1,
             invited: vec![2, 3],
             stored_state: RakorState::Live,
+            node: String::new(),
         };
         let events = vec![
             ev("site-1", "p1", Join, 0),
@@ -422,6 +423,7 @@ mod tests {
             host_site_id: 9,
             invited: vec![],
             stored_state: RakorState::Live,
+            node: String::new(),
         };
         let reg = register(&rakor, &[], &[ev("site-2", "a", Join, 0)], 600_000);
         let r = reg.rows.iter().find(|r| r.identity == "site-2").unwrap();

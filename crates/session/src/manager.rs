@@ -739,6 +739,7 @@ mod tests {
                 host_site_id: host.id,
                 invited_site_ids: vec![a.id],
                 room: None,
+                node: None,
             })
             .await
             .unwrap();
@@ -1018,6 +1019,7 @@ mod tests {
                 host_site_id: host.id,
                 invited_site_ids: vec![a.id],
                 room: None,
+                node: None,
             })
             .await
             .unwrap();

@@ -211,6 +211,8 @@ pub struct Rakor {
     pub invited: Vec<i64>,
     /// The stored state (scheduled, live or ended); see [`Rakor::state_at`].
     pub stored_state: RakorState,
+    /// A cluster: the node id or region its room is placed on ('' = the least-loaded node).
+    pub node: String,
 }
 
 impl Rakor {
@@ -248,6 +250,11 @@ pub struct RakorInput {
     /// Room name in the media server; default `rakor-<id>`.
     #[serde(default)]
     pub room: Option<String>,
+    /// A cluster of nodes: place the room on this node (`cluster.node_id`) or on a node of
+    /// this region (`cluster.region`); absent or empty = the least-loaded live node. When no
+    /// live node matches, the room is placed by load (and the node logs it).
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// A validated rakor, ready to store.
@@ -260,6 +267,8 @@ pub struct RakorDraft {
     pub end_at: i64,
     pub host_site_id: i64,
     pub invited: Vec<i64>,
+    /// Node id or region to place the room on ('' = by load).
+    pub node: String,
 }
 
 /// Longest rakor: 24 hours.
@@ -302,6 +311,18 @@ pub fn validate_rakor(input: &RakorInput, now: i64, allow_past: bool) -> Result<
             Some(r.to_owned())
         }
     };
+    let node = input.node.as_deref().map(str::trim).unwrap_or_default();
+    if node.len() > 64
+        || !node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(SessionError::invalid(
+            "node",
+            "must be at most 64 characters of A-Z, a-z, 0-9, -, _ and .",
+        ));
+    }
+    let node = node.to_owned();
     if input.invited_site_ids.len() > MAX_INVITED {
         return Err(SessionError::invalid(
             "invited_site_ids",
@@ -329,6 +350,7 @@ pub fn validate_rakor(input: &RakorInput, now: i64, allow_past: bool) -> Result<
         end_at,
         host_site_id: input.host_site_id,
         invited,
+        node,
     })
 }
 
@@ -376,6 +398,7 @@ mod tests {
             host_site_id: 1,
             invited_site_ids: vec![2, 3],
             room: None,
+            node: None,
         }
     }
 
@@ -472,6 +495,13 @@ mod tests {
             ),
             (
                 RakorInput {
+                    node: Some("node a".into()),
+                    ..rakor("2030-05-01T09:00", "2030-05-01T10:00")
+                },
+                "node",
+            ),
+            (
+                RakorInput {
                     invited_site_ids: vec![2, 2],
                     ..rakor("2030-05-01T09:00", "2030-05-01T10:00")
                 },
@@ -498,6 +528,7 @@ mod tests {
             host_site_id: 1,
             invited: vec![],
             stored_state: RakorState::Scheduled,
+            node: String::new(),
         };
         assert_eq!(r.state_at(0), RakorState::Scheduled);
         assert_eq!(r.state_at(10_000 - 1800), RakorState::Open);

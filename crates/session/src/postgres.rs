@@ -29,6 +29,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/postgres/0004_attendance_node.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_rakor_node.sql"),
+    ),
 ];
 
 /// The advisory lock key held while migrating ("rakor" in ASCII).
@@ -173,7 +177,7 @@ fn site_row(r: &PgRow) -> Result<Site> {
 }
 
 const SITE_COLS: &str = "id, name, kind, contact_person, phone, active";
-const RAKOR_COLS: &str = "id, title, agenda, room, start_at, end_at, host_site_id, state";
+const RAKOR_COLS: &str = "id, title, agenda, room, start_at, end_at, host_site_id, state, node";
 
 impl PgStore {
     async fn rakor_from_row(&self, r: &PgRow) -> Result<Rakor> {
@@ -193,6 +197,7 @@ impl PgStore {
             start_at: r.try_get("start_at")?,
             end_at: r.try_get("end_at")?,
             host_site_id: r.try_get("host_site_id")?,
+            node: r.try_get("node")?,
             invited,
             stored_state: RakorState::parse(&state),
         })
@@ -255,8 +260,9 @@ impl PgStore {
                 "room \"{room}\" is already used at that time by \"{title}\""
             )));
         }
-        sqlx::query("UPDATE rakor SET room = $1 WHERE id = $2")
+        sqlx::query("UPDATE rakor SET room = $1, node = $2 WHERE id = $3")
             .bind(&room)
+            .bind(&d.node)
             .bind(id)
             .execute(&mut *tx)
             .await?;

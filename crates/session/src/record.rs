@@ -467,6 +467,7 @@ mod tests {
             host_site_id: 1,
             invited: vec![2],
             stored_state: RakorState::Live,
+            node: String::new(),
         }
     }
 

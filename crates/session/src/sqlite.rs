@@ -21,6 +21,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_access.sql")),
     (3, include_str!("../migrations/0003_record.sql")),
     (4, include_str!("../migrations/0004_attendance_node.sql")),
+    (5, include_str!("../migrations/0005_rakor_node.sql")),
 ];
 
 /// SQLite storage.
@@ -138,7 +139,7 @@ fn site_row(r: &SqliteRow) -> Result<Site> {
 }
 
 const SITE_COLS: &str = "id, name, kind, contact_person, phone, active";
-const RAKOR_COLS: &str = "id, title, agenda, room, start_at, end_at, host_site_id, state";
+const RAKOR_COLS: &str = "id, title, agenda, room, start_at, end_at, host_site_id, state, node";
 
 impl SqliteStore {
     async fn rakor_from_row(&self, r: &SqliteRow) -> Result<Rakor> {
@@ -158,6 +159,7 @@ impl SqliteStore {
             start_at: r.try_get("start_at")?,
             end_at: r.try_get("end_at")?,
             host_site_id: r.try_get("host_site_id")?,
+            node: r.try_get("node")?,
             invited,
             stored_state: RakorState::parse(&state),
         })
@@ -221,8 +223,9 @@ impl SqliteStore {
                 "room \"{room}\" is already used at that time by \"{title}\""
             )));
         }
-        sqlx::query("UPDATE rakor SET room = ? WHERE id = ?")
+        sqlx::query("UPDATE rakor SET room = ?, node = ? WHERE id = ?")
             .bind(&room)
+            .bind(&d.node)
             .bind(id)
             .execute(&mut *tx)
             .await?;

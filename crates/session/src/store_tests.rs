@@ -30,6 +30,7 @@ fn draft(host: i64, invited: Vec<i64>, room: Option<&str>, start_at: i64) -> Rak
         end_at: start_at + 3600,
         host_site_id: host,
         invited,
+        node: String::new(),
     }
 }
 
@@ -186,6 +187,7 @@ async fn sites_and_rakor_with_conflicts_and_all_or_nothing_import() {
             .unwrap();
         assert_eq!(r.room, format!("rakor-{}", r.id));
         assert_eq!(r.invited, vec![dinkes, dishub]);
+        assert_eq!(r.node, "", "{name}");
         assert_eq!(r.stored_state, RakorState::Scheduled);
         // Same room at an overlapping time (the 30 minutes before count): refused.
         assert!(
@@ -201,9 +203,25 @@ async fn sites_and_rakor_with_conflicts_and_all_or_nothing_import() {
             .await
             .unwrap();
         let moved = s
-            .update_rakor(r.id, &draft(host.id, vec![dishub], None, t0 - 60))
+            .update_rakor(
+                r.id,
+                &RakorDraft {
+                    node: "kab-semarang".into(),
+                    ..draft(host.id, vec![dishub], None, t0 - 60)
+                },
+            )
             .await
             .unwrap();
+        assert_eq!(moved.node, "kab-semarang", "{name}");
+        assert_eq!(
+            s.rakor_for_room(&r.room, t0 - 60)
+                .await
+                .unwrap()
+                .unwrap()
+                .node,
+            "kab-semarang",
+            "{name}"
+        );
         assert_eq!(
             (moved.room.as_str(), moved.invited.as_slice()),
             (r.room.as_str(), &[dishub][..])

@@ -35,16 +35,25 @@ impl Session {
         };
         let deadline = tokio::time::Instant::now() + opts.resume_window;
         let mut backoff = Duration::from_millis(250);
+        // The URL first used, then the cluster's other nodes in turn.
+        let urls: Vec<String> = std::iter::once(opts.url.clone())
+            .chain(opts.fallback_urls.iter().cloned())
+            .collect();
+        let mut attempt_no = 0usize;
         while tokio::time::Instant::now() < deadline {
+            let url = &urls[attempt_no % urls.len()];
+            attempt_no += 1;
             let req = rakor_proto::ResumeRequest {
                 participant_id: self.participant_id.clone(),
                 token: token.clone(),
                 media_reset: self.media_lost,
                 last_chat_id: self.room.lock().ok().and_then(|r| r.last_chat_id.clone()),
             };
-            let attempt =
-                tokio::time::timeout(opts.join_timeout, crate::client::join(&opts, Some(req)))
-                    .await;
+            let attempt = tokio::time::timeout(
+                opts.join_timeout,
+                crate::client::join_from(&opts, url, Some(req)),
+            )
+            .await;
             match attempt {
                 Ok(Ok((ws, joined, true, media_reset))) => {
                     let (sink, stream) = ws.split();
@@ -72,6 +81,45 @@ impl Session {
                     }
                     return true;
                 }
+                Ok(Ok((ws, joined, false, _))) if opts.rejoin => {
+                    // The session is gone (its node died, or the grace window ended): stay
+                    // as the new participant, with new peer connections and the same tracks.
+                    let (sink, stream) = ws.split();
+                    self.sink = sink;
+                    self.stream = stream;
+                    self.last_heard = tokio::time::Instant::now();
+                    self.resumable_leave = None;
+                    tracing::info!(
+                        old = %self.participant_id,
+                        new = %joined.participant_id,
+                        "session gone; rejoined as a new participant"
+                    );
+                    self.participant_id = joined.participant_id.clone();
+                    self.hub.set_participant(joined.participant_id.clone());
+                    if let Some((_, t)) = self.resume.as_mut() {
+                        t.clone_from(&joined.resume_token);
+                    }
+                    if opts.server_ice_servers {
+                        self.peer_config
+                            .turn_servers
+                            .clone_from(&joined.ice_servers);
+                    }
+                    // The room as the new `joined` describes it (the old view is stale).
+                    if let Ok(mut room) = self.room.lock() {
+                        room.participants.clear();
+                    }
+                    let msg = joined_message(joined, false, true);
+                    if let Ok(mut room) = self.room.lock() {
+                        room.apply(&msg);
+                    }
+                    let _ = self.events_tx.send(msg);
+                    self.media_lost = false;
+                    if let Err(e) = self.reset_media().await {
+                        self.hub
+                            .push_error(format!("publishing again after a rejoin: {e}"));
+                    }
+                    return true;
+                }
                 Ok(Ok((ws, joined, false, _))) => {
                     // The session is gone (grace window over): this became a new participant,
                     // which we do not want; leave it and end. The `joined` is passed on so that
@@ -80,6 +128,14 @@ impl Session {
                     let (mut sink, _) = ws.split();
                     let _ = sink.send(Message::text(r#"{"type":"leave"}"#)).await;
                     return false;
+                }
+                // The cluster cannot place the room yet (Redis down or re-forming): retry.
+                Ok(Err(ClientError::Rejected {
+                    code: rakor_proto::ErrorCode::ClusterUnavailable,
+                    ..
+                })) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RESUME_BACKOFF_MAX);
                 }
                 Ok(Err(ClientError::Rejected { .. })) => return false,
                 Ok(Err(_)) | Err(_) => {

@@ -34,6 +34,8 @@ pub struct RakorView {
     pub state: RakorState,
     /// Invitation links work from here (30 minutes before the start), UTC.
     pub links_valid_from_utc: String,
+    /// A cluster: the node id or region the room is placed on ("" = the least-loaded node).
+    pub node: String,
 }
 
 impl RakorView {
@@ -51,6 +53,7 @@ impl RakorView {
             invited_site_ids: r.invited.clone(),
             state: r.state_at(wib::now()),
             links_valid_from_utc: wib::utc_string(r.valid_from()),
+            node: r.node.clone(),
         }
     }
 }
