@@ -8,7 +8,9 @@ use crate::{Attribute, AttributedPacket, Packet, TaggedPacket};
 use sansio::Protocol;
 use shared::TransportContext;
 use shared::error::Error;
-use std::collections::{HashMap, VecDeque};
+// Rakor patch: the per-packet SSRC lookup uses the fast hasher.
+use crate::fxhash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// Builder for the NackResponderInterceptor.
@@ -90,7 +92,7 @@ impl NackResponderInterceptor {
         Self {
             read_queue: VecDeque::new(),
             size,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             write_queue: VecDeque::new(),
         }
     }

@@ -8,7 +8,9 @@ use rtcp::header::PacketType;
 use sansio::Protocol;
 use shared::TransportContext;
 use shared::error::Error;
-use std::collections::{HashMap, VecDeque};
+// Rakor patch: the per-packet SSRC lookup uses the fast hasher.
+use crate::fxhash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Builder for the SenderReportInterceptor.
@@ -161,7 +163,7 @@ impl SenderReportInterceptor {
 
             use_latest_packet,
 
-            streams: HashMap::new(),
+            streams: HashMap::default(),
 
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),

@@ -6,7 +6,8 @@ use crate::stream_info::StreamInfo;
 use crate::{Packet, TaggedPacket};
 use sansio::Protocol;
 use shared::error::Error;
-use std::collections::HashMap;
+// Rakor patch: the per-packet SSRC lookup uses the fast hasher.
+use crate::fxhash::FxHashMap as HashMap;
 use std::collections::VecDeque;
 use std::time::Instant;
 
