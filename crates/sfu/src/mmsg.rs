@@ -187,7 +187,8 @@ fn std_to_sockaddr(addr: SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::s
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: `sockaddr_storage` is large and aligned enough for a `sockaddr_in`.
-            let sin = unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
             sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
@@ -284,7 +285,9 @@ mod tests {
         tx.set_nonblocking(true).unwrap();
         let tx6 = UdpSocket::bind("[::1]:0").ok();
         let mut batch = SendBatch::<4>::new_boxed();
-        let bufs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; usize::from(i) * 100 + 1]).collect();
+        let bufs: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| vec![i; usize::from(i) * 100 + 1])
+            .collect();
         let dsts = [a.local_addr().unwrap(), b.local_addr().unwrap()];
         for (i, buf) in bufs.iter().take(4).enumerate() {
             assert!(batch.push(dsts[i % 2], buf));

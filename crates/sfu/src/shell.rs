@@ -215,9 +215,9 @@ fn send_one(sock: &UdpSocket, data: &[u8], dst: SocketAddr) -> bool {
 /// errors). A full socket buffer is waited for (5 ms, 3 times, as for `sendto`); a
 /// datagram the kernel refuses is counted and skipped.
 fn send_pending_batch(
-sock: &UdpSocket,
-send_batch: &mut Option<Box<crate::mmsg::SendBatch<MMSG>>>,
-pending: &mut Vec<crate::core::Transmit>,
+    sock: &UdpSocket,
+    send_batch: &mut Option<Box<crate::mmsg::SendBatch<MMSG>>>,
+    pending: &mut Vec<crate::core::Transmit>,
 ) -> (u64, u64) {
     let (mut sent, mut errors) = (0u64, 0u64);
     let fd = sock.as_raw_fd();
