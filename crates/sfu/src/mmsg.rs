@@ -1,4 +1,5 @@
-//! `recvmmsg(2)`: many datagrams per syscall into buffers allocated once.
+//! `recvmmsg(2)`: many datagrams per syscall into buffers allocated once; `sendmmsg(2)`: many
+//! datagrams per syscall from the caller's buffers, with headers allocated once.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -94,6 +95,119 @@ impl<const N: usize, const B: usize> RecvBatch<N, B> {
     }
 }
 
+/// `N` send headers (addresses, iovecs, `mmsghdr`s), allocated once (boxed: the kernel is
+/// given pointers into it); the datagrams themselves stay in the caller's buffers.
+pub(crate) struct SendBatch<const N: usize> {
+    addrs: [libc::sockaddr_storage; N],
+    iovs: [libc::iovec; N],
+    msgs: [libc::mmsghdr; N],
+    /// Headers filled since the last [`SendBatch::clear`].
+    len: usize,
+}
+
+// SAFETY: as for `RecvBatch`: the pointers into `self` are rewritten before every use, and the
+// pointers to the callers' buffers are only used inside `send`, while the caller lends them.
+unsafe impl<const N: usize> Send for SendBatch<N> {}
+
+impl<const N: usize> SendBatch<N> {
+    pub fn new_boxed() -> Box<Self> {
+        // SAFETY: all-zero bytes are a valid value of every field (see `RecvBatch::new_boxed`).
+        unsafe {
+            let layout = std::alloc::Layout::new::<Self>();
+            let p = std::alloc::alloc_zeroed(layout).cast::<Self>();
+            if p.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(p)
+        }
+    }
+
+    /// Forget the queued headers.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Queue `data` to `dst`; false if the batch is full. `data` must stay unchanged and
+    /// alive until the next [`SendBatch::send`] (the caller keeps the buffers of one batch).
+    pub fn push(&mut self, dst: SocketAddr, data: &[u8]) -> bool {
+        let i = self.len;
+        let (Some(addr), Some(iov)) = (self.addrs.get_mut(i), self.iovs.get_mut(i)) else {
+            return false;
+        };
+        let namelen = std_to_sockaddr(dst, addr);
+        iov.iov_base = data.as_ptr().cast_mut().cast();
+        iov.iov_len = data.len();
+        let Some(msg) = self.msgs.get_mut(i) else {
+            return false;
+        };
+        msg.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+        msg.msg_hdr.msg_namelen = namelen;
+        msg.msg_hdr.msg_iov = iov;
+        msg.msg_hdr.msg_iovlen = 1;
+        msg.msg_hdr.msg_control = std::ptr::null_mut();
+        msg.msg_hdr.msg_controllen = 0;
+        msg.msg_hdr.msg_flags = 0;
+        msg.msg_len = 0;
+        self.len += 1;
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Send the queued datagrams from index `from` on with one `sendmmsg(2)` on the
+    /// non-blocking socket `fd`: how many went (≥ 1), or the error of the first one
+    /// (`WouldBlock` when the socket buffer is full).
+    ///
+    /// # Safety
+    ///
+    /// Every buffer given to [`SendBatch::push`] since the last [`SendBatch::clear`] must
+    /// still be alive and unmoved.
+    pub unsafe fn send(&mut self, fd: i32, from: usize) -> io::Result<usize> {
+        let Some(msgs) = self.msgs.get_mut(from..self.len) else {
+            return Ok(0);
+        };
+        if msgs.is_empty() {
+            return Ok(0);
+        }
+        let n = libc::c_uint::try_from(msgs.len()).unwrap_or(1);
+        // SAFETY: each header points at its own address and iovec inside `self`, and the
+        // iovecs at the callers' buffers, alive by this function's contract.
+        let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n, libc::MSG_DONTWAIT) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(rc).unwrap_or(0))
+    }
+}
+
+/// Write `addr` into `ss`; the length to pass as `msg_namelen`.
+fn std_to_sockaddr(addr: SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: `sockaddr_storage` is large and aligned enough for a `sockaddr_in`.
+            let sin =
+                unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for `sockaddr_in6`.
+            let sin6 =
+                unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
 fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(ss.ss_family) {
         libc::AF_INET => {
@@ -160,5 +274,46 @@ mod tests {
         a.send_to(&[7u8; 100], dst).unwrap();
         assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 1);
         assert!(batch.get(0).is_none());
+    }
+
+    #[test]
+    fn sends_a_batch_to_several_addresses() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c = UdpSocket::bind("[::1]:0").ok();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.set_nonblocking(true).unwrap();
+        let tx6 = UdpSocket::bind("[::1]:0").ok();
+        let mut batch = SendBatch::<4>::new_boxed();
+        let bufs: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| vec![i; usize::from(i) * 100 + 1])
+            .collect();
+        let dsts = [a.local_addr().unwrap(), b.local_addr().unwrap()];
+        for (i, buf) in bufs.iter().take(4).enumerate() {
+            assert!(batch.push(dsts[i % 2], buf));
+        }
+        assert_eq!(batch.len(), 4);
+        assert!(!batch.push(dsts[0], &bufs[4]), "a full batch takes no more");
+        // SAFETY: `bufs` outlives the call.
+        assert_eq!(unsafe { batch.send(tx.as_raw_fd(), 0) }.unwrap(), 4);
+        // SAFETY: as above; from the end: nothing left.
+        assert_eq!(unsafe { batch.send(tx.as_raw_fd(), 4) }.unwrap(), 0);
+        let mut got = [0u8; 2048];
+        for (i, buf) in bufs.iter().take(4).enumerate() {
+            let rx = if i % 2 == 0 { &a } else { &b };
+            let (n, src) = rx.recv_from(&mut got).unwrap();
+            assert_eq!(&got[..n], buf.as_slice());
+            assert_eq!(src, tx.local_addr().unwrap());
+        }
+        batch.clear();
+        assert_eq!(batch.len(), 0);
+        if let (Some(c), Some(tx6)) = (c, tx6) {
+            assert!(batch.push(c.local_addr().unwrap(), &bufs[2]));
+            // SAFETY: as above.
+            assert_eq!(unsafe { batch.send(tx6.as_raw_fd(), 0) }.unwrap(), 1);
+            let (n, src) = c.recv_from(&mut got).unwrap();
+            assert_eq!(&got[..n], bufs[2].as_slice());
+            assert_eq!(src, tx6.local_addr().unwrap());
+        }
     }
 }

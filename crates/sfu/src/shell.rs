@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 const MAX_WAIT: Duration = Duration::from_millis(10);
 const RECV_BATCH: usize = 256;
 const RECV_BUF: usize = 2048;
-/// Datagrams per `recvmmsg(2)`.
+/// Datagrams per `recvmmsg(2)` and per `sendmmsg(2)`.
 const MMSG: usize = 32;
 /// How often the worker logs its counters and forwarding latency (`media stats`).
 const STATS_LOG: Duration = Duration::from_secs(10);
@@ -52,6 +52,10 @@ struct Shell {
     next_placement_prune: Instant,
     /// The `recvmmsg(2)` buffers (None: one `recvfrom` per datagram).
     mmsg: Option<Box<crate::mmsg::RecvBatch<MMSG, RECV_BUF>>>,
+    /// The `sendmmsg(2)` headers (None: one `sendto` per datagram), and the datagrams of the
+    /// batch being sent (their buffers must live until it went).
+    send_batch: Option<Box<crate::mmsg::SendBatch<MMSG>>>,
+    send_pending: Vec<crate::core::Transmit>,
 }
 
 pub(crate) fn spawn(
@@ -101,6 +105,10 @@ pub(crate) fn spawn(
         mmsg: std::env::var("RAKOR_SHELL_RECVMMSG")
             .map_or(true, |v| v != "0")
             .then(crate::mmsg::RecvBatch::new_boxed),
+        send_batch: std::env::var("RAKOR_SHELL_SENDMMSG")
+            .map_or(true, |v| v != "0")
+            .then(crate::mmsg::SendBatch::new_boxed),
+        send_pending: Vec::with_capacity(MMSG),
     };
     let join = std::thread::Builder::new()
         .name(format!("rakor-media-{index}"))
@@ -181,6 +189,74 @@ fn poll_fds(pfds: &mut [libc::pollfd], timeout: Duration) -> usize {
     // SAFETY: `pfds` is a valid, exclusively borrowed slice of `n` pollfds.
     let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n, ms) };
     usize::try_from(rc).unwrap_or(0)
+}
+
+/// One datagram with `sendto(2)`; a full socket buffer is waited for (5 ms, 3 times). False
+/// when it could not be sent.
+fn send_one(sock: &UdpSocket, data: &[u8], dst: SocketAddr) -> bool {
+    let mut tries = 0;
+    loop {
+        match sock.send_to(data, dst) {
+            Ok(_) => return true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && tries < 3 => {
+                tries += 1;
+                poll_fd(sock.as_raw_fd(), libc::POLLOUT, Duration::from_millis(5));
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::debug!(%dst, "send_to: {e}");
+                return false;
+            }
+        }
+    }
+}
+
+/// Send `pending` (at most [`MMSG`] UDP datagrams) with `sendmmsg(2)` and empty it: (sent,
+/// errors). A full socket buffer is waited for (5 ms, 3 times, as for `sendto`); a
+/// datagram the kernel refuses is counted and skipped.
+fn send_pending_batch(
+    sock: &UdpSocket,
+    send_batch: &mut Option<Box<crate::mmsg::SendBatch<MMSG>>>,
+    pending: &mut Vec<crate::core::Transmit>,
+) -> (u64, u64) {
+    let (mut sent, mut errors) = (0u64, 0u64);
+    let fd = sock.as_raw_fd();
+    let Some(batch) = send_batch.as_mut() else {
+        pending.clear();
+        return (0, 0);
+    };
+    batch.clear();
+    for t in pending.iter() {
+        if !batch.push(t.dst, &t.data) {
+            break;
+        }
+    }
+    let n = batch.len();
+    let (mut at, mut tries) = (0, 0);
+    while at < n {
+        // SAFETY: the buffers pushed are `pending`'s, alive and unchanged until it is
+        // cleared below.
+        match unsafe { batch.send(fd, at) } {
+            Ok(0) => break,
+            Ok(k) => {
+                at += k;
+                sent += k as u64;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock && tries < 3 => {
+                tries += 1;
+                poll_fd(fd, libc::POLLOUT, Duration::from_millis(5));
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                errors += 1;
+                tracing::debug!(dst = ?pending.get(at).map(|t| t.dst), "sendmmsg: {e}");
+                at += 1;
+            }
+        }
+    }
+    batch.clear();
+    pending.clear();
+    (sent, errors)
 }
 
 impl Shell {
@@ -388,12 +464,13 @@ impl Shell {
     }
 
     /// Send every datagram the core queued; then record the forwarding latency of the packets
-    /// whose copies just went out.
+    /// whose copies just went out. UDP datagrams go [`MMSG`] per `sendmmsg(2)`
+    /// (`RAKOR_SHELL_SENDMMSG=0`: one `sendto` each, for comparison).
     fn flush(&mut self) {
-        let fd = self.sock.as_raw_fd();
         let mut sent = 0u64;
         let mut errors = 0u64;
         let mut tcp_dropped = 0u64;
+        let mut pending = std::mem::take(&mut self.send_pending);
         for t in self.core.drain_transmits() {
             if t.transport == Transport::Tcp {
                 match self.tcp.as_mut().map(|tcp| tcp.send(t.dst, &t.data)) {
@@ -402,26 +479,26 @@ impl Shell {
                 }
                 continue;
             }
-            let mut tries = 0;
-            loop {
-                match self.sock.send_to(&t.data, t.dst) {
-                    Ok(_) => {
-                        sent += 1;
-                        break;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock && tries < 3 => {
-                        tries += 1;
-                        poll_fd(fd, libc::POLLOUT, Duration::from_millis(5));
-                    }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        errors += 1;
-                        tracing::debug!(dst = %t.dst, "send_to: {e}");
-                        break;
-                    }
+            if self.send_batch.is_none() {
+                match send_one(&self.sock, &t.data, t.dst) {
+                    true => sent += 1,
+                    false => errors += 1,
                 }
+                continue;
+            }
+            pending.push(t);
+            if pending.len() >= MMSG {
+                let (s, e) = send_pending_batch(&self.sock, &mut self.send_batch, &mut pending);
+                sent += s;
+                errors += e;
             }
         }
+        if !pending.is_empty() {
+            let (s, e) = send_pending_batch(&self.sock, &mut self.send_batch, &mut pending);
+            sent += s;
+            errors += e;
+        }
+        self.send_pending = pending;
         self.core.stats.datagrams_out += sent;
         self.core.stats.send_errors += errors;
         self.core.stats.tcp_frames_dropped += tcp_dropped;

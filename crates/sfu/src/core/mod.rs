@@ -102,6 +102,10 @@ pub struct Core {
     rtp_scratch: Vec<(Instant, rtc::rtp::packet::Packet)>,
     /// Connection keys of one pass (due timers, dirty connections), reused across wake-ups.
     pub(crate) conn_scratch: Vec<ConnKey>,
+    /// The earliest connection timer (`Conn::deadline`): never later than the true earliest,
+    /// possibly earlier (a connection closed or its timer moved later); recomputed whenever
+    /// timers fire, so [`Self::poll_timeout`] does not ask every connection on each wake-up.
+    pub(crate) conn_deadline: Option<Instant>,
     level_scratch: Vec<speaking::LevelSample>,
     next_tick: Instant,
     /// Read instants of the packets forwarded since the last drain (forwarding latency).
@@ -150,6 +154,7 @@ impl Core {
             closed_streams: Vec::new(),
             rtp_scratch: Vec::with_capacity(64),
             conn_scratch: Vec::new(),
+            conn_deadline: None,
             level_scratch: Vec::with_capacity(64),
             next_tick: now,
             forwarded_read_at: Vec::with_capacity(1024),
@@ -185,7 +190,7 @@ impl Core {
 
     /// The earliest instant at which [`Self::handle_timeout`] has work (None: no timer).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let conns = self.conns.iter().filter_map(|(_, c)| c.deadline);
+        let conns = self.conn_deadline.into_iter();
         let keyframes = self
             .tracks
             .iter()
@@ -226,6 +231,9 @@ impl Core {
             }
         }
         self.conn_scratch = due;
+        // The fired timers are gone: the cache starts again from the connections' timers
+        // (servicing the fired ones below adds their next ones).
+        self.conn_deadline = self.conns.iter().filter_map(|(_, c)| c.deadline).min();
         self.poll_keyframe_throttles(now);
         self.service_dirty(now);
     }

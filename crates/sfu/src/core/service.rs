@@ -128,6 +128,9 @@ impl Core {
         self.drain_writes(ci);
         if let Some(c) = self.conns.get_mut(ci) {
             c.deadline = c.pc.poll_timeout();
+            if let Some(d) = c.deadline {
+                self.conn_deadline = Some(self.conn_deadline.map_or(d, |e| e.min(d)));
+            }
         }
     }
 
