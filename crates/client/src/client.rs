@@ -73,6 +73,12 @@ pub struct ClientOptions {
     /// Certificate authorities trusted for `wss://` (and for TURN over TLS); `None` = the
     /// system's. Load a private CA with [`crate::tls::roots_with_ca_file`].
     pub tls_roots: Option<Arc<rustls::RootCertStore>>,
+    /// A cascade relay ([`crate::relay`]): every remote track is handed to this tap (with
+    /// its packets) instead of only being counted (default none).
+    pub relay_tap: Option<crate::relay::RelayTap>,
+    /// Answer the server's subscriber offers (default true). A cascade republisher sets it
+    /// false: it only publishes, and no media is sent to it.
+    pub subscribe: bool,
 }
 
 impl ClientOptions {
@@ -97,6 +103,8 @@ impl ClientOptions {
             audio_level: None,
             simulcast: false,
             tls_roots: None,
+            relay_tap: None,
+            subscribe: true,
         }
     }
 
@@ -177,6 +185,10 @@ pub(crate) enum Command {
     },
     Unpublish {
         kind: TrackKind,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    PublishFed {
+        fed: crate::media::FedTrack,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
     PublishSources {
@@ -277,6 +289,8 @@ impl Client {
         let mut session = session;
         session.audio_level = audio_level.clone();
         session.simulcast = opts.simulcast;
+        session.relay = opts.relay_tap.clone();
+        session.no_subscribe = !opts.subscribe;
         let client = Client {
             joined,
             cmd_tx,
@@ -382,6 +396,13 @@ impl Client {
     ) -> Result<(), ClientError> {
         let sources = sources.to_vec();
         self.request(|reply| Command::PublishSources { sources, reply })
+            .await?
+    }
+
+    /// Publish a relayed track (cascade): its packets come from `fed` ([`crate::relay`]).
+    /// While a previous publisher offer is unanswered it is queued for the next offer.
+    pub async fn publish_fed(&self, fed: crate::media::FedTrack) -> Result<(), ClientError> {
+        self.request(|reply| Command::PublishFed { fed, reply })
             .await?
     }
 

@@ -65,6 +65,9 @@ pub enum Placement {
     Local,
     /// Another live node owns it: the client sends its `join` to this signalling URL.
     Redirect(String),
+    /// `cluster.cascade`: another live node (`node`, signalling at `url`) owns it; the join is
+    /// served here and cascaded to the owner (`crate::cascade`).
+    Cascade { node: String, url: String },
 }
 
 /// Why a room could not be placed.
@@ -89,6 +92,8 @@ pub struct Cluster {
     /// How long a room with no connection is still renewed (`server.resume_grace`).
     grace: Duration,
     rooms: Mutex<HashMap<String, RoomUse>>,
+    /// `cluster.cascade`: joins for other nodes' rooms are served here ([`Placement::Cascade`]).
+    cascade: bool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -129,6 +134,7 @@ impl Cluster {
             region: config.cluster.region.clone(),
             grace: config.server.resume_grace,
             rooms: Mutex::new(HashMap::new()),
+            cascade: config.cluster.cascade,
         });
         tracing::info!(node = %cluster.node_id, url = %cluster.url, "cluster member (Redis)");
         tokio::spawn(Arc::clone(&cluster).heartbeat(shutdown));
@@ -206,6 +212,9 @@ impl Cluster {
                 Some(id) => {
                     let url: Option<String> = r.hget(node_key(&id), "url").await?;
                     match url {
+                        Some(url) if self.cascade => {
+                            return Ok(Placement::Cascade { node: id, url })
+                        }
                         Some(url) => return Ok(Placement::Redirect(url)),
                         None => {
                             // The owner's heartbeat expired: it is dead; free its lease.
@@ -219,7 +228,13 @@ impl Cluster {
                     }
                 }
                 None => {
-                    let (target, url) = self.least_loaded(&mut r).await?;
+                    // A cascade keeps a new room where its first join arrived (the others
+                    // join it through relay legs); otherwise the least-loaded node takes it.
+                    let (target, url) = if self.cascade {
+                        (self.node_id.clone(), self.url.clone())
+                    } else {
+                        self.least_loaded(&mut r).await?
+                    };
                     let taken: Option<String> = redis::cmd("SET")
                         .arg(&key)
                         .arg(&target)

@@ -221,6 +221,9 @@ async fn metrics(
             body.push_str(&format!("{name}{{worker=\"{i}\"}} {}\n", get(w)));
         }
     }
+    if let Some(cascade) = &state.cascade {
+        cascade.metrics(&mut body);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
