@@ -115,7 +115,21 @@ pub async fn relay_one_way(
                     continue;
                 };
                 if !relay_if(&info) {
-                    continue; // dropping `t.packets`: the track is drained, not relayed
+                    // Not relayed (dropping `t.packets`: the track is only drained). A video
+                    // leg is paused at the source, so it does not cross the boundary again
+                    // (audio has no pause; it is small).
+                    if t.source.kind() == rakor_proto::TrackKind::Video {
+                        let hide = rakor_proto::ClientMessage::TrackSettings {
+                            track_id: t.track_id.clone(),
+                            visible: false,
+                            width: 0,
+                            height: 0,
+                        };
+                        if let Err(e) = subscriber.send(&hide).await {
+                            tracing::debug!(error = %e, "cascade: could not pause an unrelayed track");
+                        }
+                    }
+                    continue;
                 }
                 if !republishers.contains_key(&info.id) {
                     let token = match mint(&info) {
