@@ -89,6 +89,12 @@ pub struct ClientOptions {
     /// resuming (a node that does not hold the room redirects to the one that does). Empty
     /// by default: only `url` (which itself redirects to the room's current node).
     pub fallback_urls: Vec<String>,
+    /// A cascade relay ([`crate::relay`]): every remote track is handed to this tap (with
+    /// its packets) instead of only being counted (default none).
+    pub relay_tap: Option<crate::relay::RelayTap>,
+    /// Answer the server's subscriber offers (default true). A cascade republisher sets it
+    /// false: it only publishes, and no media is sent to it.
+    pub subscribe: bool,
 }
 
 impl ClientOptions {
@@ -116,6 +122,8 @@ impl ClientOptions {
             tls_roots: None,
             rejoin: true,
             fallback_urls: Vec::new(),
+            relay_tap: None,
+            subscribe: true,
         }
     }
 
@@ -196,6 +204,10 @@ pub(crate) enum Command {
     },
     Unpublish {
         kind: TrackKind,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    PublishFed {
+        fed: crate::media::FedTrack,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
     PublishSources {
@@ -296,6 +308,8 @@ impl Client {
         let mut session = session;
         session.audio_level = audio_level.clone();
         session.simulcast = opts.simulcast;
+        session.relay = opts.relay_tap.clone();
+        session.no_subscribe = !opts.subscribe;
         let client = Client {
             joined,
             cmd_tx,
@@ -409,6 +423,13 @@ impl Client {
     ) -> Result<(), ClientError> {
         let sources = sources.to_vec();
         self.request(|reply| Command::PublishSources { sources, reply })
+            .await?
+    }
+
+    /// Publish a relayed track (cascade): its packets come from `fed` ([`crate::relay`]).
+    /// While a previous publisher offer is unanswered it is queued for the next offer.
+    pub async fn publish_fed(&self, fed: crate::media::FedTrack) -> Result<(), ClientError> {
+        self.request(|reply| Command::PublishFed { fed, reply })
             .await?
     }
 

@@ -19,6 +19,7 @@ mod error;
 pub mod media;
 pub mod packetizer;
 pub mod peer;
+pub mod relay;
 mod room;
 mod session;
 pub mod stats;

@@ -83,6 +83,26 @@ pub struct LocalTrack {
     paused: Arc<AtomicBool>,
     /// Set by [`LocalTrack::add_to`]; simulcast packets carry its mid.
     transceiver: OnceLock<Arc<dyn RtpTransceiver>>,
+    /// A relayed track (cascade): its packets come from this channel instead of an asset
+    /// (taken by [`LocalTrack::start`]).
+    feed: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<rtc::rtp::Packet>>>,
+}
+
+/// The input of a relayed local track ([`LocalTrack::new_fed`]): the packets to send (their
+/// SSRC and payload type are rewritten, payload and timing kept), and a flag set when the far
+/// side asks for a keyframe (the relay passes it on upstream).
+pub struct FedTrack {
+    pub source: TrackSource,
+    pub packets: tokio::sync::mpsc::Receiver<rtc::rtp::Packet>,
+    pub keyframe_request: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for FedTrack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FedTrack")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 fn encoding(
@@ -218,7 +238,21 @@ impl LocalTrack {
             audio_level: Arc::new(AtomicU8::new(NO_AUDIO_LEVEL)),
             paused: Arc::new(AtomicBool::new(false)),
             transceiver: OnceLock::new(),
+            feed: std::sync::Mutex::new(None),
         }
+    }
+
+    /// A relayed track (cascade): one plain encoding of `fed.source`'s kind whose packets come
+    /// from `fed.packets`; keyframe requests about it set `fed.keyframe_request`.
+    pub fn new_fed(fed: FedTrack, stream_id: &str) -> Result<Self, ClientError> {
+        let kind = fed.source.kind();
+        let mut t = Self::new_named(kind, stream_id, fed.source.as_str())?;
+        t.source = fed.source;
+        if let Some(l) = t.layers.first_mut() {
+            l.keyframe_request = fed.keyframe_request;
+        }
+        t.feed = std::sync::Mutex::new(Some(fed.packets));
+        Ok(t)
     }
 
     /// Whether this track is sent as simulcast (several rid-tagged encodings).
@@ -331,7 +365,19 @@ impl LocalTrack {
             }
         }
         let mut tasks = Vec::with_capacity(self.layers.len() + 1);
-        for layer in &self.layers {
+        let feed = self.feed.lock().ok().and_then(|mut f| f.take());
+        let fed = feed.is_some();
+        if let (Some(packets), Some(layer)) = (feed, self.layers.first()) {
+            tasks.push(tokio::spawn(feed_track(
+                packets,
+                self.track.clone(),
+                self.source,
+                layer.ssrc,
+                payload_type,
+                hub.clone(),
+            )));
+        }
+        for layer in self.layers.iter().filter(|_| !fed) {
             let mut extensions = simulcast_exts.clone();
             if let (Some(id), Some(rid)) = (rid_ext, layer.rid) {
                 extensions.push((id, bytes::Bytes::from_static(rid.as_bytes())));
@@ -364,6 +410,35 @@ impl LocalTrack {
             requests,
         )));
         Ok(tasks)
+    }
+}
+
+/// A relayed track's sender: every packet from `packets` goes out on `track` with our SSRC
+/// and payload type (header extensions dropped: their ids belong to the upstream connection);
+/// sequence numbers and timestamps are the upstream's, already continuous.
+async fn feed_track(
+    mut packets: tokio::sync::mpsc::Receiver<rtc::rtp::Packet>,
+    track: Arc<TrackLocalStaticRTP>,
+    source: TrackSource,
+    ssrc: u32,
+    payload_type: u8,
+    hub: Arc<StatsHub>,
+) {
+    while let Some(mut pkt) = packets.recv().await {
+        pkt.header.ssrc = ssrc;
+        pkt.header.payload_type = payload_type;
+        pkt.header.extension = false;
+        pkt.header.extensions.clear();
+        let bytes = pkt.payload.len() as u64;
+        let ok = track.write_rtp(pkt).await.is_ok();
+        hub.update_sent_source(source, |s| {
+            if ok {
+                s.packets += 1;
+                s.bytes += bytes;
+            } else {
+                s.write_errors += 1;
+            }
+        });
     }
 }
 
@@ -611,6 +686,52 @@ pub async fn read_remote_track(
         }
     }
     tracing::debug!(?mid, %track_id, "remote track ended");
+}
+
+/// Like [`read_remote_track`], and also pass every packet on to `out` (a cascade relay
+/// republishes it); a set `keyframe_request` (the far side wants a keyframe) becomes a PLI.
+/// Packets that do not fit in `out` (the far side is slower) are dropped, not queued.
+pub async fn relay_remote_track(
+    track: Arc<dyn TrackRemote>,
+    mid: Option<String>,
+    hub: Arc<StatsHub>,
+    out: tokio::sync::mpsc::Sender<rtc::rtp::Packet>,
+    keyframe_request: Arc<AtomicBool>,
+    bytes_counter: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let stream_id = track.stream_id().await;
+    let track_id = track.track_id().await;
+    let kind = match track.kind().await {
+        RtpCodecKind::Audio => TrackKind::Audio,
+        _ => TrackKind::Video,
+    };
+    let mut last_pli: Option<Instant> = None;
+    let _ = request_keyframe(&track).await;
+    while let Some(ev) = track.poll().await {
+        match ev {
+            TrackRemoteEvent::OnRtpPacket(pkt) => {
+                let now = Instant::now();
+                hub.record_received(mid.as_deref(), (&stream_id, &track_id), kind, &pkt, now);
+                if keyframe_request.swap(false, Ordering::Relaxed)
+                    && last_pli.is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
+                {
+                    last_pli = Some(now);
+                    let _ = request_keyframe(&track).await;
+                }
+                if out.is_closed() {
+                    // Not relayed (the relay skips it, or its far side is gone): just drain.
+                    continue;
+                }
+                let len = pkt.payload.len() as u64;
+                if out.try_send(pkt).is_ok() {
+                    bytes_counter.fetch_add(len, Ordering::Relaxed);
+                }
+            }
+            TrackRemoteEvent::OnEnded => break,
+            _ => {}
+        }
+    }
+    tracing::debug!(?mid, %track_id, "relayed remote track ended");
 }
 
 /// Send a PLI for a remote track (asks its sender, via the SFU, for a keyframe).

@@ -82,10 +82,21 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
     let (turn_service, turn_addr) =
         start_turn(&config, &sfu.media_addrs(), &shutdown_token).await?;
     let cluster = crate::cluster::Cluster::start(&config, http_addr, shutdown_token.clone())?;
+    let signing_key = Arc::new(key);
+    let cascade = match (&cluster, config.cluster.cascade) {
+        (Some(c), true) => Some(crate::cascade::Cascade::new(
+            c.node_id().to_owned(),
+            config.cluster_signal_url(http_addr),
+            Arc::clone(&signing_key),
+            shutdown_token.clone(),
+        )),
+        _ => None,
+    };
     let state = AppState {
         cluster,
+        cascade,
         config: Arc::clone(&config),
-        signing_key: Arc::new(key),
+        signing_key,
         sfu: sfu.clone(),
         shutdown: shutdown_token,
         tracker: TaskTracker::new(),

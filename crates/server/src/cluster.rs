@@ -82,6 +82,9 @@ pub enum Placement {
     Local,
     /// Another live node owns it: the client sends its `join` to this signalling URL.
     Redirect(String),
+    /// `cluster.cascade`: another live node (`node`, signalling at `url`) owns it; the join is
+    /// served here and cascaded to the owner (`crate::cascade`).
+    Cascade { node: String, url: String },
 }
 
 /// Why a room could not be placed.
@@ -106,6 +109,8 @@ pub struct Cluster {
     /// How long a room with no connection is still renewed (`server.resume_grace`).
     grace: Duration,
     rooms: Mutex<HashMap<String, RoomUse>>,
+    /// `cluster.cascade`: joins for other nodes' rooms are served here ([`Placement::Cascade`]).
+    cascade: bool,
     /// Gauges for `/metrics` ([`Cluster::gauges`]), written by the heartbeat.
     redis_up: AtomicBool,
     nodes_alive: AtomicU64,
@@ -164,6 +169,7 @@ impl Cluster {
             redis_up: AtomicBool::new(false),
             nodes_alive: AtomicU64::new(0),
             rooms_owned: AtomicU64::new(0),
+            cascade: config.cluster.cascade,
         });
         tracing::info!(node = %cluster.node_id, url = %cluster.url, "cluster member (Redis)");
         tokio::spawn(Arc::clone(&cluster).heartbeat(shutdown));
@@ -274,6 +280,9 @@ impl Cluster {
                 Some(id) => {
                     let url: Option<String> = r.hget(node_key(&id), "url").await?;
                     match url {
+                        Some(url) if self.cascade => {
+                            return Ok(Ok(Placement::Cascade { node: id, url }))
+                        }
                         Some(url) => return Ok(Ok(Placement::Redirect(url))),
                         None => {
                             // The owner's heartbeat expired: it is dead; free its lease.
@@ -293,7 +302,13 @@ impl Cluster {
                             "Redis restarted; the nodes are re-taking their rooms".into(),
                         )));
                     }
-                    let (target, url) = self.least_loaded(&mut r, room, pin).await?;
+                    // A cascade keeps a new room where its first join arrived (the others
+                    // join it through relay legs); otherwise the least-loaded node takes it.
+                    let (target, url) = if self.cascade {
+                        (self.node_id.clone(), self.url.clone())
+                    } else {
+                        self.least_loaded(&mut r, room, pin).await?
+                    };
                     let taken: Option<String> = redis::cmd("SET")
                         .arg(&key)
                         .arg(&target)

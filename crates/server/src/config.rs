@@ -63,6 +63,11 @@ pub struct ClusterConfig {
     pub public_url: String,
     /// A free label (the regency or region) published with the node.
     pub region: String,
+    /// A room may span nodes (issue 17): a join for a room another node owns is served here
+    /// and the two nodes' participants are joined by one relay leg (`crate::cascade`),
+    /// instead of redirecting the client to the owner; a new room is owned by the node its
+    /// first join reaches. Default false (redirect).
+    pub cascade: bool,
 }
 
 /// `[chat]`: the limits of in-call chat (docs/protocol.md, `chat`).

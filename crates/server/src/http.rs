@@ -263,6 +263,9 @@ async fn metrics(
             ));
         }
     }
+    if let Some(cascade) = &state.cascade {
+        cascade.metrics(&mut body);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

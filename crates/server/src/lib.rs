@@ -36,6 +36,7 @@ pub mod api;
 pub mod app;
 pub mod attendance;
 pub mod byte_stream;
+pub mod cascade;
 pub mod check_config;
 pub mod cli;
 pub mod client_addr;

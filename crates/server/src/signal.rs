@@ -138,6 +138,7 @@ async fn connection(
         conn_ref,
         mut events,
         _cluster,
+        _cascade,
     } = joined;
     let span = tracing::info_span!("participant", room = %room, participant = %pid);
     relay(&state, &sfu, &pid, &conn_ref, &mut conn, &mut events)
@@ -170,6 +171,8 @@ struct Joined {
     events: tokio::sync::mpsc::UnboundedReceiver<ServerMessage>,
     /// Counts this connection in its room while it lives (a cluster renews the room's lease).
     _cluster: Option<crate::cluster::RoomGuard>,
+    /// A participant of a room another node owns (`cluster.cascade`): keeps the relay legs up.
+    _cascade: Option<crate::cascade::CascadeGuard>,
 }
 
 /// Phase 1: read `join`, check the version and the token, pass the lobby (`crate::lobby`), and
@@ -214,6 +217,7 @@ async fn join(
     })?;
     // A cluster: the room lives on one node; elsewhere the client is sent there (before the
     // lobby, so that a site waits only once).
+    let mut cascade_guard = None;
     let cluster_guard = match &state.cluster {
         None => None,
         Some(cluster) => match cluster
@@ -221,6 +225,16 @@ async fn join(
             .await
         {
             Ok(crate::cluster::Placement::Local) => Some(cluster.enter(&claims.room)),
+            Ok(crate::cluster::Placement::Cascade { node, url }) => {
+                // Served here; this node's own participants keep the relay legs to the owner
+                // up (relay participants, `cascade/…`, are the legs themselves).
+                if let Some(cascade) = &state.cascade {
+                    if !crate::cascade::is_relay_identity(&claims.sub) {
+                        cascade_guard = Some(cascade.enter(&claims.room, &node, &url));
+                    }
+                }
+                None
+            }
             Ok(crate::cluster::Placement::Redirect(url)) => {
                 tracing::info!(room = %claims.room, %url, "join redirected to the room's node");
                 conn.send(&ServerMessage::Redirect { url }).await;
@@ -262,6 +276,7 @@ async fn join(
         conn_ref,
         events,
         _cluster: cluster_guard,
+        _cascade: cascade_guard,
     })
 }
 

@@ -42,4 +42,6 @@ pub struct AppState {
     /// This node as a cluster member (`cluster.redis_url`): where rooms live
     /// (`crate::cluster`); `None` for a single node.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The relay legs of rooms spanning nodes (`cluster.cascade`); `None` otherwise.
+    pub cascade: Option<Arc<crate::cascade::Cascade>>,
 }

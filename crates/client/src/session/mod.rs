@@ -82,6 +82,14 @@ pub(crate) struct Session {
     resumable_leave: Option<LeaveReason>,
     /// Last frame of any kind from the server (see `ClientOptions::signalling_timeout`).
     last_heard: tokio::time::Instant,
+    /// A cascade relay: remote tracks are handed out here, not just counted.
+    pub relay: Option<crate::relay::RelayTap>,
+    /// With `relay`: what each subscriber mid carries (from the server's offers).
+    subscribed: std::collections::HashMap<String, rakor_proto::SubscribedTrack>,
+    /// Relayed tracks waiting for the publisher offer in flight to be answered.
+    pending_fed: Vec<media::FedTrack>,
+    /// Answer no subscriber offer (see `ClientOptions::subscribe`).
+    pub no_subscribe: bool,
 }
 
 enum Flow {
@@ -133,6 +141,10 @@ impl Session {
             resume_now: false,
             resumable_leave: None,
             last_heard: tokio::time::Instant::now(),
+            relay: None,
+            subscribed: std::collections::HashMap::new(),
+            pending_fed: Vec::new(),
+            no_subscribe: false,
         }
     }
 
@@ -296,6 +308,10 @@ impl Session {
             }
             Command::Unpublish { kind, reply } => {
                 let r = self.unpublish(kind).await;
+                let _ = reply.send(r);
+            }
+            Command::PublishFed { fed, reply } => {
+                let r = self.publish_fed(fed).await;
                 let _ = reply.send(r);
             }
             Command::PublishSources { sources, reply } => {

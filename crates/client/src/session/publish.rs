@@ -103,6 +103,49 @@ impl Session {
         self.send_publisher_offer(sdp).await
     }
 
+    /// Add a relayed track (cascade: its packets come from `fed`) and offer — or, while an
+    /// earlier publisher offer is unanswered, queue it for the offer after that answer.
+    pub(super) async fn publish_fed(
+        &mut self,
+        fed: crate::media::FedTrack,
+    ) -> Result<(), ClientError> {
+        self.pending_fed.push(fed);
+        if self.check_no_unanswered_offer().is_err() {
+            return Ok(());
+        }
+        self.flush_fed().await
+    }
+
+    /// Offer every queued relayed track (one offer).
+    pub(super) async fn flush_fed(&mut self) -> Result<(), ClientError> {
+        if self.pending_fed.is_empty() {
+            return Ok(());
+        }
+        if self.publisher.is_none() {
+            self.publisher = Some(self.new_leg(PeerConnectionKind::Publisher).await?);
+        }
+        let Some(pc) = self.publisher.as_ref().map(|l| l.pc.clone()) else {
+            return Err(ClientError::Signalling("no publisher connection".into()));
+        };
+        let first_new = self.pub_tracks.len();
+        for fed in std::mem::take(&mut self.pending_fed) {
+            let local = LocalTrack::new_fed(fed, self.participant_id.as_str())?;
+            let transceiver = local.add_to(&pc).await?;
+            self.pub_tracks.push(PubTrack {
+                local,
+                transceiver,
+                tasks: None,
+                stopped: false,
+            });
+        }
+        let sdp = self.set_publisher_offer(&pc).await?;
+        for t in &self.pub_tracks[first_new..] {
+            let mid = t.transceiver.mid().await.ok().flatten();
+            self.hub.add_sent_source(t.local.source, t.local.ssrc, mid);
+        }
+        self.send_publisher_offer(sdp).await
+    }
+
     async fn set_publisher_offer(
         &mut self,
         pc: &Arc<dyn PeerConnection>,
@@ -239,6 +282,7 @@ impl Session {
         leg.apply_remote_description(RTCSessionDescription::answer(sdp)?)
             .await?;
         self.start_local_tracks().await;
-        Ok(())
+        // Relayed tracks that arrived while that offer was out go in the next one.
+        self.flush_fed().await
     }
 }

@@ -18,7 +18,15 @@ impl Session {
         sdp: String,
         tracks: &[SubscribedTrack],
     ) -> Result<(), ClientError> {
+        if self.no_subscribe {
+            return Ok(());
+        }
         self.hub.map_subscribed(tracks, Instant::now());
+        if self.relay.is_some() {
+            for t in tracks {
+                self.subscribed.insert(t.mid.clone(), t.clone());
+            }
+        }
         if self.subscriber.is_none() {
             self.subscriber = Some(self.new_leg(PeerConnectionKind::Subscriber).await?);
         }
@@ -55,6 +63,34 @@ impl Session {
             None => None,
         };
         self.remote_tracks.push(track.clone());
+        if let Some(relay) = &self.relay {
+            let sub = mid.as_ref().and_then(|m| self.subscribed.get(m));
+            if let Some(sub) = sub {
+                let (tx, packets) = tokio::sync::mpsc::channel(crate::relay::RELAY_QUEUE);
+                let keyframe_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let relayed = crate::relay::RelayedTrack {
+                    participant_id: sub.participant_id.clone(),
+                    track_id: sub.track_id.clone(),
+                    source: sub
+                        .source
+                        .unwrap_or_else(|| rakor_proto::TrackSource::default_for(sub.kind)),
+                    packets,
+                    keyframe_request: keyframe_request.clone(),
+                };
+                if relay.tracks.send(relayed).is_ok() {
+                    self.reader_tasks
+                        .push(tokio::spawn(media::relay_remote_track(
+                            track,
+                            mid,
+                            self.hub.clone(),
+                            tx,
+                            keyframe_request,
+                            relay.bytes.clone(),
+                        )));
+                    return;
+                }
+            }
+        }
         self.reader_tasks
             .push(tokio::spawn(media::read_remote_track(
                 track,

@@ -1,0 +1,191 @@
+//! A cascade relay (issue 17): carries a room's tracks from one Rakor node's instance of the
+//! room into another's, through the ordinary signalling and WebRTC path.
+//!
+//! One direction of a relay ([`relay_one_way`]) is one *relay subscriber* joined to the
+//! source node (publishing nothing; [`ClientOptions::relay_tap`] hands it every remote track
+//! with its packets) and, on the destination node, one *republisher* per source participant
+//! (same name, identity `cascade/<identity>`, subscribing to nothing), which publishes that
+//! participant's tracks from the packets the relay subscriber receives ([`FedTrack`]). Tracks
+//! of participants a `relay_if` filter refuses are not relayed (the server refuses those that
+//! came from the destination; relay identities start with [`CASCADE_PREFIX`]), so a track
+//! crosses each node boundary once and never loops. A keyframe request from the
+//! destination becomes a PLI to the source.
+
+use crate::media::FedTrack;
+use crate::{Client, ClientError, ClientOptions};
+use rakor_proto::{ParticipantId, ParticipantInfo, TrackId, TrackSource};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Identities of relay participants (subscribers and republishers) start with this; their
+/// tracks are never relayed again.
+pub const CASCADE_PREFIX: &str = "cascade/";
+
+/// Packets queued per relayed track before new ones are dropped (the far side is slower).
+pub const RELAY_QUEUE: usize = 512;
+
+/// Where a relay subscriber's session hands the remote tracks ([`ClientOptions::relay_tap`]).
+#[derive(Debug, Clone)]
+pub struct RelayTap {
+    pub tracks: mpsc::UnboundedSender<RelayedTrack>,
+    /// Payload bytes handed on (relayed), all tracks.
+    pub bytes: Arc<AtomicU64>,
+}
+
+/// A remote track the relay subscriber receives, with its packets.
+#[derive(Debug)]
+pub struct RelayedTrack {
+    pub participant_id: ParticipantId,
+    pub track_id: TrackId,
+    pub source: TrackSource,
+    pub packets: mpsc::Receiver<rtc::rtp::Packet>,
+    /// Set it to send a PLI upstream.
+    pub keyframe_request: Arc<AtomicBool>,
+}
+
+/// What one direction of a relay counts.
+#[derive(Debug, Default)]
+pub struct RelayCounters {
+    /// Tracks being relayed now.
+    pub tracks: AtomicI64,
+    /// Tracks relayed since the start.
+    pub tracks_total: AtomicU64,
+    /// Payload bytes relayed.
+    pub bytes: Arc<AtomicU64>,
+}
+
+/// Makes the token of a republisher for a source participant (its identity is
+/// `cascade/<identity>`).
+pub type MintToken = Arc<dyn Fn(&ParticipantInfo) -> Result<String, String> + Send + Sync>;
+
+/// Whether a participant is a relay's (its tracks are not relayed again).
+pub fn is_relay_identity(identity: &str) -> bool {
+    identity.starts_with(CASCADE_PREFIX)
+}
+
+/// One direction of a relay: join `from` (as a relay participant, publishing nothing),
+/// republish every track there of a participant `relay_if` accepts into the room at `to_url`
+/// (one republisher per participant, its token from `mint`), until `stop` completes or the
+/// relay subscriber's session ends. Every client leaves on the way out.
+pub async fn relay_one_way(
+    mut from: ClientOptions,
+    to_url: String,
+    mint: MintToken,
+    relay_if: Arc<dyn Fn(&ParticipantInfo) -> bool + Send + Sync>,
+    counters: Arc<RelayCounters>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ClientError> {
+    let (tx, mut tracks) = mpsc::unbounded_channel();
+    from.publish_audio = false;
+    from.publish_video = false;
+    from.publish_screen = false;
+    from.publish_screen_audio = false;
+    from.relay_tap = Some(RelayTap {
+        tracks: tx,
+        bytes: counters.bytes.clone(),
+    });
+    let mut subscriber = Client::connect(from.clone()).await?;
+    let mut republishers: HashMap<ParticipantId, Client> = HashMap::new();
+    let mut relaying: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            ev = subscriber.next_event() => {
+                match ev {
+                    None => break,
+                    Some(rakor_proto::ServerMessage::ParticipantLeft { participant_id, .. }) => {
+                        if let Some(r) = republishers.remove(&participant_id) {
+                            tokio::spawn(r.leave());
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            t = tracks.recv() => {
+                let Some(t) = t else { break };
+                let Some(info) = subscriber
+                    .participants()
+                    .into_iter()
+                    .find(|p| p.id == t.participant_id)
+                else {
+                    continue;
+                };
+                if !relay_if(&info) {
+                    // Not relayed (dropping `t.packets`: the track is only drained). A video
+                    // leg is paused at the source, so it does not cross the boundary again
+                    // (audio has no pause; it is small).
+                    if t.source.kind() == rakor_proto::TrackKind::Video {
+                        let hide = rakor_proto::ClientMessage::TrackSettings {
+                            track_id: t.track_id.clone(),
+                            visible: false,
+                            width: 0,
+                            height: 0,
+                        };
+                        if let Err(e) = subscriber.send(&hide).await {
+                            tracing::debug!(error = %e, "cascade: could not pause an unrelayed track");
+                        }
+                    }
+                    continue;
+                }
+                if !republishers.contains_key(&info.id) {
+                    let token = match mint(&info) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cascade: no token for a republisher");
+                            continue;
+                        }
+                    };
+                    let mut opts = ClientOptions::new(to_url.clone(), token);
+                    opts.publish_audio = false;
+                    opts.publish_video = false;
+                    opts.subscribe = false;
+                    opts.bind_ip = from.bind_ip;
+                    opts.tls_roots = from.tls_roots.clone();
+                    match Client::connect(opts).await {
+                        Ok(c) => {
+                            republishers.insert(info.id.clone(), c);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, participant = %info.id, "cascade: republisher did not join");
+                            continue;
+                        }
+                    }
+                }
+                let Some(republisher) = republishers.get(&info.id) else { continue };
+                let (ptx, prx) = mpsc::channel(RELAY_QUEUE);
+                let fed = FedTrack {
+                    source: t.source,
+                    packets: prx,
+                    keyframe_request: t.keyframe_request.clone(),
+                };
+                if let Err(e) = republisher.publish_fed(fed).await {
+                    tracing::warn!(error = %e, track = %t.track_id, "cascade: track not republished");
+                    continue;
+                }
+                counters.tracks.fetch_add(1, Ordering::Relaxed);
+                counters.tracks_total.fetch_add(1, Ordering::Relaxed);
+                let gauge = counters.clone();
+                let mut packets = t.packets;
+                relaying.push(tokio::spawn(async move {
+                    while let Some(p) = packets.recv().await {
+                        if ptx.send(p).await.is_err() {
+                            break;
+                        }
+                    }
+                    gauge.tracks.fetch_sub(1, Ordering::Relaxed);
+                }));
+            }
+        }
+    }
+    for task in relaying {
+        task.abort();
+    }
+    let leaving: Vec<_> = republishers.into_values().map(|c| c.leave()).collect();
+    futures_util::future::join_all(leaving).await;
+    subscriber.leave().await;
+    Ok(())
+}
