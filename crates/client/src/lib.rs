@@ -20,6 +20,7 @@ pub mod media;
 pub mod packetizer;
 pub mod peer;
 mod room;
+pub mod runtime;
 mod session;
 pub mod stats;
 pub mod tls;
