@@ -121,7 +121,10 @@ mod tests {
             .unwrap_or(0);
         // Linux doubles the asked size (bookkeeping) and caps the ask at rmem_max.
         if cap > default {
-            assert!(now > default, "buffer {now} not larger than the default {default}");
+            assert!(
+                now > default,
+                "buffer {now} not larger than the default {default}"
+            );
         }
     }
 }
