@@ -47,6 +47,15 @@ echo "server: https://127.0.0.1:443, media port ${MEDIA:-?}, TURN/TCP port ${TUR
 if [ -z "$MEDIA" ] || [ -z "$TURN" ]; then echo "could not read the ports from the banner:"; cat "$D/banner"; kill $SP; exit 1; fi
 get() { echo "$1" | awk -v k="$2" '$1==k{s+=$2} END{print s+0}'; }
 cpu() { awk '{print $14+$15}' /proc/$SP/stat; }
+# The namespace's UDP counters (server, relays, bots and their TURN bridges all live here):
+sock_drops() {
+  local inodes; inodes=$(ls -l /proc/"$1"/fd 2>/dev/null | grep -o 'socket:\[[0-9]*\]' | tr -dc '0-9\n' | sort -u)
+  awk -v who="$2" -v list="$(echo $inodes)" 'BEGIN {n = split(list, a, " "); for (i = 1; i <= n; i++) own[a[i]] = 1}
+    NR > 1 && ($10 in own) {s++; d += $NF; if ($NF > 0) {nd++; if ($NF > mx) mx = $NF}}
+    END {printf "  %s UDP sockets: %d, with drops: %d, drops total %d, max on one socket %d\n", who, s, nd, d, mx}' /proc/net/udp
+}
+# datagrams the kernel dropped because a socket's receive or send buffer was full.
+udpstat() { awk '/^Udp:/ {if (!h) {for (i = 2; i <= NF; i++) k[i] = $i; h = 1} else for (i = 2; i <= NF; i++) printf "%s=%s ", k[i], $i}' /proc/net/snmp; }
 
 for round in $ROUNDS; do
   nft delete table inet rk_bench 2>/dev/null
@@ -84,9 +93,11 @@ EOF
     sleep 0.5
   done
   sleep 5
-  M0=$(m); C0=$(cpu); T0=$(date +%s.%N)
+  M0=$(m); C0=$(cpu); T0=$(date +%s.%N); U0=$(udpstat)
   sleep "$DUR"
-  M1=$(m); C1=$(cpu); T1=$(date +%s.%N)
+  M1=$(m); C1=$(cpu); T1=$(date +%s.%N); U1=$(udpstat)
+  # Which sockets dropped (the `drops` column of /proc/net/udp), by owner: server or load tool.
+  sock_drops $SP server; sock_drops $LT loadtest
   wait $LT; rc=$?
   d() { echo $(( $(get "$M1" "$1") - $(get "$M0" "$1") )); }
   F=$(d rakor_rtp_packets_forwarded_total); MT=$(d rakor_media_thread_cpu_microseconds_total)
@@ -94,6 +105,9 @@ EOF
     secs = b - a;
     printf "MEASURED %-8s mesh %s+%s: forwarded %.0f pkt/s, media thread %.2f us/pkt (%.0f%% of a core), whole server %.2f us/pkt (%.2f cores), loadtest exit %s\n",
       r, p, s, f / secs, (f ? mt / f : 0), mt / 10000 / secs, (f ? t * 10000 / f : 0), t / 100 / secs, rc }'
+  echo "  UDP counters before: $U0"
+  echo "  UDP counters after:  $U1"
+  echo "  TURN metrics after: $(echo "$M1" | grep -E '^rakor_turn' | tr '\n' ' ')"
   echo "  ICE-TCP frames received in the window: $(d rakor_ice_tcp_frames_received_total)"
   grep -hE "^\| (publishers|subscribers) " "$D/$round.out" | awk -F'|' '{printf "  %s media ok %s, loss %% %s\n", $2, $4, $10}'
   # The bots' selected paths and TURN/TLS bytes (rakor-client's report, per bot).

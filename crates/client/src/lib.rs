@@ -21,6 +21,7 @@ pub mod packetizer;
 pub mod peer;
 pub mod relay;
 mod room;
+pub mod runtime;
 mod session;
 pub mod stats;
 pub mod tls;

@@ -262,6 +262,8 @@ pub async fn new_peer_connection(
         .with_media_engine(me)
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
+        // Large UDP buffers: TURN/TCP/TLS bridges hand over bursts (crate::runtime).
+        .with_runtime(Arc::new(crate::runtime::BufferedTokioRuntime))
         .with_handler(ForwardingHandler::new(kind, tx))
         .with_udp_addrs(vec![SocketAddr::new(config.bind_ip, 0).to_string()])
         // The webrtc crate connects to a remote passive TCP candidate when it is trickled

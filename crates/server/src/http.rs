@@ -200,6 +200,66 @@ async fn metrics(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{plain} {value}\n"
         ));
     }
+    // The built-in TURN server (only when `turn.enabled`).
+    if let Some(turn) = &state.turn_service {
+        let t = &turn.stats;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let turn_rows: [(&str, &str, &str, u64); 8] = [
+            (
+                "rakor_turn_streams",
+                "gauge",
+                "TURN streams (TCP and TLS) open now",
+                load(&t.streams_open),
+            ),
+            (
+                "rakor_turn_allocations",
+                "gauge",
+                "TURN allocations held now",
+                turn.allocations() as u64,
+            ),
+            (
+                "rakor_turn_streams_refused_total",
+                "counter",
+                "TURN streams refused by a limit (turn.max_allocations, turn.max_streams_per_ip)",
+                load(&t.streams_refused),
+            ),
+            (
+                "rakor_turn_packets_to_media_total",
+                "counter",
+                "Datagrams relayed from TURN clients to the media port",
+                load(&t.packets_to_media),
+            ),
+            (
+                "rakor_turn_packets_to_client_total",
+                "counter",
+                "Datagrams relayed from the media port to TURN clients",
+                load(&t.packets_to_client),
+            ),
+            (
+                "rakor_turn_client_writes_total",
+                "counter",
+                "Stream writes carrying relayed datagrams to TURN clients (bursts share one)",
+                load(&t.client_writes),
+            ),
+            (
+                "rakor_turn_relay_datagrams_dropped_total",
+                "counter",
+                "Datagrams dropped by the kernel on TURN relay sockets (receive buffer full)",
+                load(&t.relay_datagrams_dropped),
+            ),
+            (
+                "rakor_turn_client_packets_dropped_total",
+                "counter",
+                "ChannelData from TURN clients dropped (no channel or permission, over the rate limit)",
+                load(&t.client_packets_dropped),
+            ),
+        ];
+        for (name, kind, help, value) in turn_rows {
+            body.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        }
+    }
     // Per media worker (label `worker`: its index; its port is `media.port + worker`).
     type Getter = fn(&rakor_sfu::SfuStats) -> u64;
     let per_worker_rows: [(&str, &str, Getter); 4] = [

@@ -282,6 +282,10 @@ async fn serve_connection(
                     return;
                 }
             };
+            if kind == AfterTls::Stun {
+                // TURN frames are small and latency-bound: no Nagle delay (as on turn.listen).
+                let _ = tls_stream.get_ref().0.set_nodelay(true);
+            }
             let io = crate::one_port::PrefixedStream::new(prefix, tls_stream);
             match kind {
                 AfterTls::Http => {

@@ -100,17 +100,17 @@ pub fn next_frame(buf: &[u8]) -> Result<Option<Frame>, FramingError> {
     }
 }
 
-/// Write a ChannelData frame for `payload` on `channel` into `out` (cleared first); `stream`
-/// adds the padding a stream needs.
+/// Append a ChannelData frame for `payload` on `channel` to `out` (so a caller can gather
+/// several frames into one stream write); `stream` adds the padding a stream needs.
 pub fn write_channel_data(out: &mut Vec<u8>, channel: u16, payload: &[u8], stream: bool) {
-    out.clear();
+    let start = out.len();
     out.extend_from_slice(&channel.to_be_bytes());
     // Callers pass datagrams (≤ 65507 bytes); a larger one would be cut by the relay socket.
     let len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&payload[..usize::from(len)]);
     if stream {
-        let padded = out.len().next_multiple_of(4);
-        out.resize(padded, 0);
+        let padded = (out.len() - start).next_multiple_of(4);
+        out.resize(start + padded, 0);
     }
 }

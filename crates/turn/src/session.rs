@@ -308,9 +308,10 @@ impl Session {
         Some(local)
     }
 
-    /// A datagram from `from` reached the relay socket: frame it for the client into `out`
-    /// (ChannelData if a channel is bound, else a Data indication). `false`: drop it (not a
-    /// permitted peer).
+    /// A datagram from `from` reached the relay socket: frame it for the client, appended to
+    /// `out` (ChannelData if a channel is bound, else a Data indication), so a stream can
+    /// gather several datagrams into one write. `false`: drop it (not a permitted peer; `out`
+    /// is unchanged).
     pub fn from_peer(
         &mut self,
         from: SocketAddr,
@@ -348,7 +349,6 @@ impl Session {
         }
         .add_to_as(&mut m, ATTR_XOR_PEER_ADDRESS);
         m.add(ATTR_DATA, payload);
-        out.clear();
         out.extend_from_slice(&m.raw);
         true
     }

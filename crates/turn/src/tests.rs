@@ -421,6 +421,25 @@ fn channels_carry_data_both_ways_with_stream_padding() {
         out,
         [0x40, 0x01, 0, 5, b'h', b'e', b'l', b'l', b'o', 0, 0, 0]
     );
+    // Datagrams are appended (a stream gathers several into one write), each padded.
+    let mut batch = vec![0xAA];
+    assert!(c.session.from_peer(media_local(), b"hi", now, &mut batch));
+    assert!(c
+        .session
+        .from_peer(media_local(), b"hello", now, &mut batch));
+    assert_eq!(
+        batch,
+        [
+            0xAA, 0x40, 0x01, 0, 2, b'h', b'i', 0, 0, 0x40, 0x01, 0, 5, b'h', b'e', b'l', b'l',
+            b'o', 0, 0, 0
+        ]
+    );
+    assert!(
+        !c.session
+            .from_peer("127.0.0.1:9".parse().unwrap(), b"x", now, &mut batch),
+        "not a permitted peer"
+    );
+    assert_eq!(batch.len(), 21, "a refused datagram appends nothing");
     assert_eq!(
         next_frame(&out),
         Ok(Some(Frame::ChannelData {
