@@ -156,12 +156,12 @@ async fn three_nodes_one_room_every_track_crosses_each_boundary_once() {
     }
     // Each track crossed each node boundary once: B and C each relay, on their one leg to the
     // owner A, the 6 tracks of the three sites not on them in, and their own site's 2 out.
-    for node in 1..3 {
+    for (i, node) in nodes.iter().enumerate().skip(1) {
         for (dir, want) in [("in", 6), ("out", 2)] {
-            let now = cascade_metric(&nodes[node], "rakor_cascade_tracks", &ids[0], dir);
-            let total = cascade_metric(&nodes[node], "rakor_cascade_tracks_total", &ids[0], dir);
-            assert_eq!((now, total), (want, want), "node {node} {dir}");
-            assert!(cascade_metric(&nodes[node], "rakor_cascade_bytes_total", &ids[0], dir) > 0);
+            let now = cascade_metric(node, "rakor_cascade_tracks", &ids[0], dir);
+            let total = cascade_metric(node, "rakor_cascade_tracks_total", &ids[0], dir);
+            assert_eq!((now, total), (want, want), "node {i} {dir}");
+            assert!(cascade_metric(node, "rakor_cascade_bytes_total", &ids[0], dir) > 0);
         }
     }
     // Inter-node bandwidth over a measured window: what the legs carried vs what sending every
