@@ -8,8 +8,8 @@ use crate::nack::NackCache;
 use crate::router::{Codec, PayloadTypes};
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{
-    Attribute, CongestionControlBuilder, Interceptor, Packet, Registry,
-    SenderReportBuilder, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
+    Attribute, CongestionControlBuilder, Interceptor, Packet, Registry, SenderReportBuilder, Slot,
+    StreamInfo, TaggedPacket, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{

@@ -348,7 +348,10 @@ mod tests {
         let t = send(&mut c, now, 10, 65_530, 20, 100);
         // 65,534 and, from the bitmap, 65,535 (bit 0), 1 (bit 2); 5 was never NACKed.
         c.handle_read(nack(t, 10, 65_534, 0b101)).unwrap();
-        assert!(c.poll_read().is_some(), "the NACK still travels up the chain");
+        assert!(
+            c.poll_read().is_some(),
+            "the NACK still travels up the chain"
+        );
         assert_eq!(
             resent(&mut c),
             vec![(10, 65_534, 254), (10, 65_535, 255), (10, 1, 1)]
@@ -386,7 +389,8 @@ mod tests {
         c.bind_local_stream(&info(10, true));
         let t = send(&mut c, now, 10, 0, 120, 120);
         assert!(c.allocated() >= 100);
-        c.handle_timeout(t + HISTORY + Duration::from_millis(10)).unwrap();
+        c.handle_timeout(t + HISTORY + Duration::from_millis(10))
+            .unwrap();
         assert_eq!((c.held(), c.allocated()), (0, 0));
         c.unbind_local_stream(&info(10, true));
         assert!(c.streams.is_empty());
