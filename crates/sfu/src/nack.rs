@@ -254,6 +254,7 @@ impl Interceptor for NackCache {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use rtc::interceptor::RTCPFeedback;
     use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;

@@ -592,7 +592,7 @@ pub(super) async fn run_parent(
     let mut participants = 0;
     let mut child_interrupted = false;
     let mut child_join_failed = false;
-    for (_, p) in parent.procs.iter().enumerate() {
+    for p in &parent.procs {
         if let Some(part) = &p.part {
             participants += part.participants;
             child_interrupted |= part.interrupted;

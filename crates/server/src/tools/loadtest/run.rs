@@ -266,7 +266,7 @@ pub(super) async fn run_core(
         .iter()
         .map(|b| b.hub.as_ref().map(|h| h.report()))
         .collect();
-    if let Some(l) = link.as_deref_mut() {
+    if let Some(l) = link {
         l.held().await;
     }
     progress_done.cancel();
