@@ -518,3 +518,118 @@ fn ten_relay_only_sites_lose_nothing_in_the_turn_server() {
     assert_eq!(dropped, 0, "the relay sockets overflowed");
     assert!(loss < 1.0, "loss {loss} %: {text}");
 }
+
+/// The shape of a JSON value: objects by their keys (recursively), arrays element by element;
+/// scalars and null are all "value" (an optional figure may be absent in one run).
+fn shape(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as V;
+    match v {
+        V::Object(m) => V::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        V::Array(a) => V::Array(a.iter().map(shape).collect()),
+        _ => V::from("value"),
+    }
+}
+
+/// Arrays whose length is a count of events (differs run to run): shape of the first only.
+fn shape_top(j: &serde_json::Value) -> serde_json::Value {
+    let mut s = shape(j);
+    for key in ["notes", "not_measured"] {
+        s[key] = serde_json::Value::from("array");
+    }
+    s
+}
+
+/// `--procs 2` spreads the bots over two processes and adds their reports up: the report has
+/// the shape of a one-process run's and the same counts (bots in the same order, joins,
+/// pairs with media, what each screen receives), and the server sees every bot.
+#[test]
+fn loadtest_procs_2_reports_like_one_process() {
+    let server = Server::start().unwrap();
+    let args = |room: &'static str, procs: &'static str| {
+        [
+            "--room",
+            room,
+            "--scenario",
+            "rakor",
+            "--publishers",
+            "4",
+            "--talkers",
+            "2",
+            "--duration",
+            "4s",
+            "--procs",
+            procs,
+        ]
+    };
+    let (_, _, one) = run_loadtest(&server, &args("one", "1"));
+    let (stdout, stderr, two) = run_loadtest(&server, &args("two", "2"));
+    let text = two.to_string();
+    assert_eq!(two["outcome"], "completed", "{text}");
+    assert!(
+        stderr.contains("spreading 5 bots over 2 loadtest processes"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("video from host q/h/f"), "{stdout}");
+    // Same shape, bots and roles. Per-bot `rakor` figures are compared by their shape only
+    // (loss and timings differ run to run).
+    assert_eq!(
+        shape_top(&one),
+        shape_top(&two),
+        "one process:\n{one}\ntwo processes:\n{text}"
+    );
+    let ids = |j: &serde_json::Value| -> Vec<(String, String)> {
+        j["bots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["identity"].as_str().unwrap().to_owned(),
+                    b["role"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(ids(&one), ids(&two));
+    for (r1, r2) in one["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(two["roles"].as_array().unwrap())
+    {
+        for key in [
+            "role",
+            "bots",
+            "joined",
+            "pairs_expected",
+            "pairs_with_media",
+        ] {
+            assert_eq!(r1[key], r2[key], "{key} of {}: {text}", r1["role"]);
+        }
+        assert_eq!(r2["pairs_with_media"], r2["pairs_expected"], "{text}");
+    }
+    assert_eq!(two["server"]["participants"], 5, "{text}");
+    assert_eq!(one["server"]["participants"], 5);
+    // What each screen receives, from the bots of both processes: the host every site at q
+    // only, each site the host at f.
+    let bots = two["bots"].as_array().unwrap();
+    let by_identity = |id: &str| bots.iter().find(|b| b["identity"] == id).unwrap();
+    let host = by_identity("command-room");
+    for site in ["site-001", "site-002", "site-003", "site-004"] {
+        let [q, h, f] = layers(host, site);
+        assert!(
+            q > 0 && h == 0 && f == 0,
+            "host got {site} at {:?}",
+            [q, h, f]
+        );
+        let [_, _, f] = layers(by_identity(site), "command-room");
+        assert!(f > 0, "{site} got no f from the host: {text}");
+    }
+    let cores = two["machine"]["loadtest_cpu_cores_avg"].as_f64().unwrap();
+    assert!(cores > 0.0, "{text}");
+    assert!(two["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n.as_str().unwrap().contains("2 loadtest processes")));
+}

@@ -4,11 +4,12 @@
 
 use crate::bwe::{EstimateCell, SubscriberEstimator};
 use crate::liveness::IceTimeouts;
+use crate::nack::NackCache;
 use crate::router::{Codec, PayloadTypes};
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{
-    Attribute, CongestionControlBuilder, Interceptor, NackResponderBuilder, Packet, Registry,
-    SenderReportBuilder, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
+    Attribute, CongestionControlBuilder, Interceptor, Packet, Registry, SenderReportBuilder, Slot,
+    StreamInfo, TaggedPacket, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
@@ -221,12 +222,13 @@ pub(crate) fn build(
     //
     // A send-only (subscriber) connection has no inbound RTP: the NACK generator, receiver
     // reports and the TWCC receiver would only pass every outgoing packet through their queues
-    // (a move of the packet struct each). It keeps the NACK responder and sender reports; the
+    // (a move of the packet struct each). It keeps a NACK responder (Rakor's time-sized
+    // [`NackCache`] instead of `rtc`'s fixed 1,024-slot ring per stream) and sender reports; the
     // defaults still run for what they register in the media engine (feedback, extensions).
     let defaults = register_default_interceptors(Registry::new(), &mut me)?;
     let registry = if send_only {
         Registry::new()
-            .with(Slot::NackResponder, NackResponderBuilder::new().build())
+            .with(Slot::NackResponder, NackCache::default())
             .with(Slot::SenderReport, SenderReportBuilder::new().build())
     } else {
         defaults

@@ -32,6 +32,7 @@ pub mod keyframe;
 pub mod liveness;
 pub mod metrics;
 mod mmsg;
+mod nack;
 pub mod record;
 pub mod router;
 pub mod sdp;

@@ -23,6 +23,7 @@ mod assemble;
 mod join;
 mod measure;
 mod plan;
+mod procs;
 mod run;
 mod scenario;
 mod server_log;
@@ -115,6 +116,17 @@ pub struct LoadtestArgs {
     /// to measure 20 sites over TURN/TLS; the server needs `turn.enabled`).
     #[arg(long, value_enum, default_value = "all")]
     pub ice_transport: IceTransport,
+    /// Spread the bots over N processes (this tool started N times with a slice of the bots
+    /// each; this process orders their joins, holds one window for all and adds up their
+    /// reports), so that one process's media threads are not what limits the run.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub procs: u16,
+    /// Internal (set by --procs on the processes it starts): run the bots K, K+N, K+2N, ….
+    #[arg(long, value_name = "K/N", hide = true)]
+    pub proc_slice: Option<String>,
+    /// Internal (set by --procs): the run's start, Unix milliseconds.
+    #[arg(long, value_name = "MS", hide = true)]
+    pub proc_epoch_ms: Option<u64>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -182,6 +194,29 @@ pub fn main(args: LoadtestArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let rt = match crate::cli::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    // One process of --procs: its slice of the bots; the parent prints the summary.
+    if let Some(slice) = plan.slice {
+        let tokens = match mint_tokens(&plan, &config, &key) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: minting tokens: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let mine = tokens
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| procs::in_slice(*i, slice))
+            .map(|(_, t)| t)
+            .collect();
+        rt.block_on(procs::run_child(&plan, mine));
+        rt.shutdown_timeout(Duration::from_secs(1));
+        return ExitCode::SUCCESS;
+    }
     let probe = match resolve_server(args.server_pid) {
         Ok(p) => p,
         Err(e) => {
@@ -192,18 +227,20 @@ pub fn main(args: LoadtestArgs) -> ExitCode {
     for w in warnings(&plan, &config) {
         eprintln!("warning: {w}");
     }
-    let tokens = match mint_tokens(&plan, &config, &key) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: minting tokens: {e}");
-            return ExitCode::from(2);
-        }
+    let summary = if plan.procs > 1 {
+        // The children get this command line (same flags) plus their slice.
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        rt.block_on(procs::run_parent(&plan, &args, probe))
+    } else {
+        let tokens = match mint_tokens(&plan, &config, &key) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: minting tokens: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        rt.block_on(run(&plan, tokens, probe))
     };
-    let rt = match crate::cli::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let summary = rt.block_on(run(&plan, tokens, probe));
     rt.shutdown_timeout(Duration::from_secs(1));
 
     let mut code = match summary.outcome.as_str() {

@@ -38,6 +38,14 @@ pub struct LoadPlan {
     pub join_budget: Duration,
     /// The server's log, for the forwarding latency (`--server-log`).
     pub server_log: Option<PathBuf>,
+    /// `--procs`: processes the bots are spread over (1: this one).
+    pub procs: usize,
+    /// One process of `--procs` (internal `--proc-slice K/N`): this process runs the bots whose
+    /// index in [`bot_specs`] is K modulo N.
+    pub slice: Option<(usize, usize)>,
+    /// One process of `--procs`: the run's start, shared by all processes (the rakor
+    /// scenario's talk phases count from it).
+    pub epoch: Option<std::time::SystemTime>,
 }
 
 impl LoadPlan {
@@ -87,6 +95,25 @@ impl LoadPlan {
         if a.duration.is_zero() || a.join_budget.is_zero() {
             return Err("--duration and --join-budget must be above zero".into());
         }
+        let bots = match a.scenario {
+            Scenario::Mesh => total,
+            Scenario::Rakor => subscribers,
+        };
+        let procs = usize::from(a.procs);
+        if procs > bots {
+            return Err(format!(
+                "--procs {procs} is more than the {bots} bots of the run"
+            ));
+        }
+        let slice = match &a.proc_slice {
+            None => None,
+            Some(text) => Some(parse_slice(text).filter(|(_, n)| *n == procs).ok_or_else(
+                || format!("--proc-slice {text:?}: expected K/N with K < N = --procs"),
+            )?),
+        };
+        let epoch = a
+            .proc_epoch_ms
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
         let default_layers = match a.scenario {
             Scenario::Mesh => 1,
             Scenario::Rakor => 3,
@@ -114,6 +141,9 @@ impl LoadPlan {
             join_concurrency: usize::from(a.join_concurrency),
             join_budget: a.join_budget,
             server_log: a.server_log.clone(),
+            procs,
+            slice,
+            epoch,
         })
     }
 
@@ -130,6 +160,13 @@ impl LoadPlan {
     pub fn viewers(&self) -> usize {
         self.subscribers.saturating_sub(self.publishers + 1)
     }
+}
+
+/// `K/N` with K < N.
+fn parse_slice(text: &str) -> Option<(usize, usize)> {
+    let (k, n) = text.split_once('/')?;
+    let (k, n) = (k.parse().ok()?, n.parse().ok()?);
+    (k < n).then_some((k, n))
 }
 
 /// One bot to run.

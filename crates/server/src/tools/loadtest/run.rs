@@ -4,7 +4,8 @@
 use super::assemble::build_summary;
 use super::join::{join_group, progress_loop, Bot, Expected, JoinContext, Progress};
 use super::measure::{self, ServerProbe};
-use super::plan::{BotSpec, LoadPlan, HOST_IDENTITY};
+use super::plan::{bot_specs, BotSpec, LoadPlan, HOST_IDENTITY};
+use super::procs::{epoch_instant, ChildLink};
 use super::scenario::{self, Scenario};
 use super::server_log;
 use super::summary::{self, BotRole, Summary};
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 /// Every bot's `leave` together may take this long; stragglers are then dropped.
 pub(super) const LEAVE_BUDGET: Duration = Duration::from_secs(30);
 /// Pause after the leaves before the last memory reading.
-const SETTLE_AFTER_LEAVE: Duration = Duration::from_secs(2);
+pub(super) const SETTLE_AFTER_LEAVE: Duration = Duration::from_secs(2);
 /// First Ctrl-C: stop (bots leave, the summary is printed). Second: exit at once.
 fn watch_ctrl_c(stop: CancellationToken, interrupted: Arc<AtomicBool>) {
     tokio::spawn(async move {
@@ -42,6 +43,58 @@ pub async fn run(
     tokens: Vec<(BotSpec, String)>,
     probe: Option<ServerProbe>,
 ) -> Summary {
+    let core = run_core(plan, tokens, probe, None).await;
+    summarize(
+        plan,
+        &core.bots,
+        &core.start_reports,
+        &core.end_reports,
+        core.readings,
+    )
+}
+
+/// What a run (or, with `--procs`, the processes together) measured besides the bots.
+pub(super) struct Readings {
+    pub(super) interrupted: bool,
+    pub(super) server_gone: bool,
+    pub(super) join_failed: bool,
+    pub(super) join_elapsed: Duration,
+    pub(super) window_start: Instant,
+    pub(super) window_end: Instant,
+    pub(super) wall_start: std::time::SystemTime,
+    pub(super) wall_end: std::time::SystemTime,
+    pub(super) probe: Option<ServerProbe>,
+    pub(super) rss_start: Option<u64>,
+    pub(super) rss_end: Option<u64>,
+    pub(super) rss_peak: Option<u64>,
+    pub(super) rss_after_leave: Option<u64>,
+    pub(super) cpu_start: Option<u64>,
+    pub(super) cpu_end: Option<u64>,
+    pub(super) loadavg_start: Option<[f64; 3]>,
+    pub(super) loadavg_end: Option<[f64; 3]>,
+    pub(super) loadtest_cores: Option<f64>,
+    /// Bots connected at the end (before they left).
+    pub(super) participants: usize,
+    pub(super) notes: Vec<String>,
+}
+
+/// The bots after the run, their reports at the window's start and end, and the readings.
+pub(super) struct Core {
+    pub(super) bots: Vec<Bot>,
+    pub(super) start_reports: Vec<Option<Report>>,
+    pub(super) end_reports: Vec<Option<Report>>,
+    pub(super) readings: Readings,
+}
+
+/// Join, hold, leave. With `link` (one process of `--procs`), the parent process is asked
+/// between the phases, so that every process's bots join in the same order and hold for the
+/// same window (see `procs`).
+pub(super) async fn run_core(
+    plan: &LoadPlan,
+    tokens: Vec<(BotSpec, String)>,
+    probe: Option<ServerProbe>,
+    mut link: Option<&mut ChildLink>,
+) -> Core {
     let stop = CancellationToken::new();
     let interrupted = Arc::new(AtomicBool::new(false));
     let server_gone = Arc::new(AtomicBool::new(false));
@@ -52,7 +105,7 @@ pub async fn run(
     let my_cpu_run_start = me.and_then(|p| p.cpu_ticks());
     let loadavg_start = measure::loadavg();
     let progress = Arc::new(Progress {
-        started: Instant::now(),
+        started: plan.epoch.map_or_else(Instant::now, epoch_instant),
         total: tokens.len(),
         joined: AtomicUsize::new(0),
         media_ok: AtomicUsize::new(0),
@@ -107,12 +160,22 @@ pub async fn run(
     let (pub_tokens, sub_tokens): (Vec<_>, Vec<_>) =
         tokens.into_iter().partition(|(s, _)| s.role == first_role);
     let mut bots = join_group(&ctx, pub_tokens, None).await;
+    let mut first: Vec<(ParticipantId, bool)> = bots
+        .iter()
+        .filter_map(|b| Some((b.participant_id.clone()?, b.spec.video)))
+        .collect();
+    if let Some(l) = link.as_deref_mut() {
+        // Every process's first group (the host, or the mesh publishers) before any second.
+        match l.first(!stop.is_cancelled(), first).await {
+            Some(all) => first = all,
+            None => {
+                stop.cancel();
+                first = Vec::new();
+            }
+        }
+    }
     if !stop.is_cancelled() {
-        let expect: Expected = Arc::new(
-            bots.iter()
-                .filter_map(|b| Some((b.participant_id.clone()?, b.spec.video)))
-                .collect(),
-        );
+        let expect: Expected = Arc::new(first);
         bots.extend(join_group(&ctx, sub_tokens, Some(expect)).await);
     } else {
         bots.extend(sub_tokens.into_iter().map(|(spec, _)| {
@@ -120,6 +183,19 @@ pub async fn run(
             b.error = Some("not started: the join phase was over".into());
             b
         }));
+    }
+    let mut ids: Vec<(String, ParticipantId)> = bots
+        .iter()
+        .filter_map(|b| Some((b.spec.identity.clone(), b.participant_id.clone()?)))
+        .collect();
+    if let Some(l) = link.as_deref_mut() {
+        match l.joined(!stop.is_cancelled(), ids).await {
+            Some(all) => ids = all,
+            None => {
+                stop.cancel();
+                ids = Vec::new();
+            }
+        }
     }
     let join_failed = stop.is_cancelled();
     let join_elapsed = progress.started.elapsed();
@@ -131,13 +207,23 @@ pub async fn run(
             join_elapsed.as_secs_f64(),
         );
         if plan.scenario == Scenario::Rakor {
-            settle_note = settle_layers(&bots, ctx.deadline, &stop).await;
+            let specs = bot_specs(plan);
+            settle_note = settle_layers(&bots, &specs, &ids, ctx.deadline, &stop).await;
             if let Some(n) = &settle_note {
                 eprintln!("warning: {n}");
             }
         }
-        eprintln!("holding for {} s", plan.duration.as_secs());
+        if let Some(l) = link.as_deref_mut() {
+            // All processes start the window together.
+            if !l.holding().await {
+                stop.cancel();
+            }
+        }
+        if !stop.is_cancelled() {
+            eprintln!("holding for {} s", plan.duration.as_secs());
+        }
     }
+    let join_failed = stop.is_cancelled() && !interrupted.load(Ordering::Relaxed) || join_failed;
 
     // Hold: the measured window. When the joins did not complete, the window is the join phase
     // instead (counters from zero, CPU from the start of the run), so a failure can be read.
@@ -180,6 +266,9 @@ pub async fn run(
         .iter()
         .map(|b| b.hub.as_ref().map(|h| h.report()))
         .collect();
+    if let Some(l) = link {
+        l.held().await;
+    }
     progress_done.cancel();
     let _ = progress_task.await;
     // Rakor: the directors hand the clients back (for the checks and the leave below).
@@ -201,7 +290,6 @@ pub async fn run(
             });
         }
     }
-    let dropped = bots.iter().filter(|b| b.ended.is_some()).count();
 
     // Leave: everyone at once, bounded.
     let participants = bots.iter().filter(|b| b.client.is_some()).count();
@@ -234,19 +322,84 @@ pub async fn run(
         _ => None,
     };
 
-    let outcome = if interrupted.load(Ordering::Relaxed) {
+    let loadtest_cores = match (me, my_cpu_start, my_cpu_end) {
+        (Some(p), Some(a), Some(b)) => measure::cores_used(b.saturating_sub(a), p.clk_tck, window),
+        _ => None,
+    };
+    Core {
+        bots,
+        start_reports,
+        end_reports,
+        readings: Readings {
+            interrupted: interrupted.load(Ordering::Relaxed),
+            server_gone: server_gone.load(Ordering::Relaxed),
+            join_failed,
+            join_elapsed,
+            window_start,
+            window_end,
+            wall_start,
+            wall_end,
+            probe,
+            rss_start,
+            rss_end,
+            rss_peak,
+            rss_after_leave,
+            cpu_start,
+            cpu_end,
+            loadavg_start,
+            loadavg_end,
+            loadtest_cores,
+            participants,
+            notes: settle_note.into_iter().collect(),
+        },
+    }
+}
+
+/// The summary of a run from its bots, their reports and the readings.
+pub(super) fn summarize(
+    plan: &LoadPlan,
+    bots: &[Bot],
+    start_reports: &[Option<Report>],
+    end_reports: &[Option<Report>],
+    r: Readings,
+) -> Summary {
+    let Readings {
+        interrupted,
+        server_gone,
+        join_failed,
+        join_elapsed,
+        window_start,
+        window_end,
+        wall_start,
+        wall_end,
+        probe,
+        rss_start,
+        rss_end,
+        rss_peak,
+        rss_after_leave,
+        cpu_start,
+        cpu_end,
+        loadavg_start,
+        loadavg_end,
+        loadtest_cores,
+        participants,
+        notes: extra_notes,
+    } = r;
+    let window = window_end.saturating_duration_since(window_start);
+    let dropped = bots.iter().filter(|b| b.ended.is_some()).count();
+    let outcome = if interrupted {
         "interrupted"
     } else if join_failed || dropped > 0 {
         "failed"
     } else {
         "completed"
     };
-    let error = if interrupted.load(Ordering::Relaxed) {
+    let error = if interrupted {
         None
-    } else if server_gone.load(Ordering::Relaxed) {
+    } else if server_gone {
         Some("the server process went away during the run".to_owned())
     } else if join_failed {
-        Some(join_failure_text(plan, &bots, join_elapsed))
+        Some(join_failure_text(plan, bots, join_elapsed))
     } else if dropped > 0 {
         let first = bots
             .iter()
@@ -285,12 +438,7 @@ pub async fn run(
         cpus: std::thread::available_parallelism().ok().map(usize::from),
         loadavg_start,
         loadavg_end,
-        loadtest_cpu_cores_avg: match (me, my_cpu_start, my_cpu_end) {
-            (Some(p), Some(a), Some(b)) => {
-                measure::cores_used(b.saturating_sub(a), p.clk_tck, window)
-            }
-            _ => None,
-        },
+        loadtest_cpu_cores_avg: loadtest_cores,
     };
     let (fwd_latency, fwd_latency_note) = match &plan.server_log {
         None => (None, Some("no --server-log FILE given".to_owned())),
@@ -324,9 +472,9 @@ pub async fn run(
     };
     let mut s = build_summary(
         plan,
-        &bots,
-        &start_reports,
-        &end_reports,
+        bots,
+        start_reports,
+        end_reports,
         (window_s, window_kind),
         outcome,
         error,
@@ -336,9 +484,7 @@ pub async fn run(
     s.machine = Some(machine);
     s.fwd_latency = fwd_latency;
     s.fwd_latency_note = fwd_latency_note;
-    if let Some(n) = settle_note {
-        s.notes.push(n);
-    }
+    s.notes.extend(extra_notes);
     s
 }
 
@@ -352,27 +498,30 @@ const SPEAKERS_SETTLE: Duration = Duration::from_secs(2);
 /// `Some(note)` when the layers did not settle.
 async fn settle_layers(
     bots: &[Bot],
+    specs: &[BotSpec],
+    ids: &[(String, ParticipantId)],
     deadline: Instant,
     stop: &CancellationToken,
 ) -> Option<String> {
+    // Every bot of the run (with `--procs`, the other processes' too): `specs` and `ids`.
     let id_of = |identity: &str| {
-        bots.iter()
-            .find(|b| b.spec.identity == identity)
-            .and_then(|b| b.participant_id.clone())
+        ids.iter()
+            .find(|(i, _)| i == identity)
+            .map(|(_, p)| p.clone())
     };
     let host = id_of(HOST_IDENTITY);
-    let spotlight = bots
+    let spotlight = specs
         .iter()
-        .find_map(|b| b.spec.director.as_ref()?.spotlight.clone())
+        .find_map(|s| s.director.as_ref()?.spotlight.clone())
         .and_then(|i| id_of(&i));
-    let presenter = bots
+    let presenter = specs
         .iter()
-        .find(|b| b.spec.director.as_ref().is_some_and(|d| d.present))
-        .and_then(|b| b.participant_id.clone());
-    let video_sites: Vec<ParticipantId> = bots
+        .find(|s| s.director.as_ref().is_some_and(|d| d.present))
+        .and_then(|s| id_of(&s.identity));
+    let video_sites: Vec<ParticipantId> = specs
         .iter()
-        .filter(|b| b.spec.role == BotRole::Site && b.spec.video)
-        .filter_map(|b| b.participant_id.clone())
+        .filter(|s| s.role == BotRole::Site && s.video)
+        .filter_map(|s| id_of(&s.identity))
         .collect();
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
