@@ -9,7 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use rakor_client::{Client, ClientOptions, Report};
+use rakor_client::{Client, ClientOptions};
+use rakor_e2e::cluster::{has_media_from, random_suffix};
 use rakor_e2e::session::{fresh_postgres_database, psql, test_postgres_url, Persistent};
 use rakor_e2e::{sign_claims, unix_now, Server};
 use rakor_proto::{ParticipantId, TrackKind};
@@ -17,23 +18,6 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 const MEDIA_WAIT: Duration = Duration::from_secs(20);
-
-fn random_suffix() -> String {
-    use std::io::Read as _;
-    let mut b = [0u8; 6];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut b)
-        .unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn has_media_from(r: &Report, from: &ParticipantId) -> bool {
-    let v = r.received_track(from, TrackKind::Video);
-    let a = r.received_track(from, TrackKind::Audio);
-    v.is_some_and(|v| v.packets >= 30 && v.keyframes >= 1 && v.payload_matches >= 30)
-        && a.is_some_and(|a| a.packets >= 30 && a.payload_matches >= 30)
-}
 
 /// Both receive each other's audio and video (exact payloads).
 async fn exchange_media(x: &Client, y: &Client) {
