@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Rakor test suite: unit and integration tests (cargo nextest, release profile,
-# against the real `rakor` binary on loopback) and the headless-Chromium browser scenario.
+# against the real `rakor` binary on loopback), the sixty-site presenter check (alone, after
+# them) and the headless-Chromium browser scenario.
 # Installs what it needs (cargo-nextest if missing, Debian chromium, npm packages).
 # Ends with each runner's own summary line; exits non-zero if any suite failed.
 set -uo pipefail
@@ -55,6 +56,21 @@ cargo nextest run --release --workspace --no-fail-fast 2>&1 | tee /tmp/rakor-nex
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || status=1
 summaries+=("rust: $(grep -E '^\s+Summary' /tmp/rakor-nextest.log | tail -1 | sed 's/^ *//')")
+
+# Issue 14's sixty-site presenter check (tests/e2e/loadtest.rs): sixty sites and the host in
+# one rakor, a presentation at its top layer, cameras at the bottom. `#[ignore]` in the main run
+# because it needs the machine to itself (on a loaded 2-core machine sixty sites lose their
+# media): run alone here, after the main suite, with cargo test (nextest would kill it at
+# 180 s; the test bounds itself at 240 s). RAKOR_SKIP_SIXTY=1 skips it.
+if [ -z "${RAKOR_SKIP_SIXTY:-}" ]; then
+  echo "== rust: sixty-site presenter check (alone)"
+  cargo test --release -p rakor-e2e --test loadtest -- --ignored --exact \
+    loadtest_rakor_sixty_sites_presentation_at_the_top_cameras_at_the_bottom --nocapture \
+    2>&1 | tee /tmp/rakor-sixty.log
+  rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || status=1
+  summaries+=("sixty sites: $(grep -E '^test result:' /tmp/rakor-sixty.log | tail -1) $(grep -E '^60 sites \+ host:' /tmp/rakor-sixty.log | tail -1)")
+fi
 
 if [ -x tests/browser/run.sh ] && [ -z "${RAKOR_SKIP_BROWSER:-}" ]; then
   echo "== browser: headless Chromium scenario"

@@ -281,11 +281,7 @@ async fn direct(
     stop: CancellationToken,
     log: Arc<Mutex<DirectorLog>>,
 ) -> Client {
-    // Video tracks offered to us (track → publisher) and the setting last sent for each.
-    let mut videos: BTreeMap<TrackId, ParticipantId> = BTreeMap::new();
-    // Of those, screen shares (the presentation).
-    let mut screens: HashSet<TrackId> = HashSet::new();
-    let mut applied: HashMap<TrackId, Option<(u32, u32)>> = HashMap::new();
+    let mut shown = ShownTracks::default();
     let mut spotlight_pending = plan.spotlight.clone();
     let mut sample_tick = tokio::time::interval(AUDIO_SAMPLE);
     sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -300,47 +296,27 @@ async fn direct(
         let mut changed = false;
         tokio::select! {
             () = stop.cancelled() => break,
-            ev = client.next_event() => match ev {
-                None => break,
-                Some(ServerMessage::Offer { tracks, .. }) => {
-                    for t in tracks.iter().filter(|t| t.kind == TrackKind::Video) {
-                        videos.insert(t.track_id.clone(), t.participant_id.clone());
-                        if t.source == Some(rakor_proto::TrackSource::Screen) {
-                            screens.insert(t.track_id.clone());
+            ev = client.next_event() => {
+                let Some(ev) = ev else { break };
+                changed = shown.on_event(&ev);
+                match ev {
+                    ServerMessage::Spotlight { .. } | ServerMessage::ParticipantJoined { .. } => {
+                        changed = true;
+                    }
+                    ServerMessage::Speakers { mut forwarded, .. } => {
+                        forwarded.sort();
+                        if forwarded != last_forwarded {
+                            last_forwarded = forwarded;
+                            with_log(&log, |l| l.forwarded_changes.push(Instant::now()));
                         }
                     }
-                    changed = true;
+                    ServerMessage::Error { code, message, .. } => with_log(&log, |l| {
+                        l.errors += 1;
+                        l.last_error = Some(format!("{code:?}: {message}"));
+                    }),
+                    _ => {}
                 }
-                Some(ServerMessage::TrackUnpublished { track_id, .. }) => {
-                    videos.remove(&track_id);
-                    screens.remove(&track_id);
-                    applied.remove(&track_id);
-                }
-                Some(ServerMessage::ParticipantLeft { participant_id, .. }) => {
-                    videos.retain(|t, p| {
-                        let keep = *p != participant_id;
-                        if !keep {
-                            applied.remove(t);
-                        }
-                        keep
-                    });
-                }
-                Some(ServerMessage::Spotlight { .. } | ServerMessage::ParticipantJoined { .. }) => {
-                    changed = true;
-                }
-                Some(ServerMessage::Speakers { mut forwarded, .. }) => {
-                    forwarded.sort();
-                    if forwarded != last_forwarded {
-                        last_forwarded = forwarded;
-                        with_log(&log, |l| l.forwarded_changes.push(Instant::now()));
-                    }
-                }
-                Some(ServerMessage::Error { code, message, .. }) => with_log(&log, |l| {
-                    l.errors += 1;
-                    l.last_error = Some(format!("{code:?}: {message}"));
-                }),
-                Some(_) => {}
-            },
+            }
             _ = sample_tick.tick() => {
                 let now = Instant::now();
                 let sample = sample_audio(&client, &mut last_audio, now - last_sample, now);
@@ -356,7 +332,7 @@ async fn direct(
             }
         }
         if changed {
-            if let Err(e) = reconcile(&client, &plan, &videos, &screens, &mut applied, &log).await {
+            if let Err(e) = reconcile(&client, &plan, &mut shown, &log).await {
                 with_log(&log, |l| l.last_error = Some(e));
                 break;
             }
@@ -382,14 +358,108 @@ async fn direct(
     client
 }
 
-/// Send `track_settings` for every offered video track whose wanted setting differs from the
-/// last one sent.
+/// The remote video tracks a director's bot is offered and the `track_settings` it last sent
+/// for each: what must be sent when the room changes.
+#[derive(Debug, Default)]
+pub struct ShownTracks {
+    /// Video tracks offered to us (track → publisher).
+    videos: BTreeMap<TrackId, ParticipantId>,
+    /// Of those, screen shares (the presentation).
+    screens: HashSet<TrackId>,
+    /// The setting last sent for each (`None` = hidden).
+    applied: HashMap<TrackId, Option<(u32, u32)>>,
+}
+
+impl ShownTracks {
+    /// Follow a server event. True when a subscriber offer brought tracks, so settings may be
+    /// due ([`ShownTracks::due`]).
+    pub fn on_event(&mut self, ev: &ServerMessage) -> bool {
+        match ev {
+            ServerMessage::Offer { tracks, .. } => {
+                for t in tracks.iter().filter(|t| t.kind == TrackKind::Video) {
+                    self.videos
+                        .insert(t.track_id.clone(), t.participant_id.clone());
+                    if t.source == Some(rakor_proto::TrackSource::Screen) {
+                        self.screens.insert(t.track_id.clone());
+                    }
+                }
+                true
+            }
+            ServerMessage::TrackUnpublished { track_id, .. } => {
+                self.forget(track_id);
+                false
+            }
+            ServerMessage::ParticipantLeft { participant_id, .. } => {
+                let gone: Vec<TrackId> = self
+                    .videos
+                    .iter()
+                    .filter(|(_, p)| *p == participant_id)
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                gone.iter().for_each(|t| self.forget(t));
+                false
+            }
+            // A media reset (our connection failed and rakor-client resumed with
+            // `media_reset`, or it rejoined as a new participant): the server dropped our
+            // subscriptions and subscribes us afresh, every leg visible at its highest layer
+            // whatever we sent before (docs/protocol.md, "Resume"). The others' track ids stay
+            // the same, so without this the fresh offer's tracks would look already set and
+            // this bot would get every site's camera at the top layer for good.
+            ServerMessage::Joined {
+                media_reset: true, ..
+            } => {
+                self.videos.clear();
+                self.screens.clear();
+                self.applied.clear();
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn forget(&mut self, track: &TrackId) {
+        self.videos.remove(track);
+        self.screens.remove(track);
+        self.applied.remove(track);
+    }
+
+    /// The `track_settings` due: one for every offered video track whose wanted setting
+    /// (by `view`, who the hosts are and the spotlight) differs from the last one sent. They
+    /// count as sent from here on.
+    pub fn due(
+        &mut self,
+        view: View,
+        hosts: &HashSet<ParticipantId>,
+        spotlight: Option<&ParticipantId>,
+    ) -> Vec<ClientMessage> {
+        let mut out = Vec::new();
+        for (track_id, from) in &self.videos {
+            let want = if self.screens.contains(track_id) {
+                Some(PRESENTATION_TILE)
+            } else {
+                tile(view, hosts.contains(from), spotlight == Some(from))
+            };
+            if self.applied.get(track_id) == Some(&want) {
+                continue;
+            }
+            let (width, height) = want.unwrap_or((0, 0));
+            out.push(ClientMessage::TrackSettings {
+                track_id: track_id.clone(),
+                visible: want.is_some(),
+                width,
+                height,
+            });
+            self.applied.insert(track_id.clone(), want);
+        }
+        out
+    }
+}
+
+/// Send the `track_settings` that are due (see [`ShownTracks::due`]).
 async fn reconcile(
     client: &Client,
     plan: &DirectorPlan,
-    videos: &BTreeMap<TrackId, ParticipantId>,
-    screens: &HashSet<TrackId>,
-    applied: &mut HashMap<TrackId, Option<(u32, u32)>>,
+    shown: &mut ShownTracks,
     log: &Mutex<DirectorLog>,
 ) -> Result<(), String> {
     let hosts: HashSet<ParticipantId> = client
@@ -399,28 +469,8 @@ async fn reconcile(
         .map(|p| p.id)
         .collect();
     let spotlight = client.spotlight();
-    for (track_id, from) in videos {
-        let want = if screens.contains(track_id) {
-            Some(PRESENTATION_TILE)
-        } else {
-            tile(
-                plan.view,
-                hosts.contains(from),
-                spotlight.as_ref() == Some(from),
-            )
-        };
-        if applied.get(track_id) == Some(&want) {
-            continue;
-        }
-        let (width, height) = want.unwrap_or((0, 0));
-        let msg = ClientMessage::TrackSettings {
-            track_id: track_id.clone(),
-            visible: want.is_some(),
-            width,
-            height,
-        };
+    for msg in shown.due(plan.view, &hosts, spotlight.as_ref()) {
         client.send(&msg).await.map_err(|e| e.to_string())?;
-        applied.insert(track_id.clone(), want);
         with_log(log, |l| l.settings_sent += 1);
     }
     Ok(())
@@ -654,6 +704,109 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::tools::loadtest::summary::{PeerReceived, RecvCounters};
+
+    /// A server message from its JSON (docs/protocol.md).
+    fn server_msg(v: serde_json::Value) -> ServerMessage {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// The subscriber offer a site gets: the host's camera, the spotlight's camera and screen
+    /// share, another site's camera and the host's audio.
+    fn site_offer() -> ServerMessage {
+        let t = |mid: &str, track: &str, from: &str, kind: &str, source: &str| {
+            serde_json::json!({"mid": mid, "track_id": track, "participant_id": from,
+                               "kind": kind, "source": source})
+        };
+        server_msg(serde_json::json!({
+            "type": "offer", "pc": "subscriber", "sdp": "v=0",
+            "tracks": [
+                t("0", "TR_hostmic", "PA_host", "audio", "microphone"),
+                t("1", "TR_hostcam", "PA_host", "video", "camera"),
+                t("2", "TR_spotcam", "PA_spot", "video", "camera"),
+                t("3", "TR_spotscr", "PA_spot", "video", "screen"),
+                t("4", "TR_othercam", "PA_other", "video", "camera"),
+            ]
+        }))
+    }
+
+    fn joined(media_reset: bool) -> ServerMessage {
+        server_msg(serde_json::json!({
+            "type": "joined", "version": 1, "participant_id": "PA_me", "room": "rakor",
+            "identity": "site-002", "name": "site-002", "role": "participant",
+            "participants": [], "spotlight": "PA_spot", "resume_token": "t",
+            "resumed": true, "media_reset": media_reset
+        }))
+    }
+
+    /// What `track_settings` say: (track, visible, height).
+    fn settings(msgs: &[ClientMessage]) -> Vec<(String, bool, u32)> {
+        msgs.iter()
+            .map(|m| match m {
+                ClientMessage::TrackSettings {
+                    track_id,
+                    visible,
+                    height,
+                    ..
+                } => (track_id.0.clone(), *visible, *height),
+                other => panic!("not track_settings: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// The straggler of the sixty-site check (docs/benchmarks.md): a site whose connection
+    /// timed out resumed with a media reset; the server subscribed it afresh (every leg
+    /// visible at the top layer) and the director, which thought it had already sent every
+    /// setting, sent none, so the site's layers never settled. After `joined {media_reset}`
+    /// the fresh offer's tracks get their settings again; a plain resume sends nothing anew.
+    #[test]
+    fn settings_are_sent_again_after_a_media_reset() {
+        let hosts: HashSet<ParticipantId> = [ParticipantId("PA_host".into())].into();
+        let spot = ParticipantId("PA_spot".into());
+        let mut shown = ShownTracks::default();
+        let first = vec![
+            ("TR_hostcam".to_owned(), true, HOST_TILE.1),
+            ("TR_othercam".to_owned(), false, 0),
+            ("TR_spotcam".to_owned(), true, SPOTLIGHT_TILE.1),
+            ("TR_spotscr".to_owned(), true, PRESENTATION_TILE.1),
+        ];
+        assert!(shown.on_event(&site_offer()));
+        assert_eq!(settings(&shown.due(View::Site, &hosts, Some(&spot))), first);
+        // A renegotiation offering the same tracks: nothing new to say.
+        assert!(shown.on_event(&site_offer()));
+        assert!(shown.due(View::Site, &hosts, Some(&spot)).is_empty());
+        // A resume that kept the connections: the server kept the settings.
+        assert!(!shown.on_event(&joined(false)));
+        assert!(shown.on_event(&site_offer()));
+        assert!(shown.due(View::Site, &hosts, Some(&spot)).is_empty());
+        // A media reset: the fresh subscriber offer brings the same track ids, and every one
+        // of them needs its setting again.
+        assert!(!shown.on_event(&joined(true)));
+        assert!(
+            shown.due(View::Site, &hosts, Some(&spot)).is_empty(),
+            "before the offer"
+        );
+        assert!(shown.on_event(&site_offer()));
+        assert_eq!(settings(&shown.due(View::Site, &hosts, Some(&spot))), first);
+        // A spotlight change re-sends only what changed; an unpublished track is forgotten.
+        let other = ParticipantId("PA_other".into());
+        assert_eq!(
+            settings(&shown.due(View::Site, &hosts, Some(&other))),
+            vec![
+                ("TR_othercam".to_owned(), true, SPOTLIGHT_TILE.1),
+                ("TR_spotcam".to_owned(), false, 0),
+            ]
+        );
+        shown.on_event(&server_msg(serde_json::json!({
+            "type": "participant_left", "participant_id": "PA_other", "reason": "client_request"
+        })));
+        shown.on_event(&server_msg(serde_json::json!({
+            "type": "track_unpublished", "participant_id": "PA_spot", "track_id": "TR_spotscr"
+        })));
+        assert_eq!(
+            settings(&shown.due(View::Site, &hosts, Some(&spot))),
+            vec![("TR_spotcam".to_owned(), true, SPOTLIGHT_TILE.1)]
+        );
+    }
 
     #[test]
     fn tiles_follow_the_rakor_layout() {
