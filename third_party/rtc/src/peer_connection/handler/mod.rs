@@ -128,6 +128,10 @@ pub(crate) struct PipelineContext {
     pub(crate) write_outs: VecDeque<TaggedBytesMut>,
     pub(crate) event_outs: VecDeque<RTCPeerConnectionEvent>,
 
+    /// Rakor patch: the queue a message sweep (`flush_writes`, `pump_reads`) passes messages
+    /// between handlers in, kept (empty) between sweeps so a sweep does not allocate one.
+    pub(crate) msg_scratch: VecDeque<TaggedRTCMessageInternal>,
+
     // Statistics accumulator
     pub(crate) stats: RTCStatsAccumulator,
 
@@ -259,7 +263,9 @@ impl RTCPeerConnection {
     fn flush_writes(&mut self) {
         use sansio::Protocol;
 
-        let mut intermediate_wouts = VecDeque::new();
+        // Rakor patch: the kept scratch queue, not a new one per sweep.
+        let mut intermediate_wouts = std::mem::take(&mut self.pipeline_context.msg_scratch);
+        intermediate_wouts.clear();
 
         for_each_handler!(reverse: process_handler!(self, handler, {
             while let Some(msg) = intermediate_wouts.pop_front() {
@@ -282,10 +288,13 @@ impl RTCPeerConnection {
                 });
             }
         }
+        self.pipeline_context.msg_scratch = intermediate_wouts;
     }
 
     fn pump_reads(&mut self, msg: Option<TaggedRTCMessageInternal>) {
-        let mut intermediate_routs = VecDeque::<TaggedRTCMessageInternal>::new();
+        // Rakor patch: the kept scratch queue, not a new one per sweep.
+        let mut intermediate_routs = std::mem::take(&mut self.pipeline_context.msg_scratch);
+        intermediate_routs.clear();
 
         if let Some(msg) = msg {
             intermediate_routs.push_back(msg);
@@ -349,6 +358,7 @@ impl RTCPeerConnection {
                 }
             }
         }
+        self.pipeline_context.msg_scratch = intermediate_routs;
     }
 
     /// Returns whether any handler raised an event during the sweep.
@@ -457,6 +467,13 @@ impl sansio::Protocol<TaggedBytesMut, TaggedRTCMessage, TaggedRTCEvent> for RTCP
     }
 
     fn poll_write(&mut self) -> Option<Self::Wout> {
+        // Rakor patch: hand out what an earlier sweep queued before sweeping the handlers
+        // again. The caller drains until `None`, and the sweep runs whenever the queue is
+        // empty, so the same datagrams come out in the same order; a batch of k packets costs
+        // two sweeps of the eight handlers instead of k + 1.
+        if let Some(m) = self.pipeline_context.write_outs.pop_front() {
+            return Some(m);
+        }
         self.flush_writes();
         self.pipeline_context.write_outs.pop_front()
     }

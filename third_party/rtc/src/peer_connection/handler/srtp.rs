@@ -6,7 +6,8 @@ use crate::peer_connection::message::internal::{
 use interceptor::Packet;
 use log::debug;
 use shared::error::{Error, Result};
-use shared::marshal::{Marshal, Unmarshal};
+use bytes::BytesMut;
+use shared::marshal::{Marshal, MarshalSize, Unmarshal};
 use shared::util::is_rtcp;
 use srtp::context::Context;
 use std::collections::VecDeque;
@@ -125,8 +126,18 @@ impl<'a>
                 }
                 RTPMessage::Packet(Packet::Rtp(rtp_message)) => {
                     if let Some(context) = self.ctx.local_srtp_context.as_mut() {
-                        let packet = rtp_message.marshal()?;
-                        context.encrypt_rtp(&packet)?
+                        // Rakor patch: marshal once into a buffer with room for the auth tag
+                        // and encrypt there (was: `marshal()` into one buffer, then
+                        // `encrypt_rtp` copied it into a second): one allocation and one
+                        // payload copy per packet instead of two.
+                        let len = rtp_message.marshal_size();
+                        let mut packet =
+                            BytesMut::with_capacity(len + context.rtp_protection_overhead());
+                        packet.resize(len, 0);
+                        let n = rtp_message.marshal_to(&mut packet)?;
+                        packet.truncate(n);
+                        context.encrypt_rtp_in_place(&mut packet)?;
+                        packet
                     } else {
                         return Err(Error::Other(format!(
                             "local_srtp_context is not set yet for rtp_packet {:?}",
