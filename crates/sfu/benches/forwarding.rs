@@ -155,7 +155,6 @@ fn bench_packet_clone(c: &mut Criterion) {
 /// into a second (two allocations, two payload copies); after it, `marshal_to` into a buffer
 /// with room for the tag and `encrypt_rtp_in_place` (one of each).
 fn bench_srtp_protect(c: &mut Criterion) {
-    use rtc::crypto::RTCCryptoProvider;
     use rtc::shared::marshal::{Marshal, MarshalSize};
     use rtc::srtp::context::Context;
     use rtc::srtp::protection_profile::ProtectionProfile;

@@ -596,6 +596,7 @@ impl Shell {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// A sub-millisecond wait is waited (`poll(2)`'s whole milliseconds made it zero, and the
