@@ -56,6 +56,12 @@ struct Shell {
     /// batch being sent (their buffers must live until it went).
     send_batch: Option<Box<crate::mmsg::SendBatch<MMSG>>>,
     send_pending: Vec<crate::core::Transmit>,
+    /// Wait to the nanosecond (`ppoll`) and read the UDP socket only when it is readable
+    /// (`RAKOR_SHELL_PRECISE_WAIT=0`: whole-millisecond `poll` and a read attempt on every
+    /// turn, as before; an A/B switch for measurements, not a config key).
+    precise_wait: bool,
+    /// Whether the last [`Self::wait`] saw the UDP socket readable (or did not wait).
+    udp_readable: bool,
 }
 
 pub(crate) fn spawn(
@@ -109,6 +115,8 @@ pub(crate) fn spawn(
             .map_or(true, |v| v != "0")
             .then(crate::mmsg::SendBatch::new_boxed),
         send_pending: Vec::with_capacity(MMSG),
+        precise_wait: std::env::var("RAKOR_SHELL_PRECISE_WAIT").map_or(true, |v| v != "0"),
+        udp_readable: true,
     };
     let join = std::thread::Builder::new()
         .name(format!("rakor-media-{index}"))
@@ -188,6 +196,21 @@ fn poll_fds(pfds: &mut [libc::pollfd], timeout: Duration) -> usize {
     let n = libc::nfds_t::try_from(pfds.len()).unwrap_or(0);
     // SAFETY: `pfds` is a valid, exclusively borrowed slice of `n` pollfds.
     let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n, ms) };
+    usize::try_from(rc).unwrap_or(0)
+}
+
+/// `ppoll(2)` on a set of fds, at most `timeout` to the nanosecond; the number ready (0 on
+/// timeout or error). `poll(2)` takes whole milliseconds: a timer due in 0.9 ms became a
+/// zero timeout, and the loop spun (a `poll` and a `recvmmsg` per turn) until it was due.
+fn ppoll_fds(pfds: &mut [libc::pollfd], timeout: Duration) -> usize {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(0),
+        tv_nsec: libc::c_long::from(i32::try_from(timeout.subsec_nanos()).unwrap_or(0)),
+    };
+    let n = libc::nfds_t::try_from(pfds.len()).unwrap_or(0);
+    // SAFETY: `pfds` is a valid, exclusively borrowed slice of `n` pollfds; `ts` lives across
+    // the call; a null signal mask leaves the thread's mask as it is.
+    let rc = unsafe { libc::ppoll(pfds.as_mut_ptr(), n, &ts, std::ptr::null()) };
     usize::try_from(rc).unwrap_or(0)
 }
 
@@ -301,7 +324,7 @@ impl Shell {
                 d.saturating_duration_since(Instant::now()).min(MAX_WAIT)
             });
             self.wait(wait);
-            let mut any = self.receive(&mut buf);
+            let mut any = self.udp_readable && self.receive(&mut buf);
             if let Some(tcp) = &mut self.tcp {
                 any |= tcp.handle_ready(self.pfds.get(1..).unwrap_or_default(), &mut self.core);
             }
@@ -314,7 +337,8 @@ impl Shell {
     }
 
     /// `poll(2)` on the UDP socket and the TCP side (listener, streams), at most `wait`; with
-    /// no TCP side and nothing to wait, no syscall (as before ICE-TCP).
+    /// no TCP side and nothing to wait, no syscall (as before ICE-TCP). Sets
+    /// [`Self::udp_readable`]: whether [`Self::receive`] has anything to read.
     fn wait(&mut self, wait: Duration) {
         self.pfds.clear();
         self.pfds.push(libc::pollfd {
@@ -322,12 +346,22 @@ impl Shell {
             events: libc::POLLIN,
             revents: 0,
         });
+        self.udp_readable = true;
         match &mut self.tcp {
             Some(tcp) => tcp.poll_fds(&mut self.pfds),
             None if wait.is_zero() => return,
             None => {}
         }
-        poll_fds(&mut self.pfds, wait);
+        if !self.precise_wait {
+            poll_fds(&mut self.pfds, wait);
+            return;
+        }
+        ppoll_fds(&mut self.pfds, wait);
+        // Readable, or an error/hang-up condition a read reports (POLLERR: a queued ICMP error).
+        self.udp_readable = self
+            .pfds
+            .first()
+            .is_some_and(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0);
     }
 
     /// Close the streams whose connection closed (every loop: cheap when there are none) and,
@@ -557,5 +591,33 @@ impl Shell {
     fn shutdown(&mut self) {
         self.core.shutdown(Instant::now());
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A sub-millisecond wait is waited (`poll(2)`'s whole milliseconds made it zero, and the
+    /// loop spun until the timer was due), and a datagram ends the wait at once.
+    #[test]
+    fn ppoll_waits_sub_millisecond_timeouts_and_wakes_on_a_datagram() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let mut pfds = [libc::pollfd {
+            fd: rx.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let wait = Duration::from_micros(800);
+        let t0 = Instant::now();
+        assert_eq!(ppoll_fds(&mut pfds, wait), 0, "nothing to read");
+        assert!(t0.elapsed() >= wait, "waited {:?}", t0.elapsed());
+
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"x", rx.local_addr().unwrap()).unwrap();
+        assert_eq!(ppoll_fds(&mut pfds, Duration::from_secs(5)), 1);
+        assert_ne!(pfds[0].revents & libc::POLLIN, 0);
     }
 }

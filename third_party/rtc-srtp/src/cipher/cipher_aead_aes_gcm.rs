@@ -47,10 +47,24 @@ impl Cipher for CipherAeadAesGcm {
     ) -> Result<BytesMut> {
         // Copy the whole packet once, then encrypt the payload region in place
         // with the header region as AAD and a detached tag appended afterwards.
-        let nonce = self.rtp_initialization_vector(header, roc);
-
         let mut writer = BytesMut::with_capacity(payload.len() + self.aead_auth_tag_len());
         writer.extend_from_slice(payload);
+        self.encrypt_rtp_in_place(&mut writer, header, header_len, roc)?;
+        Ok(writer)
+    }
+
+    /// Rakor patch: the body of `encrypt_rtp` (which now calls this on its copy).
+    fn encrypt_rtp_in_place(
+        &mut self,
+        writer: &mut BytesMut,
+        header: &rtp::Header,
+        header_len: usize,
+        roc: u32,
+    ) -> Result<()> {
+        if writer.len() < header_len {
+            return Err(Error::ErrHeaderSizeInsufficient);
+        }
+        let nonce = self.rtp_initialization_vector(header, roc);
 
         let (aad, plaintext) = writer.split_at_mut(header_len);
         let mut tag = [0; CIPHER_AEAD_AES_GCM_AUTH_TAG_LEN];
@@ -59,7 +73,7 @@ impl Cipher for CipherAeadAesGcm {
             .map_err(crypto_error)?;
 
         writer.extend_from_slice(&tag);
-        Ok(writer)
+        Ok(())
     }
 
     fn decrypt_rtp(

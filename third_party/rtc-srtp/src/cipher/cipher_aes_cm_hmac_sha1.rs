@@ -177,7 +177,21 @@ impl Cipher for CipherAesCmHmacSha1 {
 
         // Write the plaintext to the destination buffer.
         writer.extend_from_slice(plaintext);
+        self.encrypt_rtp_in_place(&mut writer, header, header_len, roc)?;
+        Ok(writer)
+    }
 
+    /// Rakor patch: the body of `encrypt_rtp` (which now calls this on its copy).
+    fn encrypt_rtp_in_place(
+        &mut self,
+        writer: &mut BytesMut,
+        header: &rtp::Header,
+        header_len: usize,
+        roc: u32,
+    ) -> Result<()> {
+        let Some(payload) = writer.get_mut(header_len..) else {
+            return Err(Error::ErrHeaderSizeInsufficient);
+        };
         // Encrypt the payload
         let counter = generate_counter(
             header.sequence_number,
@@ -187,15 +201,15 @@ impl Cipher for CipherAesCmHmacSha1 {
         );
 
         self.srtp_cipher
-            .apply_keystream(&counter, &mut writer[header_len..])
+            .apply_keystream(&counter, payload)
             .map_err(crypto_error)?;
 
         // Generate the auth tag.
-        let full_auth_tag = self.generate_srtp_auth_tag(&writer, roc)?;
+        let full_auth_tag = self.generate_srtp_auth_tag(writer, roc)?;
         let auth_tag = &full_auth_tag[..self.rtp_auth_tag_len()];
         writer.extend_from_slice(auth_tag);
 
-        Ok(writer)
+        Ok(())
     }
 
     fn decrypt_rtp(

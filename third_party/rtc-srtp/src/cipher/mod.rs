@@ -61,6 +61,17 @@ pub(crate) trait Cipher: Send {
         roc: u32,
     ) -> Result<BytesMut>;
 
+    /// Rakor patch: encrypt the RTP packet in `packet` (header of `header_len` bytes, then the
+    /// payload) in place and append the auth tag, so a caller that marshalled the packet into
+    /// a buffer with room for the tag needs no second buffer and no second copy.
+    fn encrypt_rtp_in_place(
+        &mut self,
+        packet: &mut BytesMut,
+        header: &rtp::Header,
+        header_len: usize,
+        roc: u32,
+    ) -> Result<()>;
+
     /// Decrypt RTP payload.
     fn decrypt_rtp(&mut self, payload: &[u8], header: &rtp::Header, roc: u32) -> Result<BytesMut>;
 

@@ -7,7 +7,7 @@ fn test_crypto_provider() -> std::sync::Arc<dyn crypto::RTCCryptoProvider> {
     crypto::default_provider().expect("a built-in crypto provider must be enabled for tests")
 }
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use lazy_static::lazy_static;
 
 const CIPHER_CONTEXT_ALGO: ProtectionProfile = ProtectionProfile::Aes128CmHmacSha1_80;
@@ -520,4 +520,25 @@ fn test_decrypt_aes_256_cm_rtcp() {
         .expect("Error decrypting rtcp payload");
 
     assert_eq!(gotten_decrypted_rtcp_packet, *DECRYPTED_RTCP_PACKET)
+}
+
+/// Rakor patch: `encrypt_rtp_in_place` gives the same bytes as `encrypt_rtp` (AEAD: the RFC 7714
+/// test vector), without reallocating when the overhead was reserved.
+#[test]
+fn test_encrypt_aead_aes_128_gcm_rtp_in_place() -> Result<()> {
+    let mut ctx = Context::new(
+        &MASTER_KEY_16_BYTES,
+        &MASTER_SALT_12_BYTES,
+        ProtectionProfile::AeadAes128Gcm,
+        None,
+        None,
+        test_crypto_provider().crypto(),
+    )?;
+    let mut buf = BytesMut::with_capacity(DECRYPTED_RTP_PACKET.len() + ctx.rtp_protection_overhead());
+    buf.extend_from_slice(&DECRYPTED_RTP_PACKET);
+    let before = buf.as_ptr();
+    ctx.encrypt_rtp_in_place(&mut buf)?;
+    assert_eq!(buf, *ENCRYPTED_AEAD_AES_128_GCM_RTP_PACKET);
+    assert_eq!(buf.as_ptr(), before, "reserved room: no reallocation");
+    Ok(())
 }

@@ -113,6 +113,34 @@ impl Context {
     }
 }
 
+impl Context {
+    /// Rakor patch: protect the RTP packet in `packet` in place: its payload is encrypted where
+    /// it lies and the auth tag appended (reserve [`Self::rtp_protection_overhead`] bytes to
+    /// avoid a reallocation). Same bytes as [`Self::encrypt_rtp`] on the same packet, without
+    /// its output buffer and copy. On an error `packet` is left unusable.
+    pub fn encrypt_rtp_in_place(&mut self, packet: &mut BytesMut) -> Result<()> {
+        let (header, header_len) = rtp_header_fields(packet)?;
+        let (roc, diff, ovf) = self
+            .get_srtp_ssrc_state(header.ssrc)
+            .next_rollover_count(header.sequence_number);
+        if ovf {
+            return Err(Error::ErrExceededMaxPackets);
+        }
+        self.cipher
+            .encrypt_rtp_in_place(packet, &header, header_len, roc)?;
+        self.get_srtp_ssrc_state(header.ssrc)
+            .update_rollover_count(header.sequence_number, diff);
+        Ok(())
+    }
+
+    /// Rakor patch: how many bytes protecting an RTP packet appends (its auth tag).
+    pub fn rtp_protection_overhead(&self) -> usize {
+        self.cipher
+            .rtp_auth_tag_len()
+            .max(self.cipher.aead_auth_tag_len())
+    }
+}
+
 /// Rakor patch: an RTP header's fixed fields (in a `Header` without CSRCs or extensions) and
 /// its full length (fixed part, CSRCs, extension block), checked as `Header::unmarshal`
 /// checks them.

@@ -7,7 +7,7 @@ fn test_crypto_provider() -> std::sync::Arc<dyn crypto::RTCCryptoProvider> {
     crypto::default_provider().expect("a built-in crypto provider must be enabled for tests")
 }
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use lazy_static::lazy_static;
 
 struct RTPTestCase {
@@ -206,12 +206,24 @@ fn test_rtp_encrypt_in_place_header_matches_parsed_header() -> Result<()> {
         }
         .marshal()?;
         let a = build_test_context()?.encrypt_rtp(&raw)?;
+        // Rakor patch: in place, the same bytes (AES-CM + HMAC-SHA1-80), tag room reserved.
+        let mut in_place = build_test_context()?;
+        let mut c = BytesMut::with_capacity(raw.len() + in_place.rtp_protection_overhead());
+        c.extend_from_slice(&raw);
+        let at = c.as_ptr();
+        in_place.encrypt_rtp_in_place(&mut c)?;
+        assert_eq!(c, a);
+        assert_eq!(c.as_ptr(), at);
         let b = build_test_context()?.encrypt_rtp_with_header(&raw, &header)?;
         assert_eq!(a, b);
         let mut dec = build_test_context()?;
         assert_eq!(&dec.decrypt_rtp(&a)?[..], &raw[..]);
     }
     let mut ctx = build_test_context()?;
+    for bad in [&[0x80u8, 96, 0, 1][..], &[0x90, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xBE, 0xDE, 0, 4, 0][..]] {
+        let mut b = BytesMut::from(bad);
+        assert!(ctx.encrypt_rtp_in_place(&mut b).is_err(), "{bad:?}");
+    }
     for bad in [&[0x80u8, 96, 0, 1][..], &[0x90, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xBE, 0xDE, 0, 4, 0][..], &[0x82, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1][..]] {
         assert!(ctx.encrypt_rtp(bad).is_err(), "{bad:?}");
     }
