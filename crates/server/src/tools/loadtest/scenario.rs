@@ -226,14 +226,16 @@ pub struct Director {
 }
 
 impl Director {
-    /// Start directing `client` by `plan`; talk phases count from `started`.
-    pub fn spawn(client: Client, plan: DirectorPlan, started: Instant) -> Self {
+    /// Start directing `client` by `plan`; talk phases count from `started`. `on_demand`: the
+    /// client joined with video on demand (videos are learnt from the room, not the offers).
+    pub fn spawn(client: Client, plan: DirectorPlan, started: Instant, on_demand: bool) -> Self {
         let stop = CancellationToken::new();
         let log = Arc::new(Mutex::new(DirectorLog::default()));
         let handle = tokio::spawn(direct(
             client,
             plan,
             started,
+            on_demand,
             stop.clone(),
             Arc::clone(&log),
         ));
@@ -278,6 +280,7 @@ async fn direct(
     mut client: Client,
     plan: DirectorPlan,
     started: Instant,
+    on_demand: bool,
     stop: CancellationToken,
     log: Arc<Mutex<DirectorLog>>,
 ) -> Client {
@@ -296,8 +299,52 @@ async fn direct(
     let mut last_sample = Instant::now();
     let talker = matches!(plan.voice, Voice::Talker { .. });
     let mut last_forwarded: Vec<ParticipantId> = Vec::new();
+    // Video on demand: the videos are the room's (as `joined` and `track_published` tell),
+    // asked for by the `track_settings` that show them.
+    let mut changed = on_demand;
     loop {
-        let mut changed = false;
+        if on_demand && changed {
+            for p in client.participants() {
+                for t in p.tracks.iter().filter(|t| t.kind == TrackKind::Video) {
+                    videos.insert(t.id.clone(), p.id.clone());
+                    if t.source == Some(rakor_proto::TrackSource::Screen) {
+                        screens.insert(t.id.clone());
+                    }
+                }
+            }
+        }
+        if changed {
+            if let Err(e) = reconcile(
+                &client,
+                &plan,
+                &videos,
+                &screens,
+                &mut applied,
+                on_demand,
+                &log,
+            ).await {
+                with_log(&log, |l| l.last_error = Some(e));
+                break;
+            }
+            if let Some(identity) = spotlight_pending.clone() {
+                let target = client
+                    .participants()
+                    .into_iter()
+                    .find(|p| p.identity == identity);
+                if let Some(p) = target {
+                    let msg = ClientMessage::Spotlight {
+                        participant_id: Some(p.id),
+                    };
+                    if let Err(e) = client.send(&msg).await {
+                        with_log(&log, |l| l.last_error = Some(e.to_string()));
+                        break;
+                    }
+                    spotlight_pending = None;
+                    with_log(&log, |l| l.spotlight_sent = true);
+                }
+            }
+        }
+        changed = false;
         tokio::select! {
             () = stop.cancelled() => break,
             ev = client.next_event() => match ev {
@@ -328,6 +375,7 @@ async fn direct(
                 Some(ServerMessage::Spotlight { .. } | ServerMessage::ParticipantJoined { .. }) => {
                     changed = true;
                 }
+                Some(ServerMessage::TrackPublished { .. }) => changed = on_demand,
                 Some(ServerMessage::Speakers { mut forwarded, .. }) => {
                     forwarded.sort();
                     if forwarded != last_forwarded {
@@ -355,29 +403,6 @@ async fn direct(
                 }
             }
         }
-        if changed {
-            if let Err(e) = reconcile(&client, &plan, &videos, &screens, &mut applied, &log).await {
-                with_log(&log, |l| l.last_error = Some(e));
-                break;
-            }
-            if let Some(identity) = spotlight_pending.clone() {
-                let target = client
-                    .participants()
-                    .into_iter()
-                    .find(|p| p.identity == identity);
-                if let Some(p) = target {
-                    let msg = ClientMessage::Spotlight {
-                        participant_id: Some(p.id),
-                    };
-                    if let Err(e) = client.send(&msg).await {
-                        with_log(&log, |l| l.last_error = Some(e.to_string()));
-                        break;
-                    }
-                    spotlight_pending = None;
-                    with_log(&log, |l| l.spotlight_sent = true);
-                }
-            }
-        }
     }
     client
 }
@@ -390,6 +415,7 @@ async fn reconcile(
     videos: &BTreeMap<TrackId, ParticipantId>,
     screens: &HashSet<TrackId>,
     applied: &mut HashMap<TrackId, Option<(u32, u32)>>,
+    on_demand: bool,
     log: &Mutex<DirectorLog>,
 ) -> Result<(), String> {
     let hosts: HashSet<ParticipantId> = client
@@ -410,6 +436,11 @@ async fn reconcile(
             )
         };
         if applied.get(track_id) == Some(&want) {
+            continue;
+        }
+        if on_demand && want.is_none() && !applied.contains_key(track_id) {
+            // Never asked for: nothing to hide (no leg exists).
+            applied.insert(track_id.clone(), None);
             continue;
         }
         let (width, height) = want.unwrap_or((0, 0));
