@@ -77,8 +77,15 @@ async fn video_is_added_when_asked_removed_after_the_grace_and_its_m_line_reused
         .unwrap();
     for m in s.drain_events() {
         if let ServerMessage::Offer { sdp, tracks, .. } = m {
-            assert_eq!(video_sections(&sdp), 0, "video before it was asked for:\n{sdp}");
-            assert!(tracks.iter().all(|t| t.kind == TrackKind::Audio), "{tracks:?}");
+            assert_eq!(
+                video_sections(&sdp),
+                0,
+                "video before it was asked for:\n{sdp}"
+            );
+            assert!(
+                tracks.iter().all(|t| t.kind == TrackKind::Audio),
+                "{tracks:?}"
+            );
         }
     }
     assert_eq!(video(&s.stats(), &pa).0, 0);
@@ -94,9 +101,17 @@ async fn video_is_added_when_asked_removed_after_the_grace_and_its_m_line_reused
     )
     .await;
     assert_eq!(video_sections(&sdp), 1, "{sdp}");
-    let mid_a = tracks.iter().find(|t| t.track_id == va).unwrap().mid.clone();
+    let mid_a = tracks
+        .iter()
+        .find(|t| t.track_id == va)
+        .unwrap()
+        .mid
+        .clone();
     let r = s
-        .wait_media(|r| video(r, &pa).0 >= 30 && video(r, &pa).1 >= 1, MEDIA_WAIT)
+        .wait_media(
+            |r| video(r, &pa).0 >= 30 && video(r, &pa).1 >= 1,
+            MEDIA_WAIT,
+        )
         .await
         .unwrap_or_else(|e| panic!("A's video did not arrive after asking: {e}"));
     assert_eq!(r.total_mismatches(), 0, "{}", r.to_json());
@@ -111,10 +126,16 @@ async fn video_is_added_when_asked_removed_after_the_grace_and_its_m_line_reused
         "without A's video",
     )
     .await;
-    assert!(tracks.iter().all(|t| t.kind == TrackKind::Audio), "{tracks:?}");
+    assert!(
+        tracks.iter().all(|t| t.kind == TrackKind::Audio),
+        "{tracks:?}"
+    );
     assert_eq!(video_sections(&sdp), 1, "{sdp}");
     let section = sdp.split("m=").find(|m| m.starts_with("video")).unwrap();
-    assert!(section.contains("a=inactive"), "removed video m-line not inactive:\n{section}");
+    assert!(
+        section.contains("a=inactive"),
+        "removed video m-line not inactive:\n{section}"
+    );
     let stopped = video(&s.stats(), &pa).0;
 
     // B's video next: the same m-line (mid) is reused, the SDP does not grow, media arrives.
@@ -126,10 +147,18 @@ async fn video_is_added_when_asked_removed_after_the_grace_and_its_m_line_reused
     )
     .await;
     assert_eq!(video_sections(&sdp), 1, "the m-line was not reused:\n{sdp}");
-    let mid_b = tracks.iter().find(|t| t.track_id == vb).unwrap().mid.clone();
+    let mid_b = tracks
+        .iter()
+        .find(|t| t.track_id == vb)
+        .unwrap()
+        .mid
+        .clone();
     assert_eq!(mid_b, mid_a, "B's video should take A's old mid");
     let r = s
-        .wait_media(|r| video(r, &pb).0 >= 30 && video(r, &pb).1 >= 1, MEDIA_WAIT)
+        .wait_media(
+            |r| video(r, &pb).0 >= 30 && video(r, &pb).1 >= 1,
+            MEDIA_WAIT,
+        )
         .await
         .unwrap_or_else(|e| panic!("B's video did not arrive on the reused m-line: {e}"));
     assert_eq!(r.total_mismatches(), 0, "{}", r.to_json());
@@ -139,9 +168,12 @@ async fn video_is_added_when_asked_removed_after_the_grace_and_its_m_line_reused
     );
     // A keeps sending its video (B, an ordinary client, shows it).
     let before = b.stats();
-    b.wait_media(|r| video(r, &pa).0 >= video(&before, &pa).0 + 30, MEDIA_WAIT)
-        .await
-        .unwrap();
+    b.wait_media(
+        |r| video(r, &pa).0 >= video(&before, &pa).0 + 30,
+        MEDIA_WAIT,
+    )
+    .await
+    .unwrap();
     let _ = a.drain_events();
 }
 
@@ -173,7 +205,10 @@ async fn a_video_only_on_demand_clients_could_want_is_paused_until_asked() {
     .await
     .unwrap_or_else(|e| panic!("asking did not resume the publisher: {e}"));
     let r = s
-        .wait_media(|r| video(r, &pa).0 >= 30 && video(r, &pa).1 >= 1, MEDIA_WAIT)
+        .wait_media(
+            |r| video(r, &pa).0 >= 30 && video(r, &pa).1 >= 1,
+            MEDIA_WAIT,
+        )
         .await
         .unwrap();
     assert_eq!(r.total_mismatches(), 0, "{}", r.to_json());
@@ -181,8 +216,7 @@ async fn a_video_only_on_demand_clients_could_want_is_paused_until_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_forged_audio_and_too_many_requests_are_refused_to_that_client_only() {
-    let server =
-        Server::start_with_env(&[], &[("RAKOR_MEDIA_MAX_VIDEOS_ON_DEMAND", "1")]).unwrap();
+    let server = Server::start_with_env(&[], &[("RAKOR_MEDIA_MAX_VIDEOS_ON_DEMAND", "1")]).unwrap();
     let a = join(&server, "camat-kota", true, false).await;
     let b = join(&server, "dinkes", true, false).await;
     let mut s = join(&server, "dishub", false, true).await;
@@ -223,16 +257,22 @@ async fn unknown_forged_audio_and_too_many_requests_are_refused_to_that_client_o
     );
     // S's session is intact: the video it asked for arrives, B's does not.
     let r = s
-        .wait_media(|r| video(r, &pa).0 >= 30 && video(r, &pa).1 >= 1, MEDIA_WAIT)
+        .wait_media(
+            |r| video(r, &pa).0 >= 30 && video(r, &pa).1 >= 1,
+            MEDIA_WAIT,
+        )
         .await
         .unwrap();
     assert_eq!(video(&r, &pb).0, 0);
     // The others saw no error and still receive each other.
     for (c, from) in [(&a, &pb), (&b, &pa)] {
         let before = c.stats();
-        c.wait_media(|r| video(r, from).0 >= video(&before, from).0 + 30, MEDIA_WAIT)
-            .await
-            .unwrap();
+        c.wait_media(
+            |r| video(r, from).0 >= video(&before, from).0 + 30,
+            MEDIA_WAIT,
+        )
+        .await
+        .unwrap();
     }
     let mut a = a;
     let mut b = b;

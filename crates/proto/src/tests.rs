@@ -325,8 +325,8 @@ fn join_video_on_demand_is_optional() {
         let back = serde_json::to_string(&m).unwrap();
         assert_eq!(back.contains("video_on_demand"), on, "{back}");
     }
-    assert!(
-        parse_client_message(r#"{"type":"join","version":1,"token":"t","video_on_demand":"yes"}"#)
-            .is_err()
-    );
+    assert!(parse_client_message(
+        r#"{"type":"join","version":1,"token":"t","video_on_demand":"yes"}"#
+    )
+    .is_err());
 }

@@ -247,11 +247,7 @@ impl Core {
             t.route.legs.is_empty()
                 && self.rooms.get(&t.room).is_some_and(|r| {
                     r.participants.iter().any(|o| {
-                        *o != t.owner
-                            && self
-                                .participants
-                                .get(o)
-                                .is_some_and(|p| p.video_on_demand)
+                        *o != t.owner && self.participants.get(o).is_some_and(|p| p.video_on_demand)
                     })
                 })
         });

@@ -322,7 +322,9 @@ async fn direct(
                 &mut applied,
                 on_demand,
                 &log,
-            ).await {
+            )
+            .await
+            {
                 with_log(&log, |l| l.last_error = Some(e));
                 break;
             }
