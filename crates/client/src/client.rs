@@ -95,6 +95,11 @@ pub struct ClientOptions {
     /// Answer the server's subscriber offers (default true). A cascade republisher sets it
     /// false: it only publishes, and no media is sent to it.
     pub subscribe: bool,
+    /// Video on demand (`join.video_on_demand`, default false): other participants' video
+    /// is added to the subscriber connection only once asked for with [`Client::show_video`]
+    /// (or a `track_settings {visible: true}` sent by hand), and removed after
+    /// [`Client::hide_video`] plus the server's grace. Audio is subscribed as usual.
+    pub video_on_demand: bool,
 }
 
 impl ClientOptions {
@@ -124,7 +129,14 @@ impl ClientOptions {
             fallback_urls: Vec::new(),
             relay_tap: None,
             subscribe: true,
+            video_on_demand: false,
         }
+    }
+
+    /// Ask for other participants' video only when shown (see [`ClientOptions::video_on_demand`]).
+    pub fn video_on_demand(mut self, on: bool) -> Self {
+        self.video_on_demand = on;
+        self
     }
 
     /// Send this audio level with the published audio (see [`ClientOptions::audio_level`]).
@@ -488,6 +500,36 @@ impl Client {
     }
 
     /// Send `ping {ts}`; the answer is a `pong` event.
+    /// Show a remote video track in a tile `width`x`height` CSS pixels (0: unknown):
+    /// `track_settings {visible: true}`. With video on demand this is what adds the track to
+    /// the subscriber connection (a new server offer follows).
+    pub async fn show_video(
+        &self,
+        track_id: &TrackId,
+        width: u32,
+        height: u32,
+    ) -> Result<(), ClientError> {
+        self.send(&ClientMessage::TrackSettings {
+            track_id: track_id.clone(),
+            visible: true,
+            width,
+            height,
+        })
+        .await
+    }
+
+    /// Stop showing a remote video track (`track_settings {visible: false}`): its forwarding
+    /// stops at once; with video on demand the server removes it after its grace.
+    pub async fn hide_video(&self, track_id: &TrackId) -> Result<(), ClientError> {
+        self.send(&ClientMessage::TrackSettings {
+            track_id: track_id.clone(),
+            visible: false,
+            width: 0,
+            height: 0,
+        })
+        .await
+    }
+
     pub async fn ping(&self, ts: u64) -> Result<(), ClientError> {
         self.send(&ClientMessage::Ping { ts }).await
     }
@@ -798,6 +840,7 @@ async fn join_at(
         token: opts.token.clone(),
         room: opts.room.clone(),
         resume,
+        video_on_demand: opts.video_on_demand,
     };
     let text = serde_json::to_string(&join).map_err(|e| ClientError::Signalling(e.to_string()))?;
     ws.send(Message::text(text))

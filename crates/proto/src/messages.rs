@@ -22,6 +22,14 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "recording",
 ];
 
+/// Video on demand (`join.video_on_demand`): how long a video track stays in the client's
+/// subscriber connection after `track_settings {visible: false}` before the server removes it
+/// (a tile hidden and shown again within this time keeps its m-line and gets a keyframe).
+pub const VIDEO_ON_DEMAND_GRACE_MS: u64 = 5_000;
+/// Video on demand: how many video tracks one client may have asked for (shown, or hidden
+/// within the grace) at a time; one more is `limit_exceeded`.
+pub const VIDEO_ON_DEMAND_MAX: usize = 32;
+
 /// Longest `chat.text` the server accepts by default, in Unicode characters (`too_large`
 /// above; the server's `chat.max_chars`).
 pub const CHAT_MAX_CHARS: usize = 2000;
@@ -192,6 +200,13 @@ pub enum ClientMessage {
         /// the `participant_id` and `resume_token` from its `joined`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume: Option<ResumeRequest>,
+        /// Video on demand (default false): the server announces other participants' video
+        /// tracks (`track_published`, `joined`) but puts one into this client's subscriber
+        /// offer only when the client asks with `track_settings {visible: true}`, and takes it
+        /// out again ([`VIDEO_ON_DEMAND_GRACE_MS`] after `visible: false`), reusing its m-line
+        /// for the next video asked for. Audio is subscribed as without it.
+        #[serde(default, skip_serializing_if = "is_false")]
+        video_on_demand: bool,
     },
     /// An SDP offer for the publisher peer connection (`pc` must be `publisher`). `tracks`
     /// declares the source of the tracks it sends, by `mid` (optional; a track not declared is

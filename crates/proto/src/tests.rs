@@ -303,3 +303,30 @@ fn track_sources_on_the_wire() {
         serde_json::json!({"type":"presentation","presentation":null})
     );
 }
+
+#[test]
+fn join_video_on_demand_is_optional() {
+    for (text, on) in [
+        (r#"{"type":"join","version":1,"token":"t"}"#, false),
+        (
+            r#"{"type":"join","version":1,"token":"t","video_on_demand":true}"#,
+            true,
+        ),
+    ] {
+        let m = parse_client_message(text).unwrap();
+        let ClientMessage::Join {
+            video_on_demand, ..
+        } = &m
+        else {
+            panic!("{text}")
+        };
+        assert_eq!(*video_on_demand, on, "{text}");
+        // An older server's clients never send the field unless it is on.
+        let back = serde_json::to_string(&m).unwrap();
+        assert_eq!(back.contains("video_on_demand"), on, "{back}");
+    }
+    assert!(parse_client_message(
+        r#"{"type":"join","version":1,"token":"t","video_on_demand":"yes"}"#
+    )
+    .is_err());
+}

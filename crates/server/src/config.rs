@@ -336,6 +336,9 @@ pub struct MediaConfig {
     pub socket_buffer_bytes: usize,
     /// Audio of at most this many sites (besides the hosts) is forwarded at once: the loudest.
     pub loudest_speakers: usize,
+    /// Video on demand (`join.video_on_demand`): how many videos one client may have asked
+    /// for at a time (`limit_exceeded` beyond).
+    pub max_videos_on_demand: usize,
     /// Estimate each subscriber's downlink and fit its video into it (layers, then pauses).
     pub bandwidth_estimation: bool,
     /// ICE over TCP on the media port number (a TCP listener, passive TCP candidates), for
@@ -359,6 +362,7 @@ impl Default for MediaConfig {
             keyframe_request_interval: Duration::from_millis(500),
             socket_buffer_bytes: 4 * 1024 * 1024,
             loudest_speakers: 3,
+            max_videos_on_demand: rakor_proto::VIDEO_ON_DEMAND_MAX,
             bandwidth_estimation: true,
             ice_tcp: true,
             ice_tcp_on_http_port: true,
@@ -495,6 +499,7 @@ impl Config {
             dead_peer_timeout: self.limits.dead_peer_timeout,
             resume_grace: self.server.resume_grace,
             loudest_speakers: self.media.loudest_speakers,
+            max_videos_on_demand: self.media.max_videos_on_demand,
             bandwidth_estimation: self.media.bandwidth_estimation,
             ice_tcp: self.media.ice_tcp,
             workers: self.media_workers(),

@@ -188,6 +188,7 @@ async fn join(
         token,
         room,
         resume,
+        video_on_demand,
     } = read_join(conn, state, addr).await?;
     if permit.resume_only() && resume.is_none() {
         let msg = format!(
@@ -263,6 +264,7 @@ async fn join(
         role: claims.role,
         events: ev_tx,
         resume,
+        video_on_demand,
     };
     // Pinned to the room's media worker: the join, then this participant's messages.
     let refuse =
@@ -303,6 +305,7 @@ struct JoinFrame {
     token: String,
     room: Option<String>,
     resume: Option<rakor_proto::ResumeRequest>,
+    video_on_demand: bool,
 }
 
 /// Wait (at most `limits.join_timeout`) for the first message, which must be `join`; count it
@@ -352,6 +355,7 @@ async fn read_join(
                 token,
                 room,
                 resume,
+                video_on_demand,
             }) => {
                 state
                     .limits
@@ -365,6 +369,7 @@ async fn read_join(
                     token,
                     room,
                     resume,
+                    video_on_demand,
                 })
             }
             Ok(other) => Err(Refusal::new(

@@ -31,6 +31,9 @@ pub struct SfuConfig {
     /// Audio of at most this many participants (besides the room's hosts) is forwarded at a
     /// time: the loudest by their RFC 6464 audio level (see [`crate::speakers`]).
     pub loudest_speakers: usize,
+    /// Video on demand: how many videos one client may have asked for at a time (shown, or
+    /// hidden within [`rakor_proto::VIDEO_ON_DEMAND_GRACE_MS`]); beyond, `limit_exceeded`.
+    pub max_videos_on_demand: usize,
     /// Estimate each subscriber's downlink (TWCC feedback, GCC) and fit its video into it
     /// (see [`crate::bwe`]). Off: video follows tile sizes only.
     pub bandwidth_estimation: bool,
@@ -92,6 +95,7 @@ impl Default for SfuConfig {
             dead_peer_timeout: Duration::from_secs(10),
             resume_grace: Duration::from_secs(30),
             loudest_speakers: 3,
+            max_videos_on_demand: rakor_proto::VIDEO_ON_DEMAND_MAX,
             bandwidth_estimation: true,
             ice_tcp: true,
             tcp_streams_per_ip: 64,

@@ -28,6 +28,9 @@ pub struct JoinRequest {
     /// token, media reset). If it is gone, the join proceeds as a new session
     /// (`joined.resumed` = false).
     pub resume: Option<rakor_proto::ResumeRequest>,
+    /// `join.video_on_demand`: other participants' video joins this participant's subscriber
+    /// connection only when it asks (`track_settings {visible: true}`; `core/dynacast.rs`).
+    pub video_on_demand: bool,
 }
 
 /// What a moderator (the session manager's operator, or the host) does to a room.

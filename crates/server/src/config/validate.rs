@@ -133,6 +133,12 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
             "media.port + media.workers - 1 must be at most 65535".into(),
         ));
     }
+    if !(1..=1000).contains(&c.media.max_videos_on_demand) {
+        return Err((
+            "media.max_videos_on_demand",
+            "must be between 1 and 1000".into(),
+        ));
+    }
     if !(1..=64).contains(&c.media.loudest_speakers) {
         return Err(("media.loudest_speakers", "must be between 1 and 64".into()));
     }

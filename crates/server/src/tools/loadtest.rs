@@ -74,6 +74,11 @@ pub struct LoadtestArgs {
     /// top layer (`screen_layers` in the report).
     #[arg(long)]
     pub presenter: bool,
+    /// Rakor: sites (and viewers) subscribe to every video as it is published, as clients
+    /// without video on demand do. By default they join with `video_on_demand` and ask only
+    /// for the videos they show (the host, the spotlight, the presentation).
+    #[arg(long)]
+    pub eager_video: bool,
     /// How long everyone stays once all have joined, e.g. 60s, 5m (the measured window).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub duration: Duration,

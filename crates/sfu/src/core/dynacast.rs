@@ -4,7 +4,7 @@
 //! (`publisher_layers`) — dynacast.
 
 use super::messages::Reject;
-use super::state::tile_layer;
+use super::state::{tile_layer, VIDEO_GRACE};
 use super::Core;
 use crate::router::choose_layer;
 use crate::slab::{ConnKey, TrackKey};
@@ -23,7 +23,6 @@ impl Core {
         now: Instant,
     ) -> Result<(), Reject> {
         let room = self.participants.get(pid).map(|p| p.room.clone());
-        let sub_conn = self.participants.get(pid).and_then(|p| p.sub_conn);
         let found = self
             .tracks
             .iter()
@@ -41,6 +40,10 @@ impl Core {
                 "track_settings applies to video tracks",
             ));
         }
+        if self.on_demand_leg(pid, ti, visible, now)? {
+            return Ok(()); // hiding a video that was never asked for: nothing to do
+        }
+        let sub_conn = self.participants.get(pid).and_then(|p| p.sub_conn);
         let Some(leg) = sub_conn.and_then(|ci| self.tracks.get_mut(ti)?.route.leg_mut(ci)) else {
             return Err(Reject::new(
                 ErrorCode::UnknownTrack,
@@ -62,6 +65,77 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Video on demand: add the leg of a video the client asks for and keep when it was
+    /// hidden. True: nothing more to do (a hide of a video without leg). Not for a client
+    /// without video on demand (false, untouched).
+    fn on_demand_leg(
+        &mut self,
+        pid: &ParticipantId,
+        ti: TrackKey,
+        visible: bool,
+        now: Instant,
+    ) -> Result<bool, Reject> {
+        let Some(p) = self.participants.get_mut(pid) else {
+            return Ok(false);
+        };
+        if !p.video_on_demand {
+            return Ok(false);
+        }
+        if let Some(l) = p.legs.iter_mut().find(|l| l.track == ti) {
+            if l.on_demand {
+                l.hidden_since = if visible {
+                    None
+                } else {
+                    l.hidden_since.or(Some(now))
+                };
+            }
+            return Ok(false);
+        }
+        if !visible {
+            return Ok(true);
+        }
+        if self.tracks.get(ti).is_some_and(|t| t.owner == *pid) {
+            return Err(Reject::new(
+                ErrorCode::BadRequest,
+                "that is your own track; it is not sent back to you",
+            ));
+        }
+        let asked = p.legs.iter().filter(|l| l.on_demand).count();
+        let max = self.cfg.max_videos_on_demand;
+        if asked >= max {
+            return Err(Reject::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "at most {max} videos asked for at a time (hide one; it is removed {} ms later)",
+                    rakor_proto::VIDEO_ON_DEMAND_GRACE_MS
+                ),
+            ));
+        }
+        self.subscribe_on_demand(pid, ti, now)?;
+        self.renegotiate_pending(now);
+        Ok(false)
+    }
+
+    /// Video on demand: remove the legs hidden for longer than [`VIDEO_GRACE`] (their
+    /// m-lines go inactive in the next offer and are reused for the next video asked for).
+    pub(crate) fn expire_hidden_legs(&mut self, now: Instant) {
+        let mut expired: Vec<(ParticipantId, TrackKey)> = Vec::new();
+        for p in self.participants.values().filter(|p| p.video_on_demand) {
+            for l in &p.legs {
+                let over = l
+                    .hidden_since
+                    .is_some_and(|h| now.saturating_duration_since(h) >= VIDEO_GRACE);
+                if l.on_demand && over {
+                    expired.push((p.id.clone(), l.track));
+                }
+            }
+        }
+        for (pid, ti) in expired {
+            tracing::debug!(participant = %pid, track = %ti, "hidden video removed (on demand)");
+            self.unsubscribe(&pid, ti);
+        }
     }
 
     /// Simulcast: set a leg's target layer (or every leg's, `conn` None) from its tile size,
@@ -167,6 +241,16 @@ impl Core {
     /// the publisher (`publisher_pause`), and resumed as soon as one shows it or a new one
     /// subscribes. A track without subscribers is left alone (joins would wait on it).
     pub(crate) fn update_publisher_pause(&mut self, ti: TrackKey) {
+        // Someone in the room with video on demand did not ask for it: a track without legs
+        // is then wanted by nobody (without such a participant it is left alone).
+        let asked_by_none = self.tracks.get(ti).is_some_and(|t| {
+            t.route.legs.is_empty()
+                && self.rooms.get(&t.room).is_some_and(|r| {
+                    r.participants.iter().any(|o| {
+                        *o != t.owner && self.participants.get(o).is_some_and(|p| p.video_on_demand)
+                    })
+                })
+        });
         let Some(t) = self.tracks.get_mut(ti) else {
             return;
         };
@@ -174,8 +258,9 @@ impl Core {
             return;
         }
         // A recorded track is never paused: the recorder needs it even if nobody shows it.
-        let pause =
-            t.rec.is_none() && !t.route.legs.is_empty() && t.route.legs.iter().all(|l| l.paused);
+        let pause = t.rec.is_none()
+            && (asked_by_none
+                || (!t.route.legs.is_empty() && t.route.legs.iter().all(|l| l.paused)));
         if pause == t.publisher_paused {
             return;
         }

@@ -21,6 +21,7 @@ pub(crate) struct Seat {
     pub moderator_muted: bool,
     /// A parked participant coming back (`joined {resumed, media_reset}`), not a new one.
     pub resumed: bool,
+    pub video_on_demand: bool,
 }
 
 impl Core {
@@ -74,6 +75,7 @@ impl Core {
                 resume_token: super::resume::new_token(),
                 moderator_muted,
                 resumed: false,
+                video_on_demand: req.video_on_demand,
             },
             now,
         );
@@ -145,6 +147,7 @@ impl Core {
             resume_token: s.resume_token,
             suspended_until: None,
             chat_bucket: Default::default(),
+            video_on_demand: s.video_on_demand,
         };
         let info = self.participant_info(&p);
         // To the others only (it is not in the room's list yet).
@@ -171,6 +174,13 @@ impl Core {
         self.send_recording_state(&s.id);
         self.record_room_auto(&s.room, now);
         self.subscribe_to_room(&s.id, now);
+        if s.video_on_demand {
+            // Videos nobody asked for may now be paused at their publishers.
+            let videos = self.tracks.keys_where(|t| t.room == s.room);
+            for ti in videos {
+                self.update_publisher_pause(ti);
+            }
+        }
         self.renegotiate_pending(now);
     }
 
@@ -268,6 +278,13 @@ impl Core {
             if r.participants.is_empty() {
                 self.rooms.remove(&room);
                 self.record_room_gone(&room, now);
+            }
+        }
+        if p.video_on_demand {
+            // Videos it did not ask for may be wanted by nobody else.
+            let videos = self.tracks.keys_where(|t| t.room == room);
+            for ti in videos {
+                self.update_publisher_pause(ti);
             }
         }
         self.broadcast(

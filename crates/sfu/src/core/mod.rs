@@ -215,6 +215,7 @@ impl Core {
             self.update_speakers(now);
             self.update_bandwidth(now);
             self.update_layers(now);
+            self.expire_hidden_legs(now);
             self.next_tick = now + TICK;
         }
         self.renegotiate_pending(now);

@@ -127,11 +127,49 @@ impl Core {
         }
     }
 
-    /// Add a leg for track `ti` on `sub`'s subscriber connection; renegotiation follows.
+    /// Subscribe `sub` to track `ti` as a participant joining or a track being published
+    /// does: a leg, renegotiation following — except a video track for a participant with
+    /// video on demand, which gets its leg only when asked ([`Core::subscribe_on_demand`]).
     pub(crate) fn subscribe(
         &mut self,
         sub: &ParticipantId,
         ti: TrackKey,
+        now: Instant,
+    ) -> Result<(), Reject> {
+        let on_demand = self
+            .participants
+            .get(sub)
+            .is_some_and(|p| p.video_on_demand);
+        if on_demand
+            && self
+                .tracks
+                .get(ti)
+                .is_some_and(|t| t.kind == TrackKind::Video)
+        {
+            // Nothing held for it; a publisher nobody asks may pause it.
+            self.update_publisher_pause(ti);
+            return Ok(());
+        }
+        self.add_leg(sub, ti, false, now)
+    }
+
+    /// Video on demand: the client asked for video track `ti` — a leg on its subscriber
+    /// connection, on a recycled m-line (one whose track was removed) when there is one.
+    pub(crate) fn subscribe_on_demand(
+        &mut self,
+        sub: &ParticipantId,
+        ti: TrackKey,
+        now: Instant,
+    ) -> Result<(), Reject> {
+        self.add_leg(sub, ti, true, now)
+    }
+
+    /// Add a leg for track `ti` on `sub`'s subscriber connection; renegotiation follows.
+    fn add_leg(
+        &mut self,
+        sub: &ParticipantId,
+        ti: TrackKey,
+        on_demand: bool,
         now: Instant,
     ) -> Result<(), Reject> {
         let Some(track) = self.tracks.get(ti) else {
@@ -192,22 +230,36 @@ impl Core {
             ));
         };
         // A new sendonly transceiver per subscribed track: m-lines of removed tracks are left
-        // inactive, never recycled for another track (clients map mids to tracks once).
-        let init = RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Sendonly,
-            streams: vec![owner.0.clone()],
-            send_encodings: vec![],
-        };
-        let sender_id =
+        // inactive, never recycled for another track (clients map mids to tracks once). A
+        // client with video on demand was told that mids are reused (each offer's `tracks`
+        // says what a mid carries now): `add_track` takes a transceiver of the same kind
+        // whose sender was removed, so its SDP does not grow with every video shown.
+        let sender_id = if on_demand {
+            let before = c.pc.get_transceivers().count();
+            let sid = c.pc.add_track(mst).ok();
+            // None to recycle: `add_track` made a new (sendrecv) transceiver; ours only send.
+            if c.pc.get_transceivers().count() > before {
+                if let Some(mut t) = c.pc.rtp_transceiver(before) {
+                    t.set_direction(RTCRtpTransceiverDirection::Sendonly);
+                }
+            }
+            sid
+        } else {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![owner.0.clone()],
+                send_encodings: vec![],
+            };
             c.pc.add_transceiver_from_track(mst, Some(init))
                 .ok()
                 .and_then(|tid| c.pc.rtp_transceiver(tid).and_then(|t| t.sender()))
-                .ok_or_else(|| {
-                    Reject::new(
-                        ErrorCode::Internal,
-                        "cannot add the track to the subscriber connection",
-                    )
-                })?;
+        }
+        .ok_or_else(|| {
+            Reject::new(
+                ErrorCode::Internal,
+                "cannot add the track to the subscriber connection",
+            )
+        })?;
         c.outbound.push(OutboundStream { ssrc, track: ti });
         if let Some(t) = self.tracks.get_mut(ti) {
             let leg = if t.is_simulcast() {
@@ -224,6 +276,8 @@ impl Core {
                 sender_id,
                 ssrc,
                 negotiation: LegNegotiation::New,
+                on_demand,
+                hidden_since: None,
             });
             p.offer.legs_changed();
         }

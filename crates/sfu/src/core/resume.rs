@@ -43,6 +43,7 @@ pub(crate) struct Parked {
     pub role: Role,
     pub resume_token: String,
     pub moderator_muted: bool,
+    pub video_on_demand: bool,
     /// Why it left the room (`media_failed`): the reason of its deferred attendance leave.
     pub reason: LeaveReason,
     /// When it left the room: the time of its deferred attendance leave.
@@ -115,6 +116,7 @@ impl Core {
             role: p.role,
             resume_token: p.resume_token.clone(),
             moderator_muted: p.moderator_muted,
+            video_on_demand: p.video_on_demand,
             reason,
             left_at: self.wall(now),
             until,
@@ -248,6 +250,7 @@ impl Core {
                 resume_token: k.resume_token,
                 moderator_muted,
                 resumed: true,
+                video_on_demand: k.video_on_demand,
             },
             now,
         );

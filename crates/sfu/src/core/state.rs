@@ -154,6 +154,10 @@ pub(crate) struct SubLeg {
     pub sender_id: RTCRtpSenderId,
     pub ssrc: u32,
     pub negotiation: LegNegotiation,
+    /// Video on demand: added because the client asked; `hidden_since` — hidden by it since
+    /// then (removed once [`VIDEO_GRACE`] has passed).
+    pub on_demand: bool,
+    pub hidden_since: Option<Instant>,
 }
 
 /// The server-made offer/answer cycle of a participant's subscriber connection: one offer
@@ -217,7 +221,14 @@ pub(crate) struct Participant {
     pub suspended_until: Option<Instant>,
     /// Chat rate limit (see `present.rs`).
     pub chat_bucket: super::present::TokenBucket,
+    /// `join.video_on_demand`: others' video is subscribed only when asked for
+    /// (`dynacast.rs`), and removed [`VIDEO_GRACE`] after it was hidden.
+    pub video_on_demand: bool,
 }
+
+/// Video on demand: a hidden leg is removed after this long.
+pub(crate) const VIDEO_GRACE: Duration =
+    Duration::from_millis(rakor_proto::VIDEO_ON_DEMAND_GRACE_MS);
 
 pub(crate) struct Room {
     /// In join order.

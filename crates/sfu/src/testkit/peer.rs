@@ -632,6 +632,15 @@ impl ClientPeer {
             .map(|(ssrc, s)| (*ssrc, s))
     }
 
+    /// Packets received on transceiver `mid`, over every SSRC it carried (a reused m-line).
+    pub(crate) fn packets_on_mid(&self, mid: &str) -> usize {
+        self.received
+            .values()
+            .filter(|s| s.mid.as_deref() == Some(mid))
+            .map(|s| s.packets.len())
+            .sum()
+    }
+
     /// Forget the RTP received so far.
     pub(crate) fn clear_received(&mut self) {
         self.received.clear();

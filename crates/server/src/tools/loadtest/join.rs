@@ -102,6 +102,8 @@ pub(super) struct JoinContext {
     pub(super) progress: Arc<Progress>,
     /// Video publishers send three simulcast layers (`--video-layers 3`).
     pub(super) simulcast: bool,
+    /// `--eager-video`: no bot joins with video on demand.
+    pub(super) eager_video: bool,
 }
 
 /// The media a subscriber waits for: each publisher's id and whether it sends video.
@@ -139,6 +141,14 @@ pub(super) async fn join_bot(
         .receive_only()
         .simulcast(ctx.simulcast)
         .audio_level(level);
+    // Rakor sites and viewers show two or three videos: they ask for those only.
+    let video_on_demand = !ctx.eager_video
+        && bot
+            .spec
+            .director
+            .as_ref()
+            .is_some_and(|d| d.view == super::scenario::View::Site);
+    opts.video_on_demand = video_on_demand;
     opts.tls_roots = ctx.tls_roots.clone();
     opts.relay_only = ctx.relay_only;
     opts.join_timeout = ctx
@@ -190,7 +200,12 @@ pub(super) async fn join_bot(
     // track settings while this waits for media.
     match bot.spec.director.clone() {
         Some(plan) => {
-            bot.director = Some(Director::spawn(client, plan, ctx.progress.started));
+            bot.director = Some(Director::spawn(
+                client,
+                plan,
+                ctx.progress.started,
+                video_on_demand,
+            ));
         }
         None => bot.client = Some(client),
     }

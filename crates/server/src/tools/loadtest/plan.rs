@@ -28,6 +28,8 @@ pub struct LoadPlan {
     pub talkers: usize,
     /// Rakor: the spotlighted site also presents (shares a screen).
     pub presenter: bool,
+    /// Rakor: sites subscribe to all video (`--eager-video`), not on demand.
+    pub eager_video: bool,
     pub publishers: usize,
     pub subscribers: usize,
     pub audio_only: usize,
@@ -132,6 +134,7 @@ impl LoadPlan {
             scenario: a.scenario,
             talkers: usize::from(a.talkers),
             presenter: a.presenter,
+            eager_video: a.eager_video,
             publishers: a.publishers,
             subscribers,
             audio_only: a.audio_only,

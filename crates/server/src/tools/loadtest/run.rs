@@ -152,6 +152,7 @@ pub(super) async fn run_core(
         permits: Arc::new(Semaphore::new(plan.join_concurrency)),
         progress: Arc::clone(&progress),
         simulcast: plan.video_layers > 1,
+        eager_video: plan.eager_video,
     });
     let first_role = match plan.scenario {
         Scenario::Mesh => BotRole::Publisher,

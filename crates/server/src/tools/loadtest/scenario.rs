@@ -15,7 +15,9 @@
 use super::summary::{markdown_table, BotRole, BotSummary};
 use super::BotSpec;
 use rakor_client::Client;
-use rakor_proto::{ClientMessage, ParticipantId, Role, ServerMessage, TrackId, TrackKind};
+use rakor_proto::{
+    ClientMessage, ParticipantId, ParticipantInfo, Role, ServerMessage, TrackId, TrackKind,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -226,14 +228,16 @@ pub struct Director {
 }
 
 impl Director {
-    /// Start directing `client` by `plan`; talk phases count from `started`.
-    pub fn spawn(client: Client, plan: DirectorPlan, started: Instant) -> Self {
+    /// Start directing `client` by `plan`; talk phases count from `started`. `on_demand`: the
+    /// client joined with video on demand (videos are learnt from the room, not the offers).
+    pub fn spawn(client: Client, plan: DirectorPlan, started: Instant, on_demand: bool) -> Self {
         let stop = CancellationToken::new();
         let log = Arc::new(Mutex::new(DirectorLog::default()));
         let handle = tokio::spawn(direct(
             client,
             plan,
             started,
+            on_demand,
             stop.clone(),
             Arc::clone(&log),
         ));
@@ -278,10 +282,11 @@ async fn direct(
     mut client: Client,
     plan: DirectorPlan,
     started: Instant,
+    on_demand: bool,
     stop: CancellationToken,
     log: Arc<Mutex<DirectorLog>>,
 ) -> Client {
-    let mut shown = ShownTracks::default();
+    let mut shown = ShownTracks::new(on_demand);
     let mut spotlight_pending = plan.spotlight.clone();
     let mut sample_tick = tokio::time::interval(AUDIO_SAMPLE);
     sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -292,8 +297,37 @@ async fn direct(
     let mut last_sample = Instant::now();
     let talker = matches!(plan.voice, Voice::Talker { .. });
     let mut last_forwarded: Vec<ParticipantId> = Vec::new();
+    // Video on demand: the videos are the room's (as `joined` and `track_published` tell),
+    // asked for by the `track_settings` that show them.
+    let mut changed = on_demand;
     loop {
-        let mut changed = false;
+        if on_demand && changed {
+            shown.learn_room(&client.participants());
+        }
+        if changed {
+            if let Err(e) = reconcile(&client, &plan, &mut shown, &log).await {
+                with_log(&log, |l| l.last_error = Some(e));
+                break;
+            }
+            if let Some(identity) = spotlight_pending.clone() {
+                let target = client
+                    .participants()
+                    .into_iter()
+                    .find(|p| p.identity == identity);
+                if let Some(p) = target {
+                    let msg = ClientMessage::Spotlight {
+                        participant_id: Some(p.id),
+                    };
+                    if let Err(e) = client.send(&msg).await {
+                        with_log(&log, |l| l.last_error = Some(e.to_string()));
+                        break;
+                    }
+                    spotlight_pending = None;
+                    with_log(&log, |l| l.spotlight_sent = true);
+                }
+            }
+        }
+        changed = false;
         tokio::select! {
             () = stop.cancelled() => break,
             ev = client.next_event() => {
@@ -303,6 +337,7 @@ async fn direct(
                     ServerMessage::Spotlight { .. } | ServerMessage::ParticipantJoined { .. } => {
                         changed = true;
                     }
+                    ServerMessage::TrackPublished { .. } => changed |= on_demand,
                     ServerMessage::Speakers { mut forwarded, .. } => {
                         forwarded.sort();
                         if forwarded != last_forwarded {
@@ -331,29 +366,6 @@ async fn direct(
                 }
             }
         }
-        if changed {
-            if let Err(e) = reconcile(&client, &plan, &mut shown, &log).await {
-                with_log(&log, |l| l.last_error = Some(e));
-                break;
-            }
-            if let Some(identity) = spotlight_pending.clone() {
-                let target = client
-                    .participants()
-                    .into_iter()
-                    .find(|p| p.identity == identity);
-                if let Some(p) = target {
-                    let msg = ClientMessage::Spotlight {
-                        participant_id: Some(p.id),
-                    };
-                    if let Err(e) = client.send(&msg).await {
-                        with_log(&log, |l| l.last_error = Some(e.to_string()));
-                        break;
-                    }
-                    spotlight_pending = None;
-                    with_log(&log, |l| l.spotlight_sent = true);
-                }
-            }
-        }
     }
     client
 }
@@ -368,9 +380,33 @@ pub struct ShownTracks {
     screens: HashSet<TrackId>,
     /// The setting last sent for each (`None` = hidden).
     applied: HashMap<TrackId, Option<(u32, u32)>>,
+    /// Video on demand (`join.video_on_demand`): the videos are the room's (as `joined` and
+    /// `track_published` tell, [`ShownTracks::learn_room`]), and a video never asked for
+    /// needs no `visible: false` (no leg exists).
+    on_demand: bool,
 }
 
 impl ShownTracks {
+    /// Empty; `on_demand` as the bot joined.
+    pub fn new(on_demand: bool) -> Self {
+        Self {
+            on_demand,
+            ..Self::default()
+        }
+    }
+
+    /// Video on demand: take the room's video tracks from the participant list.
+    pub fn learn_room(&mut self, participants: &[ParticipantInfo]) {
+        for p in participants {
+            for t in p.tracks.iter().filter(|t| t.kind == TrackKind::Video) {
+                self.videos.insert(t.id.clone(), p.id.clone());
+                if t.source == Some(rakor_proto::TrackSource::Screen) {
+                    self.screens.insert(t.id.clone());
+                }
+            }
+        }
+    }
+
     /// Follow a server event. True when a subscriber offer brought tracks, so settings may be
     /// due ([`ShownTracks::due`]).
     pub fn on_event(&mut self, ev: &ServerMessage) -> bool {
@@ -440,6 +476,11 @@ impl ShownTracks {
                 tile(view, hosts.contains(from), spotlight == Some(from))
             };
             if self.applied.get(track_id) == Some(&want) {
+                continue;
+            }
+            if self.on_demand && want.is_none() && !self.applied.contains_key(track_id) {
+                // Never asked for: nothing to hide (no leg exists).
+                self.applied.insert(track_id.clone(), None);
                 continue;
             }
             let (width, height) = want.unwrap_or((0, 0));

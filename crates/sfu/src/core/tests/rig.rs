@@ -84,6 +84,8 @@ pub struct Rig {
     lossy_count: usize,
     /// Addresses whose STUN datagrams to the server are dropped (their media still arrives).
     pub stun_lost: HashSet<SocketAddr>,
+    /// The next [`Rig::join`] asks for video on demand (see [`Rig::join_on_demand`]).
+    on_demand: bool,
 }
 
 pub fn config() -> SfuConfig {
@@ -112,7 +114,16 @@ impl Rig {
             lossy: None,
             lossy_count: 0,
             stun_lost: HashSet::new(),
+            on_demand: false,
         }
+    }
+
+    /// A site joins with `join.video_on_demand`. Returns its index.
+    pub fn join_on_demand(&mut self, name: &str, role: Role) -> usize {
+        self.on_demand = true;
+        let i = self.join(name, role);
+        self.on_demand = false;
+        i
     }
 
     /// A site joins (identity `name`). Returns its index.
@@ -130,6 +141,7 @@ impl Rig {
                     role,
                     events: tx,
                     resume: None,
+                    video_on_demand: self.on_demand,
                 },
             )
             .unwrap_or_else(|e| panic!("join {name}: {e}"));
@@ -187,6 +199,7 @@ impl Rig {
             name: site.identity.clone(),
             role: site.role,
             events: tx,
+            video_on_demand: false,
             resume: resume.map(|media_reset| ResumeRequest {
                 participant_id: site.id.clone(),
                 token: site.resume_token.clone(),

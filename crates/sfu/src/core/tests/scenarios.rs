@@ -1217,3 +1217,157 @@ fn the_presentation_gets_its_top_layer_while_cameras_stay_at_the_bottom() {
     rig.run_while_sending(Duration::from_secs(3), send_all, |_| false);
     assert_eq!(last_layers(&rig), vec![Some(2), Some(0), Some(0)]);
 }
+
+/// A and B publish audio and video; S joins with video on demand; all connected.
+fn on_demand_room(cfg: crate::SfuConfig) -> (Rig, usize, usize, usize) {
+    let mut rig = Rig::with(cfg);
+    let a = rig.join("camat-kota", Role::Participant);
+    let b = rig.join("dinkes", Role::Participant);
+    let s = rig.join_on_demand("dishub", Role::Participant);
+    rig.publish(a, AV);
+    rig.publish(b, AV);
+    let ok = rig.run_while_sending(
+        Duration::from_secs(3),
+        |r, _| {
+            for i in [a, b] {
+                r.audio(i, 30);
+                r.video(i, true, None);
+            }
+        },
+        |r| r.connected(a) && r.connected(b) && r.connected(s) && r.sites[s].subscriber.is_some(),
+    );
+    assert!(ok, "everyone connects in simulated time");
+    (rig, a, b, s)
+}
+
+fn show(track: &TrackId, visible: bool) -> ClientMessage {
+    ClientMessage::TrackSettings {
+        track_id: track.clone(),
+        visible,
+        width: 320,
+        height: 180,
+    }
+}
+
+#[test]
+fn video_on_demand_adds_a_leg_when_asked_and_recycles_its_mid_after_the_grace() {
+    let (mut rig, a, b, s) = on_demand_room(super::rig::config());
+    let va = rig.published(a, TrackKind::Video)[0].clone();
+    let vb = rig.published(b, TrackKind::Video)[0].clone();
+    let aa = rig.published(a, TrackKind::Audio)[0].clone();
+    assert!(rig.mid_of(s, &aa).is_some(), "audio is subscribed as usual");
+    assert!(rig.mid_of(s, &va).is_none() && rig.mid_of(s, &vb).is_none());
+    assert!(rig.sites[s]
+        .offers
+        .iter()
+        .flatten()
+        .all(|t| *t != va && *t != vb));
+    // B (eager) receives A's video; A's video has a leg, so it is not paused.
+    assert!(rig.mid_of(b, &va).is_some());
+
+    rig.send(s, show(&va, true));
+    let mid = rig
+        .mid_of(s, &va)
+        .expect("A's video is offered once asked for");
+    media(&mut rig, a, 10);
+    assert!(rig.sites[s].received_from(&mid) > 0, "A's video arrives");
+
+    // Hidden within the grace and shown again: same leg, no new offer.
+    let offers = rig.sites[s].offers.len();
+    rig.send(s, show(&va, false));
+    rig.run_for(Duration::from_secs(2));
+    rig.send(s, show(&va, true));
+    rig.run_for(Duration::from_secs(4));
+    assert_eq!(
+        rig.sites[s].offers.len(),
+        offers,
+        "no renegotiation within the grace"
+    );
+
+    // Hidden past the grace: removed (the next offer does not list it).
+    rig.send(s, show(&va, false));
+    rig.run_for(Duration::from_secs(6));
+    assert_eq!(rig.sites[s].offers.len(), offers + 1);
+    assert!(rig.sites[s].offers.last().unwrap().iter().all(|t| *t != va));
+
+    // B's video takes the freed mid.
+    rig.send(s, show(&vb, true));
+    assert_eq!(
+        rig.mid_of(s, &vb),
+        Some(mid.clone()),
+        "the m-line is reused"
+    );
+    let on_mid = |r: &Rig| r.sites[s].subscriber.as_ref().unwrap().packets_on_mid(&mid);
+    let before = on_mid(&rig);
+    media(&mut rig, b, 10);
+    assert!(on_mid(&rig) > before, "B's video arrives on it");
+}
+
+#[test]
+fn video_on_demand_refuses_bad_requests_to_that_client_only() {
+    let cfg = crate::SfuConfig {
+        max_videos_on_demand: 1,
+        ..super::rig::config()
+    };
+    let (mut rig, a, b, s) = on_demand_room(cfg);
+    let va = rig.published(a, TrackKind::Video)[0].clone();
+    let vb = rig.published(b, TrackKind::Video)[0].clone();
+    let aa = rig.published(a, TrackKind::Audio)[0].clone();
+    for i in [a, b, s] {
+        rig.sites[i].take();
+    }
+    for (track, code) in [
+        (TrackId("TR_forged".into()), ErrorCode::UnknownTrack),
+        (aa, ErrorCode::BadRequest),
+    ] {
+        rig.send(s, show(&track, true));
+        let log = rig.sites[s].take();
+        assert!(
+            log.iter()
+                .any(|m| matches!(m, ServerMessage::Error { code: c, .. } if *c == code)),
+            "{track}: {log:?}"
+        );
+        assert!(!log.iter().any(|m| matches!(m, ServerMessage::Offer { .. })));
+    }
+    rig.send(s, show(&va, true));
+    rig.send(s, show(&vb, true));
+    assert!(rig.sites[s].got(|m| matches!(
+        m,
+        ServerMessage::Error {
+            code: ErrorCode::LimitExceeded,
+            ..
+        }
+    )));
+    assert!(rig.mid_of(s, &va).is_some() && rig.mid_of(s, &vb).is_none());
+    // Hiding a video never asked for is fine (no error).
+    rig.sites[s].take();
+    rig.send(s, show(&vb, false));
+    assert!(!rig.sites[s].got(|m| matches!(m, ServerMessage::Error { .. })));
+    for i in [a, b] {
+        assert!(!rig.sites[i].got(|m| matches!(m, ServerMessage::Error { .. })));
+    }
+}
+
+#[test]
+fn video_on_demand_pauses_a_video_nobody_asked_for() {
+    let mut rig = Rig::new();
+    let a = rig.join("camat-kota", Role::Participant);
+    let s = rig.join_on_demand("dishub", Role::Participant);
+    rig.publish(a, AV);
+    rig.run_while_sending(
+        Duration::from_secs(3),
+        |r, _| {
+            r.audio(a, 30);
+            r.video(a, true, None);
+        },
+        |r| r.connected(a) && r.connected(s),
+    );
+    let va = rig.published(a, TrackKind::Video)[0].clone();
+    assert!(rig.sites[a].got(
+        |m| matches!(m, ServerMessage::PublisherPause { track_id, paused: true } if *track_id == va)
+    ));
+    rig.send(s, show(&va, true));
+    assert!(rig.sites[a].got(
+        |m| matches!(m, ServerMessage::PublisherPause { track_id, paused: false } if *track_id == va)
+    ));
+}
