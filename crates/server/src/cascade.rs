@@ -330,19 +330,19 @@ impl Cascade {
         let (mut owner, mut owner_url) = (owner, owner_url);
         loop {
             let legs = stop.child_token();
-            let run = Arc::clone(&self).run_legs(
+            // A task: the old legs wind down in the background when they move (their relay
+            // participants' leave towards a dead owner may take long).
+            let mut run = tokio::spawn(Arc::clone(&self).run_legs(
                 room.clone(),
                 owner.clone(),
                 owner_url.clone(),
                 legs.clone(),
-            );
-            tokio::pin!(run);
+            ));
             let next = tokio::select! {
                 _ = &mut run => return, // stopped: no participant of this node is left
                 next = self.watch_owner(&room, &owner) => next,
             };
             legs.cancel();
-            run.await; // the relay participants leave the old owner
             match next {
                 Follow::Repoint { node, url } => {
                     tracing::info!(%room, old = %owner, new = %node, "cascade: the room has a new owner; the legs follow");
