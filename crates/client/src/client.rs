@@ -761,6 +761,7 @@ fn type_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::Speakers { .. } => "speakers",
         ServerMessage::PublisherPause { .. } => "publisher_pause",
         ServerMessage::PublisherLayers { .. } => "publisher_layers",
+        ServerMessage::TrackDemand { .. } => "track_demand",
         ServerMessage::Pong { .. } => "pong",
         ServerMessage::Lobby { .. } => "lobby",
         ServerMessage::ModeratorMute { .. } => "moderator_mute",

@@ -86,6 +86,8 @@ pub struct LocalTrack {
     /// A relayed track (cascade): its packets come from this channel instead of an asset
     /// (taken by [`LocalTrack::start`]).
     feed: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<rtc::rtp::Packet>>>,
+    /// A relayed track: where the server's `track_demand` about it goes.
+    demand: Option<DemandSink>,
 }
 
 /// The input of a relayed local track ([`LocalTrack::new_fed`]): the packets to send (their
@@ -95,7 +97,13 @@ pub struct FedTrack {
     pub source: TrackSource,
     pub packets: tokio::sync::mpsc::Receiver<rtc::rtp::Packet>,
     pub keyframe_request: Arc<AtomicBool>,
+    /// Called with what the destination node's subscribers show of it (`track_demand`:
+    /// visible, width, height), so the relay can ask the source node for that layer.
+    pub demand: Option<DemandSink>,
 }
+
+/// Receives a relayed track's `track_demand` (visible, width, height).
+pub type DemandSink = Arc<dyn Fn(bool, u32, u32) + Send + Sync>;
 
 impl std::fmt::Debug for FedTrack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -239,6 +247,7 @@ impl LocalTrack {
             paused: Arc::new(AtomicBool::new(false)),
             transceiver: OnceLock::new(),
             feed: std::sync::Mutex::new(None),
+            demand: None,
         }
     }
 
@@ -252,7 +261,20 @@ impl LocalTrack {
             l.keyframe_request = fed.keyframe_request;
         }
         t.feed = std::sync::Mutex::new(Some(fed.packets));
+        t.demand = fed.demand;
         Ok(t)
+    }
+
+    /// The server says what its subscribers show of this track (`track_demand`): a relayed
+    /// track passes it on to its relay; any other track ignores it. True when passed on.
+    pub fn on_demand(&self, visible: bool, width: u32, height: u32) -> bool {
+        match &self.demand {
+            Some(sink) => {
+                sink(visible, width, height);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether this track is sent as simulcast (several rid-tagged encodings).

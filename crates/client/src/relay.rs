@@ -9,7 +9,9 @@
 //! of participants a `relay_if` filter refuses are not relayed (the server refuses those that
 //! came from the destination; relay identities start with [`CASCADE_PREFIX`]), so a track
 //! crosses each node boundary once and never loops. A keyframe request from the
-//! destination becomes a PLI to the source.
+//! destination becomes a PLI to the source, and what the destination's subscribers show of a
+//! relayed video (`track_demand`, the largest tile or hidden) becomes the relay subscriber's
+//! `track_settings` at the source, so only the simulcast layer the far node needs crosses.
 
 use crate::media::FedTrack;
 use crate::{Client, ClientError, ClientOptions};
@@ -66,6 +68,16 @@ pub fn is_relay_identity(identity: &str) -> bool {
     identity.starts_with(CASCADE_PREFIX)
 }
 
+/// Where a republished video's `track_demand` goes: tagged with its source track.
+fn demand_sink(
+    tx: mpsc::UnboundedSender<(TrackId, bool, u32, u32)>,
+    source_track: TrackId,
+) -> crate::media::DemandSink {
+    Arc::new(move |visible, width, height| {
+        let _ = tx.send((source_track.clone(), visible, width, height));
+    })
+}
+
 /// One direction of a relay: join `from` (as a relay participant, publishing nothing),
 /// republish every track there of a participant `relay_if` accepts into the room at `to_url`
 /// (one republisher per participant, its token from `mint`), until `stop` completes or the
@@ -90,10 +102,20 @@ pub async fn relay_one_way(
     let mut subscriber = Client::connect(from.clone()).await?;
     let mut republishers: HashMap<ParticipantId, Client> = HashMap::new();
     let mut relaying: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    // What the destination's subscribers show of a relayed video (`track_demand` to its
+    // republisher), keyed by the source track: asked of the source node as our own
+    // `track_settings`, so the leg carries the layer the far node needs (or nothing).
+    let (demand_tx, mut demands) = mpsc::unbounded_channel::<(TrackId, bool, u32, u32)>();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            Some((track_id, visible, width, height)) = demands.recv() => {
+                let ask = rakor_proto::ClientMessage::TrackSettings { track_id, visible, width, height };
+                if let Err(e) = subscriber.send(&ask).await {
+                    tracing::debug!(error = %e, "cascade: could not pass a track demand upstream");
+                }
+            }
             ev = subscriber.next_event() => {
                 match ev {
                     None => break,
@@ -161,6 +183,8 @@ pub async fn relay_one_way(
                     source: t.source,
                     packets: prx,
                     keyframe_request: t.keyframe_request.clone(),
+                    demand: (t.source.kind() == rakor_proto::TrackKind::Video)
+                        .then(|| demand_sink(demand_tx.clone(), t.track_id.clone())),
                 };
                 if let Err(e) = republisher.publish_fed(fed).await {
                     tracing::warn!(error = %e, track = %t.track_id, "cascade: track not republished");

@@ -48,17 +48,27 @@ pub enum Role {
     Participant,
     /// Receive only: may not publish.
     Viewer,
+    /// A cascade relay subscriber (issue 17): minted only by a Rakor node for its own relay
+    /// legs (identity `cascade/<node>`). Receives, may not publish, and is hidden: not in
+    /// `joined`/`participant_joined`/`participant_left`, the API's participant lists or
+    /// attendance. Not accepted from the command line or the API.
+    Relay,
 }
 
 impl Role {
     pub fn can_publish(self) -> bool {
-        !matches!(self, Role::Viewer)
+        !matches!(self, Role::Viewer | Role::Relay)
+    }
+    /// A hidden relay participant (not listed to the others, not in attendance).
+    pub fn is_hidden(self) -> bool {
+        matches!(self, Role::Relay)
     }
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Host => "host",
             Role::Participant => "participant",
             Role::Viewer => "viewer",
+            Role::Relay => "relay",
         }
     }
 }
@@ -572,6 +582,19 @@ pub enum ServerMessage {
     PublisherLayers {
         track_id: TrackId,
         rids: Vec<String>,
+    },
+    /// Cascade (issue 17), sent only to a relay republisher (identity `cascade/…`): what this
+    /// node's subscribers of your video track `track_id` show, merged — `visible: false` when
+    /// every one hides it, else the largest tile (`width`/`height` in CSS pixels; 0 = some
+    /// subscriber reports no size, so the top layer). The relay passes it upstream as its own
+    /// `track_settings` for the source track. Sent on changes (checked every 100 ms).
+    TrackDemand {
+        track_id: TrackId,
+        visible: bool,
+        #[serde(default)]
+        width: u32,
+        #[serde(default)]
+        height: u32,
     },
     /// The room is being recorded (`active: true`, since `started_at`, RFC 3339 UTC) or no
     /// longer (`active: false`; `reason` says why when it was not a stop, e.g. the disk

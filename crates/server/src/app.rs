@@ -92,6 +92,10 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         )),
         _ => None,
     };
+    // The legs re-resolve a room's owner through the cluster (they follow a new owner).
+    if let (Some(c), Some(k)) = (&cluster, &cascade) {
+        k.follow_owner(Arc::clone(c));
+    }
     let state = AppState {
         cluster,
         cascade,

@@ -30,9 +30,40 @@ const RELAY_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 /// A leg that failed is started again after this long while the room has participants here.
 const RETRY: Duration = Duration::from_secs(2);
 
+/// While legs run, the room's owner is checked this often (a dead owner's heartbeat expires
+/// after `cluster::NODE_TTL`; then the first check moves the legs).
+const FOLLOW_EVERY: Duration = Duration::from_secs(3);
+
+/// What the legs do after an owner check.
+#[derive(Debug, PartialEq, Eq)]
+enum Follow {
+    /// Another node owns the room now: the legs go there.
+    Repoint { node: String, url: String },
+    /// This node owns the room now: the legs stop.
+    TakeOver,
+}
+
+/// Decide from the room's placement whether the legs to `owner` must move; `None`: they stay.
+fn follow(owner: &str, placement: crate::cluster::Placement) -> Option<Follow> {
+    use crate::cluster::Placement;
+    match placement {
+        Placement::Local => Some(Follow::TakeOver),
+        Placement::Cascade { node, url } if node != owner => Some(Follow::Repoint { node, url }),
+        // Same owner; or a redirect (only without `cluster.cascade`, which legs never have).
+        Placement::Cascade { .. } | Placement::Redirect(_) => None,
+    }
+}
+
 /// Whether an identity is a relay participant's (`cascade/…`).
 pub fn is_relay_identity(identity: &str) -> bool {
     identity.starts_with(CASCADE_PREFIX)
+}
+
+/// Whether `token` is a valid token (signed with the cluster key, not expired) of a cascade
+/// relay participant (identity `cascade/…`): such joins are exempt from the per-address join
+/// rate. A forged, expired or malformed token, or an ordinary one, is not.
+pub fn is_signed_relay_token(key: &SigningKey, token: &str) -> bool {
+    token::verify(key, token, None).is_ok_and(|c| is_relay_identity(&c.sub))
 }
 
 /// The node a relay participant's tracks came from: `cascade/<node>/<identity>` → node;
@@ -66,6 +97,8 @@ pub struct Cascade {
     bridges: Mutex<HashMap<String, Bridge>>,
     peers: Mutex<BTreeMap<String, Arc<PeerCounters>>>,
     shutdown: CancellationToken,
+    /// Set by [`Cascade::follow_owner`]: the legs re-resolve the room's owner through it.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Cascade {
@@ -110,6 +143,7 @@ impl Cascade {
             bridges: Mutex::new(HashMap::new()),
             peers: Mutex::new(BTreeMap::new()),
             shutdown,
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -129,7 +163,7 @@ impl Cascade {
         let b = bridges.entry(room.to_owned()).or_insert_with(|| {
             let stop = self.shutdown.child_token();
             tracing::info!(%room, %owner, "cascade: relay legs to the room's owner start");
-            tokio::spawn(Arc::clone(self).run_legs(
+            tokio::spawn(Arc::clone(self).follow_legs(
                 room.to_owned(),
                 owner.to_owned(),
                 owner_url.to_owned(),
@@ -248,7 +282,7 @@ impl Cascade {
     ) {
         while !stop.is_cancelled() {
             let identity = format!("{CASCADE_PREFIX}{subscriber_suffix}");
-            let token = match self.mint(room, &identity, "cascade relay", Role::Viewer) {
+            let token = match self.mint(room, &identity, "cascade relay", Role::Relay) {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(error = %e, "cascade: cannot mint the relay token");
@@ -272,6 +306,79 @@ impl Cascade {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(RETRY) => {}
+            }
+        }
+    }
+
+    /// Let the legs follow a new owner: while legs run, the room's placement is checked through
+    /// `cluster` (Redis) every [`FOLLOW_EVERY`] (see [`Cascade::follow_legs`]).
+    pub fn follow_owner(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The room's legs ([`Cascade::run_legs`]) to `owner`, moved when the owner changes: when
+    /// the owner died and another node took the room, the legs go there; when this node took
+    /// it (its lease had expired and the placement gave it here), the legs stop and this node
+    /// keeps the room's lease while its participants are here (the other nodes' legs come).
+    async fn follow_legs(
+        self: Arc<Self>,
+        room: String,
+        owner: String,
+        owner_url: String,
+        stop: CancellationToken,
+    ) {
+        let (mut owner, mut owner_url) = (owner, owner_url);
+        loop {
+            let legs = stop.child_token();
+            // A task: the old legs wind down in the background when they move (their relay
+            // participants' leave towards a dead owner may take long).
+            let mut run = tokio::spawn(Arc::clone(&self).run_legs(
+                room.clone(),
+                owner.clone(),
+                owner_url.clone(),
+                legs.clone(),
+            ));
+            let next = tokio::select! {
+                _ = &mut run => return, // stopped: no participant of this node is left
+                next = self.watch_owner(&room, &owner) => next,
+            };
+            legs.cancel();
+            match next {
+                Follow::Repoint { node, url } => {
+                    tracing::info!(%room, old = %owner, new = %node, "cascade: the room has a new owner; the legs follow");
+                    owner = node;
+                    owner_url = url;
+                }
+                Follow::TakeOver => {
+                    tracing::info!(%room, old = %owner, "cascade: this node took the room over; its legs stop");
+                    let _lease = self.cluster.get().map(|c| c.enter(&room));
+                    stop.cancelled().await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Resolves when the room's placement (through Redis) names an owner other than `owner`.
+    /// Never resolves without a cluster, nor while Redis cannot answer (the legs stay).
+    async fn watch_owner(&self, room: &str, owner: &str) -> Follow {
+        let Some(cluster) = self.cluster.get() else {
+            return std::future::pending().await;
+        };
+        let mut tick = tokio::time::interval(FOLLOW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate: the owner was just resolved
+        loop {
+            tick.tick().await;
+            match cluster.place(room).await {
+                Ok(p) => {
+                    if let Some(f) = follow(owner, p) {
+                        return f;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%room, error = %e, "cascade: owner check failed; legs stay");
+                }
             }
         }
     }
@@ -325,6 +432,54 @@ impl Cascade {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    fn key(b: u8) -> SigningKey {
+        SigningKey::from_bytes(&[b; 32]).unwrap()
+    }
+
+    #[test]
+    fn only_a_valid_relay_token_is_exempt_from_the_join_rate() {
+        let k = key(7);
+        let ttl = Duration::from_secs(60);
+        let relay = Claims::new("r", "cascade/node-b", "cascade relay", Role::Relay, ttl);
+        let republisher = Claims::new("r", "cascade/node-b/kab", "Kab", Role::Participant, ttl);
+        let site = Claims::new("r", "kab-kendal", "Kab", Role::Participant, ttl);
+        assert!(is_signed_relay_token(&k, &token::mint(&k, &relay).unwrap()));
+        assert!(is_signed_relay_token(
+            &k,
+            &token::mint(&k, &republisher).unwrap()
+        ));
+        assert!(!is_signed_relay_token(&k, &token::mint(&k, &site).unwrap()));
+        // Forged: the right shape, another key.
+        assert!(!is_signed_relay_token(
+            &k,
+            &token::mint(&key(8), &relay).unwrap()
+        ));
+        assert!(!is_signed_relay_token(&k, "not.a.token"));
+        assert!(!is_signed_relay_token(&k, ""));
+    }
+
+    #[test]
+    fn legs_follow_a_new_owner_and_stop_when_this_node_takes_the_room() {
+        use crate::cluster::Placement;
+        let at = |node: &str| Placement::Cascade {
+            node: node.into(),
+            url: format!("ws://{node}/rtc"),
+        };
+        assert_eq!(follow("node-a", at("node-a")), None);
+        assert_eq!(
+            follow("node-a", at("node-c")),
+            Some(Follow::Repoint {
+                node: "node-c".into(),
+                url: "ws://node-c/rtc".into()
+            })
+        );
+        assert_eq!(follow("node-a", Placement::Local), Some(Follow::TakeOver));
+        assert_eq!(
+            follow("node-a", Placement::Redirect("ws://x/rtc".into())),
+            None
+        );
+    }
 
     #[test]
     fn relay_identities_and_their_origin() {

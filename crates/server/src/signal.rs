@@ -357,13 +357,18 @@ async fn read_join(
                 resume,
                 video_on_demand,
             }) => {
-                state
-                    .limits
-                    .join_attempt(addr.ip(), Instant::now())
-                    .map_err(|e| {
-                        tracing::info!(code = %e.code, "join refused: {}", e.message);
-                        Refusal::new(e.code, e.message, "too many join attempts").to("join")
-                    })?;
+                // A node's cascade relay participants arrive from its address in bursts (one
+                // per relayed site): with a valid relay token they do not use up the address's
+                // join rate (`crate::cascade::is_signed_relay_token`).
+                if !crate::cascade::is_signed_relay_token(&state.signing_key, &token) {
+                    state
+                        .limits
+                        .join_attempt(addr.ip(), Instant::now())
+                        .map_err(|e| {
+                            tracing::info!(code = %e.code, "join refused: {}", e.message);
+                            Refusal::new(e.code, e.message, "too many join attempts").to("join")
+                        })?;
+                }
                 Ok(JoinFrame {
                     version,
                     token,

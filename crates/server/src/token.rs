@@ -1,10 +1,11 @@
 //! Access tokens: HS256 JWTs that let one identity join one room with one role.
 //!
 //! Claims: `sub` (identity), `room`, `name` (display name), `role` (`host` | `participant` |
-//! `viewer`), `iat`, `exp` (Unix seconds) and `iss` = `"rakor"`; all required. Only HS256 is
-//! accepted (no `none`, no other algorithm), expiry has **zero leeway**, and `sub`, `room` and
-//! `name` must be 1..=128 bytes without control characters. Extra claims are ignored, except
-//! `aud`, which makes the token invalid (Rakor issues none). Every failure maps to a wire
+//! `viewer` | `relay`, the last only with an identity `cascade/…`), `iat`, `exp` (Unix
+//! seconds) and `iss` = `"rakor"`; all required. Only HS256 is accepted (no `none`, no other
+//! algorithm), expiry has **zero leeway**, and `sub`, `room` and `name` must be 1..=128 bytes
+//! without control characters. Extra claims are ignored, except `aud`, which makes the token
+//! invalid (Rakor issues none). Every failure maps to a wire
 //! [`ErrorCode`] through [`TokenError::code`].
 
 use jsonwebtoken::errors::ErrorKind;
@@ -121,6 +122,13 @@ impl Claims {
             return Err(TokenError::InvalidClaim {
                 claim: "exp",
                 reason: "is not after iat",
+            });
+        }
+        // The hidden relay role is a node's own cascade relay subscriber only.
+        if self.role == Role::Relay && !self.sub.starts_with("cascade/") {
+            return Err(TokenError::InvalidClaim {
+                claim: "role",
+                reason: "is relay but the identity is not a cascade relay's (cascade/<node>)",
             });
         }
         Ok(())
@@ -426,6 +434,37 @@ mod tests {
                 with(&|v| v["jti"] = json!("abc")),
                 None,
                 Ok(()),
+            ),
+            (
+                "relay role for a cascade relay identity",
+                with(&|v| {
+                    v["role"] = json!("relay");
+                    v["sub"] = json!("cascade/node-b");
+                }),
+                None,
+                Ok(()),
+            ),
+            (
+                "relay role for an ordinary identity",
+                with(&|v| v["role"] = json!("relay")),
+                None,
+                Err(ErrorCode::InvalidToken),
+            ),
+            (
+                "forged relay token: signed with another key",
+                mint(
+                    &key(2),
+                    &Claims::new(
+                        "rakor-demo",
+                        "cascade/node-b",
+                        "cascade relay",
+                        Role::Relay,
+                        Duration::from_secs(60),
+                    ),
+                )
+                .unwrap(),
+                None,
+                Err(ErrorCode::InvalidToken),
             ),
         ];
         for (name, token, room, want) in cases {

@@ -106,6 +106,16 @@ impl Session {
                 // For peer connections built from now on (allocations open keep working).
                 self.peer_config.turn_servers.clone_from(ice_servers);
             }
+            ServerMessage::TrackDemand {
+                track_id,
+                visible,
+                width,
+                height,
+            } => {
+                if let Some(t) = self.published_track(track_id) {
+                    t.local.on_demand(*visible, *width, *height);
+                }
+            }
             ServerMessage::PublisherLayers { track_id, rids } => {
                 if let Some(t) = self.published_track(track_id) {
                     let sent = t.local.set_active_layers(rids);

@@ -2,6 +2,7 @@
 //! [`Core::seat`] path that puts a participant into a room (shared by a join and the return of
 //! a parked participant), and [`Core::remove_participant`].
 
+use super::relay_demand::is_relay_identity;
 use super::state::{random_id, OfferState, Participant, Room};
 use super::Core;
 use crate::handle::{JoinRequest, RoomEvent, RoomSnapshot};
@@ -150,13 +151,16 @@ impl Core {
             video_on_demand: s.video_on_demand,
         };
         let info = self.participant_info(&p);
-        // To the others only (it is not in the room's list yet).
-        self.broadcast(
-            &s.room,
-            None,
-            &ServerMessage::ParticipantJoined { participant: info },
-        );
-        if !s.resumed {
+        // To the others only (it is not in the room's list yet); a hidden relay to nobody.
+        if !p.role.is_hidden() {
+            self.broadcast(
+                &s.room,
+                None,
+                &ServerMessage::ParticipantJoined { participant: info },
+            );
+        }
+        // Cascade relay participants are not attendance: each site counts on its own node.
+        if !s.resumed && !is_relay_identity(&p.identity) {
             self.room_event(RoomEvent::Joined {
                 room: s.room.clone(),
                 participant: s.id.clone(),
@@ -252,7 +256,7 @@ impl Core {
             return;
         };
         // Parked for a resume (resume.rs): its attendance leave waits for the park to end.
-        if !self.parked.contains_key(pid) {
+        if !self.parked.contains_key(pid) && !is_relay_identity(&p.identity) {
             self.room_event(RoomEvent::Left {
                 room: room.clone(),
                 participant: pid.clone(),
@@ -287,14 +291,16 @@ impl Core {
                 self.update_publisher_pause(ti);
             }
         }
-        self.broadcast(
-            &room,
-            None,
-            &ServerMessage::ParticipantLeft {
-                participant_id: pid.clone(),
-                reason,
-            },
-        );
+        if !p.role.is_hidden() {
+            self.broadcast(
+                &room,
+                None,
+                &ServerMessage::ParticipantLeft {
+                    participant_id: pid.clone(),
+                    reason,
+                },
+            );
+        }
         if hand_dropped {
             let hands = self.hands(&room);
             self.broadcast(&room, None, &ServerMessage::Hands { hands });
@@ -339,6 +345,7 @@ impl Core {
             r.participants
                 .iter()
                 .filter_map(|id| self.participants.get(id))
+                .filter(|p| !p.role.is_hidden())
         };
         Some(RoomSnapshot {
             participants: members().map(|p| self.participant_info(p)).collect(),

@@ -232,6 +232,7 @@ impl Core {
                     .iter()
                     .filter(|id| *id != except)
                     .filter_map(|id| self.participants.get(id))
+                    .filter(|p| !p.role.is_hidden())
                     .map(|p| self.participant_info(p))
                     .collect()
             })

@@ -44,6 +44,7 @@ pub(crate) mod present;
 mod presentation;
 mod publish;
 pub mod record;
+mod relay_demand;
 mod resume;
 mod service;
 mod speaking;
@@ -216,6 +217,7 @@ impl Core {
             self.update_bandwidth(now);
             self.update_layers(now);
             self.expire_hidden_legs(now);
+            self.update_relay_demands();
             self.next_tick = now + TICK;
         }
         self.renegotiate_pending(now);

@@ -323,6 +323,11 @@ impl Core {
                 sent_layers: None,
                 rate: RateMeter::default(),
                 rec: None,
+                relayed: self
+                    .participants
+                    .get(pid)
+                    .is_some_and(|p| super::relay_demand::is_relay_identity(&p.identity)),
+                demand: None,
             });
             if let Some(p) = self.participants.get_mut(pid) {
                 p.tracks.push(ti);

@@ -262,6 +262,9 @@ impl Core {
         let span = tracing::info_span!("participant", room = %k.room, participant = %k.id);
         let _g = span.enter();
         tracing::info!(reason = ?k.reason, "parked session ended");
+        if super::relay_demand::is_relay_identity(&k.identity) {
+            return; // no attendance for cascade relays
+        }
         self.room_event(RoomEvent::Left {
             room: k.room,
             participant: k.id,

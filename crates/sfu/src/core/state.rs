@@ -93,6 +93,10 @@ pub(crate) struct Track {
     pub rate: RateMeter,
     /// Handed to the recorder under this number while its room is recorded.
     pub rec: Option<u64>,
+    /// Published by a cascade relay republisher (see `relay_demand.rs`).
+    pub relayed: bool,
+    /// What its republisher was last told this node's subscribers show (`track_demand`).
+    pub demand: Option<super::relay_demand::Demand>,
 }
 
 impl Track {

@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod present;
+mod relay;
 mod rig;
 mod scenarios;

@@ -1,0 +1,157 @@
+//! Dynacast across cascade nodes (`relay_demand.rs`): a relay republisher is told what this
+//! node's subscribers show of its video; an ordinary publisher never is.
+
+use super::rig::Rig;
+use crate::testkit::PublishSpec;
+use rakor_proto::{ClientMessage, Role, ServerMessage, TrackId, TrackKind};
+use std::time::Duration;
+
+const VIDEO: PublishSpec = PublishSpec {
+    audio: false,
+    video: true,
+    simulcast: false,
+};
+
+/// A host and one publisher `identity`, connected and receiving. Returns (rig, host, site).
+fn host_and(identity: &str) -> (Rig, usize, usize) {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let site = rig.join(identity, Role::Participant);
+    rig.publish(site, VIDEO);
+    let ok = rig.run_while_sending(
+        Duration::from_secs(3),
+        |r, _| r.video(site, true, None),
+        |r| r.connected(host) && r.connected(site) && r.sites[host].subscriber.is_some(),
+    );
+    assert!(ok, "host and site connect in simulated time");
+    (rig, host, site)
+}
+
+fn demands(rig: &mut Rig, site: usize) -> Vec<(TrackId, bool, u32, u32)> {
+    rig.sites[site]
+        .take()
+        .into_iter()
+        .filter_map(|m| match m {
+            ServerMessage::TrackDemand {
+                track_id,
+                visible,
+                width,
+                height,
+            } => Some((track_id, visible, width, height)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn settings(track: &TrackId, visible: bool, height: u32) -> ClientMessage {
+    ClientMessage::TrackSettings {
+        track_id: track.clone(),
+        visible,
+        width: height * 16 / 9,
+        height,
+    }
+}
+
+#[test]
+fn a_relay_republisher_hears_the_largest_tile_and_a_hide() {
+    let (mut rig, host, relay) = host_and("cascade/node-a/bupati-kendal");
+    let track = rig.published(relay, TrackKind::Video)[0].clone();
+    rig.run_for(Duration::from_millis(300));
+    // Subscribed, no size reported yet: the top layer.
+    let first = demands(&mut rig, relay);
+    assert_eq!(first, vec![(track.clone(), true, 0, 0)], "{first:?}");
+    rig.send(host, settings(&track, true, 180));
+    rig.run_for(Duration::from_millis(300));
+    assert_eq!(
+        demands(&mut rig, relay),
+        vec![(track.clone(), true, 320, 180)]
+    );
+    // Unchanged settings: nothing more.
+    rig.send(host, settings(&track, true, 180));
+    rig.run_for(Duration::from_millis(300));
+    assert!(demands(&mut rig, relay).is_empty());
+    rig.send(host, settings(&track, true, 720));
+    rig.run_for(Duration::from_millis(300));
+    assert_eq!(
+        demands(&mut rig, relay),
+        vec![(track.clone(), true, 1280, 720)]
+    );
+    rig.send(host, settings(&track, false, 720));
+    rig.run_for(Duration::from_millis(300));
+    assert_eq!(demands(&mut rig, relay), vec![(track.clone(), false, 0, 0)]);
+}
+
+#[test]
+fn an_ordinary_publisher_never_gets_a_track_demand() {
+    let (mut rig, host, site) = host_and("kab-kendal");
+    let track = rig.published(site, TrackKind::Video)[0].clone();
+    rig.send(host, settings(&track, true, 180));
+    rig.send(host, settings(&track, false, 180));
+    rig.run_for(Duration::from_millis(500));
+    assert!(demands(&mut rig, site).is_empty());
+}
+
+#[test]
+fn track_settings_for_an_unknown_track_is_refused_and_no_demand_follows() {
+    let (mut rig, host, relay) = host_and("cascade/node-a/bupati-kendal");
+    rig.run_for(Duration::from_millis(300));
+    let _ = demands(&mut rig, relay);
+    rig.send(
+        host,
+        settings(&TrackId("TR_doesnotexist".into()), false, 180),
+    );
+    rig.run_for(Duration::from_millis(300));
+    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::Error { .. })));
+    assert!(demands(&mut rig, relay).is_empty());
+}
+
+/// A cascade relay subscriber (role `relay`) is hidden: nobody is told it joined or left, a
+/// later joiner's `joined` does not list it, the room snapshot (API, console) leaves it out,
+/// and attendance never sees it; it still receives the room's tracks and may not publish.
+#[test]
+fn a_relay_subscriber_is_hidden_from_lists_and_attendance() {
+    let (mut rig, host, _site) = host_and("kab-kendal");
+    let _ = rig.room_events();
+    let _ = rig.sites[host].take();
+    let relay = rig.join("cascade/node-b", Role::Relay);
+    rig.run_for(Duration::from_millis(300));
+    let relay_id = rig.sites[relay].id.clone();
+    assert!(
+        !rig.sites[host]
+            .got(|m| matches!(m, ServerMessage::ParticipantJoined { participant } if participant.id == relay_id)),
+        "the host was told about the relay"
+    );
+    let late = rig.join("kota-solo", Role::Participant);
+    assert!(rig.sites[late].got(|m| matches!(
+        m,
+        ServerMessage::Joined { participants, .. }
+            if participants.len() == 2 && participants.iter().all(|p| p.id != relay_id)
+    )));
+    let snapshot = rig.core.room_info(super::rig::ROOM).unwrap();
+    assert!(snapshot.participants.iter().all(|p| p.id != relay_id));
+    assert_eq!(snapshot.participants.len(), 3);
+    // It receives the site's video like any subscriber.
+    assert!(rig.sites[relay].got(|m| matches!(
+        m,
+        ServerMessage::Offer { tracks, .. } if !tracks.is_empty()
+    )));
+    // It may not publish.
+    rig.publish(relay, VIDEO);
+    assert!(rig.sites[relay].got(|m| matches!(m, ServerMessage::Error { .. })));
+    // It leaves: nobody hears of it; attendance saw only the late joiner.
+    let _ = rig.sites[host].take();
+    rig.drop_signalling(relay);
+    rig.run_for(Duration::from_secs(120));
+    assert!(!rig.sites[host].got(
+        |m| matches!(m, ServerMessage::ParticipantLeft { participant_id, .. } if *participant_id == relay_id)
+    ));
+    let events = rig.room_events();
+    assert!(
+        events.iter().all(|e| match e {
+            crate::handle::RoomEvent::Joined { identity, .. }
+            | crate::handle::RoomEvent::Left { identity, .. } => identity != "cascade/node-b",
+            _ => true,
+        }),
+        "attendance saw the relay: {events:?}"
+    );
+}
