@@ -12,6 +12,7 @@
 //! destination becomes a PLI to the source.
 
 use crate::media::FedTrack;
+use crate::relay_control::RelayControl;
 use crate::{Client, ClientError, ClientOptions};
 use rakor_proto::{ParticipantId, ParticipantInfo, TrackId, TrackSource};
 use std::collections::HashMap;
@@ -71,11 +72,25 @@ pub fn is_relay_identity(identity: &str) -> bool {
 /// (one republisher per participant, its token from `mint`), until `stop` completes or the
 /// relay subscriber's session ends. Every client leaves on the way out.
 pub async fn relay_one_way(
+    from: ClientOptions,
+    to_url: String,
+    mint: MintToken,
+    relay_if: Arc<dyn Fn(&ParticipantInfo) -> bool + Send + Sync>,
+    counters: Arc<RelayCounters>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ClientError> {
+    relay_one_way_with(from, to_url, mint, relay_if, counters, None, stop).await
+}
+
+/// [`relay_one_way`], handing the source room's signalling events to `control`
+/// ([`crate::relay_control`]) and running the commands it answers with.
+pub async fn relay_one_way_with(
     mut from: ClientOptions,
     to_url: String,
     mint: MintToken,
     relay_if: Arc<dyn Fn(&ParticipantInfo) -> bool + Send + Sync>,
     counters: Arc<RelayCounters>,
+    control: Option<Arc<dyn RelayControl>>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ClientError> {
     let (tx, mut tracks) = mpsc::unbounded_channel();
@@ -90,6 +105,16 @@ pub async fn relay_one_way(
     let mut subscriber = Client::connect(from.clone()).await?;
     let mut republishers: HashMap<ParticipantId, Client> = HashMap::new();
     let mut relaying: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    if let Some(c) = &control {
+        // The room's spotlight at join time, as if it had just been set.
+        let now = rakor_proto::ServerMessage::Spotlight {
+            participant_id: subscriber.spotlight(),
+            by: subscriber.current_participant_id(),
+        };
+        if let Some(cmd) = c.source_event(&now, &subscriber.participants()) {
+            crate::relay_control::run_command(republishers.get(&cmd.as_participant), cmd).await;
+        }
+    }
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -102,7 +127,13 @@ pub async fn relay_one_way(
                             tokio::spawn(r.leave());
                         }
                     }
-                    Some(_) => {}
+                    Some(other) => {
+                        if let Some(c) = &control {
+                            if let Some(cmd) = c.source_event(&other, &subscriber.participants()) {
+                                crate::relay_control::run_command(republishers.get(&cmd.as_participant), cmd).await;
+                            }
+                        }
+                    }
                 }
             }
             t = tracks.recv() => {

@@ -92,6 +92,9 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
         )),
         _ => None,
     };
+    if let Some(c) = &cascade {
+        c.attach_sfu(sfu.clone());
+    }
     let state = AppState {
         cluster,
         cascade,
