@@ -20,6 +20,7 @@ pub mod media;
 pub mod packetizer;
 pub mod peer;
 pub mod relay;
+pub mod relay_control;
 mod room;
 pub mod runtime;
 mod session;

@@ -14,6 +14,7 @@
 //! `track_settings` at the source, so only the simulcast layer the far node needs crosses.
 
 use crate::media::FedTrack;
+use crate::relay_control::RelayControl;
 use crate::{Client, ClientError, ClientOptions};
 use rakor_proto::{ParticipantId, ParticipantInfo, TrackId, TrackSource};
 use std::collections::HashMap;
@@ -83,11 +84,25 @@ fn demand_sink(
 /// (one republisher per participant, its token from `mint`), until `stop` completes or the
 /// relay subscriber's session ends. Every client leaves on the way out.
 pub async fn relay_one_way(
+    from: ClientOptions,
+    to_url: String,
+    mint: MintToken,
+    relay_if: Arc<dyn Fn(&ParticipantInfo) -> bool + Send + Sync>,
+    counters: Arc<RelayCounters>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ClientError> {
+    relay_one_way_with(from, to_url, mint, relay_if, counters, None, stop).await
+}
+
+/// [`relay_one_way`], handing the source room's signalling events to `control`
+/// ([`crate::relay_control`]) and running the commands it answers with.
+pub async fn relay_one_way_with(
     mut from: ClientOptions,
     to_url: String,
     mint: MintToken,
     relay_if: Arc<dyn Fn(&ParticipantInfo) -> bool + Send + Sync>,
     counters: Arc<RelayCounters>,
+    control: Option<Arc<dyn RelayControl>>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ClientError> {
     let (tx, mut tracks) = mpsc::unbounded_channel();
@@ -106,6 +121,16 @@ pub async fn relay_one_way(
     // republisher), keyed by the source track: asked of the source node as our own
     // `track_settings`, so the leg carries the layer the far node needs (or nothing).
     let (demand_tx, mut demands) = mpsc::unbounded_channel::<(TrackId, bool, u32, u32)>();
+    if let Some(c) = &control {
+        // The room's spotlight at join time, as if it had just been set.
+        let now = rakor_proto::ServerMessage::Spotlight {
+            participant_id: subscriber.spotlight(),
+            by: subscriber.current_participant_id(),
+        };
+        if let Some(cmd) = c.source_event(&now, &subscriber.participants()) {
+            crate::relay_control::run_command(republishers.get(&cmd.as_participant), cmd).await;
+        }
+    }
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -124,7 +149,13 @@ pub async fn relay_one_way(
                             tokio::spawn(r.leave());
                         }
                     }
-                    Some(_) => {}
+                    Some(other) => {
+                        if let Some(c) = &control {
+                            if let Some(cmd) = c.source_event(&other, &subscriber.participants()) {
+                                crate::relay_control::run_command(republishers.get(&cmd.as_participant), cmd).await;
+                            }
+                        }
+                    }
                 }
             }
             t = tracks.recv() => {

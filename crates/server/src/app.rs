@@ -96,6 +96,9 @@ pub async fn serve(config: Config, invocation: Invocation) -> anyhow::Result<()>
     if let (Some(c), Some(k)) = (&cluster, &cascade) {
         k.follow_owner(Arc::clone(c));
     }
+    if let Some(c) = &cascade {
+        c.attach_sfu(sfu.clone());
+    }
     let state = AppState {
         cluster,
         cascade,

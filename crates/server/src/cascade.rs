@@ -16,7 +16,8 @@
 
 use crate::signing_key::SigningKey;
 use crate::token::{self, Claims};
-use rakor_client::relay::{relay_one_way, MintToken, RelayCounters, CASCADE_PREFIX};
+use rakor_client::relay::{relay_one_way_with, MintToken, RelayCounters, CASCADE_PREFIX};
+use rakor_client::relay_control::RelayControl;
 use rakor_client::ClientOptions;
 use rakor_proto::{ParticipantInfo, Role};
 use std::collections::{BTreeMap, HashMap};
@@ -99,6 +100,8 @@ pub struct Cascade {
     shutdown: CancellationToken,
     /// Set by [`Cascade::follow_owner`]: the legs re-resolve the room's owner through it.
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// This node's SFU, for applying the owner's room state here ([`crate::cascade_room`]).
+    sfu: std::sync::OnceLock<rakor_sfu::SfuHandle>,
 }
 
 impl std::fmt::Debug for Cascade {
@@ -144,7 +147,14 @@ impl Cascade {
             peers: Mutex::new(BTreeMap::new()),
             shutdown,
             cluster: std::sync::OnceLock::new(),
+            sfu: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Give the cascade this node's SFU: the owner's spotlight is then applied here
+    /// ([`crate::cascade_room`]). Only the first call counts.
+    pub fn attach_sfu(&self, sfu: rakor_sfu::SfuHandle) {
+        let _ = self.sfu.set(sfu);
     }
 
     fn lock_bridges(&self) -> std::sync::MutexGuard<'_, HashMap<String, Bridge>> {
@@ -213,6 +223,27 @@ impl Cascade {
     ) {
         let counters = self.peer(&owner);
         let me = self.node_id.clone();
+        // Room-wide spotlight (crate::cascade_room): the inbound leg learns the owner's, an
+        // applier sets it here, the outbound leg forwards a local host's to the owner.
+        let (wanted_tx, wanted_rx) = tokio::sync::watch::channel(None);
+        if let Some(sfu) = self.sfu.get() {
+            tokio::spawn(crate::cascade_room::apply_owner_spotlight(
+                sfu.clone(),
+                room.clone(),
+                wanted_rx.clone(),
+                stop.clone(),
+            ));
+        }
+        let follow: Arc<dyn RelayControl> = Arc::new(crate::cascade_room::FollowOwner {
+            owner: owner.clone(),
+            me: me.clone(),
+            wanted: wanted_tx,
+        });
+        let forward: Arc<dyn RelayControl> = Arc::new(crate::cascade_room::ForwardLocalHost {
+            owner: owner.clone(),
+            me: me.clone(),
+            wanted: wanted_rx,
+        });
         let inbound = {
             let this = Arc::clone(&self);
             let (room, owner, owner_url, stop, me) = (
@@ -237,6 +268,7 @@ impl Cascade {
                     mint,
                     relay_if,
                     c,
+                    Some(follow),
                     stop,
                 )
                 .await
@@ -259,6 +291,7 @@ impl Cascade {
                     mint,
                     relay_if,
                     c,
+                    Some(forward),
                     stop,
                 )
                 .await
@@ -278,6 +311,7 @@ impl Cascade {
         mint: MintToken,
         relay_if: Arc<dyn Fn(&ParticipantInfo) -> bool + Send + Sync>,
         counters: Arc<RelayCounters>,
+        control: Option<Arc<dyn RelayControl>>,
         stop: CancellationToken,
     ) {
         while !stop.is_cancelled() {
@@ -290,12 +324,13 @@ impl Cascade {
                 }
             };
             let opts = ClientOptions::new(from_url.to_owned(), token);
-            let result = relay_one_way(
+            let result = relay_one_way_with(
                 opts,
                 to_url.to_owned(),
                 Arc::clone(&mint),
                 Arc::clone(&relay_if),
                 Arc::clone(&counters),
+                control.clone(),
                 stop.clone().cancelled_owned(),
             )
             .await;

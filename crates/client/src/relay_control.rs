@@ -1,0 +1,82 @@
+//! Room state across a cascade relay leg (issue 17): besides tracks, a leg hands the source
+//! room's signalling events to a [`RelayControl`] (the server's `cascade_room`), which may
+//! answer with a [`RelayCommand`] that one source participant's republisher sends on the
+//! destination node (e.g. a host's spotlight on a non-owner node, forwarded to the owner by
+//! that host's republisher, itself a host there).
+
+use crate::Client;
+use rakor_proto::{ClientMessage, ParticipantId, ParticipantInfo, ServerMessage};
+
+/// What a relay leg does with its source room's signalling besides relaying tracks.
+pub trait RelayControl: Send + Sync {
+    /// A server message of the source room as the relay subscriber received it (also, once
+    /// after joining, a `spotlight` with the room's spotlight at join time); `participants`:
+    /// the source room as the relay subscriber knows it now.
+    fn source_event(
+        &self,
+        msg: &ServerMessage,
+        participants: &[ParticipantInfo],
+    ) -> Option<RelayCommand>;
+}
+
+/// A command sent on the destination node by the republisher of a source participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayCommand {
+    /// The source participant (id on the source node) whose republisher sends it.
+    pub as_participant: ParticipantId,
+    pub action: RelayAction,
+}
+
+/// What a [`RelayCommand`] does on the destination node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayAction {
+    /// Set the destination room's spotlight to the participant with this identity there
+    /// (`None`: clear it).
+    Spotlight { identity: Option<String> },
+}
+
+/// The destination participant id of `identity` as `republisher` sees the room: itself or
+/// one of the others; `None` when nobody there has it.
+pub fn destination_id(republisher: &Client, identity: &str) -> Option<ParticipantId> {
+    if republisher.joined().identity == identity {
+        return Some(republisher.current_participant_id());
+    }
+    republisher
+        .participants()
+        .into_iter()
+        .find(|p| p.identity == identity)
+        .map(|p| p.id)
+}
+
+/// Send `cmd` as its participant's republisher (one of `republisher`). A command naming
+/// nobody on the destination is dropped with a warning (the destination refuses unknown ids
+/// anyway: `error {"code":"unknown_participant"}` to the republisher only).
+pub async fn run_command(republisher: Option<&Client>, cmd: RelayCommand) {
+    let Some(r) = republisher else {
+        tracing::info!(
+            participant = %cmd.as_participant,
+            "cascade: no republisher to send a room command as (it publishes nothing); it stays on this node"
+        );
+        return;
+    };
+    match cmd.action {
+        RelayAction::Spotlight { identity } => {
+            let target = match identity {
+                None => None,
+                Some(identity) => match destination_id(r, &identity) {
+                    Some(id) => Some(id),
+                    None => {
+                        tracing::warn!(%identity, "cascade: spotlight target not on the far node; not forwarded");
+                        return;
+                    }
+                },
+            };
+            let msg = ClientMessage::Spotlight {
+                participant_id: target,
+            };
+            if let Err(e) = r.send(&msg).await {
+                tracing::warn!(error = %e, "cascade: spotlight not forwarded");
+            }
+        }
+    }
+}
