@@ -9,91 +9,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use rakor_client::{Client, ClientOptions};
-use rakor_e2e::cluster::{has_media_from, random_suffix};
-use rakor_e2e::session::{fresh_postgres_database, test_postgres_url, Persistent};
-use rakor_e2e::{http_get, sign_claims, unix_now, Server};
-use rakor_proto::ParticipantId;
-use serde_json::json;
+use rakor_e2e::cluster::{cascade_metric, has_media_from, seen_as, CascadeSetup};
 use std::time::{Duration, Instant};
 
 const MEDIA_WAIT: Duration = Duration::from_secs(30);
 
-/// The participant id under which `rx` sees the site `identity` (its own node's participant,
-/// or the relay's republisher `cascade/<origin>/<identity>`), once it is there.
-async fn seen_as(rx: &Client, identity: &str) -> ParticipantId {
-    let deadline = Instant::now() + MEDIA_WAIT;
-    loop {
-        let suffix = format!("/{identity}");
-        if let Some(p) = rx
-            .participants()
-            .into_iter()
-            .find(|p| p.identity == identity || p.identity.ends_with(&suffix))
-        {
-            return p.id;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{identity} never appeared: {:?}",
-            rx.participants()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `(peer_node, direction) → value` of one cascade metric.
-fn cascade_metric(server: &Server, name: &str, peer: &str, dir: &str) -> u64 {
-    let (status, body) = http_get(server.http, "/metrics").unwrap();
-    assert_eq!(status, 200);
-    let key = format!("{name}{{peer_node=\"{peer}\",direction=\"{dir}\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /metrics:\n{body}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_one_room_every_track_crosses_each_boundary_once() {
-    let (Ok(redis), Some(pg)) = (std::env::var("RAKOR_TEST_REDIS_URL"), test_postgres_url()) else {
-        eprintln!(
-            "RAKOR_TEST_REDIS_URL or RAKOR_TEST_POSTGRES_URL not set: cascade e2e test skipped"
-        );
+    let Some(setup) = CascadeSetup::from_env("cascade e2e test") else {
         return;
     };
-    let db = fresh_postgres_database(&pg).unwrap();
-    let p = Persistent::on_postgres(&db).unwrap();
-    let suffix = random_suffix();
-    let ids = [
-        format!("node-a-{suffix}"),
-        format!("node-b-{suffix}"),
-        format!("node-c-{suffix}"),
-    ];
-    let start = |id: &str| {
-        p.start_with_env(&[
-            ("RAKOR_CLUSTER_REDIS_URL", redis.as_str()),
-            ("RAKOR_CLUSTER_NODE_ID", id),
-            ("RAKOR_CLUSTER_CASCADE", "true"),
-        ])
-        .unwrap()
-    };
+    let suffix = &setup.suffix;
+    let ids = [setup.node_id("a"), setup.node_id("b"), setup.node_id("c")];
+    let start = |id: &str| setup.start(id).unwrap();
     let nodes = [start(&ids[0]), start(&ids[1]), start(&ids[2])];
     let room = format!("gubernur-{suffix}");
-    let now = unix_now();
-    let token = |sub: &str, role: &str| -> String {
-        sign_claims(
-            &p.key,
-            &json!({"sub": sub, "room": room, "name": sub, "role": role,
-                    "iat": now, "exp": now + 3600, "iss": "rakor"}),
-        )
-        .unwrap()
-    };
     let connect = |url: String, sub: &'static str, role: &'static str| {
-        let t = token(sub, role);
-        async move {
-            Client::connect(ClientOptions::new(url, t).publish(true, true))
-                .await
-                .unwrap_or_else(|e| panic!("{sub} could not join: {e}"))
-        }
+        setup.join_publishing(url, &room, sub, role)
     };
 
     // The governor's command room joins A first: A owns the room (a cascade keeps a new room
@@ -112,7 +44,7 @@ async fn three_nodes_one_room_every_track_crosses_each_boundary_once() {
     // Every site receives every site of the other nodes (and of its own), exact payloads.
     for (rx_name, _, rx) in clients {
         for (tx_name, _, _) in clients.iter().filter(|(n, ..)| *n != rx_name) {
-            let from = seen_as(rx, tx_name).await;
+            let from = seen_as(rx, tx_name, MEDIA_WAIT).await;
             let r = rx
                 .wait_media(|r| has_media_from(r, &from), MEDIA_WAIT)
                 .await

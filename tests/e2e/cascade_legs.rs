@@ -17,24 +17,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use rakor_client::{Client, ClientOptions, Report};
-use rakor_e2e::cluster::{has_media_from, random_suffix};
-use rakor_e2e::session::{fresh_postgres_database, test_postgres_url, Persistent};
-use rakor_e2e::{http_get, sign_claims, unix_now, Server};
+use rakor_e2e::cluster::{cascade_metric, has_media_from, CascadeSetup};
+use rakor_e2e::Server;
 use rakor_proto::{ClientMessage, ParticipantId, Role, ServerMessage, TrackId, TrackKind};
-use serde_json::json;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn cascade_bytes_in(server: &Server, peer: &str) -> u64 {
-    let (status, body) = http_get(server.http, "/metrics").unwrap();
-    assert_eq!(status, 200);
-    let key = format!("rakor_cascade_bytes_total{{peer_node=\"{peer}\",direction=\"in\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /metrics:\n{body}"))
-}
 
 fn video(r: &Report, from: &ParticipantId) -> (u64, Option<u8>, [u64; 3]) {
     r.received_track(from, TrackKind::Video)
@@ -58,42 +46,20 @@ async fn tile(client: &Client, track: &TrackId, visible: bool, height: u32) {
 /// Leg bytes per second from A into B over a short window (a measurement, not a wait).
 async fn leg_rate(b: &Server, a_id: &str) -> f64 {
     let window = Duration::from_secs(3);
-    let b0 = cascade_bytes_in(b, a_id);
+    let b0 = cascade_metric(b, "rakor_cascade_bytes_total", a_id, "in");
     tokio::time::sleep(window).await;
-    (cascade_bytes_in(b, a_id) - b0) as f64 / window.as_secs_f64()
+    (cascade_metric(b, "rakor_cascade_bytes_total", a_id, "in") - b0) as f64 / window.as_secs_f64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leg_carries_the_layer_the_far_tile_needs_and_nothing_when_hidden() {
-    let (Ok(redis), Some(pg)) = (std::env::var("RAKOR_TEST_REDIS_URL"), test_postgres_url()) else {
-        eprintln!(
-            "RAKOR_TEST_REDIS_URL or RAKOR_TEST_POSTGRES_URL not set: cascade e2e test skipped"
-        );
+    let Some(setup) = CascadeSetup::from_env("cascade_legs e2e test") else {
         return;
     };
-    let db = fresh_postgres_database(&pg).unwrap();
-    let p = Persistent::on_postgres(&db).unwrap();
-    let suffix = random_suffix();
-    let ids = [format!("node-a-{suffix}"), format!("node-b-{suffix}")];
-    let start = |id: &str| {
-        p.start_with_env(&[
-            ("RAKOR_CLUSTER_REDIS_URL", redis.as_str()),
-            ("RAKOR_CLUSTER_NODE_ID", id),
-            ("RAKOR_CLUSTER_CASCADE", "true"),
-        ])
-        .unwrap()
-    };
-    let (a, b) = (start(&ids[0]), start(&ids[1]));
-    let room = format!("gubernur-{suffix}");
-    let now = unix_now();
-    let token = |sub: &str| -> String {
-        sign_claims(
-            &p.key,
-            &json!({"sub": sub, "room": room, "name": sub, "role": "participant",
-                    "iat": now, "exp": now + 3600, "iss": "rakor"}),
-        )
-        .unwrap()
-    };
+    let ids = [setup.node_id("a"), setup.node_id("b")];
+    let (a, b) = (setup.start(&ids[0]).unwrap(), setup.start(&ids[1]).unwrap());
+    let room = format!("gubernur-{}", setup.suffix);
+    let token = |sub: &str| setup.token(&room, sub, "participant").unwrap();
     // The publisher joins A first: A owns the room.
     let mut publisher = Client::connect(
         ClientOptions::new(a.ws_url(), token("camat-kota"))
@@ -237,47 +203,16 @@ async fn relayed_as(rx: &Client, identity: &str, not: Option<&ParticipantId>) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn legs_follow_a_new_owner_after_the_owner_s_kill_9() {
-    let (Ok(redis), Some(pg)) = (std::env::var("RAKOR_TEST_REDIS_URL"), test_postgres_url()) else {
-        eprintln!(
-            "RAKOR_TEST_REDIS_URL or RAKOR_TEST_POSTGRES_URL not set: cascade e2e test skipped"
-        );
+    let Some(setup) = CascadeSetup::from_env("cascade_legs e2e test") else {
         return;
     };
-    let db = fresh_postgres_database(&pg).unwrap();
-    let p = Persistent::on_postgres(&db).unwrap();
-    let suffix = random_suffix();
-    let ids = [
-        format!("node-a-{suffix}"),
-        format!("node-b-{suffix}"),
-        format!("node-c-{suffix}"),
-    ];
-    let start = |id: &str| {
-        p.start_with_env(&[
-            ("RAKOR_CLUSTER_REDIS_URL", redis.as_str()),
-            ("RAKOR_CLUSTER_NODE_ID", id),
-            ("RAKOR_CLUSTER_CASCADE", "true"),
-        ])
-        .unwrap()
-    };
+    let ids = [setup.node_id("a"), setup.node_id("b"), setup.node_id("c")];
+    let start = |id: &str| setup.start(id).unwrap();
     let mut a = start(&ids[0]);
     let (b, c) = (start(&ids[1]), start(&ids[2]));
-    let room = format!("gubernur-{suffix}");
-    let now = unix_now();
-    let token = |sub: &str, role: &str| -> String {
-        sign_claims(
-            &p.key,
-            &json!({"sub": sub, "room": room, "name": sub, "role": role,
-                    "iat": now, "exp": now + 3600, "iss": "rakor"}),
-        )
-        .unwrap()
-    };
+    let room = format!("gubernur-{}", setup.suffix);
     let connect = |url: String, sub: &'static str, role: &'static str| {
-        let t = token(sub, role);
-        async move {
-            Client::connect(ClientOptions::new(url, t).publish(true, true))
-                .await
-                .unwrap_or_else(|e| panic!("{sub} could not join: {e}"))
-        }
+        setup.join_publishing(url, &room, sub, role)
     };
     // The governor joins A first: A owns the room; a site on B and one on C.
     let _host = connect(a.ws_url(), "gubernur", "host").await;

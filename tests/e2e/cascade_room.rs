@@ -13,38 +13,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use rakor_client::{Client, ClientOptions};
-use rakor_e2e::cluster::{has_media_from, random_suffix};
-use rakor_e2e::session::{fresh_postgres_database, test_postgres_url, Persistent};
-use rakor_e2e::{sign_claims, unix_now};
+use rakor_client::Client;
+use rakor_e2e::cluster::{has_media_from, seen_as, CascadeSetup};
 use rakor_proto::{ClientMessage, ErrorCode, ParticipantId, ServerMessage, TrackKind};
-use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MEDIA_WAIT: Duration = Duration::from_secs(30);
 const EVENT_WAIT: Duration = Duration::from_secs(15);
-
-/// The participant id under which `rx` sees the site `identity` (its own node's participant,
-/// or the relay's republisher `cascade/<origin>/<identity>`), once it is there.
-async fn seen_as(rx: &Client, identity: &str) -> ParticipantId {
-    let deadline = Instant::now() + MEDIA_WAIT;
-    let suffix = format!("/{identity}");
-    loop {
-        if let Some(p) = rx
-            .participants()
-            .into_iter()
-            .find(|p| p.identity == identity || p.identity.ends_with(&suffix))
-        {
-            return p.id;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{identity} never appeared: {:?}",
-            rx.participants()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Wait for `spotlight` naming `want` (None = cleared) at `rx`.
 async fn spotlight_at(rx: &mut Client, who: &str, want: Option<&ParticipantId>) {
@@ -65,46 +40,16 @@ async fn spotlight_at(rx: &mut Client, who: &str, want: Option<&ParticipantId>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_spotlight_is_room_wide_across_three_nodes() {
-    let (Ok(redis), Some(pg)) = (std::env::var("RAKOR_TEST_REDIS_URL"), test_postgres_url()) else {
-        eprintln!(
-            "RAKOR_TEST_REDIS_URL or RAKOR_TEST_POSTGRES_URL not set: cascade_room e2e test skipped"
-        );
+    let Some(setup) = CascadeSetup::from_env("cascade_room e2e test") else {
         return;
     };
-    let db = fresh_postgres_database(&pg).unwrap();
-    let p = Persistent::on_postgres(&db).unwrap();
-    let suffix = random_suffix();
-    let ids = [
-        format!("node-a-{suffix}"),
-        format!("node-b-{suffix}"),
-        format!("node-c-{suffix}"),
-    ];
-    let start = |id: &str| {
-        p.start_with_env(&[
-            ("RAKOR_CLUSTER_REDIS_URL", redis.as_str()),
-            ("RAKOR_CLUSTER_NODE_ID", id),
-            ("RAKOR_CLUSTER_CASCADE", "true"),
-        ])
-        .unwrap()
-    };
+    let suffix = &setup.suffix;
+    let ids = [setup.node_id("a"), setup.node_id("b"), setup.node_id("c")];
+    let start = |id: &str| setup.start(id).unwrap();
     let nodes = [start(&ids[0]), start(&ids[1]), start(&ids[2])];
     let room = format!("spotlight-{suffix}");
-    let now = unix_now();
-    let token = |sub: &str, role: &str| -> String {
-        sign_claims(
-            &p.key,
-            &json!({"sub": sub, "room": room, "name": sub, "role": role,
-                    "iat": now, "exp": now + 3600, "iss": "rakor"}),
-        )
-        .unwrap()
-    };
     let connect = |url: String, sub: &'static str, role: &'static str| {
-        let t = token(sub, role);
-        async move {
-            Client::connect(ClientOptions::new(url, t).publish(true, true))
-                .await
-                .unwrap_or_else(|e| panic!("{sub} could not join: {e}"))
-        }
+        setup.join_publishing(url, &room, sub, role)
     };
 
     // A owns the room (its first join). The governor and a site on A, a site on B, a site
@@ -116,16 +61,16 @@ async fn the_spotlight_is_room_wide_across_three_nodes() {
     let mut host_c = connect(nodes[2].ws_url(), "wali-kota", "host").await;
 
     // Everyone sees everyone (the legs are up) before the spotlight is set.
-    let a_on_c = seen_as(&site_c, "kab-semarang").await;
-    let a_on_b = seen_as(&site_b, "kab-semarang").await;
+    let a_on_c = seen_as(&site_c, "kab-semarang", MEDIA_WAIT).await;
+    let a_on_b = seen_as(&site_b, "kab-semarang", MEDIA_WAIT).await;
     site_c
         .wait_media(|r| has_media_from(r, &a_on_c), MEDIA_WAIT)
         .await
         .unwrap_or_else(|e| panic!("C did not receive A's site: {e}"));
-    let b_on_a = seen_as(&site_a, "kab-kendal").await;
-    let b_on_c = seen_as(&host_c, "kab-kendal").await;
+    let b_on_a = seen_as(&site_a, "kab-kendal", MEDIA_WAIT).await;
+    let b_on_c = seen_as(&host_c, "kab-kendal", MEDIA_WAIT).await;
     // The mayor's republisher is on A (so its commands can be forwarded there).
-    seen_as(&host, "wali-kota").await;
+    seen_as(&host, "wali-kota", MEDIA_WAIT).await;
 
     // 1. The host on A spotlights the site on A: B and C apply it under their own ids.
     let a_id = site_a.participant_id().clone();
@@ -196,7 +141,7 @@ async fn the_spotlight_is_room_wide_across_three_nodes() {
     spotlight_at(&mut site_c, "C's site", Some(&b_on_c)).await;
     spotlight_at(&mut site_a, "A's site", Some(&b_on_a)).await;
     spotlight_at(&mut site_b, "B's site", Some(&b_id)).await;
-    let b_on_host = seen_as(&host, "kab-kendal").await;
+    let b_on_host = seen_as(&host, "kab-kendal", MEDIA_WAIT).await;
     assert_eq!(host.spotlight(), Some(b_on_host), "the owner has it");
 
     // 4. The host on A clears it: cleared everywhere.

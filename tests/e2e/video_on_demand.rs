@@ -36,6 +36,29 @@ fn audio(r: &Report, from: &ParticipantId) -> u64 {
         .map_or(0, |t| t.packets)
 }
 
+/// `s` asks for `track` (a 320×180 tile): the offer that brings it, and its mid there.
+async fn ask_for(s: &mut Client, track: &TrackId, what: &str) -> (String, String) {
+    s.show_video(track, 320, 180).await.unwrap();
+    let (sdp, tracks) = offer_where(s, |_, t| t.iter().any(|t| t.track_id == *track), what).await;
+    let mid = tracks
+        .iter()
+        .find(|t| t.track_id == *track)
+        .unwrap()
+        .mid
+        .clone();
+    (sdp, mid)
+}
+
+/// `s` receives 30 video packets and a keyframe from `from` (its report then).
+async fn video_arrives(s: &Client, from: &ParticipantId, what: &str) -> Report {
+    s.wait_media(
+        |r| video(r, from).0 >= 30 && video(r, from).1 >= 1,
+        MEDIA_WAIT,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
 /// The next subscriber offer matching `pred` (its SDP and tracks).
 async fn offer_where(
     client: &mut Client,
@@ -93,27 +116,9 @@ async fn video_is_added_when_asked_removed_after_the_grace_and_its_m_line_reused
     // keeps flowing to B; for a track only on-demand clients could want, see below.
 
     // S asks for A's video: an offer with it follows, then its media with a keyframe.
-    s.show_video(&va, 320, 180).await.unwrap();
-    let (sdp, tracks) = offer_where(
-        &mut s,
-        |_, t| t.iter().any(|t| t.track_id == va),
-        "with A's video",
-    )
-    .await;
+    let (sdp, mid_a) = ask_for(&mut s, &va, "with A's video").await;
     assert_eq!(video_sections(&sdp), 1, "{sdp}");
-    let mid_a = tracks
-        .iter()
-        .find(|t| t.track_id == va)
-        .unwrap()
-        .mid
-        .clone();
-    let r = s
-        .wait_media(
-            |r| video(r, &pa).0 >= 30 && video(r, &pa).1 >= 1,
-            MEDIA_WAIT,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("A's video did not arrive after asking: {e}"));
+    let r = video_arrives(&s, &pa, "A's video did not arrive after asking").await;
     assert_eq!(r.total_mismatches(), 0, "{}", r.to_json());
     assert_eq!(video(&r, &pb).0, 0, "B's video was never asked for");
 
@@ -139,28 +144,10 @@ async fn video_is_added_when_asked_removed_after_the_grace_and_its_m_line_reused
     let stopped = video(&s.stats(), &pa).0;
 
     // B's video next: the same m-line (mid) is reused, the SDP does not grow, media arrives.
-    s.show_video(&vb, 320, 180).await.unwrap();
-    let (sdp, tracks) = offer_where(
-        &mut s,
-        |_, t| t.iter().any(|t| t.track_id == vb),
-        "with B's video",
-    )
-    .await;
+    let (sdp, mid_b) = ask_for(&mut s, &vb, "with B's video").await;
     assert_eq!(video_sections(&sdp), 1, "the m-line was not reused:\n{sdp}");
-    let mid_b = tracks
-        .iter()
-        .find(|t| t.track_id == vb)
-        .unwrap()
-        .mid
-        .clone();
     assert_eq!(mid_b, mid_a, "B's video should take A's old mid");
-    let r = s
-        .wait_media(
-            |r| video(r, &pb).0 >= 30 && video(r, &pb).1 >= 1,
-            MEDIA_WAIT,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("B's video did not arrive on the reused m-line: {e}"));
+    let r = video_arrives(&s, &pb, "B's video did not arrive on the reused m-line").await;
     assert_eq!(r.total_mismatches(), 0, "{}", r.to_json());
     assert!(
         video(&r, &pa).0 <= stopped + 10,
@@ -204,13 +191,7 @@ async fn a_video_only_on_demand_clients_could_want_is_paused_until_asked() {
     )
     .await
     .unwrap_or_else(|e| panic!("asking did not resume the publisher: {e}"));
-    let r = s
-        .wait_media(
-            |r| video(r, &pa).0 >= 30 && video(r, &pa).1 >= 1,
-            MEDIA_WAIT,
-        )
-        .await
-        .unwrap();
+    let r = video_arrives(&s, &pa, "A's video did not arrive after the resume").await;
     assert_eq!(r.total_mismatches(), 0, "{}", r.to_json());
 }
 

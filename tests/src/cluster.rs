@@ -1,4 +1,4 @@
-//! Helpers shared by the multi-node tests (tests/e2e/cluster.rs, tests/e2e/cascade.rs).
+//! Helpers shared by the multi-node tests (tests/e2e/cluster.rs, tests/e2e/cascade*.rs).
 
 use rakor_client::Report;
 use rakor_proto::{ParticipantId, TrackKind};
@@ -25,4 +25,121 @@ pub fn has_media_from(r: &Report, from: &ParticipantId) -> bool {
     let a = r.received_track(from, TrackKind::Audio);
     v.is_some_and(|v| v.packets >= 30 && v.keyframes >= 1 && v.payload_matches >= 30)
         && a.is_some_and(|a| a.packets >= 30 && a.payload_matches >= 30)
+}
+
+/// The cascade tests' setup (tests/e2e/cascade*.rs): one fresh PostgreSQL database and the
+/// shared Redis, and nodes started on them with `cluster.cascade = true`.
+pub struct CascadeSetup {
+    /// The nodes' shared configuration (its `key` signs the tokens).
+    pub p: crate::session::Persistent,
+    redis: String,
+    /// This run's random suffix (node ids, room names).
+    pub suffix: String,
+}
+
+impl CascadeSetup {
+    /// `None`, and a line saying so, without `RAKOR_TEST_REDIS_URL` and
+    /// `RAKOR_TEST_POSTGRES_URL` (tests/run.sh starts both). Panics when they are set but the
+    /// database cannot be made (a broken service fails the test, it does not skip it).
+    #[allow(clippy::panic)]
+    pub fn from_env(test: &str) -> Option<Self> {
+        let (Ok(redis), Some(pg)) = (
+            std::env::var("RAKOR_TEST_REDIS_URL"),
+            crate::session::test_postgres_url(),
+        ) else {
+            eprintln!("RAKOR_TEST_REDIS_URL or RAKOR_TEST_POSTGRES_URL not set: {test} skipped");
+            return None;
+        };
+        let p = crate::session::fresh_postgres_database(&pg)
+            .and_then(|db| crate::session::Persistent::on_postgres(&db))
+            .unwrap_or_else(|e| panic!("{test}: no fresh PostgreSQL database: {e}"));
+        Some(Self {
+            p,
+            redis,
+            suffix: random_suffix(),
+        })
+    }
+
+    /// The id of node `name` (`node-<name>-<suffix>`).
+    pub fn node_id(&self, name: &str) -> String {
+        format!("node-{name}-{}", self.suffix)
+    }
+
+    /// Start the node `id` as a cascade member.
+    pub fn start(&self, id: &str) -> anyhow::Result<crate::Server> {
+        self.p.start_with_env(&[
+            ("RAKOR_CLUSTER_REDIS_URL", self.redis.as_str()),
+            ("RAKOR_CLUSTER_NODE_ID", id),
+            ("RAKOR_CLUSTER_CASCADE", "true"),
+        ])
+    }
+
+    /// `sub` joins `room` at `url` with `role`, publishing the looped audio and video.
+    #[allow(clippy::panic)]
+    pub async fn join_publishing(
+        &self,
+        url: String,
+        room: &str,
+        sub: &str,
+        role: &str,
+    ) -> rakor_client::Client {
+        let token = self
+            .token(room, sub, role)
+            .unwrap_or_else(|e| panic!("token for {sub}: {e}"));
+        rakor_client::Client::connect(
+            rakor_client::ClientOptions::new(url, token).publish(true, true),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{sub} could not join: {e}"))
+    }
+
+    /// A token for `sub` in `room` with `role`, signed with the cluster's key, valid for 1 h.
+    pub fn token(&self, room: &str, sub: &str, role: &str) -> anyhow::Result<String> {
+        let now = crate::unix_now();
+        crate::sign_claims(
+            &self.p.key,
+            &serde_json::json!({"sub": sub, "room": room, "name": sub, "role": role,
+                    "iat": now, "exp": now + 3600, "iss": "rakor"}),
+        )
+    }
+}
+
+/// The participant id under which `rx` sees the site `identity` (its own node's participant,
+/// or a relay's republisher `cascade/<origin>/<identity>`), once it is there (at most `wait`).
+#[allow(clippy::panic)]
+pub async fn seen_as(
+    rx: &rakor_client::Client,
+    identity: &str,
+    wait: std::time::Duration,
+) -> ParticipantId {
+    let deadline = std::time::Instant::now() + wait;
+    let suffix = format!("/{identity}");
+    loop {
+        if let Some(p) = rx
+            .participants()
+            .into_iter()
+            .find(|p| p.identity == identity || p.identity.ends_with(&suffix))
+        {
+            return p.id;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("{identity} never appeared: {:?}", rx.participants());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// `(peer_node, direction) → value` of one cascade metric of `server` (0 fails the test when
+/// the sample is missing: the leg's series exist from its start).
+#[allow(clippy::panic)]
+pub fn cascade_metric(server: &crate::Server, name: &str, peer: &str, dir: &str) -> u64 {
+    let body = match crate::http_get(server.http, "/metrics") {
+        Ok((200, body)) => body,
+        other => panic!("GET /metrics: {other:?}"),
+    };
+    let key = format!("{name}{{peer_node=\"{peer}\",direction=\"{dir}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /metrics:\n{body}"))
 }
