@@ -417,6 +417,14 @@ pub struct ChatEntry {
     pub to: Option<ParticipantId>,
 }
 
+/// One track's level in `track_levels`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackLevel {
+    pub track_id: TrackId,
+    /// -dBov, 0 (loudest) ..= 127 (silence).
+    pub level: u8,
+}
+
 /// One raised hand, in the order hands went up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaisedHand {
@@ -595,6 +603,17 @@ pub enum ServerMessage {
         width: u32,
         #[serde(default)]
         height: u32,
+    },
+    /// Cascade only (issue 17); sent only to a relay subscriber (role `relay`), never to an
+    /// ordinary client (ignore it if you get it). The smoothed audio level (RFC 6464 -dBov, 0
+    /// loudest .. 127 silence) of each audio track this node forwards now, as its
+    /// loudest-speaker selection measured it; a track that speaks here is reported at most at
+    /// the speech threshold, so it speaks on the far node too. Sent when a level changes
+    /// (checked every 100 ms) and at least every second while a track is listed. The relay's
+    /// republisher writes it into the relayed packets' audio level extension, so the far node
+    /// selects its loudest speakers among relayed and local sites alike.
+    TrackLevels {
+        levels: Vec<TrackLevel>,
     },
     /// The room is being recorded (`active: true`, since `started_at`, RFC 3339 UTC) or no
     /// longer (`active: false`; `reason` says why when it was not a stop, e.g. the disk

@@ -330,3 +330,31 @@ fn join_video_on_demand_is_optional() {
     )
     .is_err());
 }
+
+/// `track_levels` is server → relay only: a client that sends it gets `unknown_type` (an
+/// error to that client only, the session goes on); the server's form round-trips.
+#[test]
+fn track_levels_is_a_server_message_only() {
+    let text = r#"{"type":"track_levels","levels":[{"track_id":"TR_x","level":20}]}"#;
+    let err = parse_client_message(text).expect_err("a client may not send track_levels");
+    assert_eq!(err.code, ErrorCode::UnknownType, "{}", err.message);
+    let m: ServerMessage = serde_json::from_str(text).unwrap();
+    assert_eq!(
+        m,
+        ServerMessage::TrackLevels {
+            levels: vec![TrackLevel {
+                track_id: TrackId("TR_x".into()),
+                level: 20
+            }]
+        }
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&serde_json::to_string(&m).unwrap()).unwrap(),
+        serde_json::from_str::<serde_json::Value>(text).unwrap()
+    );
+    // A level outside a byte is not a level.
+    assert!(serde_json::from_str::<ServerMessage>(
+        r#"{"type":"track_levels","levels":[{"track_id":"TR_x","level":300}]}"#
+    )
+    .is_err());
+}

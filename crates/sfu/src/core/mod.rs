@@ -29,7 +29,7 @@
 //! floor), `presentation` (the room's presentation: one screen share at a time, host takeover
 //! and stop), `dynacast` (tile sizes, hidden video, simulcast
 //! layer choice, what publishers must send), `allocate` (bandwidth per subscriber), `speaking`
-//! (loudest speakers), `forward` (the per-packet fan-out and keyframe requests), `service`
+//! (loudest speakers), `relay_levels` (their levels to cascade relays), `forward` (the per-packet fan-out and keyframe requests), `service`
 //! (driving the `rtc` connections).
 
 mod allocate;
@@ -45,6 +45,7 @@ mod presentation;
 mod publish;
 pub mod record;
 mod relay_demand;
+mod relay_levels;
 mod resume;
 mod service;
 mod speaking;
@@ -214,6 +215,7 @@ impl Core {
         if now >= self.next_tick {
             self.expire_silent(now);
             self.update_speakers(now);
+            self.update_relay_levels(now);
             self.update_bandwidth(now);
             self.update_layers(now);
             self.expire_hidden_legs(now);

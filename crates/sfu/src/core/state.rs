@@ -247,6 +247,8 @@ pub(crate) struct Room {
     pub host_speakers: SpeakerSelector<TrackKey>,
     /// What the last `speakers` message said (speaking, forwarded).
     pub announced: (Vec<ParticipantId>, Vec<ParticipantId>),
+    /// What its cascade relay subscribers were last told of the levels (`relay_levels.rs`).
+    pub relay_levels: super::relay_levels::RelayLevels,
     /// Identities whose audio a moderator muted: the mute applies to every join of the
     /// identity while the room lasts (leave and rejoin, a second device, a resume).
     pub muted_identities: std::collections::HashSet<String>,
@@ -270,6 +272,7 @@ impl Room {
                 ..cfg
             }),
             announced: (Vec::new(), Vec::new()),
+            relay_levels: Default::default(),
             muted_identities: std::collections::HashSet::new(),
             hands: Vec::new(),
         }

@@ -5,5 +5,6 @@
 
 mod present;
 mod relay;
+mod relay_levels;
 mod rig;
 mod scenarios;
