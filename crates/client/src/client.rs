@@ -762,6 +762,7 @@ fn type_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::PublisherPause { .. } => "publisher_pause",
         ServerMessage::PublisherLayers { .. } => "publisher_layers",
         ServerMessage::TrackDemand { .. } => "track_demand",
+        ServerMessage::TrackLevels { .. } => "track_levels",
         ServerMessage::Pong { .. } => "pong",
         ServerMessage::Lobby { .. } => "lobby",
         ServerMessage::ModeratorMute { .. } => "moderator_mute",

@@ -21,6 +21,7 @@ pub mod packetizer;
 pub mod peer;
 pub mod relay;
 pub mod relay_control;
+pub mod relay_levels;
 mod room;
 pub mod runtime;
 mod session;

@@ -38,6 +38,33 @@ pub const NO_AUDIO_LEVEL: u8 = u8::MAX;
 /// Levels at or below this (-dBov) are flagged as voice (the V bit).
 const VOICE_LEVEL: u8 = 60;
 
+/// The RFC 6464 extension's one byte for every level 0..=127: V (bit 7) set at or below
+/// [`VOICE_LEVEL`], the level in the low 7 bits. Static, so a packet's extension payload is a
+/// `Bytes` pointing here: no allocation per packet.
+static AUDIO_LEVEL_BYTES: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        // Lossless: i < 128.
+        let level = i as u8;
+        t[i] = if level <= VOICE_LEVEL {
+            0x80 | level
+        } else {
+            level
+        };
+        i += 1;
+    }
+    t
+};
+
+/// The RFC 6464 audio level extension payload for `level` (-dBov; above 127 counts as 127).
+pub fn audio_level_ext(level: u8) -> bytes::Bytes {
+    let i = usize::from(level.min(127));
+    AUDIO_LEVEL_BYTES
+        .get(i..=i)
+        .map_or_else(bytes::Bytes::new, bytes::Bytes::from_static)
+}
+
 /// Keyframe requests closer together than this are answered once.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 /// A receiver waiting for its first keyframe repeats its PLI this often.
@@ -100,6 +127,11 @@ pub struct FedTrack {
     /// Called with what the destination node's subscribers show of it (`track_demand`:
     /// visible, width, height), so the relay can ask the source node for that layer.
     pub demand: Option<DemandSink>,
+    /// An audio track: the level (-dBov; [`NO_AUDIO_LEVEL`]: none yet) written into every
+    /// packet's RFC 6464 extension — the source node's measure of it (`track_levels`,
+    /// [`crate::relay_levels`]), so the destination node selects its loudest speakers among
+    /// relayed sites too.
+    pub audio_level: Option<Arc<AtomicU8>>,
 }
 
 /// Receives a relayed track's `track_demand` (visible, width, height).
@@ -262,6 +294,9 @@ impl LocalTrack {
         }
         t.feed = std::sync::Mutex::new(Some(fed.packets));
         t.demand = fed.demand;
+        if let Some(level) = fed.audio_level {
+            t.audio_level = level;
+        }
         Ok(t)
     }
 
@@ -396,6 +431,7 @@ impl LocalTrack {
                 self.source,
                 layer.ssrc,
                 payload_type,
+                audio_level_ext.map(|id| (id, self.audio_level.clone())),
                 hub.clone(),
             )));
         }
@@ -437,20 +473,21 @@ impl LocalTrack {
 
 /// A relayed track's sender: every packet from `packets` goes out on `track` with our SSRC
 /// and payload type (header extensions dropped: their ids belong to the upstream connection);
-/// sequence numbers and timestamps are the upstream's, already continuous.
+/// sequence numbers and timestamps are the upstream's, already continuous. An audio track
+/// with `audio_level` (our negotiated extension id, the level) carries that level.
 async fn feed_track(
     mut packets: tokio::sync::mpsc::Receiver<rtc::rtp::Packet>,
     track: Arc<TrackLocalStaticRTP>,
     source: TrackSource,
     ssrc: u32,
     payload_type: u8,
+    audio_level: Option<(u8, Arc<AtomicU8>)>,
     hub: Arc<StatsHub>,
 ) {
     while let Some(mut pkt) = packets.recv().await {
         pkt.header.ssrc = ssrc;
         pkt.header.payload_type = payload_type;
-        pkt.header.extension = false;
-        pkt.header.extensions.clear();
+        rewrite_extensions(&mut pkt.header, audio_level.as_ref());
         let bytes = pkt.payload.len() as u64;
         let ok = track.write_rtp(pkt).await.is_ok();
         hub.update_sent_source(source, |s| {
@@ -461,6 +498,29 @@ async fn feed_track(
                 s.write_errors += 1;
             }
         });
+    }
+}
+
+/// Drop a relayed packet's header extensions (their ids are the upstream connection's) and,
+/// with `audio_level` (our extension id, the level) set to a level, write that level. Reuses
+/// the header's extension list and a static payload ([`audio_level_ext`]): nothing is
+/// allocated when the packet arrived with an extension; one that arrived without any (the
+/// SFU strips them) needs its list's first slot — one small allocation, beside the
+/// `webrtc` crate's own per-packet ones in `write_rtp` (its driver channel, marshalling,
+/// SRTP), which its API does not let us avoid.
+fn rewrite_extensions(header: &mut Header, audio_level: Option<&(u8, Arc<AtomicU8>)>) {
+    header.extension = false;
+    header.extensions.clear();
+    header.extensions_padding = 0;
+    let Some((id, level)) = audio_level else {
+        return;
+    };
+    let level = level.load(Ordering::Relaxed);
+    if level == NO_AUDIO_LEVEL {
+        return;
+    }
+    if let Err(e) = header.set_extension(*id, audio_level_ext(level)) {
+        tracing::debug!(error = %e, "audio level extension not set");
     }
 }
 
@@ -553,10 +613,7 @@ impl Pacer {
                 if let Some((id, level)) = &audio_level {
                     let level = level.load(Ordering::Relaxed);
                     if level != NO_AUDIO_LEVEL {
-                        let level = level.min(127);
-                        let v = if level <= VOICE_LEVEL { 0x80 } else { 0 };
-                        let ext = bytes::Bytes::copy_from_slice(&[v | level]);
-                        if let Err(e) = pkt.header.set_extension(*id, ext) {
+                        if let Err(e) = pkt.header.set_extension(*id, audio_level_ext(level)) {
                             tracing::debug!(error = %e, "audio level extension not set");
                         }
                     }
@@ -778,6 +835,77 @@ pub async fn request_keyframe(track: &Arc<dyn TrackRemote>) -> Result<(), Client
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn relayed_packets_carry_our_audio_level_and_no_foreign_extension() {
+        use rtc::rtp::header::Extension;
+        let level = Arc::new(AtomicU8::new(NO_AUDIO_LEVEL));
+        let ours = (3u8, level.clone());
+        let upstream = || Header {
+            version: 2,
+            extension: true,
+            extension_profile: 0xBEDE,
+            extensions: vec![
+                Extension {
+                    id: 1,
+                    payload: bytes::Bytes::from_static(&[0x85]),
+                },
+                Extension {
+                    id: 3,
+                    payload: bytes::Bytes::from_static(&[1, 2]),
+                },
+            ],
+            ..Default::default()
+        };
+        // No level known yet: the upstream's extensions are dropped, none is written.
+        let mut h = upstream();
+        rewrite_extensions(&mut h, Some(&ours));
+        assert!(!h.extension && h.extensions.is_empty());
+        // A video track (no level): the same.
+        let mut h = upstream();
+        rewrite_extensions(&mut h, None);
+        assert!(h.extensions.is_empty());
+        // (level, the extension byte: V set at or below -60 dBov)
+        for (l, byte) in [
+            (0u8, 0x80u8),
+            (20, 0x94),
+            (60, 0xBC),
+            (61, 61),
+            (127, 127),
+            (200, 127),
+        ] {
+            level.store(l, Ordering::Relaxed);
+            let mut h = upstream();
+            let list = h.extensions.as_ptr();
+            rewrite_extensions(&mut h, Some(&ours));
+            assert_eq!(
+                h.extensions.as_ptr(),
+                list,
+                "the list is reused, not reallocated"
+            );
+            assert_eq!(
+                h.get_extension(3).as_deref(),
+                Some(&[byte][..]),
+                "level {l}"
+            );
+            assert_eq!(h.extensions.len(), 1);
+            // It goes on the wire as a one-byte extension the SFU parses back.
+            let pkt = rtc::rtp::Packet {
+                header: h,
+                payload: bytes::Bytes::from_static(&[0xAA; 10]),
+            };
+            let wire = rtc::shared::marshal::Marshal::marshal(&pkt).unwrap();
+            let mut buf = &wire[..];
+            let back =
+                <rtc::rtp::Packet as rtc::shared::marshal::Unmarshal>::unmarshal(&mut buf).unwrap();
+            assert_eq!(back.header.get_extension(3).as_deref(), Some(&[byte][..]));
+            assert_eq!(back.payload, pkt.payload);
+        }
+        // The extension payload points into the static table (no copy per packet).
+        let a = audio_level_ext(20);
+        let b = audio_level_ext(20);
+        assert_eq!(a.as_ptr(), b.as_ptr());
+    }
 
     #[test]
     fn keyframe_requests_go_to_the_layer_they_name() {

@@ -15,6 +15,7 @@
 
 use crate::media::FedTrack;
 use crate::relay_control::RelayControl;
+use crate::relay_levels::RelayLevels;
 use crate::{Client, ClientError, ClientOptions};
 use rakor_proto::{ParticipantId, ParticipantInfo, TrackId, TrackSource};
 use std::collections::HashMap;
@@ -121,6 +122,9 @@ pub async fn relay_one_way_with(
     // republisher), keyed by the source track: asked of the source node as our own
     // `track_settings`, so the leg carries the layer the far node needs (or nothing).
     let (demand_tx, mut demands) = mpsc::unbounded_channel::<(TrackId, bool, u32, u32)>();
+    // The source node's levels of the audio it forwards (`track_levels`), written by the
+    // republishers into the relayed packets (the far node selects its loudest speakers).
+    let mut levels = RelayLevels::new();
     if let Some(c) = &control {
         // The room's spotlight at join time, as if it had just been set.
         let now = rakor_proto::ServerMessage::Spotlight {
@@ -145,8 +149,15 @@ pub async fn relay_one_way_with(
                 match ev {
                     None => break,
                     Some(rakor_proto::ServerMessage::ParticipantLeft { participant_id, .. }) => {
+                        levels.forget(&participant_id);
                         if let Some(r) = republishers.remove(&participant_id) {
                             tokio::spawn(r.leave());
+                        }
+                    }
+                    Some(rakor_proto::ServerMessage::TrackLevels { levels: l }) => {
+                        let unknown = levels.apply(&l);
+                        if unknown > 0 {
+                            tracing::debug!(unknown, "cascade: levels of tracks this leg does not relay");
                         }
                     }
                     Some(other) => {
@@ -216,6 +227,8 @@ pub async fn relay_one_way_with(
                     keyframe_request: t.keyframe_request.clone(),
                     demand: (t.source.kind() == rakor_proto::TrackKind::Video)
                         .then(|| demand_sink(demand_tx.clone(), t.track_id.clone())),
+                    audio_level: (t.source.kind() == rakor_proto::TrackKind::Audio)
+                        .then(|| levels.track(&info.id, &t.track_id)),
                 };
                 if let Err(e) = republisher.publish_fed(fed).await {
                     tracing::warn!(error = %e, track = %t.track_id, "cascade: track not republished");
