@@ -74,6 +74,17 @@ impl CascadeSetup {
         ])
     }
 
+    /// Start the node `id` as a cascade member with more environment (`RAKOR_*` settings).
+    pub fn start_with(&self, id: &str, extra: &[(&str, &str)]) -> anyhow::Result<crate::Server> {
+        let mut env = vec![
+            ("RAKOR_CLUSTER_REDIS_URL", self.redis.as_str()),
+            ("RAKOR_CLUSTER_NODE_ID", id),
+            ("RAKOR_CLUSTER_CASCADE", "true"),
+        ];
+        env.extend_from_slice(extra);
+        self.p.start_with_env(&env)
+    }
+
     /// `sub` joins `room` at `url` with `role`, publishing the looped audio and video.
     #[allow(clippy::panic)]
     pub async fn join_publishing(
