@@ -410,7 +410,10 @@ mod tests {
             assert!(batch.push(dsts[i % 2], buf, false));
         }
         assert_eq!(batch.len(), 4);
-        assert!(!batch.push(dsts[0], &bufs[4], false), "a full batch takes no more");
+        assert!(
+            !batch.push(dsts[0], &bufs[4], false),
+            "a full batch takes no more"
+        );
         // SAFETY: `bufs` outlives the call.
         assert_eq!(unsafe { batch.send(tx.as_raw_fd(), 0) }.unwrap(), 4);
         // SAFETY: as above; from the end: nothing left.

@@ -567,11 +567,11 @@ impl Shell {
         }
         if !pending.is_empty() {
             let (s, e) = send_pending_batch(
-                    &self.sock,
-                    &mut self.send_batch,
-                    &mut pending,
-                    &mut self.gso,
-                );
+                &self.sock,
+                &mut self.send_batch,
+                &mut pending,
+                &mut self.gso,
+            );
             sent += s;
             errors += e;
         }
