@@ -95,14 +95,42 @@ impl<const N: usize, const B: usize> RecvBatch<N, B> {
     }
 }
 
+/// `UDP_SEGMENT` (linux/udp.h; not in the `libc` crate for glibc targets): a `SOL_UDP` control
+/// message giving the segment size of a UDP GSO send.
+const UDP_SEGMENT: libc::c_int = 103;
+/// Most datagrams one GSO message carries (the kernel's limit is 64, 128 since 6.x).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes one GSO message carries (a UDP datagram's limit, with room for headers).
+const GSO_MAX_BYTES: usize = 60_000;
+/// Largest segment put into a GSO message: the kernel refuses (`EINVAL`) a segment that does not
+/// fit the path MTU, so only datagrams that fit a 1,500-byte Ethernet frame over IPv6 are merged.
+const GSO_MAX_SEGMENT: usize = 1_452;
+/// Room for one `cmsghdr` with a `u16` (`CMSG_SPACE(2)` is 24 bytes on 64-bit Linux), aligned.
+type CmsgBuf = [u64; 4];
+
 /// `N` send headers (addresses, iovecs, `mmsghdr`s), allocated once (boxed: the kernel is
 /// given pointers into it); the datagrams themselves stay in the caller's buffers.
+///
+/// With GSO (`push(.., gso: true)`), consecutive datagrams to the same destination whose sizes
+/// are equal (the last one may be shorter) share one message: one iovec each, and a
+/// `UDP_SEGMENT` control message with the segment size, so the kernel's UDP/IP send path runs
+/// once for all of them and the receiver still gets the same separate datagrams (UDP GSO,
+/// Linux ≥ 4.18).
 pub(crate) struct SendBatch<const N: usize> {
     addrs: [libc::sockaddr_storage; N],
     iovs: [libc::iovec; N],
     msgs: [libc::mmsghdr; N],
-    /// Headers filled since the last [`SendBatch::clear`].
+    /// Per message: its control buffer (`UDP_SEGMENT`), its datagram count, its segment size
+    /// (the first datagram's length), and whether a shorter last datagram closed it.
+    cmsgs: [CmsgBuf; N],
+    segs: [usize; N],
+    seg_size: [usize; N],
+    closed: [bool; N],
+    /// Messages and iovecs (datagrams) filled since the last [`SendBatch::clear`].
     len: usize,
+    iov_len: usize,
+    /// The destination of the last message (the only one a datagram may join).
+    last_dst: Option<SocketAddr>,
 }
 
 // SAFETY: as for `RecvBatch`: the pointers into `self` are rewritten before every use, and the
@@ -111,13 +139,15 @@ unsafe impl<const N: usize> Send for SendBatch<N> {}
 
 impl<const N: usize> SendBatch<N> {
     pub fn new_boxed() -> Box<Self> {
-        // SAFETY: all-zero bytes are a valid value of every field (see `RecvBatch::new_boxed`).
+        // SAFETY: all-zero bytes are a valid value of every field (see `RecvBatch::new_boxed`)
+        // but `last_dst`, which is written before the box is made.
         unsafe {
             let layout = std::alloc::Layout::new::<Self>();
             let p = std::alloc::alloc_zeroed(layout).cast::<Self>();
             if p.is_null() {
                 std::alloc::handle_alloc_error(layout);
             }
+            std::ptr::addr_of_mut!((*p).last_dst).write(None);
             Box::from_raw(p)
         }
     }
@@ -125,21 +155,30 @@ impl<const N: usize> SendBatch<N> {
     /// Forget the queued headers.
     pub fn clear(&mut self) {
         self.len = 0;
+        self.iov_len = 0;
+        self.last_dst = None;
     }
 
-    /// Queue `data` to `dst`; false if the batch is full. `data` must stay unchanged and
-    /// alive until the next [`SendBatch::send`] (the caller keeps the buffers of one batch).
-    pub fn push(&mut self, dst: SocketAddr, data: &[u8]) -> bool {
+    /// Queue `data` to `dst`; false if the batch is full. With `gso`, `data` joins the last
+    /// message when it goes to the same destination and fits its segment size. `data` must
+    /// stay unchanged and alive until the next [`SendBatch::send`] (the caller keeps the
+    /// buffers of one batch).
+    pub fn push(&mut self, dst: SocketAddr, data: &[u8], gso: bool) -> bool {
+        let Some(iov) = self.iovs.get_mut(self.iov_len) else {
+            return false;
+        };
+        iov.iov_base = data.as_ptr().cast_mut().cast();
+        iov.iov_len = data.len();
+        let iov: *mut libc::iovec = iov;
+        if gso && self.last_dst == Some(dst) && self.join_last(data.len()) {
+            self.iov_len += 1;
+            return true;
+        }
         let i = self.len;
-        let (Some(addr), Some(iov)) = (self.addrs.get_mut(i), self.iovs.get_mut(i)) else {
+        let (Some(addr), Some(msg)) = (self.addrs.get_mut(i), self.msgs.get_mut(i)) else {
             return false;
         };
         let namelen = std_to_sockaddr(dst, addr);
-        iov.iov_base = data.as_ptr().cast_mut().cast();
-        iov.iov_len = data.len();
-        let Some(msg) = self.msgs.get_mut(i) else {
-            return false;
-        };
         msg.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
         msg.msg_hdr.msg_namelen = namelen;
         msg.msg_hdr.msg_iov = iov;
@@ -148,16 +187,62 @@ impl<const N: usize> SendBatch<N> {
         msg.msg_hdr.msg_controllen = 0;
         msg.msg_hdr.msg_flags = 0;
         msg.msg_len = 0;
+        if let (Some(segs), Some(size), Some(closed)) = (
+            self.segs.get_mut(i),
+            self.seg_size.get_mut(i),
+            self.closed.get_mut(i),
+        ) {
+            *segs = 1;
+            *size = data.len();
+            *closed = false;
+        }
         self.len += 1;
+        self.iov_len += 1;
+        self.last_dst = Some(dst);
         true
     }
 
+    /// Whether a datagram of `len` bytes may join the last message (same destination checked
+    /// by the caller); if so, the message counts it.
+    fn join_last(&mut self, len: usize) -> bool {
+        let Some(i) = self.len.checked_sub(1) else {
+            return false;
+        };
+        let (Some(segs), Some(&size), Some(closed), Some(msg)) = (
+            self.segs.get_mut(i),
+            self.seg_size.get(i),
+            self.closed.get_mut(i),
+            self.msgs.get_mut(i),
+        ) else {
+            return false;
+        };
+        if *closed
+            || len == 0
+            || len > size
+            || size > GSO_MAX_SEGMENT
+            || *segs >= GSO_MAX_SEGMENTS
+            || (*segs + 1) * size > GSO_MAX_BYTES
+        {
+            return false;
+        }
+        *segs += 1;
+        *closed = len < size;
+        msg.msg_hdr.msg_iovlen += 1;
+        true
+    }
+
+    /// Messages queued (a GSO message carries several datagrams).
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Send the queued datagrams from index `from` on with one `sendmmsg(2)` on the
-    /// non-blocking socket `fd`: how many went (≥ 1), or the error of the first one
+    /// Datagrams in message `i`.
+    pub fn segments(&self, i: usize) -> usize {
+        self.segs.get(i).copied().unwrap_or(0)
+    }
+
+    /// Send the queued messages from index `from` on with one `sendmmsg(2)` on the
+    /// non-blocking socket `fd`: how many messages went (≥ 1), or the error of the first one
     /// (`WouldBlock` when the socket buffer is full).
     ///
     /// # Safety
@@ -165,6 +250,38 @@ impl<const N: usize> SendBatch<N> {
     /// Every buffer given to [`SendBatch::push`] since the last [`SendBatch::clear`] must
     /// still be alive and unmoved.
     pub unsafe fn send(&mut self, fd: i32, from: usize) -> io::Result<usize> {
+        for i in from..self.len {
+            let (Some(&segs), Some(&size), Some(cbuf), Some(msg)) = (
+                self.segs.get(i),
+                self.seg_size.get(i),
+                self.cmsgs.get_mut(i),
+                self.msgs.get_mut(i),
+            ) else {
+                break;
+            };
+            if segs < 2 {
+                continue;
+            }
+            // The iovecs of a message are contiguous and were pointed at when it was opened;
+            // the control message is written here, where its buffer no longer moves.
+            // SAFETY: `CMSG_SPACE` is arithmetic on its argument.
+            let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+            msg.msg_hdr.msg_control = cbuf.as_mut_ptr().cast();
+            msg.msg_hdr.msg_controllen = space.min(std::mem::size_of::<CmsgBuf>()) as _;
+            // SAFETY: `msg_control` points at `cbuf` (`CmsgBuf`, aligned for `cmsghdr` and at
+            // least `CMSG_SPACE(2)` bytes), so the first header and its data fit.
+            unsafe {
+                let cm = libc::CMSG_FIRSTHDR(&msg.msg_hdr);
+                if cm.is_null() {
+                    continue;
+                }
+                (*cm).cmsg_level = libc::IPPROTO_UDP;
+                (*cm).cmsg_type = UDP_SEGMENT;
+                (*cm).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+                let gso = u16::try_from(size).unwrap_or(u16::MAX);
+                std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<u16>(), gso);
+            }
+        }
         let Some(msgs) = self.msgs.get_mut(from..self.len) else {
             return Ok(0);
         };
@@ -172,8 +289,8 @@ impl<const N: usize> SendBatch<N> {
             return Ok(0);
         }
         let n = libc::c_uint::try_from(msgs.len()).unwrap_or(1);
-        // SAFETY: each header points at its own address and iovec inside `self`, and the
-        // iovecs at the callers' buffers, alive by this function's contract.
+        // SAFETY: each header points at its own address, iovecs and control buffer inside
+        // `self`, and the iovecs at the callers' buffers, alive by this function's contract.
         let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n, libc::MSG_DONTWAIT) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
@@ -290,10 +407,13 @@ mod tests {
             .collect();
         let dsts = [a.local_addr().unwrap(), b.local_addr().unwrap()];
         for (i, buf) in bufs.iter().take(4).enumerate() {
-            assert!(batch.push(dsts[i % 2], buf));
+            assert!(batch.push(dsts[i % 2], buf, false));
         }
         assert_eq!(batch.len(), 4);
-        assert!(!batch.push(dsts[0], &bufs[4]), "a full batch takes no more");
+        assert!(
+            !batch.push(dsts[0], &bufs[4], false),
+            "a full batch takes no more"
+        );
         // SAFETY: `bufs` outlives the call.
         assert_eq!(unsafe { batch.send(tx.as_raw_fd(), 0) }.unwrap(), 4);
         // SAFETY: as above; from the end: nothing left.
@@ -308,12 +428,58 @@ mod tests {
         batch.clear();
         assert_eq!(batch.len(), 0);
         if let (Some(c), Some(tx6)) = (c, tx6) {
-            assert!(batch.push(c.local_addr().unwrap(), &bufs[2]));
+            assert!(batch.push(c.local_addr().unwrap(), &bufs[2], false));
             // SAFETY: as above.
             assert_eq!(unsafe { batch.send(tx6.as_raw_fd(), 0) }.unwrap(), 1);
             let (n, src) = c.recv_from(&mut got).unwrap();
             assert_eq!(&got[..n], bufs[2].as_slice());
             assert_eq!(src, tx6.local_addr().unwrap());
         }
+    }
+
+    #[test]
+    fn gso_merges_equal_datagrams_to_one_destination_and_the_receiver_sees_each() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.set_nonblocking(true).unwrap();
+        let (da, db) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        // To a: three of 1,200 bytes and a shorter last one (one message); then one to b; then
+        // two more to a (a new message: the shorter datagram closed the first), the second one
+        // longer than the first (a third message).
+        let plan: [(SocketAddr, usize, u8); 7] = [
+            (da, 1200, 1),
+            (da, 1200, 2),
+            (da, 1200, 3),
+            (da, 700, 4),
+            (db, 1200, 5),
+            (da, 500, 6),
+            (da, 900, 7),
+        ];
+        let bufs: Vec<Vec<u8>> = plan.iter().map(|&(_, n, v)| vec![v; n]).collect();
+        let mut batch = SendBatch::<8>::new_boxed();
+        for (&(dst, _, _), buf) in plan.iter().zip(&bufs) {
+            assert!(batch.push(dst, buf, true));
+        }
+        assert_eq!(batch.len(), 4, "messages");
+        let segs: Vec<usize> = (0..4).map(|i| batch.segments(i)).collect();
+        assert_eq!(segs, [4, 1, 1, 1]);
+        // SAFETY: `bufs` outlives the call.
+        assert_eq!(unsafe { batch.send(tx.as_raw_fd(), 0) }.unwrap(), 4);
+        let mut got = [0u8; 2048];
+        for (dst, _, v) in plan {
+            let rx = if dst == da { &a } else { &b };
+            let (n, src) = rx.recv_from(&mut got).unwrap();
+            let want = plan.iter().find(|p| p.2 == v).unwrap().1;
+            assert_eq!(n, want, "datagram {v} arrives whole and alone");
+            assert!(got[..n].iter().all(|&x| x == v));
+            assert_eq!(src, tx.local_addr().unwrap());
+        }
+        // Without GSO every datagram is its own message.
+        batch.clear();
+        for (&(dst, _, _), buf) in plan.iter().zip(&bufs).take(3) {
+            assert!(batch.push(dst, buf, false));
+        }
+        assert_eq!(batch.len(), 3);
     }
 }

@@ -56,6 +56,9 @@ struct Shell {
     /// batch being sent (their buffers must live until it went).
     send_batch: Option<Box<crate::mmsg::SendBatch<MMSG>>>,
     send_pending: Vec<crate::core::Transmit>,
+    /// UDP GSO for the `sendmmsg(2)` batches (`RAKOR_SHELL_GSO=0`: off, an A/B switch for
+    /// measurements, not a config key); turned off by the first send the kernel refuses it for.
+    gso: bool,
     /// Wait to the nanosecond (`ppoll`) and read the UDP socket only when it is readable
     /// (`RAKOR_SHELL_PRECISE_WAIT=0`: whole-millisecond `poll` and a read attempt on every
     /// turn, as before; an A/B switch for measurements, not a config key).
@@ -115,6 +118,7 @@ pub(crate) fn spawn(
             .map_or(true, |v| v != "0")
             .then(crate::mmsg::SendBatch::new_boxed),
         send_pending: Vec::with_capacity(MMSG),
+        gso: std::env::var("RAKOR_SHELL_GSO").map_or(true, |v| v != "0"),
         precise_wait: std::env::var("RAKOR_SHELL_PRECISE_WAIT").map_or(true, |v| v != "0"),
         udp_readable: true,
     };
@@ -235,12 +239,16 @@ fn send_one(sock: &UdpSocket, data: &[u8], dst: SocketAddr) -> bool {
 }
 
 /// Send `pending` (at most [`MMSG`] UDP datagrams) with `sendmmsg(2)` and empty it: (sent,
-/// errors). A full socket buffer is waited for (5 ms, 3 times, as for `sendto`); a
+/// errors). With `*gso`, consecutive equal-sized datagrams to one destination go as one UDP GSO
+/// message ([`crate::mmsg::SendBatch`]); if the kernel refuses GSO (`EIO`: no checksum offload
+/// on the route's device; `EINVAL`, `EOPNOTSUPP`), `*gso` is turned off for good and the rest is
+/// sent without it. A full socket buffer is waited for (5 ms, 3 times, as for `sendto`); a
 /// datagram the kernel refuses is counted and skipped.
 fn send_pending_batch(
     sock: &UdpSocket,
     send_batch: &mut Option<Box<crate::mmsg::SendBatch<MMSG>>>,
     pending: &mut Vec<crate::core::Transmit>,
+    gso: &mut bool,
 ) -> (u64, u64) {
     let (mut sent, mut errors) = (0u64, 0u64);
     let fd = sock.as_raw_fd();
@@ -248,32 +256,57 @@ fn send_pending_batch(
         pending.clear();
         return (0, 0);
     };
-    batch.clear();
-    for t in pending.iter() {
-        if !batch.push(t.dst, &t.data) {
+    // `done`: datagrams of `pending` sent or given up; the batch holds `pending[done..]`.
+    let mut done = 0;
+    'refill: while done < pending.len() {
+        batch.clear();
+        for t in pending.iter().skip(done) {
+            if !batch.push(t.dst, &t.data, *gso) {
+                break;
+            }
+        }
+        let n = batch.len();
+        if n == 0 {
             break;
         }
-    }
-    let n = batch.len();
-    let (mut at, mut tries) = (0, 0);
-    while at < n {
-        // SAFETY: the buffers pushed are `pending`'s, alive and unchanged until it is
-        // cleared below.
-        match unsafe { batch.send(fd, at) } {
-            Ok(0) => break,
-            Ok(k) => {
-                at += k;
-                sent += k as u64;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock && tries < 3 => {
-                tries += 1;
-                poll_fd(fd, libc::POLLOUT, Duration::from_millis(5));
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => {
-                errors += 1;
-                tracing::debug!(dst = ?pending.get(at).map(|t| t.dst), "sendmmsg: {e}");
-                at += 1;
+        let (mut at, mut tries) = (0, 0);
+        while at < n {
+            // SAFETY: the buffers pushed are `pending`'s, alive and unchanged until it is
+            // cleared below.
+            match unsafe { batch.send(fd, at) } {
+                Ok(0) => break 'refill,
+                Ok(k) => {
+                    for i in at..at + k {
+                        let segs = batch.segments(i);
+                        sent += segs as u64;
+                        done += segs;
+                    }
+                    at += k;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock && tries < 3 => {
+                    tries += 1;
+                    poll_fd(fd, libc::POLLOUT, Duration::from_millis(5));
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e)
+                    if *gso
+                        && batch.segments(at) > 1
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
+                        ) =>
+                {
+                    tracing::info!("UDP GSO refused ({e}); sending one datagram per message");
+                    *gso = false;
+                    continue 'refill;
+                }
+                Err(e) => {
+                    let segs = batch.segments(at);
+                    errors += segs as u64;
+                    done += segs;
+                    tracing::debug!(dst = ?pending.get(done.saturating_sub(1)).map(|t| t.dst), "sendmmsg: {e}");
+                    at += 1;
+                }
             }
         }
     }
@@ -522,13 +555,23 @@ impl Shell {
             }
             pending.push(t);
             if pending.len() >= MMSG {
-                let (s, e) = send_pending_batch(&self.sock, &mut self.send_batch, &mut pending);
+                let (s, e) = send_pending_batch(
+                    &self.sock,
+                    &mut self.send_batch,
+                    &mut pending,
+                    &mut self.gso,
+                );
                 sent += s;
                 errors += e;
             }
         }
         if !pending.is_empty() {
-            let (s, e) = send_pending_batch(&self.sock, &mut self.send_batch, &mut pending);
+            let (s, e) = send_pending_batch(
+                &self.sock,
+                &mut self.send_batch,
+                &mut pending,
+                &mut self.gso,
+            );
             sent += s;
             errors += e;
         }

@@ -61,6 +61,10 @@ pub(crate) struct Chain {
     interceptors: Vec<Box<dyn Interceptor>>,
     read_outs: VecDeque<TaggedPacket>,
     write_outs: VecDeque<TaggedPacket>,
+    /// Rakor patch: the belt of the walks, kept between them (empty between walks) instead of a
+    /// new `VecDeque` per packet in `handle_read`/`handle_write` (one allocation per packet, per
+    /// direction, per connection).
+    belt: VecDeque<TaggedPacket>,
 }
 
 impl Chain {
@@ -116,24 +120,41 @@ impl Chain {
         belt
     }
 
-    fn drain_read(&mut self) {
-        let belt = Self::walk(
+    /// Rakor patch: one read walk over the kept belt, with `first` on it (if any); what leaves
+    /// the chain is appended to `read_outs` and the belt is kept, empty, for the next walk.
+    fn walk_read(&mut self, first: Option<TaggedPacket>) {
+        let mut belt = std::mem::take(&mut self.belt);
+        belt.extend(first);
+        let mut belt = Self::walk(
             self.interceptors.iter_mut(),
-            VecDeque::new(),
+            belt,
             |s, p| s.handle_read(p),
             |s| s.poll_read(),
         );
-        self.read_outs.extend(belt);
+        self.read_outs.extend(belt.drain(..));
+        self.belt = belt;
     }
 
-    fn drain_write(&mut self) {
-        let belt = Self::walk(
+    /// Rakor patch: as [`Self::walk_read`], for the write direction.
+    fn walk_write(&mut self, first: Option<TaggedPacket>) {
+        let mut belt = std::mem::take(&mut self.belt);
+        belt.extend(first);
+        let mut belt = Self::walk(
             self.interceptors.iter_mut().rev(),
-            VecDeque::new(),
+            belt,
             |s, p| s.handle_write(p),
             |s| s.poll_write(),
         );
-        self.write_outs.extend(belt);
+        self.write_outs.extend(belt.drain(..));
+        self.belt = belt;
+    }
+
+    fn drain_read(&mut self) {
+        self.walk_read(None);
+    }
+
+    fn drain_write(&mut self) {
+        self.walk_write(None);
     }
 }
 
@@ -145,13 +166,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Chain {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        let belt = Self::walk(
-            self.interceptors.iter_mut(),
-            VecDeque::from([msg]),
-            |s, p| s.handle_read(p),
-            |s| s.poll_read(),
-        );
-        self.read_outs.extend(belt);
+        // Rakor patch: the kept belt instead of `VecDeque::from([msg])` (an allocation).
+        self.walk_read(Some(msg));
         Ok(())
     }
 
@@ -165,13 +181,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Chain {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        let belt = Self::walk(
-            self.interceptors.iter_mut().rev(),
-            VecDeque::from([msg]),
-            |s, p| s.handle_write(p),
-            |s| s.poll_write(),
-        );
-        self.write_outs.extend(belt);
+        // Rakor patch: the kept belt instead of `VecDeque::from([msg])` (an allocation).
+        self.walk_write(Some(msg));
         Ok(())
     }
 

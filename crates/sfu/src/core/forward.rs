@@ -180,7 +180,7 @@ impl Core {
                     }
                     Err(e) => tracing::debug!(conn = %leg.conn, "handle_write: {e}"),
                 }
-                sub.dirty = true;
+                sub.written = true;
             }
             if copies > 0 {
                 forwarded_read_at.push(read_at);

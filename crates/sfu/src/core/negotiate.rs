@@ -64,6 +64,7 @@ impl Core {
             kind,
             deadline: None,
             dirty: true,
+            written: false,
             connected: false,
             heard_at: now,
             inbound: Vec::new(),

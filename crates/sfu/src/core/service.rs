@@ -101,7 +101,8 @@ impl Core {
     pub(crate) fn service_dirty(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.conn_scratch);
         for _ in 0..SERVICE_PASSES {
-            self.conns.keys_where_into(&mut dirty, |c| c.dirty);
+            self.conns
+                .keys_where_into(&mut dirty, |c| c.dirty || c.written);
             if dirty.is_empty() {
                 break;
             }
@@ -116,15 +117,21 @@ impl Core {
         let Some(c) = self.conns.get_mut(ci) else {
             return;
         };
+        // A connection that only had forwarded packets written to it has no event or read
+        // waiting: skip those two sweeps of its handler pipeline (issue 16).
+        let input = c.dirty;
         c.dirty = false;
-        let mut events = Vec::new();
-        while let Some(ev) = c.pc.poll_event() {
-            events.push(ev);
+        c.written = false;
+        if input {
+            let mut events = Vec::new();
+            while let Some(ev) = c.pc.poll_event() {
+                events.push(ev);
+            }
+            for ev in events {
+                self.handle_event(ci, ev, now);
+            }
+            self.read_messages(ci, now);
         }
-        for ev in events {
-            self.handle_event(ci, ev, now);
-        }
-        self.read_messages(ci, now);
         self.drain_writes(ci);
         if let Some(c) = self.conns.get_mut(ci) {
             c.deadline = c.pc.poll_timeout();

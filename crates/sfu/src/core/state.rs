@@ -23,6 +23,10 @@ pub(crate) struct Conn {
     pub deadline: Option<Instant>,
     /// Has input or output to service.
     pub dirty: bool,
+    /// Only has forwarded packets to send (set by the fan-out, `core/forward.rs`): serviced
+    /// for its writes and timer only, without the `poll_event`/`poll_read` sweeps of `rtc`'s
+    /// handler pipeline (a write of RTP raises no event and queues nothing to read).
+    pub written: bool,
     pub connected: bool,
     /// When the client's last packet that its `rtc` core accepted arrived (a consent check,
     /// DTLS, SRTP or SRTCP): the media path's sign of life ([`crate::liveness`]).
