@@ -135,10 +135,37 @@ pub async fn relay_one_way_with(
             crate::relay_control::run_command(republishers.get(&cmd.as_participant), cmd).await;
         }
     }
+    // Commands queued from outside this leg's source events, and what the republishers
+    // receive (read every `REPUBLISHER_POLL`; also keeps their event queues short).
+    let mut queued = match control.as_ref().and_then(|c| c.commands()) {
+        Some(q) => Some(q.lock_owned().await),
+        None => None,
+    };
+    let mut poll = tokio::time::interval(crate::relay_control::REPUBLISHER_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            Some(cmd) = async {
+                match queued.as_mut() {
+                    Some(q) => q.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                crate::relay_control::run_command(republishers.get(&cmd.as_participant), cmd).await;
+            }
+            _ = poll.tick() => {
+                for (source, r) in republishers.iter_mut() {
+                    let identity = r.joined().identity.clone();
+                    let id = r.current_participant_id();
+                    for msg in r.drain_events() {
+                        if let Some(c) = &control {
+                            c.republisher_event(source, (&id, &identity), &msg);
+                        }
+                    }
+                }
+            }
             Some((track_id, visible, width, height)) = demands.recv() => {
                 let ask = rakor_proto::ClientMessage::TrackSettings { track_id, visible, width, height };
                 if let Err(e) = subscriber.send(&ask).await {

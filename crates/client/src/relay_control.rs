@@ -2,10 +2,20 @@
 //! room's signalling events to a [`RelayControl`] (the server's `cascade_room`), which may
 //! answer with a [`RelayCommand`] that one source participant's republisher sends on the
 //! destination node (e.g. a host's spotlight on a non-owner node, forwarded to the owner by
-//! that host's republisher, itself a host there).
+//! that host's republisher, itself a host there). Chat, raised hands and moderation
+//! (`crates/server/src/cascade_moderation.rs`) also queue commands on a leg
+//! ([`RelayControl::commands`]) and watch what the republishers themselves receive
+//! ([`RelayControl::republisher_event`]: a private chat or a moderator mute addressed to a
+//! relayed site on the far node).
 
 use crate::Client;
 use rakor_proto::{ClientMessage, ParticipantId, ParticipantInfo, ServerMessage};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Mutex};
+
+/// Commands queued for a leg from outside its source events (another leg, several commands
+/// for one event); the leg running now holds the lock, a restarted leg takes it over.
+pub type CommandQueue = Arc<Mutex<mpsc::UnboundedReceiver<RelayCommand>>>;
 
 /// What a relay leg does with its source room's signalling besides relaying tracks.
 pub trait RelayControl: Send + Sync {
@@ -17,7 +27,27 @@ pub trait RelayControl: Send + Sync {
         msg: &ServerMessage,
         participants: &[ParticipantInfo],
     ) -> Option<RelayCommand>;
+
+    /// Commands to run besides those [`RelayControl::source_event`] answers with.
+    fn commands(&self) -> Option<CommandQueue> {
+        None
+    }
+
+    /// A server message one of this leg's republishers received on the destination node
+    /// (`source`: the source participant it republishes; `me`: its own participant id and
+    /// identity there). Republishers' messages are read every [`REPUBLISHER_POLL`].
+    fn republisher_event(
+        &self,
+        source: &ParticipantId,
+        me: (&ParticipantId, &str),
+        msg: &ServerMessage,
+    ) {
+        let _ = (source, me, msg);
+    }
 }
+
+/// How often a leg reads what its republishers received.
+pub const REPUBLISHER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A command sent on the destination node by the republisher of a source participant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +63,10 @@ pub enum RelayAction {
     /// Set the destination room's spotlight to the participant with this identity there
     /// (`None`: clear it).
     Spotlight { identity: Option<String> },
+    /// Send a chat message, to the room or (`to`: an identity on the destination) privately.
+    Chat { text: String, to: Option<String> },
+    /// Raise or lower the republisher's hand.
+    Hand { raised: bool },
 }
 
 /// The destination participant id of `identity` as `republisher` sees the room: itself or
@@ -76,6 +110,26 @@ pub async fn run_command(republisher: Option<&Client>, cmd: RelayCommand) {
             };
             if let Err(e) = r.send(&msg).await {
                 tracing::warn!(error = %e, "cascade: spotlight not forwarded");
+            }
+        }
+        RelayAction::Chat { text, to } => {
+            let to = match to {
+                None => None,
+                Some(identity) => match destination_id(r, &identity) {
+                    Some(id) => Some(id),
+                    None => {
+                        tracing::warn!(%identity, "cascade: private chat addressee not on the far node; not forwarded");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = r.send(&ClientMessage::Chat { text, to }).await {
+                tracing::warn!(error = %e, "cascade: chat not forwarded");
+            }
+        }
+        RelayAction::Hand { raised } => {
+            if let Err(e) = r.send(&ClientMessage::Hand { raised }).await {
+                tracing::warn!(error = %e, "cascade: hand not forwarded");
             }
         }
     }

@@ -24,6 +24,10 @@ pub async fn record_attendance(
                 text,
                 at,
             } => {
+                if crate::cascade::is_relay_identity(&from.identity) {
+                    // A relay's repetition of a message its sender's own node stored.
+                    continue;
+                }
                 let c = ChatRecord {
                     msg_id: id,
                     from_participant: from.participant.to_string(),
@@ -48,6 +52,13 @@ pub async fn record_attendance(
                 detail,
                 at,
             } => {
+                if subject
+                    .as_ref()
+                    .is_some_and(|s| crate::cascade::is_relay_identity(&s.identity))
+                {
+                    // About a relay's republisher: the site's own node records it.
+                    continue;
+                }
                 let t = TimelineRecord {
                     kind: kind.as_str().to_owned(),
                     participant: subject.as_ref().map(|s| s.participant.to_string()),
@@ -106,6 +117,10 @@ pub async fn record_attendance(
                 track,
                 at,
             } => {
+                if crate::cascade::is_relay_identity(&identity) {
+                    // About a relay's republisher: the site's own node records it.
+                    continue;
+                }
                 let t = TimelineRecord {
                     kind: rakor_sfu::TimelineKind::PresentationStarted
                         .as_str()

@@ -244,6 +244,15 @@ impl Cascade {
             me: me.clone(),
             wanted: wanted_rx,
         });
+        // Chat, hands, floor and mute (crate::cascade_moderation), the same shape.
+        let (follow, forward) = crate::cascade_moderation::controls(
+            self.sfu.get().cloned(),
+            &room,
+            &owner,
+            &me,
+            (follow, forward),
+            &stop,
+        );
         let inbound = {
             let this = Arc::clone(&self);
             let (room, owner, owner_url, stop, me) = (

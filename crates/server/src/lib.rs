@@ -37,6 +37,7 @@ pub mod app;
 pub mod attendance;
 pub mod byte_stream;
 pub mod cascade;
+pub mod cascade_moderation;
 pub mod cascade_room;
 pub mod check_config;
 pub mod cli;

@@ -142,7 +142,11 @@ impl Core {
             },
         };
         let from = self.subject(pid).ok_or_else(Reject::not_joined)?;
-        if let Some(p) = self.participants.get_mut(pid) {
+        // A cascade republisher (`cascade/…`, a token only the cluster's key makes) repeats
+        // what its site's own node accepted under this same limit; a leg's jitter must not
+        // make a far node refuse it.
+        let relayed = super::relay_demand::is_relay_identity(&from.identity);
+        if let Some(p) = self.participants.get_mut(pid).filter(|_| !relayed) {
             if let Err(wait) = p.chat_bucket.take(now, &limits) {
                 return Err(Reject::new(
                     ErrorCode::RateLimited,

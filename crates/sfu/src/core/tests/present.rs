@@ -226,6 +226,25 @@ fn refused_chat_gets_a_clear_error_to_its_sender_only_and_is_not_reported() {
     assert!(!reported.iter().any(|(_, _, t)| t == "terlalu cepat"));
 }
 
+#[test]
+fn a_cascade_republisher_repeats_its_sites_chat_without_the_rate_limit_but_not_the_size() {
+    let mut rig = Rig::new();
+    let relayed = rig.join("cascade/node-c/kota-solo", Role::Participant);
+    let b = rig.join("bapeda", Role::Participant);
+    // What the site's own node accepted arrives in a burst after a slow leg: all delivered.
+    for i in 0..CHAT_BURST + 3 {
+        rig.send(relayed, chat(&format!("laporan {i}")));
+    }
+    assert_eq!(chats(&rig, b).len(), CHAT_BURST as usize + 3);
+    // The size limit still holds.
+    rig.sites[relayed].take();
+    rig.send(relayed, chat(&"x".repeat(CHAT_MAX_CHARS + 1)));
+    assert_eq!(
+        error_code(&mut rig, relayed).map(|e| e.0),
+        Some(ErrorCode::TooLarge)
+    );
+}
+
 fn hands_of(rig: &Rig, i: usize) -> Option<Vec<ParticipantId>> {
     rig.sites[i].log.iter().rev().find_map(|m| match m {
         ServerMessage::Hands { hands } => {

@@ -1,0 +1,743 @@
+//! Chat, raised hands and the host's moderation across the cascade (issue 17), the same shape
+//! as the spotlight ([`crate::cascade_room`]): the room's owner is authoritative, each
+//! non-owner node follows the owner's events on its inbound leg and sends its own sites'
+//! actions to the owner through their republishers there.
+//!
+//! - *Chat to the room.* A site's message is accepted (size, rate, role) by its own node and
+//!   delivered there; the outbound leg sees it and the site's republisher on the owner sends
+//!   the same text ([`local_chat_to_owner`]). Every node's inbound leg sees the owner's `chat`
+//!   and the sender's republisher on that node sends it there ([`owner_chat_here`]), except on
+//!   the sender's own node (it has it). So each message is delivered once on each node, named
+//!   by the sender's participant there (its republisher: same display name), and stored once:
+//!   the record keeps only messages whose sender is not a `cascade/…` identity (attendance.rs).
+//! - *Private chat from a host.* Only the addressee gets it; when the addressee is a site of
+//!   another node, that is its republisher, which reports it ([`RelayControl::republisher_event`],
+//!   [`private_chat_across`]), and the host's republisher on the site's node sends it on.
+//! - *Hands.* A node forwards its own sites' raised hands to the owner (the republisher raises
+//!   or lowers its hand, [`hands_to_mirror`]); the owner's queue thus holds every site in the
+//!   order the hands reached it, and other nodes mirror it through their republishers.
+//! - *Floor and mute.* The owner's `floor_given` is applied on every node through the operator
+//!   path ([`Apply::GiveFloor`], `SfuHandle::moderate`): the site is unmuted, its hand lowered
+//!   and it is spotlighted where it is connected. A moderator mute of a site's republisher on
+//!   the owner reaches the republisher (`moderator_mute`); its node then mutes the site itself
+//!   ([`Apply::MuteAudio`]), enforced by the server where the site is connected.
+//!
+//! Ids nobody has, relay subscribers and unmappable identities are refused (logged, nothing
+//! forwarded); the commands of non-hosts were already refused by their own node.
+
+use crate::cascade_room::map_identity;
+use rakor_client::relay::CASCADE_PREFIX;
+use rakor_client::relay_control::{CommandQueue, RelayAction, RelayCommand, RelayControl};
+use rakor_proto::{ChatEntry, ParticipantId, ParticipantInfo, RaisedHand, Role, ServerMessage};
+use rakor_sfu::{Moderation, SfuHandle};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a leg asks of this node's instance of the room (the operator path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Apply {
+    /// Give the floor to the participant with this identity here.
+    GiveFloor { identity: String },
+    /// Set the moderator mute of the participant with this identity here.
+    MuteAudio { identity: String, muted: bool },
+}
+
+/// One leg's queue of extra commands: where to send them, and what the leg reads.
+pub struct LegQueue {
+    pub tx: mpsc::UnboundedSender<RelayCommand>,
+    pub rx: CommandQueue,
+}
+
+impl LegQueue {
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        }
+    }
+}
+
+impl Default for LegQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A site of the node whose room this is (not a relay's participant).
+fn is_own_site(p: &ParticipantInfo) -> bool {
+    p.role != Role::Relay && !p.identity.starts_with(CASCADE_PREFIX)
+}
+
+/// The command that repeats the owner's room message `entry` on node `me` (sent by the
+/// sender's republisher here), or `None`: private (handled by the addressee's republisher),
+/// sent by nobody the owner's room lists, by a relay subscriber, or by a site of `me` (it was
+/// delivered here first).
+pub fn owner_chat_here(
+    entry: &ChatEntry,
+    owner_participants: &[ParticipantInfo],
+    owner: &str,
+    me: &str,
+) -> Option<RelayCommand> {
+    if entry.to.is_some() {
+        return None;
+    }
+    let sender = owner_participants
+        .iter()
+        .find(|p| p.id == entry.from.participant_id)?;
+    if sender.role == Role::Relay {
+        return None;
+    }
+    let here = map_identity(&sender.identity, owner, me)?;
+    if !here.starts_with(CASCADE_PREFIX) {
+        return None; // our own site's message: delivered here already
+    }
+    Some(RelayCommand {
+        as_participant: sender.id.clone(),
+        action: RelayAction::Chat {
+            text: entry.text.clone(),
+            to: None,
+        },
+    })
+}
+
+/// The command that takes a room message of this node's own site to the owner (sent by the
+/// site's republisher there), or `None` (private, a relayed participant's, unknown sender).
+pub fn local_chat_to_owner(
+    entry: &ChatEntry,
+    participants: &[ParticipantInfo],
+) -> Option<RelayCommand> {
+    if entry.to.is_some() {
+        return None;
+    }
+    let sender = participants
+        .iter()
+        .find(|p| p.id == entry.from.participant_id)?;
+    if !is_own_site(sender) {
+        return None;
+    }
+    Some(RelayCommand {
+        as_participant: sender.id.clone(),
+        action: RelayAction::Chat {
+            text: entry.text.clone(),
+            to: None,
+        },
+    })
+}
+
+/// A private chat a republisher received (`me`: its id and identity on node `dst`, which it
+/// republishes from node `src`): the command for the *other* leg (whose source room is `dst`)
+/// that has the sender's republisher on `src` deliver it to the site there. `None` when it
+/// is not addressed to this republisher (its own echo, a message to the room).
+pub fn private_chat_across(
+    entry: &ChatEntry,
+    me: (&ParticipantId, &str),
+    dst: &str,
+    src: &str,
+) -> Option<RelayCommand> {
+    if entry.to.as_ref() != Some(me.0) || entry.from.participant_id == *me.0 {
+        return None;
+    }
+    let to = map_identity(me.1, dst, src)?;
+    Some(RelayCommand {
+        as_participant: entry.from.participant_id.clone(),
+        action: RelayAction::Chat {
+            text: entry.text.clone(),
+            to: Some(to),
+        },
+    })
+}
+
+/// Mirror a room's raised hands: those of `hands` whose participant `keep` accepts, in order;
+/// `mirrored` (what was raised before) becomes them. Returns the hands to lower, then those to
+/// raise (oldest first), as commands for the participants' republishers.
+pub fn hands_to_mirror(
+    hands: &[RaisedHand],
+    participants: &[ParticipantInfo],
+    keep: impl Fn(&ParticipantInfo) -> bool,
+    mirrored: &mut Vec<ParticipantId>,
+) -> Vec<RelayCommand> {
+    let wanted: Vec<ParticipantId> = hands
+        .iter()
+        .filter(|h| {
+            participants
+                .iter()
+                .find(|p| p.id == h.participant_id)
+                .is_some_and(&keep)
+        })
+        .map(|h| h.participant_id.clone())
+        .collect();
+    let cmd = |id: &ParticipantId, raised| RelayCommand {
+        as_participant: id.clone(),
+        action: RelayAction::Hand { raised },
+    };
+    let mut out: Vec<RelayCommand> = mirrored
+        .iter()
+        .filter(|id| !wanted.contains(id))
+        .map(|id| cmd(id, false))
+        .collect();
+    out.extend(
+        wanted
+            .iter()
+            .filter(|id| !mirrored.contains(id))
+            .map(|id| cmd(id, true)),
+    );
+    *mirrored = wanted;
+    out
+}
+
+/// The owner's `floor_given` as an action here: the identity on node `me` of its target.
+pub fn owner_floor_here(
+    target: &ParticipantId,
+    owner_participants: &[ParticipantInfo],
+    owner: &str,
+    me: &str,
+) -> Option<Apply> {
+    let p = owner_participants.iter().find(|p| &p.id == target)?;
+    map_identity(&p.identity, owner, me).map(|identity| Apply::GiveFloor { identity })
+}
+
+/// A `moderator_mute` received by this node's site's republisher on the owner: mute the site
+/// itself here. `None` for an identity that is not one of this node's sites.
+pub fn republisher_mute_here(identity: &str, muted: bool, owner: &str, me: &str) -> Option<Apply> {
+    let here = map_identity(identity, owner, me)?;
+    (!here.starts_with(CASCADE_PREFIX)).then_some(Apply::MuteAudio {
+        identity: here,
+        muted,
+    })
+}
+
+fn send_all(tx: &mpsc::UnboundedSender<RelayCommand>, cmds: Vec<RelayCommand>) {
+    for c in cmds {
+        if tx.send(c).is_err() {
+            tracing::debug!("cascade: leg queue closed");
+        }
+    }
+}
+
+fn lock(m: &Mutex<Vec<ParticipantId>>) -> std::sync::MutexGuard<'_, Vec<ParticipantId>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The inbound leg's control (source: the owner's room): chat, hands and the floor from the
+/// owner; private chats to republishers of the owner's participants here go to the owner.
+pub struct FollowOwnerRoom {
+    pub owner: String,
+    pub me: String,
+    pub apply: mpsc::UnboundedSender<Apply>,
+    /// This leg's queue (mirrored hands).
+    pub queue: CommandQueue,
+    pub own: mpsc::UnboundedSender<RelayCommand>,
+    /// The outbound leg's (a private chat from a host here to a relayed participant).
+    pub other: mpsc::UnboundedSender<RelayCommand>,
+    pub mirrored: Mutex<Vec<ParticipantId>>,
+}
+
+impl RelayControl for FollowOwnerRoom {
+    fn source_event(
+        &self,
+        msg: &ServerMessage,
+        participants: &[ParticipantInfo],
+    ) -> Option<RelayCommand> {
+        match msg {
+            ServerMessage::Chat(entry) => {
+                owner_chat_here(entry, participants, &self.owner, &self.me)
+            }
+            ServerMessage::Hands { hands } => {
+                let (owner, me) = (&self.owner, &self.me);
+                // The owner's sites and other nodes' sites; ours raise their hands here.
+                let keep = |p: &ParticipantInfo| {
+                    p.role != Role::Relay
+                        && map_identity(&p.identity, owner, me)
+                            .is_some_and(|m| m.starts_with(CASCADE_PREFIX))
+                };
+                let cmds = hands_to_mirror(hands, participants, keep, &mut lock(&self.mirrored));
+                send_all(&self.own, cmds);
+                None
+            }
+            ServerMessage::FloorGiven { participant_id, .. } => {
+                match owner_floor_here(participant_id, participants, &self.owner, &self.me) {
+                    Some(a) => {
+                        let _ = self.apply.send(a);
+                    }
+                    None => {
+                        tracing::warn!(participant = %participant_id, "cascade: the owner gave the floor to nobody this node can map")
+                    }
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn commands(&self) -> Option<CommandQueue> {
+        Some(self.queue.clone())
+    }
+
+    fn republisher_event(
+        &self,
+        _source: &ParticipantId,
+        me: (&ParticipantId, &str),
+        msg: &ServerMessage,
+    ) {
+        if let ServerMessage::Chat(entry) = msg {
+            if let Some(cmd) = private_chat_across(entry, me, &self.me, &self.owner) {
+                send_all(&self.other, vec![cmd]);
+            }
+        }
+    }
+}
+
+/// The outbound leg's control (source: this node's room): this node's sites' chat and hands
+/// go to the owner; what the owner's host does to their republishers comes back here.
+pub struct ForwardLocalRoom {
+    pub owner: String,
+    pub me: String,
+    pub apply: mpsc::UnboundedSender<Apply>,
+    pub queue: CommandQueue,
+    pub own: mpsc::UnboundedSender<RelayCommand>,
+    /// The inbound leg's (a private chat from the owner's host to a site here).
+    pub other: mpsc::UnboundedSender<RelayCommand>,
+    pub forwarded: Mutex<Vec<ParticipantId>>,
+}
+
+impl RelayControl for ForwardLocalRoom {
+    fn source_event(
+        &self,
+        msg: &ServerMessage,
+        participants: &[ParticipantInfo],
+    ) -> Option<RelayCommand> {
+        match msg {
+            ServerMessage::Chat(entry) => local_chat_to_owner(entry, participants),
+            ServerMessage::Hands { hands } => {
+                let cmds =
+                    hands_to_mirror(hands, participants, is_own_site, &mut lock(&self.forwarded));
+                send_all(&self.own, cmds);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn commands(&self) -> Option<CommandQueue> {
+        Some(self.queue.clone())
+    }
+
+    fn republisher_event(
+        &self,
+        _source: &ParticipantId,
+        me: (&ParticipantId, &str),
+        msg: &ServerMessage,
+    ) {
+        match msg {
+            ServerMessage::Chat(entry) => {
+                if let Some(cmd) = private_chat_across(entry, me, &self.owner, &self.me) {
+                    send_all(&self.other, vec![cmd]);
+                }
+            }
+            ServerMessage::ModeratorMute { muted } => {
+                match republisher_mute_here(me.1, *muted, &self.owner, &self.me) {
+                    Some(a) => {
+                        let _ = self.apply.send(a);
+                    }
+                    None => {
+                        tracing::warn!(identity = %me.1, "cascade: a moderator mute for no site of this node")
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Two controls on one leg (the spotlight's and this module's): every event goes to both.
+pub struct BothControls(pub Arc<dyn RelayControl>, pub Arc<dyn RelayControl>);
+
+impl RelayControl for BothControls {
+    fn source_event(
+        &self,
+        msg: &ServerMessage,
+        participants: &[ParticipantInfo],
+    ) -> Option<RelayCommand> {
+        let a = self.0.source_event(msg, participants);
+        let b = self.1.source_event(msg, participants);
+        a.or(b)
+    }
+
+    fn commands(&self) -> Option<CommandQueue> {
+        self.1.commands().or_else(|| self.0.commands())
+    }
+
+    fn republisher_event(
+        &self,
+        source: &ParticipantId,
+        me: (&ParticipantId, &str),
+        msg: &ServerMessage,
+    ) {
+        self.0.republisher_event(source, me, msg);
+        self.1.republisher_event(source, me, msg);
+    }
+}
+
+/// The controls of one room's two legs: the spotlight's (`spotlight`: inbound, outbound)
+/// joined with this module's, whose [`Apply`] asks run on `sfu` until `stop`.
+pub fn controls(
+    sfu: Option<SfuHandle>,
+    room: &str,
+    owner: &str,
+    me: &str,
+    spotlight: (Arc<dyn RelayControl>, Arc<dyn RelayControl>),
+    stop: &CancellationToken,
+) -> (Arc<dyn RelayControl>, Arc<dyn RelayControl>) {
+    let (apply, asks) = mpsc::unbounded_channel();
+    if let Some(sfu) = sfu {
+        tokio::spawn(apply_moderation(sfu, room.to_owned(), asks, stop.clone()));
+    }
+    let (inbound, outbound) = (LegQueue::new(), LegQueue::new());
+    let follow = FollowOwnerRoom {
+        owner: owner.to_owned(),
+        me: me.to_owned(),
+        apply: apply.clone(),
+        queue: inbound.rx,
+        own: inbound.tx.clone(),
+        other: outbound.tx.clone(),
+        mirrored: Mutex::new(Vec::new()),
+    };
+    let forward = ForwardLocalRoom {
+        owner: owner.to_owned(),
+        me: me.to_owned(),
+        apply,
+        queue: outbound.rx,
+        own: outbound.tx,
+        other: inbound.tx,
+        forwarded: Mutex::new(Vec::new()),
+    };
+    (
+        Arc::new(BothControls(spotlight.0, Arc::new(follow))),
+        Arc::new(BothControls(spotlight.1, Arc::new(forward))),
+    )
+}
+
+/// Apply what the legs ask ([`Apply`]) to this node's instance of `room`, in order, until
+/// `stop`.
+pub async fn apply_moderation(
+    sfu: SfuHandle,
+    room: String,
+    mut asks: mpsc::UnboundedReceiver<Apply>,
+    stop: CancellationToken,
+) {
+    loop {
+        let ask = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = asks.recv() => match a { Some(a) => a, None => break },
+        };
+        apply_one(&sfu, &room, ask).await;
+    }
+}
+
+async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
+    let snap = match sfu.room_info(room).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(%room, error = %e, "cascade: cannot read the room to apply moderation");
+            return;
+        }
+    };
+    let identity = match &ask {
+        Apply::GiveFloor { identity } | Apply::MuteAudio { identity, .. } => identity,
+    };
+    let Some(pid) = snap
+        .participants
+        .iter()
+        .find(|p| &p.identity == identity)
+        .map(|p| p.id.clone())
+    else {
+        tracing::warn!(%room, %identity, "cascade: moderation for a participant not in this node's room");
+        return;
+    };
+    let m = match ask {
+        Apply::GiveFloor { .. } => Moderation::GiveFloor { participant: pid },
+        Apply::MuteAudio { muted, .. } => {
+            if snap.moderator_muted.contains(&pid) == muted {
+                return; // already so (e.g. the floor was given just before)
+            }
+            Moderation::MuteAudio {
+                participant: pid,
+                muted,
+            }
+        }
+    };
+    tracing::info!(%room, %identity, action = ?m, "cascade: the owner's moderation applied here");
+    if let Err(e) = sfu.moderate(room, m).await {
+        tracing::warn!(%room, error = %e, "cascade: moderation not applied");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use rakor_proto::ChatSender;
+
+    fn p(id: &str, identity: &str, role: Role) -> ParticipantInfo {
+        ParticipantInfo {
+            id: ParticipantId(id.into()),
+            identity: identity.into(),
+            name: identity.into(),
+            role,
+            tracks: Vec::new(),
+        }
+    }
+
+    fn pid(s: &str) -> ParticipantId {
+        ParticipantId(s.into())
+    }
+
+    fn chat(from: &str, to: Option<&str>) -> ChatEntry {
+        ChatEntry {
+            id: "CH_1".into(),
+            from: ChatSender {
+                participant_id: pid(from),
+                name: "x".into(),
+            },
+            text: "Kasus DBD minggu ini: 12".into(),
+            at: "2030-05-01T02:01:05.123Z".into(),
+            to: to.map(pid),
+        }
+    }
+
+    fn hand(id: &str) -> RaisedHand {
+        RaisedHand {
+            participant_id: pid(id),
+            name: id.into(),
+            at: "2030-05-01T02:04:00.000Z".into(),
+        }
+    }
+
+    fn say(as_p: &str, to: Option<&str>) -> RelayCommand {
+        RelayCommand {
+            as_participant: pid(as_p),
+            action: RelayAction::Chat {
+                text: "Kasus DBD minggu ini: 12".into(),
+                to: to.map(str::to_owned),
+            },
+        }
+    }
+
+    /// The owner A's room as C's inbound relay subscriber sees it.
+    fn owner_room() -> Vec<ParticipantInfo> {
+        vec![
+            p("PA_gub", "gubernur", Role::Host),
+            p("PA_sem", "kab-semarang", Role::Participant),
+            p("PA_solo", "cascade/c/kota-solo", Role::Participant),
+            p("PA_kendal", "cascade/b/kab-kendal", Role::Participant),
+            p("PA_relay_b", "cascade/b", Role::Relay),
+        ]
+    }
+
+    #[test]
+    fn the_owners_chat_is_repeated_here_once_by_the_senders_republisher() {
+        let owner = owner_room();
+        let here = |e: &ChatEntry| owner_chat_here(e, &owner, "a", "c");
+        assert_eq!(here(&chat("PA_sem", None)), Some(say("PA_sem", None)));
+        assert_eq!(here(&chat("PA_kendal", None)), Some(say("PA_kendal", None)));
+        assert_eq!(here(&chat("PA_gub", None)), Some(say("PA_gub", None)));
+        // Our own site's message came back from the owner: not again.
+        assert_eq!(here(&chat("PA_solo", None)), None);
+        // Private ones go by the addressee's republisher; forged and relay senders: nothing.
+        assert_eq!(here(&chat("PA_gub", Some("PA_solo"))), None);
+        assert_eq!(here(&chat("PA_forged", None)), None);
+        assert_eq!(here(&chat("PA_relay_b", None)), None);
+    }
+
+    #[test]
+    fn only_this_nodes_sites_chat_goes_to_the_owner() {
+        let local = [
+            p("PC_solo", "kota-solo", Role::Participant),
+            p("PC_wali", "wali-kota", Role::Host),
+            p("PC_sem", "cascade/a/kab-semarang", Role::Participant),
+            p("PC_relay", "cascade/a", Role::Relay),
+        ];
+        let fwd = |e: &ChatEntry| local_chat_to_owner(e, &local);
+        assert_eq!(fwd(&chat("PC_solo", None)), Some(say("PC_solo", None)));
+        assert_eq!(fwd(&chat("PC_wali", None)), Some(say("PC_wali", None)));
+        assert_eq!(fwd(&chat("PC_sem", None)), None, "relayed here: not back");
+        assert_eq!(fwd(&chat("PC_relay", None)), None);
+        assert_eq!(fwd(&chat("PC_forged", None)), None);
+        assert_eq!(fwd(&chat("PC_wali", Some("PC_solo"))), None);
+    }
+
+    #[test]
+    fn a_private_chat_to_a_republisher_crosses_to_the_sites_node() {
+        // On the owner A, the republisher of C's site (PA_solo) gets the governor's message:
+        // C's inbound leg (source A) has the governor's republisher on C deliver it to kota-solo.
+        let me = (&pid("PA_solo"), "cascade/c/kota-solo");
+        assert_eq!(
+            private_chat_across(&chat("PA_gub", Some("PA_solo")), me, "a", "c"),
+            Some(say("PA_gub", Some("kota-solo")))
+        );
+        // Its own echo, a message to someone else, a message to the room: nothing.
+        assert_eq!(
+            private_chat_across(&chat("PA_solo", Some("PA_x")), me, "a", "c"),
+            None
+        );
+        assert_eq!(
+            private_chat_across(&chat("PA_gub", Some("PA_sem")), me, "a", "c"),
+            None
+        );
+        assert_eq!(
+            private_chat_across(&chat("PA_gub", None), me, "a", "c"),
+            None
+        );
+        // On C, the republisher of A's site gets the mayor's message: to kab-semarang on A.
+        let me = (&pid("PC_sem"), "cascade/a/kab-semarang");
+        assert_eq!(
+            private_chat_across(&chat("PC_wali", Some("PC_sem")), me, "c", "a"),
+            Some(say("PC_wali", Some("kab-semarang")))
+        );
+        // An identity without a counterpart: nothing.
+        let me = (&pid("PC_relay"), "cascade/a");
+        assert_eq!(
+            private_chat_across(&chat("PC_wali", Some("PC_relay")), me, "c", "a"),
+            None
+        );
+    }
+
+    #[test]
+    fn hands_are_mirrored_in_order_and_lowered() {
+        let local = [
+            p("PB_kendal", "kab-kendal", Role::Participant),
+            p("PB_batang", "kab-batang", Role::Participant),
+            p("PB_sem", "cascade/a/kab-semarang", Role::Participant),
+        ];
+        let mut fwd = Vec::new();
+        let h = |raised, id: &str| RelayCommand {
+            as_participant: pid(id),
+            action: RelayAction::Hand { raised },
+        };
+        let cmds = hands_to_mirror(
+            &[hand("PB_sem"), hand("PB_batang"), hand("PB_kendal")],
+            &local,
+            is_own_site,
+            &mut fwd,
+        );
+        assert_eq!(cmds, vec![h(true, "PB_batang"), h(true, "PB_kendal")]);
+        // The same list again: nothing; a forged id in the list: ignored.
+        let again = [
+            hand("PB_sem"),
+            hand("PB_batang"),
+            hand("PB_kendal"),
+            hand("PB_forged"),
+        ];
+        assert!(hands_to_mirror(&again, &local, is_own_site, &mut fwd).is_empty());
+        // Batang's hand goes down (given the floor on the owner, or lowered here).
+        let cmds = hands_to_mirror(&[hand("PB_kendal")], &local, is_own_site, &mut fwd);
+        assert_eq!(cmds, vec![h(false, "PB_batang")]);
+        let cmds = hands_to_mirror(&[], &local, is_own_site, &mut fwd);
+        assert_eq!(cmds, vec![h(false, "PB_kendal")]);
+        assert!(fwd.is_empty());
+    }
+
+    #[test]
+    fn the_owners_floor_and_a_remote_mute_map_to_this_node() {
+        let owner = owner_room();
+        assert_eq!(
+            owner_floor_here(&pid("PA_solo"), &owner, "a", "c"),
+            Some(Apply::GiveFloor {
+                identity: "kota-solo".into()
+            })
+        );
+        assert_eq!(
+            owner_floor_here(&pid("PA_kendal"), &owner, "a", "c"),
+            Some(Apply::GiveFloor {
+                identity: "cascade/b/kab-kendal".into()
+            })
+        );
+        assert_eq!(owner_floor_here(&pid("PA_forged"), &owner, "a", "c"), None);
+        assert_eq!(owner_floor_here(&pid("PA_relay_b"), &owner, "a", "c"), None);
+        assert_eq!(
+            republisher_mute_here("cascade/c/kota-solo", true, "a", "c"),
+            Some(Apply::MuteAudio {
+                identity: "kota-solo".into(),
+                muted: true
+            })
+        );
+        assert_eq!(
+            republisher_mute_here("cascade/b/kab-kendal", true, "a", "c"),
+            None
+        );
+        assert_eq!(republisher_mute_here("cascade/c", true, "a", "c"), None);
+    }
+
+    #[test]
+    fn the_controls_queue_hands_and_floor_and_cross_private_chats() {
+        let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
+        let inbound = LegQueue::new();
+        let outbound = LegQueue::new();
+        let follow = FollowOwnerRoom {
+            owner: "a".into(),
+            me: "c".into(),
+            apply: apply_tx.clone(),
+            queue: inbound.rx.clone(),
+            own: inbound.tx.clone(),
+            other: outbound.tx.clone(),
+            mirrored: Mutex::new(Vec::new()),
+        };
+        let forward = ForwardLocalRoom {
+            owner: "a".into(),
+            me: "c".into(),
+            apply: apply_tx,
+            queue: outbound.rx.clone(),
+            own: outbound.tx.clone(),
+            other: inbound.tx.clone(),
+            forwarded: Mutex::new(Vec::new()),
+        };
+        let owner = owner_room();
+        // The owner's queue: B's site, then C's own site (its hand is up here already).
+        let hands = ServerMessage::Hands {
+            hands: vec![hand("PA_kendal"), hand("PA_solo")],
+        };
+        assert_eq!(follow.source_event(&hands, &owner), None);
+        let mut q = inbound.rx.try_lock().unwrap();
+        assert_eq!(
+            q.try_recv().ok(),
+            Some(RelayCommand {
+                as_participant: pid("PA_kendal"),
+                action: RelayAction::Hand { raised: true }
+            })
+        );
+        assert!(q.try_recv().is_err());
+        let floor = ServerMessage::FloorGiven {
+            participant_id: pid("PA_solo"),
+            by: Some(pid("PA_gub")),
+        };
+        follow.source_event(&floor, &owner);
+        assert_eq!(
+            apply_rx.try_recv().ok(),
+            Some(Apply::GiveFloor {
+                identity: "kota-solo".into()
+            })
+        );
+        // The governor's private message to C's site reaches C's republisher on A.
+        forward.republisher_event(
+            &pid("PC_solo"),
+            (&pid("PA_solo"), "cascade/c/kota-solo"),
+            &ServerMessage::Chat(chat("PA_gub", Some("PA_solo"))),
+        );
+        assert_eq!(q.try_recv().ok(), Some(say("PA_gub", Some("kota-solo"))));
+        forward.republisher_event(
+            &pid("PC_solo"),
+            (&pid("PA_solo"), "cascade/c/kota-solo"),
+            &ServerMessage::ModeratorMute { muted: true },
+        );
+        assert_eq!(
+            apply_rx.try_recv().ok(),
+            Some(Apply::MuteAudio {
+                identity: "kota-solo".into(),
+                muted: true
+            })
+        );
+    }
+}

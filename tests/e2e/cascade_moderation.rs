@@ -1,0 +1,455 @@
+//! Chat, raised hands and the host's moderation across the cascade (issue 17,
+//! `crates/server/src/cascade_moderation.rs`): three real `rakor` nodes (one Redis, one
+//! PostgreSQL), the room of a scheduled rakor owned by A (the command room).
+//!
+//! - A site on C chats: every participant on A, B and C gets it exactly once, from the site's
+//!   participant on its node (its republisher elsewhere, same name), and the rakor's record
+//!   holds it once. A private message from the host on A reaches only B's site. A late joiner
+//!   on C gets the recent history from C's room.
+//! - Oversized and too-frequent chat is refused to its sender only and nothing refused is
+//!   delivered or stored; a site's `give_floor` is refused to it only.
+//! - A's site and then B's site raise their hands: the host on A sees both, in that order, and
+//!   C mirrors the queue. The host mutes B's site: B's node mutes it (`moderator_mute` from
+//!   its own node). The host gives B's site the floor: unmuted at B, hand down on A,
+//!   spotlighted on every node, and C receives its audio again.
+//!
+//! Needs `RAKOR_TEST_REDIS_URL` and `RAKOR_TEST_POSTGRES_URL` (tests/run.sh starts both);
+//! without them the test says so and does nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use rakor_client::{Client, ClientOptions};
+use rakor_e2e::cluster::{seen_as, CascadeSetup};
+use rakor_e2e::session::{add_site, wib_in, Api, PASSWORD};
+use rakor_proto::{
+    ChatEntry, ClientMessage, ErrorCode, ModerateAction, ParticipantId, ServerMessage, TrackKind,
+};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const LEG_WAIT: Duration = Duration::from_secs(30);
+const EVENT_WAIT: Duration = Duration::from_secs(15);
+
+/// `sub` joins `room` at `url`, publishing audio only (a republisher carries its commands).
+async fn join(setup: &CascadeSetup, url: String, room: &str, sub: &str, role: &str) -> Client {
+    let token = setup.token(room, sub, role).unwrap();
+    let mut o = ClientOptions::new(url, token).publish(true, false);
+    o.join_timeout = Duration::from_secs(30);
+    Client::connect(o)
+        .await
+        .unwrap_or_else(|e| panic!("{sub} could not join: {e}"))
+}
+
+/// The chat messages `c` gets up to and including the one with text `marker`.
+async fn chats_until(c: &mut Client, who: &str, marker: &str) -> Vec<ChatEntry> {
+    let mut got = Vec::new();
+    loop {
+        match c
+            .wait_for(|m| matches!(m, ServerMessage::Chat(_)), EVENT_WAIT)
+            .await
+        {
+            Ok(ServerMessage::Chat(e)) => {
+                let done = e.text == marker;
+                got.push(e);
+                if done {
+                    return got;
+                }
+            }
+            other => panic!("{who}: no chat \"{marker}\": {other:?}; before it: {got:?}"),
+        }
+    }
+}
+
+async fn next_error(c: &mut Client, who: &str) -> ErrorCode {
+    match c
+        .wait_for(|m| matches!(m, ServerMessage::Error { .. }), EVENT_WAIT)
+        .await
+    {
+        Ok(ServerMessage::Error { code, .. }) => code,
+        other => panic!("{who}: no error: {other:?}"),
+    }
+}
+
+fn no_error(c: &mut Client, who: &str) {
+    let errs: Vec<ServerMessage> = c
+        .drain_events()
+        .into_iter()
+        .filter(|m| matches!(m, ServerMessage::Error { .. }))
+        .collect();
+    assert!(errs.is_empty(), "{who} got another's refusal: {errs:?}");
+}
+
+/// Wait for a `hands` list equal to `want` at `c`.
+async fn hands_at(c: &mut Client, who: &str, want: &[&ParticipantId]) {
+    let want: Vec<ParticipantId> = want.iter().map(|p| (*p).clone()).collect();
+    let got = c
+        .wait_for(
+            |m| matches!(m, ServerMessage::Hands { hands } if hands.iter().map(|h| &h.participant_id).eq(want.iter())),
+            EVENT_WAIT,
+        )
+        .await;
+    assert!(got.is_ok(), "{who}: hands never {want:?}: {got:?}");
+}
+
+async fn moderator_mute_at(c: &mut Client, who: &str, muted: bool) {
+    let got = c
+        .wait_for(
+            |m| matches!(m, ServerMessage::ModeratorMute { muted: x } if *x == muted),
+            EVENT_WAIT,
+        )
+        .await;
+    assert!(got.is_ok(), "{who}: no moderator_mute {muted}: {got:?}");
+}
+
+async fn spotlight_at(c: &mut Client, who: &str, want: &ParticipantId) {
+    let got = c
+        .wait_for(
+            |m| matches!(m, ServerMessage::Spotlight { participant_id: Some(p), .. } if p == want),
+            EVENT_WAIT,
+        )
+        .await;
+    assert!(got.is_ok(), "{who}: no spotlight on {want}: {got:?}");
+}
+
+fn audio_from(c: &Client, from: &ParticipantId) -> u64 {
+    c.stats()
+        .received_track(from, TrackKind::Audio)
+        .map_or(0, |t| t.packets)
+}
+
+/// The rakor's record once `done` holds for its chat (at most `EVENT_WAIT`).
+async fn record_when(api: &Api, rakor: i64, done: impl Fn(&[Value]) -> bool) -> Value {
+    let deadline = Instant::now() + EVENT_WAIT;
+    loop {
+        let r = tokio::task::block_in_place(|| api.get(&format!("/api/v1/rakor/{rakor}/record")))
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json().unwrap();
+        if v["chat"].as_array().is_some_and(|c| done(c)) || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn stored(rec: &Value, text: &str) -> Vec<Value> {
+    rec["chat"]
+        .as_array()
+        .map(|c| c.iter().filter(|m| m["text"] == text).cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chat_hands_and_moderation_are_room_wide_across_three_nodes() {
+    let Some(setup) = CascadeSetup::from_env("cascade_moderation e2e test") else {
+        return;
+    };
+    let ids = [setup.node_id("a"), setup.node_id("b"), setup.node_id("c")];
+    let out = setup.p.add_operator("operator", PASSWORD).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = |id: &str| setup.start(id).unwrap();
+    let nodes = [start(&ids[0]), start(&ids[1]), start(&ids[2])];
+    let mut api = Api::new(nodes[0].http);
+    tokio::task::block_in_place(|| api.login("operator", PASSWORD)).unwrap();
+
+    // A scheduled rakor whose room the sites join (so chat has a record to go to).
+    let room = format!("moder-{}", setup.suffix);
+    let rakor = tokio::task::block_in_place(|| {
+        let host = add_site(&api, "Command Room Provinsi", "opd")?;
+        let site = add_site(&api, "Kabupaten Kendal", "other")?;
+        let v = api.expect(
+            "POST",
+            "/api/v1/rakor",
+            Some(serde_json::json!({
+                "title": "Rakor DBD", "agenda": "Penanganan DBD",
+                "start": wib_in(60), "end": wib_in(3660),
+                "host_site_id": host, "invited_site_ids": [site], "room": room,
+            })),
+            201,
+        )?;
+        let id = v["id"].as_i64().unwrap();
+        anyhow::Ok(id)
+    })
+    .unwrap();
+
+    // A owns the room (its first join): the governor and a site; a site on B; a site on C.
+    let mut host = join(&setup, nodes[0].ws_url(), &room, "gubernur", "host").await;
+    let mut site_a = join(
+        &setup,
+        nodes[0].ws_url(),
+        &room,
+        "kab-semarang",
+        "participant",
+    )
+    .await;
+    let mut site_b = join(
+        &setup,
+        nodes[1].ws_url(),
+        &room,
+        "kab-kendal",
+        "participant",
+    )
+    .await;
+    let mut site_c = join(&setup, nodes[2].ws_url(), &room, "kota-solo", "participant").await;
+
+    // The legs are up: everyone sees everyone (republishers on every node).
+    let b_on_a = seen_as(&host, "kab-kendal", LEG_WAIT).await;
+    let c_on_a = seen_as(&host, "kota-solo", LEG_WAIT).await;
+    let c_on_b = seen_as(&site_b, "kota-solo", LEG_WAIT).await;
+    let host_on_b = seen_as(&site_b, "gubernur", LEG_WAIT).await;
+    let host_on_c = seen_as(&site_c, "gubernur", LEG_WAIT).await;
+    let a_on_c = seen_as(&site_c, "kab-semarang", LEG_WAIT).await;
+    let b_on_c = seen_as(&site_c, "kab-kendal", LEG_WAIT).await;
+    seen_as(&site_b, "kab-semarang", LEG_WAIT).await;
+    let b_id = site_b.participant_id().clone();
+    let host_id = host.participant_id().clone();
+    let c_id = site_c.participant_id().clone();
+
+    // 1. C's site chats; the host on A then sends a marker. Everyone gets C's message once,
+    //    from C's site as it is known on their node, then the marker.
+    let said = "Kasus DBD minggu ini: 12 (Solo)";
+    let marker = "Terima kasih, lanjut";
+    site_c.chat(said).await.unwrap();
+    let got = chats_until(&mut host, "the host on A", said).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].from.participant_id, c_on_a);
+    assert_eq!(got[0].from.name, "kota-solo");
+    host.chat(marker).await.unwrap();
+    for (c, who, from_c, from_host) in [
+        (&mut host, "the host on A", &c_on_a, host_id.clone()),
+        (&mut site_a, "A's site", &c_on_a, host_id.clone()),
+        (&mut site_b, "B's site", &c_on_b, host_on_b.clone()),
+        (&mut site_c, "C's site", &c_id, host_on_c.clone()),
+    ] {
+        let got = chats_until(c, who, marker).await;
+        let of_c: Vec<&ChatEntry> = got.iter().filter(|e| e.text == said).collect();
+        let n = if who == "the host on A" { 0 } else { 1 };
+        assert_eq!(of_c.len(), n, "{who}: {got:?}");
+        if let Some(e) = of_c.first() {
+            assert_eq!(&e.from.participant_id, from_c, "{who}");
+            assert_eq!(e.from.name, "kota-solo", "{who}");
+        }
+        let last = got.last().unwrap();
+        assert_eq!(last.from.participant_id, from_host, "{who}");
+        assert!(last.to.is_none());
+        assert_eq!(got.len(), n + 1, "{who}: exactly once: {got:?}");
+    }
+
+    // 2. A private message from the host on A to B's site: B's site alone gets it, from the
+    //    host's participant on B; the others get the next public marker and nothing else.
+    let secret = "Mohon siapkan data anggaran";
+    host.chat_to(&b_on_a, secret).await.unwrap();
+    let got = chats_until(&mut site_b, "B's site", secret).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].from.participant_id, host_on_b);
+    assert_eq!(got[0].to.as_ref(), Some(&b_id));
+    let marker2 = "Baik, berikutnya";
+    host.chat(marker2).await.unwrap();
+    let got = chats_until(&mut host, "the host on A", marker2).await;
+    assert_eq!(
+        got.iter().filter(|e| e.text == secret).count(),
+        1,
+        "its own copy"
+    );
+    for (c, who) in [
+        (&mut site_a, "A's site"),
+        (&mut site_c, "C's site"),
+        (&mut site_b, "B's site"),
+    ] {
+        let got = chats_until(c, who, marker2).await;
+        assert_eq!(got.len(), 1, "{who} got more than the marker: {got:?}");
+    }
+
+    // 3. Bad input from C's site, refused to it alone: an oversized message, then a burst
+    //    over the rate (5 at once by default); those accepted reach every node once.
+    let long = "x".repeat(rakor_proto::CHAT_MAX_CHARS + 1);
+    site_c.chat(long.clone()).await.unwrap();
+    assert_eq!(
+        next_error(&mut site_c, "C's site").await,
+        ErrorCode::TooLarge
+    );
+    let burst: Vec<String> = (0..6).map(|i| format!("laporan {i}")).collect();
+    for t in &burst {
+        site_c.chat(t.clone()).await.unwrap();
+    }
+    // C's site sees its accepted messages (in order), then the refusal of the next.
+    let mut k = 0;
+    loop {
+        match site_c.next_event_timeout(EVENT_WAIT).await.unwrap() {
+            ServerMessage::Chat(e) => {
+                assert_eq!(e.text, burst[k]);
+                k += 1;
+            }
+            ServerMessage::Error { code, .. } => {
+                assert_eq!(code, ErrorCode::RateLimited);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!((1..burst.len()).contains(&k), "{k} accepted");
+    let accepted = &burst[..k];
+    let marker3 = "Cukup";
+    // The host waits for the accepted ones before its marker (the relays' order).
+    let got = chats_until(&mut host, "the host on A", &burst[k - 1]).await;
+    assert_eq!(got.len(), k, "{got:?}");
+    host.chat(marker3).await.unwrap();
+    for (c, who, n) in [
+        (&mut site_a, "A's site", k),
+        (&mut site_b, "B's site", k),
+        (&mut site_c, "C's site", 0),
+    ] {
+        let got = chats_until(c, who, marker3).await;
+        let texts: Vec<&str> = got.iter().map(|e| e.text.as_str()).collect();
+        let mut want: Vec<&str> = accepted[..n].iter().map(String::as_str).collect();
+        want.push(marker3);
+        assert_eq!(
+            texts, want,
+            "{who}: each accepted message once, nothing refused"
+        );
+    }
+    // A site may not give the floor: refused to it only, nothing crosses.
+    site_b
+        .send(&ClientMessage::GiveFloor {
+            participant_id: b_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_error(&mut site_b, "B's site").await,
+        ErrorCode::Forbidden
+    );
+    // A forged addressee of a private message: refused to the host only.
+    host.chat_to(&ParticipantId("PA_forged".into()), "?")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_error(&mut host, "the host").await,
+        ErrorCode::UnknownParticipant
+    );
+    no_error(&mut site_a, "A's site");
+
+    // 4. A late joiner on C gets the recent history from C's room: C's site's message, the
+    //    markers, the accepted burst, not the private message nor anything refused.
+    let mut late = join(
+        &setup,
+        nodes[2].ws_url(),
+        &room,
+        "kab-batang",
+        "participant",
+    )
+    .await;
+    let hist = late
+        .wait_for(
+            |m| matches!(m, ServerMessage::ChatHistory { .. }),
+            EVENT_WAIT,
+        )
+        .await
+        .unwrap();
+    let ServerMessage::ChatHistory { messages, .. } = hist else {
+        unreachable!()
+    };
+    let texts: Vec<&str> = messages.iter().map(|e| e.text.as_str()).collect();
+    let mut want = vec![said, marker, marker2];
+    want.extend(accepted.iter().map(String::as_str));
+    want.push(marker3);
+    assert_eq!(texts, want, "the late joiner's history");
+    assert_eq!(messages[0].from.participant_id, c_id);
+
+    // 5. Hands: A's site, then B's site. The host on A sees both, in order; C mirrors them.
+    site_a.raise_hand(true).await.unwrap();
+    hands_at(&mut host, "the host on A", &[site_a.participant_id()]).await;
+    site_b.raise_hand(true).await.unwrap();
+    let a_id = site_a.participant_id().clone();
+    hands_at(&mut host, "the host on A", &[&a_id, &b_on_a]).await;
+    hands_at(&mut site_c, "C's site", &[&a_on_c, &b_on_c]).await;
+
+    // 6. The host on A mutes B's site: B's own node mutes it.
+    host.send(&ClientMessage::Moderate {
+        action: ModerateAction::MuteAudio,
+        participant_id: Some(b_on_a.clone()),
+    })
+    .await
+    .unwrap();
+    moderator_mute_at(&mut site_b, "B's site", true).await;
+
+    // 7. The host gives B's site the floor: unmuted at B, its hand down on A (A's site's
+    //    stays), spotlighted on every node under each node's id, and C hears it again.
+    host.give_floor(&b_on_a).await.unwrap();
+    moderator_mute_at(&mut site_b, "B's site", false).await;
+    hands_at(&mut host, "the host on A", &[&a_id]).await;
+    spotlight_at(&mut site_b, "B's site", &b_id).await;
+    spotlight_at(&mut site_a, "A's site", &b_on_a).await;
+    spotlight_at(&mut site_c, "C's site", &b_on_c).await;
+    hands_at(&mut site_c, "C's site", &[&a_on_c]).await;
+    let before = audio_from(&site_c, &b_on_c);
+    site_c
+        .wait_media(
+            |r| {
+                r.received_track(&b_on_c, TrackKind::Audio)
+                    .is_some_and(|t| t.packets >= before + 25)
+            },
+            EVENT_WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("C does not hear B's site after the floor: {e}"));
+
+    // 8. The record: every delivered public message once (no relay's copy), the private one
+    //    once, nothing refused; the hands and the floor by the sites' own identities.
+    let mut all: Vec<&str> = vec![said, marker, marker2, marker3];
+    all.extend(accepted.iter().map(String::as_str));
+    let rec = record_when(&api, rakor, |c| c.len() >= all.len() + 1).await;
+    for t in &all {
+        assert_eq!(stored(&rec, t).len(), 1, "\"{t}\" stored once: {rec}");
+    }
+    let from_c = &stored(&rec, said)[0];
+    assert_eq!(from_c["from_identity"], "kota-solo", "{rec}");
+    let private = stored(&rec, secret);
+    assert_eq!(private.len(), 1, "{rec}");
+    for t in burst[k..].iter().chain([&long]) {
+        assert!(stored(&rec, t).is_empty(), "refused \"{t}\" stored: {rec}");
+    }
+    assert_eq!(
+        rec["chat"].as_array().unwrap().len(),
+        all.len() + 1,
+        "{rec}"
+    );
+    assert!(
+        !rec["chat"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["from_identity"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("cascade/")),
+        "{rec}"
+    );
+    // Hands and floor, each once, by the sites' own identities (none by a republisher).
+    let hands = rec["hands"].as_array().unwrap();
+    let who: Vec<&str> = hands
+        .iter()
+        .map(|h| h["identity"].as_str().unwrap())
+        .collect();
+    assert_eq!(who, ["kab-semarang", "kab-kendal"], "{rec}");
+    assert_eq!(hands[1]["given_floor"], true, "{rec}");
+    let floor = rec["floor"].as_array().unwrap();
+    assert_eq!(floor.len(), 1, "{rec}");
+    assert_eq!(floor[0]["identity"], "kab-kendal", "{rec}");
+    assert!(
+        !rec["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["identity"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("cascade/"))),
+        "{rec}"
+    );
+    no_error(&mut site_a, "A's site");
+    drop(late);
+}
