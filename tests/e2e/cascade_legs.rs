@@ -8,6 +8,7 @@
 //!   receives layer 0, the leg's bytes are small); the tile grows → the high layer crosses; the
 //!   tile hidden → nothing crosses (the publisher pauses). The legs' relay subscribers (role
 //!   `relay`) are not in B's participant list;
+//! - with video on demand on the far node, a video nobody there asked for does not cross;
 //! - legs follow a new owner: the owner of a three-node room is killed with SIGKILL; the sites
 //!   on the two other nodes receive each other again without rejoining.
 //!
@@ -244,4 +245,144 @@ async fn legs_follow_a_new_owner_after_the_owner_s_kill_9() {
         killed_at.elapsed()
     );
     assert!(!site_b.is_closed() && !site_c.is_closed());
+}
+
+/// With video on demand the far node asks for a video only when someone there shows it. A
+/// relayed video that nobody on the far node has asked for crosses nothing (the far node's
+/// own relay subscriber has it, paused, so its merged demand is "hidden"), until a
+/// participant there asks for it; then the layer that tile needs comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_video_nobody_on_the_far_node_asks_for_does_not_cross() {
+    let Some(setup) = CascadeSetup::from_env("cascade_legs e2e test") else {
+        return;
+    };
+    let ids = [setup.node_id("a"), setup.node_id("b")];
+    let (a, b) = (setup.start(&ids[0]).unwrap(), setup.start(&ids[1]).unwrap());
+    let room = format!("gubernur-{}", setup.suffix);
+    let token = |sub: &str| setup.token(&room, sub, "participant").unwrap();
+    let publisher = Client::connect(
+        ClientOptions::new(a.ws_url(), token("camat-kota"))
+            .publish(false, true)
+            .simulcast(true),
+    )
+    .await
+    .unwrap();
+    publisher.wait_published(WAIT).await.unwrap();
+    // On B, a participant with video on demand that shows nobody yet.
+    let wall = Client::connect(
+        ClientOptions::new(b.ws_url(), token("dinkes-wall"))
+            .receive_only()
+            .video_on_demand(true),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let (from, track) = loop {
+        let found = wall.participants().into_iter().find_map(|p| {
+            let v = p.tracks.iter().find(|t| t.kind == TrackKind::Video)?;
+            p.identity
+                .ends_with("/camat-kota")
+                .then(|| (p.id.clone(), v.id.clone()))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "{:?}", wall.participants());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Nobody shows the video anywhere: the leg carries nothing once the relay's first
+    // subscription (shown at the top layer until it hears from B) has been paused. Measured in
+    // 3 s windows until one is quiet, at most WAIT.
+    let deadline = Instant::now() + WAIT;
+    let idle_rate = loop {
+        let rate = leg_rate(&b, &ids[0]).await;
+        if rate < 500.0 {
+            break rate;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a video nobody on B asked for kept crossing: {rate:.0} B/s"
+        );
+    };
+    assert_eq!(video(&wall.stats(), &from).0, 0);
+    // B asks for a small tile: the low layer crosses.
+    tile(&wall, &track, true, 180).await;
+    let r = wall
+        .wait_media(|r| video(r, &from).2[0] >= 30, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("the video did not come once asked for: {e}"));
+    assert_eq!(video(&r, &from).2[1..], [0, 0], "more than the low layer");
+    let asked_rate = leg_rate(&b, &ids[0]).await;
+    eprintln!(
+        "cascade leg A→B, one simulcast camera with video on demand on B: {:.1} kbit/s while nobody on B asked for it, {:.0} kbit/s for a 180p tile",
+        idle_rate * 8.0 / 1000.0,
+        asked_rate * 8.0 / 1000.0
+    );
+    assert!(asked_rate > idle_rate * 10.0);
+}
+
+/// The load tool's pattern: a participant with video on demand on B asks for a relayed video
+/// (a 180p tile) as soon as it is published there. Only the low layer crosses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tile_asked_for_at_once_on_the_far_node_brings_only_its_layer() {
+    let Some(setup) = CascadeSetup::from_env("cascade_legs e2e test") else {
+        return;
+    };
+    let ids = [setup.node_id("a"), setup.node_id("b")];
+    let (a, b) = (setup.start(&ids[0]).unwrap(), setup.start(&ids[1]).unwrap());
+    let room = format!("gubernur-{}", setup.suffix);
+    let token = |sub: &str| setup.token(&room, sub, "participant").unwrap();
+    let publisher = Client::connect(
+        ClientOptions::new(a.ws_url(), token("camat-kota"))
+            .publish(false, true)
+            .simulcast(true),
+    )
+    .await
+    .unwrap();
+    publisher.wait_published(WAIT).await.unwrap();
+    let wall = Client::connect(
+        ClientOptions::new(b.ws_url(), token("dinkes-wall"))
+            .receive_only()
+            .video_on_demand(true),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let (from, track) = loop {
+        let found = wall.participants().into_iter().find_map(|p| {
+            let v = p.tracks.iter().find(|t| t.kind == TrackKind::Video)?;
+            p.identity
+                .ends_with("/camat-kota")
+                .then(|| (p.id.clone(), v.id.clone()))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "{:?}", wall.participants());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tile(&wall, &track, true, 180).await;
+    let r = wall
+        .wait_media(|r| video(r, &from).0 >= 60, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("the video did not come: {e}"));
+    let l0 = video(&r, &from).2;
+    let r = wall
+        .wait_media(
+            |r| video(r, &from).2.iter().sum::<u64>() >= l0.iter().sum::<u64>() + 60,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let l1 = video(&r, &from).2;
+    let rate = leg_rate(&b, &ids[0]).await;
+    eprintln!(
+        "cascade leg A→B, 180p asked for at once on B: {:.0} kbit/s, layers {l0:?} -> {l1:?}",
+        rate * 8.0 / 1000.0
+    );
+    assert_eq!(
+        [l1[1] - l0[1], l1[2] - l0[2]],
+        [0, 0],
+        "more than the low layer crossed: {l0:?} -> {l1:?}"
+    );
 }

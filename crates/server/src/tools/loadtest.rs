@@ -79,6 +79,16 @@ pub struct LoadtestArgs {
     /// for the videos they show (the host, the spotlight, the presentation).
     #[arg(long)]
     pub eager_video: bool,
+    /// Rakor: number the sites from N (`site-N`, …), so that several load tools can bring
+    /// distinct sites into one room, e.g. one per node of a cascade (tests/bench/cascade.sh).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9999))]
+    pub first_site: u32,
+    /// Rakor: bring no host; the host is another load tool's (one per node of a cascade: only
+    /// the owner's brings it). A site's media then flows when its own tracks flow and it
+    /// receives someone's audio and video (the host's or the spotlight's, the only video it
+    /// shows).
+    #[arg(long)]
+    pub no_host: bool,
     /// How long everyone stays once all have joined, e.g. 60s, 5m (the measured window).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -482,6 +492,44 @@ mod tests {
         .unwrap();
         let plan = LoadPlan::from_args(&a).unwrap();
         assert_eq!((plan.viewers(), bot_specs(&plan).len()), (2, 6));
+        // One node's share of a cascaded rakor: sites numbered from 21, no host, no spotlight.
+        let a = parse(&[
+            "--scenario",
+            "rakor",
+            "--publishers",
+            "20",
+            "--first-site",
+            "21",
+            "--no-host",
+        ])
+        .unwrap();
+        let plan = LoadPlan::from_args(&a).unwrap();
+        let specs = bot_specs(&plan);
+        assert_eq!((plan.bots(), specs.len()), (20, 20));
+        assert_eq!(
+            (specs[0].identity.as_str(), specs[19].identity.as_str()),
+            ("site-021", "site-040")
+        );
+        assert!(specs.iter().all(|s| s.role == BotRole::Site));
+        assert_eq!(plan.spotlight(), None);
+        // The owner's share keeps the host, whose spotlight follows the numbering.
+        let a = parse(&[
+            "--scenario",
+            "rakor",
+            "--publishers",
+            "3",
+            "--first-site",
+            "7",
+        ])
+        .unwrap();
+        let plan = LoadPlan::from_args(&a).unwrap();
+        let specs = bot_specs(&plan);
+        assert_eq!(specs[0].identity, HOST_IDENTITY);
+        let spot = specs[0].director.as_ref().and_then(|d| d.spotlight.clone());
+        assert_eq!(spot.as_deref(), Some("site-007"));
+        assert_eq!(plan.spotlight().as_deref(), Some("site-007"));
+        assert_eq!(specs[1].identity, "site-007");
+        assert!(LoadPlan::from_args(&parse(&["--no-host"]).unwrap()).is_err());
         // The mesh default is unchanged.
         let plan = LoadPlan::from_args(&parse(&[]).unwrap()).unwrap();
         assert_eq!(

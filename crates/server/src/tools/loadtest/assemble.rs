@@ -77,8 +77,7 @@ pub(super) fn build_summary(
         .filter(|b| b.spec.role.publishes() && b.participant_id.is_some())
         .map(|b| b.spec.identity.clone())
         .collect();
-    let spotlight = scenario::spotlight_identity(plan.publishers, plan.audio_only)
-        .filter(|_| plan.scenario == Scenario::Rakor);
+    let spotlight = plan.spotlight();
     let video_sites: Vec<String> = bots
         .iter()
         .filter(|b| b.spec.role == BotRole::Site && b.spec.video && b.participant_id.is_some())

@@ -104,6 +104,10 @@ pub(super) struct JoinContext {
     pub(super) simulcast: bool,
     /// `--eager-video`: no bot joins with video on demand.
     pub(super) eager_video: bool,
+    /// `--no-host`: the host is not this tool's, so a bot that receives waits instead until
+    /// it receives audio and video from someone else (in the rakor scenario a site shows only
+    /// the host and the spotlight: on a cascade node, the first media over the relay leg).
+    pub(super) await_other_media: bool,
 }
 
 /// The media a subscriber waits for: each publisher's id and whether it sends video.
@@ -213,6 +217,7 @@ pub(super) async fn join_bot(
         let flows = |r: &Report| {
             (!(audio || video) || sends_all(r))
                 && expect.as_ref().is_none_or(|e| receives_all(r, e))
+                && (!ctx.await_other_media || expect.is_none() || receives_someone(r))
         };
         if poll_until(&hub, flows, ctx.deadline).await {
             Ok(())
@@ -282,6 +287,12 @@ pub(super) fn receives_all(r: &Report, expect: &[(ParticipantId, bool)]) -> bool
     expect
         .iter()
         .all(|(p, video)| has(p, TrackKind::Audio) && (!*video || has(p, TrackKind::Video)))
+}
+
+/// Some audio and some video arrived (from anyone).
+pub(super) fn receives_someone(r: &Report) -> bool {
+    let has = |kind| r.received.values().any(|t| t.kind == kind && t.packets > 0);
+    has(TrackKind::Audio) && has(TrackKind::Video)
 }
 
 /// Why media did not flow, in one line: the connection states and which tracks had packets.

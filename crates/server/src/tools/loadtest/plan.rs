@@ -30,6 +30,10 @@ pub struct LoadPlan {
     pub presenter: bool,
     /// Rakor: sites subscribe to all video (`--eager-video`), not on demand.
     pub eager_video: bool,
+    /// Rakor: the first site's number (`--first-site`, 1 = `site-001`).
+    pub first_site: usize,
+    /// Rakor: no host bot in this process (`--no-host`).
+    pub no_host: bool,
     pub publishers: usize,
     pub subscribers: usize,
     pub audio_only: usize,
@@ -94,12 +98,20 @@ impl LoadPlan {
                     .into(),
             );
         }
+        if (a.no_host || a.first_site != 1) && a.scenario != Scenario::Rakor {
+            return Err("--no-host and --first-site need --scenario rakor".into());
+        }
+        if a.no_host && a.presenter {
+            return Err(
+                "--presenter needs the host (it puts the presenter in the spotlight)".into(),
+            );
+        }
         if a.duration.is_zero() || a.join_budget.is_zero() {
             return Err("--duration and --join-budget must be above zero".into());
         }
         let bots = match a.scenario {
             Scenario::Mesh => total,
-            Scenario::Rakor => subscribers,
+            Scenario::Rakor => subscribers - usize::from(a.no_host),
         };
         let procs = usize::from(a.procs);
         if procs > bots {
@@ -135,6 +147,8 @@ impl LoadPlan {
             talkers: usize::from(a.talkers),
             presenter: a.presenter,
             eager_video: a.eager_video,
+            first_site: a.first_site as usize,
+            no_host: a.no_host,
             publishers: a.publishers,
             subscribers,
             audio_only: a.audio_only,
@@ -155,7 +169,26 @@ impl LoadPlan {
     pub fn bots(&self) -> usize {
         match self.scenario {
             Scenario::Mesh => self.publishers + self.subscribers,
-            Scenario::Rakor => self.subscribers,
+            Scenario::Rakor => self.subscribers - usize::from(self.no_host),
+        }
+    }
+
+    /// Rakor: the site the host puts in the spotlight (none without the host here).
+    pub fn spotlight(&self) -> Option<String> {
+        if self.scenario != Scenario::Rakor || self.no_host {
+            return None;
+        }
+        scenario::spotlight_identity(self.publishers, self.audio_only).map(|s| self.renumbered(&s))
+    }
+
+    /// `site-NNN` numbered from `first_site` instead of 1; other identities unchanged.
+    fn renumbered(&self, identity: &str) -> String {
+        match identity
+            .strip_prefix("site-")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) if self.first_site != 1 => scenario::site_identity(n - 1 + self.first_site - 1),
+            _ => identity.to_owned(),
         }
     }
 
@@ -194,8 +227,17 @@ pub fn bot_specs(plan: &LoadPlan) -> Vec<BotSpec> {
             plan.talkers,
             plan.viewers(),
         );
+        if plan.no_host {
+            bots.retain(|b| b.role != BotRole::Host);
+        }
+        for b in &mut bots {
+            b.identity = plan.renumbered(&b.identity);
+            if let Some(s) = b.director.as_mut().and_then(|d| d.spotlight.as_mut()) {
+                *s = plan.renumbered(s);
+            }
+        }
         if plan.presenter {
-            let presenter = scenario::spotlight_identity(plan.publishers, plan.audio_only);
+            let presenter = plan.spotlight();
             for b in bots
                 .iter_mut()
                 .filter(|b| Some(&b.identity) == presenter.as_ref())

@@ -153,6 +153,7 @@ pub(super) async fn run_core(
         progress: Arc::clone(&progress),
         simulcast: plan.video_layers > 1,
         eager_video: plan.eager_video,
+        await_other_media: plan.no_host,
     });
     let first_role = match plan.scenario {
         Scenario::Mesh => BotRole::Publisher,

@@ -48,6 +48,10 @@ impl BotRole {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RecvCounters {
     pub packets: u64,
+    /// RTP payload bytes (headers and padding excluded), as the cascade's
+    /// `rakor_cascade_bytes_total` counts them.
+    #[serde(default)]
+    pub bytes: u64,
     /// Packets missing by forward jumps of the RTP sequence number.
     pub seq_gaps: u64,
     /// Packets whose sequence number went backwards (late, retransmitted, or duplicated).
@@ -69,6 +73,7 @@ pub struct RecvCounters {
 impl RecvCounters {
     pub fn add(&mut self, o: &RecvCounters) {
         self.packets += o.packets;
+        self.bytes += o.bytes;
         self.seq_gaps += o.seq_gaps;
         self.out_of_order += o.out_of_order;
         self.gaps_filled += o.gaps_filled;
@@ -154,6 +159,7 @@ pub fn window_counters(start: Option<&Report>, end: &Report) -> WindowCounters {
         };
         w.received.entry(from).or_default().add(&RecvCounters {
             packets,
+            bytes: d(t.bytes, |t| t.bytes),
             seq_gaps: d(t.seq_gaps, |t| t.seq_gaps),
             out_of_order: d(t.out_of_order, |t| t.out_of_order),
             gaps_filled: d(t.gaps_filled, |t| t.gaps_filled),
@@ -233,6 +239,9 @@ pub struct BotSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PeerReceived {
     pub packets: u64,
+    /// RTP payload bytes.
+    #[serde(default)]
+    pub bytes: u64,
     pub seq_gaps: u64,
     pub out_of_order: u64,
     pub gaps_filled: u64,
@@ -251,6 +260,7 @@ impl From<RecvCounters> for PeerReceived {
     fn from(c: RecvCounters) -> Self {
         Self {
             packets: c.packets,
+            bytes: c.bytes,
             seq_gaps: c.seq_gaps,
             out_of_order: c.out_of_order,
             gaps_filled: c.gaps_filled,
@@ -323,6 +333,7 @@ pub fn role_summary(
         for r in b.received.values() {
             recv.add(&RecvCounters {
                 packets: r.packets,
+                bytes: r.bytes,
                 seq_gaps: r.seq_gaps,
                 out_of_order: r.out_of_order,
                 gaps_filled: r.gaps_filled,
@@ -791,6 +802,7 @@ mod tests {
                         (*from).to_owned(),
                         PeerReceived::from(RecvCounters {
                             packets: *packets,
+                            bytes: packets * 100,
                             seq_gaps: *gaps,
                             out_of_order: gaps / 2,
                             gaps_filled: gaps / 2,
