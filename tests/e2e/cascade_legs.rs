@@ -18,7 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use rakor_client::{Client, ClientOptions, Report};
-use rakor_e2e::cluster::{cascade_metric, has_media_from, CascadeSetup};
+use rakor_e2e::cluster::{cascade_metric, has_media_from, seen_as, CascadeSetup};
 use rakor_e2e::Server;
 use rakor_proto::{ClientMessage, ParticipantId, Role, ServerMessage, TrackId, TrackKind};
 use std::time::{Duration, Instant};
@@ -384,5 +384,95 @@ async fn a_tile_asked_for_at_once_on_the_far_node_brings_only_its_layer() {
         [l1[1] - l0[1], l1[2] - l0[2]],
         [0, 0],
         "more than the low layer crossed: {l0:?} -> {l1:?}"
+    );
+}
+
+/// Three nodes, the layer the owner's wall needs: a site on B (simulcast) shown at 180p on A's
+/// wall, while C holds the republishers of A's host and B's site. Republishers subscribe to
+/// nothing; before they joined with video on demand, the server kept a never-negotiated, shown
+/// leg without a size for every other relayed video on C, which counted as "top layer wanted"
+/// there, was passed up through A, and made every relayed camera cross at its top layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_three_nodes_a_site_crosses_at_the_layer_the_owner_s_wall_needs() {
+    let Some(setup) = CascadeSetup::from_env("cascade_legs e2e test") else {
+        return;
+    };
+    let ids = [setup.node_id("a"), setup.node_id("b"), setup.node_id("c")];
+    let a = setup.start(&ids[0]).unwrap();
+    let b = setup.start(&ids[1]).unwrap();
+    let c = setup.start(&ids[2]).unwrap();
+    let room = format!("gubernur-{}", setup.suffix);
+    let token = |sub: &str, role: &str| setup.token(&room, sub, role).unwrap();
+    // The host joins A first: A owns the room. Everyone asks for video on demand, so the
+    // only tile on B's site is the wall's below (a subscriber that reports no size wants the
+    // top layer).
+    let host = Client::connect(
+        ClientOptions::new(a.ws_url(), token("gubernur", "host"))
+            .publish(true, true)
+            .video_on_demand(true),
+    )
+    .await
+    .unwrap();
+    host.wait_published(WAIT).await.unwrap();
+    let site = Client::connect(
+        ClientOptions::new(b.ws_url(), token("camat-kota", "participant"))
+            .publish(false, true)
+            .simulcast(true)
+            .video_on_demand(true),
+    )
+    .await
+    .unwrap();
+    site.wait_published(WAIT).await.unwrap();
+    // C: a site that shows nothing but the host; its node then republishes the host and B's site.
+    let viewer = Client::connect(
+        ClientOptions::new(c.ws_url(), token("puskesmas", "participant"))
+            .receive_only()
+            .video_on_demand(true),
+    )
+    .await
+    .unwrap();
+    seen_as(&viewer, "camat-kota", WAIT).await;
+    let wall = Client::connect(
+        ClientOptions::new(a.ws_url(), token("dinkes-wall", "participant"))
+            .receive_only()
+            .video_on_demand(true),
+    )
+    .await
+    .unwrap();
+    let from = seen_as(&wall, "camat-kota", WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    let track = loop {
+        let v = wall.participants().into_iter().find_map(|p| {
+            (p.id == from)
+                .then(|| p.tracks.into_iter().find(|t| t.kind == TrackKind::Video))
+                .flatten()
+        });
+        if let Some(v) = v {
+            break v.id;
+        }
+        assert!(Instant::now() < deadline, "{:?}", wall.participants());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tile(&wall, &track, true, 180).await;
+    let r = wall
+        .wait_media(|r| video(r, &from).0 >= 60, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("the video did not come to A's wall: {e}"));
+    // Let the demands settle through both hops (each is re-evaluated every 100 ms): another
+    // 60 packets at A's wall, then measure what leaves B.
+    let n = video(&r, &from).0;
+    wall.wait_media(|r| video(r, &from).0 >= n + 60, WAIT)
+        .await
+        .unwrap();
+    let window = Duration::from_secs(3);
+    let out0 = cascade_metric(&b, "rakor_cascade_bytes_total", &ids[0], "out");
+    tokio::time::sleep(window).await;
+    let out1 = cascade_metric(&b, "rakor_cascade_bytes_total", &ids[0], "out");
+    let kbit = (out1 - out0) as f64 * 8.0 / 1000.0 / window.as_secs_f64();
+    eprintln!("cascade leg B→A, 180p on A's wall, C holding republishers: {kbit:.0} kbit/s");
+    // The low layer of the looped asset is ~110-130 kbit/s, the top one ~480.
+    assert!(
+        kbit > 20.0 && kbit < 250.0,
+        "B's leg carried {kbit:.0} kbit/s: not (only) the low layer"
     );
 }

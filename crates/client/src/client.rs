@@ -93,7 +93,8 @@ pub struct ClientOptions {
     /// its packets) instead of only being counted (default none).
     pub relay_tap: Option<crate::relay::RelayTap>,
     /// Answer the server's subscriber offers (default true). A cascade republisher sets it
-    /// false: it only publishes, and no media is sent to it.
+    /// false: it only publishes, and no media is sent to it (it then joins with
+    /// `video_on_demand`, so the server keeps no video leg for it).
     pub subscribe: bool,
     /// Video on demand (`join.video_on_demand`, default false): other participants' video
     /// is added to the subscriber connection only once asked for with [`Client::show_video`]
@@ -842,7 +843,11 @@ async fn join_at(
         token: opts.token.clone(),
         room: opts.room.clone(),
         resume,
-        video_on_demand: opts.video_on_demand,
+        // A client that answers no subscriber offer (a cascade republisher) asks for no video:
+        // without this the server would keep a never-negotiated, shown leg without a size for
+        // every other video in the room, which counts as "the top layer wanted" (a relayed
+        // track's `track_demand`, dynacast).
+        video_on_demand: opts.video_on_demand || !opts.subscribe,
     };
     let text = serde_json::to_string(&join).map_err(|e| ClientError::Signalling(e.to_string()))?;
     ws.send(Message::text(text))
