@@ -58,7 +58,7 @@ impl Core {
             tracing::info!(room = %req.room, identity = %req.identity, "identity joined again; replacing");
             self.remove_participant(&old, LeaveReason::Replaced, true, now);
         }
-        self.check_room_limits(&req.room)?;
+        self.check_room_limits(&req.room, req.role)?;
         let moderator_muted = parked_muted
             || self
                 .rooms
@@ -84,9 +84,21 @@ impl Core {
     }
 
     /// Whether one more participant fits into `room` (and, for a new room, the server).
-    pub(crate) fn check_room_limits(&self, room: &str) -> Result<(), SfuError> {
-        let count = self.rooms.get(room).map_or(0, |r| r.participants.len());
-        if count >= self.cfg.max_participants_per_room {
+    pub(crate) fn check_room_limits(&self, room: &str, role: Role) -> Result<(), SfuError> {
+        // A cascade relay subscriber (`Role::Relay`) is its node's leg, not a site: it is not
+        // counted, and never refused for a full room (a refused leg would cut a whole node's
+        // sites off the room). Republishers are counted: each stands for a real site.
+        let count = self.rooms.get(room).map_or(0, |r| {
+            r.participants
+                .iter()
+                .filter(|id| {
+                    self.participants
+                        .get(*id)
+                        .is_some_and(|p| p.role != Role::Relay)
+                })
+                .count()
+        });
+        if role != Role::Relay && count >= self.cfg.max_participants_per_room {
             return Err(SfuError::RoomFull(room.to_owned()));
         }
         if count == 0 && self.rooms.len() >= self.cfg.max_rooms {

@@ -227,10 +227,10 @@ impl Core {
         events: &EventSender,
         now: Instant,
     ) -> Result<(), SfuError> {
-        let Some(room) = self.parked.get(pid).map(|k| k.room.clone()) else {
+        let Some((room, role)) = self.parked.get(pid).map(|k| (k.room.clone(), k.role)) else {
             return Ok(());
         };
-        self.check_room_limits(&room)?;
+        self.check_room_limits(&room, role)?;
         let Some(k) = self.parked.remove(pid) else {
             return Ok(());
         };

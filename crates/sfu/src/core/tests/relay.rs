@@ -155,3 +155,36 @@ fn a_relay_subscriber_is_hidden_from_lists_and_attendance() {
         "attendance saw the relay: {events:?}"
     );
 }
+
+/// A relay subscriber is its node's leg, not a site: it neither counts against
+/// `max_participants_per_room` nor is refused by it (a refused leg would cut a whole node's
+/// sites off the room); sites still are, relay or not in the room.
+#[test]
+fn relay_subscribers_do_not_count_against_the_room_limit_nor_are_refused_by_it() {
+    let mut rig = Rig::with(crate::SfuConfig {
+        max_participants_per_room: 2,
+        ..super::rig::config()
+    });
+    let _host = rig.join("command-room", Role::Host);
+    let _relay_b = rig.join("cascade/node-b", Role::Relay);
+    // Two sites fit: the relay is not counted.
+    let _site = rig.join("kab-kendal", Role::Participant);
+    // The room is full for sites now, but a second node's leg still joins.
+    let _relay_c = rig.join("cascade/node-c", Role::Relay);
+    let refused = rig.core.join(
+        rig.clock.now(),
+        crate::handle::JoinRequest {
+            room: super::rig::ROOM.into(),
+            identity: "kota-solo".into(),
+            name: "kota-solo".into(),
+            role: Role::Participant,
+            events: tokio::sync::mpsc::unbounded_channel().0,
+            resume: None,
+            video_on_demand: false,
+        },
+    );
+    assert!(
+        matches!(refused, Err(crate::SfuError::RoomFull(_))),
+        "a third site joined a room of two: {refused:?}"
+    );
+}
