@@ -10,12 +10,14 @@
 # "every track to every remote participant", see docs/benchmarks.md), delivery, loss, and the
 # join times per node (connect → joined, connect → media flowing).
 # Usage: SITES="6 15 30 60" DUR=20 RAKOR_BIN=target/release/rakor tests/bench/cascade.sh
-# (EAGER=1: --eager-video; JOIN_BUDGET=120 seconds per load tool; OUT=dir for the raw files.)
+# (EAGER=1: --eager-video; JOIN_BUDGET=120 seconds per load tool; JOIN_CONC=4 joins at once per
+# load tool; HOLD=DUR+25 each load tool's own window in seconds; LT_LOG=a log filter for the
+# load tools (RAKOR_LOADTEST_LOG), e.g. error,rakor_client=info; OUT=dir for the raw files.)
 set -u
 BIN=$(realpath "${RAKOR_BIN:?}")
 DUR=${DUR:-20}
 JB=${JOIN_BUDGET:-120}
-HOLD=$((DUR + 25))   # each load tool's own window: covers the settle and the measured window
+HOLD=${HOLD:-$((DUR + 25))}   # each load tool's own window: covers the settle and the measured window
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$(mktemp -d /tmp/rakor-cascade.XXXX)}
 mkdir -p "$OUT"
@@ -94,21 +96,21 @@ run_n() {
     wait_for 30 nodes_alive "$x" || { echo "N=$N: the three nodes never saw each other"; return 1; }
   done
   local common=(--room "$room" --config "$CFG" --scenario rakor --duration "${HOLD}s"
-    --join-budget "${JB}s" --join-concurrency 4)
+    --join-budget "${JB}s" --join-concurrency "${JOIN_CONC:-4}")
   [ "${EAGER:-0}" = 1 ] && common+=(--eager-video)
   # A first: its host's join makes A the room's owner.
-  "$BIN" loadtest --url "ws://127.0.0.1:$PORT_A/rtc" "${common[@]}" --publishers "$na" \
+  RAKOR_LOADTEST_LOG=${LT_LOG:-} "$BIN" loadtest --url "ws://127.0.0.1:$PORT_A/rtc" "${common[@]}" --publishers "$na" \
     --talkers "$ta" --server-pid "$PID_A" --server-log "$OUT/$N/A/server.log" \
     --report-json "$OUT/$N/A.json" > "$OUT/$N/A.out" 2> "$OUT/$N/A.err" &
   local lta=$!; PIDS+=("$lta")
   wait_for 30 has_participants "$PORT_A" 1 || { echo "N=$N: the host never joined A"; return 1; }
   start=$na
-  "$BIN" loadtest --url "ws://127.0.0.1:$PORT_B/rtc" "${common[@]}" --publishers "$nb" \
+  RAKOR_LOADTEST_LOG=${LT_LOG:-} "$BIN" loadtest --url "ws://127.0.0.1:$PORT_B/rtc" "${common[@]}" --publishers "$nb" \
     --first-site $((start + 1)) --no-host --talkers "$tb" --server-pid "$PID_B" \
     --server-log "$OUT/$N/B/server.log" --report-json "$OUT/$N/B.json" > "$OUT/$N/B.out" 2> "$OUT/$N/B.err" &
   local ltb=$!; PIDS+=("$ltb")
   start=$((na + nb))
-  "$BIN" loadtest --url "ws://127.0.0.1:$PORT_C/rtc" "${common[@]}" --publishers "$nc" \
+  RAKOR_LOADTEST_LOG=${LT_LOG:-} "$BIN" loadtest --url "ws://127.0.0.1:$PORT_C/rtc" "${common[@]}" --publishers "$nc" \
     --first-site $((start + 1)) --no-host --talkers "$tc" --server-pid "$PID_C" \
     --server-log "$OUT/$N/C/server.log" --report-json "$OUT/$N/C.json" > "$OUT/$N/C.out" 2> "$OUT/$N/C.err" &
   local ltc=$!; PIDS+=("$ltc")

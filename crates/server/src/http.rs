@@ -60,7 +60,7 @@ async fn metrics(
             .into_response();
     };
     let s = rakor_sfu::workers::sum_stats(&per_worker);
-    let rows: [(&str, &str, &str, u64); 20] = [
+    let rows: [(&str, &str, &str, u64); 21] = [
         (
             "rakor_rooms",
             "gauge",
@@ -114,6 +114,12 @@ async fn metrics(
             "counter",
             "Datagrams the kernel refused to send",
             s.send_errors,
+        ),
+        (
+            "rakor_media_socket_drops_total",
+            "counter",
+            "Datagrams the kernel dropped on the media sockets: receive buffer full (the worker fell behind)",
+            s.socket_drops,
         ),
         (
             "rakor_ice_tcp_streams",

@@ -353,7 +353,7 @@ enum End {
 impl StreamCtx {
     /// Add the relay socket's kernel drops since the last look to the counters.
     fn count_drops(&self, relay: Option<&UdpSocket>, seen: &mut u64) {
-        if let Some(total) = relay.and_then(socket_drops) {
+        if let Some(total) = relay.and_then(rakor_sfu::sockopt::receive_drops) {
             let new = total.saturating_sub(*seen);
             *seen = total;
             if new > 0 {
@@ -574,29 +574,6 @@ fn set_buffer_sizes(sock: &UdpSocket, bytes: usize) -> bool {
             ) == 0
         }
     })
-}
-
-/// Datagrams the kernel dropped on `sock` so far because its receive buffer was full
-/// (`SO_MEMINFO`'s `SK_MEMINFO_DROPS`); `None` if the kernel does not say.
-fn socket_drops(sock: &UdpSocket) -> Option<u64> {
-    use std::os::fd::AsRawFd as _;
-    /// Index of the drop count in the `SO_MEMINFO` array (`linux/sock_diag.h`).
-    const SK_MEMINFO_DROPS: usize = 8;
-    let mut info = [0u32; 9];
-    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
-    // SAFETY: a valid socket fd; `info` is writable for `len` bytes, and the kernel writes at
-    // most `len` bytes and updates `len`.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_MEMINFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    let have = usize::try_from(len).unwrap_or(0) / std::mem::size_of::<u32>();
-    (rc == 0 && have > SK_MEMINFO_DROPS).then(|| u64::from(info[SK_MEMINFO_DROPS]))
 }
 
 /// A datagram on the relay socket, or never when there is none.

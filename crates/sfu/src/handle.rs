@@ -176,6 +176,9 @@ pub struct SfuStats {
     pub datagrams_out: u64,
     pub datagrams_unknown_source: u64,
     pub send_errors: u64,
+    /// Datagrams the kernel dropped on the media sockets because their receive buffer was
+    /// full (the worker did not read fast enough; `media.socket_buffer_bytes`).
+    pub socket_drops: u64,
     /// ICE-TCP: streams open now, frames read, frames that routed nowhere, frames dropped
     /// because a stream's write buffer was full, and streams refused or closed by a limit
     /// (too many, a malformed frame, nothing valid in time).

@@ -39,6 +39,7 @@ pub mod sdp;
 mod shell;
 mod shell_tcp;
 pub mod slab;
+pub mod sockopt;
 pub mod speakers;
 #[cfg(test)]
 pub(crate) mod testkit;

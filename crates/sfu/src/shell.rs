@@ -592,6 +592,7 @@ impl Shell {
     fn stats(&self) -> SfuStats {
         let mut s = self.core.stats();
         s.tcp_streams = self.tcp.as_ref().map_or(0, TcpSide::open_streams);
+        s.socket_drops = crate::sockopt::receive_drops(&self.sock).unwrap_or(0);
         s.media_thread_cpu_us = crate::record::recorder::thread_cpu_us();
         s
     }
@@ -610,6 +611,7 @@ impl Shell {
             tracing::info!(
                 rtp_in = s.rtp_in,
                 rtp_out = s.rtp_out,
+                socket_drops = crate::sockopt::receive_drops(&self.sock).unwrap_or(0),
                 fwd_p50_us = p50,
                 fwd_p99_us = p99,
                 fwd_samples = n,

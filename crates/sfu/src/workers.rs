@@ -165,6 +165,7 @@ pub fn sum_stats(per_worker: &[SfuStats]) -> SfuStats {
         t.datagrams_out += s.datagrams_out;
         t.datagrams_unknown_source += s.datagrams_unknown_source;
         t.send_errors += s.send_errors;
+        t.socket_drops += s.socket_drops;
         t.tcp_streams += s.tcp_streams;
         t.tcp_frames_in += s.tcp_frames_in;
         t.tcp_frames_unknown_source += s.tcp_frames_unknown_source;

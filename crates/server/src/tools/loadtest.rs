@@ -181,10 +181,15 @@ pub fn main(args: LoadtestArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // `RAKOR_LOADTEST_LOG` (a `RUST_LOG`-style filter, when set and valid) shows the bots' own
+    // clients, e.g. `error,rakor_client=info` for their resumes and media resets. Not
+    // `RUST_LOG`: a server started from the same shell would pass its filter on.
+    let filter = std::env::var("RAKOR_LOADTEST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("error,rakor_server=warn"));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "error,rakor_server=warn",
-        ))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
