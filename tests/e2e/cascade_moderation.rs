@@ -12,6 +12,10 @@
 //!   C mirrors the queue. The host mutes B's site: B's node mutes it (`moderator_mute` from
 //!   its own node). The host gives B's site the floor: unmuted at B, hand down on A,
 //!   spotlighted on every node, and C receives its audio again.
+//! - A host on a non-owner node (B) moderates room-wide through its republisher on the owner:
+//!   it mutes A's site (A's own node mutes it; C stops receiving its audio), mutes C's site
+//!   (C's node mutes it), then gives C's site the floor: unmuted at C, hand down, spotlighted
+//!   on A and C, heard on A again; B gets the owner's echo without giving the floor twice.
 //!
 //! Needs `RAKOR_TEST_REDIS_URL` and `RAKOR_TEST_POSTGRES_URL` (tests/run.sh starts both);
 //! without them the test says so and does nothing.
@@ -58,6 +62,23 @@ async fn chats_until(c: &mut Client, who: &str, marker: &str) -> Vec<ChatEntry> 
             other => panic!("{who}: no chat \"{marker}\": {other:?}; before it: {got:?}"),
         }
     }
+}
+
+/// The chat messages `c` gets until each of `texts` has arrived. Messages of different
+/// senders reach a non-owner node through different republishers, so their order there is
+/// not the owner's (one sender's messages keep their order).
+async fn chats_until_all(c: &mut Client, who: &str, texts: &[&str]) -> Vec<ChatEntry> {
+    let mut got: Vec<ChatEntry> = Vec::new();
+    while !texts.iter().all(|t| got.iter().any(|e| e.text == *t)) {
+        match c
+            .wait_for(|m| matches!(m, ServerMessage::Chat(_)), EVENT_WAIT)
+            .await
+        {
+            Ok(ServerMessage::Chat(e)) => got.push(e),
+            other => panic!("{who}: not all of {texts:?}: {other:?}; got: {got:?}"),
+        }
+    }
+    got
 }
 
 async fn next_error(c: &mut Client, who: &str) -> ErrorCode {
@@ -225,15 +246,15 @@ async fn chat_hands_and_moderation_are_room_wide_across_three_nodes() {
         (&mut site_b, "B's site", &c_on_b, host_on_b.clone()),
         (&mut site_c, "C's site", &c_id, host_on_c.clone()),
     ] {
-        let got = chats_until(c, who, marker).await;
-        let of_c: Vec<&ChatEntry> = got.iter().filter(|e| e.text == said).collect();
         let n = if who == "the host on A" { 0 } else { 1 };
+        let got = chats_until_all(c, who, &[said, marker][1 - n..]).await;
+        let of_c: Vec<&ChatEntry> = got.iter().filter(|e| e.text == said).collect();
         assert_eq!(of_c.len(), n, "{who}: {got:?}");
         if let Some(e) = of_c.first() {
             assert_eq!(&e.from.participant_id, from_c, "{who}");
             assert_eq!(e.from.name, "kota-solo", "{who}");
         }
-        let last = got.last().unwrap();
+        let last = got.iter().find(|e| e.text == marker).unwrap();
         assert_eq!(last.from.participant_id, from_host, "{who}");
         assert!(last.to.is_none());
         assert_eq!(got.len(), n + 1, "{who}: exactly once: {got:?}");
@@ -303,14 +324,21 @@ async fn chat_hands_and_moderation_are_room_wide_across_three_nodes() {
         (&mut site_b, "B's site", k),
         (&mut site_c, "C's site", 0),
     ] {
-        let got = chats_until(c, who, marker3).await;
-        let texts: Vec<&str> = got.iter().map(|e| e.text.as_str()).collect();
         let mut want: Vec<&str> = accepted[..n].iter().map(String::as_str).collect();
         want.push(marker3);
+        let got = chats_until_all(c, who, &want).await;
+        // C's site's messages in their order, the host's marker among them anywhere.
+        let of_c: Vec<&str> = got
+            .iter()
+            .map(|e| e.text.as_str())
+            .filter(|t| *t != marker3)
+            .collect();
         assert_eq!(
-            texts, want,
+            of_c,
+            want[..n],
             "{who}: each accepted message once, nothing refused"
         );
+        assert_eq!(got.len(), n + 1, "{who}: the marker once: {got:?}");
     }
     // A site may not give the floor: refused to it only, nothing crosses.
     site_b
@@ -452,4 +480,154 @@ async fn chat_hands_and_moderation_are_room_wide_across_three_nodes() {
     );
     no_error(&mut site_a, "A's site");
     drop(late);
+}
+
+/// Wait until `c` received `n` more audio packets from `from` than `before`.
+async fn hears(c: &Client, who: &str, from: &ParticipantId, before: u64, n: u64) {
+    c.wait_media(
+        |r| {
+            r.received_track(from, TrackKind::Audio)
+                .is_some_and(|t| t.packets >= before + n)
+        },
+        EVENT_WAIT,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{who} does not hear {from}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_non_owner_hosts_floor_and_mute_are_room_wide() {
+    let Some(setup) = CascadeSetup::from_env("cascade_moderation e2e test (host on B)") else {
+        return;
+    };
+    let ids = [setup.node_id("a"), setup.node_id("b"), setup.node_id("c")];
+    let start = |id: &str| setup.start(id).unwrap();
+    let nodes = [start(&ids[0]), start(&ids[1]), start(&ids[2])];
+    let room = format!("host-b-{}", setup.suffix);
+
+    // A owns the room (its first join): a site there; the host on B; a site on C.
+    let mut site_a = join(
+        &setup,
+        nodes[0].ws_url(),
+        &room,
+        "kab-semarang",
+        "participant",
+    )
+    .await;
+    let mut host_b = join(&setup, nodes[1].ws_url(), &room, "bupati", "host").await;
+    let mut site_c = join(&setup, nodes[2].ws_url(), &room, "kota-solo", "participant").await;
+    let c_on_a = seen_as(&site_a, "kota-solo", LEG_WAIT).await;
+    seen_as(&site_a, "bupati", LEG_WAIT).await; // the host's republisher on the owner
+    let a_on_b = seen_as(&host_b, "kab-semarang", LEG_WAIT).await;
+    let c_on_b = seen_as(&host_b, "kota-solo", LEG_WAIT).await;
+    let a_on_c = seen_as(&site_c, "kab-semarang", LEG_WAIT).await;
+    let host_on_c = seen_as(&site_c, "bupati", LEG_WAIT).await;
+    let c_id = site_c.participant_id().clone();
+    // Media crosses every way before anyone is muted.
+    hears(&site_c, "C's site", &a_on_c, 0, 25).await;
+    hears(&site_a, "A's site", &c_on_a, 0, 25).await;
+
+    // 1. The host on B mutes A's site: A's own node mutes it (the owner got it from the
+    //    host's republisher there), so C stops receiving it. The clock: the host's own audio
+    //    at C (always forwarded) goes on meanwhile.
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::MuteAudio,
+            participant_id: Some(a_on_b.clone()),
+        })
+        .await
+        .unwrap();
+    moderator_mute_at(&mut site_a, "A's site", true).await;
+    let a_at_c = audio_from(&site_c, &a_on_c);
+    hears(
+        &site_c,
+        "C's site",
+        &host_on_c,
+        audio_from(&site_c, &host_on_c),
+        100,
+    )
+    .await;
+    let late = audio_from(&site_c, &a_on_c) - a_at_c;
+    assert!(
+        late <= 10,
+        "C still receives A's muted site: {late} packets over 2 s of the host's audio"
+    );
+    // ... and unmutes it: heard on C again.
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::UnmuteAudio,
+            participant_id: Some(a_on_b.clone()),
+        })
+        .await
+        .unwrap();
+    moderator_mute_at(&mut site_a, "A's site", false).await;
+    hears(
+        &site_c,
+        "C's site",
+        &a_on_c,
+        audio_from(&site_c, &a_on_c),
+        25,
+    )
+    .await;
+
+    // 2. C's site raises its hand (the owner's queue holds it); the host on B mutes it: C's
+    //    own node mutes it.
+    site_c.raise_hand(true).await.unwrap();
+    hands_at(&mut site_a, "A's site", &[&c_on_a]).await;
+    hands_at(&mut host_b, "the host on B", &[&c_on_b]).await;
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::MuteAudio,
+            participant_id: Some(c_on_b.clone()),
+        })
+        .await
+        .unwrap();
+    moderator_mute_at(&mut site_c, "C's site", true).await;
+
+    // 3. The host on B gives C's site the floor: unmuted at C, spotlighted on A and C under
+    //    each node's id, its hand down on A and C, and A hears it again.
+    site_a.drain_events();
+    host_b.drain_events();
+    host_b.give_floor(&c_on_b).await.unwrap();
+    moderator_mute_at(&mut site_c, "C's site", false).await;
+    spotlight_at(&mut site_c, "C's site", &c_id).await;
+    spotlight_at(&mut site_a, "A's site", &c_on_a).await;
+    hands_at(&mut site_a, "A's site", &[]).await;
+    hands_at(&mut site_c, "C's site", &[]).await;
+    hears(
+        &site_a,
+        "A's site",
+        &c_on_a,
+        audio_from(&site_a, &c_on_a),
+        25,
+    )
+    .await;
+
+    // 4. Once, not twice: B gets the owner's echo of its floor and does not give it again;
+    //    the owner spotlights C's site once (the spotlight went with the floor). A marker
+    //    chat from C's site arrives after both would have.
+    site_c.chat("Siap, Pak Bupati").await.unwrap();
+    for (c, who) in [(&mut site_a, "A's site"), (&mut host_b, "the host on B")] {
+        let got = chats_until(c, who, "Siap, Pak Bupati").await;
+        assert_eq!(got.len(), 1, "{who}: {got:?}");
+    }
+    let on_b: Vec<ServerMessage> = host_b.drain_events();
+    let floors = on_b
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::FloorGiven { .. }))
+        .count();
+    assert_eq!(floors, 1, "the host on B: one floor_given: {on_b:?}");
+    let on_a: Vec<ServerMessage> = site_a.drain_events();
+    let spots = on_a
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::Spotlight { .. }))
+        .count();
+    // spotlight_at consumed the first one.
+    assert_eq!(spots, 0, "A's site: one spotlight: {on_a:?}");
+    let floors = on_a
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::FloorGiven { participant_id, .. } if participant_id == &c_on_a))
+        .count();
+    assert_eq!(floors, 1, "A's site: one floor_given: {on_a:?}");
+    no_error(&mut site_c, "C's site");
 }

@@ -6,10 +6,11 @@
 //! (`crates/server/src/cascade_moderation.rs`) also queue commands on a leg
 //! ([`RelayControl::commands`]) and watch what the republishers themselves receive
 //! ([`RelayControl::republisher_event`]: a private chat or a moderator mute addressed to a
-//! relayed site on the far node).
+//! relayed site on the far node). A host's give-floor and moderator mute on a non-owner node go
+//! to the owner the same way ([`RelayAction::GiveFloor`], [`RelayAction::MuteAudio`]).
 
 use crate::Client;
-use rakor_proto::{ClientMessage, ParticipantId, ParticipantInfo, ServerMessage};
+use rakor_proto::{ClientMessage, ModerateAction, ParticipantId, ParticipantInfo, ServerMessage};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
 
@@ -67,6 +68,12 @@ pub enum RelayAction {
     Chat { text: String, to: Option<String> },
     /// Raise or lower the republisher's hand.
     Hand { raised: bool },
+    /// Give the floor (`give_floor`) to the participant with this identity there; the
+    /// republisher must be a host there.
+    GiveFloor { identity: String },
+    /// Moderator-mute (`moderate mute_audio`) or unmute (`unmute_audio`) the participant with
+    /// this identity there; the republisher must be a host there.
+    MuteAudio { identity: String, muted: bool },
 }
 
 /// The destination participant id of `identity` as `republisher` sees the room: itself or
@@ -130,6 +137,33 @@ pub async fn run_command(republisher: Option<&Client>, cmd: RelayCommand) {
         RelayAction::Hand { raised } => {
             if let Err(e) = r.send(&ClientMessage::Hand { raised }).await {
                 tracing::warn!(error = %e, "cascade: hand not forwarded");
+            }
+        }
+        RelayAction::GiveFloor { identity } => {
+            let Some(participant_id) = destination_id(r, &identity) else {
+                tracing::warn!(%identity, "cascade: floor target not on the far node; not forwarded");
+                return;
+            };
+            if let Err(e) = r.send(&ClientMessage::GiveFloor { participant_id }).await {
+                tracing::warn!(error = %e, "cascade: give floor not forwarded");
+            }
+        }
+        RelayAction::MuteAudio { identity, muted } => {
+            let Some(participant_id) = destination_id(r, &identity) else {
+                tracing::warn!(%identity, "cascade: mute target not on the far node; not forwarded");
+                return;
+            };
+            let action = if muted {
+                ModerateAction::MuteAudio
+            } else {
+                ModerateAction::UnmuteAudio
+            };
+            let msg = ClientMessage::Moderate {
+                action,
+                participant_id: Some(participant_id),
+            };
+            if let Err(e) = r.send(&msg).await {
+                tracing::warn!(error = %e, "cascade: moderator mute not forwarded");
             }
         }
     }

@@ -61,6 +61,7 @@ impl RoomView {
                 participant_id,
                 track_id,
                 muted,
+                ..
             } => {
                 if let Some(t) = self
                     .participants
@@ -140,6 +141,7 @@ mod tests {
             participant_id: pid("PA_b"),
             track_id: track.id.clone(),
             muted: true,
+            by: None,
         });
         assert!(room.participants[&pid("PA_b")].tracks[0].muted);
         room.apply(&ServerMessage::Spotlight {

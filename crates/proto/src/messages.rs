@@ -550,10 +550,15 @@ pub enum ServerMessage {
         participant_id: ParticipantId,
         track_id: TrackId,
     },
+    /// A track was muted or unmuted. `by`: the host who did it with `moderate`
+    /// (`mute_audio`/`unmute_audio`); absent for the participant's own `mute_track`, an
+    /// operator's mute, and the unmute that comes with `floor_given` (which names its host).
     TrackMuted {
         participant_id: ParticipantId,
         track_id: TrackId,
         muted: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<ParticipantId>,
     },
     /// The spotlight changed (`participant_id` null = cleared); `by` is the host who set it.
     Spotlight {

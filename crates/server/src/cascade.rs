@@ -239,11 +239,11 @@ impl Cascade {
             me: me.clone(),
             wanted: wanted_tx,
         });
-        let forward: Arc<dyn RelayControl> = Arc::new(crate::cascade_room::ForwardLocalHost {
-            owner: owner.clone(),
-            me: me.clone(),
-            wanted: wanted_rx,
-        });
+        let forward: Arc<dyn RelayControl> = Arc::new(crate::cascade_room::ForwardLocalHost::new(
+            owner.clone(),
+            me.clone(),
+            wanted_rx,
+        ));
         // Chat, hands, floor and mute (crate::cascade_moderation), the same shape.
         let (follow, forward) = crate::cascade_moderation::controls(
             self.sfu.get().cloned(),

@@ -21,6 +21,12 @@
 //!   and it is spotlighted where it is connected. A moderator mute of a site's republisher on
 //!   the owner reaches the republisher (`moderator_mute`); its node then mutes the site itself
 //!   ([`Apply::MuteAudio`]), enforced by the server where the site is connected.
+//! - *A non-owner host's floor and mute.* A host of this node gives the floor or (un)mutes
+//!   here first; the outbound leg sees `floor_given` / `track_muted` with the host in `by`
+//!   and the host's republisher on the owner repeats it there ([`local_host_to_owner`]), so
+//!   the owner and then every node apply it as above. The owner's `floor_given` comes back
+//!   here: noted in [`Echoes`], it is skipped when it already holds. What this node applies
+//!   for the owner has no `by` (the operator path) and is never sent back: no loop.
 //!
 //! Ids nobody has, relay subscribers and unmappable identities are refused (logged, nothing
 //! forwarded); the commands of non-hosts were already refused by their own node.
@@ -37,8 +43,9 @@ use tokio_util::sync::CancellationToken;
 /// What a leg asks of this node's instance of the room (the operator path).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Apply {
-    /// Give the floor to the participant with this identity here.
-    GiveFloor { identity: String },
+    /// Give the floor to the participant with this identity here. `echo`: the owner's answer
+    /// to a floor a host of this node gave (and forwarded): skipped when it holds here already.
+    GiveFloor { identity: String, echo: bool },
     /// Set the moderator mute of the participant with this identity here.
     MuteAudio { identity: String, muted: bool },
 }
@@ -195,7 +202,70 @@ pub fn owner_floor_here(
     me: &str,
 ) -> Option<Apply> {
     let p = owner_participants.iter().find(|p| &p.id == target)?;
-    map_identity(&p.identity, owner, me).map(|identity| Apply::GiveFloor { identity })
+    map_identity(&p.identity, owner, me).map(|identity| Apply::GiveFloor {
+        identity,
+        echo: false,
+    })
+}
+
+/// A moderation by `by` of `target` (ids on node `me`) as the command for `by`'s republisher
+/// on the owner, naming the target's counterpart there (`action`). `None`: `by` is not a
+/// host of this node (`None` here: an operator, or the owner's own moderation applied here;
+/// a relayed host; the relay), the target is nobody here, or it has no counterpart at the
+/// owner (a relay subscriber; logged, it stays on this node).
+pub fn local_host_to_owner(
+    target: &ParticipantId,
+    by: Option<&ParticipantId>,
+    participants: &[ParticipantInfo],
+    owner: &str,
+    me: &str,
+    action: impl FnOnce(String) -> RelayAction,
+) -> Option<RelayCommand> {
+    let by = by?;
+    let host = participants.iter().find(|p| &p.id == by)?;
+    if host.role != Role::Host || !is_own_site(host) {
+        return None;
+    }
+    let there = participants
+        .iter()
+        .find(|p| &p.id == target)
+        .filter(|p| p.role != Role::Relay)
+        .and_then(|p| map_identity(&p.identity, me, owner));
+    let Some(there) = there else {
+        tracing::warn!(participant = %target, "cascade: a host here moderated a participant the owner cannot name; it stays on this node");
+        return None;
+    };
+    Some(RelayCommand {
+        as_participant: by.clone(),
+        action: action(there),
+    })
+}
+
+/// At most this many floors forwarded to the owner wait for its echo (a host without a
+/// republisher forwards nothing, so its floors are never echoed).
+const ECHOES_MAX: usize = 16;
+
+/// Floors a host of this node gave and forwarded (the target's identity here), until the
+/// owner's `floor_given` for it comes back.
+pub type Echoes = Arc<Mutex<Vec<String>>>;
+
+fn expect_echo(echoes: &Echoes, identity: String) {
+    let mut e = lock(echoes);
+    if e.len() >= ECHOES_MAX {
+        e.remove(0);
+    }
+    e.push(identity);
+}
+
+fn take_echo(echoes: &Echoes, identity: &str) -> bool {
+    let mut e = lock(echoes);
+    match e.iter().position(|i| i == identity) {
+        Some(k) => {
+            e.remove(k);
+            true
+        }
+        None => false,
+    }
 }
 
 /// A `moderator_mute` received by this node's site's republisher on the owner: mute the site
@@ -216,7 +286,7 @@ fn send_all(tx: &mpsc::UnboundedSender<RelayCommand>, cmds: Vec<RelayCommand>) {
     }
 }
 
-fn lock(m: &Mutex<Vec<ParticipantId>>) -> std::sync::MutexGuard<'_, Vec<ParticipantId>> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -232,6 +302,8 @@ pub struct FollowOwnerRoom {
     /// The outbound leg's (a private chat from a host here to a relayed participant).
     pub other: mpsc::UnboundedSender<RelayCommand>,
     pub mirrored: Mutex<Vec<ParticipantId>>,
+    /// Floors this node's hosts forwarded (shared with [`ForwardLocalRoom`]).
+    pub echoes: Echoes,
 }
 
 impl RelayControl for FollowOwnerRoom {
@@ -258,6 +330,10 @@ impl RelayControl for FollowOwnerRoom {
             }
             ServerMessage::FloorGiven { participant_id, .. } => {
                 match owner_floor_here(participant_id, participants, &self.owner, &self.me) {
+                    Some(Apply::GiveFloor { identity, .. }) => {
+                        let echo = take_echo(&self.echoes, &identity);
+                        let _ = self.apply.send(Apply::GiveFloor { identity, echo });
+                    }
                     Some(a) => {
                         let _ = self.apply.send(a);
                     }
@@ -300,6 +376,8 @@ pub struct ForwardLocalRoom {
     /// The inbound leg's (a private chat from the owner's host to a site here).
     pub other: mpsc::UnboundedSender<RelayCommand>,
     pub forwarded: Mutex<Vec<ParticipantId>>,
+    /// Floors this node's hosts forwarded (shared with [`FollowOwnerRoom`]).
+    pub echoes: Echoes,
 }
 
 impl RelayControl for ForwardLocalRoom {
@@ -316,6 +394,38 @@ impl RelayControl for ForwardLocalRoom {
                 send_all(&self.own, cmds);
                 None
             }
+            // A host of this node gave the floor or (un)muted someone: its republisher on the
+            // owner does the same there, and every node follows the owner.
+            ServerMessage::FloorGiven { participant_id, by } => {
+                let cmd = local_host_to_owner(
+                    participant_id,
+                    by.as_ref(),
+                    participants,
+                    &self.owner,
+                    &self.me,
+                    |identity| RelayAction::GiveFloor { identity },
+                )?;
+                if let Some(p) = participants.iter().find(|p| &p.id == participant_id) {
+                    expect_echo(&self.echoes, p.identity.clone());
+                }
+                Some(cmd)
+            }
+            ServerMessage::TrackMuted {
+                participant_id,
+                muted,
+                by,
+                ..
+            } => local_host_to_owner(
+                participant_id,
+                by.as_ref(),
+                participants,
+                &self.owner,
+                &self.me,
+                |identity| RelayAction::MuteAudio {
+                    identity,
+                    muted: *muted,
+                },
+            ),
             _ => None,
         }
     }
@@ -395,6 +505,7 @@ pub fn controls(
         tokio::spawn(apply_moderation(sfu, room.to_owned(), asks, stop.clone()));
     }
     let (inbound, outbound) = (LegQueue::new(), LegQueue::new());
+    let echoes = Echoes::default();
     let follow = FollowOwnerRoom {
         owner: owner.to_owned(),
         me: me.to_owned(),
@@ -403,6 +514,7 @@ pub fn controls(
         own: inbound.tx.clone(),
         other: outbound.tx.clone(),
         mirrored: Mutex::new(Vec::new()),
+        echoes: echoes.clone(),
     };
     let forward = ForwardLocalRoom {
         owner: owner.to_owned(),
@@ -412,6 +524,7 @@ pub fn controls(
         own: outbound.tx,
         other: inbound.tx,
         forwarded: Mutex::new(Vec::new()),
+        echoes,
     };
     (
         Arc::new(BothControls(spotlight.0, Arc::new(follow))),
@@ -446,7 +559,7 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
         }
     };
     let identity = match &ask {
-        Apply::GiveFloor { identity } | Apply::MuteAudio { identity, .. } => identity,
+        Apply::GiveFloor { identity, .. } | Apply::MuteAudio { identity, .. } => identity,
     };
     let Some(pid) = snap
         .participants
@@ -458,7 +571,16 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
         return;
     };
     let m = match ask {
-        Apply::GiveFloor { .. } => Moderation::GiveFloor { participant: pid },
+        Apply::GiveFloor { echo, .. } => {
+            let holds = snap.spotlight.as_ref() == Some(&pid)
+                && !snap.moderator_muted.contains(&pid)
+                && !snap.hands.iter().any(|h| h.participant_id == pid);
+            if echo && holds {
+                tracing::debug!(%room, %identity, "cascade: the owner's echo of this node's floor; already so");
+                return;
+            }
+            Moderation::GiveFloor { participant: pid }
+        }
         Apply::MuteAudio { muted, .. } => {
             if snap.moderator_muted.contains(&pid) == muted {
                 return; // already so (e.g. the floor was given just before)
@@ -646,13 +768,15 @@ mod tests {
         assert_eq!(
             owner_floor_here(&pid("PA_solo"), &owner, "a", "c"),
             Some(Apply::GiveFloor {
-                identity: "kota-solo".into()
+                identity: "kota-solo".into(),
+                echo: false
             })
         );
         assert_eq!(
             owner_floor_here(&pid("PA_kendal"), &owner, "a", "c"),
             Some(Apply::GiveFloor {
-                identity: "cascade/b/kab-kendal".into()
+                identity: "cascade/b/kab-kendal".into(),
+                echo: false
             })
         );
         assert_eq!(owner_floor_here(&pid("PA_forged"), &owner, "a", "c"), None);
@@ -676,6 +800,7 @@ mod tests {
         let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
         let inbound = LegQueue::new();
         let outbound = LegQueue::new();
+        let echoes = Echoes::default();
         let follow = FollowOwnerRoom {
             owner: "a".into(),
             me: "c".into(),
@@ -684,6 +809,7 @@ mod tests {
             own: inbound.tx.clone(),
             other: outbound.tx.clone(),
             mirrored: Mutex::new(Vec::new()),
+            echoes: echoes.clone(),
         };
         let forward = ForwardLocalRoom {
             owner: "a".into(),
@@ -693,6 +819,7 @@ mod tests {
             own: outbound.tx.clone(),
             other: inbound.tx.clone(),
             forwarded: Mutex::new(Vec::new()),
+            echoes: echoes.clone(),
         };
         let owner = owner_room();
         // The owner's queue: B's site, then C's own site (its hand is up here already).
@@ -717,7 +844,8 @@ mod tests {
         assert_eq!(
             apply_rx.try_recv().ok(),
             Some(Apply::GiveFloor {
-                identity: "kota-solo".into()
+                identity: "kota-solo".into(),
+                echo: false
             })
         );
         // The governor's private message to C's site reaches C's republisher on A.
@@ -739,5 +867,159 @@ mod tests {
                 muted: true
             })
         );
+    }
+
+    /// Node B's room (the owner is A): its host, its site, relayed sites of A and C, the
+    /// owner's host relayed, the relay subscriber.
+    fn b_room() -> Vec<ParticipantInfo> {
+        vec![
+            p("PB_bupati", "bupati", Role::Host),
+            p("PB_kendal", "kab-kendal", Role::Participant),
+            p("PB_sem", "cascade/a/kab-semarang", Role::Participant),
+            p("PB_solo", "cascade/c/kota-solo", Role::Participant),
+            p("PB_gub", "cascade/a/gubernur", Role::Host),
+            p("PB_relay", "cascade/a", Role::Relay),
+        ]
+    }
+
+    #[test]
+    fn a_local_hosts_floor_and_mute_go_to_the_owner_as_the_host() {
+        let b = b_room();
+        let floor = |t: &str, by: Option<&str>| {
+            local_host_to_owner(&pid(t), by.map(pid).as_ref(), &b, "a", "b", |identity| {
+                RelayAction::GiveFloor { identity }
+            })
+        };
+        let floor_to = |identity: &str| {
+            Some(RelayCommand {
+                as_participant: pid("PB_bupati"),
+                action: RelayAction::GiveFloor {
+                    identity: identity.into(),
+                },
+            })
+        };
+        // C's site (a republisher on A too), A's own site, B's own site.
+        assert_eq!(
+            floor("PB_solo", Some("PB_bupati")),
+            floor_to("cascade/c/kota-solo")
+        );
+        assert_eq!(floor("PB_sem", Some("PB_bupati")), floor_to("kab-semarang"));
+        assert_eq!(
+            floor("PB_kendal", Some("PB_bupati")),
+            floor_to("cascade/b/kab-kendal")
+        );
+        // Not by a host of this node: the operator path (the owner's floor applied here), a
+        // relayed host, a site, a forged id.
+        assert_eq!(floor("PB_solo", None), None);
+        assert_eq!(floor("PB_solo", Some("PB_gub")), None);
+        assert_eq!(floor("PB_solo", Some("PB_kendal")), None);
+        assert_eq!(floor("PB_solo", Some("PB_forged")), None);
+        // Targets the owner cannot name: the relay subscriber, nobody.
+        assert_eq!(floor("PB_relay", Some("PB_bupati")), None);
+        assert_eq!(floor("PB_forged", Some("PB_bupati")), None);
+        let mute = local_host_to_owner(
+            &pid("PB_sem"),
+            Some(&pid("PB_bupati")),
+            &b,
+            "a",
+            "b",
+            |identity| RelayAction::MuteAudio {
+                identity,
+                muted: true,
+            },
+        );
+        assert_eq!(
+            mute.map(|c| c.action),
+            Some(RelayAction::MuteAudio {
+                identity: "kab-semarang".into(),
+                muted: true
+            })
+        );
+    }
+
+    #[test]
+    fn the_outbound_leg_forwards_a_local_floor_and_mute_and_expects_the_echo_once() {
+        let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
+        let (inbound, outbound) = (LegQueue::new(), LegQueue::new());
+        let echoes = Echoes::default();
+        let follow = FollowOwnerRoom {
+            owner: "a".into(),
+            me: "b".into(),
+            apply: apply_tx.clone(),
+            queue: inbound.rx.clone(),
+            own: inbound.tx.clone(),
+            other: outbound.tx.clone(),
+            mirrored: Mutex::new(Vec::new()),
+            echoes: echoes.clone(),
+        };
+        let forward = ForwardLocalRoom {
+            owner: "a".into(),
+            me: "b".into(),
+            apply: apply_tx,
+            queue: outbound.rx.clone(),
+            own: outbound.tx.clone(),
+            other: inbound.tx.clone(),
+            forwarded: Mutex::new(Vec::new()),
+            echoes,
+        };
+        let b = b_room();
+        let given = |by: Option<&str>| ServerMessage::FloorGiven {
+            participant_id: pid("PB_solo"),
+            by: by.map(pid),
+        };
+        assert_eq!(
+            forward.source_event(&given(Some("PB_bupati")), &b),
+            Some(RelayCommand {
+                as_participant: pid("PB_bupati"),
+                action: RelayAction::GiveFloor {
+                    identity: "cascade/c/kota-solo".into()
+                },
+            })
+        );
+        // The owner's floor applied here (operator path, no `by`): not sent back.
+        assert_eq!(forward.source_event(&given(None), &b), None);
+        // The owner's echo is marked once; the next floor to the same site is the owner's own.
+        let owner = owner_room();
+        let echo = ServerMessage::FloorGiven {
+            participant_id: pid("PA_solo"),
+            by: Some(pid("PA_rep_bupati")),
+        };
+        follow.source_event(&echo, &owner);
+        assert_eq!(
+            apply_rx.try_recv().ok(),
+            Some(Apply::GiveFloor {
+                identity: "cascade/c/kota-solo".into(),
+                echo: true
+            })
+        );
+        follow.source_event(&echo, &owner);
+        assert_eq!(
+            apply_rx.try_recv().ok(),
+            Some(Apply::GiveFloor {
+                identity: "cascade/c/kota-solo".into(),
+                echo: false
+            })
+        );
+        // The host's mute and unmute; a site's own mute (no `by`) and the operator's: nothing.
+        let muted = |m: bool, by: Option<&str>| ServerMessage::TrackMuted {
+            participant_id: pid("PB_sem"),
+            track_id: rakor_proto::TrackId("TR_1".into()),
+            muted: m,
+            by: by.map(pid),
+        };
+        for m in [true, false] {
+            assert_eq!(
+                forward.source_event(&muted(m, Some("PB_bupati")), &b),
+                Some(RelayCommand {
+                    as_participant: pid("PB_bupati"),
+                    action: RelayAction::MuteAudio {
+                        identity: "kab-semarang".into(),
+                        muted: m
+                    },
+                })
+            );
+        }
+        assert_eq!(forward.source_event(&muted(true, None), &b), None);
+        assert_eq!(forward.source_event(&muted(true, Some("PB_gub")), &b), None);
     }
 }

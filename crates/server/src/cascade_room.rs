@@ -8,13 +8,16 @@
 //! its sites get `spotlight` naming their own participant id. A host on a non-owner node sets
 //! the spotlight here as on one node; the outbound relay subscriber (joined here) sees that
 //! `spotlight`, and the host's republisher on the owner (a host there too) sends the same
-//! spotlight to the owner, which then tells every node. Unknown or unmappable ids (a relay
-//! subscriber, an id nobody has) are refused: logged, never applied, never a panic.
+//! spotlight to the owner, which then tells every node (the spotlight inside a floor the host
+//! gave goes with that floor, `crate::cascade_moderation`, and is not sent again). Unknown or
+//! unmappable ids (a relay subscriber, an id nobody has) are refused: logged, never applied,
+//! never a panic.
 
 use rakor_client::relay::CASCADE_PREFIX;
 use rakor_client::relay_control::{RelayAction, RelayCommand, RelayControl};
 use rakor_proto::{ParticipantId, ParticipantInfo, Role, ServerMessage};
 use rakor_sfu::{Moderation, SfuHandle};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -129,6 +132,20 @@ pub struct ForwardLocalHost {
     /// What this node last learnt from the owner (a spotlight equal to it is the owner's own,
     /// applied here, and is not sent back).
     pub wanted: watch::Receiver<Wanted>,
+    /// The last `floor_given` seen (target, by): the spotlight that follows it is part of
+    /// that floor, which goes to the owner as a whole (`crate::cascade_moderation`).
+    pub floor: Mutex<Option<(ParticipantId, ParticipantId)>>,
+}
+
+impl ForwardLocalHost {
+    pub fn new(owner: String, me: String, wanted: watch::Receiver<Wanted>) -> Self {
+        Self {
+            owner,
+            me,
+            wanted,
+            floor: Mutex::new(None),
+        }
+    }
 }
 
 /// The command that takes a spotlight set on node `me` (as its outbound relay subscriber saw
@@ -169,9 +186,24 @@ impl RelayControl for ForwardLocalHost {
         msg: &ServerMessage,
         participants: &[ParticipantInfo],
     ) -> Option<RelayCommand> {
-        let ServerMessage::Spotlight { participant_id, by } = msg else {
-            return None;
+        let mut floor = self.floor.lock().unwrap_or_else(|e| e.into_inner());
+        let (participant_id, by) = match msg {
+            ServerMessage::FloorGiven {
+                participant_id,
+                by: Some(by),
+            } => {
+                *floor = Some((participant_id.clone(), by.clone()));
+                return None;
+            }
+            ServerMessage::Spotlight { participant_id, by } => (participant_id, by),
+            _ => return None,
         };
+        // The spotlight of a floor just given: forwarded with the floor, not again.
+        let given = floor.take();
+        drop(floor);
+        if given.is_some_and(|(t, b)| participant_id.as_ref() == Some(&t) && &b == by) {
+            return None;
+        }
         let wanted = self.wanted.borrow().clone();
         forward_spotlight(
             participant_id.as_ref(),
@@ -415,5 +447,27 @@ mod tests {
         // A target nobody here has, or without a counterpart at the owner.
         assert_eq!(fwd(Some("PC_forged"), "PC_host", &None), None);
         assert_eq!(fwd(Some("PC_relay"), "PC_host", &None), None);
+    }
+
+    #[test]
+    fn the_spotlight_of_a_local_floor_goes_with_the_floor_only() {
+        let local = [
+            p("PC_host", "wali-kota", Role::Host),
+            p("PC_sem", "cascade/a/kab-semarang", Role::Participant),
+        ];
+        let (_tx, rx) = watch::channel(None);
+        let c = ForwardLocalHost::new("a".into(), "c".into(), rx);
+        let floor = ServerMessage::FloorGiven {
+            participant_id: pid("PC_sem"),
+            by: Some(pid("PC_host")),
+        };
+        let spot = ServerMessage::Spotlight {
+            participant_id: Some(pid("PC_sem")),
+            by: pid("PC_host"),
+        };
+        assert_eq!(c.source_event(&floor, &local), None);
+        assert_eq!(c.source_event(&spot, &local), None, "part of the floor");
+        // The host's own spotlight afterwards goes to the owner as before.
+        assert!(c.source_event(&spot, &local).is_some());
     }
 }

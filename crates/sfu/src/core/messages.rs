@@ -150,6 +150,7 @@ impl Core {
             participant_id: pid.clone(),
             track_id,
             muted,
+            by: None,
         };
         self.broadcast(&room, None, &m);
         Ok(())

@@ -52,14 +52,25 @@ impl Core {
             })
         };
         let m = match action {
-            A::MuteAudio => Moderation::MuteAudio {
-                participant: need_target()?,
-                muted: true,
-            },
-            A::UnmuteAudio => Moderation::MuteAudio {
-                participant: need_target()?,
-                muted: false,
-            },
+            A::MuteAudio | A::UnmuteAudio => {
+                // The operator's path, but the room learns which host did it
+                // (`track_muted.by`: a cascade node forwards its own host's mute to the owner).
+                let target = need_target()?;
+                let member = self
+                    .rooms
+                    .get(&room)
+                    .is_some_and(|r| r.participants.contains(&target));
+                if !member {
+                    return Err(Reject::new(
+                        ErrorCode::UnknownParticipant,
+                        SfuError::UnknownParticipant(target.0.clone()).to_string(),
+                    ));
+                }
+                let muted = action == A::MuteAudio;
+                return self
+                    .mute_audio(&room, &target, muted, Some(pid))
+                    .map_err(|e| Reject::new(e.code(), e.to_string()));
+            }
             A::Remove => Moderation::Remove {
                 participant: need_target()?,
             },
@@ -105,7 +116,7 @@ impl Core {
         match action {
             Moderation::MuteAudio { participant, muted } => {
                 check(&participant)?;
-                self.mute_audio(room, &participant, muted)?;
+                self.mute_audio(room, &participant, muted, None)?;
             }
             Moderation::Remove { participant } => {
                 check(&participant)?;
@@ -149,12 +160,14 @@ impl Core {
     }
 
     /// Stop (or resume) forwarding a participant's audio. The mute belongs to its identity in
-    /// the room: a rejoin or a second device of the same site stays muted.
+    /// the room: a rejoin or a second device of the same site stays muted. `by`: the host who
+    /// asked (`track_muted.by`), `None` for an operator or a floor given.
     pub(crate) fn mute_audio(
         &mut self,
         room: &str,
         participant: &ParticipantId,
         muted: bool,
+        by: Option<&ParticipantId>,
     ) -> Result<(), SfuError> {
         let (identity, tracks) = match self.participants.get_mut(participant) {
             Some(p) => {
@@ -185,6 +198,7 @@ impl Core {
                 participant_id: participant.clone(),
                 track_id: t.id.clone(),
                 muted,
+                by: by.cloned(),
             };
             self.broadcast(room, None, &m);
         }

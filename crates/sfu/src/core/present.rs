@@ -410,7 +410,7 @@ impl Core {
                 .get(room)
                 .is_some_and(|r| r.muted_identities.contains(&subject.identity));
         if muted {
-            self.mute_audio(room, target, false)?;
+            self.mute_audio(room, target, false, None)?;
         }
         self.drop_hand(room, target);
         let spot_by = by.clone().unwrap_or_else(|| target.clone());

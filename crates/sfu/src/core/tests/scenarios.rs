@@ -330,6 +330,21 @@ fn a_moderator_mute_stops_the_audio_and_sticks_across_a_rejoin() {
     let (mut rig, host, site) = host_and_site();
     let (amid, _) = mids(&rig, host, site);
     let id = rig.sites[site].id.clone();
+    // A forged id: refused to the host.
+    rig.send(
+        host,
+        ClientMessage::Moderate {
+            action: ModerateAction::MuteAudio,
+            participant_id: Some(ParticipantId("PA_forged".into())),
+        },
+    );
+    assert!(rig.sites[host].got(|m| matches!(
+        m,
+        ServerMessage::Error {
+            code: ErrorCode::UnknownParticipant,
+            ..
+        }
+    )));
     rig.send(
         host,
         ClientMessage::Moderate {
@@ -338,7 +353,11 @@ fn a_moderator_mute_stops_the_audio_and_sticks_across_a_rejoin() {
         },
     );
     assert!(rig.sites[site].got(|m| matches!(m, ServerMessage::ModeratorMute { muted: true })));
-    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::TrackMuted { muted: true, .. })));
+    // The room learns which host muted it (a cascade node forwards its own host's mute).
+    let host_id = rig.sites[host].id.clone();
+    assert!(rig.sites[host].got(
+        |m| matches!(m, ServerMessage::TrackMuted { muted: true, by: Some(b), .. } if b == &host_id)
+    ));
     let before = rig.sites[host].received_from(&amid);
     media(&mut rig, site, 20);
     assert_eq!(
