@@ -522,7 +522,9 @@ impl StreamCtx {
                     let more = match UdpSocket::bind(SocketAddr::new(self.relay_bind, 0)).await {
                         Ok(sock) => match sock.local_addr() {
                             Ok(mut addr) => {
-                                if !set_buffer_sizes(&sock, RELAY_SOCKET_BUFFER) {
+                                if !rakor_sfu::sockopt::set_buffers(&sock, RELAY_SOCKET_BUFFER)
+                                    .is_some_and(|g| g.hold(RELAY_SOCKET_BUFFER))
+                                {
                                     tracing::debug!(relay = %addr, "cannot size a TURN relay socket's buffers");
                                 }
                                 if addr.ip().is_unspecified() {
@@ -555,25 +557,6 @@ impl StreamCtx {
         }
         None
     }
-}
-
-/// Ask for `bytes` of receive and send buffer on `sock` (capped by the kernel at
-/// `net.core.rmem_max`/`wmem_max`); `false` if the kernel refused.
-fn set_buffer_sizes(sock: &UdpSocket, bytes: usize) -> bool {
-    use std::os::fd::AsRawFd as _;
-    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    [libc::SO_RCVBUF, libc::SO_SNDBUF].iter().all(|opt| {
-        // SAFETY: a valid socket fd; the value is a c_int of the stated size.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                *opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ) == 0
-        }
-    })
 }
 
 /// A datagram on the relay socket, or never when there is none.

@@ -77,7 +77,22 @@ pub(crate) fn spawn(
     let index = config.worker_index;
     let (sock, listener) = bind_media_port(&config)?;
     sock.set_nonblocking(true)?;
-    set_buffer_sizes(&sock, config.socket_buffer_bytes);
+    match crate::sockopt::set_buffers(&sock, config.socket_buffer_bytes) {
+        Some(got) if !got.hold(config.socket_buffer_bytes) => tracing::warn!(
+            asked = config.socket_buffer_bytes,
+            receive = got.receive,
+            send = got.send,
+            "the media socket's buffers are smaller than media.socket_buffer_bytes: the kernel \
+             caps them at net.core.rmem_max / wmem_max; raise those (docs/operations.md, \
+             \"Socket buffers\") or bursts are dropped (rakor_media_socket_drops_total)"
+        ),
+        Some(got) => tracing::debug!(
+            receive = got.receive,
+            send = got.send,
+            "media socket buffers"
+        ),
+        None => tracing::warn!("cannot read the media socket's buffer sizes"),
+    }
     let local_addr = sock.local_addr()?;
     let tcp = match listener {
         Some(l) => {
@@ -157,29 +172,6 @@ fn bind_media_port(config: &SfuConfig) -> Result<(UdpSocket, Option<TcpListener>
             Ok(l) => return Ok((sock, Some(l))),
             Err(_) if config.bind.port() == 0 && tries < PORT_PAIR_TRIES => tries += 1,
             Err(source) => return Err(SfuError::BindTcp { addr, source }),
-        }
-    }
-}
-
-fn set_buffer_sizes(sock: &UdpSocket, bytes: usize) {
-    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        // SAFETY: valid fd, option value is a c_int of the stated size.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            tracing::warn!(
-                opt,
-                "setsockopt buffer size failed: {}",
-                std::io::Error::last_os_error()
-            );
         }
     }
 }
