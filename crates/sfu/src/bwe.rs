@@ -509,6 +509,14 @@ const PROBE_GAIN: f64 = 2.0;
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// …up to this.
 const PROBE_EVERY_MAX: Duration = Duration::from_secs(30);
+/// While nothing has said the link is full, a probe starts as soon as the tiles want more than
+/// the budget and asks for all of it, up to this many times the budget.
+const EAGER_PROBE_GAIN: f64 = 4.0;
+/// An estimate that falls below what flows without loss (GCC's delay half: a queue, or only a
+/// busy host) must stay low this long before legs are paused or lowered; loss acts at once.
+const DIP_CONFIRM: Duration = Duration::from_secs(1);
+/// …unless it falls below this share of what flows.
+const DEEP_DIP: f64 = 0.5;
 
 /// A probe in progress: allotments against `budget` instead of the estimate until `until`.
 #[derive(Debug, Clone)]
@@ -542,6 +550,13 @@ pub struct Allocator {
     next_probe: Option<Instant>,
     probe_every: Duration,
     probe_started: bool,
+    /// Something said the link is full (loss, a probe that failed or was cut, a lasting dip):
+    /// from then on probes wait and ask for twice the budget, not for everything at once.
+    link_full: bool,
+    /// Since when the estimate, without loss, has been below what the current allotments need.
+    dip_since: Option<Instant>,
+    /// An estimate was known at an earlier step.
+    seen_estimate: bool,
     /// Downgrades and upgrades made (for stats and tests).
     pub downgrades: u64,
     pub upgrades: u64,
@@ -561,6 +576,9 @@ impl Allocator {
             next_probe: None,
             probe_every: PROBE_EVERY,
             probe_started: false,
+            link_full: false,
+            dip_since: None,
+            seen_estimate: false,
             downgrades: 0,
             upgrades: 0,
             probes: 0,
@@ -597,11 +615,16 @@ impl Allocator {
             return wanted;
         };
         let budget = (estimate * self.cfg.usable - audio_bps).max(0.0);
+        let first_estimate = !std::mem::replace(&mut self.seen_estimate, true);
+        if !may_probe {
+            self.link_full = true;
+        }
         // A probe in progress: hold its allotments until it ends or the estimate falls.
         let mut probe_ended = false;
         if let Some(p) = &self.probe {
-            if estimate < 0.85 * p.estimate_at_start {
+            if !may_probe || estimate < 0.85 * p.estimate_at_start {
                 self.probe = None;
+                self.link_full = true;
                 self.probe_every = (self.probe_every * 2).min(PROBE_EVERY_MAX);
                 self.next_probe = Some(now + self.probe_every);
             } else if now >= p.until {
@@ -609,6 +632,7 @@ impl Allocator {
                     self.probes_won += 1;
                     self.probe_every = PROBE_EVERY;
                 } else {
+                    self.link_full = true;
                     self.probe_every = (self.probe_every * 2).min(PROBE_EVERY_MAX);
                 }
                 self.next_probe = Some(now + self.probe_every);
@@ -617,6 +641,18 @@ impl Allocator {
             } else {
                 let fit = allocate(p.budget.max(budget), legs);
                 return fit.iter().zip(&wanted).map(|(&f, &w)| f.min(w)).collect();
+            }
+        }
+        // Something to raise: the first estimate (legs flowing unlimited until now), or a leg
+        // below what its tile wants (new, or paused).
+        let to_raise = first_estimate
+            || current
+                .iter()
+                .zip(&wanted)
+                .any(|(c, &w)| c.is_none_or(|c| c < w));
+        if !self.link_full && may_probe && self.probe.is_none() && to_raise {
+            if let Some(raised) = self.eager_probe(now, estimate, budget, legs, &wanted) {
+                return raised;
             }
         }
         let fit = allocate(budget, legs);
@@ -633,8 +669,30 @@ impl Allocator {
             .any(|(n, c)| c.is_some_and(|c| *n < c));
         if downgraded && probe_ended {
             // A probe the link did not confirm: back to what fits, not a congestion signal.
+            self.dip_since = None;
             return next;
         }
+        if downgraded && may_probe {
+            // No loss: a dip of the estimate (GCC's delay half) must last before it pauses or
+            // lowers what flows — on a busy host the delay trend dips and recovers within a
+            // second, and every pause costs the leg its video until the next keyframe.
+            let flowing: f64 = legs
+                .iter()
+                .zip(current)
+                .map(|(l, c)| c.map_or(0.0, |c| cost(l, c)))
+                .sum();
+            let since = *self.dip_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < DIP_CONFIRM && budget >= DEEP_DIP * flowing
+            {
+                return current
+                    .iter()
+                    .zip(&fit)
+                    .zip(&wanted)
+                    .map(|((&c, &f), &w)| c.unwrap_or(f).min(w))
+                    .collect();
+            }
+        }
+        self.dip_since = None;
         if downgraded {
             if self
                 .last_up
@@ -685,6 +743,43 @@ impl Allocator {
             self.maybe_probe(now, estimate, budget, legs, &wanted, &mut next);
         }
         next
+    }
+
+    /// While nothing has said the link is full: a probe at once, for everything the tiles want
+    /// (at most [`EAGER_PROBE_GAIN`] × the budget), whenever that is more than the budget gives —
+    /// a subscriber's first videos, or the first feedback finding the 10 Mbit/s start below the
+    /// demand, keep flowing while the estimator measures instead of being paused for the seconds
+    /// GCC takes to climb.
+    fn eager_probe(
+        &mut self,
+        now: Instant,
+        estimate: f64,
+        budget: f64,
+        legs: &[VideoDemand],
+        wanted: &[Level],
+    ) -> Option<Vec<Level>> {
+        let demand: f64 = legs.iter().zip(wanted).map(|(l, &w)| cost(l, w)).sum();
+        if demand <= budget {
+            return None;
+        }
+        let probe_budget = demand.min(budget * EAGER_PROBE_GAIN);
+        let fit = allocate(budget, legs);
+        let raised: Vec<Level> = allocate(probe_budget, legs)
+            .iter()
+            .zip(wanted)
+            .map(|(&r, &w)| r.min(w))
+            .collect();
+        if !raised.iter().zip(&fit).any(|(r, f)| r > f) {
+            return None;
+        }
+        self.probe = Some(Probe {
+            until: now + PROBE_LEN,
+            budget: probe_budget,
+            estimate_at_start: estimate,
+        });
+        self.probes += 1;
+        self.probe_started = true;
+        Some(raised)
     }
 
     /// Start a probe when some leg gets less than its tile wants and twice the budget would
@@ -1020,17 +1115,36 @@ mod tests {
         legs: &[VideoDemand],
         secs: u64,
     ) -> (Allocator, Vec<(u64, f64, Vec<Level>)>) {
+        simulate_with(capacity, start_estimate, legs, secs, 0, false)
+    }
+
+    /// [`simulate`], with the link reporting loss for the first `lossy_first` ticks (no
+    /// probing then), and with `dips`: every 1.5 s the estimate the allocator sees dips to 80 %
+    /// for 300 ms without loss (GCC's delay half on a busy host).
+    fn simulate_with(
+        capacity: f64,
+        start_estimate: f64,
+        legs: &[VideoDemand],
+        secs: u64,
+        lossy_first: u64,
+        dips: bool,
+    ) -> (Allocator, Vec<(u64, f64, Vec<Level>)>) {
         let mut a = Allocator::new(BweConfig::default());
         let mut prober = Prober::default();
         let mut generation = 0;
         let mut estimate = start_estimate;
-        let mut lossy_until = 0u64;
+        let mut lossy_until = lossy_first;
         let t0 = crate::testkit::SimClock::start().now();
         let mut cur: Vec<Option<Level>> = vec![None; legs.len()];
         let mut history = Vec::new();
         for tick in 0..secs * 10 {
             let now = t0 + Duration::from_millis(100 * tick);
-            let next = a.step(now, Some(estimate), 0.0, legs, &cur, tick >= lossy_until);
+            let seen = if dips && tick % 15 >= 12 {
+                0.8 * estimate
+            } else {
+                estimate
+            };
+            let next = a.step(now, Some(seen), 0.0, legs, &cur, tick >= lossy_until);
             if a.take_probe_start() {
                 generation += 1;
             }
@@ -1067,12 +1181,26 @@ mod tests {
     }
 
     /// The 20 → 20 case: 19 videos of 1.2 Mbit/s (23 Mbit/s) on a link that carries far more,
-    /// with an estimate stuck at 10 Mbit/s. Probes find the link: every video flows within
-    /// 10 s, and then no more probes are needed.
+    /// with an estimate stuck at 10 Mbit/s. Nothing has said the link is full, so the first
+    /// step probes for everything: every video flows from the start, the probe lifts the
+    /// estimate, and no more probes are needed.
     #[test]
     fn probing_finds_a_fast_link() {
         let legs = wall(19, 1.2e6);
         let (a, history) = simulate(100e6, 10e6, &legs, 30);
+        let all = |t: usize| history[t].2.iter().all(|&l| l == 1);
+        assert!((0..history.len()).all(all), "every video from the start");
+        assert!(history[29].1 > 23e6, "estimate {}", history[29].1);
+        assert_eq!((a.probes, a.probes_won), (1, 1));
+        assert_eq!(a.downgrades, 0);
+    }
+
+    /// The same link after loss at the start (the link said it was full): no eager probe; the
+    /// ordinary probes (twice the budget, 2 s apart) still find it within 10 s of the loss.
+    #[test]
+    fn probing_finds_a_fast_link_after_loss() {
+        let legs = wall(19, 1.2e6);
+        let (a, history) = simulate_with(100e6, 10e6, &legs, 30, 10, false);
         let all = |t: usize| history[t].2.iter().all(|&l| l == 1);
         assert!(!all(5), "starts below the demand: {:?}", history[5].2);
         let first_all = (0..history.len()).find(|&t| all(t));
@@ -1125,5 +1253,91 @@ mod tests {
             cur = next.iter().map(|&l| Some(l)).collect();
         }
         assert_eq!(a.probes, 0);
+    }
+
+    /// Count, per leg, how often it was paused or resumed after `from`.
+    fn pause_flips(history: &[(u64, f64, Vec<Level>)], from: usize) -> usize {
+        history[from..]
+            .windows(2)
+            .map(|w| {
+                w[0].2
+                    .iter()
+                    .zip(&w[1].2)
+                    .filter(|(a, b)| (**a == 0) != (**b == 0))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// The 20 → 20 trace: an estimate that starts under the demand on a fast link and dips by
+    /// 20 % for 300 ms every 1.5 s without loss. No leg is ever paused (the old allocator
+    /// paused half of them at the first feedback and flipped legs at every dip).
+    #[test]
+    fn no_pause_resume_churn_while_the_estimate_climbs() {
+        let legs = wall(19, 1.06e6);
+        let (a, history) = simulate_with(1e9, 10e6, &legs, 30, 0, true);
+        assert!(
+            history.iter().all(|(_, _, lv)| lv.iter().all(|&l| l == 1)),
+            "a leg was paused"
+        );
+        assert_eq!(pause_flips(&history, 0), 0);
+        assert_eq!(a.downgrades, 0);
+        assert!(a.probes <= 2, "{} probes", a.probes);
+    }
+
+    /// Legs already flowing (allotted before the first feedback) when the first estimate, the
+    /// 10 Mbit/s start, arrives under their 20 Mbit/s: nothing is paused while the probe runs.
+    #[test]
+    fn the_first_estimate_below_the_demand_pauses_nothing() {
+        let legs = wall(19, 1.06e6);
+        let mut a = Allocator::new(BweConfig::default());
+        let t0 = crate::testkit::SimClock::start().now();
+        let flowing = vec![Some(1); legs.len()];
+        let first = a.step(t0, Some(10e6), 50e3, &legs, &flowing, true);
+        assert_eq!(first, vec![1; legs.len()]);
+        assert!(a.take_probe_start() && a.probing());
+        // The estimator measured the probe and restarted GCC above the demand.
+        let mut cur = first;
+        for tick in 1..40u64 {
+            let now = t0 + Duration::from_millis(100 * tick);
+            let e = if tick < 10 { 10e6 } else { 25e6 };
+            let flowing: Vec<Option<Level>> = cur.iter().map(|&l| Some(l)).collect();
+            cur = a.step(now, Some(e), 50e3, &legs, &flowing, true);
+            assert_eq!(cur, vec![1; legs.len()], "tick {tick}");
+        }
+        assert_eq!((a.probes, a.probes_won, a.downgrades), (1, 1, 0));
+    }
+
+    /// What flows at 25 Mbit/s when the estimate falls to 12 Mbit/s: without loss only once
+    /// the dip has lasted [`DIP_CONFIRM`]; with loss, or a fall below half of what flows, at
+    /// once.
+    #[test]
+    fn a_dip_without_loss_must_last_loss_acts_at_once() {
+        let legs = wall(19, 1.06e6);
+        let t0 = crate::testkit::SimClock::start().now();
+        let run = |low: f64, may_probe: bool| -> Option<u64> {
+            let mut a = Allocator::new(BweConfig::default());
+            let mut cur = vec![None; legs.len()];
+            for tick in 0..60u64 {
+                let now = t0 + Duration::from_millis(100 * tick);
+                // Loss at the start: the link said it was full (no eager probe on the dip).
+                let (e, ok) = if tick < 30 {
+                    (25e6, tick >= 5)
+                } else {
+                    (low, may_probe)
+                };
+                let next = a.step(now, Some(e), 0.0, &legs, &cur, ok);
+                if tick < 30 {
+                    assert!(next.iter().all(|&l| l == 1));
+                } else if next.iter().any(|&l| l == 0) {
+                    return Some(tick - 30);
+                }
+                cur = next.iter().map(|&l| Some(l)).collect();
+            }
+            None
+        };
+        assert_eq!(run(12e6, true), Some(10), "a delay dip acts after 1 s");
+        assert_eq!(run(12e6, false), Some(0), "loss acts at once");
+        assert_eq!(run(5e6, true), Some(0), "a deep dip acts at once");
     }
 }
