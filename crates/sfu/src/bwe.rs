@@ -682,8 +682,7 @@ impl Allocator {
                 .map(|(l, c)| c.map_or(0.0, |c| cost(l, c)))
                 .sum();
             let since = *self.dip_since.get_or_insert(now);
-            if now.saturating_duration_since(since) < DIP_CONFIRM && budget >= DEEP_DIP * flowing
-            {
+            if now.saturating_duration_since(since) < DIP_CONFIRM && budget >= DEEP_DIP * flowing {
                 return current
                     .iter()
                     .zip(&fit)
@@ -1329,7 +1328,7 @@ mod tests {
                 let next = a.step(now, Some(e), 0.0, &legs, &cur, ok);
                 if tick < 30 {
                     assert!(next.iter().all(|&l| l == 1));
-                } else if next.iter().any(|&l| l == 0) {
+                } else if next.contains(&0) {
                     return Some(tick - 30);
                 }
                 cur = next.iter().map(|&l| Some(l)).collect();
