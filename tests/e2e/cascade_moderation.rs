@@ -22,8 +22,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use rakor_client::{Client, ClientOptions};
-use rakor_e2e::cluster::{seen_as, CascadeSetup};
+use rakor_client::Client;
+use rakor_e2e::cluster::{seen_all, CascadeSetup};
 use rakor_e2e::session::{add_site, wib_in, Api, PASSWORD};
 use rakor_proto::{
     ChatEntry, ClientMessage, ErrorCode, ModerateAction, ParticipantId, ServerMessage, TrackKind,
@@ -33,16 +33,6 @@ use std::time::{Duration, Instant};
 
 const LEG_WAIT: Duration = Duration::from_secs(30);
 const EVENT_WAIT: Duration = Duration::from_secs(15);
-
-/// `sub` joins `room` at `url`, publishing audio only (a republisher carries its commands).
-async fn join(setup: &CascadeSetup, url: String, room: &str, sub: &str, role: &str) -> Client {
-    let token = setup.token(room, sub, role).unwrap();
-    let mut o = ClientOptions::new(url, token).publish(true, false);
-    o.join_timeout = Duration::from_secs(30);
-    Client::connect(o)
-        .await
-        .unwrap_or_else(|e| panic!("{sub} could not join: {e}"))
-}
 
 /// The chat messages `c` gets up to and including the one with text `marker`.
 async fn chats_until(c: &mut Client, who: &str, marker: &str) -> Vec<ChatEntry> {
@@ -198,34 +188,34 @@ async fn chat_hands_and_moderation_are_room_wide_across_three_nodes() {
     .unwrap();
 
     // A owns the room (its first join): the governor and a site; a site on B; a site on C.
-    let mut host = join(&setup, nodes[0].ws_url(), &room, "gubernur", "host").await;
-    let mut site_a = join(
-        &setup,
-        nodes[0].ws_url(),
-        &room,
-        "kab-semarang",
-        "participant",
-    )
-    .await;
-    let mut site_b = join(
-        &setup,
-        nodes[1].ws_url(),
-        &room,
-        "kab-kendal",
-        "participant",
-    )
-    .await;
-    let mut site_c = join(&setup, nodes[2].ws_url(), &room, "kota-solo", "participant").await;
+    let mut host = setup
+        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
+        .await;
+    let mut site_a = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
+        .await;
+    let mut site_b = setup
+        .join_audio(nodes[1].ws_url(), &room, "kab-kendal", "participant")
+        .await;
+    let mut site_c = setup
+        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+        .await;
 
     // The legs are up: everyone sees everyone (republishers on every node).
-    let b_on_a = seen_as(&host, "kab-kendal", LEG_WAIT).await;
-    let c_on_a = seen_as(&host, "kota-solo", LEG_WAIT).await;
-    let c_on_b = seen_as(&site_b, "kota-solo", LEG_WAIT).await;
-    let host_on_b = seen_as(&site_b, "gubernur", LEG_WAIT).await;
-    let host_on_c = seen_as(&site_c, "gubernur", LEG_WAIT).await;
-    let a_on_c = seen_as(&site_c, "kab-semarang", LEG_WAIT).await;
-    let b_on_c = seen_as(&site_c, "kab-kendal", LEG_WAIT).await;
-    seen_as(&site_b, "kab-semarang", LEG_WAIT).await;
+    let [b_on_a, c_on_a, c_on_b, host_on_b, host_on_c, a_on_c, b_on_c, _] = seen_all(
+        [
+            (&host, "kab-kendal"),
+            (&host, "kota-solo"),
+            (&site_b, "kota-solo"),
+            (&site_b, "gubernur"),
+            (&site_c, "gubernur"),
+            (&site_c, "kab-semarang"),
+            (&site_c, "kab-kendal"),
+            (&site_b, "kab-semarang"),
+        ],
+        LEG_WAIT,
+    )
+    .await;
     let b_id = site_b.participant_id().clone();
     let host_id = host.participant_id().clone();
     let c_id = site_c.participant_id().clone();
@@ -363,14 +353,9 @@ async fn chat_hands_and_moderation_are_room_wide_across_three_nodes() {
 
     // 4. A late joiner on C gets the recent history from C's room: C's site's message, the
     //    markers, the accepted burst, not the private message nor anything refused.
-    let mut late = join(
-        &setup,
-        nodes[2].ws_url(),
-        &room,
-        "kab-batang",
-        "participant",
-    )
-    .await;
+    let mut late = setup
+        .join_audio(nodes[2].ws_url(), &room, "kab-batang", "participant")
+        .await;
     let hist = late
         .wait_for(
             |m| matches!(m, ServerMessage::ChatHistory { .. }),
@@ -506,22 +491,28 @@ async fn a_non_owner_hosts_floor_and_mute_are_room_wide() {
     let room = format!("host-b-{}", setup.suffix);
 
     // A owns the room (its first join): a site there; the host on B; a site on C.
-    let mut site_a = join(
-        &setup,
-        nodes[0].ws_url(),
-        &room,
-        "kab-semarang",
-        "participant",
+    let mut site_a = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
+        .await;
+    let mut host_b = setup
+        .join_audio(nodes[1].ws_url(), &room, "bupati", "host")
+        .await;
+    let mut site_c = setup
+        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+        .await;
+    // (`_`: the host's republisher on the owner.)
+    let [c_on_a, _, a_on_b, c_on_b, a_on_c, host_on_c] = seen_all(
+        [
+            (&site_a, "kota-solo"),
+            (&site_a, "bupati"),
+            (&host_b, "kab-semarang"),
+            (&host_b, "kota-solo"),
+            (&site_c, "kab-semarang"),
+            (&site_c, "bupati"),
+        ],
+        LEG_WAIT,
     )
     .await;
-    let mut host_b = join(&setup, nodes[1].ws_url(), &room, "bupati", "host").await;
-    let mut site_c = join(&setup, nodes[2].ws_url(), &room, "kota-solo", "participant").await;
-    let c_on_a = seen_as(&site_a, "kota-solo", LEG_WAIT).await;
-    seen_as(&site_a, "bupati", LEG_WAIT).await; // the host's republisher on the owner
-    let a_on_b = seen_as(&host_b, "kab-semarang", LEG_WAIT).await;
-    let c_on_b = seen_as(&host_b, "kota-solo", LEG_WAIT).await;
-    let a_on_c = seen_as(&site_c, "kab-semarang", LEG_WAIT).await;
-    let host_on_c = seen_as(&site_c, "bupati", LEG_WAIT).await;
     let c_id = site_c.participant_id().clone();
     // Media crosses every way before anyone is muted.
     hears(&site_c, "C's site", &a_on_c, 0, 25).await;

@@ -290,20 +290,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The inbound leg's control (source: the owner's room): chat, hands and the floor from the
-/// owner; private chats to republishers of the owner's participants here go to the owner.
-pub struct FollowOwnerRoom {
+/// What both legs' controls of one room share: the nodes, where [`Apply`] asks go, and the
+/// two legs' queues.
+pub struct LegShared {
     pub owner: String,
     pub me: String,
     pub apply: mpsc::UnboundedSender<Apply>,
-    /// This leg's queue (mirrored hands).
+    /// This leg's queue, as the leg reads it.
     pub queue: CommandQueue,
+    /// This leg's queue, to send on (e.g. mirrored hands).
     pub own: mpsc::UnboundedSender<RelayCommand>,
-    /// The outbound leg's (a private chat from a host here to a relayed participant).
+    /// The other leg's queue (a private chat crossing to the far node).
     pub other: mpsc::UnboundedSender<RelayCommand>,
-    pub mirrored: Mutex<Vec<ParticipantId>>,
-    /// Floors this node's hosts forwarded (shared with [`ForwardLocalRoom`]).
+    /// Floors this node's hosts forwarded (the same for both legs).
     pub echoes: Echoes,
+}
+
+/// The inbound leg's control (source: the owner's room): chat, hands and the floor from the
+/// owner; private chats to republishers of the owner's participants here go to the owner
+/// (`leg.other`: the outbound leg's queue).
+pub struct FollowOwnerRoom {
+    pub leg: LegShared,
+    pub mirrored: Mutex<Vec<ParticipantId>>,
 }
 
 impl RelayControl for FollowOwnerRoom {
@@ -314,10 +322,10 @@ impl RelayControl for FollowOwnerRoom {
     ) -> Option<RelayCommand> {
         match msg {
             ServerMessage::Chat(entry) => {
-                owner_chat_here(entry, participants, &self.owner, &self.me)
+                owner_chat_here(entry, participants, &self.leg.owner, &self.leg.me)
             }
             ServerMessage::Hands { hands } => {
-                let (owner, me) = (&self.owner, &self.me);
+                let (owner, me) = (&self.leg.owner, &self.leg.me);
                 // The owner's sites and other nodes' sites; ours raise their hands here.
                 let keep = |p: &ParticipantInfo| {
                     p.role != Role::Relay
@@ -325,17 +333,18 @@ impl RelayControl for FollowOwnerRoom {
                             .is_some_and(|m| m.starts_with(CASCADE_PREFIX))
                 };
                 let cmds = hands_to_mirror(hands, participants, keep, &mut lock(&self.mirrored));
-                send_all(&self.own, cmds);
+                send_all(&self.leg.own, cmds);
                 None
             }
             ServerMessage::FloorGiven { participant_id, .. } => {
-                match owner_floor_here(participant_id, participants, &self.owner, &self.me) {
+                match owner_floor_here(participant_id, participants, &self.leg.owner, &self.leg.me)
+                {
                     Some(Apply::GiveFloor { identity, .. }) => {
-                        let echo = take_echo(&self.echoes, &identity);
-                        let _ = self.apply.send(Apply::GiveFloor { identity, echo });
+                        let echo = take_echo(&self.leg.echoes, &identity);
+                        let _ = self.leg.apply.send(Apply::GiveFloor { identity, echo });
                     }
                     Some(a) => {
-                        let _ = self.apply.send(a);
+                        let _ = self.leg.apply.send(a);
                     }
                     None => {
                         tracing::warn!(participant = %participant_id, "cascade: the owner gave the floor to nobody this node can map")
@@ -348,7 +357,7 @@ impl RelayControl for FollowOwnerRoom {
     }
 
     fn commands(&self) -> Option<CommandQueue> {
-        Some(self.queue.clone())
+        Some(self.leg.queue.clone())
     }
 
     fn republisher_event(
@@ -358,26 +367,19 @@ impl RelayControl for FollowOwnerRoom {
         msg: &ServerMessage,
     ) {
         if let ServerMessage::Chat(entry) = msg {
-            if let Some(cmd) = private_chat_across(entry, me, &self.me, &self.owner) {
-                send_all(&self.other, vec![cmd]);
+            if let Some(cmd) = private_chat_across(entry, me, &self.leg.me, &self.leg.owner) {
+                send_all(&self.leg.other, vec![cmd]);
             }
         }
     }
 }
 
 /// The outbound leg's control (source: this node's room): this node's sites' chat and hands
-/// go to the owner; what the owner's host does to their republishers comes back here.
+/// go to the owner; what the owner's host does to their republishers comes back here
+/// (`leg.other`: the inbound leg's queue).
 pub struct ForwardLocalRoom {
-    pub owner: String,
-    pub me: String,
-    pub apply: mpsc::UnboundedSender<Apply>,
-    pub queue: CommandQueue,
-    pub own: mpsc::UnboundedSender<RelayCommand>,
-    /// The inbound leg's (a private chat from the owner's host to a site here).
-    pub other: mpsc::UnboundedSender<RelayCommand>,
+    pub leg: LegShared,
     pub forwarded: Mutex<Vec<ParticipantId>>,
-    /// Floors this node's hosts forwarded (shared with [`FollowOwnerRoom`]).
-    pub echoes: Echoes,
 }
 
 impl RelayControl for ForwardLocalRoom {
@@ -391,7 +393,7 @@ impl RelayControl for ForwardLocalRoom {
             ServerMessage::Hands { hands } => {
                 let cmds =
                     hands_to_mirror(hands, participants, is_own_site, &mut lock(&self.forwarded));
-                send_all(&self.own, cmds);
+                send_all(&self.leg.own, cmds);
                 None
             }
             // A host of this node gave the floor or (un)muted someone: its republisher on the
@@ -401,12 +403,12 @@ impl RelayControl for ForwardLocalRoom {
                     participant_id,
                     by.as_ref(),
                     participants,
-                    &self.owner,
-                    &self.me,
+                    &self.leg.owner,
+                    &self.leg.me,
                     |identity| RelayAction::GiveFloor { identity },
                 )?;
                 if let Some(p) = participants.iter().find(|p| &p.id == participant_id) {
-                    expect_echo(&self.echoes, p.identity.clone());
+                    expect_echo(&self.leg.echoes, p.identity.clone());
                 }
                 Some(cmd)
             }
@@ -419,8 +421,8 @@ impl RelayControl for ForwardLocalRoom {
                 participant_id,
                 by.as_ref(),
                 participants,
-                &self.owner,
-                &self.me,
+                &self.leg.owner,
+                &self.leg.me,
                 |identity| RelayAction::MuteAudio {
                     identity,
                     muted: *muted,
@@ -431,7 +433,7 @@ impl RelayControl for ForwardLocalRoom {
     }
 
     fn commands(&self) -> Option<CommandQueue> {
-        Some(self.queue.clone())
+        Some(self.leg.queue.clone())
     }
 
     fn republisher_event(
@@ -442,14 +444,14 @@ impl RelayControl for ForwardLocalRoom {
     ) {
         match msg {
             ServerMessage::Chat(entry) => {
-                if let Some(cmd) = private_chat_across(entry, me, &self.owner, &self.me) {
-                    send_all(&self.other, vec![cmd]);
+                if let Some(cmd) = private_chat_across(entry, me, &self.leg.owner, &self.leg.me) {
+                    send_all(&self.leg.other, vec![cmd]);
                 }
             }
             ServerMessage::ModeratorMute { muted } => {
-                match republisher_mute_here(me.1, *muted, &self.owner, &self.me) {
+                match republisher_mute_here(me.1, *muted, &self.leg.owner, &self.leg.me) {
                     Some(a) => {
-                        let _ = self.apply.send(a);
+                        let _ = self.leg.apply.send(a);
                     }
                     None => {
                         tracing::warn!(identity = %me.1, "cascade: a moderator mute for no site of this node")
@@ -490,6 +492,35 @@ impl RelayControl for BothControls {
     }
 }
 
+/// The two legs' controls of one room between node `me` and the room's `owner`: fresh
+/// queues, one shared [`Echoes`], both asking `apply`.
+pub fn leg_controls(
+    owner: &str,
+    me: &str,
+    apply: mpsc::UnboundedSender<Apply>,
+) -> (FollowOwnerRoom, ForwardLocalRoom) {
+    let (inbound, outbound) = (LegQueue::new(), LegQueue::new());
+    let echoes = Echoes::default();
+    let shared = |queue: &LegQueue, other: &LegQueue| LegShared {
+        owner: owner.to_owned(),
+        me: me.to_owned(),
+        apply: apply.clone(),
+        queue: queue.rx.clone(),
+        own: queue.tx.clone(),
+        other: other.tx.clone(),
+        echoes: echoes.clone(),
+    };
+    let follow = FollowOwnerRoom {
+        leg: shared(&inbound, &outbound),
+        mirrored: Mutex::new(Vec::new()),
+    };
+    let forward = ForwardLocalRoom {
+        leg: shared(&outbound, &inbound),
+        forwarded: Mutex::new(Vec::new()),
+    };
+    (follow, forward)
+}
+
 /// The controls of one room's two legs: the spotlight's (`spotlight`: inbound, outbound)
 /// joined with this module's, whose [`Apply`] asks run on `sfu` until `stop`.
 pub fn controls(
@@ -504,28 +535,7 @@ pub fn controls(
     if let Some(sfu) = sfu {
         tokio::spawn(apply_moderation(sfu, room.to_owned(), asks, stop.clone()));
     }
-    let (inbound, outbound) = (LegQueue::new(), LegQueue::new());
-    let echoes = Echoes::default();
-    let follow = FollowOwnerRoom {
-        owner: owner.to_owned(),
-        me: me.to_owned(),
-        apply: apply.clone(),
-        queue: inbound.rx,
-        own: inbound.tx.clone(),
-        other: outbound.tx.clone(),
-        mirrored: Mutex::new(Vec::new()),
-        echoes: echoes.clone(),
-    };
-    let forward = ForwardLocalRoom {
-        owner: owner.to_owned(),
-        me: me.to_owned(),
-        apply,
-        queue: outbound.rx,
-        own: outbound.tx,
-        other: inbound.tx,
-        forwarded: Mutex::new(Vec::new()),
-        echoes,
-    };
+    let (follow, forward) = leg_controls(owner, me, apply);
     (
         Arc::new(BothControls(spotlight.0, Arc::new(follow))),
         Arc::new(BothControls(spotlight.1, Arc::new(forward))),
@@ -601,21 +611,8 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::cascade_room::test_people::{p, pid};
     use rakor_proto::ChatSender;
-
-    fn p(id: &str, identity: &str, role: Role) -> ParticipantInfo {
-        ParticipantInfo {
-            id: ParticipantId(id.into()),
-            identity: identity.into(),
-            name: identity.into(),
-            role,
-            tracks: Vec::new(),
-        }
-    }
-
-    fn pid(s: &str) -> ParticipantId {
-        ParticipantId(s.into())
-    }
 
     fn chat(from: &str, to: Option<&str>) -> ChatEntry {
         ChatEntry {
@@ -798,36 +795,14 @@ mod tests {
     #[test]
     fn the_controls_queue_hands_and_floor_and_cross_private_chats() {
         let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
-        let inbound = LegQueue::new();
-        let outbound = LegQueue::new();
-        let echoes = Echoes::default();
-        let follow = FollowOwnerRoom {
-            owner: "a".into(),
-            me: "c".into(),
-            apply: apply_tx.clone(),
-            queue: inbound.rx.clone(),
-            own: inbound.tx.clone(),
-            other: outbound.tx.clone(),
-            mirrored: Mutex::new(Vec::new()),
-            echoes: echoes.clone(),
-        };
-        let forward = ForwardLocalRoom {
-            owner: "a".into(),
-            me: "c".into(),
-            apply: apply_tx,
-            queue: outbound.rx.clone(),
-            own: outbound.tx.clone(),
-            other: inbound.tx.clone(),
-            forwarded: Mutex::new(Vec::new()),
-            echoes: echoes.clone(),
-        };
+        let (follow, forward) = leg_controls("a", "c", apply_tx);
         let owner = owner_room();
         // The owner's queue: B's site, then C's own site (its hand is up here already).
         let hands = ServerMessage::Hands {
             hands: vec![hand("PA_kendal"), hand("PA_solo")],
         };
         assert_eq!(follow.source_event(&hands, &owner), None);
-        let mut q = inbound.rx.try_lock().unwrap();
+        let mut q = follow.leg.queue.try_lock().unwrap();
         assert_eq!(
             q.try_recv().ok(),
             Some(RelayCommand {
@@ -940,28 +915,7 @@ mod tests {
     #[test]
     fn the_outbound_leg_forwards_a_local_floor_and_mute_and_expects_the_echo_once() {
         let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
-        let (inbound, outbound) = (LegQueue::new(), LegQueue::new());
-        let echoes = Echoes::default();
-        let follow = FollowOwnerRoom {
-            owner: "a".into(),
-            me: "b".into(),
-            apply: apply_tx.clone(),
-            queue: inbound.rx.clone(),
-            own: inbound.tx.clone(),
-            other: outbound.tx.clone(),
-            mirrored: Mutex::new(Vec::new()),
-            echoes: echoes.clone(),
-        };
-        let forward = ForwardLocalRoom {
-            owner: "a".into(),
-            me: "b".into(),
-            apply: apply_tx,
-            queue: outbound.rx.clone(),
-            own: outbound.tx.clone(),
-            other: inbound.tx.clone(),
-            forwarded: Mutex::new(Vec::new()),
-            echoes,
-        };
+        let (follow, forward) = leg_controls("a", "b", apply_tx);
         let b = b_room();
         let given = |by: Option<&str>| ServerMessage::FloorGiven {
             participant_id: pid("PB_solo"),
