@@ -23,7 +23,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use rakor_client::Client;
-use rakor_e2e::cluster::{seen_all, CascadeSetup};
+use rakor_e2e::cluster::{seen_all, seen_as, CascadeSetup};
 use rakor_e2e::session::{add_site, wib_in, Api, PASSWORD};
 use rakor_proto::{
     ChatEntry, ClientMessage, ErrorCode, ModerateAction, ParticipantId, ServerMessage, TrackKind,
@@ -621,4 +621,89 @@ async fn a_non_owner_hosts_floor_and_mute_are_room_wide() {
         .count();
     assert_eq!(floors, 1, "A's site: one floor_given: {on_a:?}");
     no_error(&mut site_c, "C's site");
+}
+
+/// Start three cascade nodes `a`, `b`, `c` (A owns the rooms its sites join first).
+fn three_nodes(setup: &CascadeSetup) -> [rakor_e2e::Server; 3] {
+    let ids = [setup.node_id("a"), setup.node_id("b"), setup.node_id("c")];
+    ids.map(|id| setup.start(&id).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_site_that_publishes_nothing_chats_and_raises_its_hand_room_wide() {
+    let Some(setup) = CascadeSetup::from_env("cascade_moderation e2e test (watching site)") else {
+        return;
+    };
+    let nodes = three_nodes(&setup);
+    let room = format!("watch-{}", setup.suffix);
+
+    // A owns the room: the governor. On B a site that only watches (no tracks, so no
+    // republisher anywhere until it acts) and a site publishing audio; a site on C.
+    let mut host = setup
+        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
+        .await;
+    let mut watcher = setup
+        .join_watching(nodes[1].ws_url(), &room, "kab-kendal", "participant")
+        .await;
+    setup
+        .join_audio(nodes[1].ws_url(), &room, "kab-batang", "participant")
+        .await;
+    let mut site_c = setup
+        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+        .await;
+    // Every leg is up (B's and C's both ways): their publishing sites are on A, the host on
+    // B and C.
+    seen_all(
+        [
+            (&host, "kab-batang"),
+            (&host, "kota-solo"),
+            (&watcher, "gubernur"),
+            (&site_c, "gubernur"),
+        ],
+        LEG_WAIT,
+    )
+    .await;
+    assert!(
+        !host
+            .participants()
+            .iter()
+            .any(|p| p.identity.ends_with("/kab-kendal")),
+        "a republisher of the watching site before it acted"
+    );
+
+    // 1. The watching site chats: the host on A and C's site get it once, named after it;
+    //    on B it is delivered once (by its own node).
+    let said = "Kendal memantau, tanpa kamera";
+    watcher.chat(said).await.unwrap();
+    let got = chats_until(&mut host, "the host on A", said).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].from.name, "kab-kendal");
+    let kendal_on_a = seen_as(&host, "kab-kendal", EVENT_WAIT).await;
+    assert_eq!(got[0].from.participant_id, kendal_on_a);
+    let republisher = host
+        .participants()
+        .into_iter()
+        .find(|p| p.id == kendal_on_a)
+        .unwrap();
+    assert!(republisher.tracks.is_empty(), "{republisher:?}");
+    let got = chats_until(&mut site_c, "C's site", said).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let kendal_on_c = seen_as(&site_c, "kab-kendal", EVENT_WAIT).await;
+    assert_eq!(got[0].from.participant_id, kendal_on_c);
+    let marker = "Baik, terima kasih Kendal";
+    host.chat(marker).await.unwrap();
+    let got = chats_until_all(&mut watcher, "the watching site", &[said, marker]).await;
+    assert_eq!(got.len(), 2, "once each: {got:?}");
+    assert_eq!(&got[0].from.participant_id, watcher.participant_id());
+
+    // 2. It raises its hand: the owner's queue holds it, C mirrors it.
+    watcher.raise_hand(true).await.unwrap();
+    hands_at(&mut host, "the host on A", &[&kendal_on_a]).await;
+    hands_at(&mut site_c, "C's site", &[&kendal_on_c]).await;
+    // ... and the host on A can answer it privately now (its republisher there).
+    host.chat_to(&kendal_on_a, "Silakan, Kendal").await.unwrap();
+    let got = chats_until(&mut watcher, "the watching site", "Silakan, Kendal").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].to.as_ref(), Some(watcher.participant_id()));
+    no_error(&mut host, "the host on A");
 }
