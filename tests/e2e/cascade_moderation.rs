@@ -26,7 +26,8 @@ use rakor_client::Client;
 use rakor_e2e::cluster::{seen_all, seen_as, CascadeSetup};
 use rakor_e2e::session::{add_site, wib_in, Api, PASSWORD};
 use rakor_proto::{
-    ChatEntry, ClientMessage, ErrorCode, ModerateAction, ParticipantId, ServerMessage, TrackKind,
+    ChatEntry, ClientMessage, ErrorCode, LeaveReason, ModerateAction, ParticipantId, ServerMessage,
+    TrackKind,
 };
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -706,4 +707,129 @@ async fn a_site_that_publishes_nothing_chats_and_raises_its_hand_room_wide() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].to.as_ref(), Some(watcher.participant_id()));
     no_error(&mut host, "the host on A");
+}
+
+/// Wait for `leave {reason}` at `c` (its own node ends its session).
+async fn leave_at(c: &mut Client, who: &str, reason: LeaveReason) {
+    let got = c
+        .wait_for(
+            |m| matches!(m, ServerMessage::Leave { reason: r, .. } if *r == reason),
+            EVENT_WAIT,
+        )
+        .await;
+    assert!(got.is_ok(), "{who}: no leave {reason:?}: {got:?}");
+}
+
+/// Wait until `c` sees `gone` leave with `reason`.
+async fn left_at(c: &mut Client, who: &str, gone: &ParticipantId, reason: LeaveReason) {
+    let got = c
+        .wait_for(
+            |m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: r, .. } if participant_id == gone && *r == reason),
+            EVENT_WAIT,
+        )
+        .await;
+    assert!(
+        got.is_ok(),
+        "{who}: {gone} never left ({reason:?}): {got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_non_owner_hosts_remove_and_end_room_are_room_wide() {
+    let Some(setup) = CascadeSetup::from_env("cascade_moderation e2e test (remove, end_room)")
+    else {
+        return;
+    };
+    let nodes = three_nodes(&setup);
+    let room = format!("end-b-{}", setup.suffix);
+
+    // A owns the room: two sites there; the host on B (publishing nothing: its republisher on
+    // the owner joins when it first acts); two sites on C.
+    let mut site_a = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
+        .await;
+    let mut demak = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-demak", "participant")
+        .await;
+    let mut host_b = setup
+        .join_watching(nodes[1].ws_url(), &room, "bupati", "host")
+        .await;
+    let mut site_c = setup
+        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+        .await;
+    let mut batang = setup
+        .join_audio(nodes[2].ws_url(), &room, "kab-batang", "participant")
+        .await;
+    let [c_on_a, demak_on_b, c_on_b, _, _] = seen_all(
+        [
+            (&site_a, "kota-solo"),
+            (&host_b, "kab-demak"),
+            (&host_b, "kota-solo"),
+            (&host_b, "kab-batang"),
+            (&batang, "kab-semarang"),
+        ],
+        LEG_WAIT,
+    )
+    .await;
+    // B's outbound leg is up too (the host's first act crosses through it): its spotlight on
+    // A's site reaches A.
+    let a_on_b = seen_as(&host_b, "kab-semarang", LEG_WAIT).await;
+    host_b
+        .send(&ClientMessage::Spotlight {
+            participant_id: Some(a_on_b.clone()),
+        })
+        .await
+        .unwrap();
+    let a_id = site_a.participant_id().clone();
+    spotlight_at(&mut site_a, "A's site", &a_id).await;
+
+    // 1. The host on B removes C's site: C's own node removes it (through the owner, which
+    //    removed its republisher there), so A sees it leave too.
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::Remove,
+            participant_id: Some(c_on_b.clone()),
+        })
+        .await
+        .unwrap();
+    leave_at(&mut site_c, "C's site", LeaveReason::Removed).await;
+    left_at(&mut site_a, "A's site", &c_on_a, LeaveReason::Removed).await;
+
+    // 2. ... and A's site Demak: the owner removes it.
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::Remove,
+            participant_id: Some(demak_on_b.clone()),
+        })
+        .await
+        .unwrap();
+    leave_at(&mut demak, "Demak on A", LeaveReason::Removed).await;
+    let demak_on_a = demak.participant_id().clone();
+    left_at(&mut site_a, "A's site", &demak_on_a, LeaveReason::Removed).await;
+
+    // A forged target: refused to the host only, nothing crosses.
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::Remove,
+            participant_id: Some(ParticipantId("PA_forged".into())),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_error(&mut host_b, "the host on B").await,
+        ErrorCode::UnknownParticipant
+    );
+
+    // 3. The host on B ends the room: every node ends it (A's and C's sites get `leave`
+    //    from their own node).
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::EndRoom,
+            participant_id: None,
+        })
+        .await
+        .unwrap();
+    leave_at(&mut host_b, "the host on B", LeaveReason::RoomEnded).await;
+    leave_at(&mut site_a, "A's site", LeaveReason::RoomEnded).await;
+    leave_at(&mut batang, "C's other site", LeaveReason::RoomEnded).await;
 }

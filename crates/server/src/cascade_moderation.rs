@@ -34,8 +34,12 @@
 use crate::cascade_room::map_identity;
 use rakor_client::relay::CASCADE_PREFIX;
 use rakor_client::relay_control::{CommandQueue, RelayAction, RelayCommand, RelayControl};
-use rakor_proto::{ChatEntry, ParticipantId, ParticipantInfo, RaisedHand, Role, ServerMessage};
+use rakor_proto::{
+    ChatEntry, LeaveReason, ParticipantId, ParticipantInfo, PresentationEnd, RaisedHand, Role,
+    ServerMessage,
+};
 use rakor_sfu::{Moderation, SfuHandle};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +52,12 @@ pub enum Apply {
     GiveFloor { identity: String, echo: bool },
     /// Set the moderator mute of the participant with this identity here.
     MuteAudio { identity: String, muted: bool },
+    /// Remove the participant with this identity here (the owner removed its republisher).
+    Remove { identity: String },
+    /// End this node's instance of the room (the owner's ended).
+    EndRoom,
+    /// Stop this node's presentation (the owner stopped its presenter's republisher's).
+    StopPresentation,
 }
 
 /// One leg's queue of extra commands: where to send them, and what the leg reads.
@@ -241,6 +251,65 @@ pub fn local_host_to_owner(
     })
 }
 
+/// A removal by `by` of `target` (ids on node `me`) as the command for `by`'s republisher on
+/// the owner. Only the removal of a *relayed* participant (a republisher here) crosses: a
+/// site of this node is removed where it is connected, and its republishers leave with it.
+/// `None` as for [`local_host_to_owner`].
+pub fn local_removal_to_owner(
+    target: &ParticipantId,
+    by: Option<&ParticipantId>,
+    participants: &[ParticipantInfo],
+    owner: &str,
+    me: &str,
+) -> Option<RelayCommand> {
+    let t = participants.iter().find(|p| &p.id == target)?;
+    if is_own_site(t) {
+        return None;
+    }
+    local_host_to_owner(target, by, participants, owner, me, |identity| {
+        RelayAction::Remove { identity }
+    })
+}
+
+/// `by`, when it is a host of this node (not a relayed one, nor the operator path), as the
+/// command for its republisher on the owner to do `action` there.
+pub fn local_host_command(
+    by: Option<&ParticipantId>,
+    participants: &[ParticipantInfo],
+    action: RelayAction,
+) -> Option<RelayCommand> {
+    let by = by?;
+    let host = participants.iter().find(|p| &p.id == by)?;
+    (host.role == Role::Host && is_own_site(host)).then(|| RelayCommand {
+        as_participant: by.clone(),
+        action,
+    })
+}
+
+/// What this node's site's republisher on the owner was told (`identity`: its identity
+/// there), as an action on the site here: removed there, removed here; its presentation
+/// stopped by a host or operator there (`reason: stopped`), stopped here. `None`: anything else, or an identity
+/// that is not one of this node's sites.
+pub fn republisher_told_here(
+    msg: &ServerMessage,
+    identity: &str,
+    owner: &str,
+    me: &str,
+) -> Option<Apply> {
+    let here = map_identity(identity, owner, me).filter(|h| !h.starts_with(CASCADE_PREFIX));
+    match msg {
+        ServerMessage::Leave {
+            reason: LeaveReason::Removed,
+            ..
+        } => here.map(|identity| Apply::Remove { identity }),
+        ServerMessage::PresentationStopped {
+            reason: PresentationEnd::Stopped,
+            ..
+        } => here.map(|_| Apply::StopPresentation),
+        _ => None,
+    }
+}
+
 /// At most this many floors forwarded to the owner wait for its echo (a host without a
 /// republisher forwards nothing, so its floors are never echoed).
 const ECHOES_MAX: usize = 16;
@@ -312,6 +381,8 @@ pub struct LegShared {
 pub struct FollowOwnerRoom {
     pub leg: LegShared,
     pub mirrored: Mutex<Vec<ParticipantId>>,
+    /// The owner's room ended and this node was asked to end its own.
+    pub ended: AtomicBool,
 }
 
 impl RelayControl for FollowOwnerRoom {
@@ -352,6 +423,22 @@ impl RelayControl for FollowOwnerRoom {
                 }
                 None
             }
+            // The owner's room ended (everyone there leaves; this leg's subscriber last):
+            // end this node's too, once.
+            ServerMessage::ParticipantLeft {
+                reason: LeaveReason::RoomEnded,
+                ..
+            }
+            | ServerMessage::Leave {
+                reason: LeaveReason::RoomEnded,
+                ..
+            } => {
+                if !self.ended.swap(true, Ordering::Relaxed) {
+                    tracing::info!(owner = %self.leg.owner, "cascade: the owner's room ended; ending it here");
+                    let _ = self.leg.apply.send(Apply::EndRoom);
+                }
+                None
+            }
             _ => None,
         }
     }
@@ -380,6 +467,8 @@ impl RelayControl for FollowOwnerRoom {
 pub struct ForwardLocalRoom {
     pub leg: LegShared,
     pub forwarded: Mutex<Vec<ParticipantId>>,
+    /// A host of this node ended the room and the owner was asked to end it.
+    pub ended: AtomicBool,
 }
 
 impl RelayControl for ForwardLocalRoom {
@@ -428,6 +517,30 @@ impl RelayControl for ForwardLocalRoom {
                     muted: *muted,
                 },
             ),
+            ServerMessage::ParticipantLeft {
+                participant_id,
+                reason: LeaveReason::Removed,
+                by,
+            } => local_removal_to_owner(
+                participant_id,
+                by.as_ref(),
+                participants,
+                &self.leg.owner,
+                &self.leg.me,
+            ),
+            // Everyone here leaves, each `participant_left` naming the host: once.
+            ServerMessage::ParticipantLeft {
+                reason: LeaveReason::RoomEnded,
+                by,
+                ..
+            } => {
+                let cmd = local_host_command(by.as_ref(), participants, RelayAction::EndRoom)?;
+                (!self.ended.swap(true, Ordering::Relaxed)).then_some(cmd)
+            }
+            ServerMessage::Presentation {
+                presentation: None,
+                by,
+            } => local_host_command(by.as_ref(), participants, RelayAction::StopPresentation),
             _ => None,
         }
     }
@@ -446,6 +559,12 @@ impl RelayControl for ForwardLocalRoom {
             ServerMessage::Chat(entry) => {
                 if let Some(cmd) = private_chat_across(entry, me, &self.leg.owner, &self.leg.me) {
                     send_all(&self.leg.other, vec![cmd]);
+                }
+            }
+            ServerMessage::Leave { .. } | ServerMessage::PresentationStopped { .. } => {
+                if let Some(a) = republisher_told_here(msg, me.1, &self.leg.owner, &self.leg.me) {
+                    tracing::info!(identity = %me.1, action = ?a, "cascade: the owner acted on this node's site");
+                    let _ = self.leg.apply.send(a);
                 }
             }
             ServerMessage::ModeratorMute { muted } => {
@@ -513,10 +632,12 @@ pub fn leg_controls(
     let follow = FollowOwnerRoom {
         leg: shared(&inbound, &outbound),
         mirrored: Mutex::new(Vec::new()),
+        ended: AtomicBool::new(false),
     };
     let forward = ForwardLocalRoom {
         leg: shared(&outbound, &inbound),
         forwarded: Mutex::new(Vec::new()),
+        ended: AtomicBool::new(false),
     };
     (follow, forward)
 }
@@ -568,20 +689,20 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
             return;
         }
     };
-    let identity = match &ask {
-        Apply::GiveFloor { identity, .. } | Apply::MuteAudio { identity, .. } => identity,
-    };
-    let Some(pid) = snap
-        .participants
-        .iter()
-        .find(|p| &p.identity == identity)
-        .map(|p| p.id.clone())
-    else {
-        tracing::warn!(%room, %identity, "cascade: moderation for a participant not in this node's room");
-        return;
+    let find = |identity: &str| {
+        let pid = snap
+            .participants
+            .iter()
+            .find(|p| p.identity == identity)
+            .map(|p| p.id.clone());
+        if pid.is_none() {
+            tracing::warn!(%room, %identity, "cascade: moderation for a participant not in this node's room");
+        }
+        pid
     };
     let m = match ask {
-        Apply::GiveFloor { echo, .. } => {
+        Apply::GiveFloor { identity, echo } => {
+            let Some(pid) = find(&identity) else { return };
             let holds = snap.spotlight.as_ref() == Some(&pid)
                 && !snap.moderator_muted.contains(&pid)
                 && !snap.hands.iter().any(|h| h.participant_id == pid);
@@ -591,7 +712,8 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
             }
             Moderation::GiveFloor { participant: pid }
         }
-        Apply::MuteAudio { muted, .. } => {
+        Apply::MuteAudio { identity, muted } => {
+            let Some(pid) = find(&identity) else { return };
             if snap.moderator_muted.contains(&pid) == muted {
                 return; // already so (e.g. the floor was given just before)
             }
@@ -600,8 +722,19 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
                 muted,
             }
         }
+        Apply::Remove { identity } => {
+            let Some(pid) = find(&identity) else { return };
+            Moderation::Remove { participant: pid }
+        }
+        Apply::EndRoom => Moderation::EndRoom,
+        Apply::StopPresentation => {
+            if snap.presentation.is_none() {
+                return; // already stopped here (the host here stopped it first)
+            }
+            Moderation::StopPresentation
+        }
     };
-    tracing::info!(%room, %identity, action = ?m, "cascade: the owner's moderation applied here");
+    tracing::info!(%room, action = ?m, "cascade: the owner's moderation applied here");
     if let Err(e) = sfu.moderate(room, m).await {
         tracing::warn!(%room, error = %e, "cascade: moderation not applied");
     }
@@ -975,5 +1108,149 @@ mod tests {
         }
         assert_eq!(forward.source_event(&muted(true, None), &b), None);
         assert_eq!(forward.source_event(&muted(true, Some("PB_gub")), &b), None);
+    }
+
+    #[test]
+    fn a_local_hosts_removal_end_and_stop_go_to_the_owner() {
+        let b = b_room();
+        let remove = |t: &str, by: Option<&str>| {
+            local_removal_to_owner(&pid(t), by.map(pid).as_ref(), &b, "a", "b")
+        };
+        let remove_there = |identity: &str| {
+            Some(RelayCommand {
+                as_participant: pid("PB_bupati"),
+                action: RelayAction::Remove {
+                    identity: identity.into(),
+                },
+            })
+        };
+        // Relayed sites: removed where they are connected (C's through its republisher on A).
+        assert_eq!(
+            remove("PB_solo", Some("PB_bupati")),
+            remove_there("cascade/c/kota-solo")
+        );
+        assert_eq!(
+            remove("PB_sem", Some("PB_bupati")),
+            remove_there("kab-semarang")
+        );
+        // B's own site is removed here already; not by a host of B; the relay; nobody.
+        assert_eq!(remove("PB_kendal", Some("PB_bupati")), None);
+        assert_eq!(remove("PB_solo", None), None);
+        assert_eq!(remove("PB_solo", Some("PB_gub")), None);
+        assert_eq!(remove("PB_solo", Some("PB_kendal")), None);
+        assert_eq!(remove("PB_relay", Some("PB_bupati")), None);
+        assert_eq!(remove("PB_forged", Some("PB_bupati")), None);
+
+        let (apply_tx, _apply_rx) = mpsc::unbounded_channel();
+        let (_follow, forward) = leg_controls("a", "b", apply_tx);
+        let left = |id: &str, reason, by: Option<&str>| ServerMessage::ParticipantLeft {
+            participant_id: pid(id),
+            reason,
+            by: by.map(pid),
+        };
+        assert_eq!(
+            forward.source_event(
+                &left("PB_solo", LeaveReason::Removed, Some("PB_bupati")),
+                &b
+            ),
+            remove_there("cascade/c/kota-solo")
+        );
+        assert_eq!(
+            forward.source_event(&left("PB_solo", LeaveReason::Disconnected, None), &b),
+            None
+        );
+        // The room ended here: every `participant_left` names the host; the owner is asked
+        // once. The owner's end applied here (no `by`) is not sent back.
+        let ended = |id: &str, by: Option<&str>| left(id, LeaveReason::RoomEnded, by);
+        assert_eq!(forward.source_event(&ended("PB_kendal", None), &b), None);
+        assert_eq!(
+            forward.source_event(&ended("PB_kendal", Some("PB_gub")), &b),
+            None
+        );
+        assert_eq!(
+            forward.source_event(&ended("PB_kendal", Some("PB_bupati")), &b),
+            Some(RelayCommand {
+                as_participant: pid("PB_bupati"),
+                action: RelayAction::EndRoom
+            })
+        );
+        assert_eq!(
+            forward.source_event(&ended("PB_bupati", Some("PB_bupati")), &b),
+            None
+        );
+        // A host here stopped the presentation: stopped at the owner too.
+        let stopped = |by: Option<&str>| ServerMessage::Presentation {
+            presentation: None,
+            by: by.map(pid),
+        };
+        assert_eq!(
+            forward.source_event(&stopped(Some("PB_bupati")), &b),
+            Some(RelayCommand {
+                as_participant: pid("PB_bupati"),
+                action: RelayAction::StopPresentation
+            })
+        );
+        assert_eq!(forward.source_event(&stopped(None), &b), None);
+        assert_eq!(forward.source_event(&stopped(Some("PB_sem")), &b), None);
+    }
+
+    #[test]
+    fn the_owners_end_removal_and_stop_apply_here() {
+        let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
+        let (follow, forward) = leg_controls("a", "c", apply_tx);
+        let owner = owner_room();
+        let ended = ServerMessage::ParticipantLeft {
+            participant_id: pid("PA_sem"),
+            reason: LeaveReason::RoomEnded,
+            by: Some(pid("PA_gub")),
+        };
+        assert_eq!(follow.source_event(&ended, &owner), None);
+        assert_eq!(apply_rx.try_recv().ok(), Some(Apply::EndRoom));
+        let own_leave = ServerMessage::Leave {
+            reason: LeaveReason::RoomEnded,
+            resumable: false,
+        };
+        follow.source_event(&own_leave, &owner);
+        assert!(apply_rx.try_recv().is_err(), "ended once");
+
+        let removed = ServerMessage::Leave {
+            reason: LeaveReason::Removed,
+            resumable: false,
+        };
+        let told = |m: &ServerMessage, identity: &str| republisher_told_here(m, identity, "a", "c");
+        assert_eq!(
+            told(&removed, "cascade/c/kota-solo"),
+            Some(Apply::Remove {
+                identity: "kota-solo".into()
+            })
+        );
+        assert_eq!(told(&removed, "cascade/b/kab-kendal"), None);
+        assert_eq!(told(&removed, "cascade/c"), None);
+        assert_eq!(told(&own_leave, "cascade/c/kota-solo"), None);
+        let stop = |reason| ServerMessage::PresentationStopped {
+            track_id: rakor_proto::TrackId("TR_s".into()),
+            reason,
+            by: None,
+        };
+        assert_eq!(
+            told(&stop(PresentationEnd::Stopped), "cascade/c/kota-solo"),
+            Some(Apply::StopPresentation)
+        );
+        assert_eq!(
+            told(&stop(PresentationEnd::Unpublished), "cascade/c/kota-solo"),
+            None
+        );
+        // Through the outbound leg's control: the site's republisher on A was removed.
+        forward.republisher_event(
+            &pid("PC_solo"),
+            (&pid("PA_solo"), "cascade/c/kota-solo"),
+            &removed,
+        );
+        assert_eq!(
+            apply_rx.try_recv().ok(),
+            Some(Apply::Remove {
+                identity: "kota-solo".into()
+            })
+        );
     }
 }
