@@ -646,7 +646,7 @@ async fn a_site_that_publishes_nothing_chats_and_raises_its_hand_room_wide() {
     let mut watcher = setup
         .join_watching(nodes[1].ws_url(), &room, "kab-kendal", "participant")
         .await;
-    setup
+    let _batang = setup
         .join_audio(nodes[1].ws_url(), &room, "kab-batang", "participant")
         .await;
     let mut site_c = setup
