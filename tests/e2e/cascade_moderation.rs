@@ -454,6 +454,8 @@ async fn chat_hands_and_moderation_are_room_wide_across_three_nodes() {
     let floor = rec["floor"].as_array().unwrap();
     assert_eq!(floor.len(), 1, "{rec}");
     assert_eq!(floor[0]["identity"], "kab-kendal", "{rec}");
+    // By the governor (its name), not "operator": B applied the owner's floor for it.
+    assert_eq!(floor[0]["by"], "gubernur", "{rec}");
     assert!(
         !rec["timeline"]
             .as_array()
@@ -832,4 +834,67 @@ async fn a_non_owner_hosts_remove_and_end_room_are_room_wide() {
     leave_at(&mut host_b, "the host on B", LeaveReason::RoomEnded).await;
     leave_at(&mut site_a, "A's site", LeaveReason::RoomEnded).await;
     leave_at(&mut batang, "C's other site", LeaveReason::RoomEnded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_owners_unmute_of_a_site_another_nodes_host_muted_is_heard_there() {
+    let Some(setup) = CascadeSetup::from_env("cascade_moderation e2e test (unmute back)") else {
+        return;
+    };
+    let nodes = three_nodes(&setup);
+    let room = format!("unmute-{}", setup.suffix);
+
+    // A owns the room: the governor and a site; on B its regent (host) and a site listening.
+    let mut host = setup
+        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
+        .await;
+    let mut site_a = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
+        .await;
+    let host_b = setup
+        .join_audio(nodes[1].ws_url(), &room, "bupati", "host")
+        .await;
+    let site_b = setup
+        .join_audio(nodes[1].ws_url(), &room, "kab-kendal", "participant")
+        .await;
+    let [a_on_b, _, _] = seen_all(
+        [
+            (&site_b, "kab-semarang"),
+            (&host, "bupati"),
+            (&host, "kab-kendal"),
+        ],
+        LEG_WAIT,
+    )
+    .await;
+    let a_on_host_b = seen_as(&host_b, "kab-semarang", LEG_WAIT).await;
+    hears(&site_b, "B's site", &a_on_b, 0, 25).await;
+
+    // 1. B's regent mutes A's site: A mutes it (B's instance of its republisher too).
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::MuteAudio,
+            participant_id: Some(a_on_host_b),
+        })
+        .await
+        .unwrap();
+    moderator_mute_at(&mut site_a, "A's site", true).await;
+
+    // 2. The governor unmutes it on A: B's listeners hear it again (B lifts its own mute of
+    //    the site's republisher, not only A).
+    host.send(&ClientMessage::Moderate {
+        action: ModerateAction::UnmuteAudio,
+        participant_id: Some(site_a.participant_id().clone()),
+    })
+    .await
+    .unwrap();
+    moderator_mute_at(&mut site_a, "A's site", false).await;
+    hears(
+        &site_b,
+        "B's site",
+        &a_on_b,
+        audio_from(&site_b, &a_on_b),
+        25,
+    )
+    .await;
+    no_error(&mut host, "the governor");
 }

@@ -27,6 +27,16 @@
 //!   the owner and then every node apply it as above. The owner's `floor_given` comes back
 //!   here: noted in [`Echoes`], it is skipped when it already holds. What this node applies
 //!   for the owner has no `by` (the operator path) and is never sent back: no loop.
+//! - *A non-owner host's remove, end of the room, stop of the presentation.* The same way:
+//!   `participant_left.by` / `presentation.by` name the host; its republisher on the owner
+//!   repeats it ([`local_removal_to_owner`], [`local_host_command`]). A republisher the owner
+//!   removed, or whose presentation it stopped, has its site's node do the same to the site
+//!   ([`republisher_told_here`]); the owner's room ending ends every node's ([`Apply::EndRoom`]).
+//! - *Unmutes and the record.* The owner's unmute lifts the mute of the site's republishers on
+//!   the other nodes ([`owner_unmute_here`]; a host there may have muted it first); a floor
+//!   applied for the owner is recorded with the name of the owner's host who gave it.
+//! - *Participants that publish nothing* get a republisher when a command is first sent as
+//!   them (`rakor_client::relay`), so their chat and hands cross too.
 //!
 //! Ids nobody has, relay subscribers and unmappable identities are refused (logged, nothing
 //! forwarded); the commands of non-hosts were already refused by their own node.
@@ -49,7 +59,12 @@ use tokio_util::sync::CancellationToken;
 pub enum Apply {
     /// Give the floor to the participant with this identity here. `echo`: the owner's answer
     /// to a floor a host of this node gave (and forwarded): skipped when it holds here already.
-    GiveFloor { identity: String, echo: bool },
+    /// `by_name`: the name of the owner's host who gave it (recorded as the giver here).
+    GiveFloor {
+        identity: String,
+        echo: bool,
+        by_name: Option<String>,
+    },
     /// Set the moderator mute of the participant with this identity here.
     MuteAudio { identity: String, muted: bool },
     /// Remove the participant with this identity here (the owner removed its republisher).
@@ -204,18 +219,46 @@ pub fn hands_to_mirror(
     out
 }
 
-/// The owner's `floor_given` as an action here: the identity on node `me` of its target.
+/// The owner's `floor_given` (by the owner's host `by`) as an action here: the identity on
+/// node `me` of its target, and the host's name for the record (`None`: the operator's).
 pub fn owner_floor_here(
     target: &ParticipantId,
+    by: Option<&ParticipantId>,
     owner_participants: &[ParticipantInfo],
     owner: &str,
     me: &str,
 ) -> Option<Apply> {
     let p = owner_participants.iter().find(|p| &p.id == target)?;
+    let by_name = by
+        .and_then(|b| owner_participants.iter().find(|p| &p.id == b))
+        .map(|h| h.name.clone());
     map_identity(&p.identity, owner, me).map(|identity| Apply::GiveFloor {
         identity,
         echo: false,
+        by_name,
     })
+}
+
+/// The owner's `track_muted {muted: false}` of `target` as an action here: lift the moderator
+/// mute of its republisher here (a host here may have muted it; the owner's unmute must reach
+/// this node's listeners too). `None` for this node's own sites (their node unmutes them
+/// through their republisher's `moderator_mute`), relay subscribers and unknown ids.
+pub fn owner_unmute_here(
+    target: &ParticipantId,
+    owner_participants: &[ParticipantInfo],
+    owner: &str,
+    me: &str,
+) -> Option<Apply> {
+    let p = owner_participants
+        .iter()
+        .find(|p| &p.id == target)
+        .filter(|p| p.role != Role::Relay)?;
+    let here = map_identity(&p.identity, owner, me)?;
+    here.starts_with(CASCADE_PREFIX)
+        .then_some(Apply::MuteAudio {
+            identity: here,
+            muted: false,
+        })
 }
 
 /// A moderation by `by` of `target` (ids on node `me`) as the command for `by`'s republisher
@@ -407,12 +450,35 @@ impl RelayControl for FollowOwnerRoom {
                 send_all(&self.leg.own, cmds);
                 None
             }
-            ServerMessage::FloorGiven { participant_id, .. } => {
-                match owner_floor_here(participant_id, participants, &self.leg.owner, &self.leg.me)
+            ServerMessage::TrackMuted {
+                participant_id,
+                muted: false,
+                ..
+            } => {
+                if let Some(a) =
+                    owner_unmute_here(participant_id, participants, &self.leg.owner, &self.leg.me)
                 {
-                    Some(Apply::GiveFloor { identity, .. }) => {
+                    let _ = self.leg.apply.send(a);
+                }
+                None
+            }
+            ServerMessage::FloorGiven { participant_id, by } => {
+                match owner_floor_here(
+                    participant_id,
+                    by.as_ref(),
+                    participants,
+                    &self.leg.owner,
+                    &self.leg.me,
+                ) {
+                    Some(Apply::GiveFloor {
+                        identity, by_name, ..
+                    }) => {
                         let echo = take_echo(&self.leg.echoes, &identity);
-                        let _ = self.leg.apply.send(Apply::GiveFloor { identity, echo });
+                        let _ = self.leg.apply.send(Apply::GiveFloor {
+                            identity,
+                            echo,
+                            by_name,
+                        });
                     }
                     Some(a) => {
                         let _ = self.leg.apply.send(a);
@@ -701,7 +767,11 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
         pid
     };
     let m = match ask {
-        Apply::GiveFloor { identity, echo } => {
+        Apply::GiveFloor {
+            identity,
+            echo,
+            by_name,
+        } => {
             let Some(pid) = find(&identity) else { return };
             let holds = snap.spotlight.as_ref() == Some(&pid)
                 && !snap.moderator_muted.contains(&pid)
@@ -710,7 +780,10 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
                 tracing::debug!(%room, %identity, "cascade: the owner's echo of this node's floor; already so");
                 return;
             }
-            Moderation::GiveFloor { participant: pid }
+            Moderation::GiveFloor {
+                participant: pid,
+                by_name,
+            }
         }
         Apply::MuteAudio { identity, muted } => {
             let Some(pid) = find(&identity) else { return };
@@ -896,21 +969,29 @@ mod tests {
     fn the_owners_floor_and_a_remote_mute_map_to_this_node() {
         let owner = owner_room();
         assert_eq!(
-            owner_floor_here(&pid("PA_solo"), &owner, "a", "c"),
+            owner_floor_here(&pid("PA_solo"), None, &owner, "a", "c"),
             Some(Apply::GiveFloor {
                 identity: "kota-solo".into(),
-                echo: false
+                echo: false,
+                by_name: None
             })
         );
         assert_eq!(
-            owner_floor_here(&pid("PA_kendal"), &owner, "a", "c"),
+            owner_floor_here(&pid("PA_kendal"), Some(&pid("PA_gub")), &owner, "a", "c"),
             Some(Apply::GiveFloor {
                 identity: "cascade/b/kab-kendal".into(),
-                echo: false
+                echo: false,
+                by_name: Some("gubernur".into())
             })
         );
-        assert_eq!(owner_floor_here(&pid("PA_forged"), &owner, "a", "c"), None);
-        assert_eq!(owner_floor_here(&pid("PA_relay_b"), &owner, "a", "c"), None);
+        assert_eq!(
+            owner_floor_here(&pid("PA_forged"), None, &owner, "a", "c"),
+            None
+        );
+        assert_eq!(
+            owner_floor_here(&pid("PA_relay_b"), None, &owner, "a", "c"),
+            None
+        );
         assert_eq!(
             republisher_mute_here("cascade/c/kota-solo", true, "a", "c"),
             Some(Apply::MuteAudio {
@@ -953,7 +1034,8 @@ mod tests {
             apply_rx.try_recv().ok(),
             Some(Apply::GiveFloor {
                 identity: "kota-solo".into(),
-                echo: false
+                echo: false,
+                by_name: Some("gubernur".into())
             })
         );
         // The governor's private message to C's site reaches C's republisher on A.
@@ -1076,7 +1158,8 @@ mod tests {
             apply_rx.try_recv().ok(),
             Some(Apply::GiveFloor {
                 identity: "cascade/c/kota-solo".into(),
-                echo: true
+                echo: true,
+                by_name: None
             })
         );
         follow.source_event(&echo, &owner);
@@ -1084,7 +1167,8 @@ mod tests {
             apply_rx.try_recv().ok(),
             Some(Apply::GiveFloor {
                 identity: "cascade/c/kota-solo".into(),
-                echo: false
+                echo: false,
+                by_name: None
             })
         );
         // The host's mute and unmute; a site's own mute (no `by`) and the operator's: nothing.
@@ -1250,6 +1334,52 @@ mod tests {
             apply_rx.try_recv().ok(),
             Some(Apply::Remove {
                 identity: "kota-solo".into()
+            })
+        );
+    }
+
+    #[test]
+    fn the_owners_unmute_lifts_a_republishers_mute_here() {
+        let owner = owner_room();
+        let unmute = |id: &str| owner_unmute_here(&pid(id), &owner, "a", "c");
+        // A's own site and B's site: their republishers here.
+        assert_eq!(
+            unmute("PA_sem"),
+            Some(Apply::MuteAudio {
+                identity: "cascade/a/kab-semarang".into(),
+                muted: false
+            })
+        );
+        assert_eq!(
+            unmute("PA_kendal"),
+            Some(Apply::MuteAudio {
+                identity: "cascade/b/kab-kendal".into(),
+                muted: false
+            })
+        );
+        // C's own site (its republisher's `moderator_mute` does it), the relay, nobody.
+        assert_eq!(unmute("PA_solo"), None);
+        assert_eq!(unmute("PA_relay_b"), None);
+        assert_eq!(unmute("PA_forged"), None);
+        let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
+        let (follow, _forward) = leg_controls("a", "c", apply_tx);
+        let muted = |m: bool| ServerMessage::TrackMuted {
+            participant_id: pid("PA_sem"),
+            track_id: rakor_proto::TrackId("TR_1".into()),
+            muted: m,
+            by: Some(pid("PA_gub")),
+        };
+        follow.source_event(&muted(true), &owner);
+        assert!(
+            apply_rx.try_recv().is_err(),
+            "a mute is enforced at the site's node"
+        );
+        follow.source_event(&muted(false), &owner);
+        assert_eq!(
+            apply_rx.try_recv().ok(),
+            Some(Apply::MuteAudio {
+                identity: "cascade/a/kab-semarang".into(),
+                muted: false
             })
         );
     }

@@ -160,9 +160,12 @@ impl Core {
                 self.end_parked_room(room);
                 self.forget_chat(room);
             }
-            Moderation::GiveFloor { participant } => {
+            Moderation::GiveFloor {
+                participant,
+                by_name,
+            } => {
                 check(&participant)?;
-                self.give_floor(room, &participant, None, None, now)?;
+                self.give_floor(room, &participant, None, by_name, now)?;
             }
         }
         Ok(())
