@@ -245,7 +245,7 @@ async fn same_identity_replaces_the_older_connection() {
     first.closed(EVENT_WAIT).await.unwrap();
     other
         .wait_for(
-            |m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Replaced } if *participant_id == first_id),
+            |m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Replaced, .. } if *participant_id == first_id),
             EVENT_WAIT,
         )
         .await
@@ -597,7 +597,7 @@ async fn host_moderates_over_signalling() {
     .unwrap();
     other
         .wait_for(
-            |m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Removed } if *participant_id == sid),
+            |m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Removed, .. } if *participant_id == sid),
             EVENT_WAIT,
         )
         .await

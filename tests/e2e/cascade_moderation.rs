@@ -22,27 +22,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use rakor_client::{Client, ClientOptions};
-use rakor_e2e::cluster::{seen_as, CascadeSetup};
+use rakor_client::Client;
+use rakor_e2e::cluster::{seen_all, seen_as, CascadeSetup};
 use rakor_e2e::session::{add_site, wib_in, Api, PASSWORD};
 use rakor_proto::{
-    ChatEntry, ClientMessage, ErrorCode, ModerateAction, ParticipantId, ServerMessage, TrackKind,
+    ChatEntry, ClientMessage, ErrorCode, LeaveReason, ModerateAction, ParticipantId, ServerMessage,
+    TrackKind,
 };
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const LEG_WAIT: Duration = Duration::from_secs(30);
 const EVENT_WAIT: Duration = Duration::from_secs(15);
-
-/// `sub` joins `room` at `url`, publishing audio only (a republisher carries its commands).
-async fn join(setup: &CascadeSetup, url: String, room: &str, sub: &str, role: &str) -> Client {
-    let token = setup.token(room, sub, role).unwrap();
-    let mut o = ClientOptions::new(url, token).publish(true, false);
-    o.join_timeout = Duration::from_secs(30);
-    Client::connect(o)
-        .await
-        .unwrap_or_else(|e| panic!("{sub} could not join: {e}"))
-}
 
 /// The chat messages `c` gets up to and including the one with text `marker`.
 async fn chats_until(c: &mut Client, who: &str, marker: &str) -> Vec<ChatEntry> {
@@ -198,34 +189,34 @@ async fn chat_hands_and_moderation_are_room_wide_across_three_nodes() {
     .unwrap();
 
     // A owns the room (its first join): the governor and a site; a site on B; a site on C.
-    let mut host = join(&setup, nodes[0].ws_url(), &room, "gubernur", "host").await;
-    let mut site_a = join(
-        &setup,
-        nodes[0].ws_url(),
-        &room,
-        "kab-semarang",
-        "participant",
-    )
-    .await;
-    let mut site_b = join(
-        &setup,
-        nodes[1].ws_url(),
-        &room,
-        "kab-kendal",
-        "participant",
-    )
-    .await;
-    let mut site_c = join(&setup, nodes[2].ws_url(), &room, "kota-solo", "participant").await;
+    let mut host = setup
+        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
+        .await;
+    let mut site_a = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
+        .await;
+    let mut site_b = setup
+        .join_audio(nodes[1].ws_url(), &room, "kab-kendal", "participant")
+        .await;
+    let mut site_c = setup
+        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+        .await;
 
     // The legs are up: everyone sees everyone (republishers on every node).
-    let b_on_a = seen_as(&host, "kab-kendal", LEG_WAIT).await;
-    let c_on_a = seen_as(&host, "kota-solo", LEG_WAIT).await;
-    let c_on_b = seen_as(&site_b, "kota-solo", LEG_WAIT).await;
-    let host_on_b = seen_as(&site_b, "gubernur", LEG_WAIT).await;
-    let host_on_c = seen_as(&site_c, "gubernur", LEG_WAIT).await;
-    let a_on_c = seen_as(&site_c, "kab-semarang", LEG_WAIT).await;
-    let b_on_c = seen_as(&site_c, "kab-kendal", LEG_WAIT).await;
-    seen_as(&site_b, "kab-semarang", LEG_WAIT).await;
+    let [b_on_a, c_on_a, c_on_b, host_on_b, host_on_c, a_on_c, b_on_c, _] = seen_all(
+        [
+            (&host, "kab-kendal"),
+            (&host, "kota-solo"),
+            (&site_b, "kota-solo"),
+            (&site_b, "gubernur"),
+            (&site_c, "gubernur"),
+            (&site_c, "kab-semarang"),
+            (&site_c, "kab-kendal"),
+            (&site_b, "kab-semarang"),
+        ],
+        LEG_WAIT,
+    )
+    .await;
     let b_id = site_b.participant_id().clone();
     let host_id = host.participant_id().clone();
     let c_id = site_c.participant_id().clone();
@@ -363,14 +354,9 @@ async fn chat_hands_and_moderation_are_room_wide_across_three_nodes() {
 
     // 4. A late joiner on C gets the recent history from C's room: C's site's message, the
     //    markers, the accepted burst, not the private message nor anything refused.
-    let mut late = join(
-        &setup,
-        nodes[2].ws_url(),
-        &room,
-        "kab-batang",
-        "participant",
-    )
-    .await;
+    let mut late = setup
+        .join_audio(nodes[2].ws_url(), &room, "kab-batang", "participant")
+        .await;
     let hist = late
         .wait_for(
             |m| matches!(m, ServerMessage::ChatHistory { .. }),
@@ -468,6 +454,8 @@ async fn chat_hands_and_moderation_are_room_wide_across_three_nodes() {
     let floor = rec["floor"].as_array().unwrap();
     assert_eq!(floor.len(), 1, "{rec}");
     assert_eq!(floor[0]["identity"], "kab-kendal", "{rec}");
+    // By the governor (its name), not "operator": B applied the owner's floor for it.
+    assert_eq!(floor[0]["by"], "gubernur", "{rec}");
     assert!(
         !rec["timeline"]
             .as_array()
@@ -506,22 +494,28 @@ async fn a_non_owner_hosts_floor_and_mute_are_room_wide() {
     let room = format!("host-b-{}", setup.suffix);
 
     // A owns the room (its first join): a site there; the host on B; a site on C.
-    let mut site_a = join(
-        &setup,
-        nodes[0].ws_url(),
-        &room,
-        "kab-semarang",
-        "participant",
+    let mut site_a = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
+        .await;
+    let mut host_b = setup
+        .join_audio(nodes[1].ws_url(), &room, "bupati", "host")
+        .await;
+    let mut site_c = setup
+        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+        .await;
+    // (`_`: the host's republisher on the owner.)
+    let [c_on_a, _, a_on_b, c_on_b, a_on_c, host_on_c] = seen_all(
+        [
+            (&site_a, "kota-solo"),
+            (&site_a, "bupati"),
+            (&host_b, "kab-semarang"),
+            (&host_b, "kota-solo"),
+            (&site_c, "kab-semarang"),
+            (&site_c, "bupati"),
+        ],
+        LEG_WAIT,
     )
     .await;
-    let mut host_b = join(&setup, nodes[1].ws_url(), &room, "bupati", "host").await;
-    let mut site_c = join(&setup, nodes[2].ws_url(), &room, "kota-solo", "participant").await;
-    let c_on_a = seen_as(&site_a, "kota-solo", LEG_WAIT).await;
-    seen_as(&site_a, "bupati", LEG_WAIT).await; // the host's republisher on the owner
-    let a_on_b = seen_as(&host_b, "kab-semarang", LEG_WAIT).await;
-    let c_on_b = seen_as(&host_b, "kota-solo", LEG_WAIT).await;
-    let a_on_c = seen_as(&site_c, "kab-semarang", LEG_WAIT).await;
-    let host_on_c = seen_as(&site_c, "bupati", LEG_WAIT).await;
     let c_id = site_c.participant_id().clone();
     // Media crosses every way before anyone is muted.
     hears(&site_c, "C's site", &a_on_c, 0, 25).await;
@@ -630,4 +624,277 @@ async fn a_non_owner_hosts_floor_and_mute_are_room_wide() {
         .count();
     assert_eq!(floors, 1, "A's site: one floor_given: {on_a:?}");
     no_error(&mut site_c, "C's site");
+}
+
+/// Start three cascade nodes `a`, `b`, `c` (A owns the rooms its sites join first).
+fn three_nodes(setup: &CascadeSetup) -> [rakor_e2e::Server; 3] {
+    let ids = [setup.node_id("a"), setup.node_id("b"), setup.node_id("c")];
+    ids.map(|id| setup.start(&id).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_site_that_publishes_nothing_chats_and_raises_its_hand_room_wide() {
+    let Some(setup) = CascadeSetup::from_env("cascade_moderation e2e test (watching site)") else {
+        return;
+    };
+    let nodes = three_nodes(&setup);
+    let room = format!("watch-{}", setup.suffix);
+
+    // A owns the room: the governor. On B a site that only watches (no tracks, so no
+    // republisher anywhere until it acts) and a site publishing audio; a site on C.
+    let mut host = setup
+        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
+        .await;
+    let mut watcher = setup
+        .join_watching(nodes[1].ws_url(), &room, "kab-kendal", "participant")
+        .await;
+    let _batang = setup
+        .join_audio(nodes[1].ws_url(), &room, "kab-batang", "participant")
+        .await;
+    let mut site_c = setup
+        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+        .await;
+    // Every leg is up (B's and C's both ways): their publishing sites are on A, the host on
+    // B and C.
+    seen_all(
+        [
+            (&host, "kab-batang"),
+            (&host, "kota-solo"),
+            (&watcher, "gubernur"),
+            (&site_c, "gubernur"),
+        ],
+        LEG_WAIT,
+    )
+    .await;
+    assert!(
+        !host
+            .participants()
+            .iter()
+            .any(|p| p.identity.ends_with("/kab-kendal")),
+        "a republisher of the watching site before it acted"
+    );
+
+    // 1. The watching site chats: the host on A and C's site get it once, named after it;
+    //    on B it is delivered once (by its own node).
+    let said = "Kendal memantau, tanpa kamera";
+    watcher.chat(said).await.unwrap();
+    let got = chats_until(&mut host, "the host on A", said).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].from.name, "kab-kendal");
+    let kendal_on_a = seen_as(&host, "kab-kendal", EVENT_WAIT).await;
+    assert_eq!(got[0].from.participant_id, kendal_on_a);
+    let republisher = host
+        .participants()
+        .into_iter()
+        .find(|p| p.id == kendal_on_a)
+        .unwrap();
+    assert!(republisher.tracks.is_empty(), "{republisher:?}");
+    let got = chats_until(&mut site_c, "C's site", said).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let kendal_on_c = seen_as(&site_c, "kab-kendal", EVENT_WAIT).await;
+    assert_eq!(got[0].from.participant_id, kendal_on_c);
+    let marker = "Baik, terima kasih Kendal";
+    host.chat(marker).await.unwrap();
+    let got = chats_until_all(&mut watcher, "the watching site", &[said, marker]).await;
+    assert_eq!(got.len(), 2, "once each: {got:?}");
+    assert_eq!(&got[0].from.participant_id, watcher.participant_id());
+
+    // 2. It raises its hand: the owner's queue holds it, C mirrors it.
+    watcher.raise_hand(true).await.unwrap();
+    hands_at(&mut host, "the host on A", &[&kendal_on_a]).await;
+    hands_at(&mut site_c, "C's site", &[&kendal_on_c]).await;
+    // ... and the host on A can answer it privately now (its republisher there).
+    host.chat_to(&kendal_on_a, "Silakan, Kendal").await.unwrap();
+    let got = chats_until(&mut watcher, "the watching site", "Silakan, Kendal").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].to.as_ref(), Some(watcher.participant_id()));
+    no_error(&mut host, "the host on A");
+}
+
+/// Wait for `leave {reason}` at `c` (its own node ends its session).
+async fn leave_at(c: &mut Client, who: &str, reason: LeaveReason) {
+    let got = c
+        .wait_for(
+            |m| matches!(m, ServerMessage::Leave { reason: r, .. } if *r == reason),
+            EVENT_WAIT,
+        )
+        .await;
+    assert!(got.is_ok(), "{who}: no leave {reason:?}: {got:?}");
+}
+
+/// Wait until `c` sees `gone` leave with `reason`.
+async fn left_at(c: &mut Client, who: &str, gone: &ParticipantId, reason: LeaveReason) {
+    let got = c
+        .wait_for(
+            |m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: r, .. } if participant_id == gone && *r == reason),
+            EVENT_WAIT,
+        )
+        .await;
+    assert!(
+        got.is_ok(),
+        "{who}: {gone} never left ({reason:?}): {got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_non_owner_hosts_remove_and_end_room_are_room_wide() {
+    let Some(setup) = CascadeSetup::from_env("cascade_moderation e2e test (remove, end_room)")
+    else {
+        return;
+    };
+    let nodes = three_nodes(&setup);
+    let room = format!("end-b-{}", setup.suffix);
+
+    // A owns the room: two sites there; the host on B (publishing nothing: its republisher on
+    // the owner joins when it first acts); two sites on C.
+    let mut site_a = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
+        .await;
+    let mut demak = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-demak", "participant")
+        .await;
+    let mut host_b = setup
+        .join_watching(nodes[1].ws_url(), &room, "bupati", "host")
+        .await;
+    let mut site_c = setup
+        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+        .await;
+    let mut batang = setup
+        .join_audio(nodes[2].ws_url(), &room, "kab-batang", "participant")
+        .await;
+    let [c_on_a, demak_on_b, c_on_b, _, _] = seen_all(
+        [
+            (&site_a, "kota-solo"),
+            (&host_b, "kab-demak"),
+            (&host_b, "kota-solo"),
+            (&host_b, "kab-batang"),
+            (&batang, "kab-semarang"),
+        ],
+        LEG_WAIT,
+    )
+    .await;
+    // B's outbound leg is up too (the host's first act crosses through it): its spotlight on
+    // A's site reaches A.
+    let a_on_b = seen_as(&host_b, "kab-semarang", LEG_WAIT).await;
+    host_b
+        .send(&ClientMessage::Spotlight {
+            participant_id: Some(a_on_b.clone()),
+        })
+        .await
+        .unwrap();
+    let a_id = site_a.participant_id().clone();
+    spotlight_at(&mut site_a, "A's site", &a_id).await;
+
+    // 1. The host on B removes C's site: C's own node removes it (through the owner, which
+    //    removed its republisher there), so A sees it leave too.
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::Remove,
+            participant_id: Some(c_on_b.clone()),
+        })
+        .await
+        .unwrap();
+    leave_at(&mut site_c, "C's site", LeaveReason::Removed).await;
+    left_at(&mut site_a, "A's site", &c_on_a, LeaveReason::Removed).await;
+
+    // 2. ... and A's site Demak: the owner removes it.
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::Remove,
+            participant_id: Some(demak_on_b.clone()),
+        })
+        .await
+        .unwrap();
+    leave_at(&mut demak, "Demak on A", LeaveReason::Removed).await;
+    let demak_on_a = demak.participant_id().clone();
+    left_at(&mut site_a, "A's site", &demak_on_a, LeaveReason::Removed).await;
+
+    // A forged target: refused to the host only, nothing crosses.
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::Remove,
+            participant_id: Some(ParticipantId("PA_forged".into())),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_error(&mut host_b, "the host on B").await,
+        ErrorCode::UnknownParticipant
+    );
+
+    // 3. The host on B ends the room: every node ends it (A's and C's sites get `leave`
+    //    from their own node).
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::EndRoom,
+            participant_id: None,
+        })
+        .await
+        .unwrap();
+    leave_at(&mut host_b, "the host on B", LeaveReason::RoomEnded).await;
+    leave_at(&mut site_a, "A's site", LeaveReason::RoomEnded).await;
+    leave_at(&mut batang, "C's other site", LeaveReason::RoomEnded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_owners_unmute_of_a_site_another_nodes_host_muted_is_heard_there() {
+    let Some(setup) = CascadeSetup::from_env("cascade_moderation e2e test (unmute back)") else {
+        return;
+    };
+    let nodes = three_nodes(&setup);
+    let room = format!("unmute-{}", setup.suffix);
+
+    // A owns the room: the governor and a site; on B its regent (host) and a site listening.
+    let mut host = setup
+        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
+        .await;
+    let mut site_a = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
+        .await;
+    let host_b = setup
+        .join_audio(nodes[1].ws_url(), &room, "bupati", "host")
+        .await;
+    let site_b = setup
+        .join_audio(nodes[1].ws_url(), &room, "kab-kendal", "participant")
+        .await;
+    let [a_on_b, _, _] = seen_all(
+        [
+            (&site_b, "kab-semarang"),
+            (&host, "bupati"),
+            (&host, "kab-kendal"),
+        ],
+        LEG_WAIT,
+    )
+    .await;
+    let a_on_host_b = seen_as(&host_b, "kab-semarang", LEG_WAIT).await;
+    hears(&site_b, "B's site", &a_on_b, 0, 25).await;
+
+    // 1. B's regent mutes A's site: A mutes it (B's instance of its republisher too).
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::MuteAudio,
+            participant_id: Some(a_on_host_b),
+        })
+        .await
+        .unwrap();
+    moderator_mute_at(&mut site_a, "A's site", true).await;
+
+    // 2. The governor unmutes it on A: B's listeners hear it again (B lifts its own mute of
+    //    the site's republisher, not only A).
+    host.send(&ClientMessage::Moderate {
+        action: ModerateAction::UnmuteAudio,
+        participant_id: Some(site_a.participant_id().clone()),
+    })
+    .await
+    .unwrap();
+    moderator_mute_at(&mut site_a, "A's site", false).await;
+    hears(
+        &site_b,
+        "B's site",
+        &a_on_b,
+        audio_from(&site_b, &a_on_b),
+        25,
+    )
+    .await;
+    no_error(&mut host, "the governor");
 }

@@ -104,6 +104,48 @@ impl CascadeSetup {
         .unwrap_or_else(|e| panic!("{sub} could not join: {e}"))
     }
 
+    /// `sub` joins `room` at `url` with `role`, publishing audio only (enough for its node
+    /// to relay it; a republisher carries its commands). Waits up to 30 s for `joined`.
+    pub async fn join_audio(
+        &self,
+        url: String,
+        room: &str,
+        sub: &str,
+        role: &str,
+    ) -> rakor_client::Client {
+        self.join_with(url, room, sub, role, true).await
+    }
+
+    /// `sub` joins `room` at `url` with `role`, publishing nothing (a site that only watches).
+    pub async fn join_watching(
+        &self,
+        url: String,
+        room: &str,
+        sub: &str,
+        role: &str,
+    ) -> rakor_client::Client {
+        self.join_with(url, room, sub, role, false).await
+    }
+
+    #[allow(clippy::panic)]
+    async fn join_with(
+        &self,
+        url: String,
+        room: &str,
+        sub: &str,
+        role: &str,
+        audio: bool,
+    ) -> rakor_client::Client {
+        let token = self
+            .token(room, sub, role)
+            .unwrap_or_else(|e| panic!("token for {sub}: {e}"));
+        let mut o = rakor_client::ClientOptions::new(url, token).publish(audio, false);
+        o.join_timeout = std::time::Duration::from_secs(30);
+        rakor_client::Client::connect(o)
+            .await
+            .unwrap_or_else(|e| panic!("{sub} could not join: {e}"))
+    }
+
     /// A token for `sub` in `room` with `role`, signed with the cluster's key, valid for 1 h.
     pub fn token(&self, room: &str, sub: &str, role: &str) -> anyhow::Result<String> {
         let now = crate::unix_now();
@@ -138,6 +180,18 @@ pub async fn seen_as(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// [`seen_as`] for each `(client, identity)`: the ids, in the same order, once all are there.
+pub async fn seen_all<const N: usize>(
+    pairs: [(&rakor_client::Client, &str); N],
+    wait: std::time::Duration,
+) -> [ParticipantId; N] {
+    let mut ids: [ParticipantId; N] = std::array::from_fn(|_| ParticipantId(String::new()));
+    for (id, (c, identity)) in ids.iter_mut().zip(pairs) {
+        *id = seen_as(c, identity, wait).await;
+    }
+    ids
 }
 
 /// `(peer_node, direction) → value` of one cascade metric of `server` (0 fails the test when

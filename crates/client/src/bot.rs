@@ -122,6 +122,7 @@ fn log_event(msg: &ServerMessage) {
         ServerMessage::ParticipantLeft {
             participant_id,
             reason,
+            ..
         } => {
             tracing::info!(participant = %participant_id, ?reason, "participant left");
         }

@@ -5,7 +5,11 @@
 //! source node (publishing nothing; [`ClientOptions::relay_tap`] hands it every remote track
 //! with its packets) and, on the destination node, one *republisher* per source participant
 //! (same name, identity `cascade/<identity>`, subscribing to nothing), which publishes that
-//! participant's tracks from the packets the relay subscriber receives ([`FedTrack`]). Tracks
+//! participant's tracks from the packets the relay subscriber receives ([`FedTrack`]). A
+//! republisher joins when its participant's first track arrives, or, for a participant that
+//! publishes nothing (a site that only watches), when the leg's control first sends a command
+//! as it (its chat, its raised hand, a host's moderation): one signalling session per such
+//! participant per far node, and only for those that act, not for every watcher. Tracks
 //! of participants a `relay_if` filter refuses are not relayed (the server refuses those that
 //! came from the destination; relay identities start with [`CASCADE_PREFIX`]), so a track
 //! crosses each node boundary once and never loops. A keyframe request from the
@@ -14,7 +18,7 @@
 //! `track_settings` at the source, so only the simulcast layer the far node needs crosses.
 
 use crate::media::FedTrack;
-use crate::relay_control::RelayControl;
+use crate::relay_control::{run_command, RelayCommand, RelayControl};
 use crate::relay_levels::RelayLevels;
 use crate::{Client, ClientError, ClientOptions};
 use rakor_proto::{ParticipantId, ParticipantInfo, TrackId, TrackSource};
@@ -80,6 +84,90 @@ fn demand_sink(
     })
 }
 
+/// A leg's republishers on the destination, one per source participant, joined when its
+/// first track arrives or, for one that publishes nothing, when a command must be sent as it
+/// ([`Republishers::run`]: its chat, its hand, a host's moderation).
+struct Republishers {
+    joined: HashMap<ParticipantId, Client>,
+    to_url: String,
+    mint: MintToken,
+    relay_if: Arc<dyn Fn(&ParticipantInfo) -> bool + Send + Sync>,
+    bind_ip: std::net::IpAddr,
+    tls_roots: Option<Arc<rustls::RootCertStore>>,
+}
+
+impl Republishers {
+    /// Whether `info` has a republisher, joining one (publishing nothing yet) when it has
+    /// none and `relay_if` accepts it. Refusals and failures are logged.
+    async fn ensure(&mut self, info: &ParticipantInfo) -> bool {
+        if self.joined.contains_key(&info.id) {
+            return true;
+        }
+        if !(self.relay_if)(info) {
+            tracing::debug!(participant = %info.id, "cascade: not relayed; no republisher");
+            return false;
+        }
+        let token = match (self.mint)(info) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cascade: no token for a republisher");
+                return false;
+            }
+        };
+        let mut opts = ClientOptions::new(self.to_url.clone(), token);
+        opts.publish_audio = false;
+        opts.publish_video = false;
+        opts.subscribe = false;
+        opts.bind_ip = self.bind_ip;
+        opts.tls_roots = self.tls_roots.clone();
+        match Client::connect(opts).await {
+            Ok(c) => {
+                self.joined.insert(info.id.clone(), c);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, participant = %info.id, "cascade: republisher did not join");
+                false
+            }
+        }
+    }
+
+    /// Run `cmd` as its participant's republisher, joining one first for a participant of
+    /// `roster` that has none (it publishes nothing). A participant nobody in `roster` is,
+    /// or one `relay_if` refuses (a relay subscriber), gets nothing sent (logged).
+    async fn run(&mut self, cmd: RelayCommand, roster: &[ParticipantInfo]) {
+        if !self.joined.contains_key(&cmd.as_participant) {
+            match roster.iter().find(|p| p.id == cmd.as_participant) {
+                Some(info) => {
+                    if self.ensure(info).await {
+                        tracing::info!(participant = %info.id, "cascade: republisher joined for a participant that publishes nothing");
+                    }
+                }
+                None => {
+                    tracing::warn!(participant = %cmd.as_participant, "cascade: a command as nobody in the source room; dropped")
+                }
+            }
+        }
+        run_command(self.joined.get(&cmd.as_participant), cmd).await;
+    }
+}
+
+/// The source room as a leg knows it *in event order*: everyone in the subscriber's view
+/// now, plus those whose `participant_left` the leg has not handled yet (the subscriber's
+/// view is updated as messages arrive, ahead of the leg), so a command can still name who
+/// left or who asked (e.g. the host who ended the room).
+#[derive(Default)]
+struct Roster(HashMap<ParticipantId, ParticipantInfo>);
+
+impl Roster {
+    fn refresh(&mut self, now: Vec<ParticipantInfo>) -> Vec<ParticipantInfo> {
+        for p in now {
+            self.0.insert(p.id.clone(), p);
+        }
+        self.0.values().cloned().collect()
+    }
+}
+
 /// One direction of a relay: join `from` (as a relay participant, publishing nothing),
 /// republish every track there of a participant `relay_if` accepts into the room at `to_url`
 /// (one republisher per participant, its token from `mint`), until `stop` completes or the
@@ -116,7 +204,15 @@ pub async fn relay_one_way_with(
         bytes: counters.bytes.clone(),
     });
     let mut subscriber = Client::connect(from.clone()).await?;
-    let mut republishers: HashMap<ParticipantId, Client> = HashMap::new();
+    let mut republishers = Republishers {
+        joined: HashMap::new(),
+        to_url,
+        mint,
+        relay_if,
+        bind_ip: from.bind_ip,
+        tls_roots: from.tls_roots.clone(),
+    };
+    let mut roster = Roster::default();
     let mut relaying: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     // What the destination's subscribers show of a relayed video (`track_demand` to its
     // republisher), keyed by the source track: asked of the source node as our own
@@ -131,8 +227,9 @@ pub async fn relay_one_way_with(
             participant_id: subscriber.spotlight(),
             by: subscriber.current_participant_id(),
         };
-        if let Some(cmd) = c.source_event(&now, &subscriber.participants()) {
-            crate::relay_control::run_command(republishers.get(&cmd.as_participant), cmd).await;
+        let room = roster.refresh(subscriber.participants());
+        if let Some(cmd) = c.source_event(&now, &room) {
+            republishers.run(cmd, &room).await;
         }
     }
     // Commands queued from outside this leg's source events, and what the republishers
@@ -153,10 +250,11 @@ pub async fn relay_one_way_with(
                     None => std::future::pending().await,
                 }
             } => {
-                crate::relay_control::run_command(republishers.get(&cmd.as_participant), cmd).await;
+                let room = roster.refresh(subscriber.participants());
+                republishers.run(cmd, &room).await;
             }
             _ = poll.tick() => {
-                for (source, r) in republishers.iter_mut() {
+                for (source, r) in republishers.joined.iter_mut() {
                     let identity = r.joined().identity.clone();
                     let id = r.current_participant_id();
                     for msg in r.drain_events() {
@@ -175,10 +273,30 @@ pub async fn relay_one_way_with(
             ev = subscriber.next_event() => {
                 match ev {
                     None => break,
-                    Some(rakor_proto::ServerMessage::ParticipantLeft { participant_id, .. }) => {
+                    Some(left @ rakor_proto::ServerMessage::ParticipantLeft { .. }) => {
+                        // The control sees who left (and who removed it) while the roster
+                        // still names them, then its republisher goes.
+                        let room = roster.refresh(subscriber.participants());
+                        if let Some(c) = &control {
+                            if let Some(cmd) = c.source_event(&left, &room) {
+                                republishers.run(cmd, &room).await;
+                            }
+                        }
+                        let rakor_proto::ServerMessage::ParticipantLeft { participant_id, .. } = left else { continue };
+                        roster.0.remove(&participant_id);
                         levels.forget(&participant_id);
-                        if let Some(r) = republishers.remove(&participant_id) {
+                        if let Some(r) = republishers.joined.remove(&participant_id) {
                             tokio::spawn(r.leave());
+                        }
+                    }
+                    Some(rakor_proto::ServerMessage::ParticipantJoined { participant }) => {
+                        roster.0.insert(participant.id.clone(), participant.clone());
+                        if let Some(c) = &control {
+                            let room = roster.refresh(subscriber.participants());
+                            let msg = rakor_proto::ServerMessage::ParticipantJoined { participant };
+                            if let Some(cmd) = c.source_event(&msg, &room) {
+                                republishers.run(cmd, &room).await;
+                            }
                         }
                     }
                     Some(rakor_proto::ServerMessage::TrackLevels { levels: l }) => {
@@ -189,8 +307,9 @@ pub async fn relay_one_way_with(
                     }
                     Some(other) => {
                         if let Some(c) = &control {
-                            if let Some(cmd) = c.source_event(&other, &subscriber.participants()) {
-                                crate::relay_control::run_command(republishers.get(&cmd.as_participant), cmd).await;
+                            let room = roster.refresh(subscriber.participants());
+                            if let Some(cmd) = c.source_event(&other, &room) {
+                                republishers.run(cmd, &room).await;
                             }
                         }
                     }
@@ -205,7 +324,7 @@ pub async fn relay_one_way_with(
                 else {
                     continue;
                 };
-                if !relay_if(&info) {
+                if !(republishers.relay_if)(&info) {
                     // Not relayed (dropping `t.packets`: the track is only drained). A video
                     // leg is paused at the source, so it does not cross the boundary again
                     // (audio has no pause; it is small).
@@ -222,31 +341,10 @@ pub async fn relay_one_way_with(
                     }
                     continue;
                 }
-                if !republishers.contains_key(&info.id) {
-                    let token = match mint(&info) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cascade: no token for a republisher");
-                            continue;
-                        }
-                    };
-                    let mut opts = ClientOptions::new(to_url.clone(), token);
-                    opts.publish_audio = false;
-                    opts.publish_video = false;
-                    opts.subscribe = false;
-                    opts.bind_ip = from.bind_ip;
-                    opts.tls_roots = from.tls_roots.clone();
-                    match Client::connect(opts).await {
-                        Ok(c) => {
-                            republishers.insert(info.id.clone(), c);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, participant = %info.id, "cascade: republisher did not join");
-                            continue;
-                        }
-                    }
+                if !republishers.ensure(&info).await {
+                    continue;
                 }
-                let Some(republisher) = republishers.get(&info.id) else { continue };
+                let Some(republisher) = republishers.joined.get(&info.id) else { continue };
                 let (ptx, prx) = mpsc::channel(RELAY_QUEUE);
                 let fed = FedTrack {
                     source: t.source,
@@ -279,7 +377,11 @@ pub async fn relay_one_way_with(
     for task in relaying {
         task.abort();
     }
-    let leaving: Vec<_> = republishers.into_values().map(|c| c.leave()).collect();
+    let leaving: Vec<_> = republishers
+        .joined
+        .into_values()
+        .map(|c| c.leave())
+        .collect();
     futures_util::future::join_all(leaving).await;
     subscriber.leave().await;
     Ok(())

@@ -7,7 +7,9 @@
 //! ([`RelayControl::commands`]) and watch what the republishers themselves receive
 //! ([`RelayControl::republisher_event`]: a private chat or a moderator mute addressed to a
 //! relayed site on the far node). A host's give-floor and moderator mute on a non-owner node go
-//! to the owner the same way ([`RelayAction::GiveFloor`], [`RelayAction::MuteAudio`]).
+//! to the owner the same way ([`RelayAction::GiveFloor`], [`RelayAction::MuteAudio`]), and so do
+//! its `remove`, `end_room` and `stop_presentation` ([`RelayAction::Remove`],
+//! [`RelayAction::EndRoom`], [`RelayAction::StopPresentation`]).
 
 use crate::Client;
 use rakor_proto::{ClientMessage, ModerateAction, ParticipantId, ParticipantInfo, ServerMessage};
@@ -74,6 +76,14 @@ pub enum RelayAction {
     /// Moderator-mute (`moderate mute_audio`) or unmute (`unmute_audio`) the participant with
     /// this identity there; the republisher must be a host there.
     MuteAudio { identity: String, muted: bool },
+    /// Remove (`moderate remove`) the participant with this identity there; the republisher
+    /// must be a host there.
+    Remove { identity: String },
+    /// End the room there (`moderate end_room`); the republisher must be a host there.
+    EndRoom,
+    /// Stop the room's presentation there (`moderate stop_presentation`); the republisher
+    /// must be a host there.
+    StopPresentation,
 }
 
 /// The destination participant id of `identity` as `republisher` sees the room: itself or
@@ -94,9 +104,9 @@ pub fn destination_id(republisher: &Client, identity: &str) -> Option<Participan
 /// anyway: `error {"code":"unknown_participant"}` to the republisher only).
 pub async fn run_command(republisher: Option<&Client>, cmd: RelayCommand) {
     let Some(r) = republisher else {
-        tracing::info!(
+        tracing::warn!(
             participant = %cmd.as_participant,
-            "cascade: no republisher to send a room command as (it publishes nothing); it stays on this node"
+            "cascade: no republisher to send a room command as; it stays on this node"
         );
         return;
     };
@@ -166,5 +176,24 @@ pub async fn run_command(republisher: Option<&Client>, cmd: RelayCommand) {
                 tracing::warn!(error = %e, "cascade: moderator mute not forwarded");
             }
         }
+        RelayAction::Remove { identity } => {
+            let Some(participant_id) = destination_id(r, &identity) else {
+                tracing::warn!(%identity, "cascade: removal target not on the far node; not forwarded");
+                return;
+            };
+            moderate(r, ModerateAction::Remove, Some(participant_id)).await;
+        }
+        RelayAction::EndRoom => moderate(r, ModerateAction::EndRoom, None).await,
+        RelayAction::StopPresentation => moderate(r, ModerateAction::StopPresentation, None).await,
+    }
+}
+
+async fn moderate(r: &Client, action: ModerateAction, participant_id: Option<ParticipantId>) {
+    let msg = ClientMessage::Moderate {
+        action,
+        participant_id,
+    };
+    if let Err(e) = r.send(&msg).await {
+        tracing::warn!(error = %e, ?action, "cascade: moderation not forwarded");
     }
 }

@@ -157,6 +157,7 @@ mod tests {
         room.apply(&ServerMessage::ParticipantLeft {
             participant_id: pid("PA_a"),
             reason: LeaveReason::Disconnected,
+            by: None,
         });
         assert_eq!(
             room.participants.keys().cloned().collect::<Vec<_>>(),

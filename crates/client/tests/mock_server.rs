@@ -239,6 +239,7 @@ async fn serve(mock: Arc<Mock>, ws: tokio_tungstenite::WebSocketStream<tokio::ne
         o.send(&ServerMessage::ParticipantLeft {
             participant_id: pid.clone(),
             reason,
+            by: None,
         });
     }
     for leg in [
@@ -629,7 +630,8 @@ async fn publisher_media_reaches_a_subscriber_through_the_mock_server() {
         left,
         ServerMessage::ParticipantLeft {
             participant_id: c_id,
-            reason: LeaveReason::Disconnected
+            reason: LeaveReason::Disconnected,
+            by: None
         }
     );
 
@@ -644,7 +646,8 @@ async fn publisher_media_reaches_a_subscriber_through_the_mock_server() {
         left,
         ServerMessage::ParticipantLeft {
             participant_id: a_id,
-            reason: LeaveReason::ClientRequest
+            reason: LeaveReason::ClientRequest,
+            by: None
         }
     );
     assert!(b.participants().is_empty());

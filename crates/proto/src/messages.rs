@@ -538,9 +538,14 @@ pub enum ServerMessage {
     ParticipantJoined {
         participant: ParticipantInfo,
     },
+    /// `by`: the host who removed the participant (`reason: removed`) or ended the room
+    /// (`room_ended`) with `moderate`; absent otherwise (an operator, or the participant's
+    /// own leaving).
     ParticipantLeft {
         participant_id: ParticipantId,
         reason: LeaveReason,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<ParticipantId>,
     },
     TrackPublished {
         participant_id: ParticipantId,

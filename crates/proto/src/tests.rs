@@ -102,6 +102,7 @@ fn server_messages_serialize_with_type_tags() {
     let m = ServerMessage::ParticipantLeft {
         participant_id: ParticipantId("PA_1".into()),
         reason: LeaveReason::Replaced,
+        by: None,
     };
     let v: serde_json::Value = serde_json::to_value(&m).unwrap();
     assert_eq!(v["type"], "participant_left");

@@ -27,6 +27,16 @@
 //!   the owner and then every node apply it as above. The owner's `floor_given` comes back
 //!   here: noted in [`Echoes`], it is skipped when it already holds. What this node applies
 //!   for the owner has no `by` (the operator path) and is never sent back: no loop.
+//! - *A non-owner host's remove, end of the room, stop of the presentation.* The same way:
+//!   `participant_left.by` / `presentation.by` name the host; its republisher on the owner
+//!   repeats it ([`local_removal_to_owner`], [`local_host_command`]). A republisher the owner
+//!   removed, or whose presentation it stopped, has its site's node do the same to the site
+//!   ([`republisher_told_here`]); the owner's room ending ends every node's ([`Apply::EndRoom`]).
+//! - *Unmutes and the record.* The owner's unmute lifts the mute of the site's republishers on
+//!   the other nodes ([`owner_unmute_here`]; a host there may have muted it first); a floor
+//!   applied for the owner is recorded with the name of the owner's host who gave it.
+//! - *Participants that publish nothing* get a republisher when a command is first sent as
+//!   them (`rakor_client::relay`), so their chat and hands cross too.
 //!
 //! Ids nobody has, relay subscribers and unmappable identities are refused (logged, nothing
 //! forwarded); the commands of non-hosts were already refused by their own node.
@@ -34,8 +44,12 @@
 use crate::cascade_room::map_identity;
 use rakor_client::relay::CASCADE_PREFIX;
 use rakor_client::relay_control::{CommandQueue, RelayAction, RelayCommand, RelayControl};
-use rakor_proto::{ChatEntry, ParticipantId, ParticipantInfo, RaisedHand, Role, ServerMessage};
+use rakor_proto::{
+    ChatEntry, LeaveReason, ParticipantId, ParticipantInfo, PresentationEnd, RaisedHand, Role,
+    ServerMessage,
+};
 use rakor_sfu::{Moderation, SfuHandle};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -45,9 +59,20 @@ use tokio_util::sync::CancellationToken;
 pub enum Apply {
     /// Give the floor to the participant with this identity here. `echo`: the owner's answer
     /// to a floor a host of this node gave (and forwarded): skipped when it holds here already.
-    GiveFloor { identity: String, echo: bool },
+    /// `by_name`: the name of the owner's host who gave it (recorded as the giver here).
+    GiveFloor {
+        identity: String,
+        echo: bool,
+        by_name: Option<String>,
+    },
     /// Set the moderator mute of the participant with this identity here.
     MuteAudio { identity: String, muted: bool },
+    /// Remove the participant with this identity here (the owner removed its republisher).
+    Remove { identity: String },
+    /// End this node's instance of the room (the owner's ended).
+    EndRoom,
+    /// Stop this node's presentation (the owner stopped its presenter's republisher's).
+    StopPresentation,
 }
 
 /// One leg's queue of extra commands: where to send them, and what the leg reads.
@@ -194,18 +219,46 @@ pub fn hands_to_mirror(
     out
 }
 
-/// The owner's `floor_given` as an action here: the identity on node `me` of its target.
+/// The owner's `floor_given` (by the owner's host `by`) as an action here: the identity on
+/// node `me` of its target, and the host's name for the record (`None`: the operator's).
 pub fn owner_floor_here(
     target: &ParticipantId,
+    by: Option<&ParticipantId>,
     owner_participants: &[ParticipantInfo],
     owner: &str,
     me: &str,
 ) -> Option<Apply> {
     let p = owner_participants.iter().find(|p| &p.id == target)?;
+    let by_name = by
+        .and_then(|b| owner_participants.iter().find(|p| &p.id == b))
+        .map(|h| h.name.clone());
     map_identity(&p.identity, owner, me).map(|identity| Apply::GiveFloor {
         identity,
         echo: false,
+        by_name,
     })
+}
+
+/// The owner's `track_muted {muted: false}` of `target` as an action here: lift the moderator
+/// mute of its republisher here (a host here may have muted it; the owner's unmute must reach
+/// this node's listeners too). `None` for this node's own sites (their node unmutes them
+/// through their republisher's `moderator_mute`), relay subscribers and unknown ids.
+pub fn owner_unmute_here(
+    target: &ParticipantId,
+    owner_participants: &[ParticipantInfo],
+    owner: &str,
+    me: &str,
+) -> Option<Apply> {
+    let p = owner_participants
+        .iter()
+        .find(|p| &p.id == target)
+        .filter(|p| p.role != Role::Relay)?;
+    let here = map_identity(&p.identity, owner, me)?;
+    here.starts_with(CASCADE_PREFIX)
+        .then_some(Apply::MuteAudio {
+            identity: here,
+            muted: false,
+        })
 }
 
 /// A moderation by `by` of `target` (ids on node `me`) as the command for `by`'s republisher
@@ -239,6 +292,65 @@ pub fn local_host_to_owner(
         as_participant: by.clone(),
         action: action(there),
     })
+}
+
+/// A removal by `by` of `target` (ids on node `me`) as the command for `by`'s republisher on
+/// the owner. Only the removal of a *relayed* participant (a republisher here) crosses: a
+/// site of this node is removed where it is connected, and its republishers leave with it.
+/// `None` as for [`local_host_to_owner`].
+pub fn local_removal_to_owner(
+    target: &ParticipantId,
+    by: Option<&ParticipantId>,
+    participants: &[ParticipantInfo],
+    owner: &str,
+    me: &str,
+) -> Option<RelayCommand> {
+    let t = participants.iter().find(|p| &p.id == target)?;
+    if is_own_site(t) {
+        return None;
+    }
+    local_host_to_owner(target, by, participants, owner, me, |identity| {
+        RelayAction::Remove { identity }
+    })
+}
+
+/// `by`, when it is a host of this node (not a relayed one, nor the operator path), as the
+/// command for its republisher on the owner to do `action` there.
+pub fn local_host_command(
+    by: Option<&ParticipantId>,
+    participants: &[ParticipantInfo],
+    action: RelayAction,
+) -> Option<RelayCommand> {
+    let by = by?;
+    let host = participants.iter().find(|p| &p.id == by)?;
+    (host.role == Role::Host && is_own_site(host)).then(|| RelayCommand {
+        as_participant: by.clone(),
+        action,
+    })
+}
+
+/// What this node's site's republisher on the owner was told (`identity`: its identity
+/// there), as an action on the site here: removed there, removed here; its presentation
+/// stopped by a host or operator there (`reason: stopped`), stopped here. `None`: anything else, or an identity
+/// that is not one of this node's sites.
+pub fn republisher_told_here(
+    msg: &ServerMessage,
+    identity: &str,
+    owner: &str,
+    me: &str,
+) -> Option<Apply> {
+    let here = map_identity(identity, owner, me).filter(|h| !h.starts_with(CASCADE_PREFIX));
+    match msg {
+        ServerMessage::Leave {
+            reason: LeaveReason::Removed,
+            ..
+        } => here.map(|identity| Apply::Remove { identity }),
+        ServerMessage::PresentationStopped {
+            reason: PresentationEnd::Stopped,
+            ..
+        } => here.map(|_| Apply::StopPresentation),
+        _ => None,
+    }
 }
 
 /// At most this many floors forwarded to the owner wait for its echo (a host without a
@@ -290,20 +402,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The inbound leg's control (source: the owner's room): chat, hands and the floor from the
-/// owner; private chats to republishers of the owner's participants here go to the owner.
-pub struct FollowOwnerRoom {
+/// What both legs' controls of one room share: the nodes, where [`Apply`] asks go, and the
+/// two legs' queues.
+pub struct LegShared {
     pub owner: String,
     pub me: String,
     pub apply: mpsc::UnboundedSender<Apply>,
-    /// This leg's queue (mirrored hands).
+    /// This leg's queue, as the leg reads it.
     pub queue: CommandQueue,
+    /// This leg's queue, to send on (e.g. mirrored hands).
     pub own: mpsc::UnboundedSender<RelayCommand>,
-    /// The outbound leg's (a private chat from a host here to a relayed participant).
+    /// The other leg's queue (a private chat crossing to the far node).
     pub other: mpsc::UnboundedSender<RelayCommand>,
-    pub mirrored: Mutex<Vec<ParticipantId>>,
-    /// Floors this node's hosts forwarded (shared with [`ForwardLocalRoom`]).
+    /// Floors this node's hosts forwarded (the same for both legs).
     pub echoes: Echoes,
+}
+
+/// The inbound leg's control (source: the owner's room): chat, hands and the floor from the
+/// owner; private chats to republishers of the owner's participants here go to the owner
+/// (`leg.other`: the outbound leg's queue).
+pub struct FollowOwnerRoom {
+    pub leg: LegShared,
+    pub mirrored: Mutex<Vec<ParticipantId>>,
+    /// The owner's room ended and this node was asked to end its own.
+    pub ended: AtomicBool,
 }
 
 impl RelayControl for FollowOwnerRoom {
@@ -314,10 +436,10 @@ impl RelayControl for FollowOwnerRoom {
     ) -> Option<RelayCommand> {
         match msg {
             ServerMessage::Chat(entry) => {
-                owner_chat_here(entry, participants, &self.owner, &self.me)
+                owner_chat_here(entry, participants, &self.leg.owner, &self.leg.me)
             }
             ServerMessage::Hands { hands } => {
-                let (owner, me) = (&self.owner, &self.me);
+                let (owner, me) = (&self.leg.owner, &self.leg.me);
                 // The owner's sites and other nodes' sites; ours raise their hands here.
                 let keep = |p: &ParticipantInfo| {
                     p.role != Role::Relay
@@ -325,21 +447,61 @@ impl RelayControl for FollowOwnerRoom {
                             .is_some_and(|m| m.starts_with(CASCADE_PREFIX))
                 };
                 let cmds = hands_to_mirror(hands, participants, keep, &mut lock(&self.mirrored));
-                send_all(&self.own, cmds);
+                send_all(&self.leg.own, cmds);
                 None
             }
-            ServerMessage::FloorGiven { participant_id, .. } => {
-                match owner_floor_here(participant_id, participants, &self.owner, &self.me) {
-                    Some(Apply::GiveFloor { identity, .. }) => {
-                        let echo = take_echo(&self.echoes, &identity);
-                        let _ = self.apply.send(Apply::GiveFloor { identity, echo });
+            ServerMessage::TrackMuted {
+                participant_id,
+                muted: false,
+                ..
+            } => {
+                if let Some(a) =
+                    owner_unmute_here(participant_id, participants, &self.leg.owner, &self.leg.me)
+                {
+                    let _ = self.leg.apply.send(a);
+                }
+                None
+            }
+            ServerMessage::FloorGiven { participant_id, by } => {
+                match owner_floor_here(
+                    participant_id,
+                    by.as_ref(),
+                    participants,
+                    &self.leg.owner,
+                    &self.leg.me,
+                ) {
+                    Some(Apply::GiveFloor {
+                        identity, by_name, ..
+                    }) => {
+                        let echo = take_echo(&self.leg.echoes, &identity);
+                        let _ = self.leg.apply.send(Apply::GiveFloor {
+                            identity,
+                            echo,
+                            by_name,
+                        });
                     }
                     Some(a) => {
-                        let _ = self.apply.send(a);
+                        let _ = self.leg.apply.send(a);
                     }
                     None => {
                         tracing::warn!(participant = %participant_id, "cascade: the owner gave the floor to nobody this node can map")
                     }
+                }
+                None
+            }
+            // The owner's room ended (everyone there leaves; this leg's subscriber last):
+            // end this node's too, once.
+            ServerMessage::ParticipantLeft {
+                reason: LeaveReason::RoomEnded,
+                ..
+            }
+            | ServerMessage::Leave {
+                reason: LeaveReason::RoomEnded,
+                ..
+            } => {
+                if !self.ended.swap(true, Ordering::Relaxed) {
+                    tracing::info!(owner = %self.leg.owner, "cascade: the owner's room ended; ending it here");
+                    let _ = self.leg.apply.send(Apply::EndRoom);
                 }
                 None
             }
@@ -348,7 +510,7 @@ impl RelayControl for FollowOwnerRoom {
     }
 
     fn commands(&self) -> Option<CommandQueue> {
-        Some(self.queue.clone())
+        Some(self.leg.queue.clone())
     }
 
     fn republisher_event(
@@ -358,26 +520,21 @@ impl RelayControl for FollowOwnerRoom {
         msg: &ServerMessage,
     ) {
         if let ServerMessage::Chat(entry) = msg {
-            if let Some(cmd) = private_chat_across(entry, me, &self.me, &self.owner) {
-                send_all(&self.other, vec![cmd]);
+            if let Some(cmd) = private_chat_across(entry, me, &self.leg.me, &self.leg.owner) {
+                send_all(&self.leg.other, vec![cmd]);
             }
         }
     }
 }
 
 /// The outbound leg's control (source: this node's room): this node's sites' chat and hands
-/// go to the owner; what the owner's host does to their republishers comes back here.
+/// go to the owner; what the owner's host does to their republishers comes back here
+/// (`leg.other`: the inbound leg's queue).
 pub struct ForwardLocalRoom {
-    pub owner: String,
-    pub me: String,
-    pub apply: mpsc::UnboundedSender<Apply>,
-    pub queue: CommandQueue,
-    pub own: mpsc::UnboundedSender<RelayCommand>,
-    /// The inbound leg's (a private chat from the owner's host to a site here).
-    pub other: mpsc::UnboundedSender<RelayCommand>,
+    pub leg: LegShared,
     pub forwarded: Mutex<Vec<ParticipantId>>,
-    /// Floors this node's hosts forwarded (shared with [`FollowOwnerRoom`]).
-    pub echoes: Echoes,
+    /// A host of this node ended the room and the owner was asked to end it.
+    pub ended: AtomicBool,
 }
 
 impl RelayControl for ForwardLocalRoom {
@@ -391,7 +548,7 @@ impl RelayControl for ForwardLocalRoom {
             ServerMessage::Hands { hands } => {
                 let cmds =
                     hands_to_mirror(hands, participants, is_own_site, &mut lock(&self.forwarded));
-                send_all(&self.own, cmds);
+                send_all(&self.leg.own, cmds);
                 None
             }
             // A host of this node gave the floor or (un)muted someone: its republisher on the
@@ -401,12 +558,12 @@ impl RelayControl for ForwardLocalRoom {
                     participant_id,
                     by.as_ref(),
                     participants,
-                    &self.owner,
-                    &self.me,
+                    &self.leg.owner,
+                    &self.leg.me,
                     |identity| RelayAction::GiveFloor { identity },
                 )?;
                 if let Some(p) = participants.iter().find(|p| &p.id == participant_id) {
-                    expect_echo(&self.echoes, p.identity.clone());
+                    expect_echo(&self.leg.echoes, p.identity.clone());
                 }
                 Some(cmd)
             }
@@ -419,19 +576,43 @@ impl RelayControl for ForwardLocalRoom {
                 participant_id,
                 by.as_ref(),
                 participants,
-                &self.owner,
-                &self.me,
+                &self.leg.owner,
+                &self.leg.me,
                 |identity| RelayAction::MuteAudio {
                     identity,
                     muted: *muted,
                 },
             ),
+            ServerMessage::ParticipantLeft {
+                participant_id,
+                reason: LeaveReason::Removed,
+                by,
+            } => local_removal_to_owner(
+                participant_id,
+                by.as_ref(),
+                participants,
+                &self.leg.owner,
+                &self.leg.me,
+            ),
+            // Everyone here leaves, each `participant_left` naming the host: once.
+            ServerMessage::ParticipantLeft {
+                reason: LeaveReason::RoomEnded,
+                by,
+                ..
+            } => {
+                let cmd = local_host_command(by.as_ref(), participants, RelayAction::EndRoom)?;
+                (!self.ended.swap(true, Ordering::Relaxed)).then_some(cmd)
+            }
+            ServerMessage::Presentation {
+                presentation: None,
+                by,
+            } => local_host_command(by.as_ref(), participants, RelayAction::StopPresentation),
             _ => None,
         }
     }
 
     fn commands(&self) -> Option<CommandQueue> {
-        Some(self.queue.clone())
+        Some(self.leg.queue.clone())
     }
 
     fn republisher_event(
@@ -442,14 +623,20 @@ impl RelayControl for ForwardLocalRoom {
     ) {
         match msg {
             ServerMessage::Chat(entry) => {
-                if let Some(cmd) = private_chat_across(entry, me, &self.owner, &self.me) {
-                    send_all(&self.other, vec![cmd]);
+                if let Some(cmd) = private_chat_across(entry, me, &self.leg.owner, &self.leg.me) {
+                    send_all(&self.leg.other, vec![cmd]);
+                }
+            }
+            ServerMessage::Leave { .. } | ServerMessage::PresentationStopped { .. } => {
+                if let Some(a) = republisher_told_here(msg, me.1, &self.leg.owner, &self.leg.me) {
+                    tracing::info!(identity = %me.1, action = ?a, "cascade: the owner acted on this node's site");
+                    let _ = self.leg.apply.send(a);
                 }
             }
             ServerMessage::ModeratorMute { muted } => {
-                match republisher_mute_here(me.1, *muted, &self.owner, &self.me) {
+                match republisher_mute_here(me.1, *muted, &self.leg.owner, &self.leg.me) {
                     Some(a) => {
-                        let _ = self.apply.send(a);
+                        let _ = self.leg.apply.send(a);
                     }
                     None => {
                         tracing::warn!(identity = %me.1, "cascade: a moderator mute for no site of this node")
@@ -490,6 +677,37 @@ impl RelayControl for BothControls {
     }
 }
 
+/// The two legs' controls of one room between node `me` and the room's `owner`: fresh
+/// queues, one shared [`Echoes`], both asking `apply`.
+pub fn leg_controls(
+    owner: &str,
+    me: &str,
+    apply: mpsc::UnboundedSender<Apply>,
+) -> (FollowOwnerRoom, ForwardLocalRoom) {
+    let (inbound, outbound) = (LegQueue::new(), LegQueue::new());
+    let echoes = Echoes::default();
+    let shared = |queue: &LegQueue, other: &LegQueue| LegShared {
+        owner: owner.to_owned(),
+        me: me.to_owned(),
+        apply: apply.clone(),
+        queue: queue.rx.clone(),
+        own: queue.tx.clone(),
+        other: other.tx.clone(),
+        echoes: echoes.clone(),
+    };
+    let follow = FollowOwnerRoom {
+        leg: shared(&inbound, &outbound),
+        mirrored: Mutex::new(Vec::new()),
+        ended: AtomicBool::new(false),
+    };
+    let forward = ForwardLocalRoom {
+        leg: shared(&outbound, &inbound),
+        forwarded: Mutex::new(Vec::new()),
+        ended: AtomicBool::new(false),
+    };
+    (follow, forward)
+}
+
 /// The controls of one room's two legs: the spotlight's (`spotlight`: inbound, outbound)
 /// joined with this module's, whose [`Apply`] asks run on `sfu` until `stop`.
 pub fn controls(
@@ -504,28 +722,7 @@ pub fn controls(
     if let Some(sfu) = sfu {
         tokio::spawn(apply_moderation(sfu, room.to_owned(), asks, stop.clone()));
     }
-    let (inbound, outbound) = (LegQueue::new(), LegQueue::new());
-    let echoes = Echoes::default();
-    let follow = FollowOwnerRoom {
-        owner: owner.to_owned(),
-        me: me.to_owned(),
-        apply: apply.clone(),
-        queue: inbound.rx,
-        own: inbound.tx.clone(),
-        other: outbound.tx.clone(),
-        mirrored: Mutex::new(Vec::new()),
-        echoes: echoes.clone(),
-    };
-    let forward = ForwardLocalRoom {
-        owner: owner.to_owned(),
-        me: me.to_owned(),
-        apply,
-        queue: outbound.rx,
-        own: outbound.tx,
-        other: inbound.tx,
-        forwarded: Mutex::new(Vec::new()),
-        echoes,
-    };
+    let (follow, forward) = leg_controls(owner, me, apply);
     (
         Arc::new(BothControls(spotlight.0, Arc::new(follow))),
         Arc::new(BothControls(spotlight.1, Arc::new(forward))),
@@ -558,20 +755,24 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
             return;
         }
     };
-    let identity = match &ask {
-        Apply::GiveFloor { identity, .. } | Apply::MuteAudio { identity, .. } => identity,
-    };
-    let Some(pid) = snap
-        .participants
-        .iter()
-        .find(|p| &p.identity == identity)
-        .map(|p| p.id.clone())
-    else {
-        tracing::warn!(%room, %identity, "cascade: moderation for a participant not in this node's room");
-        return;
+    let find = |identity: &str| {
+        let pid = snap
+            .participants
+            .iter()
+            .find(|p| p.identity == identity)
+            .map(|p| p.id.clone());
+        if pid.is_none() {
+            tracing::warn!(%room, %identity, "cascade: moderation for a participant not in this node's room");
+        }
+        pid
     };
     let m = match ask {
-        Apply::GiveFloor { echo, .. } => {
+        Apply::GiveFloor {
+            identity,
+            echo,
+            by_name,
+        } => {
+            let Some(pid) = find(&identity) else { return };
             let holds = snap.spotlight.as_ref() == Some(&pid)
                 && !snap.moderator_muted.contains(&pid)
                 && !snap.hands.iter().any(|h| h.participant_id == pid);
@@ -579,9 +780,13 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
                 tracing::debug!(%room, %identity, "cascade: the owner's echo of this node's floor; already so");
                 return;
             }
-            Moderation::GiveFloor { participant: pid }
+            Moderation::GiveFloor {
+                participant: pid,
+                by_name,
+            }
         }
-        Apply::MuteAudio { muted, .. } => {
+        Apply::MuteAudio { identity, muted } => {
+            let Some(pid) = find(&identity) else { return };
             if snap.moderator_muted.contains(&pid) == muted {
                 return; // already so (e.g. the floor was given just before)
             }
@@ -590,8 +795,19 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
                 muted,
             }
         }
+        Apply::Remove { identity } => {
+            let Some(pid) = find(&identity) else { return };
+            Moderation::Remove { participant: pid }
+        }
+        Apply::EndRoom => Moderation::EndRoom,
+        Apply::StopPresentation => {
+            if snap.presentation.is_none() {
+                return; // already stopped here (the host here stopped it first)
+            }
+            Moderation::StopPresentation
+        }
     };
-    tracing::info!(%room, %identity, action = ?m, "cascade: the owner's moderation applied here");
+    tracing::info!(%room, action = ?m, "cascade: the owner's moderation applied here");
     if let Err(e) = sfu.moderate(room, m).await {
         tracing::warn!(%room, error = %e, "cascade: moderation not applied");
     }
@@ -601,21 +817,8 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::cascade_room::test_people::{p, pid};
     use rakor_proto::ChatSender;
-
-    fn p(id: &str, identity: &str, role: Role) -> ParticipantInfo {
-        ParticipantInfo {
-            id: ParticipantId(id.into()),
-            identity: identity.into(),
-            name: identity.into(),
-            role,
-            tracks: Vec::new(),
-        }
-    }
-
-    fn pid(s: &str) -> ParticipantId {
-        ParticipantId(s.into())
-    }
 
     fn chat(from: &str, to: Option<&str>) -> ChatEntry {
         ChatEntry {
@@ -766,21 +969,29 @@ mod tests {
     fn the_owners_floor_and_a_remote_mute_map_to_this_node() {
         let owner = owner_room();
         assert_eq!(
-            owner_floor_here(&pid("PA_solo"), &owner, "a", "c"),
+            owner_floor_here(&pid("PA_solo"), None, &owner, "a", "c"),
             Some(Apply::GiveFloor {
                 identity: "kota-solo".into(),
-                echo: false
+                echo: false,
+                by_name: None
             })
         );
         assert_eq!(
-            owner_floor_here(&pid("PA_kendal"), &owner, "a", "c"),
+            owner_floor_here(&pid("PA_kendal"), Some(&pid("PA_gub")), &owner, "a", "c"),
             Some(Apply::GiveFloor {
                 identity: "cascade/b/kab-kendal".into(),
-                echo: false
+                echo: false,
+                by_name: Some("gubernur".into())
             })
         );
-        assert_eq!(owner_floor_here(&pid("PA_forged"), &owner, "a", "c"), None);
-        assert_eq!(owner_floor_here(&pid("PA_relay_b"), &owner, "a", "c"), None);
+        assert_eq!(
+            owner_floor_here(&pid("PA_forged"), None, &owner, "a", "c"),
+            None
+        );
+        assert_eq!(
+            owner_floor_here(&pid("PA_relay_b"), None, &owner, "a", "c"),
+            None
+        );
         assert_eq!(
             republisher_mute_here("cascade/c/kota-solo", true, "a", "c"),
             Some(Apply::MuteAudio {
@@ -798,36 +1009,14 @@ mod tests {
     #[test]
     fn the_controls_queue_hands_and_floor_and_cross_private_chats() {
         let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
-        let inbound = LegQueue::new();
-        let outbound = LegQueue::new();
-        let echoes = Echoes::default();
-        let follow = FollowOwnerRoom {
-            owner: "a".into(),
-            me: "c".into(),
-            apply: apply_tx.clone(),
-            queue: inbound.rx.clone(),
-            own: inbound.tx.clone(),
-            other: outbound.tx.clone(),
-            mirrored: Mutex::new(Vec::new()),
-            echoes: echoes.clone(),
-        };
-        let forward = ForwardLocalRoom {
-            owner: "a".into(),
-            me: "c".into(),
-            apply: apply_tx,
-            queue: outbound.rx.clone(),
-            own: outbound.tx.clone(),
-            other: inbound.tx.clone(),
-            forwarded: Mutex::new(Vec::new()),
-            echoes: echoes.clone(),
-        };
+        let (follow, forward) = leg_controls("a", "c", apply_tx);
         let owner = owner_room();
         // The owner's queue: B's site, then C's own site (its hand is up here already).
         let hands = ServerMessage::Hands {
             hands: vec![hand("PA_kendal"), hand("PA_solo")],
         };
         assert_eq!(follow.source_event(&hands, &owner), None);
-        let mut q = inbound.rx.try_lock().unwrap();
+        let mut q = follow.leg.queue.try_lock().unwrap();
         assert_eq!(
             q.try_recv().ok(),
             Some(RelayCommand {
@@ -845,7 +1034,8 @@ mod tests {
             apply_rx.try_recv().ok(),
             Some(Apply::GiveFloor {
                 identity: "kota-solo".into(),
-                echo: false
+                echo: false,
+                by_name: Some("gubernur".into())
             })
         );
         // The governor's private message to C's site reaches C's republisher on A.
@@ -940,28 +1130,7 @@ mod tests {
     #[test]
     fn the_outbound_leg_forwards_a_local_floor_and_mute_and_expects_the_echo_once() {
         let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
-        let (inbound, outbound) = (LegQueue::new(), LegQueue::new());
-        let echoes = Echoes::default();
-        let follow = FollowOwnerRoom {
-            owner: "a".into(),
-            me: "b".into(),
-            apply: apply_tx.clone(),
-            queue: inbound.rx.clone(),
-            own: inbound.tx.clone(),
-            other: outbound.tx.clone(),
-            mirrored: Mutex::new(Vec::new()),
-            echoes: echoes.clone(),
-        };
-        let forward = ForwardLocalRoom {
-            owner: "a".into(),
-            me: "b".into(),
-            apply: apply_tx,
-            queue: outbound.rx.clone(),
-            own: outbound.tx.clone(),
-            other: inbound.tx.clone(),
-            forwarded: Mutex::new(Vec::new()),
-            echoes,
-        };
+        let (follow, forward) = leg_controls("a", "b", apply_tx);
         let b = b_room();
         let given = |by: Option<&str>| ServerMessage::FloorGiven {
             participant_id: pid("PB_solo"),
@@ -989,7 +1158,8 @@ mod tests {
             apply_rx.try_recv().ok(),
             Some(Apply::GiveFloor {
                 identity: "cascade/c/kota-solo".into(),
-                echo: true
+                echo: true,
+                by_name: None
             })
         );
         follow.source_event(&echo, &owner);
@@ -997,7 +1167,8 @@ mod tests {
             apply_rx.try_recv().ok(),
             Some(Apply::GiveFloor {
                 identity: "cascade/c/kota-solo".into(),
-                echo: false
+                echo: false,
+                by_name: None
             })
         );
         // The host's mute and unmute; a site's own mute (no `by`) and the operator's: nothing.
@@ -1021,5 +1192,195 @@ mod tests {
         }
         assert_eq!(forward.source_event(&muted(true, None), &b), None);
         assert_eq!(forward.source_event(&muted(true, Some("PB_gub")), &b), None);
+    }
+
+    #[test]
+    fn a_local_hosts_removal_end_and_stop_go_to_the_owner() {
+        let b = b_room();
+        let remove = |t: &str, by: Option<&str>| {
+            local_removal_to_owner(&pid(t), by.map(pid).as_ref(), &b, "a", "b")
+        };
+        let remove_there = |identity: &str| {
+            Some(RelayCommand {
+                as_participant: pid("PB_bupati"),
+                action: RelayAction::Remove {
+                    identity: identity.into(),
+                },
+            })
+        };
+        // Relayed sites: removed where they are connected (C's through its republisher on A).
+        assert_eq!(
+            remove("PB_solo", Some("PB_bupati")),
+            remove_there("cascade/c/kota-solo")
+        );
+        assert_eq!(
+            remove("PB_sem", Some("PB_bupati")),
+            remove_there("kab-semarang")
+        );
+        // B's own site is removed here already; not by a host of B; the relay; nobody.
+        assert_eq!(remove("PB_kendal", Some("PB_bupati")), None);
+        assert_eq!(remove("PB_solo", None), None);
+        assert_eq!(remove("PB_solo", Some("PB_gub")), None);
+        assert_eq!(remove("PB_solo", Some("PB_kendal")), None);
+        assert_eq!(remove("PB_relay", Some("PB_bupati")), None);
+        assert_eq!(remove("PB_forged", Some("PB_bupati")), None);
+
+        let (apply_tx, _apply_rx) = mpsc::unbounded_channel();
+        let (_follow, forward) = leg_controls("a", "b", apply_tx);
+        let left = |id: &str, reason, by: Option<&str>| ServerMessage::ParticipantLeft {
+            participant_id: pid(id),
+            reason,
+            by: by.map(pid),
+        };
+        assert_eq!(
+            forward.source_event(
+                &left("PB_solo", LeaveReason::Removed, Some("PB_bupati")),
+                &b
+            ),
+            remove_there("cascade/c/kota-solo")
+        );
+        assert_eq!(
+            forward.source_event(&left("PB_solo", LeaveReason::Disconnected, None), &b),
+            None
+        );
+        // The room ended here: every `participant_left` names the host; the owner is asked
+        // once. The owner's end applied here (no `by`) is not sent back.
+        let ended = |id: &str, by: Option<&str>| left(id, LeaveReason::RoomEnded, by);
+        assert_eq!(forward.source_event(&ended("PB_kendal", None), &b), None);
+        assert_eq!(
+            forward.source_event(&ended("PB_kendal", Some("PB_gub")), &b),
+            None
+        );
+        assert_eq!(
+            forward.source_event(&ended("PB_kendal", Some("PB_bupati")), &b),
+            Some(RelayCommand {
+                as_participant: pid("PB_bupati"),
+                action: RelayAction::EndRoom
+            })
+        );
+        assert_eq!(
+            forward.source_event(&ended("PB_bupati", Some("PB_bupati")), &b),
+            None
+        );
+        // A host here stopped the presentation: stopped at the owner too.
+        let stopped = |by: Option<&str>| ServerMessage::Presentation {
+            presentation: None,
+            by: by.map(pid),
+        };
+        assert_eq!(
+            forward.source_event(&stopped(Some("PB_bupati")), &b),
+            Some(RelayCommand {
+                as_participant: pid("PB_bupati"),
+                action: RelayAction::StopPresentation
+            })
+        );
+        assert_eq!(forward.source_event(&stopped(None), &b), None);
+        assert_eq!(forward.source_event(&stopped(Some("PB_sem")), &b), None);
+    }
+
+    #[test]
+    fn the_owners_end_removal_and_stop_apply_here() {
+        let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
+        let (follow, forward) = leg_controls("a", "c", apply_tx);
+        let owner = owner_room();
+        let ended = ServerMessage::ParticipantLeft {
+            participant_id: pid("PA_sem"),
+            reason: LeaveReason::RoomEnded,
+            by: Some(pid("PA_gub")),
+        };
+        assert_eq!(follow.source_event(&ended, &owner), None);
+        assert_eq!(apply_rx.try_recv().ok(), Some(Apply::EndRoom));
+        let own_leave = ServerMessage::Leave {
+            reason: LeaveReason::RoomEnded,
+            resumable: false,
+        };
+        follow.source_event(&own_leave, &owner);
+        assert!(apply_rx.try_recv().is_err(), "ended once");
+
+        let removed = ServerMessage::Leave {
+            reason: LeaveReason::Removed,
+            resumable: false,
+        };
+        let told = |m: &ServerMessage, identity: &str| republisher_told_here(m, identity, "a", "c");
+        assert_eq!(
+            told(&removed, "cascade/c/kota-solo"),
+            Some(Apply::Remove {
+                identity: "kota-solo".into()
+            })
+        );
+        assert_eq!(told(&removed, "cascade/b/kab-kendal"), None);
+        assert_eq!(told(&removed, "cascade/c"), None);
+        assert_eq!(told(&own_leave, "cascade/c/kota-solo"), None);
+        let stop = |reason| ServerMessage::PresentationStopped {
+            track_id: rakor_proto::TrackId("TR_s".into()),
+            reason,
+            by: None,
+        };
+        assert_eq!(
+            told(&stop(PresentationEnd::Stopped), "cascade/c/kota-solo"),
+            Some(Apply::StopPresentation)
+        );
+        assert_eq!(
+            told(&stop(PresentationEnd::Unpublished), "cascade/c/kota-solo"),
+            None
+        );
+        // Through the outbound leg's control: the site's republisher on A was removed.
+        forward.republisher_event(
+            &pid("PC_solo"),
+            (&pid("PA_solo"), "cascade/c/kota-solo"),
+            &removed,
+        );
+        assert_eq!(
+            apply_rx.try_recv().ok(),
+            Some(Apply::Remove {
+                identity: "kota-solo".into()
+            })
+        );
+    }
+
+    #[test]
+    fn the_owners_unmute_lifts_a_republishers_mute_here() {
+        let owner = owner_room();
+        let unmute = |id: &str| owner_unmute_here(&pid(id), &owner, "a", "c");
+        // A's own site and B's site: their republishers here.
+        assert_eq!(
+            unmute("PA_sem"),
+            Some(Apply::MuteAudio {
+                identity: "cascade/a/kab-semarang".into(),
+                muted: false
+            })
+        );
+        assert_eq!(
+            unmute("PA_kendal"),
+            Some(Apply::MuteAudio {
+                identity: "cascade/b/kab-kendal".into(),
+                muted: false
+            })
+        );
+        // C's own site (its republisher's `moderator_mute` does it), the relay, nobody.
+        assert_eq!(unmute("PA_solo"), None);
+        assert_eq!(unmute("PA_relay_b"), None);
+        assert_eq!(unmute("PA_forged"), None);
+        let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
+        let (follow, _forward) = leg_controls("a", "c", apply_tx);
+        let muted = |m: bool| ServerMessage::TrackMuted {
+            participant_id: pid("PA_sem"),
+            track_id: rakor_proto::TrackId("TR_1".into()),
+            muted: m,
+            by: Some(pid("PA_gub")),
+        };
+        follow.source_event(&muted(true), &owner);
+        assert!(
+            apply_rx.try_recv().is_err(),
+            "a mute is enforced at the site's node"
+        );
+        follow.source_event(&muted(false), &owner);
+        assert_eq!(
+            apply_rx.try_recv().ok(),
+            Some(Apply::MuteAudio {
+                identity: "cascade/a/kab-semarang".into(),
+                muted: false
+            })
+        );
     }
 }

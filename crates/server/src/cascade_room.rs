@@ -281,12 +281,13 @@ async fn apply_once(sfu: &SfuHandle, room: &str, want: Option<&str>) -> bool {
     true
 }
 
+/// Participants for the cascade modules' unit tests (this one's and `cascade_moderation`'s).
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::*;
+pub(crate) mod test_people {
+    use rakor_proto::{ParticipantId, ParticipantInfo, Role};
 
-    fn p(id: &str, identity: &str, role: Role) -> ParticipantInfo {
+    /// A participant `id` with `identity` (also its name) and `role`, publishing nothing.
+    pub(crate) fn p(id: &str, identity: &str, role: Role) -> ParticipantInfo {
         ParticipantInfo {
             id: ParticipantId(id.into()),
             identity: identity.into(),
@@ -296,9 +297,16 @@ mod tests {
         }
     }
 
-    fn pid(s: &str) -> ParticipantId {
+    pub(crate) fn pid(s: &str) -> ParticipantId {
         ParticipantId(s.into())
     }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::test_people::{p, pid};
+    use super::*;
 
     #[test]
     fn identities_map_between_nodes() {

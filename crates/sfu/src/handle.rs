@@ -48,7 +48,12 @@ pub enum Moderation {
     /// End the meeting: everyone gets `leave {reason: "room_ended"}`.
     EndRoom,
     /// Give the floor: lift the participant's moderator mute, spotlight it, lower its hand.
-    GiveFloor { participant: ParticipantId },
+    /// `by_name`: who gave it, for the record (`None`: "operator"; a cascade node names the
+    /// host of the owner's `floor_given`).
+    GiveFloor {
+        participant: ParticipantId,
+        by_name: Option<String>,
+    },
     /// Stop the room's presentation (the presenter gets `presentation_stopped`); none →
     /// [`crate::SfuError::NoPresentation`].
     StopPresentation,

@@ -389,6 +389,7 @@ pub async fn give_floor(
             &r.room,
             Moderation::GiveFloor {
                 participant: ParticipantId(pid.clone()),
+                by_name: None,
             },
         )
         .await

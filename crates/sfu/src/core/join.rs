@@ -250,6 +250,19 @@ impl Core {
         notify_self: bool,
         now: Instant,
     ) {
+        self.remove_participant_by(pid, reason, notify_self, None, now);
+    }
+
+    /// [`Core::remove_participant`]; `by`: the host whose `moderate` removed it or ended the
+    /// room (`participant_left.by`, so a cascade node forwards its own host's to the owner).
+    pub(crate) fn remove_participant_by(
+        &mut self,
+        pid: &ParticipantId,
+        reason: LeaveReason,
+        notify_self: bool,
+        by: Option<&ParticipantId>,
+        now: Instant,
+    ) {
         let Some(p) = self.participants.get(pid) else {
             return;
         };
@@ -310,6 +323,7 @@ impl Core {
                 &ServerMessage::ParticipantLeft {
                     participant_id: pid.clone(),
                     reason,
+                    by: by.cloned(),
                 },
             );
         }

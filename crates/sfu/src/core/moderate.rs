@@ -18,7 +18,7 @@ impl Core {
         room: &str,
         action: Moderation,
     ) -> Result<(), SfuError> {
-        let r = self.apply_moderation(room, action, now);
+        let r = self.apply_moderation(room, action, None, now);
         self.renegotiate_pending(now);
         self.service_dirty(now);
         r
@@ -91,14 +91,16 @@ impl Core {
             }
         };
 
-        self.apply_moderation(&room, m, now)
+        self.apply_moderation(&room, m, Some(pid), now)
             .map_err(|e| Reject::new(e.code(), e.to_string()))
     }
 
+    /// `by`: the host who asked (`None`: an operator, through the API or a cascade leg).
     fn apply_moderation(
         &mut self,
         room: &str,
         action: Moderation,
+        by: Option<&ParticipantId>,
         now: Instant,
     ) -> Result<(), SfuError> {
         let members = self
@@ -120,7 +122,7 @@ impl Core {
             }
             Moderation::Remove { participant } => {
                 check(&participant)?;
-                self.remove_participant(&participant, LeaveReason::Removed, true, now);
+                self.remove_participant_by(&participant, LeaveReason::Removed, true, by, now);
             }
             Moderation::Spotlight { participant } => {
                 if let Some(p) = &participant {
@@ -145,15 +147,25 @@ impl Core {
             }
             Moderation::EndRoom => {
                 tracing::info!(room, "room ended by a moderator");
-                for p in members {
-                    self.remove_participant(&p, LeaveReason::RoomEnded, true, now);
+                // Relay participants (a cascade's) last: a relay subscriber sees everyone
+                // leave, and who ended the room (`by`), before its own `leave`.
+                let relay = |c: &Self, p: &ParticipantId| {
+                    c.participants.get(p).is_some_and(|x| x.role == Role::Relay)
+                };
+                let (relays, others): (Vec<_>, Vec<_>) =
+                    members.into_iter().partition(|p| relay(self, p));
+                for p in others.into_iter().chain(relays) {
+                    self.remove_participant_by(&p, LeaveReason::RoomEnded, true, by, now);
                 }
                 self.end_parked_room(room);
                 self.forget_chat(room);
             }
-            Moderation::GiveFloor { participant } => {
+            Moderation::GiveFloor {
+                participant,
+                by_name,
+            } => {
                 check(&participant)?;
-                self.give_floor(room, &participant, None, None, now)?;
+                self.give_floor(room, &participant, None, by_name, now)?;
             }
         }
         Ok(())

@@ -358,12 +358,14 @@ fn hands_in_order_and_the_host_gives_the_floor_unmuting_and_spotlighting_the_sit
     // The operator gives the floor to the other site (its hand goes down too).
     rig.moderate(Moderation::GiveFloor {
         participant: other_id.clone(),
+        by_name: None,
     })
     .unwrap();
     assert_eq!(hands_of(&rig, host), Some(vec![]));
     assert!(matches!(
         rig.moderate(Moderation::GiveFloor {
-            participant: ParticipantId("PA_nobody".into())
+            participant: ParticipantId("PA_nobody".into()),
+            by_name: None,
         }),
         Err(SfuError::UnknownParticipant(_))
     ));

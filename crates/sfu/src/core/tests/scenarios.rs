@@ -153,7 +153,7 @@ fn join_publish_subscribe_and_leave() {
     rig.send(site, ClientMessage::Leave {});
     let site_id = rig.sites[site].id.clone();
     assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::TrackUnpublished { participant_id, .. } if *participant_id == site_id)));
-    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::ClientRequest } if *participant_id == site_id)));
+    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::ClientRequest, .. } if *participant_id == site_id)));
     assert!(rig.room_events().iter().any(|e| matches!(e, RoomEvent::Left { identity, reason: LeaveReason::ClientRequest, .. } if identity == "dishub")));
     assert!(rig.sites[site].closed, "the site's signalling is released");
     assert_eq!(rig.core.room_info(ROOM).unwrap().participants.len(), 1);
@@ -174,7 +174,7 @@ fn the_same_identity_joining_twice_replaces_the_older_session() {
     )));
     assert!(rig.sites[first].closed);
     let old = rig.sites[first].id.clone();
-    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Replaced } if *participant_id == old)));
+    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Replaced, .. } if *participant_id == old)));
     let info = rig.core.room_info(ROOM).unwrap();
     assert_eq!(info.participants.len(), 2);
     assert!(info
@@ -230,7 +230,7 @@ fn after_the_grace_window_the_site_is_gone_and_a_resume_is_a_new_session() {
     let id = rig.sites[site].id.clone();
     rig.drop_signalling(site);
     rig.run_for(Duration::from_secs(31));
-    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Disconnected } if *participant_id == id)));
+    assert!(rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Disconnected, .. } if *participant_id == id)));
     let r = rig.rejoin(site, Some(false)).unwrap();
     assert_ne!(r, id, "a new participant");
     assert!(rig.sites[site].got(|m| matches!(m, ServerMessage::Joined { resumed: false, .. })));
@@ -266,7 +266,7 @@ fn media_keeps_a_site_whose_consent_checks_are_lost_in_the_room() {
     rig.cut_media(site, true);
     rig.run_for(rig.core.cfg.dead_peer_timeout);
     assert!(
-        rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::MediaFailed } if *participant_id == id)),
+        rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::MediaFailed, .. } if *participant_id == id)),
         "a silent site goes within the dead-peer timeout"
     );
 }
@@ -278,7 +278,7 @@ fn a_media_failure_parks_the_site_and_a_resume_brings_it_back_under_the_same_id(
     rig.cut_media(site, true);
     rig.run_for(Duration::from_secs(10));
     assert!(
-        rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::MediaFailed } if *participant_id == id)),
+        rig.sites[host].got(|m| matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::MediaFailed, .. } if *participant_id == id)),
         "the room sees a dead site go within the dead-peer timeout"
     );
     assert!(rig.sites[site].got(|m| matches!(
