@@ -334,6 +334,10 @@ pub struct MediaConfig {
     pub keyframe_request_interval: Duration,
     /// Send/receive buffer asked of the kernel for the media socket.
     pub socket_buffer_bytes: usize,
+    /// Nice value each media worker thread asks for (-20..=19; 0 = the process's own). A
+    /// lower value gives the media threads a larger CPU share than the signalling runtime and
+    /// anything else on the host (builds, backups) when the cores are busy.
+    pub thread_nice: i32,
     /// Audio of at most this many sites (besides the hosts) is forwarded at once: the loudest.
     pub loudest_speakers: usize,
     /// Video on demand (`join.video_on_demand`): how many videos one client may have asked
@@ -361,6 +365,7 @@ impl Default for MediaConfig {
             advertise_ips: Vec::new(),
             keyframe_request_interval: Duration::from_millis(500),
             socket_buffer_bytes: 4 * 1024 * 1024,
+            thread_nice: -10,
             loudest_speakers: 3,
             max_videos_on_demand: rakor_proto::VIDEO_ON_DEMAND_MAX,
             bandwidth_estimation: true,
@@ -493,6 +498,7 @@ impl Config {
             advertise_ips: self.media.advertise_ips.clone(),
             keyframe_request_interval: self.media.keyframe_request_interval,
             socket_buffer_bytes: self.media.socket_buffer_bytes,
+            thread_nice: self.media.thread_nice,
             max_participants_per_room: self.limits.max_participants_per_room,
             max_tracks_per_participant: self.limits.max_tracks_per_participant,
             max_rooms: self.limits.max_rooms,

@@ -15,6 +15,9 @@ pub struct SfuConfig {
     pub keyframe_request_interval: Duration,
     /// Socket send and receive buffer size asked for (the kernel caps it at net.core.*mem_max).
     pub socket_buffer_bytes: usize,
+    /// Nice value the media worker threads ask for at start (0: leave as is); see
+    /// [`crate::sockopt::set_thread_nice`].
+    pub thread_nice: i32,
     /// Most participants in one room.
     pub max_participants_per_room: usize,
     /// Most published tracks per participant.
@@ -89,6 +92,7 @@ impl Default for SfuConfig {
             advertise_ips: Vec::new(),
             keyframe_request_interval: Duration::from_millis(500),
             socket_buffer_bytes: 4 << 20,
+            thread_nice: 0,
             max_participants_per_room: 100,
             max_tracks_per_participant: 4,
             max_rooms: 100,

@@ -33,6 +33,7 @@ pub mod liveness;
 pub mod metrics;
 mod mmsg;
 mod nack;
+pub mod priority;
 pub mod record;
 pub mod router;
 pub mod sdp;

@@ -106,6 +106,7 @@ pub(crate) fn spawn(
         None => None,
     };
     let now = Instant::now();
+    let thread_nice = config.thread_nice;
     let mut core = Core::new(config, local_addr, room_events, now, SystemTime::now());
     let recorder_thread = match recorder {
         Some((tap, thread)) => {
@@ -143,6 +144,15 @@ pub(crate) fn spawn(
             let mut shell = shell;
             let span = tracing::info_span!("media_worker", worker = index, addr = %local_addr);
             let _g = span.enter();
+            match crate::priority::set_thread_nice(thread_nice) {
+                Ok(true) => tracing::info!(nice = thread_nice, "media worker thread priority set"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    nice = thread_nice,
+                    "media worker runs at the process's priority: media.thread_nice not applied \
+                     ({e}; lowering it needs CAP_SYS_NICE or RLIMIT_NICE, see docs/operations.md)"
+                ),
+            }
             tracing::info!("media worker started");
             shell.run();
             // Closing the hand-off lets the recorder finish its files and manifests.

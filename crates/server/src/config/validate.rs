@@ -142,6 +142,9 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
     if !(1..=64).contains(&c.media.loudest_speakers) {
         return Err(("media.loudest_speakers", "must be between 1 and 64".into()));
     }
+    if !(-20..=19).contains(&c.media.thread_nice) {
+        return Err(("media.thread_nice", "must be between -20 and 19".into()));
+    }
     if !(4096..=1 << 30).contains(&c.media.socket_buffer_bytes) {
         return Err((
             "media.socket_buffer_bytes",

@@ -314,7 +314,7 @@ impl Core {
         let due: Vec<ParticipantId> = self
             .participants
             .values()
-            .filter(|p| p.offer.due() && p.sub_conn.is_some())
+            .filter(|p| p.offer.due(now) && p.sub_conn.is_some())
             .map(|p| p.id.clone())
             .collect();
         for pid in due {
@@ -454,7 +454,8 @@ impl Core {
             }
         }
         if let Some(p) = self.participants.get_mut(pid) {
-            p.offer.answered();
+            let legs = p.legs.len();
+            p.offer.answered(now, legs);
             for l in &mut p.legs {
                 if l.negotiation == LegNegotiation::Offered {
                     l.negotiation = LegNegotiation::Negotiated;

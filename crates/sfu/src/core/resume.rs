@@ -188,7 +188,7 @@ impl Core {
         p.suspended_until = None;
         // A subscriber offer sent to the old connection may be lost: offer again.
         if p.offer.outstanding() && !media_reset {
-            p.offer = OfferState::Needed;
+            p.offer = OfferState::NEEDED_NOW;
             for l in &mut p.legs {
                 l.negotiation.offer_lost();
             }

@@ -175,35 +175,64 @@ pub(crate) enum OfferState {
     /// Nothing to (re)negotiate.
     #[default]
     Stable,
-    /// The set of legs changed: an offer is due.
-    Needed,
+    /// Nothing to (re)negotiate; an answer came recently, so a change before `until` is
+    /// offered at `until` (see [`RENEGOTIATION_GAP_PER_LEG`]).
+    Settling { until: Instant },
+    /// The set of legs changed: an offer is due, not before `not_before` (set when it follows
+    /// an answer at once, see [`OfferState::answered`]).
+    Needed { not_before: Option<Instant> },
     /// An offer waits for the answer; `again`: the legs changed since, another offer follows.
     Sent { again: bool },
 }
 
+/// After an answer, the next subscriber offer waits this long per leg on the connection, at
+/// most [`RENEGOTIATION_GAP_MAX`]: while sites join one after the other, every subscriber
+/// would otherwise renegotiate its whole connection once per join, and each offer/answer
+/// costs the media thread time in proportion to its legs (120 m-lines for a site of a
+/// sixty-site rakor; issue 16). Changes made meanwhile go into the one next offer. A
+/// subscriber whose last answer is older than its gap is offered at once. The gap ends on
+/// the core's 100 ms tick, which calls `renegotiate_pending`.
+pub(crate) const RENEGOTIATION_GAP_PER_LEG: Duration = Duration::from_millis(8);
+pub(crate) const RENEGOTIATION_GAP_MAX: Duration = Duration::from_millis(1000);
+
 impl OfferState {
-    /// The legs changed: offer now, or after the outstanding answer.
+    pub const NEEDED_NOW: OfferState = OfferState::Needed { not_before: None };
+
+    /// The legs changed: offer now, or after the outstanding answer (and its gap).
     pub fn legs_changed(&mut self) {
         *self = match *self {
             OfferState::Sent { .. } => OfferState::Sent { again: true },
-            _ => OfferState::Needed,
+            OfferState::Needed { not_before } => OfferState::Needed { not_before },
+            OfferState::Stable => OfferState::NEEDED_NOW,
+            OfferState::Settling { until } => OfferState::Needed {
+                not_before: Some(until),
+            },
         };
     }
 
-    /// An offer may be sent now.
-    pub fn due(self) -> bool {
-        self == OfferState::Needed
+    /// An offer may be sent at `now`.
+    pub fn due(self, now: Instant) -> bool {
+        match self {
+            OfferState::Needed { not_before } => not_before.is_none_or(|t| now >= t),
+            _ => false,
+        }
     }
 
     pub fn outstanding(self) -> bool {
         matches!(self, OfferState::Sent { .. })
     }
 
-    /// The answer came: stable, or the next offer is due.
-    pub fn answered(&mut self) {
+    /// The answer came at `now` to an offer of `legs` legs: the next offer (for the changes
+    /// made meanwhile, or later ones) waits the gap.
+    pub fn answered(&mut self, now: Instant, legs: usize) {
+        let per_leg =
+            RENEGOTIATION_GAP_PER_LEG.saturating_mul(u32::try_from(legs).unwrap_or(u32::MAX));
+        let until = now + per_leg.min(RENEGOTIATION_GAP_MAX);
         *self = match *self {
-            OfferState::Sent { again: true } => OfferState::Needed,
-            _ => OfferState::Stable,
+            OfferState::Sent { again: true } => OfferState::Needed {
+                not_before: Some(until),
+            },
+            _ => OfferState::Settling { until },
         };
     }
 }
@@ -298,18 +327,45 @@ mod tests {
 
     #[test]
     fn one_offer_outstanding_and_changes_wait_for_the_answer() {
+        let t0 = Instant::now();
         let mut s = OfferState::default();
-        assert!(!s.due());
+        assert!(!s.due(t0));
         s.legs_changed();
-        assert!(s.due());
+        assert!(s.due(t0), "nothing outstanding: offered at once");
         s = OfferState::Sent { again: false };
         s.legs_changed();
-        assert!(!s.due(), "no second offer while one is outstanding");
+        assert!(!s.due(t0), "no second offer while one is outstanding");
         assert!(s.outstanding());
-        s.answered();
-        assert!(s.due(), "the change made meanwhile is offered next");
+        s.answered(t0, 0);
+        assert!(s.due(t0), "the change made meanwhile is offered next");
         s = OfferState::Sent { again: false };
-        s.answered();
-        assert_eq!(s, OfferState::Stable);
+        s.answered(t0, 10);
+        assert!(!s.due(t0) && !s.outstanding(), "nothing more to offer");
+        s.legs_changed();
+        assert!(!s.due(t0), "a change right after an answer waits the gap");
+        assert!(s.due(t0 + RENEGOTIATION_GAP_PER_LEG * 10));
+    }
+
+    /// After an answer, the next offer of a big connection waits in proportion to its legs
+    /// (at most the cap), and changes made meanwhile do not move that instant.
+    #[test]
+    fn the_offer_after_an_answer_waits_per_leg_up_to_the_cap() {
+        let t0 = Instant::now();
+        let mut s = OfferState::Sent { again: true };
+        s.answered(t0, 10);
+        let gap = RENEGOTIATION_GAP_PER_LEG * 10;
+        assert!(!s.due(t0));
+        assert!(!s.due(t0 + gap - Duration::from_millis(1)));
+        s.legs_changed();
+        assert!(
+            !s.due(t0 + gap - Duration::from_millis(1)),
+            "a change does not hurry it"
+        );
+        assert!(s.due(t0 + gap));
+
+        let mut big = OfferState::Sent { again: true };
+        big.answered(t0, 10_000);
+        assert!(!big.due(t0 + RENEGOTIATION_GAP_MAX - Duration::from_millis(1)));
+        assert!(big.due(t0 + RENEGOTIATION_GAP_MAX));
     }
 }

@@ -492,6 +492,36 @@ fn spotlight_is_for_the_host_and_reaches_everyone() {
     )));
 }
 
+/// Sites publishing one after another (a join burst) while the host answers at once: each
+/// answer holds the next offer back by its gap, so the host renegotiates a few times for the
+/// burst, not once per site, and the last offer carries every leg (issue 16).
+#[test]
+fn a_burst_of_publishers_is_offered_in_a_few_renegotiations() {
+    let mut rig = Rig::new();
+    let host = rig.join("command-room", Role::Host);
+    let sites: Vec<_> = (0..12)
+        .map(|i| rig.join(&format!("opd-{i}"), Role::Participant))
+        .collect();
+    for (i, &s) in sites.iter().enumerate() {
+        rig.publish(s, AV);
+        if i % 3 == 2 {
+            rig.run_for(Duration::from_millis(20));
+        }
+    }
+    rig.run_for(Duration::from_secs(2));
+    let offers = &rig.sites[host].offers;
+    assert!(
+        offers.len() <= 4,
+        "{} offers for 12 publishers: not coalesced",
+        offers.len()
+    );
+    assert_eq!(
+        offers.last().map(Vec::len),
+        Some(24),
+        "every leg in the last offer"
+    );
+}
+
 #[test]
 fn tracks_published_while_an_offer_is_outstanding_wait_for_its_answer() {
     let mut rig = Rig::new();
@@ -525,8 +555,14 @@ fn tracks_published_while_an_offer_is_outstanding_wait_for_its_answer() {
     rig.answer_held(host);
     assert_eq!(
         rig.sites[host].offers.len(),
+        1,
+        "the next offer waits its gap after the answer (3 legs × 8 ms)"
+    );
+    rig.run_for(Duration::from_millis(150));
+    assert_eq!(
+        rig.sites[host].offers.len(),
         2,
-        "the change is offered after the answer"
+        "the change is offered after the answer and its gap"
     );
     assert_eq!(
         rig.sites[host].offers[1].len(),
