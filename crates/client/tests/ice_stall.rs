@@ -6,9 +6,18 @@
 //! resets it (the sixty-site load test's stragglers); with it the leg connects as soon as the
 //! server answers again.
 //!
-//! The mock signalling server answers the publisher's offer with a real ICE-lite answer whose
-//! only candidate is a UDP relay in front of that answerer: the relay drops every datagram in
-//! both directions for [`STALL`] from the first check, then forwards them.
+//! The server side of the same stall: a lite server whose loop lags more than 4 s discards
+//! the responses to its own (triggered) checks as "unknown TransactionID". Upstream `rtc-ice`
+//! answered a nominating check (USE-CANDIDATE) on a lite agent only with such a triggered
+//! check and selected the pair once that got a response, so the nomination was never answered
+//! and the leg stayed `connecting`; the patched `rtc-ice` (third_party/rtc-ice) answers it and
+//! takes the pair, as RFC 8445 has a lite agent do.
+//!
+//! The mock signalling server answers the publisher's offer with a real ICE-lite answer (the
+//! same `rtc-ice` agent the server runs) whose only candidate is a UDP relay in front of that
+//! answerer: the relay drops every datagram in both directions for [`STALL`] from the first
+//! check ([`Relay::Stall`]), or every STUN success response on its way to the answerer
+//! ([`Relay::LoseAnswersToTheServer`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use futures_util::{SinkExt, StreamExt};
@@ -28,7 +37,17 @@ const STALL: Duration = Duration::from_secs(3);
 /// What the mock saw: `media_reset` for each `join` that carried a resume request.
 type Resumes = mpsc::UnboundedReceiver<bool>;
 
-async fn start_mock() -> (String, Resumes) {
+/// What the relay in front of the answerer loses.
+#[derive(Clone, Copy)]
+enum Relay {
+    /// Everything, both ways, for [`STALL`] from the first check.
+    Stall,
+    /// Every STUN Binding success response from the client to the answerer (as if each
+    /// arrived after the lite agent's 4 s transaction timeout).
+    LoseAnswersToTheServer,
+}
+
+async fn start_mock(mode: Relay) -> (String, Resumes) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/rtc", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
@@ -39,7 +58,7 @@ async fn start_mock() -> (String, Resumes) {
                 let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
                     return;
                 };
-                serve(ws, tx).await;
+                serve(ws, tx, mode).await;
             });
         }
     });
@@ -49,7 +68,7 @@ async fn start_mock() -> (String, Resumes) {
 /// A UDP relay: the client talks to `front`, the answerer at `server` sees `back`. Nothing
 /// passes for [`STALL`] after the first datagram from the client; afterwards both ways pass.
 /// Bounded: it ends when the test's runtime does.
-async fn start_relay(server: SocketAddr) -> SocketAddr {
+async fn start_relay(server: SocketAddr, mode: Relay) -> SocketAddr {
     let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = front.local_addr().unwrap();
@@ -61,8 +80,15 @@ async fn start_relay(server: SocketAddr) -> SocketAddr {
             tokio::select! {
                 Ok((n, from)) = front.recv_from(&mut a) => {
                     client = Some(from);
-                    let open = *open_at.get_or_insert_with(|| Instant::now() + STALL);
-                    if Instant::now() >= open {
+                    let stall = match mode {
+                        Relay::Stall => STALL,
+                        Relay::LoseAnswersToTheServer => Duration::ZERO,
+                    };
+                    let open = *open_at.get_or_insert_with(|| Instant::now() + stall);
+                    // A STUN Binding success response: message type 0x0101.
+                    let answer = n >= 20 && a[0] == 0x01 && a[1] == 0x01;
+                    let lost = matches!(mode, Relay::LoseAnswersToTheServer) && answer;
+                    if Instant::now() >= open && !lost {
                         let _ = back.send_to(&a[..n], server).await;
                     }
                 }
@@ -82,6 +108,7 @@ async fn start_relay(server: SocketAddr) -> SocketAddr {
 async fn serve(
     ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     resumes: mpsc::UnboundedSender<bool>,
+    mode: Relay,
 ) {
     let (mut sink, mut stream) = ws.split();
     let Some(Ok(Message::Text(first))) = stream.next().await else {
@@ -149,7 +176,7 @@ async fn serve(
         .ok()
         .flatten()
         .expect("the answerer gathered no UDP candidate");
-        let relay = start_relay(server_addr).await;
+        let relay = start_relay(server_addr, mode).await;
         let sdp = server_pc.local_description().await.unwrap().sdp;
         // Only the relay is offered as a candidate.
         let sdp: String = sdp
@@ -206,7 +233,7 @@ async fn connected_within(client: &Client, since: Instant, limit: Duration) -> O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_crates_default_a_3_s_stall_leaves_the_leg_connecting() {
-    let (url, mut resumes) = start_mock().await;
+    let (url, mut resumes) = start_mock(Relay::Stall).await;
     let started = Instant::now();
     let client = Client::connect(opts(&url, Duration::ZERO)).await.unwrap();
     // The relay forwards again 3 s after the first check; the agent gave the pair up after
@@ -219,13 +246,16 @@ async fn with_the_crates_default_a_3_s_stall_leaves_the_leg_connecting() {
         Some("failed"),
         "{report:?}"
     );
-    assert!(resumes.try_recv().is_err(), "resumed before connect_timeout");
+    assert!(
+        resumes.try_recv().is_err(),
+        "resumed before connect_timeout"
+    );
     client.disconnect().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leg_whose_checks_go_unanswered_for_3_s_connects_when_the_server_answers_again() {
-    let (url, mut resumes) = start_mock().await;
+    let (url, mut resumes) = start_mock(Relay::Stall).await;
     let started = Instant::now();
     // The default window (20 s).
     let window = ClientOptions::new(&url, "site-stall").ice_check_window;
@@ -235,6 +265,25 @@ async fn a_leg_whose_checks_go_unanswered_for_3_s_connects_when_the_server_answe
         .await
         .unwrap_or_else(|| panic!("still {:?} after 10 s", client.stats().publisher_state));
     assert!(got >= STALL, "connected after {got:?}, during the stall");
+    assert!(
+        resumes.try_recv().is_err(),
+        "the leg was reset instead of connecting"
+    );
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lite_server_that_never_hears_the_answers_to_its_own_checks_still_takes_the_nomination() {
+    let (url, mut resumes) = start_mock(Relay::LoseAnswersToTheServer).await;
+    let started = Instant::now();
+    let window = ClientOptions::new(&url, "site-stall").ice_check_window;
+    let client = Client::connect(opts(&url, window)).await.unwrap();
+    // Upstream: the client's pair succeeds (the answerer answers its plain checks), the
+    // client nominates it, and the answerer replies to each nomination only with a check of
+    // its own whose answer it never gets: `connecting` until connect_timeout (20 s).
+    connected_within(&client, started, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("still {:?} after 10 s", client.stats().publisher_state));
     assert!(
         resumes.try_recv().is_err(),
         "the leg was reset instead of connecting"
