@@ -532,16 +532,21 @@ impl ControlledSelector for Agent {
             // Track request received on the candidate pair
             self.candidate_pairs[pair_index].on_request_received();
 
-            // Rakor patch: an ICE-lite agent sends no checks of its own (RFC 8445 §2.5): it
-            // answers every valid check and takes the pair a check with USE-CANDIDATE
-            // arrives on (§7.3.1.5 for a lite agent: the pair is nominated and selected).
-            // Upstream answered such a check only with a triggered check of its own and
-            // selected the pair once *that* got a response within 4 s, so a lite server
-            // whose own loop lagged more than 4 s (a CPU-starved media thread during a join
-            // burst: "unknown TransactionID" for every late response) never answered the
-            // nomination and the leg stayed `connecting`.
+            // Rakor patch: an ICE-lite agent answers every valid check and takes the pair a
+            // check with USE-CANDIDATE arrives on (RFC 8445 §7.3.1.5 for a lite agent: the
+            // pair is nominated and selected). Upstream answered such a check only with a
+            // triggered check of its own and selected the pair once *that* got a response
+            // within 4 s, so a lite server whose own loop lagged more than 4 s (a CPU-starved
+            // media thread during a join burst: "unknown TransactionID" for every late
+            // response) never answered the nomination and the leg stayed `connecting`. The
+            // triggered check is still sent while the pair has not succeeded: `rtc-ice` peers
+            // (rakor-client) learn their ICE-TCP pair from it (they match an answer's remote
+            // candidate by address only, and the server's TCP and UDP candidates share one).
             if self.lite {
                 self.send_binding_success(now, m, local_index, remote_index);
+                if self.candidate_pairs[pair_index].state != CandidatePairState::Succeeded {
+                    self.ping_candidate(now, local_index, remote_index);
+                }
                 if m.contains(ATTR_USE_CANDIDATE) {
                     self.candidate_pairs[pair_index].state = CandidatePairState::Succeeded;
                     if self.get_selected_pair().is_none() {
