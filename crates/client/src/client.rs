@@ -67,6 +67,13 @@ pub struct ClientOptions {
     /// pair went silent; one still checking (every pair failed, or a nominated pair whose
     /// answer never matched) stays `connecting` for good.
     pub connect_timeout: Duration,
+    /// How long the ICE agent keeps checking a candidate pair that has not answered yet (one
+    /// check every 200 ms; default 20 s, as `connect_timeout`; zero: the `webrtc` crate's
+    /// default of 8 checks). The crate gives a pair up for good after its last check and
+    /// never tries it again, even when the server answers later; with its default a server
+    /// (or a client runtime) stalled for ~1.6 s during a join burst left the leg
+    /// `connecting` until `connect_timeout` reset it.
+    pub ice_check_window: Duration,
     /// The room to state in `join` (must match the token's room); `None` = the token's room.
     pub room: Option<String>,
     /// Audio level (-dBov: 0 loudest … 127 silence) sent with every audio packet in the
@@ -122,6 +129,7 @@ impl ClientOptions {
             resume_window: Duration::from_secs(30),
             signalling_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(20),
+            ice_check_window: Duration::from_secs(20),
             room: None,
             audio_level: None,
             simulcast: false,
@@ -311,6 +319,7 @@ impl Client {
                 imitate_server: false,
                 tls_roots: opts.tls_roots.clone(),
                 bridge_counters: hub.turn_counters(),
+                ice_check_window: opts.ice_check_window,
             },
         )
         .with_resume(opts.clone(), joined.resume_token.clone());

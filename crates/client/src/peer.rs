@@ -22,7 +22,7 @@ use rtc::sansio::Protocol;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -68,6 +68,24 @@ pub struct PeerConfig {
     pub tls_roots: Option<Arc<rustls::RootCertStore>>,
     /// Bytes the TURN bridges received, by transport (shared with the client's report).
     pub bridge_counters: Arc<crate::turn_tcp::BridgeCounters>,
+    /// How long the ICE agent keeps checking a candidate pair that has not answered yet, one
+    /// check every [`ICE_CHECK_INTERVAL`] (see [`crate::ClientOptions::ice_check_window`]);
+    /// zero: the `webrtc` crate's default (8 checks, ~1.6 s, then the pair is given up).
+    pub ice_check_window: Duration,
+}
+
+/// The ICE agent's pace while checking (the `webrtc` crate's default).
+pub const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The checks per candidate pair that cover `window` at [`ICE_CHECK_INTERVAL`]; `None` (the
+/// crate's default, 7 retries) for zero or less.
+pub fn ice_max_binding_requests(window: Duration) -> Option<u16> {
+    let n = window.as_millis() / ICE_CHECK_INTERVAL.as_millis();
+    if n <= 7 {
+        None
+    } else {
+        Some(u16::try_from(n).unwrap_or(u16::MAX))
+    }
 }
 
 impl Default for PeerConfig {
@@ -81,6 +99,7 @@ impl Default for PeerConfig {
             imitate_server: false,
             tls_roots: None,
             bridge_counters: Arc::default(),
+            ice_check_window: Duration::from_secs(20),
         }
     }
 }
@@ -240,6 +259,14 @@ pub async fn new_peer_connection(
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_answering_dtls_role(answering_role)
         .with_lite(config.imitate_server)
+        // Keep checking an unanswered pair through a stall of the server (or of this process)
+        // instead of giving it up after ~1.6 s: the agent never tries a failed pair again and
+        // never fails a connection that is still checking, so one stall during a join burst
+        // would leave the leg `connecting` until `connect_timeout` resets it.
+        .with_ice_connection_attempts(
+            Some(ICE_CHECK_INTERVAL),
+            ice_max_binding_requests(config.ice_check_window),
+        )
         .build();
     let mut ice_servers = if config.ice_servers.is_empty() {
         vec![]

@@ -131,6 +131,11 @@ pub struct LoadtestArgs {
     /// to measure 20 sites over TURN/TLS; the server needs `turn.enabled`).
     #[arg(long, value_enum, default_value = "all")]
     pub ice_transport: IceTransport,
+    /// How long each bot's ICE agent keeps checking a candidate pair that has not answered
+    /// (rakor-client's `ice_check_window`, one check every 200 ms). `0s`: the `webrtc`
+    /// crate's default (8 checks, ~1.6 s, then the pair is given up for good), to compare.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub ice_check_window: Duration,
     /// Spread the bots over N processes (this tool started N times with a slice of the bots
     /// each; this process orders their joins, holds one window for all and adds up their
     /// reports), so that one process's media threads are not what limits the run.

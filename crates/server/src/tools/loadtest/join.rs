@@ -96,6 +96,8 @@ pub(super) struct JoinContext {
     pub(super) tls_roots: Option<Arc<rustls::RootCertStore>>,
     /// `--ice-transport relay`.
     pub(super) relay_only: bool,
+    /// `--ice-check-window`.
+    pub(super) ice_check_window: Duration,
     pub(super) deadline: Instant,
     pub(super) stop: CancellationToken,
     pub(super) permits: Arc<Semaphore>,
@@ -155,6 +157,7 @@ pub(super) async fn join_bot(
     opts.video_on_demand = video_on_demand;
     opts.tls_roots = ctx.tls_roots.clone();
     opts.relay_only = ctx.relay_only;
+    opts.ice_check_window = ctx.ice_check_window;
     opts.join_timeout = ctx
         .deadline
         .saturating_duration_since(t0)

@@ -22,6 +22,8 @@ pub struct LoadPlan {
     pub tls_roots: Option<std::sync::Arc<rustls::RootCertStore>>,
     /// `--ice-transport relay`: the bots use only TURN relayed candidates.
     pub relay_only: bool,
+    /// `--ice-check-window`: the bots' `ClientOptions::ice_check_window`.
+    pub ice_check_window: std::time::Duration,
     pub room: String,
     pub scenario: Scenario,
     /// Rakor: sites that talk.
@@ -142,6 +144,7 @@ impl LoadPlan {
             url: a.url.clone(),
             tls_roots,
             relay_only: a.ice_transport == super::IceTransport::Relay,
+            ice_check_window: a.ice_check_window,
             room: a.room.clone(),
             scenario: a.scenario,
             talkers: usize::from(a.talkers),

@@ -147,6 +147,7 @@ pub(super) async fn run_core(
         url: plan.url.clone(),
         tls_roots: plan.tls_roots.clone(),
         relay_only: plan.relay_only,
+        ice_check_window: plan.ice_check_window,
         deadline: Instant::now() + plan.join_budget,
         stop: stop.clone(),
         permits: Arc::new(Semaphore::new(plan.join_concurrency)),
