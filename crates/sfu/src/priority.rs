@@ -44,6 +44,7 @@ pub fn thread_nice() -> std::io::Result<i32> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// A thread raises its own nice value (always allowed), and only its own: the spawning
