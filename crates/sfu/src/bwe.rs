@@ -771,14 +771,19 @@ impl Allocator {
         if !raised.iter().zip(&fit).any(|(r, f)| r > f) {
             return None;
         }
+        self.start_probe(now, probe_budget, estimate);
+        Some(raised)
+    }
+
+    /// A probe at `budget` from `now` for [`PROBE_LEN`], judged against `estimate`.
+    fn start_probe(&mut self, now: Instant, budget: f64, estimate: f64) {
         self.probe = Some(Probe {
             until: now + PROBE_LEN,
-            budget: probe_budget,
+            budget,
             estimate_at_start: estimate,
         });
         self.probes += 1;
         self.probe_started = true;
-        Some(raised)
     }
 
     /// Start a probe when some leg gets less than its tile wants and twice the budget would
@@ -805,13 +810,7 @@ impl Allocator {
         for ((n, &r), &w) in next.iter_mut().zip(&raised).zip(wanted) {
             *n = (*n).max(r.min(w));
         }
-        self.probe = Some(Probe {
-            until: now + PROBE_LEN,
-            budget: probe_budget,
-            estimate_at_start: estimate,
-        });
-        self.probes += 1;
-        self.probe_started = true;
+        self.start_probe(now, probe_budget, estimate);
     }
 }
 
