@@ -7,120 +7,37 @@
 //! whose only candidate is a UDP socket that never reads: checks vanish, nothing ever answers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use futures_util::{SinkExt, StreamExt};
-use rakor_client::peer::{new_peer_connection, PeerConfig};
-use rakor_client::{Client, ClientOptions};
-use rakor_proto::*;
-use std::time::Duration;
-use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use webrtc::peer_connection::RTCSessionDescription;
+#[path = "common/lite_mock.rs"]
+mod lite_mock;
 
-/// What the mock saw: `Some(media_reset)` for each `join` that carried a resume request.
-type Resumes = mpsc::UnboundedReceiver<bool>;
+use lite_mock::{answer_with_candidate, join, lite_answer, next_offer, Resumes};
+use rakor_client::{Client, ClientOptions};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 async fn start_mock() -> (String, Resumes, UdpSocket) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/rtc", listener.local_addr().unwrap());
     // Bound and never read: checks sent here are silently lost.
     let black_hole = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let hole_port = black_hole.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
-                    return;
-                };
-                serve(ws, tx, hole_port).await;
-            });
+    let (url, resumes) = lite_mock::start(move |ws, resumes| async move {
+        let Some((mut sink, mut stream)) = join(ws, &resumes, "PA_stuck").await else {
+            return;
+        };
+        let mut pcs = Vec::new();
+        while let Some((pc, offer)) = next_offer(&mut stream).await {
+            let (ev_tx, _ev_rx) = mpsc::unbounded_channel();
+            let (server_pc, sdp, mid) = lite_answer(pc, offer, ev_tx).await;
+            // Only the black hole is ever offered as a candidate.
+            answer_with_candidate(&mut sink, pc, sdp, mid, hole_port).await;
+            pcs.push(server_pc);
         }
-    });
-    (url, rx, black_hole)
-}
-
-async fn serve(
-    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-    resumes: mpsc::UnboundedSender<bool>,
-    hole_port: u16,
-) {
-    let (mut sink, mut stream) = ws.split();
-    let Some(Ok(Message::Text(first))) = stream.next().await else {
-        return;
-    };
-    let ClientMessage::Join { token, resume, .. } = parse_client_message(first.as_str()).unwrap()
-    else {
-        panic!("first message is not join")
-    };
-    let resumed = resume.is_some();
-    if let Some(r) = &resume {
-        let _ = resumes.send(r.media_reset);
-    }
-    let joined = ServerMessage::Joined {
-        version: PROTOCOL_VERSION,
-        participant_id: ParticipantId("PA_stuck".into()),
-        room: "rakor-test".into(),
-        identity: token.clone(),
-        name: token,
-        role: Role::Participant,
-        participants: vec![],
-        spotlight: None,
-        resume_token: "mock-resume-token".into(),
-        resumed,
-        media_reset: resume.is_some_and(|r| r.media_reset),
-        presentation: None,
-        ice_servers: Vec::new(),
-    };
-    let send = |m: &ServerMessage| Message::text(serde_json::to_string(m).unwrap());
-    if sink.send(send(&joined)).await.is_err() {
-        return;
-    }
-    let mut pcs = Vec::new();
-    while let Some(Ok(msg)) = stream.next().await {
-        let Message::Text(text) = msg else { continue };
-        let Ok(ClientMessage::Offer { pc, sdp, .. }) = parse_client_message(text.as_str()) else {
-            continue;
-        };
-        let (ev_tx, _ev_rx) = mpsc::unbounded_channel();
-        let config = PeerConfig {
-            imitate_server: true,
-            ice_tcp: false,
-            ..PeerConfig::default()
-        };
-        let server_pc = new_peer_connection(&config, pc, ev_tx).await.unwrap();
-        server_pc
-            .set_remote_description(RTCSessionDescription::offer(sdp).unwrap())
-            .await
-            .unwrap();
-        let answer = server_pc.create_answer(None).await.unwrap();
-        server_pc.set_local_description(answer).await.unwrap();
-        let sdp = server_pc.local_description().await.unwrap().sdp;
-        // Only the black hole is ever offered as a candidate.
-        let sdp: String = sdp
-            .split_inclusive('\n')
-            .filter(|l| !l.starts_with("a=candidate") && !l.starts_with("a=end-of-candidates"))
-            .collect();
-        let mid = sdp
-            .lines()
-            .find_map(|l| l.strip_prefix("a=mid:"))
-            .map(|m| m.trim().to_owned());
-        let _ = sink.send(send(&ServerMessage::Answer { pc, sdp })).await;
-        let candidate = IceCandidate {
-            candidate: format!("candidate:1 1 udp 2130706431 127.0.0.1 {hole_port} typ host"),
-            sdp_mid: mid,
-            sdp_mline_index: Some(0),
-            username_fragment: None,
-        };
-        let _ = sink
-            .send(send(&ServerMessage::Candidate { pc, candidate }))
-            .await;
-        pcs.push(server_pc);
-    }
-    for pc in pcs {
-        let _ = pc.close().await;
-    }
+        for pc in pcs {
+            let _ = pc.close().await;
+        }
+    })
+    .await;
+    (url, resumes, black_hole)
 }
 
 fn opts(url: &str, connect_timeout: Duration) -> ClientOptions {

@@ -20,22 +20,19 @@
 //! ([`Relay::LoseAnswersToTheServer`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use futures_util::{SinkExt, StreamExt};
-use rakor_client::peer::{new_peer_connection, PeerConfig, PeerEvent};
+#[path = "common/lite_mock.rs"]
+mod lite_mock;
+
+use lite_mock::{answer_with_candidate, join, lite_answer, next_offer, Resumes};
+use rakor_client::peer::PeerEvent;
 use rakor_client::{Client, ClientOptions};
-use rakor_proto::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use webrtc::peer_connection::RTCSessionDescription;
 
 /// How long the "server" drops everything, from the first check that reaches it.
 const STALL: Duration = Duration::from_secs(3);
-
-/// What the mock saw: `media_reset` for each `join` that carried a resume request.
-type Resumes = mpsc::UnboundedReceiver<bool>;
 
 /// What the relay in front of the answerer loses.
 #[derive(Clone, Copy)]
@@ -48,21 +45,40 @@ enum Relay {
 }
 
 async fn start_mock(mode: Relay) -> (String, Resumes) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/rtc", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
-                    return;
-                };
-                serve(ws, tx, mode).await;
-            });
+    lite_mock::start(move |ws, resumes| async move {
+        let Some((mut sink, mut stream)) = join(ws, &resumes, "PA_stall").await else {
+            return;
+        };
+        let mut pcs = Vec::new();
+        while let Some((pc, offer)) = next_offer(&mut stream).await {
+            let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+            let (server_pc, sdp, mid) = lite_answer(pc, offer, ev_tx).await;
+            // The answerer's own UDP host candidate: what the relay forwards to.
+            let server_addr = tokio::time::timeout(Duration::from_secs(10), async {
+                while let Some((_, ev)) = ev_rx.recv().await {
+                    if let PeerEvent::LocalCandidate(Some(c)) = ev {
+                        let f: Vec<&str> = c.candidate.split_whitespace().collect();
+                        if f.len() > 5 && f[2].eq_ignore_ascii_case("udp") {
+                            return format!("{}:{}", f[4], f[5]).parse::<SocketAddr>().ok();
+                        }
+                    }
+                }
+                None
+            })
+            .await
+            .ok()
+            .flatten()
+            .expect("the answerer gathered no UDP candidate");
+            let relay = start_relay(server_addr, mode).await;
+            // Only the relay is offered as a candidate.
+            answer_with_candidate(&mut sink, pc, sdp, mid, relay.port()).await;
+            pcs.push(server_pc);
         }
-    });
-    (url, rx)
+        for pc in pcs {
+            let _ = pc.close().await;
+        }
+    })
+    .await
 }
 
 /// A UDP relay: the client talks to `front`, the answerer at `server` sees `back`. Nothing
@@ -103,108 +119,6 @@ async fn start_relay(server: SocketAddr, mode: Relay) -> SocketAddr {
         }
     });
     addr
-}
-
-async fn serve(
-    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-    resumes: mpsc::UnboundedSender<bool>,
-    mode: Relay,
-) {
-    let (mut sink, mut stream) = ws.split();
-    let Some(Ok(Message::Text(first))) = stream.next().await else {
-        return;
-    };
-    let ClientMessage::Join { token, resume, .. } = parse_client_message(first.as_str()).unwrap()
-    else {
-        panic!("first message is not join")
-    };
-    let resumed = resume.is_some();
-    if let Some(r) = &resume {
-        let _ = resumes.send(r.media_reset);
-    }
-    let joined = ServerMessage::Joined {
-        version: PROTOCOL_VERSION,
-        participant_id: ParticipantId("PA_stall".into()),
-        room: "rakor-test".into(),
-        identity: token.clone(),
-        name: token,
-        role: Role::Participant,
-        participants: vec![],
-        spotlight: None,
-        resume_token: "mock-resume-token".into(),
-        resumed,
-        media_reset: resume.is_some_and(|r| r.media_reset),
-        presentation: None,
-        ice_servers: Vec::new(),
-    };
-    let send = |m: &ServerMessage| Message::text(serde_json::to_string(m).unwrap());
-    if sink.send(send(&joined)).await.is_err() {
-        return;
-    }
-    let mut pcs = Vec::new();
-    while let Some(Ok(msg)) = stream.next().await {
-        let Message::Text(text) = msg else { continue };
-        let Ok(ClientMessage::Offer { pc, sdp, .. }) = parse_client_message(text.as_str()) else {
-            continue;
-        };
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-        let config = PeerConfig {
-            imitate_server: true,
-            ice_tcp: false,
-            ..PeerConfig::default()
-        };
-        let server_pc = new_peer_connection(&config, pc, ev_tx).await.unwrap();
-        server_pc
-            .set_remote_description(RTCSessionDescription::offer(sdp).unwrap())
-            .await
-            .unwrap();
-        let answer = server_pc.create_answer(None).await.unwrap();
-        server_pc.set_local_description(answer).await.unwrap();
-        // The answerer's own UDP host candidate: what the relay forwards to.
-        let server_addr = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some((_, ev)) = ev_rx.recv().await {
-                if let PeerEvent::LocalCandidate(Some(c)) = ev {
-                    let f: Vec<&str> = c.candidate.split_whitespace().collect();
-                    if f.len() > 5 && f[2].eq_ignore_ascii_case("udp") {
-                        return format!("{}:{}", f[4], f[5]).parse::<SocketAddr>().ok();
-                    }
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .expect("the answerer gathered no UDP candidate");
-        let relay = start_relay(server_addr, mode).await;
-        let sdp = server_pc.local_description().await.unwrap().sdp;
-        // Only the relay is offered as a candidate.
-        let sdp: String = sdp
-            .split_inclusive('\n')
-            .filter(|l| !l.starts_with("a=candidate") && !l.starts_with("a=end-of-candidates"))
-            .collect();
-        let mid = sdp
-            .lines()
-            .find_map(|l| l.strip_prefix("a=mid:"))
-            .map(|m| m.trim().to_owned());
-        let _ = sink.send(send(&ServerMessage::Answer { pc, sdp })).await;
-        let candidate = IceCandidate {
-            candidate: format!(
-                "candidate:1 1 udp 2130706431 127.0.0.1 {} typ host",
-                relay.port()
-            ),
-            sdp_mid: mid,
-            sdp_mline_index: Some(0),
-            username_fragment: None,
-        };
-        let _ = sink
-            .send(send(&ServerMessage::Candidate { pc, candidate }))
-            .await;
-        pcs.push(server_pc);
-    }
-    for pc in pcs {
-        let _ = pc.close().await;
-    }
 }
 
 fn opts(url: &str, ice_check_window: Duration) -> ClientOptions {

@@ -344,6 +344,16 @@ fn errors_name_the_key_table() {
             &["auth.signing_key:", "at least 32"],
         ),
         (
+            "nice below -20",
+            err_text("[media]\nthread_nice = -21\n"),
+            &["media.thread_nice:", "between -20 and 19"],
+        ),
+        (
+            "env: nice above 19",
+            err_env(&[("RAKOR_MEDIA_THREAD_NICE", "20")]),
+            &["media.thread_nice:", "between -20 and 19"],
+        ),
+        (
             "signing key not base64",
             err_env(&[("RAKOR_AUTH_SIGNING_KEY", "secret value!")]),
             &["auth.signing_key:", "base64"],
@@ -502,5 +512,20 @@ fn cluster_keys_from_the_environment_and_their_requirements() {
     assert!(
         e.contains("cluster.redis_url") && e.contains("redis://"),
         "{e}"
+    );
+}
+
+#[test]
+fn thread_nice_accepts_the_whole_nice_range() {
+    for nice in [-20, 0, 19] {
+        let c = load_text(&format!("[media]\nthread_nice = {nice}\n")).unwrap();
+        assert_eq!(c.media.thread_nice, nice);
+    }
+    assert_eq!(
+        load(None, &[], &CliOverrides::default())
+            .unwrap()
+            .media
+            .thread_nice,
+        -10
     );
 }
