@@ -4,9 +4,10 @@
 //! reads.
 //!
 //! The loop: take commands (each handed to the core with `now`), fire the core's timers when
-//! due, send what the core queued, wait in `poll(2)` for the UDP socket, the listener and the
-//! streams (at most 10 ms, so commands are seen without a wake-up fd), read a batch of
-//! datagrams and the ready streams' frames into the core, and send again. The forwarding
+//! due, send what the core queued, wait in `ppoll(2)` for the UDP socket, the listener, the
+//! streams and the command channel's wake-up fd ([`crate::wake`]; until the next timer plus
+//! the timer slack), read a batch of datagrams and the ready streams' frames into the core,
+//! and send again. The forwarding
 //! latency (socket read → end of the send batch) is measured here.
 
 use crate::core::Core;
