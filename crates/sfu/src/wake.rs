@@ -79,8 +79,9 @@ impl CommandTx {
         )
     }
 
-    pub(crate) fn send(&self, cmd: Command) -> Result<(), mpsc::SendError<Command>> {
-        self.tx.send(cmd)?;
+    /// Queue `cmd` and wake the worker; [`crate::SfuError::WorkerGone`] if it stopped.
+    pub(crate) fn send(&self, cmd: Command) -> Result<(), crate::SfuError> {
+        self.tx.send(cmd).map_err(|_| crate::SfuError::WorkerGone)?;
         if let Some(w) = &self.wake {
             w.wake();
         }
@@ -116,9 +117,9 @@ pub(crate) fn timer_wait(
     slack: Duration,
     max_wait: Duration,
 ) -> Duration {
-    earliest.map_or(max_wait, |d| {
-        (d + slack).saturating_duration_since(now).min(max_wait)
-    })
+    earliest
+        .and_then(|d| d.checked_add(slack))
+        .map_or(max_wait, |w| w.saturating_duration_since(now).min(max_wait))
 }
 
 #[cfg(test)]
@@ -200,6 +201,8 @@ mod tests {
         // No timer was skipped: 10 s of 100 ms timers fire ~100 times each, never fewer than
         // the slack allows (period + slack).
         assert!(slacked >= (10_000 / 105));
+        // A slack too large for the clock: the longest sleep, no overflow.
+        assert_eq!(timer_wait(t0, Some(t0), Duration::MAX, ms(250)), ms(250));
         // No timer: sleep the longest.
         assert_eq!(timer_wait(t0, None, slack, ms(250)), ms(250));
         // Long overdue: no sleep.
