@@ -5,7 +5,7 @@ use rakor_proto::{
     ClientMessage, LeaveReason, ParticipantId, PresentationEnd, Role, ServerMessage, TrackId,
 };
 use std::net::SocketAddr;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// Where the worker sends a participant's server messages. When the worker drops it (after a
@@ -270,7 +270,8 @@ pub struct RoomSnapshot {
 
 /// One media worker as signalling sees it.
 struct Worker {
-    tx: mpsc::Sender<Command>,
+    /// Commands; each send also wakes the worker's `poll` ([`crate::wake`]).
+    tx: crate::wake::CommandTx,
     media_addr: SocketAddr,
 }
 
@@ -322,7 +323,7 @@ impl Sfu {
                 })?;
                 cfg.bind.set_port(port);
             }
-            let (tx, rx) = mpsc::channel();
+            let (tx, rx, wake) = crate::wake::CommandTx::channel();
             let recorder = match &cfg.recording {
                 Some(settings) => {
                     let feedback = tx.clone();
@@ -342,7 +343,14 @@ impl Sfu {
                 }
                 None => None,
             };
-            let spawned = shell::spawn(cfg, rx, events.clone(), recorder, Arc::clone(&placement));
+            let spawned = shell::spawn(
+                cfg,
+                rx,
+                wake,
+                events.clone(),
+                recorder,
+                Arc::clone(&placement),
+            );
             let (media_addr, join) = match spawned {
                 Ok(v) => v,
                 Err(e) => {

@@ -44,6 +44,7 @@ pub mod sockopt;
 pub mod speakers;
 #[cfg(test)]
 pub(crate) mod testkit;
+mod wake;
 pub mod workers;
 
 pub use crate::core::record::{RecordingError, RecordingStatus};

@@ -4,9 +4,10 @@
 //! reads.
 //!
 //! The loop: take commands (each handed to the core with `now`), fire the core's timers when
-//! due, send what the core queued, wait in `poll(2)` for the UDP socket, the listener and the
-//! streams (at most 10 ms, so commands are seen without a wake-up fd), read a batch of
-//! datagrams and the ready streams' frames into the core, and send again. The forwarding
+//! due, send what the core queued, wait in `ppoll(2)` for the UDP socket, the listener, the
+//! streams and the command channel's wake-up fd ([`crate::wake`]; until the next timer plus
+//! the timer slack), read a batch of datagrams and the ready streams' frames into the core,
+//! and send again. The forwarding
 //! latency (socket read → end of the send batch) is measured here.
 
 use crate::core::Core;
@@ -20,7 +21,14 @@ use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
+/// The longest wait without a command wake-up fd (commands are then seen within it).
 const MAX_WAIT: Duration = Duration::from_millis(10);
+/// The longest wait when commands wake the worker ([`crate::wake::CommandTx`]).
+const LONG_WAIT: Duration = Duration::from_secs(1);
+/// How late a timer may fire so that timers due close together share one wake-up
+/// ([`crate::wake::timer_wait`]); `RAKOR_SHELL_TIMER_SLACK_US` overrides it (0: none), an A/B
+/// switch for measurements, not a config key.
+const TIMER_SLACK: Duration = Duration::from_millis(5);
 const RECV_BATCH: usize = 256;
 const RECV_BUF: usize = 2048;
 /// Datagrams per `recvmmsg(2)` and per `sendmmsg(2)`.
@@ -65,11 +73,17 @@ struct Shell {
     precise_wait: bool,
     /// Whether the last [`Self::wait`] saw the UDP socket readable (or did not wait).
     udp_readable: bool,
+    /// The command channel's wake-up fd, polled with the sockets (None: no eventfd, or
+    /// `RAKOR_SHELL_CMD_WAKE=0`: the wait is at most [`MAX_WAIT`], as before).
+    wake: Option<std::sync::Arc<crate::wake::WakeFd>>,
+    /// [`TIMER_SLACK`], or `RAKOR_SHELL_TIMER_SLACK_US`.
+    timer_slack: Duration,
 }
 
 pub(crate) fn spawn(
     config: SfuConfig,
     rx: mpsc::Receiver<Command>,
+    wake: Option<std::sync::Arc<crate::wake::WakeFd>>,
     room_events: Option<tokio::sync::mpsc::UnboundedSender<crate::RoomEvent>>,
     recorder: Option<(crate::record::RecorderTap, std::thread::JoinHandle<()>)>,
     placement: std::sync::Arc<crate::workers::Placement>,
@@ -137,6 +151,11 @@ pub(crate) fn spawn(
         gso: std::env::var("RAKOR_SHELL_GSO").map_or(true, |v| v != "0"),
         precise_wait: std::env::var("RAKOR_SHELL_PRECISE_WAIT").map_or(true, |v| v != "0"),
         udp_readable: true,
+        wake: wake.filter(|_| std::env::var("RAKOR_SHELL_CMD_WAKE").map_or(true, |v| v != "0")),
+        timer_slack: std::env::var("RAKOR_SHELL_TIMER_SLACK_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(TIMER_SLACK, Duration::from_micros),
     };
     let join = std::thread::Builder::new()
         .name(format!("rakor-media-{index}"))
@@ -354,10 +373,10 @@ impl Shell {
                 self.log_stats();
                 self.next_stats_log = now + STATS_LOG;
             }
-            // 3. Wait for datagrams and streams, read a batch, send what it caused.
-            let wait = deadline.map_or(MAX_WAIT, |d| {
-                d.saturating_duration_since(Instant::now()).min(MAX_WAIT)
-            });
+            // 3. Wait for datagrams, streams and commands, read a batch, send what it caused.
+            // The timers wait up to the slack longer: every wake-up fires all that are due.
+            let now = Instant::now();
+            let wait = crate::wake::timer_wait(now, deadline, self.timer_slack, self.max_wait(now));
             self.wait(wait);
             let mut any = self.udp_readable && self.receive(&mut buf);
             if let Some(tcp) = &mut self.tcp {
@@ -371,9 +390,23 @@ impl Shell {
         }
     }
 
-    /// `poll(2)` on the UDP socket and the TCP side (listener, streams), at most `wait`; with
-    /// no TCP side and nothing to wait, no syscall (as before ICE-TCP). Sets
-    /// [`Self::udp_readable`]: whether [`Self::receive`] has anything to read.
+    /// The longest the loop may sleep at `now` with no core timer: [`MAX_WAIT`] without a
+    /// command wake-up fd; with one, until the shell's own next chore (stats line, placement
+    /// prune, ICE-TCP housekeeping), at most [`LONG_WAIT`].
+    fn max_wait(&self, now: Instant) -> Duration {
+        if self.wake.is_none() {
+            return MAX_WAIT;
+        }
+        let mut next = self.next_stats_log.min(self.next_placement_prune);
+        if self.tcp.is_some() {
+            next = next.min(self.next_tcp_housekeeping);
+        }
+        next.saturating_duration_since(now).min(LONG_WAIT)
+    }
+
+    /// `poll(2)` on the UDP socket, the TCP side (listener, streams) and the command wake-up
+    /// fd, at most `wait`; with no TCP side and nothing to wait, no syscall (as before
+    /// ICE-TCP). Sets [`Self::udp_readable`]: whether [`Self::receive`] has anything to read.
     fn wait(&mut self, wait: Duration) {
         self.pfds.clear();
         self.pfds.push(libc::pollfd {
@@ -387,16 +420,39 @@ impl Shell {
             None if wait.is_zero() => return,
             None => {}
         }
+        // Last, after the TCP side's fds (`handle_ready` reads those from index 1).
+        if let Some(w) = &self.wake {
+            self.pfds.push(libc::pollfd {
+                fd: w.raw(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         if !self.precise_wait {
             poll_fds(&mut self.pfds, wait);
+            self.drain_wake();
             return;
         }
         ppoll_fds(&mut self.pfds, wait);
+        self.drain_wake();
         // Readable, or an error/hang-up condition a read reports (POLLERR: a queued ICMP error).
         self.udp_readable = self
             .pfds
             .first()
             .is_some_and(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0);
+    }
+
+    /// Reset the command wake-up fd if `poll` saw it (the loop reads the commands next).
+    fn drain_wake(&self) {
+        if let Some(w) = &self.wake {
+            if self
+                .pfds
+                .last()
+                .is_some_and(|p| p.fd == w.raw() && p.revents != 0)
+            {
+                w.drain();
+            }
+        }
     }
 
     /// Close the streams whose connection closed (every loop: cheap when there are none) and,

@@ -22,6 +22,10 @@ use std::time::{Duration, Instant, SystemTime};
 const KEYFRAME_ASK: Duration = Duration::from_millis(500);
 /// The manifest of a recording room is rewritten at most this often while frames arrive.
 const MANIFEST_EVERY: Duration = Duration::from_secs(2);
+/// The jitter buffers' release tick (and the wait for packets while recording).
+const TICK: Duration = Duration::from_millis(20);
+/// The wait for packets while nothing is being recorded.
+const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// A track's timeline follows its RTP clock from its first frame; if that drifts more than
 /// this from the arrival clock (a publisher's clock jumped), it is re-anchored at arrival.
 const MAX_DRIFT_MS: i64 = 2000;
@@ -197,7 +201,11 @@ impl Recorder {
         let mut pending = std::collections::VecDeque::new();
         let mut received = 0u64;
         loop {
-            let got = packets.recv_timeout(Duration::from_millis(20));
+            // Idle (nothing recorded, no control waiting): a longer wait, so a server that
+            // records nothing does not wake this thread 50 times a second (issue 16). A
+            // recording's first packet ends the wait; its controls are read with it.
+            let idle = self.rooms.is_empty() && self.tracks.is_empty() && pending.is_empty();
+            let got = packets.recv_timeout(if idle { IDLE_WAIT } else { TICK });
             // Controls in order with the packets: each applies after the packets handed off
             // before it was sent (a track's `Track` before its first packet, a `Stop` after
             // the room's last). The media thread sends a control before the packets that
@@ -238,7 +246,7 @@ impl Recorder {
             }
             let now = Instant::now();
             if now >= next_tick {
-                next_tick = now + Duration::from_millis(20);
+                next_tick = now + TICK;
                 self.tick(now);
             }
             if now >= next_disk {
