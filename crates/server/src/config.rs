@@ -338,6 +338,10 @@ pub struct MediaConfig {
     /// lower value gives the media threads a larger CPU share than the signalling runtime and
     /// anything else on the host (builds, backups) when the cores are busy.
     pub thread_nice: i32,
+    /// Real-time round-robin (`SCHED_RR`) priority of each media worker thread (1..=99; 0 =
+    /// off, the fair scheduler and `thread_nice`): nothing of the fair scheduler (the
+    /// signalling runtime, builds, other processes) preempts a forwarding turn.
+    pub thread_realtime: u32,
     /// Audio of at most this many sites (besides the hosts) is forwarded at once: the loudest.
     pub loudest_speakers: usize,
     /// Video on demand (`join.video_on_demand`): how many videos one client may have asked
@@ -366,6 +370,7 @@ impl Default for MediaConfig {
             keyframe_request_interval: Duration::from_millis(500),
             socket_buffer_bytes: 4 * 1024 * 1024,
             thread_nice: -10,
+            thread_realtime: 0,
             loudest_speakers: 3,
             max_videos_on_demand: rakor_proto::VIDEO_ON_DEMAND_MAX,
             bandwidth_estimation: true,
@@ -499,6 +504,7 @@ impl Config {
             keyframe_request_interval: self.media.keyframe_request_interval,
             socket_buffer_bytes: self.media.socket_buffer_bytes,
             thread_nice: self.media.thread_nice,
+            thread_realtime: self.media.thread_realtime,
             max_participants_per_room: self.limits.max_participants_per_room,
             max_tracks_per_participant: self.limits.max_tracks_per_participant,
             max_rooms: self.limits.max_rooms,

@@ -18,6 +18,9 @@ pub struct SfuConfig {
     /// Nice value the media worker threads ask for at start (0: leave as is); see
     /// [`crate::sockopt::set_thread_nice`].
     pub thread_nice: i32,
+    /// Real-time (`SCHED_RR`) priority the media worker threads ask for at start (0: off, the
+    /// fair scheduler); see [`crate::priority::set_thread_realtime`].
+    pub thread_realtime: u32,
     /// Most participants in one room.
     pub max_participants_per_room: usize,
     /// Most published tracks per participant.
@@ -93,6 +96,7 @@ impl Default for SfuConfig {
             keyframe_request_interval: Duration::from_millis(500),
             socket_buffer_bytes: 4 << 20,
             thread_nice: 0,
+            thread_realtime: 0,
             max_participants_per_room: 100,
             max_tracks_per_participant: 4,
             max_rooms: 100,

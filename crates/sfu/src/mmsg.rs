@@ -34,11 +34,12 @@ impl<const N: usize, const B: usize> RecvBatch<N, B> {
         }
     }
 
-    /// Read up to `N` datagrams from the non-blocking socket `fd`: how many (≥ 1), or the
-    /// error (`WouldBlock` when none is waiting).
-    pub fn recv(&mut self, fd: i32) -> io::Result<usize> {
+    /// Read up to `max` (at most `N`) datagrams from the non-blocking socket `fd`: how many
+    /// (≥ 1), or the error (`WouldBlock` when none is waiting).
+    pub fn recv(&mut self, fd: i32, max: usize) -> io::Result<usize> {
         self.filled = 0;
-        for i in 0..N {
+        let max = max.clamp(1, N);
+        for i in 0..max {
             let (Some(buf), Some(addr), Some(iov), Some(msg)) = (
                 self.bufs.get_mut(i),
                 self.addrs.get_mut(i),
@@ -59,7 +60,7 @@ impl<const N: usize, const B: usize> RecvBatch<N, B> {
             msg.msg_hdr.msg_flags = 0;
             msg.msg_len = 0;
         }
-        let n = libc::c_uint::try_from(N).unwrap_or(1);
+        let n = libc::c_uint::try_from(max).unwrap_or(1);
         // SAFETY: `msgs` holds `N` headers, each pointing at its own iovec, buffer and address
         // inside `self`, which stays borrowed mutably for the call.
         let rc = unsafe {
@@ -367,15 +368,15 @@ mod tests {
         let dst = rx.local_addr().unwrap();
         let mut batch = RecvBatch::<4, 64>::new_boxed();
         assert_eq!(
-            batch.recv(rx.as_raw_fd()).unwrap_err().kind(),
+            batch.recv(rx.as_raw_fd(), 4).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
-        for i in 0..6u8 {
+        for i in 0..10u8 {
             let s = if i % 2 == 0 { &a } else { &b };
             s.send_to(&vec![i; usize::from(i) + 1], dst).unwrap();
         }
-        // Loopback delivers synchronously: all six are queued.
-        let n = batch.recv(rx.as_raw_fd()).unwrap();
+        // Loopback delivers synchronously: all ten are queued.
+        let n = batch.recv(rx.as_raw_fd(), 4).unwrap();
         assert_eq!(n, 4);
         for i in 0..4u8 {
             let (src, data) = batch.get(usize::from(i)).unwrap();
@@ -384,12 +385,16 @@ mod tests {
             assert_eq!(data, vec![i; usize::from(i) + 1].as_slice());
         }
         assert!(batch.get(4).is_none());
-        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 2);
+        // A smaller `max` reads fewer (the shell's slices); more than `N` reads `N`.
+        assert_eq!(batch.recv(rx.as_raw_fd(), 2).unwrap(), 2);
         assert_eq!(batch.get(1).unwrap().1, &[5u8; 6][..]);
         assert!(batch.get(2).is_none(), "only this read's datagrams");
+        assert_eq!(batch.recv(rx.as_raw_fd(), 100).unwrap(), 4);
+        assert_eq!(batch.get(0).unwrap().1, &[6u8; 7][..]);
+        assert_eq!(batch.get(3).unwrap().1, &[9u8; 10][..]);
         // A datagram longer than a slot is dropped, not cut.
         a.send_to(&[7u8; 100], dst).unwrap();
-        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 1);
+        assert_eq!(batch.recv(rx.as_raw_fd(), 4).unwrap(), 1);
         assert!(batch.get(0).is_none());
     }
 

@@ -1,4 +1,4 @@
-//! The media worker threads' CPU priority (`media.thread_nice`).
+//! The media worker threads' CPU priority (`media.thread_nice`, `media.thread_realtime`).
 //!
 //! On a busy host (a build, a backup, or, in the tests, the load tool's bots on the same
 //! cores) every runnable thread gets an equal share under Linux's fair scheduler, and a media
@@ -26,6 +26,32 @@ pub fn set_thread_nice(nice: i32) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// Put the calling thread under real-time round-robin scheduling (`SCHED_RR`) at `priority`
+/// (1..=99; Linux: `sched_setscheduler(0, ..)` applies to the calling thread only). A
+/// real-time thread runs before every thread of the fair scheduler whenever it is runnable,
+/// so the load tool's bots or a build on the same cores no longer preempt it mid-turn (issue
+/// 16: the forwarding p99); it still sleeps in `ppoll` when idle, and the kernel's real-time
+/// throttling (`sched_rt_runtime_us`, 95 % by default) leaves the rest of the host a share.
+/// `Ok(false)` when `priority` is 0 (left under the fair scheduler); an error when the process
+/// may not (`CAP_SYS_NICE` or `RLIMIT_RTPRIO`) or `priority` is out of range.
+pub fn set_thread_realtime(priority: u32) -> std::io::Result<bool> {
+    if priority == 0 {
+        return Ok(false);
+    }
+    let prio = libc::c_int::try_from(priority)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let param = libc::sched_param {
+        sched_priority: prio,
+    };
+    // SAFETY: `param` is a valid `sched_param` that lives across the call; pid 0 is the
+    // calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
 /// The calling thread's nice value.
 pub fn thread_nice() -> std::io::Result<i32> {
     // SAFETY: as above.
@@ -46,6 +72,31 @@ pub fn thread_nice() -> std::io::Result<i32> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// 0 leaves the thread alone; an out-of-range priority is refused; where the process may
+    /// (root or `CAP_SYS_NICE`), a thread switches itself to `SCHED_RR` and the spawning thread
+    /// stays under the fair scheduler.
+    #[test]
+    fn a_thread_switches_itself_to_real_time_only() {
+        assert!(!set_thread_realtime(0).unwrap());
+        assert!(set_thread_realtime(100).is_err(), "priorities are 1..=99");
+        let (ok, policy) = std::thread::spawn(|| {
+            let ok = set_thread_realtime(1);
+            // SAFETY: plain syscall about the calling thread.
+            (ok, unsafe { libc::sched_getscheduler(0) })
+        })
+        .join()
+        .unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+        match ok {
+            Ok(applied) => {
+                assert!(applied);
+                assert_eq!(policy, libc::SCHED_RR);
+            }
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}"),
+        }
+    }
 
     /// A thread raises its own nice value (always allowed), and only its own: the spawning
     /// thread keeps its value. Lowering it is tried too and, where the process may (root or

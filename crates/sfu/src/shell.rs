@@ -29,10 +29,23 @@ const LONG_WAIT: Duration = Duration::from_secs(1);
 /// ([`crate::wake::timer_wait`]); `RAKOR_SHELL_TIMER_SLACK_US` overrides it (0: none), an A/B
 /// switch for measurements, not a config key.
 const TIMER_SLACK: Duration = Duration::from_millis(5);
+/// Most datagrams read in one loop turn (then commands and timers get their turn).
 const RECV_BATCH: usize = 256;
 const RECV_BUF: usize = 2048;
 /// Datagrams per `recvmmsg(2)` and per `sendmmsg(2)`.
 const MMSG: usize = 32;
+/// Most datagrams read before what they caused is serviced and sent (a slice of the turn's
+/// [`RECV_BATCH`]): a forwarded packet waits for at most this much other input, not for the
+/// whole turn's (issue 16; `RAKOR_SHELL_SLICE=N` changes it, an A/B switch for measurements,
+/// not a config key: 256 is the loop before slices).
+const RECV_SLICE: usize = 4;
+/// About how many forwarded copies one servicing step writes before what it queued is sent
+/// ([`Core::flush_input_step`]): a packet with a large fan-out (the host's, to every site) is
+/// not held behind other publishers' fan-outs read in the same slice (`RAKOR_SHELL_STEP_COPIES=N`
+/// changes it, 0: no bound; an A/B switch for measurements, not a config key).
+const STEP_COPIES: u64 = 64;
+/// A loop phase that took longer than this is counted as slow (`media stats`: `slow_*`).
+const SLOW_PHASE: Duration = Duration::from_millis(1);
 /// How often the worker logs its counters and forwarding latency (`media stats`).
 const STATS_LOG: Duration = Duration::from_secs(10);
 /// How often ICE-TCP streams are checked for the bind timeout.
@@ -78,6 +91,101 @@ struct Shell {
     wake: Option<std::sync::Arc<crate::wake::WakeFd>>,
     /// [`TIMER_SLACK`], or `RAKOR_SHELL_TIMER_SLACK_US`.
     timer_slack: Duration,
+    /// Datagrams per slice of a turn's reading ([`RECV_SLICE`]).
+    recv_slice: usize,
+    /// Forwarded copies per servicing step ([`STEP_COPIES`]).
+    step_copies: u64,
+    /// The buffer of `recvfrom` when `recvmmsg` is off.
+    recv_buf: Vec<u8>,
+    /// Slow loop phases since the last `media stats` line.
+    phases: PhaseStats,
+}
+
+/// The loop's phases, timed for the `media stats` line's slow-phase counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Commands from signalling (joins, SDP offers and answers, moderation).
+    Commands,
+    /// The core's timers (`handle_timeout`) and the sending of what they queued.
+    Timers,
+    /// Reading one slice of datagrams into the core (`recvmmsg`, `rtc`'s reading: SRTP).
+    Read,
+    /// Servicing the connections one slice made dirty (forwarding into the subscriber legs).
+    Service,
+    /// Sending what one slice (or a command, or the timers) queued.
+    Send,
+}
+
+const PHASES: usize = 5;
+
+/// Per [`Phase`]: how often it took longer than [`SLOW_PHASE`], and its longest, in a window.
+/// Recording is a comparison and two adds (no formatting, no allocation).
+#[derive(Debug, Default, Clone)]
+struct PhaseStats {
+    slow: [u64; PHASES],
+    max_us: [u64; PHASES],
+}
+
+impl PhaseStats {
+    #[inline]
+    fn record(&mut self, phase: Phase, took: Duration) {
+        let i = phase as usize;
+        if let (Some(slow), Some(max)) = (self.slow.get_mut(i), self.max_us.get_mut(i)) {
+            let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            *max = (*max).max(us);
+            if took > SLOW_PHASE {
+                *slow += 1;
+            }
+        }
+    }
+
+    fn get(&self, phase: Phase) -> (u64, u64) {
+        let i = phase as usize;
+        (
+            self.slow.get(i).copied().unwrap_or(0),
+            self.max_us.get(i).copied().unwrap_or(0),
+        )
+    }
+}
+
+/// What one [`SlicedInput::read_slice`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Slice {
+    /// Datagrams handed to the core.
+    handed: usize,
+    /// Of the turn's budget: datagrams read and read errors.
+    used: usize,
+    /// The socket had no more.
+    empty: bool,
+}
+
+/// The receive side of one loop turn, cut into slices (issue 16).
+trait SlicedInput {
+    /// Read at most `max` datagrams (≥ 1) and hand them to the core.
+    fn read_slice(&mut self, max: usize) -> Slice;
+    /// Service the connections the slice made dirty and send what they queued.
+    fn service_slice(&mut self);
+}
+
+/// Read until the socket is empty or `budget` datagrams were read, `slice` at a time, servicing
+/// and sending after each slice: what was read first goes out first, and no forwarded packet
+/// waits for more than one slice of other input. True if any datagram was handed to the core.
+fn receive_sliced(io: &mut impl SlicedInput, slice: usize, budget: usize) -> bool {
+    let slice = slice.max(1);
+    let mut used = 0;
+    let mut any = false;
+    while used < budget {
+        let s = io.read_slice(slice.min(budget - used));
+        used += s.used;
+        if s.handed > 0 {
+            io.service_slice();
+            any = true;
+        }
+        if s.empty || s.used == 0 {
+            break;
+        }
+    }
+    any
 }
 
 pub(crate) fn spawn(
@@ -121,6 +229,7 @@ pub(crate) fn spawn(
     };
     let now = Instant::now();
     let thread_nice = config.thread_nice;
+    let thread_realtime = config.thread_realtime;
     let mut core = Core::new(config, local_addr, room_events, now, SystemTime::now());
     let recorder_thread = match recorder {
         Some((tap, thread)) => {
@@ -156,6 +265,17 @@ pub(crate) fn spawn(
             .ok()
             .and_then(|v| v.parse().ok())
             .map_or(TIMER_SLACK, Duration::from_micros),
+        recv_slice: std::env::var("RAKOR_SHELL_SLICE")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .map_or(RECV_SLICE, |n| n.min(RECV_BATCH)),
+        step_copies: std::env::var("RAKOR_SHELL_STEP_COPIES")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(STEP_COPIES),
+        recv_buf: vec![0u8; RECV_BUF],
+        phases: PhaseStats::default(),
     };
     let join = std::thread::Builder::new()
         .name(format!("rakor-media-{index}"))
@@ -163,6 +283,18 @@ pub(crate) fn spawn(
             let mut shell = shell;
             let span = tracing::info_span!("media_worker", worker = index, addr = %local_addr);
             let _g = span.enter();
+            match crate::priority::set_thread_realtime(thread_realtime) {
+                Ok(true) => tracing::info!(
+                    priority = thread_realtime,
+                    "media worker thread runs under real-time scheduling (SCHED_RR)"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    priority = thread_realtime,
+                    "media worker runs under the fair scheduler: media.thread_realtime not \
+                     applied ({e}; needs CAP_SYS_NICE or RLIMIT_RTPRIO, see docs/operations.md)"
+                ),
+            }
             match crate::priority::set_thread_nice(thread_nice) {
                 Ok(true) => tracing::info!(nice = thread_nice, "media worker thread priority set"),
                 Ok(false) => {}
@@ -338,9 +470,10 @@ fn send_pending_batch(
 
 impl Shell {
     fn run(&mut self) {
-        let mut buf = vec![0u8; RECV_BUF];
         loop {
             // 1. Commands from signalling.
+            let commands_from = Instant::now();
+            let mut commands = false;
             loop {
                 match self.rx.try_recv() {
                     Ok(Command::Shutdown { reply }) => {
@@ -348,7 +481,10 @@ impl Shell {
                         let _ = reply.send(());
                         return;
                     }
-                    Ok(cmd) => self.command(cmd),
+                    Ok(cmd) => {
+                        commands = true;
+                        self.command(cmd);
+                    }
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
                         self.shutdown();
@@ -358,10 +494,17 @@ impl Shell {
             }
             // 2. Timers.
             let now = Instant::now();
+            if commands {
+                self.phases.record(
+                    Phase::Commands,
+                    now.saturating_duration_since(commands_from),
+                );
+            }
             let mut deadline = self.core.poll_timeout();
             if deadline.is_some_and(|d| d <= now) {
                 self.core.handle_timeout(now);
                 self.flush();
+                self.phases.record(Phase::Timers, now.elapsed());
                 deadline = self.core.poll_timeout();
             }
             self.placement.set_live(self.index, self.core.rooms.len());
@@ -373,18 +516,20 @@ impl Shell {
                 self.log_stats();
                 self.next_stats_log = now + STATS_LOG;
             }
-            // 3. Wait for datagrams, streams and commands, read a batch, send what it caused.
-            // The timers wait up to the slack longer: every wake-up fires all that are due.
+            // 3. Wait for datagrams, streams and commands (the timers up to the slack
+            //    longer: every wake-up fires all that are due); read the datagrams a
+            //    slice at a time, each serviced and sent before the next is read; then
+            //    the streams' frames.
             let now = Instant::now();
             let wait = crate::wake::timer_wait(now, deadline, self.timer_slack, self.max_wait(now));
             self.wait(wait);
-            let mut any = self.udp_readable && self.receive(&mut buf);
-            if let Some(tcp) = &mut self.tcp {
-                any |= tcp.handle_ready(self.pfds.get(1..).unwrap_or_default(), &mut self.core);
+            if self.udp_readable {
+                self.receive();
             }
-            if any {
-                self.core.flush_input(Instant::now());
-                self.flush();
+            if let Some(tcp) = &mut self.tcp {
+                if tcp.handle_ready(self.pfds.get(1..).unwrap_or_default(), &mut self.core) {
+                    self.service_slice();
+                }
             }
             self.tcp_housekeeping();
         }
@@ -527,27 +672,55 @@ impl Shell {
         self.flush();
     }
 
-    /// Read datagrams into the core until the socket is empty (at most [`RECV_BATCH`]). True
-    /// if any. `recvmmsg(2)`: up to [`MMSG`] datagrams per syscall (`RAKOR_SHELL_RECVMMSG=0`
-    /// reads one per `recvfrom`, for comparison).
-    fn receive(&mut self, buf: &mut [u8]) -> bool {
-        if self.mmsg.is_none() {
-            return self.receive_one_by_one(buf);
-        }
-        let mut any = false;
-        let mut total = 0;
-        while total < RECV_BATCH {
-            let Some(m) = self.mmsg.as_mut() else {
+    /// Read datagrams into the core until the socket is empty (at most [`RECV_BATCH`]), a
+    /// slice ([`Self::recv_slice`] datagrams) at a time, each serviced and sent before the next
+    /// is read ([`receive_sliced`]). True if any. `recvmmsg(2)`: up to [`MMSG`] datagrams per
+    /// syscall (`RAKOR_SHELL_RECVMMSG=0` reads one per `recvfrom`, for comparison).
+    fn receive(&mut self) -> bool {
+        let slice = self.recv_slice;
+        receive_sliced(self, slice, RECV_BATCH)
+    }
+
+    /// Service the connections with input or output and send what they queued.
+    fn service_slice(&mut self) {
+        let mut from = Instant::now();
+        let mut serviced;
+        loop {
+            let left = self.core.flush_input_step(from, self.step_copies);
+            serviced = Instant::now();
+            self.flush();
+            self.phases
+                .record(Phase::Service, serviced.saturating_duration_since(from));
+            let sent = Instant::now();
+            self.phases
+                .record(Phase::Send, sent.saturating_duration_since(serviced));
+            if !left {
                 break;
-            };
-            let n = match m.recv(self.sock.as_raw_fd()) {
+            }
+            from = sent;
+        }
+    }
+
+    /// Up to `max` datagrams with `recvmmsg`, [`MMSG`] per syscall.
+    fn read_mmsg(&mut self, max: usize) -> Slice {
+        let mut s = Slice::default();
+        let fd = self.sock.as_raw_fd();
+        let Some(m) = self.mmsg.as_mut() else {
+            return s;
+        };
+        while s.used < max {
+            let ask = (max - s.used).min(MMSG);
+            let n = match m.recv(fd, ask) {
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    s.empty = true;
+                    break;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::debug!("recvmmsg: {e}");
                     // An ICMP error is reported alone; the next call reads on.
-                    total += 1;
+                    s.used += 1;
                     continue;
                 }
             };
@@ -555,37 +728,43 @@ impl Shell {
             for i in 0..n {
                 if let Some((src, datagram)) = m.get(i) {
                     self.core.handle_datagram(now, src, datagram);
-                    any = true;
+                    s.handed += 1;
                 }
             }
-            total += n;
-            if n < MMSG {
-                break; // the socket is empty
+            s.used += n;
+            if n < ask {
+                s.empty = true; // the socket is empty
+                break;
             }
         }
-        any
+        s
     }
 
-    fn receive_one_by_one(&mut self, buf: &mut [u8]) -> bool {
-        let mut any = false;
-        for _ in 0..RECV_BATCH {
-            let (n, src) = match self.sock.recv_from(buf) {
+    /// Up to `max` datagrams with `recvfrom`, one per syscall.
+    fn read_one_by_one(&mut self, max: usize) -> Slice {
+        let mut s = Slice::default();
+        while s.used < max {
+            let (n, src) = match self.sock.recv_from(&mut self.recv_buf) {
                 Ok(v) => v,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    s.empty = true;
+                    break;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors (e.g. port unreachable) surface here on Linux; not fatal.
                     tracing::debug!("recv_from: {e}");
+                    s.used += 1;
                     continue;
                 }
             };
-            let Some(datagram) = buf.get(..n) else {
-                continue;
-            };
-            self.core.handle_datagram(Instant::now(), src, datagram);
-            any = true;
+            s.used += 1;
+            if let Some(datagram) = self.recv_buf.get(..n) {
+                self.core.handle_datagram(Instant::now(), src, datagram);
+                s.handed += 1;
+            }
         }
-        any
+        s
     }
 
     /// Send every datagram the core queued; then record the forwarding latency of the packets
@@ -666,6 +845,12 @@ impl Shell {
         self.core.set_latency(p50, p99, n);
         if n > 0 {
             let s = self.core.stats();
+            let p = &self.phases;
+            let (commands, commands_max) = p.get(Phase::Commands);
+            let (timers, timers_max) = p.get(Phase::Timers);
+            let (read, read_max) = p.get(Phase::Read);
+            let (service, service_max) = p.get(Phase::Service);
+            let (send, send_max) = p.get(Phase::Send);
             tracing::info!(
                 rtp_in = s.rtp_in,
                 rtp_out = s.rtp_out,
@@ -673,10 +858,21 @@ impl Shell {
                 fwd_p50_us = p50,
                 fwd_p99_us = p99,
                 fwd_samples = n,
+                slow_commands = commands,
+                slow_timers = timers,
+                slow_read = read,
+                slow_service = service,
+                slow_send = send,
+                max_commands_us = commands_max,
+                max_timers_us = timers_max,
+                max_read_us = read_max,
+                max_service_us = service_max,
+                max_send_us = send_max,
                 "media stats"
             );
         }
         self.fwd_latency.reset();
+        self.phases = PhaseStats::default();
     }
 
     /// Forget (in the shared table) the rooms of this worker that are gone: no participant,
@@ -697,10 +893,128 @@ impl Shell {
     }
 }
 
+impl SlicedInput for Shell {
+    fn read_slice(&mut self, max: usize) -> Slice {
+        let from = Instant::now();
+        let s = if self.mmsg.is_some() {
+            self.read_mmsg(max)
+        } else {
+            self.read_one_by_one(max)
+        };
+        self.phases.record(Phase::Read, from.elapsed());
+        s
+    }
+
+    fn service_slice(&mut self) {
+        Shell::service_slice(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A socket queue and a core, faked: `read_slice` moves datagrams from the queue into the
+    /// core, `service_slice` "sends" what the core holds.
+    #[derive(Default)]
+    struct FakeInput {
+        queue: std::collections::VecDeque<Result<u32, ()>>,
+        core: Vec<u32>,
+        sent: Vec<u32>,
+        /// Per service: how many datagrams it sent.
+        services: Vec<usize>,
+    }
+
+    impl FakeInput {
+        fn with(n: u32) -> Self {
+            Self {
+                queue: (0..n).map(Ok).collect(),
+                ..Self::default()
+            }
+        }
+    }
+
+    impl SlicedInput for FakeInput {
+        fn read_slice(&mut self, max: usize) -> Slice {
+            let mut s = Slice::default();
+            while s.used < max {
+                match self.queue.pop_front() {
+                    Some(Ok(d)) => {
+                        self.core.push(d);
+                        s.handed += 1;
+                    }
+                    Some(Err(())) => {} // a read error (a queued ICMP error)
+                    None => {
+                        s.empty = true;
+                        break;
+                    }
+                }
+                s.used += 1;
+            }
+            s
+        }
+
+        fn service_slice(&mut self) {
+            self.services.push(self.core.len());
+            self.sent.append(&mut self.core);
+        }
+    }
+
+    /// A turn with more waiting than a slice is serviced and sent slice by slice, in the order
+    /// read, and stops at the turn's budget (the rest waits for the next turn).
+    #[test]
+    fn a_turn_larger_than_a_slice_is_sent_in_slices_in_order() {
+        let mut io = FakeInput::with(300);
+        assert!(receive_sliced(&mut io, 32, 256));
+        assert_eq!(io.services, vec![32; 8]);
+        assert_eq!(io.sent, (0..256).collect::<Vec<_>>());
+        assert!(io.core.is_empty(), "nothing read is left unserviced");
+        assert_eq!(io.queue.len(), 44);
+
+        // The next turn reads the rest: a full slice, then a short one that ends it.
+        assert!(receive_sliced(&mut io, 32, 256));
+        assert_eq!(&io.services[8..], &[32, 12]);
+        assert_eq!(io.sent, (0..300).collect::<Vec<_>>());
+        assert!(io.queue.is_empty());
+
+        // An empty socket: nothing serviced.
+        assert!(!receive_sliced(&mut io, 32, 256));
+        assert_eq!(io.services.len(), 10);
+    }
+
+    /// A slice as large as the budget is the loop before slices: one service per turn.
+    #[test]
+    fn a_slice_as_large_as_the_budget_services_once() {
+        let mut io = FakeInput::with(100);
+        assert!(receive_sliced(&mut io, 256, 256));
+        assert_eq!(io.services, vec![100]);
+        let mut io = FakeInput::with(5);
+        assert!(
+            receive_sliced(&mut io, 0, 256),
+            "a zero slice reads one at a time"
+        );
+        assert_eq!(io.services, vec![1; 5]);
+    }
+
+    /// Read errors use the budget but are not serviced; reading goes on after them.
+    #[test]
+    fn read_errors_count_against_the_budget_and_reading_goes_on() {
+        let mut io = FakeInput::default();
+        io.queue.push_back(Err(()));
+        io.queue.extend((0..40).map(Ok));
+        assert!(receive_sliced(&mut io, 32, 256));
+        assert_eq!(io.services, vec![31, 9]);
+        assert_eq!(io.sent, (0..40).collect::<Vec<_>>());
+
+        let mut io = FakeInput::default();
+        io.queue.extend((0..300).map(|_| Err(())));
+        assert!(
+            !receive_sliced(&mut io, 32, 256),
+            "only errors: nothing to service"
+        );
+        assert_eq!(io.queue.len(), 44, "bounded by the budget");
+    }
 
     /// A sub-millisecond wait is waited (`poll(2)`'s whole milliseconds made it zero, and the
     /// loop spun until the timer was due), and a datagram ends the wait at once.

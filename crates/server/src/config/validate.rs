@@ -145,6 +145,12 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
     if !(-20..=19).contains(&c.media.thread_nice) {
         return Err(("media.thread_nice", "must be between -20 and 19".into()));
     }
+    if c.media.thread_realtime > 99 {
+        return Err((
+            "media.thread_realtime",
+            "must be between 0 (off) and 99".into(),
+        ));
+    }
     if !(4096..=1 << 30).contains(&c.media.socket_buffer_bytes) {
         return Err((
             "media.socket_buffer_bytes",

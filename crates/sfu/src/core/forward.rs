@@ -17,13 +17,35 @@ use std::time::Instant;
 
 impl Core {
     /// Drain inbound RTP/RTCP of one connection: forward RTP, act on subscribers' feedback.
+    /// In a bounded step ([`Self::flush_input_step`]) packets are read and forwarded one at a
+    /// time until the step's copy limit; the rest stays queued in `rtc` and the connection
+    /// dirty, for the next step.
     pub(crate) fn read_messages(&mut self, ci: ConnKey, now: Instant) {
+        loop {
+            if self.copy_limit.is_some_and(|l| self.stats.rtp_out >= l) {
+                if let Some(c) = self.conns.get_mut(ci) {
+                    c.dirty = true;
+                }
+                return;
+            }
+            let chunk = if self.copy_limit.is_some() {
+                1
+            } else {
+                usize::MAX
+            };
+            if !self.read_some_messages(ci, now, chunk) {
+                return;
+            }
+        }
+    }
+
+    /// Read a connection's inbound messages until `chunk` RTP packets were read or none is
+    /// left, and act on them; true when it stopped at `chunk` (more may be queued).
+    fn read_some_messages(&mut self, ci: ConnKey, now: Instant, chunk: usize) -> bool {
         let mut rtp = std::mem::take(&mut self.rtp_scratch);
         let mut keyframe_tracks: Vec<TrackKey> = Vec::new();
-        {
-            let Some(c) = self.conns.get_mut(ci) else {
-                return;
-            };
+        let mut full = false;
+        if let Some(c) = self.conns.get_mut(ci) {
             while let Some(TaggedRTCMessage {
                 now: read_at,
                 message,
@@ -31,7 +53,11 @@ impl Core {
             {
                 match message {
                     RTCMessage::RtpPacket(_, pkt) if c.kind == PeerConnectionKind::Publisher => {
-                        rtp.push((read_at, pkt))
+                        rtp.push((read_at, pkt));
+                        if rtp.len() >= chunk {
+                            full = true;
+                            break;
+                        }
                     }
                     RTCMessage::RtcpPacket(_, pkts) if c.kind == PeerConnectionKind::Subscriber => {
                         for p in &pkts {
@@ -60,6 +86,7 @@ impl Core {
         }
         rtp.clear();
         self.rtp_scratch = rtp;
+        full
     }
 
     /// One publisher's packets to every admitted leg of their tracks.

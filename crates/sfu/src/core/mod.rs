@@ -112,6 +112,9 @@ pub struct Core {
     next_tick: Instant,
     /// Read instants of the packets forwarded since the last drain (forwarding latency).
     forwarded_read_at: Vec<Instant>,
+    /// During a bounded step ([`Self::flush_input_step`]): the `stats.rtp_out` at which
+    /// publishers' packets stop being read until the next step.
+    pub(crate) copy_limit: Option<u64>,
     /// Wall clock at `epoch`: attendance times are `wall_epoch + (now − epoch)`.
     epoch: (Instant, SystemTime),
     /// The recorder thread's hand-off (None: recording disabled), the rooms being recorded
@@ -160,6 +163,7 @@ impl Core {
             level_scratch: Vec::with_capacity(64),
             next_tick: now,
             forwarded_read_at: Vec::with_capacity(1024),
+            copy_limit: None,
             epoch: (now, wall),
             recorder: None,
             recording: HashMap::new(),

@@ -65,6 +65,7 @@ impl Core {
             deadline: None,
             dirty: true,
             written: false,
+            drained: false,
             connected: false,
             heard_at: now,
             inbound: Vec::new(),

@@ -98,11 +98,56 @@ impl Core {
         self.service_dirty(now);
     }
 
+    /// One bounded step of [`Self::flush_input`] (issue 16): the connections with input are
+    /// serviced, their packets forwarded one at a time, until about `budget` copies were
+    /// forwarded in this step; then the legs written in the step are serviced, so their
+    /// datagrams are in the outbox. True when input is left: send the outbox, then call again.
+    /// A step always forwards at least one packet (the step may exceed `budget` by one
+    /// packet's fan-out), so repeated calls finish. `budget` 0 is [`Self::flush_input`].
+    pub fn flush_input_step(&mut self, now: Instant, budget: u64) -> bool {
+        if budget == 0 {
+            self.service_dirty(now);
+            return false;
+        }
+        let limit = self.stats.rtp_out.saturating_add(budget);
+        self.copy_limit = Some(limit);
+        let mut dirty = std::mem::take(&mut self.conn_scratch);
+        self.conns.keys_where_into(&mut dirty, |c| c.dirty);
+        for &ci in &dirty {
+            if self.stats.rtp_out >= limit {
+                break;
+            }
+            self.service(ci, now);
+        }
+        // The legs this step wrote to: their datagrams to the outbox. Their timers are asked
+        // once, by the last step (each `poll_write`/`poll_timeout` is a sweep of the handler
+        // pipeline: per step and leg it would cost more than the copies it sends).
+        self.conns.keys_where_into(&mut dirty, |c| c.written);
+        for &ci in &dirty {
+            self.drain_writes(ci);
+            if let Some(c) = self.conns.get_mut(ci) {
+                c.written = false;
+                c.drained = true;
+            }
+        }
+        self.conn_scratch = dirty;
+        self.copy_limit = None;
+        if self.conns.iter().any(|(_, c)| c.dirty) {
+            return true;
+        }
+        self.service_dirty(now);
+        false
+    }
+
     pub(crate) fn service_dirty(&mut self, now: Instant) {
+        self.service_where(now, |c| c.dirty || c.written || c.drained);
+    }
+
+    /// Passes over the connections that match `pick`, servicing them.
+    fn service_where(&mut self, now: Instant, pick: impl Fn(&Conn) -> bool + Copy) {
         let mut dirty = std::mem::take(&mut self.conn_scratch);
         for _ in 0..SERVICE_PASSES {
-            self.conns
-                .keys_where_into(&mut dirty, |c| c.dirty || c.written);
+            self.conns.keys_where_into(&mut dirty, pick);
             if dirty.is_empty() {
                 break;
             }
@@ -122,6 +167,7 @@ impl Core {
         let input = c.dirty;
         c.dirty = false;
         c.written = false;
+        c.drained = false;
         if input {
             let mut events = Vec::new();
             while let Some(ev) = c.pc.poll_event() {

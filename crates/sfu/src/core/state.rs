@@ -27,6 +27,9 @@ pub(crate) struct Conn {
     /// for its writes and timer only, without the `poll_event`/`poll_read` sweeps of `rtc`'s
     /// handler pipeline (a write of RTP raises no event and queues nothing to read).
     pub written: bool,
+    /// Its writes were sent by a bounded step ([`super::Core::flush_input_step`]) but its timer
+    /// not asked yet: that is done once, when the last step of the batch services it.
+    pub drained: bool,
     pub connected: bool,
     /// When the client's last packet that its `rtc` core accepted arrived (a consent check,
     /// DTLS, SRTP or SRTCP): the media path's sign of life ([`crate::liveness`]).

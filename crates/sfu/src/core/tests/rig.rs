@@ -86,6 +86,11 @@ pub struct Rig {
     pub stun_lost: HashSet<SocketAddr>,
     /// The next [`Rig::join`] asks for video on demand (see [`Rig::join_on_demand`]).
     on_demand: bool,
+    /// Service input in bounded steps of this many forwarded copies
+    /// ([`Core::flush_input_step`], as the shell does); 0: [`Core::flush_input`].
+    pub step_copies: u64,
+    /// With `step_copies`: the copies each step forwarded, in order.
+    pub steps: Vec<u64>,
 }
 
 pub fn config() -> SfuConfig {
@@ -115,6 +120,8 @@ impl Rig {
             lossy_count: 0,
             stun_lost: HashSet::new(),
             on_demand: false,
+            step_copies: 0,
+            steps: Vec::new(),
         }
     }
 
@@ -322,6 +329,19 @@ impl Rig {
         let now = self.clock.now();
         if let Some(p) = self.sites[i].publisher.as_mut() {
             p.send_vp8(now, keyframe, layer).expect("send vp8");
+        }
+        self.settle();
+    }
+
+    /// Site `i` sends `n` audio packets and `n` VP8 frames before any is delivered: the core
+    /// reads them as one batch.
+    pub fn burst(&mut self, i: usize, n: usize) {
+        let now = self.clock.now();
+        if let Some(p) = self.sites[i].publisher.as_mut() {
+            for _ in 0..n {
+                p.send_audio(now, 30, true).expect("send audio");
+                p.send_vp8(now, false, None).expect("send vp8");
+            }
         }
         self.settle();
     }
@@ -543,7 +563,18 @@ impl Rig {
                 }
             }
         }
-        self.core.flush_input(now);
+        if self.step_copies == 0 {
+            self.core.flush_input(now);
+        } else {
+            loop {
+                let before = self.core.stats.rtp_out;
+                let left = self.core.flush_input_step(now, self.step_copies);
+                self.steps.push(self.core.stats.rtp_out - before);
+                if !left {
+                    break;
+                }
+            }
+        }
         let out: Vec<crate::core::Transmit> = self.core.drain_transmits().collect();
         self.core.drain_forwarded().for_each(drop);
         for t in out {

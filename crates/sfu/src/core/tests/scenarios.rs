@@ -159,6 +159,46 @@ fn join_publish_subscribe_and_leave() {
     assert_eq!(rig.core.room_info(ROOM).unwrap().participants.len(), 1);
 }
 
+/// Bounded servicing steps (issue 16, the shell's `STEP_COPIES`): a batch of 16 packets read
+/// at once is forwarded one copy per step (each step's datagrams can be sent before the next
+/// packet is forwarded), none lost, in order on each leg.
+#[test]
+fn a_batch_is_forwarded_in_bounded_steps_in_order() {
+    let (mut rig, host, site) = host_and_site();
+    let (amid, vmid) = mids(&rig, host, site);
+    let (a0, v0) = (
+        rig.sites[host].received_from(&amid),
+        rig.sites[host].received_from(&vmid),
+    );
+    rig.step_copies = 1;
+    rig.burst(site, 8);
+    assert_eq!(rig.steps.iter().sum::<u64>(), 16, "{:?}", rig.steps);
+    assert!(rig.steps.iter().all(|&c| c <= 1), "{:?}", rig.steps);
+    assert_eq!(rig.steps.iter().filter(|&&c| c == 1).count(), 16);
+    assert_eq!(rig.sites[host].received_from(&amid), a0 + 8);
+    assert_eq!(rig.sites[host].received_from(&vmid), v0 + 8);
+    let sub = rig.sites[host].subscriber.as_ref().unwrap();
+    for mid in [&amid, &vmid] {
+        let seqs = sub.received_on_mid(mid).unwrap().1.sequence_numbers();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "{mid}: {seqs:?}"
+        );
+    }
+    // A larger budget: the same batch in fewer steps, each at most one packet over it.
+    rig.step_copies = 5;
+    rig.steps.clear();
+    rig.burst(site, 8);
+    assert_eq!(rig.steps.iter().sum::<u64>(), 16, "{:?}", rig.steps);
+    assert!(rig.steps.iter().all(|&c| c <= 5), "{:?}", rig.steps);
+    assert!(
+        rig.steps.iter().filter(|&&c| c > 0).count() >= 4,
+        "{:?}",
+        rig.steps
+    );
+    assert_eq!(rig.sites[host].received_from(&vmid), v0 + 16);
+}
+
 #[test]
 fn the_same_identity_joining_twice_replaces_the_older_session() {
     let mut rig = Rig::new();
