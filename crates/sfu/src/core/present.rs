@@ -314,7 +314,7 @@ impl Core {
         let members: Vec<ParticipantId> = self
             .rooms
             .get(room)
-            .map(|r| r.participants.iter().cloned().collect())
+            .map(|r| r.participants.to_vec())
             .unwrap_or_default();
         for pid in members {
             let Some(p) = self.participants.get(&pid) else {
