@@ -640,8 +640,8 @@ async fn a_site_that_publishes_nothing_chats_and_raises_its_hand_room_wide() {
     let nodes = three_nodes(&setup);
     let room = format!("watch-{}", setup.suffix);
 
-    // A owns the room: the governor. On B a site that only watches (no tracks, so no
-    // republisher anywhere until it acts) and a site publishing audio; a site on C.
+    // A owns the room: the governor. On B a site that only watches (no tracks: its
+    // republishers elsewhere publish nothing) and a site publishing audio; a site on C.
     let mut host = setup
         .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
         .await;
@@ -666,13 +666,6 @@ async fn a_site_that_publishes_nothing_chats_and_raises_its_hand_room_wide() {
         LEG_WAIT,
     )
     .await;
-    assert!(
-        !host
-            .participants()
-            .iter()
-            .any(|p| p.identity.ends_with("/kab-kendal")),
-        "a republisher of the watching site before it acted"
-    );
 
     // 1. The watching site chats: the host on A and C's site get it once, named after it;
     //    on B it is delivered once (by its own node).
@@ -897,4 +890,427 @@ async fn the_owners_unmute_of_a_site_another_nodes_host_muted_is_heard_there() {
     )
     .await;
     no_error(&mut host, "the governor");
+}
+
+/// The participant list of the rakor's live room as node `api`'s operator API shows it.
+fn live_names(api: &Api, rakor: i64) -> Vec<String> {
+    let r = api.get(&format!("/api/v1/rakor/{rakor}/live")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json().unwrap()["participants"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watching_site_is_in_the_room_on_every_node_from_its_join() {
+    let Some(setup) = CascadeSetup::from_env("cascade_moderation e2e test (watcher at join)")
+    else {
+        return;
+    };
+    let out = setup.p.add_operator("operator", PASSWORD).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes = three_nodes(&setup);
+    let mut api = Api::new(nodes[0].http);
+    tokio::task::block_in_place(|| api.login("operator", PASSWORD)).unwrap();
+    let room = format!("roster-{}", setup.suffix);
+    let rakor = tokio::task::block_in_place(|| {
+        let host = add_site(&api, "Command Room Provinsi", "opd")?;
+        let v = api.expect(
+            "POST",
+            "/api/v1/rakor",
+            Some(serde_json::json!({
+                "title": "Rakor Inflasi", "agenda": "Harga beras",
+                "start": wib_in(60), "end": wib_in(3660),
+                "host_site_id": host, "invited_site_ids": [], "room": room,
+            })),
+            201,
+        )?;
+        anyhow::Ok(v["id"].as_i64().unwrap())
+    })
+    .unwrap();
+
+    // A owns the room: the governor. On B a site that only watches and never acts; on C a
+    // regent (host).
+    let mut host = setup
+        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
+        .await;
+    let mut watcher = setup
+        .join_watching(nodes[1].ws_url(), &room, "kab-kendal", "participant")
+        .await;
+    let mut host_c = setup
+        .join_audio(nodes[2].ws_url(), &room, "bupati-solo", "host")
+        .await;
+
+    // 1. Without doing anything, the watching site is in the room on A and on C (its
+    //    republishers, without tracks), and in the owner's live participant list.
+    let [kendal_on_a, kendal_on_c, _] = seen_all(
+        [
+            (&host, "kab-kendal"),
+            (&host_c, "kab-kendal"),
+            (&watcher, "gubernur"),
+        ],
+        LEG_WAIT,
+    )
+    .await;
+    let on_a = host
+        .participants()
+        .into_iter()
+        .find(|p| p.id == kendal_on_a)
+        .unwrap();
+    assert!(on_a.tracks.is_empty(), "{on_a:?}");
+    assert_eq!(on_a.name, "kab-kendal");
+    let names = tokio::task::block_in_place(|| live_names(&api, rakor));
+    assert!(
+        names.iter().any(|n| n == "kab-kendal"),
+        "the owner's live list: {names:?}"
+    );
+
+    // 2. The host on C (a third node) and the governor write to it privately: it gets both,
+    //    addressed to itself, and nobody else does.
+    seen_as(&watcher, "bupati-solo", LEG_WAIT).await;
+    host_c
+        .chat_to(&kendal_on_c, "Kendal, mohon laporan harga")
+        .await
+        .unwrap();
+    let got = chats_until(
+        &mut watcher,
+        "the watching site",
+        "Kendal, mohon laporan harga",
+    )
+    .await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].to.as_ref(), Some(watcher.participant_id()));
+    assert_eq!(got[0].from.name, "bupati-solo");
+    host.chat_to(&kendal_on_a, "Kendal, dari gubernur")
+        .await
+        .unwrap();
+    let got = chats_until(&mut watcher, "the watching site", "Kendal, dari gubernur").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].from.name, "gubernur");
+    no_error(&mut host, "the governor");
+    no_error(&mut host_c, "the host on C");
+
+    // 3. The governor removes it: B's node removes it, C sees it leave (its republisher
+    //    there leaves with it).
+    host.send(&ClientMessage::Moderate {
+        action: ModerateAction::Remove,
+        participant_id: Some(kendal_on_a.clone()),
+    })
+    .await
+    .unwrap();
+    leave_at(&mut watcher, "the watching site", LeaveReason::Removed).await;
+    let gone = host_c
+        .wait_for(
+            |m| matches!(m, ServerMessage::ParticipantLeft { participant_id, .. } if *participant_id == kendal_on_c),
+            EVENT_WAIT,
+        )
+        .await;
+    assert!(
+        gone.is_ok(),
+        "the host on C: the watching site never left: {gone:?}"
+    );
+    no_error(&mut host, "the governor");
+}
+
+/// Wait until the presentation `c` knows (`joined`, `presentation`) is `want`'s (`None`: no
+/// presentation), reading its `presentation` messages as they come.
+async fn presentation_at(c: &mut Client, who: &str, want: Option<&ParticipantId>) {
+    let deadline = Instant::now() + EVENT_WAIT;
+    loop {
+        let now = c.presentation().map(|p| p.participant_id);
+        if now.as_ref() == want {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = c
+            .wait_for(|m| matches!(m, ServerMessage::Presentation { .. }), left)
+            .await;
+        assert!(
+            got.is_ok(),
+            "{who}: presentation {now:?}, never {want:?}: {got:?}"
+        );
+    }
+}
+
+/// Wait for `presentation_stopped {reason}` at the presenter `c`.
+async fn presentation_stopped_at(c: &mut Client, who: &str, want: rakor_proto::PresentationEnd) {
+    let got = c
+        .wait_for(
+            |m| matches!(m, ServerMessage::PresentationStopped { reason, .. } if *reason == want),
+            EVENT_WAIT,
+        )
+        .await;
+    assert!(
+        got.is_ok(),
+        "{who}: no presentation_stopped {want:?}: {got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presentations_are_stopped_and_taken_over_across_nodes() {
+    use rakor_proto::PresentationEnd;
+    let Some(setup) = CascadeSetup::from_env("cascade_moderation e2e test (presentation)") else {
+        return;
+    };
+    let nodes = three_nodes(&setup);
+    let room = format!("present-{}", setup.suffix);
+
+    // A owns the room: the governor and a site; on B a regent (host) and a site; a site on C.
+    let mut host = setup
+        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
+        .await;
+    let mut site_a = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
+        .await;
+    let mut host_b = setup
+        .join_audio(nodes[1].ws_url(), &room, "bupati", "host")
+        .await;
+    let mut kendal = setup
+        .join_audio(nodes[1].ws_url(), &room, "kab-kendal", "participant")
+        .await;
+    let mut site_c = setup
+        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+        .await;
+    let [c_on_a, c_on_b, a_on_b, a_on_c, hostb_on_a, hostb_on_c, kendal_on_a, kendal_on_c] =
+        seen_all(
+            [
+                (&site_a, "kota-solo"),
+                (&host_b, "kota-solo"),
+                (&host_b, "kab-semarang"),
+                (&site_c, "kab-semarang"),
+                (&site_a, "bupati"),
+                (&site_c, "bupati"),
+                (&site_a, "kab-kendal"),
+                (&site_c, "kab-kendal"),
+            ],
+            LEG_WAIT,
+        )
+        .await;
+    seen_all([(&host, "kota-solo"), (&host, "bupati")], LEG_WAIT).await;
+
+    // 1. C's site presents; the regent on B (a non-owner) stops it: C's node stops it
+    //    (`presentation_stopped {reason: stopped}` at the site), and A sees it end.
+    site_c.publish_screen().await.unwrap();
+    presentation_at(&mut site_a, "A's site", Some(&c_on_a)).await;
+    presentation_at(&mut host_b, "the host on B", Some(&c_on_b)).await;
+    host_b
+        .send(&ClientMessage::Moderate {
+            action: ModerateAction::StopPresentation,
+            participant_id: None,
+        })
+        .await
+        .unwrap();
+    presentation_stopped_at(&mut site_c, "C's site", PresentationEnd::Stopped).await;
+    presentation_at(&mut site_a, "A's site", None).await;
+    presentation_at(&mut host_b, "the host on B", None).await;
+
+    // 2. A's site presents; the regent on B shares its screen and takes over: A's node tells
+    //    its presenter `taken_over`, and A and C show the regent's presentation.
+    site_a.publish_screen().await.unwrap();
+    presentation_at(&mut host_b, "the host on B", Some(&a_on_b)).await;
+    presentation_at(&mut site_c, "C's site", Some(&a_on_c)).await;
+    host_b.publish_screen().await.unwrap();
+    presentation_stopped_at(&mut site_a, "A's site", PresentationEnd::TakenOver).await;
+    presentation_at(&mut host, "the governor", Some(&hostb_on_a)).await;
+    presentation_at(&mut site_c, "C's site", Some(&hostb_on_c)).await;
+    host_b.stop_screen().await.unwrap();
+    presentation_at(&mut site_c, "C's site", None).await;
+    presentation_at(&mut host, "the governor", None).await;
+
+    // 3. B's site presents; the governor (the owner's host) takes over: B's node tells its
+    //    presenter `taken_over`.
+    kendal.publish_screen().await.unwrap();
+    presentation_at(&mut host, "the governor", Some(&kendal_on_a)).await;
+    presentation_at(&mut site_c, "C's site", Some(&kendal_on_c)).await;
+    host.publish_screen().await.unwrap();
+    presentation_stopped_at(&mut kendal, "B's site", PresentationEnd::TakenOver).await;
+    let host_id = host.participant_id().clone();
+    presentation_at(&mut site_a, "A's site", Some(&host_id)).await;
+    no_error(&mut host, "the governor");
+    no_error(&mut host_b, "the host on B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operators_mute_on_a_third_node_is_room_wide() {
+    let Some(setup) = CascadeSetup::from_env("cascade_moderation e2e test (operator on C)") else {
+        return;
+    };
+    let out = setup.p.add_operator("operator", PASSWORD).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes = three_nodes(&setup);
+    let room = format!("op-c-{}", setup.suffix);
+    // The operator's console on C (a node that neither owns the room nor has the site).
+    let mut api_c = Api::new(nodes[2].http);
+    tokio::task::block_in_place(|| api_c.login("operator", PASSWORD)).unwrap();
+    let rakor = tokio::task::block_in_place(|| {
+        let host = add_site(&api_c, "Command Room Provinsi", "opd")?;
+        let v = api_c.expect(
+            "POST",
+            "/api/v1/rakor",
+            Some(serde_json::json!({
+                "title": "Rakor Banjir", "agenda": "Tanggap darurat",
+                "start": wib_in(60), "end": wib_in(3660),
+                "host_site_id": host, "invited_site_ids": [], "room": room,
+            })),
+            201,
+        )?;
+        anyhow::Ok(v["id"].as_i64().unwrap())
+    })
+    .unwrap();
+
+    // A owns the room: the governor and a site listening; a site on B; a site on C.
+    let host = setup
+        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
+        .await;
+    let site_a = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
+        .await;
+    let mut kendal = setup
+        .join_audio(nodes[1].ws_url(), &room, "kab-kendal", "participant")
+        .await;
+    let site_c = setup
+        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+        .await;
+    let [kendal_on_a, kendal_on_c, _] = seen_all(
+        [
+            (&host, "kab-kendal"),
+            (&site_c, "kab-kendal"),
+            (&kendal, "gubernur"),
+        ],
+        LEG_WAIT,
+    )
+    .await;
+    let host_id = host.participant_id().clone();
+    hears(&site_a, "A's site", &kendal_on_a, 0, 25).await;
+
+    // 1. The operator on C mutes B's site (its participant on C): B's node mutes it, so A
+    //    stops receiving it too. The clock: the governor's audio at A's site (a host's audio
+    //    is always forwarded) goes on meanwhile.
+    let mute = |muted: bool| {
+        let r = tokio::task::block_in_place(|| {
+            api_c.post(
+                &format!("/api/v1/rakor/{rakor}/participants/{kendal_on_c}/mute"),
+                serde_json::json!({ "muted": muted }),
+            )
+        })
+        .unwrap();
+        assert_eq!(r.status, 204, "{}", r.body);
+    };
+    mute(true);
+    moderator_mute_at(&mut kendal, "B's site", true).await;
+    let at_a = audio_from(&site_a, &kendal_on_a);
+    hears(
+        &site_a,
+        "A's site",
+        &host_id,
+        audio_from(&site_a, &host_id),
+        100,
+    )
+    .await;
+    let late = audio_from(&site_a, &kendal_on_a) - at_a;
+    assert!(
+        late <= 10,
+        "A still receives B's muted site: {late} packets over 2 s of the governor's audio"
+    );
+
+    // 2. The operator on C unmutes it: B unmutes it and A hears it again.
+    mute(false);
+    moderator_mute_at(&mut kendal, "B's site", false).await;
+    hears(
+        &site_a,
+        "A's site",
+        &kendal_on_a,
+        audio_from(&site_a, &kendal_on_a),
+        25,
+    )
+    .await;
+    drop((host, site_c));
+}
+
+/// The texts of the `chat_history` messages `c` gets until all of `texts` arrived.
+async fn history_until(c: &mut Client, who: &str, texts: &[&str]) -> Vec<ChatEntry> {
+    let mut got: Vec<ChatEntry> = Vec::new();
+    while !texts.iter().all(|t| got.iter().any(|e| e.text == *t)) {
+        match c
+            .wait_for(
+                |m| matches!(m, ServerMessage::ChatHistory { .. }),
+                EVENT_WAIT,
+            )
+            .await
+        {
+            Ok(ServerMessage::ChatHistory { messages, after }) => {
+                assert!(after.is_none(), "{who}: {after:?}");
+                for m in messages {
+                    if !got.iter().any(|e| e.id == m.id) {
+                        got.push(m);
+                    }
+                }
+            }
+            other => panic!("{who}: no history with {texts:?}: {other:?}; got: {got:?}"),
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_leg_starts_later_gets_the_earlier_chat() {
+    let Some(setup) = CascadeSetup::from_env("cascade_moderation e2e test (late history)") else {
+        return;
+    };
+    let nodes = three_nodes(&setup);
+    let room = format!("history-{}", setup.suffix);
+
+    // A owns the room: the governor and a site talk before anyone is on C.
+    let host = setup
+        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
+        .await;
+    let mut site_a = setup
+        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
+        .await;
+    let said = ["Rapat dimulai", "Agenda pertama: banjir", "Semarang siap"];
+    host.chat(said[0]).await.unwrap();
+    host.chat(said[1]).await.unwrap();
+    // (Two senders' messages reach the owner in any order: the site answers once it has both.)
+    chats_until(&mut site_a, "A's site", said[1]).await;
+    site_a.chat(said[2]).await.unwrap();
+    chats_until(&mut site_a, "A's site", said[2]).await;
+
+    // 1. The first site on C (C's leg starts with it): it gets the room's history, once
+    //    each, in order, named by the senders' participants on C.
+    let mut solo = setup
+        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+        .await;
+    let got = history_until(&mut solo, "C's first site", &said).await;
+    let texts: Vec<&str> = got.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(texts, said, "{got:?}");
+    let [host_on_c, a_on_c] =
+        seen_all([(&solo, "gubernur"), (&solo, "kab-semarang")], LEG_WAIT).await;
+    assert_eq!(got[0].from.participant_id, host_on_c);
+    assert_eq!(got[0].from.name, "gubernur");
+    assert_eq!(got[2].from.participant_id, a_on_c);
+
+    // 2. A later site on C gets it in its join's history, and then the room's next message.
+    let mut batang = setup
+        .join_audio(nodes[2].ws_url(), &room, "kab-batang", "participant")
+        .await;
+    let got = history_until(&mut batang, "C's later site", &said).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    host.chat("Lanjut").await.unwrap();
+    let got = chats_until(&mut batang, "C's later site", "Lanjut").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let got = chats_until(&mut solo, "C's first site", "Lanjut").await;
+    assert_eq!(got.len(), 1, "no history message again as chat: {got:?}");
 }

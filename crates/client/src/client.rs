@@ -235,6 +235,10 @@ pub(crate) enum Command {
         sources: Vec<rakor_proto::TrackSource>,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    UnpublishSource {
+        source: rakor_proto::TrackSource,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
     StopScreen {
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
@@ -465,6 +469,16 @@ impl Client {
             reply,
         })
         .await?
+    }
+
+    /// Stop sending the local track of `source` (a cascade republisher: the relayed track
+    /// whose source track ended), as [`Client::unpublish`].
+    pub async fn unpublish_source(
+        &self,
+        source: rakor_proto::TrackSource,
+    ) -> Result<(), ClientError> {
+        self.request(|reply| Command::UnpublishSource { source, reply })
+            .await?
     }
 
     /// Stop sharing the screen (`unpublish`, then remove the track and renegotiate).

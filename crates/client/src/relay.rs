@@ -6,10 +6,12 @@
 //! with its packets) and, on the destination node, one *republisher* per source participant
 //! (same name, identity `cascade/<identity>`, subscribing to nothing), which publishes that
 //! participant's tracks from the packets the relay subscriber receives ([`FedTrack`]). A
-//! republisher joins when its participant's first track arrives, or, for a participant that
-//! publishes nothing (a site that only watches), when the leg's control first sends a command
-//! as it (its chat, its raised hand, a host's moderation): one signalling session per such
-//! participant per far node, and only for those that act, not for every watcher. Tracks
+//! republisher joins with its participant (when the participant joins the source room, or
+//! when the leg starts for those already there), publishing nothing until the participant's
+//! first track arrives, so a site that only watches is in the room on every node from its
+//! join (hosts there can remove it or write to it privately): one signalling session per
+//! participant per far node. Should one fail to join, it is tried again at the participant's
+//! first track or when the leg's control first sends a command as it. Tracks
 //! of participants a `relay_if` filter refuses are not relayed (the server refuses those that
 //! came from the destination; relay identities start with [`CASCADE_PREFIX`]), so a track
 //! crosses each node boundary once and never loops. A keyframe request from the
@@ -18,7 +20,7 @@
 //! `track_settings` at the source, so only the simulcast layer the far node needs crosses.
 
 use crate::media::FedTrack;
-use crate::relay_control::{run_command, RelayCommand, RelayControl};
+use crate::relay_control::{run_command, RelayAction, RelayCommand, RelayControl};
 use crate::relay_levels::RelayLevels;
 use crate::{Client, ClientError, ClientOptions};
 use rakor_proto::{ParticipantId, ParticipantInfo, TrackId, TrackSource};
@@ -84,9 +86,10 @@ fn demand_sink(
     })
 }
 
-/// A leg's republishers on the destination, one per source participant, joined when its
-/// first track arrives or, for one that publishes nothing, when a command must be sent as it
-/// ([`Republishers::run`]: its chat, its hand, a host's moderation).
+/// A leg's republishers on the destination, one per source participant, joined with it (at
+/// its `participant_joined`, or when the leg starts), or else at its first track or when a
+/// command must be sent as it ([`Republishers::run`]: its chat, its hand, a host's
+/// moderation).
 struct Republishers {
     joined: HashMap<ParticipantId, Client>,
     to_url: String,
@@ -152,6 +155,31 @@ impl Republishers {
     }
 }
 
+/// (Un)mute `participant` in the source room as the relay subscriber (what this node did to
+/// its republisher here, repeated at its source; [`RelayAction::SourceMute`]). A participant
+/// no longer there is refused by the source (`unknown_participant`, to the subscriber only).
+async fn mute_at_source(subscriber: &Client, participant: ParticipantId, muted: bool) {
+    let action = if muted {
+        rakor_proto::ModerateAction::MuteAudio
+    } else {
+        rakor_proto::ModerateAction::UnmuteAudio
+    };
+    let msg = rakor_proto::ClientMessage::Moderate {
+        action,
+        participant_id: Some(participant),
+    };
+    if let Err(e) = subscriber.send(&msg).await {
+        tracing::warn!(error = %e, "cascade: a mute not repeated at the source");
+    }
+}
+
+/// A track being relayed: its source (what the republisher unpublishes when the source
+/// track ends) and the task that feeds it.
+struct Relaying {
+    source: TrackSource,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// The source room as a leg knows it *in event order*: everyone in the subscriber's view
 /// now, plus those whose `participant_left` the leg has not handled yet (the subscriber's
 /// view is updated as messages arrive, ahead of the leg), so a command can still name who
@@ -213,7 +241,14 @@ pub async fn relay_one_way_with(
         tls_roots: from.tls_roots.clone(),
     };
     let mut roster = Roster::default();
-    let mut relaying: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    // Every participant of the source room is in the room on the far node from its join (a
+    // republisher, without tracks until its first one arrives), so that hosts there can name
+    // one that only watches (remove it, write to it privately) before it acts.
+    for info in subscriber.participants() {
+        republishers.ensure(&info).await;
+    }
+    // Relayed tracks by source track: whose, what source, the task feeding them.
+    let mut relaying: HashMap<TrackId, Relaying> = HashMap::new();
     // What the destination's subscribers show of a relayed video (`track_demand` to its
     // republisher), keyed by the source track: asked of the source node as our own
     // `track_settings`, so the leg carries the layer the far node needs (or nothing).
@@ -250,6 +285,10 @@ pub async fn relay_one_way_with(
                     None => std::future::pending().await,
                 }
             } => {
+                if let RelayAction::SourceMute { muted } = cmd.action {
+                    mute_at_source(&subscriber, cmd.as_participant, muted).await;
+                    continue;
+                }
                 let room = roster.refresh(subscriber.participants());
                 republishers.run(cmd, &room).await;
             }
@@ -291,9 +330,35 @@ pub async fn relay_one_way_with(
                     }
                     Some(rakor_proto::ServerMessage::ParticipantJoined { participant }) => {
                         roster.0.insert(participant.id.clone(), participant.clone());
+                        republishers.ensure(&participant).await;
                         if let Some(c) = &control {
                             let room = roster.refresh(subscriber.participants());
                             let msg = rakor_proto::ServerMessage::ParticipantJoined { participant };
+                            if let Some(cmd) = c.source_event(&msg, &room) {
+                                republishers.run(cmd, &room).await;
+                            }
+                        }
+                    }
+                    Some(rakor_proto::ServerMessage::TrackUnpublished { participant_id, track_id }) => {
+                        // The source track ended (unpublished, a presentation stopped there):
+                        // its republished track ends too, or the far node would keep a dead
+                        // track (and, for a screen, a presentation nobody gives any more).
+                        if let Some(r) = relaying.remove(&track_id) {
+                            if !r.task.is_finished() {
+                                r.task.abort();
+                                counters.tracks.fetch_sub(1, Ordering::Relaxed);
+                            }
+                            if let Some(republisher) = republishers.joined.get(&participant_id) {
+                                if let Err(e) = republisher.unpublish_source(r.source).await {
+                                    // Already taken off by the far node (a stopped or taken
+                                    // over presentation), or the republisher is going.
+                                    tracing::debug!(error = %e, track = %track_id, "cascade: relayed track not unpublished");
+                                }
+                            }
+                        }
+                        if let Some(c) = &control {
+                            let room = roster.refresh(subscriber.participants());
+                            let msg = rakor_proto::ServerMessage::TrackUnpublished { participant_id, track_id };
                             if let Some(cmd) = c.source_event(&msg, &room) {
                                 republishers.run(cmd, &room).await;
                             }
@@ -363,19 +428,26 @@ pub async fn relay_one_way_with(
                 counters.tracks_total.fetch_add(1, Ordering::Relaxed);
                 let gauge = counters.clone();
                 let mut packets = t.packets;
-                relaying.push(tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     while let Some(p) = packets.recv().await {
                         if ptx.send(p).await.is_err() {
                             break;
                         }
                     }
                     gauge.tracks.fetch_sub(1, Ordering::Relaxed);
-                }));
+                });
+                let source = t.source;
+                if let Some(old) = relaying.insert(t.track_id, Relaying { source, task }) {
+                    if !old.task.is_finished() {
+                        old.task.abort();
+                        counters.tracks.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
     }
-    for task in relaying {
-        task.abort();
+    for r in relaying.into_values() {
+        r.task.abort();
     }
     let leaving: Vec<_> = republishers
         .joined

@@ -84,6 +84,10 @@ pub enum RelayAction {
     /// Stop the room's presentation there (`moderate stop_presentation`); the republisher
     /// must be a host there.
     StopPresentation,
+    /// Moderator-mute (`muted`) or unmute `as_participant` itself in the leg's *source* room,
+    /// sent there by the leg's relay subscriber (`moderate` from role `relay`), not by a
+    /// republisher: this node's operator or host (un)muted the participant's republisher here.
+    SourceMute { muted: bool },
 }
 
 /// The destination participant id of `identity` as `republisher` sees the room: itself or
@@ -184,6 +188,11 @@ pub async fn run_command(republisher: Option<&Client>, cmd: RelayCommand) {
             moderate(r, ModerateAction::Remove, Some(participant_id)).await;
         }
         RelayAction::EndRoom => moderate(r, ModerateAction::EndRoom, None).await,
+        RelayAction::SourceMute { .. } => {
+            tracing::warn!(
+                "cascade: a source mute is the relay subscriber's; not sent by a republisher"
+            )
+        }
         RelayAction::StopPresentation => moderate(r, ModerateAction::StopPresentation, None).await,
     }
 }

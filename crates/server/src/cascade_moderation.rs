@@ -35,8 +35,13 @@
 //! - *Unmutes and the record.* The owner's unmute lifts the mute of the site's republishers on
 //!   the other nodes ([`owner_unmute_here`]; a host there may have muted it first); a floor
 //!   applied for the owner is recorded with the name of the owner's host who gave it.
-//! - *Participants that publish nothing* get a republisher when a command is first sent as
-//!   them (`rakor_client::relay`), so their chat and hands cross too.
+//! - *An operator's (or host's) mute of a republisher here* reaches that republisher as
+//!   `moderator_mute`; the inbound leg's relay subscriber repeats it on the owner
+//!   ([`mute_at_owner`], `moderate` from role `relay`), which mutes the participant there, and
+//!   a third node's site's own node then mutes the site: a mute through any node's API acts
+//!   room-wide.
+//! - *Participants that publish nothing* have a republisher from their join
+//!   (`rakor_client::relay`), so hosts elsewhere can name them and their chat and hands cross.
 //!
 //! Ids nobody has, relay subscribers and unmappable identities are refused (logged, nothing
 //! forwarded); the commands of non-hosts were already refused by their own node.
@@ -73,6 +78,12 @@ pub enum Apply {
     EndRoom,
     /// Stop this node's presentation (the owner stopped its presenter's republisher's).
     StopPresentation,
+    /// The owner's recent chat (its `chat_history` to this node's relay subscriber), each
+    /// message with its sender's identity here (`None`: nobody this node can name), kept as
+    /// this room's history when it has none yet ([`owner_history_here`]).
+    SeedChat {
+        messages: Vec<(ChatEntry, Option<String>)>,
+    },
 }
 
 /// One leg's queue of extra commands: where to send them, and what the leg reads.
@@ -329,6 +340,36 @@ pub fn local_host_command(
     })
 }
 
+/// The owner's `chat_history` (sent to this node's inbound relay subscriber at its join) as
+/// the history this node's room keeps, when its leg started after the chat: the messages to
+/// the room, each with its sender's identity here (mapped like a chat's sender; `None` for one
+/// the owner's room no longer lists or a relay). `None` for an empty history or a resume's
+/// (`after`).
+pub fn owner_history_here(
+    messages: &[ChatEntry],
+    after: Option<&str>,
+    owner_participants: &[ParticipantInfo],
+    owner: &str,
+    me: &str,
+) -> Option<Apply> {
+    if after.is_some() {
+        return None;
+    }
+    let messages: Vec<(ChatEntry, Option<String>)> = messages
+        .iter()
+        .filter(|m| m.to.is_none())
+        .map(|m| {
+            let here = owner_participants
+                .iter()
+                .find(|p| p.id == m.from.participant_id)
+                .filter(|p| p.role != Role::Relay)
+                .and_then(|p| map_identity(&p.identity, owner, me));
+            (m.clone(), here)
+        })
+        .collect();
+    (!messages.is_empty()).then_some(Apply::SeedChat { messages })
+}
+
 /// What this node's site's republisher on the owner was told (`identity`: its identity
 /// there), as an action on the site here: removed there, removed here; its presentation
 /// stopped by a host or operator there (`reason: stopped`), stopped here. `None`: anything else, or an identity
@@ -390,6 +431,20 @@ pub fn republisher_mute_here(identity: &str, muted: bool, owner: &str, me: &str)
     })
 }
 
+/// A `moderator_mute` received here by the republisher of the owner's participant `source`
+/// (a site of the owner or of a third node): this node's operator or a host here (un)muted it,
+/// or this node applied the owner's unmute or floor. The inbound leg's relay subscriber
+/// repeats it on the owner ([`RelayAction::SourceMute`]), which mutes the participant there
+/// (for a third node's site: its republisher, whose node then mutes the site), so an
+/// operator's mute through any node's API acts room-wide, as a host's does; a repeat of what
+/// holds on the owner already changes nothing there.
+pub fn mute_at_owner(source: &ParticipantId, muted: bool) -> RelayCommand {
+    RelayCommand {
+        as_participant: source.clone(),
+        action: RelayAction::SourceMute { muted },
+    }
+}
+
 fn send_all(tx: &mpsc::UnboundedSender<RelayCommand>, cmds: Vec<RelayCommand>) {
     for c in cmds {
         if tx.send(c).is_err() {
@@ -437,6 +492,19 @@ impl RelayControl for FollowOwnerRoom {
         match msg {
             ServerMessage::Chat(entry) => {
                 owner_chat_here(entry, participants, &self.leg.owner, &self.leg.me)
+            }
+            // The owner's recent chat at this leg's join: this node's history, if it has none.
+            ServerMessage::ChatHistory { messages, after } => {
+                if let Some(a) = owner_history_here(
+                    messages,
+                    after.as_deref(),
+                    participants,
+                    &self.leg.owner,
+                    &self.leg.me,
+                ) {
+                    let _ = self.leg.apply.send(a);
+                }
+                None
             }
             ServerMessage::Hands { hands } => {
                 let (owner, me) = (&self.leg.owner, &self.leg.me);
@@ -515,14 +583,20 @@ impl RelayControl for FollowOwnerRoom {
 
     fn republisher_event(
         &self,
-        _source: &ParticipantId,
+        source: &ParticipantId,
         me: (&ParticipantId, &str),
         msg: &ServerMessage,
     ) {
-        if let ServerMessage::Chat(entry) = msg {
-            if let Some(cmd) = private_chat_across(entry, me, &self.leg.me, &self.leg.owner) {
-                send_all(&self.leg.other, vec![cmd]);
+        match msg {
+            ServerMessage::Chat(entry) => {
+                if let Some(cmd) = private_chat_across(entry, me, &self.leg.me, &self.leg.owner) {
+                    send_all(&self.leg.other, vec![cmd]);
+                }
             }
+            ServerMessage::ModeratorMute { muted } => {
+                send_all(&self.leg.own, vec![mute_at_owner(source, *muted)]);
+            }
+            _ => {}
         }
     }
 }
@@ -800,6 +874,26 @@ async fn apply_one(sfu: &SfuHandle, room: &str, ask: Apply) {
             Moderation::Remove { participant: pid }
         }
         Apply::EndRoom => Moderation::EndRoom,
+        Apply::SeedChat { messages } => {
+            // Each sender named by its participant here (a site's republisher, or our own
+            // site); one this node cannot name keeps the owner's id (its name still shows).
+            let messages = messages
+                .into_iter()
+                .map(|(mut m, identity)| {
+                    let here = identity.and_then(|i| {
+                        snap.participants
+                            .iter()
+                            .find(|p| p.identity == i)
+                            .map(|p| p.id.clone())
+                    });
+                    if let Some(pid) = here {
+                        m.from.participant_id = pid;
+                    }
+                    m
+                })
+                .collect();
+            Moderation::SeedChat { messages }
+        }
         Apply::StopPresentation => {
             if snap.presentation.is_none() {
                 return; // already stopped here (the host here stopped it first)
@@ -875,6 +969,42 @@ mod tests {
         assert_eq!(here(&chat("PA_gub", Some("PA_solo"))), None);
         assert_eq!(here(&chat("PA_forged", None)), None);
         assert_eq!(here(&chat("PA_relay_b", None)), None);
+    }
+
+    #[test]
+    fn the_owners_history_is_this_nodes_with_senders_mapped_here() {
+        let owner = owner_room();
+        let history = [
+            chat("PA_gub", None),
+            chat("PA_gub", Some("PA_solo")),
+            chat("PA_solo", None),
+            chat("PA_kendal", None),
+            chat("PA_forged", None),
+            chat("PA_relay_b", None),
+        ];
+        let here = owner_history_here(&history, None, &owner, "a", "c");
+        let Some(Apply::SeedChat { messages }) = here else {
+            panic!("{here:?}")
+        };
+        let senders: Vec<Option<&str>> = messages.iter().map(|(_, i)| i.as_deref()).collect();
+        // The private one is dropped; our own site is ours again; unknown senders and the
+        // relay are kept with their names but named by nobody here.
+        assert_eq!(
+            senders,
+            [
+                Some("cascade/a/gubernur"),
+                Some("kota-solo"),
+                Some("cascade/b/kab-kendal"),
+                None,
+                None
+            ]
+        );
+        // A resume's (`after`) or an empty history: nothing.
+        assert_eq!(
+            owner_history_here(&history, Some("CH_1"), &owner, "a", "c"),
+            None
+        );
+        assert_eq!(owner_history_here(&[], None, &owner, "a", "c"), None);
     }
 
     #[test]
@@ -1057,6 +1187,24 @@ mod tests {
                 muted: true
             })
         );
+        drop(q);
+        // This node's operator muted B's site's republisher here (B's site is `PA_kendal` on
+        // the owner): the inbound leg's relay subscriber repeats it on the owner, where B's
+        // node learns it; nothing is applied here (it holds here already).
+        follow.republisher_event(
+            &pid("PA_kendal"),
+            (&pid("PC_kendal"), "cascade/b/kab-kendal"),
+            &ServerMessage::ModeratorMute { muted: true },
+        );
+        let mut q = follow.leg.queue.try_lock().unwrap();
+        assert_eq!(
+            q.try_recv().ok(),
+            Some(RelayCommand {
+                as_participant: pid("PA_kendal"),
+                action: RelayAction::SourceMute { muted: true }
+            })
+        );
+        assert!(apply_rx.try_recv().is_err());
     }
 
     /// Node B's room (the owner is A): its host, its site, relayed sites of A and C, the

@@ -57,6 +57,13 @@ pub enum Moderation {
     /// Stop the room's presentation (the presenter gets `presentation_stopped`); none →
     /// [`crate::SfuError::NoPresentation`].
     StopPresentation,
+    /// Cascade: the room owner's recent chat (to the room only, oldest first), for a node whose
+    /// relay leg started after it. Kept as this room's recent history when the room has no chat
+    /// here yet (otherwise ignored: a restarted leg brings nothing twice) and sent to everyone
+    /// here now as `chat_history`; not reported for the record (the sender's node stored it).
+    SeedChat {
+        messages: Vec<rakor_proto::ChatEntry>,
+    },
 }
 
 /// What happened in a room, for the rakor's record (the timeline of

@@ -318,6 +318,10 @@ impl Session {
                 let r = self.publish_sources(&sources).await;
                 let _ = reply.send(r);
             }
+            Command::UnpublishSource { source, reply } => {
+                let r = self.unpublish_source(source, true).await;
+                let _ = reply.send(r);
+            }
             Command::StopScreen { reply } => {
                 let r = self
                     .unpublish_source(rakor_proto::TrackSource::Screen, true)

@@ -294,6 +294,8 @@ pub struct MuteRequest {
 }
 
 /// Mute (or unmute) a participant's audio: the server stops forwarding it and tells the site.
+/// In a cascade, on any node: a remote site's mute is repeated at the room's owner and enforced
+/// by the site's own node (room-wide).
 #[utoipa::path(post, path = "/api/v1/rakor/{id}/participants/{pid}/mute", tag = "live", params(("id" = i64, Path), ("pid" = String, Path)), request_body = MuteRequest,
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn mute(

@@ -42,6 +42,13 @@ impl Core {
         now: Instant,
     ) -> Result<(), Reject> {
         use rakor_proto::ModerateAction as A;
+        if self
+            .participants
+            .get(pid)
+            .is_some_and(|p| p.role == Role::Relay)
+        {
+            return self.relay_mutes(pid, action, target);
+        }
         let room = self.host_room(pid, "only the host may moderate")?;
         let need_target = || {
             target.clone().ok_or_else(|| {
@@ -95,6 +102,59 @@ impl Core {
             .map_err(|e| Reject::new(e.code(), e.to_string()))
     }
 
+    /// `moderate mute_audio/unmute_audio` from a cascade relay subscriber (role `relay`, whose
+    /// token only the cluster's key makes): the relay's node muted (or unmuted) this room's
+    /// participant `target` there — its operator or a host, through the participant's
+    /// republisher — and repeats it here, at the participant's source, as the operator would
+    /// (no `by`). Nothing else is allowed to a relay (`forbidden`); an id nobody in the room
+    /// has is `unknown_participant`. A target already so is left alone (the same mute may also
+    /// arrive through a host's republisher).
+    fn relay_mutes(
+        &mut self,
+        pid: &ParticipantId,
+        action: rakor_proto::ModerateAction,
+        target: Option<ParticipantId>,
+    ) -> Result<(), Reject> {
+        use rakor_proto::ModerateAction as A;
+        let muted = match action {
+            A::MuteAudio => true,
+            A::UnmuteAudio => false,
+            _ => {
+                return Err(Reject::new(
+                    ErrorCode::Forbidden,
+                    "a relay may only mute or unmute",
+                ))
+            }
+        };
+        let room = self
+            .participants
+            .get(pid)
+            .map(|p| p.room.clone())
+            .ok_or_else(Reject::not_joined)?;
+        let target = target.ok_or_else(|| {
+            Reject::new(
+                ErrorCode::BadRequest,
+                "this action needs \"participant_id\"",
+            )
+        })?;
+        let member = self
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.participants.contains(&target));
+        let Some(p) = self.participants.get(&target).filter(|_| member) else {
+            return Err(Reject::new(
+                ErrorCode::UnknownParticipant,
+                SfuError::UnknownParticipant(target.0.clone()).to_string(),
+            ));
+        };
+        if p.moderator_muted == muted {
+            return Ok(());
+        }
+        tracing::info!(participant = %target, muted, relay = %pid, "a cascade relay repeats a node's mute");
+        self.mute_audio(&room, &target, muted, None)
+            .map_err(|e| Reject::new(e.code(), e.to_string()))
+    }
+
     /// `by`: the host who asked (`None`: an operator, through the API or a cascade leg).
     fn apply_moderation(
         &mut self,
@@ -145,6 +205,7 @@ impl Core {
             Moderation::StopPresentation => {
                 self.stop_presentation(room, None, now)?;
             }
+            Moderation::SeedChat { messages } => self.seed_chat(room, messages),
             Moderation::EndRoom => {
                 tracing::info!(room, "room ended by a moderator");
                 // Relay participants (a cascade's) last: a relay subscriber sees everyone

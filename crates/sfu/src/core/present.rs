@@ -279,6 +279,60 @@ impl Core {
             .unwrap_or_default()
     }
 
+    /// [`crate::Moderation::SeedChat`]: the owner's recent chat for `room`, kept here when the
+    /// room has no chat here yet, then sent to everyone here (relay subscribers aside) as
+    /// `chat_history` (no `after`: clients merge by id; those that joined before got none).
+    /// Private messages are dropped (the owner never sends them to a relay).
+    pub(crate) fn seed_chat(&mut self, room: &str, messages: Vec<ChatEntry>) {
+        if self.chat_logs.get(room).is_some_and(|l| !l.is_empty()) {
+            tracing::debug!(
+                room,
+                "cascade: the room has chat here already; the owner's history not taken"
+            );
+            return;
+        }
+        let mut kept = 0usize;
+        for entry in messages.into_iter().filter(|m| m.to.is_none()) {
+            kept += 1;
+            self.log_chat(
+                room,
+                LoggedChat {
+                    entry,
+                    from_identity: String::new(),
+                    to_identity: None,
+                },
+            );
+        }
+        if kept == 0 {
+            return;
+        }
+        tracing::info!(
+            room,
+            messages = kept,
+            "cascade: the owner's recent chat kept here"
+        );
+        let members: Vec<ParticipantId> = self
+            .rooms
+            .get(room)
+            .map(|r| r.participants.to_vec())
+            .unwrap_or_default();
+        for pid in members {
+            let Some(p) = self.participants.get(&pid) else {
+                continue;
+            };
+            if p.role == Role::Relay {
+                continue;
+            }
+            let messages = self.chat_history(room, &p.identity);
+            if !messages.is_empty() {
+                let _ = p.events.send(ServerMessage::ChatHistory {
+                    messages,
+                    after: None,
+                });
+            }
+        }
+    }
+
     /// The room's chat is over (the meeting ended).
     pub(crate) fn forget_chat(&mut self, room: &str) {
         self.chat_logs.remove(room);

@@ -188,3 +188,116 @@ fn relay_subscribers_do_not_count_against_the_room_limit_nor_are_refused_by_it()
         "a third site joined a room of two: {refused:?}"
     );
 }
+
+/// A relay subscriber may repeat its node's mute of a participant here (`moderate
+/// mute_audio/unmute_audio`, as the operator: no `by`), once; anything else it asks is
+/// refused (`forbidden`), and so is an id nobody here has (`unknown_participant`).
+#[test]
+fn a_relay_subscriber_may_only_mute_and_unmute() {
+    use rakor_proto::{ErrorCode, ModerateAction};
+    let (mut rig, host, site) = host_and("kab-kendal");
+    let relay = rig.join("cascade/node-c", Role::Relay);
+    rig.run_for(Duration::from_millis(300));
+    let site_id = rig.sites[site].id.clone();
+    let moderate = |action, target: &rakor_proto::ParticipantId| ClientMessage::Moderate {
+        action,
+        participant_id: Some(target.clone()),
+    };
+    let _ = rig.sites[site].take();
+    rig.send(relay, moderate(ModerateAction::MuteAudio, &site_id));
+    let got = rig.sites[site].take();
+    let mutes = got
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::ModeratorMute { muted: true }))
+        .count();
+    assert_eq!(mutes, 1, "{got:?}");
+    // Already muted: nothing again.
+    rig.send(relay, moderate(ModerateAction::MuteAudio, &site_id));
+    assert!(!rig.sites[site].got(|m| matches!(m, ServerMessage::ModeratorMute { .. })));
+    // A forged id, and a removal: refused to the relay only.
+    let _ = rig.sites[relay].take();
+    rig.send(
+        relay,
+        moderate(
+            ModerateAction::MuteAudio,
+            &rakor_proto::ParticipantId("PA_forged".into()),
+        ),
+    );
+    assert!(rig.sites[relay].got(|m| matches!(
+        m,
+        ServerMessage::Error {
+            code: ErrorCode::UnknownParticipant,
+            ..
+        }
+    )));
+    rig.send(relay, moderate(ModerateAction::Remove, &site_id));
+    assert!(rig.sites[relay].got(|m| matches!(
+        m,
+        ServerMessage::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    )));
+    assert!(!rig.sites[site].got(|m| matches!(m, ServerMessage::Leave { .. })));
+    assert!(!rig.sites[host].got(|m| matches!(m, ServerMessage::Error { .. })));
+    rig.send(relay, moderate(ModerateAction::UnmuteAudio, &site_id));
+    assert!(rig.sites[site].got(|m| matches!(m, ServerMessage::ModeratorMute { muted: false })));
+}
+
+/// The owner's recent chat for a node whose leg started after it (`Moderation::SeedChat`):
+/// kept here and sent to everyone here but the relay, given to later joiners, never reported
+/// for the record, and ignored once the room has chat here (a restarted leg).
+#[test]
+fn the_owners_history_is_kept_once_and_sent_to_everyone_here() {
+    use rakor_proto::{ChatEntry, ChatSender, ParticipantId};
+    let (mut rig, host, _site) = host_and("kab-kendal");
+    let relay = rig.join("cascade/node-b", Role::Relay);
+    rig.run_for(Duration::from_millis(300));
+    let _ = rig.room_events();
+    let entry = |id: &str, to: Option<&str>| ChatEntry {
+        id: id.into(),
+        from: ChatSender {
+            participant_id: ParticipantId("PA_gub".into()),
+            name: "gubernur".into(),
+        },
+        text: "Rapat dimulai".into(),
+        at: "2030-05-01T02:01:05.123Z".into(),
+        to: to.map(|t| ParticipantId(t.into())),
+    };
+    let history = |rig: &mut Rig, i: usize| -> Vec<String> {
+        rig.sites[i]
+            .take()
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMessage::ChatHistory {
+                    messages,
+                    after: None,
+                } => Some(messages.into_iter().map(|m| m.id).collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let _ = rig.sites[host].take();
+    let _ = rig.sites[relay].take();
+    rig.moderate(crate::Moderation::SeedChat {
+        messages: vec![entry("CH_a", None), entry("CH_p", Some("PA_x"))],
+    })
+    .unwrap();
+    assert_eq!(history(&mut rig, host), ["CH_a"]);
+    assert!(history(&mut rig, relay).is_empty());
+    let late = rig.join("kota-solo", Role::Participant);
+    assert_eq!(history(&mut rig, late), ["CH_a"]);
+    rig.moderate(crate::Moderation::SeedChat {
+        messages: vec![entry("CH_b", None)],
+    })
+    .unwrap();
+    assert!(history(&mut rig, host).is_empty());
+    let events = rig.room_events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, crate::handle::RoomEvent::Chat { .. })),
+        "{events:?}"
+    );
+}
