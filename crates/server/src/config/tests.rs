@@ -354,6 +354,11 @@ fn errors_name_the_key_table() {
             &["media.thread_nice:", "between -20 and 19"],
         ),
         (
+            "real-time priority above 99",
+            err_text("[media]\nthread_realtime = 100\n"),
+            &["media.thread_realtime:"],
+        ),
+        (
             "signing key not base64",
             err_env(&[("RAKOR_AUTH_SIGNING_KEY", "secret value!")]),
             &["auth.signing_key:", "base64"],
