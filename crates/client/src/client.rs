@@ -437,6 +437,8 @@ impl Client {
 
     /// Stop sending the local track of `kind`: `unpublish` (once its server id is known), then
     /// remove it from the publisher connection and renegotiate, as docs/protocol.md asks.
+    /// While an earlier publisher offer is unanswered the track stops and the server is told at
+    /// once; the renegotiation follows that answer.
     pub async fn unpublish(&self, kind: TrackKind) -> Result<(), ClientError> {
         self.request(|reply| Command::Unpublish { kind, reply })
             .await?

@@ -88,6 +88,9 @@ pub(crate) struct Session {
     subscribed: std::collections::HashMap<String, rakor_proto::SubscribedTrack>,
     /// Relayed tracks waiting for the publisher offer in flight to be answered.
     pending_fed: Vec<media::FedTrack>,
+    /// Senders of tracks stopped while a publisher offer was unanswered: taken off the
+    /// connection in the offer after that answer.
+    pending_removals: Vec<std::sync::Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
     /// Answer no subscriber offer (see `ClientOptions::subscribe`).
     pub no_subscribe: bool,
 }
@@ -144,6 +147,7 @@ impl Session {
             relay: None,
             subscribed: std::collections::HashMap::new(),
             pending_fed: Vec::new(),
+            pending_removals: Vec::new(),
             no_subscribe: false,
         }
     }

@@ -113,7 +113,7 @@ impl Session {
         if self.check_no_unanswered_offer().is_err() {
             return Ok(());
         }
-        self.flush_fed().await
+        self.flush_pending().await
     }
 
     /// Offer every queued relayed track (one offer).
@@ -191,17 +191,26 @@ impl Session {
 
     /// Stop the local track of `source`, as [`Self::unpublish`]; `tell_server: false` when the
     /// server already dropped it (`presentation_stopped`, a refused screen): no `unpublish`.
+    ///
+    /// While a publisher offer is unanswered the track still stops at once (its pacer ends and
+    /// the server is told, so everyone else sees it end now); only taking it off the
+    /// connection waits for that answer ([`Self::flush_pending`]). A relayed track still
+    /// queued for the next offer is simply dropped from the queue.
     pub(super) async fn unpublish_source(
         &mut self,
         source: TrackSource,
         tell_server: bool,
     ) -> Result<(), ClientError> {
-        self.check_no_unanswered_offer()?;
+        let unanswered = self.check_no_unanswered_offer().is_err();
         let Some(t) = self
             .pub_tracks
             .iter_mut()
             .find(|t| t.local.source == source && !t.stopped)
         else {
+            if let Some(i) = self.pending_fed.iter().position(|f| f.source == source) {
+                self.pending_fed.remove(i);
+                return Ok(());
+            }
             return Err(ClientError::InvalidOptions(format!(
                 "no published {} track",
                 source.as_str()
@@ -222,16 +231,15 @@ impl Session {
             self.send_msg(&ClientMessage::Unpublish { track_id })
                 .await?;
         }
-        let Some(pc) = self.publisher.as_ref().map(|l| l.pc.clone()) else {
+        let Some(sender) = sender else {
             return Ok(());
         };
-        if let Some(sender) = sender {
-            pc.remove_track(&sender).await?;
+        self.pending_removals.push(sender);
+        if unanswered {
+            return Ok(());
         }
-        let sdp = self.set_publisher_offer(&pc).await?;
-        self.send_publisher_offer(sdp).await
+        self.flush_pending().await
     }
-
     /// Start pacing every local track once the publisher is answered and connected.
     pub(super) async fn start_local_tracks(&mut self) {
         let ready = self
@@ -282,7 +290,30 @@ impl Session {
         leg.apply_remote_description(RTCSessionDescription::answer(sdp)?)
             .await?;
         self.start_local_tracks().await;
-        // Relayed tracks that arrived while that offer was out go in the next one.
-        self.flush_fed().await
+        // Tracks stopped and relayed tracks that arrived while that offer was out go in the
+        // next one.
+        self.flush_pending().await
+    }
+
+    /// One offer for what waited on an unanswered publisher offer: the senders of stopped
+    /// tracks come off the connection, queued relayed tracks are added. Nothing waiting: no
+    /// offer.
+    pub(super) async fn flush_pending(&mut self) -> Result<(), ClientError> {
+        if self.pending_removals.is_empty() {
+            return self.flush_fed().await;
+        }
+        let Some(pc) = self.publisher.as_ref().map(|l| l.pc.clone()) else {
+            self.pending_removals.clear();
+            return self.flush_fed().await;
+        };
+        for sender in std::mem::take(&mut self.pending_removals) {
+            pc.remove_track(&sender).await?;
+        }
+        if !self.pending_fed.is_empty() {
+            // flush_fed adds them and offers once, with the removals in the same offer.
+            return self.flush_fed().await;
+        }
+        let sdp = self.set_publisher_offer(&pc).await?;
+        self.send_publisher_offer(sdp).await
     }
 }

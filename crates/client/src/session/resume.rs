@@ -162,6 +162,7 @@ impl Session {
             }
         }
         self.pub_tracks.clear();
+        self.pending_removals.clear();
         self.reader_tasks.drain(..).for_each(|t| t.abort());
         self.remote_tracks.clear();
         // Events of the old connections must not reach the new ones: a fresh channel.
