@@ -46,12 +46,12 @@ const RECV_SLICE: usize = 4;
 /// forwarding p99 was no better with them (docs/benchmarks.md, "Stepping without scans").
 /// `RAKOR_SHELL_STEP_COPIES=N` sets a bound (an A/B switch for measurements, not a config key).
 const STEP_COPIES: u64 = 0;
-/// The legs the slices wrote to have their timers asked (`poll_timeout`, a sweep of each
-/// leg's handler pipeline) after this many slices and after a turn's last
-/// ([`SlicedInput::end_turn`]), not after every slice: per slice and leg it cost more than a
-/// small slice's copies (issue 16); the bound keeps a timer that a write moved earlier from
-/// waiting for a whole turn of 256 datagrams (`RAKOR_SHELL_TIMER_SLICES=N` changes it, an A/B
-/// switch for measurements, not a config key; 1 asks after every slice, as before).
+/// With steps on ([`STEP_COPIES`] > 0): the legs the slices wrote to have their timers asked
+/// (`poll_timeout`, a sweep of each leg's handler pipeline) after this many slices and after a
+/// turn's last ([`SlicedInput::end_turn`]), not after every slice; the bound keeps a timer that
+/// a write moved earlier from waiting for a whole turn of 256 datagrams. Without steps a slice
+/// is serviced whole, its legs' timers included. `RAKOR_SHELL_TIMER_SLICES=N` changes it (an
+/// A/B switch for measurements, not a config key).
 const TIMER_SLICES: usize = 8;
 /// A loop phase that took longer than this is counted as slow (`media stats`: `slow_*`).
 const SLOW_PHASE: Duration = Duration::from_millis(1);
