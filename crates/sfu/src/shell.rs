@@ -40,10 +40,19 @@ const MMSG: usize = 32;
 /// not a config key: 256 is the loop before slices).
 const RECV_SLICE: usize = 4;
 /// About how many forwarded copies one servicing step writes before what it queued is sent
-/// ([`Core::flush_input_step`]): a packet with a large fan-out (the host's, to every site) is
-/// not held behind other publishers' fan-outs read in the same slice (`RAKOR_SHELL_STEP_COPIES=N`
-/// changes it, 0: no bound; an A/B switch for measurements, not a config key).
-const STEP_COPIES: u64 = 64;
+/// ([`Core::flush_input_step`]); 0: no bound, a slice is serviced in one step. Off since
+/// 2026-12-05: with 4-datagram slices, 64-copy steps cost 20 → 20 about 1 µs per forwarded
+/// packet (each step drains every written leg) and 1–4 % of its delivery, and host + 60's
+/// forwarding p99 was no better with them (docs/benchmarks.md, "Stepping without scans").
+/// `RAKOR_SHELL_STEP_COPIES=N` sets a bound (an A/B switch for measurements, not a config key).
+const STEP_COPIES: u64 = 0;
+/// With steps on ([`STEP_COPIES`] > 0): the legs the slices wrote to have their timers asked
+/// (`poll_timeout`, a sweep of each leg's handler pipeline) after this many slices and after a
+/// turn's last ([`SlicedInput::end_turn`]), not after every slice; the bound keeps a timer that
+/// a write moved earlier from waiting for a whole turn of 256 datagrams. Without steps a slice
+/// is serviced whole, its legs' timers included. `RAKOR_SHELL_TIMER_SLICES=N` changes it (an
+/// A/B switch for measurements, not a config key).
+const TIMER_SLICES: usize = 8;
 /// A loop phase that took longer than this is counted as slow (`media stats`: `slow_*`).
 const SLOW_PHASE: Duration = Duration::from_millis(1);
 /// How often the worker logs its counters and forwarding latency (`media stats`).
@@ -95,6 +104,8 @@ struct Shell {
     recv_slice: usize,
     /// Forwarded copies per servicing step ([`STEP_COPIES`]).
     step_copies: u64,
+    /// Slices between asking the written legs' timers ([`TIMER_SLICES`]).
+    timer_slices: usize,
     /// The buffer of `recvfrom` when `recvmmsg` is off.
     recv_buf: Vec<u8>,
     /// Slow loop phases since the last `media stats` line.
@@ -165,25 +176,42 @@ trait SlicedInput {
     fn read_slice(&mut self, max: usize) -> Slice;
     /// Service the connections the slice made dirty and send what they queued.
     fn service_slice(&mut self);
+    /// After every [`TIMER_SLICES`] slices and after the turn's last: what the slices left
+    /// (the timers of the legs they wrote to, [`Core::flush_input`]) serviced and sent.
+    fn end_turn(&mut self);
 }
 
 /// Read until the socket is empty or `budget` datagrams were read, `slice` at a time, servicing
 /// and sending after each slice: what was read first goes out first, and no forwarded packet
 /// waits for more than one slice of other input. True if any datagram was handed to the core.
-fn receive_sliced(io: &mut impl SlicedInput, slice: usize, budget: usize) -> bool {
+fn receive_sliced(
+    io: &mut impl SlicedInput,
+    slice: usize,
+    budget: usize,
+    timer_slices: usize,
+) -> bool {
     let slice = slice.max(1);
     let mut used = 0;
     let mut any = false;
+    let mut since_end = 0;
     while used < budget {
         let s = io.read_slice(slice.min(budget - used));
         used += s.used;
         if s.handed > 0 {
             io.service_slice();
             any = true;
+            since_end += 1;
+            if since_end >= timer_slices {
+                io.end_turn();
+                since_end = 0;
+            }
         }
         if s.empty || s.used == 0 {
             break;
         }
+    }
+    if since_end > 0 {
+        io.end_turn();
     }
     any
 }
@@ -274,6 +302,11 @@ pub(crate) fn spawn(
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(STEP_COPIES),
+        timer_slices: std::env::var("RAKOR_SHELL_TIMER_SLICES")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(TIMER_SLICES),
         recv_buf: vec![0u8; RECV_BUF],
         phases: PhaseStats::default(),
     };
@@ -529,6 +562,7 @@ impl Shell {
             if let Some(tcp) = &mut self.tcp {
                 if tcp.handle_ready(self.pfds.get(1..).unwrap_or_default(), &mut self.core) {
                     self.service_slice();
+                    self.end_turn();
                 }
             }
             self.tcp_housekeeping();
@@ -677,8 +711,8 @@ impl Shell {
     /// is read ([`receive_sliced`]). True if any. `recvmmsg(2)`: up to [`MMSG`] datagrams per
     /// syscall (`RAKOR_SHELL_RECVMMSG=0` reads one per `recvfrom`, for comparison).
     fn receive(&mut self) -> bool {
-        let slice = self.recv_slice;
-        receive_sliced(self, slice, RECV_BATCH)
+        let (slice, timer_slices) = (self.recv_slice, self.timer_slices);
+        receive_sliced(self, slice, RECV_BATCH, timer_slices)
     }
 
     /// Service the connections with input or output and send what they queued.
@@ -699,6 +733,18 @@ impl Shell {
             }
             from = sent;
         }
+    }
+
+    /// After a turn's slices (at most [`TIMER_SLICES`] of them): the legs they wrote to are
+    /// serviced (their timers asked once, not once per slice) and what that queued is sent.
+    fn end_turn(&mut self) {
+        let from = Instant::now();
+        self.core.flush_input(from);
+        let serviced = Instant::now();
+        self.flush();
+        self.phases
+            .record(Phase::Service, serviced.saturating_duration_since(from));
+        self.phases.record(Phase::Send, serviced.elapsed());
     }
 
     /// Up to `max` datagrams with `recvmmsg`, [`MMSG`] per syscall.
@@ -908,6 +954,10 @@ impl SlicedInput for Shell {
     fn service_slice(&mut self) {
         Shell::service_slice(self);
     }
+
+    fn end_turn(&mut self) {
+        Shell::end_turn(self);
+    }
 }
 
 #[cfg(test)]
@@ -924,6 +974,8 @@ mod tests {
         sent: Vec<u32>,
         /// Per service: how many datagrams it sent.
         services: Vec<usize>,
+        /// Turns ended (after their last slice).
+        turns: usize,
     }
 
     impl FakeInput {
@@ -959,6 +1011,10 @@ mod tests {
             self.services.push(self.core.len());
             self.sent.append(&mut self.core);
         }
+
+        fn end_turn(&mut self) {
+            self.turns += 1;
+        }
     }
 
     /// A turn with more waiting than a slice is serviced and sent slice by slice, in the order
@@ -966,32 +1022,53 @@ mod tests {
     #[test]
     fn a_turn_larger_than_a_slice_is_sent_in_slices_in_order() {
         let mut io = FakeInput::with(300);
-        assert!(receive_sliced(&mut io, 32, 256));
+        assert!(receive_sliced(&mut io, 32, 256, 64));
         assert_eq!(io.services, vec![32; 8]);
         assert_eq!(io.sent, (0..256).collect::<Vec<_>>());
         assert!(io.core.is_empty(), "nothing read is left unserviced");
         assert_eq!(io.queue.len(), 44);
 
         // The next turn reads the rest: a full slice, then a short one that ends it.
-        assert!(receive_sliced(&mut io, 32, 256));
+        assert!(receive_sliced(&mut io, 32, 256, 64));
         assert_eq!(&io.services[8..], &[32, 12]);
         assert_eq!(io.sent, (0..300).collect::<Vec<_>>());
         assert!(io.queue.is_empty());
 
         // An empty socket: nothing serviced.
-        assert!(!receive_sliced(&mut io, 32, 256));
+        assert!(!receive_sliced(&mut io, 32, 256, 64));
         assert_eq!(io.services.len(), 10);
+        assert_eq!(
+            io.turns, 2,
+            "each turn with input ended once, after its slices"
+        );
+    }
+
+    /// The written legs' timers are asked after every `timer_slices` slices and after the
+    /// turn's last slice, never after a turn that read nothing.
+    #[test]
+    fn a_turn_ends_every_few_slices_and_after_its_last() {
+        let mut io = FakeInput::with(300);
+        assert!(receive_sliced(&mut io, 32, 256, 3));
+        assert_eq!(io.services.len(), 8);
+        assert_eq!(io.turns, 3, "after slices 3 and 6, and after the last (8)");
+        assert!(receive_sliced(&mut io, 32, 256, 2));
+        assert_eq!(
+            io.turns, 4,
+            "after slice 2 of 2: once, not again at the end"
+        );
+        assert!(!receive_sliced(&mut io, 32, 256, 2));
+        assert_eq!(io.turns, 4);
     }
 
     /// A slice as large as the budget is the loop before slices: one service per turn.
     #[test]
     fn a_slice_as_large_as_the_budget_services_once() {
         let mut io = FakeInput::with(100);
-        assert!(receive_sliced(&mut io, 256, 256));
+        assert!(receive_sliced(&mut io, 256, 256, 64));
         assert_eq!(io.services, vec![100]);
         let mut io = FakeInput::with(5);
         assert!(
-            receive_sliced(&mut io, 0, 256),
+            receive_sliced(&mut io, 0, 256, 64),
             "a zero slice reads one at a time"
         );
         assert_eq!(io.services, vec![1; 5]);
@@ -1003,14 +1080,14 @@ mod tests {
         let mut io = FakeInput::default();
         io.queue.push_back(Err(()));
         io.queue.extend((0..40).map(Ok));
-        assert!(receive_sliced(&mut io, 32, 256));
+        assert!(receive_sliced(&mut io, 32, 256, 64));
         assert_eq!(io.services, vec![31, 9]);
         assert_eq!(io.sent, (0..40).collect::<Vec<_>>());
 
         let mut io = FakeInput::default();
         io.queue.extend((0..300).map(|_| Err(())));
         assert!(
-            !receive_sliced(&mut io, 32, 256),
+            !receive_sliced(&mut io, 32, 256, 64),
             "only errors: nothing to service"
         );
         assert_eq!(io.queue.len(), 44, "bounded by the budget");

@@ -24,7 +24,7 @@ impl Core {
         loop {
             if self.copy_limit.is_some_and(|l| self.stats.rtp_out >= l) {
                 if let Some(c) = self.conns.get_mut(ci) {
-                    c.dirty = true;
+                    c.work.mark_dirty(ci, &mut self.inputs);
                 }
                 return;
             }
@@ -97,12 +97,15 @@ impl Core {
         now: Instant,
     ) {
         let mut levels = std::mem::take(&mut self.level_scratch);
+        let stepping = self.copy_limit.is_some();
         let Core {
             conns,
             tracks,
             stats,
             forwarded_read_at,
             recorder,
+            outputs,
+            step_written,
             ..
         } = self;
         for (read_at, mut pkt) in rtp.drain(..) {
@@ -207,7 +210,9 @@ impl Core {
                     }
                     Err(e) => tracing::debug!(conn = %leg.conn, "handle_write: {e}"),
                 }
-                sub.written = true;
+                if sub.work.mark_written(leg.conn, outputs) && stepping {
+                    step_written.push(leg.conn);
+                }
             }
             if copies > 0 {
                 forwarded_read_at.push(read_at);
@@ -261,7 +266,7 @@ impl Core {
             if let Err(e) = receiver.write_rtcp(now, plis) {
                 tracing::debug!("write PLI: {e}");
             }
-            c.dirty = true;
+            c.work.mark_dirty(pc_idx, &mut self.inputs);
         }
     }
 

@@ -104,6 +104,15 @@ pub struct Core {
     rtp_scratch: Vec<(Instant, rtc::rtp::packet::Packet)>,
     /// Connection keys of one pass (due timers, dirty connections), reused across wake-ups.
     pub(crate) conn_scratch: Vec<ConnKey>,
+    /// The connections with input to service ([`state::Work`]: each flagged one is here).
+    pub(crate) inputs: Vec<ConnKey>,
+    /// The connections with output (forwarded packets) to service or whose timer to ask.
+    pub(crate) outputs: Vec<ConnKey>,
+    /// During a bounded step: the legs the step wrote to (drained at its end).
+    pub(crate) step_written: Vec<ConnKey>,
+    /// Tests: every connection serviced, in order.
+    #[cfg(test)]
+    pub(crate) service_log: Vec<ConnKey>,
     /// The earliest connection timer (`Conn::deadline`): never later than the true earliest,
     /// possibly earlier (a connection closed or its timer moved later); recomputed whenever
     /// timers fire, so [`Self::poll_timeout`] does not ask every connection on each wake-up.
@@ -159,6 +168,11 @@ impl Core {
             closed_streams: Vec::new(),
             rtp_scratch: Vec::with_capacity(64),
             conn_scratch: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            step_written: Vec::new(),
+            #[cfg(test)]
+            service_log: Vec::new(),
             conn_deadline: None,
             level_scratch: Vec::with_capacity(64),
             next_tick: now,
@@ -236,10 +250,14 @@ impl Core {
                     tracing::debug!(conn = %ci, "handle_timeout: {e}");
                 }
                 c.deadline = None;
-                c.dirty = true;
+                c.work.mark_dirty(ci, &mut self.inputs);
             }
         }
         self.conn_scratch = due;
+        debug_assert!(
+            self.conns.iter().all(|(_, c)| c.work.listed()),
+            "a connection with work to do is not on the core's lists"
+        );
         // The fired timers are gone: the cache starts again from the connections' timers
         // (servicing the fired ones below adds their next ones).
         self.conn_deadline = self.conns.iter().filter_map(|(_, c)| c.deadline).min();

@@ -63,9 +63,7 @@ impl Core {
             owner: owner.clone(),
             kind,
             deadline: None,
-            dirty: true,
-            written: false,
-            drained: false,
+            work: Default::default(),
             connected: false,
             heard_at: now,
             inbound: Vec::new(),
@@ -302,7 +300,7 @@ impl Core {
                 tracing::debug!("remove_track: {e}");
             }
             c.outbound.retain(|o| o.ssrc != leg.ssrc);
-            c.dirty = true;
+            c.work.mark_dirty(ci, &mut self.inputs);
         }
         if let Some(t) = self.tracks.get_mut(ti) {
             t.route.remove_leg(ci);
@@ -354,7 +352,7 @@ impl Core {
             )
         })?
         .ok_or_else(|| Reject::new(ErrorCode::Internal, "no local description"))?;
-        c.dirty = true;
+        c.work.mark_dirty(ci, &mut self.inputs);
         // mid of each leg, by its sender.
         let mut mids: Vec<(RTCRtpSenderId, String)> = Vec::new();
         let ids: Vec<_> = c.pc.get_transceivers().collect();
@@ -435,7 +433,7 @@ impl Core {
                 format!("cannot apply the answer: {e}"),
             )
         })?;
-        c.dirty = true;
+        c.work.mark_dirty(ci, &mut self.inputs);
         let connected = c.connected;
         // Payload types negotiated per leg.
         let senders: Vec<(RTCRtpSenderId, TrackKey)> = self
@@ -559,7 +557,7 @@ impl Core {
             )
         })?;
         c.remote_candidates += 1;
-        c.dirty = true;
+        c.work.mark_dirty(ci, &mut self.inputs);
         Ok(())
     }
 }

@@ -117,7 +117,7 @@ impl Core {
                 c.pc.set_local_description(now, answer)?;
                 Ok::<_, rtc::shared::error::Error>(c.pc.local_description().map(|d| d.sdp))
             })();
-            c.dirty = true;
+            c.work.mark_dirty(ci, &mut self.inputs);
             match r {
                 Ok(Some(sdp)) => sdp,
                 Ok(None) | Err(_) => {

@@ -89,21 +89,28 @@ impl Core {
             // Malformed or unexpected input from the network: drop it, keep the connection.
             Err(e) => tracing::debug!(conn = %ci, "handle_read: {e}"),
         }
-        c.dirty = true;
+        c.work.mark_dirty(ci, &mut self.inputs);
         true
     }
 
-    /// Service what a batch of [`Self::handle_datagram`] calls left to do at `now`.
+    /// Service what a batch of [`Self::handle_datagram`] calls left to do at `now` (after
+    /// bounded steps: the timers of the legs they wrote to).
     pub fn flush_input(&mut self, now: Instant) {
         self.service_dirty(now);
     }
 
     /// One bounded step of [`Self::flush_input`] (issue 16): the connections with input are
     /// serviced, their packets forwarded one at a time, until about `budget` copies were
-    /// forwarded in this step; then the legs written in the step are serviced, so their
+    /// forwarded in this step; then the legs written in the step are drained, so their
     /// datagrams are in the outbox. True when input is left: send the outbox, then call again.
     /// A step always forwards at least one packet (the step may exceed `budget` by one
     /// packet's fan-out), so repeated calls finish. `budget` 0 is [`Self::flush_input`].
+    ///
+    /// The legs' timers are not asked here: call [`Self::flush_input`] once after the last
+    /// step of the last slice of a turn (each `poll_timeout` is a sweep of a leg's handler
+    /// pipeline; per slice and leg it cost more than the copies a small slice sends).
+    /// A step walks the lists of connections with input and of legs it wrote to
+    /// ([`super::state::Work`]), never every connection: its cost follows what it forwards.
     pub fn flush_input_step(&mut self, now: Instant, budget: u64) -> bool {
         if budget == 0 {
             self.service_dirty(now);
@@ -111,51 +118,77 @@ impl Core {
         }
         let limit = self.stats.rtp_out.saturating_add(budget);
         self.copy_limit = Some(limit);
-        let mut dirty = std::mem::take(&mut self.conn_scratch);
-        self.conns.keys_where_into(&mut dirty, |c| c.dirty);
-        for &ci in &dirty {
+        // The connections with input, in the order their input came, until the limit; those
+        // not reached stay first on the list for the next step.
+        let mut list = std::mem::take(&mut self.conn_scratch);
+        list.clear();
+        std::mem::swap(&mut list, &mut self.inputs);
+        let mut reached = 0;
+        for &ci in &list {
             if self.stats.rtp_out >= limit {
                 break;
             }
-            self.service(ci, now);
-        }
-        // The legs this step wrote to: their datagrams to the outbox. Their timers are asked
-        // once, by the last step (each `poll_write`/`poll_timeout` is a sweep of the handler
-        // pipeline: per step and leg it would cost more than the copies it sends).
-        self.conns.keys_where_into(&mut dirty, |c| c.written);
-        for &ci in &dirty {
-            self.drain_writes(ci);
-            if let Some(c) = self.conns.get_mut(ci) {
-                c.written = false;
-                c.drained = true;
-            }
-        }
-        self.conn_scratch = dirty;
-        self.copy_limit = None;
-        if self.conns.iter().any(|(_, c)| c.dirty) {
-            return true;
-        }
-        self.service_dirty(now);
-        false
-    }
-
-    pub(crate) fn service_dirty(&mut self, now: Instant) {
-        self.service_where(now, |c| c.dirty || c.written || c.drained);
-    }
-
-    /// Passes over the connections that match `pick`, servicing them.
-    fn service_where(&mut self, now: Instant, pick: impl Fn(&Conn) -> bool + Copy) {
-        let mut dirty = std::mem::take(&mut self.conn_scratch);
-        for _ in 0..SERVICE_PASSES {
-            self.conns.keys_where_into(&mut dirty, pick);
-            if dirty.is_empty() {
-                break;
-            }
-            for &ci in &dirty {
+            reached += 1;
+            let Some(c) = self.conns.get_mut(ci) else {
+                continue;
+            };
+            if c.work.take_input() && c.work.dirty() {
                 self.service(ci, now);
             }
         }
-        self.conn_scratch = dirty;
+        // Marked meanwhile (a connection that stopped at the limit, a publisher asked for a
+        // keyframe): after the ones not reached.
+        list.drain(..reached);
+        list.append(&mut self.inputs);
+        std::mem::swap(&mut list, &mut self.inputs);
+        self.conn_scratch = list;
+        // The legs this step wrote to: their datagrams to the outbox. Their timers are asked
+        // once, by the last step (each `poll_write`/`poll_timeout` is a sweep of the handler
+        // pipeline: per step and leg it would cost more than the copies it sends).
+        let written = std::mem::take(&mut self.step_written);
+        for &ci in &written {
+            if self.conns.get_mut(ci).is_some_and(|c| c.work.drain()) {
+                self.drain_writes(ci);
+            }
+        }
+        self.step_written = written;
+        self.step_written.clear();
+        self.copy_limit = None;
+        let conns = &self.conns;
+        self.inputs
+            .iter()
+            .any(|&ci| conns.get(ci).is_some_and(|c| c.work.dirty()))
+    }
+
+    /// Service every connection on the lists (input, then output), in up to
+    /// [`SERVICE_PASSES`] passes: servicing one may give another work.
+    pub(crate) fn service_dirty(&mut self, now: Instant) {
+        let mut list = std::mem::take(&mut self.conn_scratch);
+        for _ in 0..SERVICE_PASSES {
+            if self.inputs.is_empty() && self.outputs.is_empty() {
+                break;
+            }
+            list.clear();
+            std::mem::swap(&mut list, &mut self.inputs);
+            for &ci in &list {
+                if let Some(c) = self.conns.get_mut(ci) {
+                    if c.work.take_input() && c.work.any() {
+                        self.service(ci, now);
+                    }
+                }
+            }
+            list.clear();
+            std::mem::swap(&mut list, &mut self.outputs);
+            for &ci in &list {
+                if let Some(c) = self.conns.get_mut(ci) {
+                    if c.work.take_output() && c.work.any() {
+                        self.service(ci, now);
+                    }
+                }
+            }
+        }
+        list.clear();
+        self.conn_scratch = list;
     }
 
     fn service(&mut self, ci: ConnKey, now: Instant) {
@@ -164,10 +197,9 @@ impl Core {
         };
         // A connection that only had forwarded packets written to it has no event or read
         // waiting: skip those two sweeps of its handler pipeline (issue 16).
-        let input = c.dirty;
-        c.dirty = false;
-        c.written = false;
-        c.drained = false;
+        let input = c.work.begin_service();
+        #[cfg(test)]
+        self.service_log.push(ci);
         if input {
             let mut events = Vec::new();
             while let Some(ev) = c.pc.poll_event() {
@@ -241,6 +273,9 @@ impl Core {
     pub(crate) fn insert_conn(&mut self, conn: Conn) -> ConnKey {
         let ufrag = conn.ufrag.clone();
         let ci = self.conns.insert(conn);
+        if let Some(c) = self.conns.get_mut(ci) {
+            c.work.mark_dirty(ci, &mut self.inputs);
+        }
         self.demux.add_ufrag(ufrag, ci);
         ci
     }

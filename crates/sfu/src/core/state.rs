@@ -21,15 +21,9 @@ pub(crate) struct Conn {
     pub kind: PeerConnectionKind,
     /// The connection's own next timer (`poll_timeout`), cached after each service.
     pub deadline: Option<Instant>,
-    /// Has input or output to service.
-    pub dirty: bool,
-    /// Only has forwarded packets to send (set by the fan-out, `core/forward.rs`): serviced
-    /// for its writes and timer only, without the `poll_event`/`poll_read` sweeps of `rtc`'s
-    /// handler pipeline (a write of RTP raises no event and queues nothing to read).
-    pub written: bool,
-    /// Its writes were sent by a bounded step ([`super::Core::flush_input_step`]) but its timer
-    /// not asked yet: that is done once, when the last step of the batch services it.
-    pub drained: bool,
+    /// What it has to be serviced for, and whether it is on the core's lists of connections to
+    /// service ([`Work`]).
+    pub work: Work,
     pub connected: bool,
     /// When the client's last packet that its `rtc` core accepted arrived (a consent check,
     /// DTLS, SRTP or SRTCP): the media path's sign of life ([`crate::liveness`]).
@@ -328,6 +322,32 @@ pub(crate) fn random_id(prefix: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A connection flagged twice is listed once; servicing clears the flags; a stale or second
+    /// entry does not count; a flag set again lists it again.
+    #[test]
+    fn work_is_listed_once_and_a_second_entry_does_not_count() {
+        let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
+        let mut w = Work::default();
+        let ci = ConnKey(7);
+        w.mark_dirty(ci, &mut inputs);
+        w.mark_dirty(ci, &mut inputs);
+        assert!(w.mark_written(ci, &mut outputs), "first write");
+        assert!(!w.mark_written(ci, &mut outputs), "already written");
+        assert_eq!((inputs.len(), outputs.len()), (1, 1));
+        assert!(w.listed() && w.any() && w.dirty());
+        assert!(w.take_input(), "the entry counts");
+        assert!(w.begin_service(), "it had input");
+        assert!(!w.any());
+        assert!(!w.take_input(), "a second entry does not");
+        // Still on `outputs`, with nothing to do: that entry is skipped.
+        assert!(w.take_output() && !w.any());
+        // Written again: listed again, drained by a step, still listed for its timer.
+        assert!(w.mark_written(ci, &mut outputs));
+        assert_eq!(outputs.len(), 2);
+        assert!(w.drain() && !w.drain());
+        assert!(w.any() && w.listed() && !w.dirty());
+    }
+
     #[test]
     fn one_offer_outstanding_and_changes_wait_for_the_answer() {
         let t0 = Instant::now();
@@ -370,5 +390,96 @@ mod tests {
         big.answered(t0, 10_000);
         assert!(!big.due(t0 + RENEGOTIATION_GAP_MAX - Duration::from_millis(1)));
         assert!(big.due(t0 + RENEGOTIATION_GAP_MAX));
+    }
+}
+
+/// What a connection has to be serviced for (issue 16). Every connection flagged here is on the
+/// core's list of connections with input (`Core::inputs`, when [`Self::dirty`]) or with output
+/// (`Core::outputs`, when written or drained), put there by the call that set the flag, so
+/// servicing walks those lists instead of every connection. The flags can only be set through
+/// the `mark_*` methods, which keep that promise; a list may hold a connection whose flags were
+/// cleared meanwhile (serviced another way) or twice (its slot reused): [`Self::take_input`] and
+/// [`Self::take_output`] tell which entry counts.
+#[derive(Debug, Default)]
+pub(crate) struct Work {
+    /// Has input (read datagrams, events) or anything else to service.
+    dirty: bool,
+    /// Only has forwarded packets to send (set by the fan-out, `core/forward.rs`): serviced
+    /// for its writes and timer only, without the `poll_event`/`poll_read` sweeps of `rtc`'s
+    /// handler pipeline (a write of RTP raises no event and queues nothing to read).
+    written: bool,
+    /// Its writes were sent by a bounded step (`Core::flush_input_step`) but its timer not
+    /// asked yet: that is done once per loop turn, by `Core::flush_input` after its last slice.
+    drained: bool,
+    /// On `Core::inputs` / `Core::outputs`.
+    on_inputs: bool,
+    on_outputs: bool,
+}
+
+impl Work {
+    /// Input to service: flag it and put the connection `ci` on `inputs` (once).
+    pub fn mark_dirty(&mut self, ci: ConnKey, inputs: &mut Vec<ConnKey>) {
+        self.dirty = true;
+        if !self.on_inputs {
+            self.on_inputs = true;
+            inputs.push(ci);
+        }
+    }
+
+    /// Forwarded packets were written to it: flag it and put `ci` on `outputs` (once). True
+    /// when it was not flagged written yet (the caller may list it for its step).
+    pub fn mark_written(&mut self, ci: ConnKey, outputs: &mut Vec<ConnKey>) -> bool {
+        let fresh = !self.written;
+        self.written = true;
+        if !self.on_outputs {
+            self.on_outputs = true;
+            outputs.push(ci);
+        }
+        fresh
+    }
+
+    /// Its writes were sent by a step: written becomes drained (it stays on `outputs`). True
+    /// when it was written.
+    pub fn drain(&mut self) -> bool {
+        if !self.written {
+            return false;
+        }
+        self.written = false;
+        self.drained = true;
+        true
+    }
+
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    pub fn any(&self) -> bool {
+        self.dirty || self.written || self.drained
+    }
+
+    /// An entry of `inputs` is handled: it leaves the list. True when it counts (the
+    /// connection was on the list, not a second entry of it).
+    pub fn take_input(&mut self) -> bool {
+        std::mem::replace(&mut self.on_inputs, false)
+    }
+
+    /// An entry of `outputs` is handled: as [`Self::take_input`].
+    pub fn take_output(&mut self) -> bool {
+        std::mem::replace(&mut self.on_outputs, false)
+    }
+
+    /// Servicing starts: every flag is cleared; true when it had input. (It may stay on the
+    /// lists: those entries are skipped as having nothing to do.)
+    pub fn begin_service(&mut self) -> bool {
+        let input = self.dirty;
+        self.dirty = false;
+        self.written = false;
+        self.drained = false;
+        input
+    }
+
+    /// Whether the promise holds: a flagged connection is on its list.
+    pub fn listed(&self) -> bool {
+        (!self.dirty || self.on_inputs) && (!(self.written || self.drained) || self.on_outputs)
     }
 }

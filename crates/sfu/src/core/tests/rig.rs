@@ -536,7 +536,9 @@ impl Rig {
     }
 
     /// Move datagrams between the clients and the core. True if any moved.
-    fn datagrams(&mut self) -> bool {
+    /// One round of datagrams both ways: the clients' to the core (one batch, serviced), the
+    /// core's to the clients. True if any moved.
+    pub fn datagrams(&mut self) -> bool {
         let now = self.clock.now();
         let mut any = false;
         for s in &mut self.sites {
@@ -574,6 +576,7 @@ impl Rig {
                     break;
                 }
             }
+            self.core.flush_input(now);
         }
         let out: Vec<crate::core::Transmit> = self.core.drain_transmits().collect();
         self.core.drain_forwarded().for_each(drop);

@@ -199,6 +199,56 @@ fn a_batch_is_forwarded_in_bounded_steps_in_order() {
     assert_eq!(rig.sites[host].received_from(&vmid), v0 + 16);
 }
 
+/// Servicing walks the lists of connections with work (issue 16, `state::Work`): a
+/// publisher connection flagged by two datagrams of one batch is serviced once, the leg the
+/// batch wrote to once, nothing else; in bounded steps the leg, written in every step, is still
+/// serviced (its timer asked) once per batch, and nothing that was not flagged is serviced.
+#[test]
+fn each_flagged_connection_is_serviced_once_per_batch() {
+    let (mut rig, host, site) = host_and_site();
+    rig.settle();
+    let conn = |rig: &Rig, i: usize, publisher: bool| {
+        let p = &rig.core.participants[&rig.sites[i].id];
+        if publisher { p.pub_conn } else { p.sub_conn }.expect("connection")
+    };
+    let (publisher, leg) = (conn(&rig, site, true), conn(&rig, host, false));
+    let (_, vmid) = mids(&rig, host, site);
+    let v0 = rig.sites[host].received_from(&vmid);
+    let count = |log: &[crate::slab::ConnKey], ci| log.iter().filter(|&&c| c == ci).count();
+    for (step_copies, publisher_services) in [(0, 1), (1, 3)] {
+        rig.step_copies = step_copies;
+        rig.steps.clear();
+        let now = rig.clock.now();
+        let p = rig.sites[site].publisher.as_mut().expect("publisher");
+        p.send_audio(now, 30, true).expect("send audio");
+        p.send_vp8(now, false, None).expect("send vp8");
+        rig.core.service_log.clear();
+        let out_before = rig.core.stats.rtp_out;
+        rig.datagrams();
+        let log = std::mem::take(&mut rig.core.service_log);
+        assert_eq!(
+            rig.core.stats.rtp_out - out_before,
+            2,
+            "{step_copies}: both forwarded"
+        );
+        assert_eq!(count(&log, leg), 1, "{step_copies}: the leg once: {log:?}");
+        // One service per step (the last one finds its input gone).
+        assert_eq!(
+            count(&log, publisher),
+            publisher_services,
+            "{step_copies}: {log:?} {:?}",
+            rig.steps
+        );
+        assert_eq!(log.len(), publisher_services + 1, "nothing else: {log:?}");
+        rig.settle();
+    }
+    assert_eq!(
+        rig.sites[host].received_from(&vmid),
+        v0 + 2,
+        "the video reached the host"
+    );
+}
+
 #[test]
 fn the_same_identity_joining_twice_replaces_the_older_session() {
     let mut rig = Rig::new();
