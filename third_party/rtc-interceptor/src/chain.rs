@@ -386,7 +386,11 @@ mod tests {
             "the report generated on the timeout leaves before the packets written after it"
         );
         for at in 0..=3 {
-            assert_eq!(run(&mut chain(Some(at))), all_in_place, "queued stage at {at}");
+            assert_eq!(
+                run(&mut chain(Some(at))),
+                all_in_place,
+                "queued stage at {at}"
+            );
         }
     }
 }

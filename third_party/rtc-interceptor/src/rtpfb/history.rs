@@ -1,8 +1,8 @@
 //! What was sent, joined with what the receiver said about it.
 
 use super::acknowledgement::{Acknowledgement, PacketReport};
-use rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 use crate::fxhash::FxHashMap as HashMap;
+use rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -541,15 +541,24 @@ mod tests {
         for (i, seq) in [65534u16, 65535, 0, 1].into_iter().enumerate() {
             history.add_outgoing(1, 100 + i as u16, true, seq, 1200, now);
         }
-        assert!(history.on_twcc_feedback(now, ack(7)).is_none(), "never sent");
+        assert!(
+            history.on_twcc_feedback(now, ack(7)).is_none(),
+            "never sent"
+        );
         assert!(history.on_twcc_feedback(now, ack(65535)).is_some());
         assert!(history.on_twcc_feedback(now, ack(0)).is_some());
         let reports = history.take_reports();
         assert_eq!(
             vec![(100, false), (101, true), (102, true)],
-            reports.iter().map(|r| (r.rtp_sequence_number, r.arrived)).collect::<Vec<_>>()
+            reports
+                .iter()
+                .map(|r| (r.rtp_sequence_number, r.arrived))
+                .collect::<Vec<_>>()
         );
-        assert!(history.on_twcc_feedback(now, ack(65535)).is_none(), "reported once");
+        assert!(
+            history.on_twcc_feedback(now, ack(65535)).is_none(),
+            "reported once"
+        );
 
         // A gap: number 5 follows 1. Both the earlier and the later packets are still found.
         history.add_outgoing(1, 104, true, 5, 1200, now);
@@ -560,9 +569,11 @@ mod tests {
         let reports = history.take_reports();
         assert_eq!(
             vec![(103, true), (104, false), (105, true)],
-            reports.iter().map(|r| (r.rtp_sequence_number, r.arrived)).collect::<Vec<_>>()
+            reports
+                .iter()
+                .map(|r| (r.rtp_sequence_number, r.arrived))
+                .collect::<Vec<_>>()
         );
         assert!(history.is_empty());
     }
-
 }
