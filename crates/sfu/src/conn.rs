@@ -153,6 +153,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
 }
 
 impl Interceptor for RtcpTap {
+    /// Writes pass through untouched (no move through `wq`).
+    fn write_in_place(&mut self, _m: &mut TaggedPacket) -> bool {
+        self.wq.is_empty()
+    }
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

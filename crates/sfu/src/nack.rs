@@ -195,13 +195,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackCache {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtp(ref p) = msg.message.packet {
-            if !msg.message.has(&Attribute::Retransmission) {
-                if let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == p.header.ssrc) {
-                    stream.add(msg.now, p);
-                }
-            }
-        }
+        self.keep(&msg);
         self.wq.push_back(msg);
         Ok(())
     }
@@ -224,7 +218,30 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackCache {
     }
 }
 
+impl NackCache {
+    /// What a write does besides passing the packet on: keep a first transmission.
+    fn keep(&mut self, msg: &TaggedPacket) {
+        if let Packet::Rtp(ref p) = msg.message.packet {
+            if !msg.message.has(&Attribute::Retransmission) {
+                if let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == p.header.ssrc) {
+                    stream.add(msg.now, p);
+                }
+            }
+        }
+    }
+}
+
 impl Interceptor for NackCache {
+    /// The forwarded packet is kept and passed on where it lies (no move through `wq`), unless
+    /// retransmissions are waiting in `wq`: they go first, by the queue.
+    fn write_in_place(&mut self, msg: &mut TaggedPacket) -> bool {
+        if !self.wq.is_empty() {
+            return false;
+        }
+        self.keep(msg);
+        true
+    }
+
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         let nack = info
             .rtcp_feedback

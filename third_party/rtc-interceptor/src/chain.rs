@@ -136,11 +136,30 @@ impl Chain {
     }
 
     /// Rakor patch: as [`Self::walk_read`], for the write direction.
+    ///
+    /// One packet is first carried through in place ([`Interceptor::write_in_place`]) for as
+    /// long as the interceptors ahead can take it that way (all of a send-only leg's, unless one
+    /// holds generated packets); the first that cannot gets it on the belt and the ordinary walk
+    /// goes on from there. Same order and same result as the queued walk.
     fn walk_write(&mut self, first: Option<TaggedPacket>) {
         let mut belt = std::mem::take(&mut self.belt);
-        belt.extend(first);
+        let mut done = 0;
+        if let Some(mut msg) = first {
+            for interceptor in self.interceptors.iter_mut().rev() {
+                if !interceptor.write_in_place(&mut msg) {
+                    break;
+                }
+                done += 1;
+            }
+            if done == self.interceptors.len() {
+                self.write_outs.push_back(msg);
+                self.belt = belt;
+                return;
+            }
+            belt.push_back(msg);
+        }
         let mut belt = Self::walk(
-            self.interceptors.iter_mut().rev(),
+            self.interceptors.iter_mut().rev().skip(done),
             belt,
             |s, p| s.handle_write(p),
             |s| s.poll_write(),
@@ -245,6 +264,133 @@ impl Interceptor for Chain {
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         for interceptor in self.interceptors.iter_mut() {
             interceptor.unbind_remote_stream(info);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Rakor patch: the in-place write walk hands out the same packets in the same order as the
+    //! queued walk.
+    use super::*;
+    use crate::report::sender::SenderReportBuilder;
+    use crate::twcc::sender::TwccSenderBuilder;
+    use crate::{AttributedPacket, NoopInterceptor, Packet};
+    use shared::TransportContext;
+    use std::time::Duration;
+
+    /// Sequence numbers of what leaves the chain (`None` for RTCP).
+    fn drain(chain: &mut Chain) -> Vec<Option<u16>> {
+        let mut out = Vec::new();
+        while let Some(m) = chain.poll_write() {
+            out.push(match &m.message.packet {
+                Packet::Rtp(p) => Some(p.header.sequence_number),
+                _ => None,
+            });
+        }
+        out
+    }
+
+    fn packet(now: Instant, sequence_number: u16) -> TaggedPacket {
+        TaggedPacket {
+            now,
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(Packet::Rtp(rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    sequence_number,
+                    ssrc: 1,
+                    ..Default::default()
+                },
+                payload: vec![0u8; 4].into(),
+            })),
+        }
+    }
+
+    /// A pass-through that never takes the in-place path: forces the queued walk.
+    #[derive(Default)]
+    struct Queued(VecDeque<TaggedPacket>);
+    impl Protocol<TaggedPacket, TaggedPacket, ()> for Queued {
+        type Rout = TaggedPacket;
+        type Wout = TaggedPacket;
+        type Eout = ();
+        type Error = Error;
+        type Time = Instant;
+        fn handle_read(&mut self, _m: TaggedPacket) -> Result<(), Error> {
+            Ok(())
+        }
+        fn poll_read(&mut self) -> Option<TaggedPacket> {
+            None
+        }
+        fn handle_write(&mut self, m: TaggedPacket) -> Result<(), Error> {
+            self.0.push_back(m);
+            Ok(())
+        }
+        fn poll_write(&mut self) -> Option<TaggedPacket> {
+            self.0.pop_front()
+        }
+    }
+    impl Interceptor for Queued {
+        fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+        fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+        fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+        fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+    }
+
+    fn chain(queued_at: Option<usize>) -> Chain {
+        let mut list: Vec<Box<dyn Interceptor>> = vec![
+            Box::new(TwccSenderBuilder::new().build()),
+            Box::new(
+                SenderReportBuilder::new()
+                    .with_interval(Duration::from_secs(1))
+                    .build(),
+            ),
+            Box::new(NoopInterceptor::new()),
+        ];
+        if let Some(i) = queued_at {
+            list.insert(i, Box::new(Queued::default()));
+        }
+        let mut chain = Chain::new(list);
+        chain.bind_local_stream(&StreamInfo {
+            ssrc: 1,
+            clock_rate: 90_000,
+            ..Default::default()
+        });
+        chain
+    }
+
+    /// Writes 0..3, fires the report timer, writes 3..5, and returns what left, in order.
+    fn run(chain: &mut Chain) -> Vec<Option<u16>> {
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        for seq in 0..3 {
+            chain.handle_write(packet(t0, seq)).unwrap();
+        }
+        out.extend(drain(chain));
+        let t1 = t0 + Duration::from_secs(2);
+        chain.handle_timeout(t1).unwrap();
+        // The sender report is queued; the next packet must not overtake it.
+        for seq in 3..5 {
+            chain.handle_write(packet(t1, seq)).unwrap();
+        }
+        out.extend(drain(chain));
+        out
+    }
+
+    #[test]
+    fn in_place_writes_leave_in_the_queued_order() {
+        let all_in_place = run(&mut chain(None));
+        assert_eq!(
+            all_in_place,
+            vec![Some(0), Some(1), Some(2), None, Some(3), Some(4)],
+            "the report generated on the timeout leaves before the packets written after it"
+        );
+        for at in 0..=3 {
+            assert_eq!(
+                run(&mut chain(Some(at))),
+                all_in_place,
+                "queued stage at {at}"
+            );
         }
     }
 }

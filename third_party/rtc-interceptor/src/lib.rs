@@ -374,6 +374,19 @@ pub trait Interceptor:
 
     /// unbind_remote_stream is called when the Stream is removed. It can be used to clean up any data related to that track.
     fn unbind_remote_stream(&mut self, info: &StreamInfo);
+
+    /// Rakor patch (issue 16, lean write path): handle one outgoing packet **where it lies**
+    /// instead of through `handle_write` + `poll_write` (two moves of the packet struct through
+    /// this interceptor's queue, per packet and connection).
+    ///
+    /// Returns `true` when the interceptor did exactly what `handle_write` followed by draining
+    /// `poll_write` would have done, and that drain would have yielded this packet (as changed
+    /// here) and nothing else — in practice: a pass-through interceptor whose write queue is
+    /// empty. Returns `false`, having changed nothing, otherwise; the chain then takes the queued
+    /// path. The default is `false`.
+    fn write_in_place(&mut self, _msg: &mut TaggedPacket) -> bool {
+        false
+    }
 }
 
 /// An interceptor whose concrete type has been erased.
@@ -385,6 +398,10 @@ pub type BoxedInterceptor = Box<dyn Interceptor>;
 impl<P: Interceptor + ?Sized> Interceptor for Box<P> {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         (**self).bind_local_stream(info)
+    }
+
+    fn write_in_place(&mut self, msg: &mut TaggedPacket) -> bool {
+        (**self).write_in_place(msg)
     }
 
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
@@ -413,6 +430,10 @@ impl<P: Interceptor + ?Sized> Interceptor for Box<P> {
 impl<P: Interceptor + ?Sized> Interceptor for &mut P {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         (**self).bind_local_stream(info)
+    }
+
+    fn write_in_place(&mut self, msg: &mut TaggedPacket) -> bool {
+        (**self).write_in_place(msg)
     }
 
     fn unbind_local_stream(&mut self, info: &StreamInfo) {

@@ -115,6 +115,10 @@ impl Interceptor for NoopInterceptor {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    /// Rakor patch: writes pass through untouched.
+    fn write_in_place(&mut self, _msg: &mut TaggedPacket) -> bool {
+        self.write_queue.is_empty()
+    }
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 

@@ -215,24 +215,7 @@ impl<E: BandwidthEstimator> Protocol<TaggedPacket, TaggedPacket, ()>
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtp(ref rtp_packet) = msg.message.packet {
-            let twcc_sequence_number = self.twcc_sequence_number(rtp_packet);
-            // Only a stream this endpoint is sending and that negotiated transport-wide CC is
-            // tracked; anything else has no sequence space the remote will report against.
-            if self.streams.contains_key(&rtp_packet.header.ssrc) {
-                self.history.add_outgoing(
-                    rtp_packet.header.ssrc,
-                    rtp_packet.header.sequence_number,
-                    twcc_sequence_number.is_some(),
-                    twcc_sequence_number.unwrap_or_default(),
-                    rtp_packet.marshal_size(),
-                    // The release instant. The pacer has already run on this leg — recording the
-                    // enqueue instant instead would charge its queueing delay to the network.
-                    msg.now,
-                );
-            }
-        }
-
+        self.record_write(&msg);
         self.write_queue.push_back(msg);
         Ok(())
     }
@@ -257,6 +240,30 @@ impl<E: BandwidthEstimator> Protocol<TaggedPacket, TaggedPacket, ()>
     }
 }
 
+impl<E: BandwidthEstimator> CongestionControlInterceptor<E> {
+    /// What `handle_write` does to an outgoing packet before queueing it (Rakor patch: shared with
+    /// [`Interceptor::write_in_place`]).
+    fn record_write(&mut self, msg: &TaggedPacket) {
+        if let Packet::Rtp(ref rtp_packet) = msg.message.packet {
+            let twcc_sequence_number = self.twcc_sequence_number(rtp_packet);
+            // Only a stream this endpoint is sending and that negotiated transport-wide CC is
+            // tracked; anything else has no sequence space the remote will report against.
+            if self.streams.contains_key(&rtp_packet.header.ssrc) {
+                self.history.add_outgoing(
+                    rtp_packet.header.ssrc,
+                    rtp_packet.header.sequence_number,
+                    twcc_sequence_number.is_some(),
+                    twcc_sequence_number.unwrap_or_default(),
+                    rtp_packet.marshal_size(),
+                    // The release instant. The pacer has already run on this leg — recording the
+                    // enqueue instant instead would charge its queueing delay to the network.
+                    msg.now,
+                );
+            }
+        }
+    }
+}
+
 impl<E: BandwidthEstimator> Interceptor for CongestionControlInterceptor<E> {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         // Tracked whether or not it negotiated transport-wide CC: RFC 8888 reports against the RTP
@@ -271,4 +278,13 @@ impl<E: BandwidthEstimator> Interceptor for CongestionControlInterceptor<E> {
 
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+
+    /// Rakor patch: records the packet in the history as `handle_write` does, without the queue.
+    fn write_in_place(&mut self, msg: &mut TaggedPacket) -> bool {
+        if !self.write_queue.is_empty() {
+            return false;
+        }
+        self.record_write(msg);
+        true
+    }
 }

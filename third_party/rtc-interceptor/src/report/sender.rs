@@ -198,17 +198,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderReportInterceptor {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtp(rtp_packet) = &msg.message.packet
-            && let Some(stream) = self.streams.get_mut(&rtp_packet.header.ssrc)
-        {
-            stream.process_rtp(msg.now, rtp_packet);
-
-            // Arm the report timer from the first packet's instant (see nack::generator).
-            if self.next_timeout.is_none() {
-                self.next_timeout = Some(msg.now + self.interval);
-            }
-        }
-
+        self.count_write(&msg);
         self.write_queue.push_back(msg);
 
         Ok(())
@@ -246,7 +236,34 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderReportInterceptor {
     }
 }
 
+impl SenderReportInterceptor {
+    /// What `handle_write` does to an outgoing packet (Rakor patch: shared with
+    /// [`Interceptor::write_in_place`]).
+    fn count_write(&mut self, msg: &TaggedPacket) {
+        if let Packet::Rtp(rtp_packet) = &msg.message.packet
+            && let Some(stream) = self.streams.get_mut(&rtp_packet.header.ssrc)
+        {
+            stream.process_rtp(msg.now, rtp_packet);
+
+            // Arm the report timer from the first packet's instant (see nack::generator).
+            if self.next_timeout.is_none() {
+                self.next_timeout = Some(msg.now + self.interval);
+            }
+        }
+    }
+}
+
 impl Interceptor for SenderReportInterceptor {
+    /// Rakor patch: counts the packet as `handle_write` does, without the queue (reports it
+    /// generated and has not handed out yet go first: then the queued path is taken).
+    fn write_in_place(&mut self, msg: &mut TaggedPacket) -> bool {
+        if !self.write_queue.is_empty() {
+            return false;
+        }
+        self.count_write(msg);
+        true
+    }
+
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         let stream = SenderStream::new(info.ssrc, info.clock_rate, self.use_latest_packet);
         self.streams.insert(info.ssrc, stream);

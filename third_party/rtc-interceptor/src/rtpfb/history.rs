@@ -1,21 +1,40 @@
 //! What was sent, joined with what the receiver said about it.
 
 use super::acknowledgement::{Acknowledgement, PacketReport};
-use rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 use crate::fxhash::FxHashMap as HashMap;
+use rtcp::transport_feedbacks::cc_feedback_report::Ecn;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Records outgoing packets and matches incoming feedback against them.
 ///
 /// The two feedback formats identify a packet differently — TWCC by its own transport-wide
-/// sequence number, RFC 8888 by the stream's SSRC and RTP sequence number — so both indexes are
-/// kept, pointing at one record.
+/// sequence number, RFC 8888 by the stream's SSRC and RTP sequence number — so both lookups are
+/// served, pointing at one record.
+///
+/// Rakor patch (issue 16): the records sit in a queue in id order (ids are consecutive), not in a
+/// hash map; while every packet recorded carries the next transport-wide sequence number (one
+/// TWCC sender numbering every stream, as on a Rakor subscriber leg) the TWCC lookup is
+/// arithmetic on the newest record, and the SSRC index is built only when RFC 8888 feedback first
+/// arrives. Per packet sent that replaces three hash-map inserts and three removes. A packet
+/// without the next number (a stream without transport-wide CC, a gap) switches the TWCC lookup
+/// to the hash index for good, built from the records kept.
 #[derive(Debug, Default)]
 pub struct History {
     /// Monotonic id, so reports come out in send order however sequence numbers wrap.
     next_id: u64,
-    packets: HashMap<u64, PacketReport>,
+    /// Records by id: `packets[i]` has id `first_id + i`; `None` once reported or pruned.
+    packets: VecDeque<Option<PacketReport>>,
+    first_id: u64,
+    /// How many `Some` in `packets`.
+    live: usize,
+    /// The newest record's (transport-wide sequence number, id) while in lockstep.
+    lockstep: Option<(u16, u64)>,
+    /// Whether the records left lockstep (then `twcc_index` is kept).
+    twcc_indexed: bool,
     twcc_index: HashMap<u16, u64>,
+    /// Whether RFC 8888 feedback was seen (then `ssrc_sequence_index` is kept).
+    ssrc_indexed: bool,
     ssrc_sequence_index: HashMap<(u32, u16), u64>,
     /// Highest id acknowledged so far.
     highest_acknowledged: Option<u64>,
@@ -31,12 +50,17 @@ impl History {
 
     /// How many packets are being tracked.
     pub fn len(&self) -> usize {
-        self.packets.len()
+        self.live
     }
 
     /// Whether nothing is being tracked.
     pub fn is_empty(&self) -> bool {
-        self.packets.is_empty()
+        self.live == 0
+    }
+
+    fn slot(&mut self, id: u64) -> Option<&mut Option<PacketReport>> {
+        let i = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
+        self.packets.get_mut(i)
     }
 
     /// Record a packet as it leaves.
@@ -58,29 +82,57 @@ impl History {
         let id = self.next_id;
         self.next_id += 1;
 
-        if is_twcc {
+        if self.packets.is_empty() {
+            self.first_id = id;
+        }
+        if !self.twcc_indexed {
+            let in_step = is_twcc
+                && match self.lockstep {
+                    None => true,
+                    Some((seq, last)) => {
+                        last + 1 == id && seq.wrapping_add(1) == twcc_sequence_number
+                    }
+                };
+            if in_step {
+                self.lockstep = Some((twcc_sequence_number, id));
+            } else {
+                self.index_twcc();
+            }
+        }
+        if is_twcc && self.twcc_indexed {
             self.twcc_index.insert(twcc_sequence_number, id);
         }
-        self.ssrc_sequence_index
-            .insert((ssrc, rtp_sequence_number), id);
+        if self.ssrc_indexed {
+            self.ssrc_sequence_index
+                .insert((ssrc, rtp_sequence_number), id);
+        }
 
-        self.packets.insert(
+        self.packets.push_back(Some(PacketReport {
+            ssrc,
             id,
-            PacketReport {
-                ssrc,
-                id,
-                rtp_sequence_number,
-                is_twcc,
-                twcc_sequence_number,
-                size,
-                arrived: false,
-                departure,
-                arrival: None,
-                ecn: Ecn::NotEct,
-            },
-        );
+            rtp_sequence_number,
+            is_twcc,
+            twcc_sequence_number,
+            size,
+            arrived: false,
+            departure,
+            arrival: None,
+            ecn: Ecn::NotEct,
+        }));
+        self.live += 1;
 
         id
+    }
+
+    /// Leave lockstep: index the TWCC records kept, and keep the index from now on.
+    fn index_twcc(&mut self) {
+        self.twcc_indexed = true;
+        self.lockstep = None;
+        for p in self.packets.iter().flatten() {
+            if p.is_twcc {
+                self.twcc_index.insert(p.twcc_sequence_number, p.id);
+            }
+        }
     }
 
     /// Apply TWCC feedback, returning the round trip time it implies.
@@ -92,7 +144,18 @@ impl History {
         received_at: Instant,
         acknowledgement: Acknowledgement,
     ) -> Option<Duration> {
-        let id = *self.twcc_index.get(&acknowledgement.sequence_number)?;
+        let seq = acknowledgement.sequence_number;
+        let id = if self.twcc_indexed {
+            *self.twcc_index.get(&seq)?
+        } else {
+            // In lockstep the id is as far behind the newest as the sequence number.
+            let (newest_seq, newest_id) = self.lockstep?;
+            let id = newest_id.checked_sub(u64::from(newest_seq.wrapping_sub(seq)))?;
+            match self.slot(id) {
+                Some(Some(p)) if p.is_twcc && p.twcc_sequence_number == seq => id,
+                _ => return None,
+            }
+        };
         self.apply(received_at, id, acknowledgement)
     }
 
@@ -103,6 +166,13 @@ impl History {
         ssrc: u32,
         acknowledgement: Acknowledgement,
     ) -> Option<Duration> {
+        if !self.ssrc_indexed {
+            self.ssrc_indexed = true;
+            for p in self.packets.iter().flatten() {
+                self.ssrc_sequence_index
+                    .insert((p.ssrc, p.rtp_sequence_number), p.id);
+            }
+        }
         let id = *self
             .ssrc_sequence_index
             .get(&(ssrc, acknowledgement.sequence_number))?;
@@ -115,13 +185,14 @@ impl History {
         id: u64,
         acknowledgement: Acknowledgement,
     ) -> Option<Duration> {
-        let packet = self.packets.get_mut(&id)?;
+        let packet = self.slot(id)?.as_mut()?;
 
         packet.arrived = acknowledgement.arrived;
         packet.arrival = acknowledgement.arrival;
         packet.ecn = acknowledgement.ecn;
+        let departure = packet.departure;
 
-        if packet.arrived {
+        if acknowledgement.arrived {
             self.highest_acknowledged = Some(match self.highest_acknowledged {
                 Some(highest) => highest.max(id),
                 None => id,
@@ -130,7 +201,32 @@ impl History {
 
         // Round trip: this feedback arrived now, and the packet left then. Both instants are on
         // this endpoint's clock, so unlike the arrival times this is a real duration.
-        Some(received_at.saturating_duration_since(packet.departure))
+        Some(received_at.saturating_duration_since(departure))
+    }
+
+    /// Take the record out of its slot and out of the indexes kept.
+    fn remove(&mut self, id: u64) -> Option<PacketReport> {
+        let packet = self.slot(id)?.take()?;
+        self.live -= 1;
+        // Only a TWCC packet has an entry under its transport-wide sequence number. A
+        // non-TWCC packet carries whatever the caller passed — typically 0 — and removing
+        // that key would evict whichever real TWCC packet holds it.
+        if packet.is_twcc && self.twcc_indexed {
+            self.twcc_index.remove(&packet.twcc_sequence_number);
+        }
+        if self.ssrc_indexed {
+            self.ssrc_sequence_index
+                .remove(&(packet.ssrc, packet.rtp_sequence_number));
+        }
+        Some(packet)
+    }
+
+    /// Drop the empty slots at the front.
+    fn trim(&mut self) {
+        while let Some(None) = self.packets.front() {
+            self.packets.pop_front();
+            self.first_id += 1;
+        }
     }
 
     /// Take everything up to the highest *arrived* packet since the last call, in send order.
@@ -147,17 +243,13 @@ impl History {
         }
 
         let mut reports = Vec::new();
-        for id in self.next_to_report..=highest {
-            if let Some(packet) = self.packets.remove(&id) {
-                if packet.is_twcc {
-                    self.twcc_index.remove(&packet.twcc_sequence_number);
-                }
-                self.ssrc_sequence_index
-                    .remove(&(packet.ssrc, packet.rtp_sequence_number));
+        for id in self.next_to_report.max(self.first_id)..=highest {
+            if let Some(packet) = self.remove(id) {
                 reports.push(packet);
             }
         }
         self.next_to_report = highest + 1;
+        self.trim();
 
         reports
     }
@@ -167,25 +259,13 @@ impl History {
     /// Without this the history grows without bound on a lossy path: an unacknowledged packet is
     /// never reported and never removed, so nothing else would ever release it.
     pub fn prune_before(&mut self, cutoff: Instant) {
-        let stale: Vec<u64> = self
-            .packets
-            .iter()
-            .filter(|(_, packet)| packet.departure < cutoff && !packet.arrived)
-            .map(|(&id, _)| id)
-            .collect();
-
-        for id in stale {
-            if let Some(packet) = self.packets.remove(&id) {
-                // Only a TWCC packet has an entry under its transport-wide sequence number. A
-                // non-TWCC packet carries whatever the caller passed — typically 0 — and removing
-                // that key would evict whichever real TWCC packet holds it.
-                if packet.is_twcc {
-                    self.twcc_index.remove(&packet.twcc_sequence_number);
-                }
-                self.ssrc_sequence_index
-                    .remove(&(packet.ssrc, packet.rtp_sequence_number));
+        for i in 0..self.packets.len() {
+            let stale = matches!(&self.packets[i], Some(p) if p.departure < cutoff && !p.arrived);
+            if stale {
+                self.remove(self.first_id + i as u64);
             }
         }
+        self.trim();
     }
 }
 
@@ -449,5 +529,51 @@ mod tests {
             history.on_twcc_feedback(now, Acknowledgement::received(0, None, Ecn::NotEct)),
             "and the pruned one is no longer matchable"
         );
+    }
+
+    /// Rakor patch: the arithmetic lookup (every packet numbered in turn) across the wrap of the
+    /// transport-wide sequence number, and the switch to the index after a gap in the numbers.
+    #[test]
+    fn twcc_lookup_across_the_wrap_and_after_a_gap() {
+        let now = Instant::now();
+        let ack = |seq| Acknowledgement::received(seq, Some(Duration::from_millis(5)), Ecn::NotEct);
+        let mut history = History::new();
+        for (i, seq) in [65534u16, 65535, 0, 1].into_iter().enumerate() {
+            history.add_outgoing(1, 100 + i as u16, true, seq, 1200, now);
+        }
+        assert!(
+            history.on_twcc_feedback(now, ack(7)).is_none(),
+            "never sent"
+        );
+        assert!(history.on_twcc_feedback(now, ack(65535)).is_some());
+        assert!(history.on_twcc_feedback(now, ack(0)).is_some());
+        let reports = history.take_reports();
+        assert_eq!(
+            vec![(100, false), (101, true), (102, true)],
+            reports
+                .iter()
+                .map(|r| (r.rtp_sequence_number, r.arrived))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            history.on_twcc_feedback(now, ack(65535)).is_none(),
+            "reported once"
+        );
+
+        // A gap: number 5 follows 1. Both the earlier and the later packets are still found.
+        history.add_outgoing(1, 104, true, 5, 1200, now);
+        history.add_outgoing(1, 105, true, 6, 1200, now);
+        assert!(history.on_twcc_feedback(now, ack(1)).is_some());
+        assert!(history.on_twcc_feedback(now, ack(6)).is_some());
+        assert!(history.on_twcc_feedback(now, ack(2)).is_none());
+        let reports = history.take_reports();
+        assert_eq!(
+            vec![(103, true), (104, false), (105, true)],
+            reports
+                .iter()
+                .map(|r| (r.rtp_sequence_number, r.arrived))
+                .collect::<Vec<_>>()
+        );
+        assert!(history.is_empty());
     }
 }

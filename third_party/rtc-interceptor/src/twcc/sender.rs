@@ -109,19 +109,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TwccSenderInterceptor {
     }
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtp(ref mut rtp_packet) = msg.message.packet
-            && let Some(stream) = self.streams.get(&rtp_packet.header.ssrc)
-        {
-            let seq = self.next_sequence_number;
-            self.next_sequence_number = self.next_sequence_number.wrapping_add(1);
-
-            // Rakor patch: the extension's two bytes come from a static table, so neither
-            // this nor any later clone of the packet (NACK buffer, history) allocates.
-            let _ = rtp_packet.header.set_extension(
-                stream.hdr_ext_id,
-                bytes::Bytes::from_static(&TWCC_SEQUENCE_BYTES[usize::from(seq)]),
-            );
-        }
+        self.number(&mut msg);
         self.write_queue.push_back(msg);
         Ok(())
     }
@@ -139,6 +127,26 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TwccSenderInterceptor {
     }
 }
 
+impl TwccSenderInterceptor {
+    /// What `handle_write` does to an outgoing packet (Rakor patch: shared with
+    /// [`Interceptor::write_in_place`]).
+    fn number(&mut self, msg: &mut TaggedPacket) {
+        if let Packet::Rtp(ref mut rtp_packet) = msg.message.packet
+            && let Some(stream) = self.streams.get(&rtp_packet.header.ssrc)
+        {
+            let seq = self.next_sequence_number;
+            self.next_sequence_number = self.next_sequence_number.wrapping_add(1);
+
+            // Rakor patch: the extension's two bytes come from a static table, so neither
+            // this nor any later clone of the packet (NACK buffer, history) allocates.
+            let _ = rtp_packet.header.set_extension(
+                stream.hdr_ext_id,
+                bytes::Bytes::from_static(&TWCC_SEQUENCE_BYTES[usize::from(seq)]),
+            );
+        }
+    }
+}
+
 /// Every transport-wide sequence number as its big-endian wire bytes (128 KiB, built at compile
 /// time).
 static TWCC_SEQUENCE_BYTES: [[u8; 2]; 65536] = {
@@ -153,6 +161,15 @@ static TWCC_SEQUENCE_BYTES: [[u8; 2]; 65536] = {
 };
 
 impl Interceptor for TwccSenderInterceptor {
+    /// Rakor patch: numbers the packet as `handle_write` does, without the queue.
+    fn write_in_place(&mut self, msg: &mut TaggedPacket) -> bool {
+        if !self.write_queue.is_empty() {
+            return false;
+        }
+        self.number(msg);
+        true
+    }
+
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if let Some(hdr_ext_id) = stream_supports_twcc(info)
             && hdr_ext_id != 0
