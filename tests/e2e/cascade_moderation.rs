@@ -23,7 +23,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use rakor_client::Client;
-use rakor_e2e::cluster::{seen_all, seen_as, CascadeSetup};
+use rakor_e2e::cluster::{
+    seen_all, seen_as, CascadeSetup, Joins,
+    Joins::{Audio, Watching},
+};
 use rakor_e2e::session::{add_site, wib_in, Api, PASSWORD};
 use rakor_proto::{
     ChatEntry, ClientMessage, ErrorCode, LeaveReason, ModerateAction, ParticipantId, ServerMessage,
@@ -34,6 +37,30 @@ use std::time::{Duration, Instant};
 
 const LEG_WAIT: Duration = Duration::from_secs(30);
 const EVENT_WAIT: Duration = Duration::from_secs(15);
+
+/// The cast: (node: 0 = A, the room's owner, 1 = B, 2 = C; identity; role; how it joins).
+type Member = (usize, &'static str, &'static str, Joins);
+const GOVERNOR_A: Member = (0, "gubernur", "host", Audio);
+const SEMARANG_A: Member = (0, "kab-semarang", "participant", Audio);
+const DEMAK_A: Member = (0, "kab-demak", "participant", Audio);
+const REGENT_B: Member = (1, "bupati", "host", Audio);
+const REGENT_B_WATCHING: Member = (1, "bupati", "host", Watching);
+const KENDAL_B: Member = (1, "kab-kendal", "participant", Audio);
+const KENDAL_B_WATCHING: Member = (1, "kab-kendal", "participant", Watching);
+const BATANG_B: Member = (1, "kab-batang", "participant", Audio);
+const SOLO_C: Member = (2, "kota-solo", "participant", Audio);
+const BATANG_C: Member = (2, "kab-batang", "participant", Audio);
+const HOST_C: Member = (2, "bupati-solo", "host", Audio);
+
+/// `c` (a host) sends `moderate {action}` about `who`.
+async fn moderate(c: &Client, action: ModerateAction, who: &ParticipantId) {
+    c.send(&ClientMessage::Moderate {
+        action,
+        participant_id: Some(who.clone()),
+    })
+    .await
+    .unwrap();
+}
 
 /// The chat messages `c` gets up to and including the one with text `marker`.
 async fn chats_until(c: &mut Client, who: &str, marker: &str) -> Vec<ChatEntry> {
@@ -189,17 +216,8 @@ async fn chat_hands_and_moderation_are_room_wide_across_three_nodes() {
     .unwrap();
 
     // A owns the room (its first join): the governor and a site; a site on B; a site on C.
-    let mut host = setup
-        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
-        .await;
-    let mut site_a = setup
-        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
-        .await;
-    let mut site_b = setup
-        .join_audio(nodes[1].ws_url(), &room, "kab-kendal", "participant")
-        .await;
-    let mut site_c = setup
-        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+    let [mut host, mut site_a, mut site_b, mut site_c] = setup
+        .cast(&nodes, &room, [GOVERNOR_A, SEMARANG_A, KENDAL_B, SOLO_C])
         .await;
 
     // The legs are up: everyone sees everyone (republishers on every node).
@@ -383,12 +401,7 @@ async fn chat_hands_and_moderation_are_room_wide_across_three_nodes() {
     hands_at(&mut site_c, "C's site", &[&a_on_c, &b_on_c]).await;
 
     // 6. The host on A mutes B's site: B's own node mutes it.
-    host.send(&ClientMessage::Moderate {
-        action: ModerateAction::MuteAudio,
-        participant_id: Some(b_on_a.clone()),
-    })
-    .await
-    .unwrap();
+    moderate(&host, ModerateAction::MuteAudio, &b_on_a).await;
     moderator_mute_at(&mut site_b, "B's site", true).await;
 
     // 7. The host gives B's site the floor: unmuted at B, its hand down on A (A's site's
@@ -494,14 +507,8 @@ async fn a_non_owner_hosts_floor_and_mute_are_room_wide() {
     let room = format!("host-b-{}", setup.suffix);
 
     // A owns the room (its first join): a site there; the host on B; a site on C.
-    let mut site_a = setup
-        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
-        .await;
-    let mut host_b = setup
-        .join_audio(nodes[1].ws_url(), &room, "bupati", "host")
-        .await;
-    let mut site_c = setup
-        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+    let [mut site_a, mut host_b, mut site_c] = setup
+        .cast(&nodes, &room, [SEMARANG_A, REGENT_B, SOLO_C])
         .await;
     // (`_`: the host's republisher on the owner.)
     let [c_on_a, _, a_on_b, c_on_b, a_on_c, host_on_c] = seen_all(
@@ -524,13 +531,7 @@ async fn a_non_owner_hosts_floor_and_mute_are_room_wide() {
     // 1. The host on B mutes A's site: A's own node mutes it (the owner got it from the
     //    host's republisher there), so C stops receiving it. The clock: the host's own audio
     //    at C (always forwarded) goes on meanwhile.
-    host_b
-        .send(&ClientMessage::Moderate {
-            action: ModerateAction::MuteAudio,
-            participant_id: Some(a_on_b.clone()),
-        })
-        .await
-        .unwrap();
+    moderate(&host_b, ModerateAction::MuteAudio, &a_on_b).await;
     moderator_mute_at(&mut site_a, "A's site", true).await;
     let a_at_c = audio_from(&site_c, &a_on_c);
     hears(
@@ -547,13 +548,7 @@ async fn a_non_owner_hosts_floor_and_mute_are_room_wide() {
         "C still receives A's muted site: {late} packets over 2 s of the host's audio"
     );
     // ... and unmutes it: heard on C again.
-    host_b
-        .send(&ClientMessage::Moderate {
-            action: ModerateAction::UnmuteAudio,
-            participant_id: Some(a_on_b.clone()),
-        })
-        .await
-        .unwrap();
+    moderate(&host_b, ModerateAction::UnmuteAudio, &a_on_b).await;
     moderator_mute_at(&mut site_a, "A's site", false).await;
     hears(
         &site_c,
@@ -569,13 +564,7 @@ async fn a_non_owner_hosts_floor_and_mute_are_room_wide() {
     site_c.raise_hand(true).await.unwrap();
     hands_at(&mut site_a, "A's site", &[&c_on_a]).await;
     hands_at(&mut host_b, "the host on B", &[&c_on_b]).await;
-    host_b
-        .send(&ClientMessage::Moderate {
-            action: ModerateAction::MuteAudio,
-            participant_id: Some(c_on_b.clone()),
-        })
-        .await
-        .unwrap();
+    moderate(&host_b, ModerateAction::MuteAudio, &c_on_b).await;
     moderator_mute_at(&mut site_c, "C's site", true).await;
 
     // 3. The host on B gives C's site the floor: unmuted at C, spotlighted on A and C under
@@ -642,17 +631,12 @@ async fn a_site_that_publishes_nothing_chats_and_raises_its_hand_room_wide() {
 
     // A owns the room: the governor. On B a site that only watches (no tracks: its
     // republishers elsewhere publish nothing) and a site publishing audio; a site on C.
-    let mut host = setup
-        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
-        .await;
-    let mut watcher = setup
-        .join_watching(nodes[1].ws_url(), &room, "kab-kendal", "participant")
-        .await;
-    let _batang = setup
-        .join_audio(nodes[1].ws_url(), &room, "kab-batang", "participant")
-        .await;
-    let mut site_c = setup
-        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+    let [mut host, mut watcher, _batang, mut site_c] = setup
+        .cast(
+            &nodes,
+            &room,
+            [GOVERNOR_A, KENDAL_B_WATCHING, BATANG_B, SOLO_C],
+        )
         .await;
     // Every leg is up (B's and C's both ways): their publishing sites are on A, the host on
     // B and C.
@@ -740,20 +724,12 @@ async fn a_non_owner_hosts_remove_and_end_room_are_room_wide() {
 
     // A owns the room: two sites there; the host on B (publishing nothing: its republisher on
     // the owner joins when it first acts); two sites on C.
-    let mut site_a = setup
-        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
-        .await;
-    let mut demak = setup
-        .join_audio(nodes[0].ws_url(), &room, "kab-demak", "participant")
-        .await;
-    let mut host_b = setup
-        .join_watching(nodes[1].ws_url(), &room, "bupati", "host")
-        .await;
-    let mut site_c = setup
-        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
-        .await;
-    let mut batang = setup
-        .join_audio(nodes[2].ws_url(), &room, "kab-batang", "participant")
+    let [mut site_a, mut demak, mut host_b, mut site_c, mut batang] = setup
+        .cast(
+            &nodes,
+            &room,
+            [SEMARANG_A, DEMAK_A, REGENT_B_WATCHING, SOLO_C, BATANG_C],
+        )
         .await;
     let [c_on_a, demak_on_b, c_on_b, _, _] = seen_all(
         [
@@ -780,36 +756,23 @@ async fn a_non_owner_hosts_remove_and_end_room_are_room_wide() {
 
     // 1. The host on B removes C's site: C's own node removes it (through the owner, which
     //    removed its republisher there), so A sees it leave too.
-    host_b
-        .send(&ClientMessage::Moderate {
-            action: ModerateAction::Remove,
-            participant_id: Some(c_on_b.clone()),
-        })
-        .await
-        .unwrap();
+    moderate(&host_b, ModerateAction::Remove, &c_on_b).await;
     leave_at(&mut site_c, "C's site", LeaveReason::Removed).await;
     left_at(&mut site_a, "A's site", &c_on_a, LeaveReason::Removed).await;
 
     // 2. ... and A's site Demak: the owner removes it.
-    host_b
-        .send(&ClientMessage::Moderate {
-            action: ModerateAction::Remove,
-            participant_id: Some(demak_on_b.clone()),
-        })
-        .await
-        .unwrap();
+    moderate(&host_b, ModerateAction::Remove, &demak_on_b).await;
     leave_at(&mut demak, "Demak on A", LeaveReason::Removed).await;
     let demak_on_a = demak.participant_id().clone();
     left_at(&mut site_a, "A's site", &demak_on_a, LeaveReason::Removed).await;
 
     // A forged target: refused to the host only, nothing crosses.
-    host_b
-        .send(&ClientMessage::Moderate {
-            action: ModerateAction::Remove,
-            participant_id: Some(ParticipantId("PA_forged".into())),
-        })
-        .await
-        .unwrap();
+    moderate(
+        &host_b,
+        ModerateAction::Remove,
+        &ParticipantId("PA_forged".into()),
+    )
+    .await;
     assert_eq!(
         next_error(&mut host_b, "the host on B").await,
         ErrorCode::UnknownParticipant
@@ -838,17 +801,8 @@ async fn the_owners_unmute_of_a_site_another_nodes_host_muted_is_heard_there() {
     let room = format!("unmute-{}", setup.suffix);
 
     // A owns the room: the governor and a site; on B its regent (host) and a site listening.
-    let mut host = setup
-        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
-        .await;
-    let mut site_a = setup
-        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
-        .await;
-    let host_b = setup
-        .join_audio(nodes[1].ws_url(), &room, "bupati", "host")
-        .await;
-    let site_b = setup
-        .join_audio(nodes[1].ws_url(), &room, "kab-kendal", "participant")
+    let [mut host, mut site_a, host_b, site_b] = setup
+        .cast(&nodes, &room, [GOVERNOR_A, SEMARANG_A, REGENT_B, KENDAL_B])
         .await;
     let [a_on_b, _, _] = seen_all(
         [
@@ -863,23 +817,12 @@ async fn the_owners_unmute_of_a_site_another_nodes_host_muted_is_heard_there() {
     hears(&site_b, "B's site", &a_on_b, 0, 25).await;
 
     // 1. B's regent mutes A's site: A mutes it (B's instance of its republisher too).
-    host_b
-        .send(&ClientMessage::Moderate {
-            action: ModerateAction::MuteAudio,
-            participant_id: Some(a_on_host_b),
-        })
-        .await
-        .unwrap();
+    moderate(&host_b, ModerateAction::MuteAudio, &a_on_host_b).await;
     moderator_mute_at(&mut site_a, "A's site", true).await;
 
     // 2. The governor unmutes it on A: B's listeners hear it again (B lifts its own mute of
     //    the site's republisher, not only A).
-    host.send(&ClientMessage::Moderate {
-        action: ModerateAction::UnmuteAudio,
-        participant_id: Some(site_a.participant_id().clone()),
-    })
-    .await
-    .unwrap();
+    moderate(&host, ModerateAction::UnmuteAudio, site_a.participant_id()).await;
     moderator_mute_at(&mut site_a, "A's site", false).await;
     hears(
         &site_b,
@@ -940,14 +883,8 @@ async fn a_watching_site_is_in_the_room_on_every_node_from_its_join() {
 
     // A owns the room: the governor. On B a site that only watches and never acts; on C a
     // regent (host).
-    let mut host = setup
-        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
-        .await;
-    let mut watcher = setup
-        .join_watching(nodes[1].ws_url(), &room, "kab-kendal", "participant")
-        .await;
-    let mut host_c = setup
-        .join_audio(nodes[2].ws_url(), &room, "bupati-solo", "host")
+    let [mut host, mut watcher, mut host_c] = setup
+        .cast(&nodes, &room, [GOVERNOR_A, KENDAL_B_WATCHING, HOST_C])
         .await;
 
     // 1. Without doing anything, the watching site is in the room on A and on C (its
@@ -1001,12 +938,7 @@ async fn a_watching_site_is_in_the_room_on_every_node_from_its_join() {
 
     // 3. The governor removes it: B's node removes it, C sees it leave (its republisher
     //    there leaves with it).
-    host.send(&ClientMessage::Moderate {
-        action: ModerateAction::Remove,
-        participant_id: Some(kendal_on_a.clone()),
-    })
-    .await
-    .unwrap();
+    moderate(&host, ModerateAction::Remove, &kendal_on_a).await;
     leave_at(&mut watcher, "the watching site", LeaveReason::Removed).await;
     let gone = host_c
         .wait_for(
@@ -1065,20 +997,12 @@ async fn presentations_are_stopped_and_taken_over_across_nodes() {
     let room = format!("present-{}", setup.suffix);
 
     // A owns the room: the governor and a site; on B a regent (host) and a site; a site on C.
-    let mut host = setup
-        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
-        .await;
-    let mut site_a = setup
-        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
-        .await;
-    let mut host_b = setup
-        .join_audio(nodes[1].ws_url(), &room, "bupati", "host")
-        .await;
-    let mut kendal = setup
-        .join_audio(nodes[1].ws_url(), &room, "kab-kendal", "participant")
-        .await;
-    let mut site_c = setup
-        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+    let [mut host, mut site_a, mut host_b, mut kendal, mut site_c] = setup
+        .cast(
+            &nodes,
+            &room,
+            [GOVERNOR_A, SEMARANG_A, REGENT_B, KENDAL_B, SOLO_C],
+        )
         .await;
     let [c_on_a, c_on_b, a_on_b, a_on_c, hostb_on_a, hostb_on_c, kendal_on_a, kendal_on_c] =
         seen_all(
@@ -1172,17 +1096,8 @@ async fn an_operators_mute_on_a_third_node_is_room_wide() {
     .unwrap();
 
     // A owns the room: the governor and a site listening; a site on B; a site on C.
-    let host = setup
-        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
-        .await;
-    let site_a = setup
-        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
-        .await;
-    let mut kendal = setup
-        .join_audio(nodes[1].ws_url(), &room, "kab-kendal", "participant")
-        .await;
-    let site_c = setup
-        .join_audio(nodes[2].ws_url(), &room, "kota-solo", "participant")
+    let [host, site_a, mut kendal, site_c] = setup
+        .cast(&nodes, &room, [GOVERNOR_A, SEMARANG_A, KENDAL_B, SOLO_C])
         .await;
     let [kendal_on_a, kendal_on_c, _] = seen_all(
         [
@@ -1274,12 +1189,7 @@ async fn a_node_whose_leg_starts_later_gets_the_earlier_chat() {
     let room = format!("history-{}", setup.suffix);
 
     // A owns the room: the governor and a site talk before anyone is on C.
-    let host = setup
-        .join_audio(nodes[0].ws_url(), &room, "gubernur", "host")
-        .await;
-    let mut site_a = setup
-        .join_audio(nodes[0].ws_url(), &room, "kab-semarang", "participant")
-        .await;
+    let [host, mut site_a] = setup.cast(&nodes, &room, [GOVERNOR_A, SEMARANG_A]).await;
     let said = ["Rapat dimulai", "Agenda pertama: banjir", "Semarang siap"];
     host.chat(said[0]).await.unwrap();
     host.chat(said[1]).await.unwrap();

@@ -146,6 +146,28 @@ impl CascadeSetup {
             .unwrap_or_else(|e| panic!("{sub} could not join: {e}"))
     }
 
+    /// A test's cast: each `(node, identity, role, joins)` joins `room` on `nodes[node]`, in
+    /// order (the first join's node owns the room).
+    pub async fn cast<const N: usize>(
+        &self,
+        nodes: &[crate::Server],
+        room: &str,
+        who: [(usize, &str, &str, Joins); N],
+    ) -> [rakor_client::Client; N] {
+        let mut joined = Vec::with_capacity(N);
+        for (node, sub, role, joins) in who {
+            let url = nodes[node].ws_url();
+            joined.push(
+                self.join_with(url, room, sub, role, matches!(joins, Joins::Audio))
+                    .await,
+            );
+        }
+        match joined.try_into() {
+            Ok(cast) => cast,
+            Err(_) => unreachable!("one client per cast member"),
+        }
+    }
+
     /// A token for `sub` in `room` with `role`, signed with the cluster's key, valid for 1 h.
     pub fn token(&self, room: &str, sub: &str, role: &str) -> anyhow::Result<String> {
         let now = crate::unix_now();
@@ -155,6 +177,15 @@ impl CascadeSetup {
                     "iat": now, "exp": now + 3600, "iss": "rakor"}),
         )
     }
+}
+
+/// How a member of a [`CascadeSetup::cast`] joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joins {
+    /// Publishing its microphone (the looped asset).
+    Audio,
+    /// Publishing nothing (a site that only watches).
+    Watching,
 }
 
 /// The participant id under which `rx` sees the site `identity` (its own node's participant,
