@@ -2,7 +2,7 @@
 //! ("dirty") serviced — its events (tracks opening, connection state), its inbound RTP/RTCP
 //! (to `forward`), its outbound datagrams (to the outbox) — and its timer cached.
 
-use super::state::Conn;
+use super::state::{Conn, Work};
 use super::Core;
 use crate::demux::Transport;
 use crate::slab::ConnKey;
@@ -170,25 +170,25 @@ impl Core {
             }
             list.clear();
             std::mem::swap(&mut list, &mut self.inputs);
-            for &ci in &list {
-                if let Some(c) = self.conns.get_mut(ci) {
-                    if c.work.take_input() && c.work.any() {
-                        self.service(ci, now);
-                    }
-                }
-            }
+            self.service_listed(&list, now, Work::take_input);
             list.clear();
             std::mem::swap(&mut list, &mut self.outputs);
-            for &ci in &list {
-                if let Some(c) = self.conns.get_mut(ci) {
-                    if c.work.take_output() && c.work.any() {
-                        self.service(ci, now);
-                    }
-                }
-            }
+            self.service_listed(&list, now, Work::take_output);
         }
         list.clear();
         self.conn_scratch = list;
+    }
+
+    /// Service the connections of `list` (taken off `inputs` or `outputs`) whose entry counts
+    /// (`take`: [`Work::take_input`] / [`Work::take_output`]) and that still have work.
+    fn service_listed(&mut self, list: &[ConnKey], now: Instant, take: fn(&mut Work) -> bool) {
+        for &ci in list {
+            if let Some(c) = self.conns.get_mut(ci) {
+                if take(&mut c.work) && c.work.any() {
+                    self.service(ci, now);
+                }
+            }
+        }
     }
 
     fn service(&mut self, ci: ConnKey, now: Instant) {
