@@ -320,16 +320,32 @@ async fn refused_code(url: &str, token: &str) -> Result<ErrorCode> {
     }
 }
 
-async fn wait_lobby(api: &Api, id: i64) -> Result<u64> {
+/// Waits until the lobby holds someone (the site that `join` connects); fails at once, with
+/// the join's own outcome, if that join ends before it shows up there.
+async fn wait_lobby(
+    api: &Api,
+    id: i64,
+    join: &mut tokio::task::JoinHandle<Result<Client, ClientError>>,
+) -> Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let live = api.get(&format!("/api/v1/rakor/{id}/live"))?.json()?;
         if let Some(e) = live["lobby"].as_array().and_then(|l| l.first()) {
             return e["id"].as_u64().ok_or_else(|| anyhow!("no id"));
         }
+        if join.is_finished() {
+            return Err(match join.await {
+                Ok(Ok(c)) => anyhow!("joined without the lobby as {:?}", c.joined().identity),
+                Ok(Err(e)) => anyhow!("the join ended before the lobby: {e}"),
+                Err(e) => anyhow!("the join task failed: {e}"),
+            });
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(anyhow!("nobody in the lobby"))
+    Err(anyhow!(
+        "nobody in the lobby after 10 s; live: {}",
+        api.get(&format!("/api/v1/rakor/{id}/live"))?.body
+    ))
 }
 
 /// Item 6 (links): a reissued site link makes the old one useless (`link_revoked`), even for
@@ -350,8 +366,8 @@ async fn a_revoked_link_is_refused() -> Result<()> {
     // The (leaked) link is admitted once.
     let u = url.clone();
     let t = old.clone();
-    let join = tokio::spawn(async move { Client::connect(opts(&u, &t)).await });
-    let entry = wait_lobby(&api, id).await?;
+    let mut join = tokio::spawn(async move { Client::connect(opts(&u, &t)).await });
+    let entry = wait_lobby(&api, id, &mut join).await?;
     api.expect(
         "POST",
         &format!("/api/v1/rakor/{id}/lobby/{entry}/admit"),
@@ -375,8 +391,8 @@ async fn a_revoked_link_is_refused() -> Result<()> {
     // The new link waits in the lobby (admission is per link).
     let t = token_of(new["link"].as_str().unwrap())?;
     let u = url.clone();
-    let join = tokio::spawn(async move { Client::connect(opts(&u, &t)).await });
-    wait_lobby(&api, id).await?;
+    let mut join = tokio::spawn(async move { Client::connect(opts(&u, &t)).await });
+    wait_lobby(&api, id, &mut join).await?;
     assert!(!join.is_finished());
     join.abort();
     // Revoke without a new link: the invitation shows it revoked.
@@ -424,8 +440,8 @@ async fn a_removed_site_goes_to_the_lobby_and_a_banned_one_stays_out() -> Result
     let url = server.ws_url();
     let command = Client::connect(opts(&url, &host_token)).await?;
     let (u, t) = (url.clone(), site_token.clone());
-    let join = tokio::spawn(async move { Client::connect(opts(&u, &t)).await });
-    let entry = wait_lobby(&api, id).await?;
+    let mut join = tokio::spawn(async move { Client::connect(opts(&u, &t)).await });
+    let entry = wait_lobby(&api, id, &mut join).await?;
     api.expect(
         "POST",
         &format!("/api/v1/rakor/{id}/lobby/{entry}/admit"),
@@ -447,7 +463,7 @@ async fn a_removed_site_goes_to_the_lobby_and_a_banned_one_stays_out() -> Result
     // It comes straight back with the same link: the lobby, not the room.
     let (u, t) = (url.clone(), site_token.clone());
     let mut back = tokio::spawn(async move { Client::connect(opts(&u, &t)).await });
-    wait_lobby(&api, id).await?;
+    wait_lobby(&api, id, &mut back).await?;
     assert!(
         tokio::time::timeout(Duration::from_millis(500), &mut back)
             .await

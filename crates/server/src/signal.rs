@@ -139,9 +139,15 @@ async fn connection(
         mut events,
         _cluster,
         _cascade,
+        invitation,
     } = joined;
     let span = tracing::info_span!("participant", room = %room, participant = %pid);
-    relay(&state, &sfu, &pid, &conn_ref, &mut conn, &mut events)
+    let ids = Ids {
+        pid: &pid,
+        conn_ref: &conn_ref,
+        invitation: invitation.as_ref(),
+    };
+    relay(&state, &sfu, ids, &mut conn, &mut events)
         .instrument(span)
         .await;
     tracing::debug!(%addr, "signalling connection ended");
@@ -173,6 +179,9 @@ struct Joined {
     _cluster: Option<crate::cluster::RoomGuard>,
     /// A participant of a room another node owns (`cluster.cascade`): keeps the relay legs up.
     _cascade: Option<crate::cascade::CascadeGuard>,
+    /// A site that came in with an invitation (its rakor and identity): a removal ends its
+    /// admission before the client hears of it, so it cannot come straight back past the lobby.
+    invitation: Option<(i64, String)>,
 }
 
 /// Phase 1: read `join`, check the version and the token, pass the lobby (`crate::lobby`), and
@@ -270,8 +279,14 @@ async fn join(
     let refuse =
         |e: rakor_sfu::SfuError| Refusal::new(e.code(), e.to_string(), "join failed").to("join");
     let sfu = state.sfu.for_room(&claims.room).map_err(refuse)?;
+    let invitation = claims
+        .sid
+        .as_deref()
+        .and_then(|sid| sid.parse::<i64>().ok())
+        .map(|rakor_id| (rakor_id, claims.sub.clone()));
     let pid = sfu.join(req).await.map_err(refuse)?;
     Ok(Joined {
+        invitation,
         pid,
         sfu,
         room: claims.room,
@@ -389,15 +404,28 @@ async fn read_join(
     }
 }
 
+/// Who a relayed connection is.
+#[derive(Clone, Copy)]
+struct Ids<'a> {
+    pid: &'a ParticipantId,
+    conn_ref: &'a rakor_sfu::ConnRef,
+    /// The rakor and identity of a site that joined with an invitation.
+    invitation: Option<&'a (i64, String)>,
+}
+
 /// Phase 2: client frames → media core; events → client. Ends when either side ends.
 async fn relay(
     state: &AppState,
     sfu: &rakor_sfu::SfuHandle,
-    pid: &ParticipantId,
-    conn_ref: &rakor_sfu::ConnRef,
+    ids: Ids<'_>,
     conn: &mut Connection,
     events: &mut tokio::sync::mpsc::UnboundedReceiver<ServerMessage>,
 ) {
+    let Ids {
+        pid,
+        conn_ref,
+        invitation,
+    } = ids;
     let max_frame = state.config.limits.max_frame_bytes;
     let mut limit = RateLimit::new(state.config.limits.messages_per_second);
     let mut keepalive = Keepalive::new(state.config.limits.dead_peer_timeout, Instant::now());
@@ -447,6 +475,15 @@ async fn relay(
                         remember_minted(&mut turn_minted, ice_servers);
                         turn_identity = Some(identity.clone());
                         ice_timer.reset();
+                    }
+                    if let (ServerMessage::Leave { reason: LeaveReason::Removed, .. }, Some((rakor_id, identity))) =
+                        (&msg, invitation)
+                    {
+                        // The attendance record revokes it too, but later: a client that
+                        // reconnects the moment it reads `leave` must already find no admission.
+                        if let Err(e) = state.session.revoke_admission(*rakor_id, identity).await {
+                            tracing::error!(rakor = rakor_id, "cannot revoke the removed site's admission: {e}");
+                        }
                     }
                     // A peer that stopped reading fills the TCP window; do not wait on it forever.
                     let sent = tokio::time::timeout(keepalive.timeout, conn.send(&msg)).await;
