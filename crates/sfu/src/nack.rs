@@ -10,12 +10,13 @@
 //! and gives its memory back once the leg has been silent (paused by dynacast, an unforwarded
 //! speaker, a hidden tile) for longer than the history. A 120 packet/s video leg holds ~120
 //! packets, a 50 packet/s audio leg ~50, a paused leg none. The payloads are shared
-//! (`Bytes`) with the publisher's packet, so the cost per held packet is the header struct.
+//! (`Bytes`) with the publisher's packet, so the cost per held packet is a 64-byte record ([`Sent`]).
 
 use rtc::interceptor::{
     Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
 };
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp::header::Header;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use rtc::shared::TransportContext;
@@ -30,10 +31,67 @@ pub(crate) const HISTORY: Duration = Duration::from_millis(1000);
 /// Upper bound per stream whatever the bitrate (~10 Mbit/s of 1,200-byte packets for a second).
 pub(crate) const MAX_PACKETS: usize = 1024;
 
+/// How much longer than [`HISTORY`] a sending stream may hold packets before it evicts (in a
+/// batch; see [`Stream::add`]): at most ~5 % more packets held.
+pub(crate) const EVICT_SLACK: Duration = Duration::from_millis(50);
+
 /// A held packet and when it was sent.
+///
+/// Compact (64 bytes against 128 for the packet struct and instant): a forwarded packet's header
+/// is plain by the time it reaches this interceptor (the forwarder strips the publisher's
+/// extensions, and the transport-wide number is added wire-ward of here), so the fields that
+/// vary per packet are kept and the header is rebuilt on a resend. A header that is not plain
+/// (CSRCs, extensions, padding) is kept whole, boxed.
 struct Sent {
     at: Instant,
-    packet: rtc::rtp::Packet,
+    timestamp: u32,
+    sequence_number: u16,
+    payload_type: u8,
+    marker: bool,
+    payload: bytes::Bytes,
+    /// The whole header when it is not plain (rare: then one allocation per packet).
+    full: Option<Box<Header>>,
+}
+
+impl Sent {
+    fn new(at: Instant, packet: &rtc::rtp::Packet) -> Self {
+        let h = &packet.header;
+        let plain = h.version == 2
+            && !h.padding
+            && !h.extension
+            && h.csrc.is_empty()
+            && h.extensions.is_empty()
+            && h.extensions_padding == 0;
+        Sent {
+            at,
+            timestamp: h.timestamp,
+            sequence_number: h.sequence_number,
+            payload_type: h.payload_type,
+            marker: h.marker,
+            payload: packet.payload.clone(),
+            full: (!plain).then(|| Box::new(h.clone())),
+        }
+    }
+
+    /// The packet as it was sent on `ssrc`.
+    fn packet(&self, ssrc: u32) -> rtc::rtp::Packet {
+        let header = match &self.full {
+            Some(h) => (**h).clone(),
+            None => Header {
+                version: 2,
+                marker: self.marker,
+                payload_type: self.payload_type,
+                sequence_number: self.sequence_number,
+                timestamp: self.timestamp,
+                ssrc,
+                ..Default::default()
+            },
+        };
+        rtc::rtp::Packet {
+            header,
+            payload: self.payload.clone(),
+        }
+    }
 }
 
 /// One sending stream that negotiated generic NACK.
@@ -44,9 +102,15 @@ struct Stream {
     rtx_sequence_number: u16,
     /// Sent packets in send order (oldest first).
     sent: VecDeque<Sent>,
+    /// The newest held packet's sequence number and the oldest's send time, kept here so that
+    /// keeping a packet reads neither end of the ring: both were cache misses on every packet
+    /// and leg (the ring's back was written one packet interval ago, its front a second ago).
+    newest_seq: Option<u16>,
+    oldest_at: Option<Instant>,
 }
 
 impl Stream {
+    /// Drops what is older than [`HISTORY`] (and what exceeds [`MAX_PACKETS`]).
     fn evict(&mut self, now: Instant) {
         while let Some(front) = self.sent.front() {
             let expired = now.saturating_duration_since(front.at) > HISTORY;
@@ -56,9 +120,11 @@ impl Stream {
                 break;
             }
         }
+        self.oldest_at = self.sent.front().map(|s| s.at);
         // A silent leg returns its ring; a leg whose rate fell returns most of it.
         if self.sent.is_empty() {
             self.sent = VecDeque::new();
+            self.newest_seq = None;
         } else if self.sent.capacity() > 64 && self.sent.len() < self.sent.capacity() / 4 {
             self.sent.shrink_to(self.sent.len() * 2);
         }
@@ -66,37 +132,39 @@ impl Stream {
 
     fn add(&mut self, now: Instant, packet: &rtc::rtp::Packet) {
         let seq = packet.header.sequence_number;
-        if let Some(last) = self.sent.back() {
-            let diff = seq.wrapping_sub(last.packet.header.sequence_number);
+        if let Some(last) = self.newest_seq {
+            let diff = seq.wrapping_sub(last);
             // A repeat or an older sequence number (a resend already held): keep the first.
             if diff == 0 || diff >= 0x8000 {
                 return;
             }
         }
-        self.sent.push_back(Sent {
-            at: now,
-            packet: packet.clone(),
-        });
-        self.evict(now);
+        self.sent.push_back(Sent::new(now, packet));
+        self.newest_seq = Some(seq);
+        let oldest = *self.oldest_at.get_or_insert(now);
+        // Evicted in batches, [`EVICT_SLACK`] apart: the ring's front is read once per batch
+        // (in order, so mostly from cache), not once per packet. A NACK or a timeout evicts
+        // exactly first, so nothing older than [`HISTORY`] is ever resent.
+        if now.saturating_duration_since(oldest) > HISTORY + EVICT_SLACK
+            || self.sent.len() > MAX_PACKETS
+        {
+            self.evict(now);
+        }
     }
 
     /// The held packet with sequence number `seq`.
-    fn get(&self, seq: u16) -> Option<&rtc::rtp::Packet> {
-        let last = self.sent.back()?.packet.header.sequence_number;
+    fn get(&self, seq: u16) -> Option<&Sent> {
+        let last = self.sent.back()?.sequence_number;
         let back = last.wrapping_sub(seq) as usize;
         // Sequence numbers are contiguous unless the forwarder skipped some (layer switches
         // renumber, so gaps are rare): look where it should be, then search.
         let guess = self.sent.len().checked_sub(1 + back);
         if let Some(s) = guess.and_then(|i| self.sent.get(i)) {
-            if s.packet.header.sequence_number == seq {
-                return Some(&s.packet);
+            if s.sequence_number == seq {
+                return Some(s);
             }
         }
-        self.sent
-            .iter()
-            .rev()
-            .find(|s| s.packet.header.sequence_number == seq)
-            .map(|s| &s.packet)
+        self.sent.iter().rev().find(|s| s.sequence_number == seq)
     }
 }
 
@@ -126,6 +194,8 @@ impl NackCache {
         let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == nack.media_ssrc) else {
             return;
         };
+        // Exactly the last [`HISTORY`] is resendable (adding evicts in batches).
+        stream.evict(now);
         for pair in &nack.nacks {
             let lost = std::iter::once(pair.packet_id).chain(
                 (0..16u16)
@@ -143,13 +213,13 @@ impl NackCache {
                         payload.extend_from_slice(&original.payload);
                         let rtx_seq = stream.rtx_sequence_number;
                         let packet = rtc::rtp::Packet {
-                            header: rtc::rtp::header::Header {
+                            header: Header {
                                 version: 2,
                                 ssrc,
                                 payload_type: pt,
                                 sequence_number: rtx_seq,
-                                timestamp: original.header.timestamp,
-                                marker: original.header.marker,
+                                timestamp: original.timestamp,
+                                marker: original.marker,
                                 ..Default::default()
                             },
                             payload: payload.into(),
@@ -157,7 +227,7 @@ impl NackCache {
                         stream.rtx_sequence_number = rtx_seq.wrapping_add(1);
                         packet
                     }
-                    _ => original.clone(),
+                    _ => original.packet(stream.ssrc),
                 };
                 // Tagged so the congestion controller counts it as new bytes on the wire.
                 self.wq.push_back(TaggedPacket {
@@ -257,6 +327,8 @@ impl Interceptor for NackCache {
             payload_type_rtx: info.payload_type_rtx,
             rtx_sequence_number: 0,
             sent: VecDeque::new(),
+            newest_seq: None,
+            oldest_at: None,
         });
     }
 
@@ -387,12 +459,13 @@ mod tests {
         c.bind_local_stream(&info(10, true));
         c.bind_local_stream(&info(20, true));
         // 3 s of 50 packet/s audio and of 300 packet/s video: each keeps about one second.
+        // (Up to EVICT_SLACK more between batches: 2.5 packets of audio, 15 of video.)
         send(&mut c, now, 10, 0, 150, 50);
         let audio = c.held();
-        assert!((50..=52).contains(&audio), "audio holds {audio}");
+        assert!((50..=55).contains(&audio), "audio holds {audio}");
         send(&mut c, now, 20, 0, 900, 300);
         let video = c.held() - audio;
-        assert!((300..=302).contains(&video), "video holds {video}");
+        assert!((300..=317).contains(&video), "video holds {video}");
         // A packet older than the history is gone; a recent one is resent.
         let t = now + Duration::from_millis(2990);
         c.handle_read(nack(t, 20, 10, 0)).unwrap();
@@ -431,5 +504,80 @@ mod tests {
         assert_eq!((p.header.ssrc, p.header.payload_type), (11, 97));
         assert_eq!(&p.payload[..2], &503u16.to_be_bytes());
         assert_eq!(p.payload.len(), 102);
+    }
+
+    /// A resend is the packet as first sent, byte for byte: rebuilt from the compact record
+    /// for a plain header (marker, payload type, timestamp kept), kept whole otherwise
+    /// (CSRCs, an extension, padding).
+    #[test]
+    fn a_resend_marshals_as_the_original() {
+        use rtc::shared::marshal::Marshal;
+        let now = Instant::now();
+        let mut c = NackCache::default();
+        c.bind_local_stream(&info(10, true));
+        let plain = rtc::rtp::Packet {
+            header: Header {
+                version: 2,
+                marker: true,
+                payload_type: 96,
+                sequence_number: 7,
+                timestamp: 123_456,
+                ssrc: 10,
+                // Left by the forwarder's strip (`extension` false): not on the wire.
+                extension_profile: 0xBEDE,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(b"plain payload"),
+        };
+        let mut odd = rtc::rtp::Packet {
+            header: Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: 8,
+                timestamp: 123_999,
+                ssrc: 10,
+                csrc: vec![0xdead_beef],
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(b"with csrc and an extension"),
+        };
+        odd.header
+            .set_extension(3, bytes::Bytes::from_static(&[1, 2, 3]))
+            .unwrap();
+        for p in [&plain, &odd] {
+            let m = TaggedPacket {
+                now,
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtp(p.clone())),
+            };
+            c.handle_write(m).unwrap();
+            assert!(c.poll_write().is_some());
+        }
+        c.handle_read(nack(now, 10, 7, 0b1)).unwrap();
+        for original in [&plain, &odd] {
+            let m = c.poll_write().expect("resent");
+            assert!(m.message.has(&Attribute::Retransmission));
+            let Packet::Rtp(p) = m.message.packet else {
+                panic!("not RTP")
+            };
+            assert_eq!(p.marshal().unwrap(), original.marshal().unwrap());
+        }
+        assert!(c.poll_write().is_none());
+    }
+
+    /// Adding evicts in batches (up to `EVICT_SLACK` late), but what a NACK can get back is
+    /// exactly the last `HISTORY`.
+    #[test]
+    fn nothing_older_than_the_history_is_resent_between_evictions() {
+        let now = Instant::now();
+        let mut c = NackCache::default();
+        c.bind_local_stream(&info(10, true));
+        // 100 packets at 100 packet/s: seq i leaves at i × 10 ms; nothing evicted yet.
+        send(&mut c, now, 10, 0, 100, 100);
+        assert_eq!(c.held(), 100);
+        // At 1,070 ms seq 5 (50 ms) is 1,020 ms old, seq 10 (100 ms) 970 ms.
+        let t = now + Duration::from_millis(1070);
+        c.handle_read(nack(t, 10, 5, 1 << 4)).unwrap();
+        assert_eq!(resent(&mut c), vec![(10, 10, 10)]);
     }
 }

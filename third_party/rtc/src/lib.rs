@@ -718,3 +718,5 @@ pub mod media_stream;
 pub mod peer_connection;
 pub mod rtp_transceiver;
 pub mod statistics;
+// Rakor patch (issue 16): a fast hasher for the per-packet statistics maps.
+mod fxhash;

@@ -57,6 +57,55 @@ impl<'a> IceHandler<'a> {
     }
 }
 
+impl IceHandler<'_> {
+    /// Whether a candidate pair is selected (an outgoing datagram has somewhere to go).
+    pub(crate) fn has_route(&self) -> bool {
+        self.ctx
+            .ice_transport
+            .agent
+            .get_selected_candidate_pair()
+            .is_some()
+    }
+
+    /// Addresses an outgoing datagram of `bytes` bytes by the selected candidate pair and
+    /// counts it on the pair; `false` (nothing changed) when no pair is selected yet.
+    ///
+    /// Rakor patch (issue 16): the body of `handle_write`, shared with the in-place write path
+    /// of a forwarded packet.
+    pub(crate) fn route(
+        &mut self,
+        transport: &mut TransportContext,
+        bytes: usize,
+        now: Instant,
+    ) -> bool {
+        let Some((local, remote)) = self.ctx.ice_transport.agent.get_selected_candidate_pair()
+        else {
+            return false;
+        };
+        // use ICE selected candidate pair to replace local/peer addr and
+        // transport protocol: DTLS/SCTP endpoints run on placeholder
+        // transport contexts, so without the protocol rewrite their
+        // transmits stay stamped UDP even when the selected pair is TCP,
+        // and consumers routing poll_write() output by transport_protocol
+        // send every non-STUN packet down the wrong transport.
+        // Use the local candidate's base address: for (server/peer-)
+        // reflexive candidates the candidate address is the NAT mapping,
+        // not a bound local socket (RFC 8445 §5.1.1).
+        transport.local_addr = local.base_addr();
+        transport.peer_addr = remote.addr();
+        transport.transport_protocol = local.network_type().to_protocol();
+
+        // Track packets/bytes sent on the selected candidate pair. Look the
+        // accumulator up via the cached key to avoid allocating it per packet.
+        if let Some(key) = &self.ctx.selected_pair_key
+            && let Some(pair) = self.stats.ice_candidate_pairs.get_mut(key)
+        {
+            pair.on_packet_sent(bytes, now);
+        }
+        true
+    }
+}
+
 impl<'a>
     sansio::Protocol<TaggedRTCMessageInternal, TaggedRTCMessageInternal, TaggedRTCEventInternal>
     for IceHandler<'a>
@@ -114,30 +163,9 @@ impl<'a>
     }
 
     fn handle_write(&mut self, mut msg: TaggedRTCMessageInternal) -> Result<()> {
-        if let Some((local, remote)) = self.ctx.ice_transport.agent.get_selected_candidate_pair() {
-            // use ICE selected candidate pair to replace local/peer addr and
-            // transport protocol: DTLS/SCTP endpoints run on placeholder
-            // transport contexts, so without the protocol rewrite their
-            // transmits stay stamped UDP even when the selected pair is TCP,
-            // and consumers routing poll_write() output by transport_protocol
-            // send every non-STUN packet down the wrong transport.
-            // Use the local candidate's base address: for (server/peer-)
-            // reflexive candidates the candidate address is the NAT mapping,
-            // not a bound local socket (RFC 8445 §5.1.1).
-            msg.transport.local_addr = local.base_addr();
-            msg.transport.peer_addr = remote.addr();
-            msg.transport.transport_protocol = local.network_type().to_protocol();
+        let bytes = msg.message.len();
+        if self.route(&mut msg.transport, bytes, msg.now) {
             debug!("Bypass ice write {:?}", msg.transport.peer_addr);
-
-            // Track packets/bytes sent on the selected candidate pair. Look the
-            // accumulator up via the cached key to avoid allocating it per packet.
-            let bytes = msg.message.len();
-            if let Some(key) = &self.ctx.selected_pair_key
-                && let Some(pair) = self.stats.ice_candidate_pairs.get_mut(key)
-            {
-                pair.on_packet_sent(bytes, msg.now);
-            }
-
             self.ctx.write_outs.push_back(msg);
         } else {
             trace!(

@@ -23,6 +23,7 @@ use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtcp::receiver_report::ReceiverReport;
 use rtcp::sender_report::SenderReport;
 use rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use shared::TransportContext;
 use shared::error::{Error, Result};
 use shared::marshal::MarshalSize;
 use std::collections::VecDeque;
@@ -65,6 +66,55 @@ impl<'a> InterceptorHandler<'a> {
 
     pub(crate) fn name(&self) -> &'static str {
         "InterceptorHandler"
+    }
+
+    /// Rakor patch (issue 16): whether the connection's write side is past the DTLS handshake,
+    /// i.e. whether an RTP/RTCP packet written now goes through the chain (not bypassed).
+    pub(crate) fn passes_chain(&self) -> bool {
+        self.ctx.is_dtls_handshake_complete
+    }
+
+    /// Rakor patch (issue 16): hands an outgoing packet to the chain, as `handle_write` does
+    /// after the handshake, without wrapping it in a pipeline message first.
+    pub(crate) fn write_packet(
+        &mut self,
+        now: Instant,
+        transport: TransportContext,
+        packet: Packet,
+    ) -> Result<()> {
+        self.interceptor.handle_write(TaggedPacket {
+            now,
+            transport,
+            message: packet.into(),
+        })
+    }
+
+    /// Rakor patch (issue 16): the next packet leaving the chain, with its statistics recorded
+    /// as `poll_write` records them, handed to the caller instead of this handler's queue.
+    pub(crate) fn poll_written(&mut self) -> Option<TaggedPacket> {
+        let packet = self.interceptor.poll_write()?;
+        self.record_written(&packet);
+        Some(packet)
+    }
+
+    /// The send statistics of a packet leaving the chain.
+    fn record_written(&mut self, packet: &TaggedPacket) {
+        match &packet.message.packet {
+            Packet::Rtcp(rtcp_packets) => {
+                self.process_write_rtcp_for_stats(rtcp_packets);
+            }
+            Packet::Rtp(rtp_packet) => {
+                // Track outbound RTP stats if the stream accumulator exists
+                let ssrc = rtp_packet.header.ssrc;
+                let payload_bytes = rtp_packet.payload.len();
+                self.stats.on_rtx_packet_sent_if_rtx(ssrc, payload_bytes);
+
+                if let Some(stream) = self.stats.outbound_rtp_streams.get_mut(&ssrc) {
+                    stream.on_rtp_sent(rtp_packet.header.marshal_size(), payload_bytes, packet.now);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Process incoming RTCP packets and update stats
@@ -831,26 +881,7 @@ impl<'a>
         if self.ctx.is_dtls_handshake_complete {
             while let Some(packet) = self.interceptor.poll_write() {
                 // Process outgoing packets for stats
-                match &packet.message.packet {
-                    Packet::Rtcp(rtcp_packets) => {
-                        self.process_write_rtcp_for_stats(rtcp_packets);
-                    }
-                    Packet::Rtp(rtp_packet) => {
-                        // Track outbound RTP stats if the stream accumulator exists
-                        let ssrc = rtp_packet.header.ssrc;
-                        let payload_bytes = rtp_packet.payload.len();
-                        self.stats.on_rtx_packet_sent_if_rtx(ssrc, payload_bytes);
-
-                        if let Some(stream) = self.stats.outbound_rtp_streams.get_mut(&ssrc) {
-                            stream.on_rtp_sent(
-                                rtp_packet.header.marshal_size(),
-                                payload_bytes,
-                                packet.now,
-                            );
-                        }
-                    }
-                    _ => {}
-                }
+                self.record_written(&packet);
 
                 self.ctx.write_outs.push_back(TaggedRTCMessageInternal {
                     now: packet.now,

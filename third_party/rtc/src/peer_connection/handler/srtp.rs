@@ -3,10 +3,10 @@ use crate::peer_connection::message::internal::{
     RTCMessageInternal, RTPMessage, TaggedRTCMessageInternal,
 };
 
+use bytes::BytesMut;
 use interceptor::Packet;
 use log::debug;
 use shared::error::{Error, Result};
-use bytes::BytesMut;
 use shared::marshal::{Marshal, MarshalSize, Unmarshal};
 use shared::util::is_rtcp;
 use srtp::context::Context;
@@ -35,6 +35,74 @@ impl<'a> SrtpHandler<'a> {
 
     pub(crate) fn name(&self) -> &'static str {
         "SrtpHandler"
+    }
+
+    /// Rakor patch (issue 16): whether outgoing packets can be protected (the local SRTP
+    /// context exists, i.e. the DTLS handshake completed).
+    pub(crate) fn can_protect(&self) -> bool {
+        self.ctx.local_srtp_context.is_some()
+    }
+
+    /// Marshals and protects an outgoing RTP or RTCP packet: what `handle_write` does with
+    /// `RTPMessage::Packet`, returning the datagram instead of queueing it (Rakor patch, issue
+    /// 16: the in-place write path of a forwarded packet calls this directly).
+    pub(crate) fn protect(
+        &mut self,
+        packet: Packet,
+        transport: &shared::TransportContext,
+    ) -> Result<BytesMut> {
+        match packet {
+            Packet::Rtcp(rtcp_packets) => {
+                if rtcp_packets.is_empty() {
+                    return Err(Error::Other("empty rtcp_packets".to_string()));
+                };
+
+                if let Some(context) = self.ctx.local_srtp_context.as_mut() {
+                    let packet = rtcp::packet::marshal(&rtcp_packets)?;
+                    context.encrypt_rtcp(&packet)
+                } else {
+                    Err(Error::Other(format!(
+                        "local_srp_context is not set yet for rtcp_packet {:?}",
+                        transport.peer_addr
+                    )))
+                }
+            }
+            Packet::Rtp(rtp_message) => {
+                if let Some(context) = self.ctx.local_srtp_context.as_mut() {
+                    // Rakor patch: marshal once into a buffer with room for the auth tag
+                    // and encrypt there (was: `marshal()` into one buffer, then
+                    // `encrypt_rtp` copied it into a second): one allocation and one
+                    // payload copy per packet instead of two.
+                    let len = rtp_message.marshal_size();
+                    let mut packet =
+                        BytesMut::with_capacity(len + context.rtp_protection_overhead());
+                    if rtp_message.header.padding {
+                        packet.resize(len, 0);
+                        let n = rtp_message.marshal_to(&mut packet)?;
+                        packet.truncate(n);
+                    } else {
+                        // Rakor patch (issue 16): without padding the packet is the header and
+                        // the payload, so only the header's room is zeroed before it is
+                        // marshalled (was: the whole packet, then overwritten); same bytes.
+                        let header_len = rtp_message.header.marshal_size();
+                        packet.resize(header_len, 0);
+                        let n = rtp_message.header.marshal_to(&mut packet)?;
+                        packet.truncate(n);
+                        packet.extend_from_slice(&rtp_message.payload);
+                    }
+                    context.encrypt_rtp_in_place(&mut packet)?;
+                    Ok(packet)
+                } else {
+                    Err(Error::Other(format!(
+                        "local_srtp_context is not set yet for rtp_packet {:?}",
+                        transport.peer_addr
+                    )))
+                }
+            }
+            _ => Err(Error::Other(
+                "unsupported packet kind for srtp write".to_string(),
+            )),
+        }
     }
 }
 
@@ -109,42 +177,7 @@ impl<'a>
             debug!("srtp write {:?}", msg.transport.peer_addr);
 
             let encrypted = match message {
-                RTPMessage::Packet(Packet::Rtcp(rtcp_packets)) => {
-                    if rtcp_packets.is_empty() {
-                        return Err(Error::Other("empty rtcp_packets".to_string()));
-                    };
-
-                    if let Some(context) = self.ctx.local_srtp_context.as_mut() {
-                        let packet = rtcp::packet::marshal(&rtcp_packets)?;
-                        context.encrypt_rtcp(&packet)?
-                    } else {
-                        return Err(Error::Other(format!(
-                            "local_srp_context is not set yet for rtcp_packet {:?}",
-                            msg.transport.peer_addr
-                        )));
-                    }
-                }
-                RTPMessage::Packet(Packet::Rtp(rtp_message)) => {
-                    if let Some(context) = self.ctx.local_srtp_context.as_mut() {
-                        // Rakor patch: marshal once into a buffer with room for the auth tag
-                        // and encrypt there (was: `marshal()` into one buffer, then
-                        // `encrypt_rtp` copied it into a second): one allocation and one
-                        // payload copy per packet instead of two.
-                        let len = rtp_message.marshal_size();
-                        let mut packet =
-                            BytesMut::with_capacity(len + context.rtp_protection_overhead());
-                        packet.resize(len, 0);
-                        let n = rtp_message.marshal_to(&mut packet)?;
-                        packet.truncate(n);
-                        context.encrypt_rtp_in_place(&mut packet)?;
-                        packet
-                    } else {
-                        return Err(Error::Other(format!(
-                            "local_srtp_context is not set yet for rtp_packet {:?}",
-                            msg.transport.peer_addr
-                        )));
-                    }
-                }
+                RTPMessage::Packet(packet) => self.protect(packet, &msg.transport)?,
                 RTPMessage::Raw(raw_packet) => {
                     // Bypass
                     debug!("Bypass srtp write {:?}", msg.transport.peer_addr);
@@ -153,11 +186,6 @@ impl<'a>
                 RTPMessage::TrackPacket(_) => {
                     return Err(Error::Other(
                         "application level track message should never reach here".to_string(),
-                    ));
-                }
-                RTPMessage::Packet(_) => {
-                    return Err(Error::Other(
-                        "unsupported packet kind for srtp write".to_string(),
                     ));
                 }
             };
@@ -208,5 +236,67 @@ impl<'a>
 
     fn close(&mut self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod srtp_handler_test {
+    use super::*;
+    use srtp::protection_profile::ProtectionProfile;
+
+    fn context() -> Context {
+        let provider = crypto::default_provider().expect("test crypto provider");
+        let profile = ProtectionProfile::Aes128CmHmacSha1_80;
+        Context::new(
+            &vec![7; profile.key_len()],
+            &vec![9; profile.salt_len()],
+            profile,
+            None,
+            None,
+            provider.crypto(),
+        )
+        .expect("srtp context")
+    }
+
+    /// Rakor patch (issue 16): `protect` marshals a packet without padding as its header then
+    /// its payload (zeroing only the header's room); the datagram is the one `encrypt_rtp` makes
+    /// of the packet's `marshal()`, with CSRCs and an extension, and with padding (the other
+    /// branch).
+    #[test]
+    fn protect_is_encrypt_rtp_of_the_marshalled_packet() {
+        let shared_ctx = shared::TransportContext::default();
+        for padding in [false, true] {
+            let mut packet = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    padding,
+                    marker: true,
+                    payload_type: 96,
+                    sequence_number: 4242,
+                    timestamp: 0x1234_5678,
+                    ssrc: 0xCAFE_F00D,
+                    csrc: vec![1, 2],
+                    ..Default::default()
+                },
+                payload: bytes::Bytes::from_static(b"a payload of some odd length"),
+            };
+            packet
+                .header
+                .set_extension(1, bytes::Bytes::from_static(&[0xAB, 0xCD]))
+                .expect("extension");
+            let expected = context()
+                .encrypt_rtp(&packet.marshal().expect("marshal"))
+                .expect("encrypt");
+
+            let mut ctx = SrtpHandlerContext {
+                local_srtp_context: Some(context()),
+                ..Default::default()
+            };
+            let mut handler = SrtpHandler::new(&mut ctx);
+            let got = handler
+                .protect(Packet::Rtp(packet), &shared_ctx)
+                .expect("protect");
+            assert_eq!(got, expected, "padding: {padding}");
+        }
     }
 }
