@@ -104,14 +104,7 @@ pub fn set_thread_slice(slice_us: u32) -> std::io::Result<bool> {
     };
     // SAFETY: `attr` is a valid, fully initialised `sched_attr` of the size it states that
     // lives across the call; pid 0 is the calling thread; flags 0.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_sched_setattr,
-            0,
-            &attr as *const SchedAttr,
-            0u32,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0u32) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -210,11 +203,20 @@ mod tests {
             let res = set_thread_slice(300);
             // SAFETY: plain syscall about the calling thread.
             let policy = unsafe { libc::sched_getscheduler(0) };
-            (res, thread_slice_ns().unwrap(), thread_nice().unwrap(), policy)
+            (
+                res,
+                thread_slice_ns().unwrap(),
+                thread_nice().unwrap(),
+                policy,
+            )
         })
         .join()
         .unwrap();
-        assert_eq!(nice, (before_nice + 3).min(19), "the slice call reset the nice value");
+        assert_eq!(
+            nice,
+            (before_nice + 3).min(19),
+            "the slice call reset the nice value"
+        );
         assert_eq!(policy, libc::SCHED_OTHER);
         match res {
             Ok(applied) => {

@@ -386,9 +386,9 @@ pub(crate) fn spawn(
     Ok((local_addr, join))
 }
 
-/// Ask for `media.thread_slice_us` for the calling media thread; on failure one warning and
-/// the kernel's default slice (the thread works as before, only its wake-up latency on a busy
-/// host is longer). Returns whether the slice applies.
+/// Ask for `media.thread_slice_us` for the calling media thread; on failure one warning (the
+/// first worker's; the others log at debug) and the kernel's default slice (the thread works
+/// as before, only its wake-up latency on a busy host is longer). Whether the slice applies.
 fn apply_thread_slice(slice_us: u32) -> bool {
     match crate::priority::set_thread_slice(slice_us) {
         Ok(true) => {
@@ -397,11 +397,18 @@ fn apply_thread_slice(slice_us: u32) -> bool {
         }
         Ok(false) => false,
         Err(e) => {
-            tracing::warn!(
-                slice_us,
-                "media worker keeps the kernel's default time slice: media.thread_slice_us not \
-                 applied ({e}; see docs/operations.md)"
-            );
+            // Every worker fails alike (same kernel, same filter): one warning per process.
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!(slice_us, "media.thread_slice_us not applied ({e})");
+            } else {
+                tracing::warn!(
+                    slice_us,
+                    "media workers keep the kernel's default time slice: media.thread_slice_us \
+                     not applied ({e}; see docs/operations.md)"
+                );
+            }
             false
         }
     }
@@ -1072,7 +1079,11 @@ mod tests {
             assert!(!apply_thread_slice(50));
             assert_eq!(crate::priority::thread_slice_ns().unwrap(), default);
             let applied = apply_thread_slice(150);
-            assert_eq!(applied, default.is_some(), "kernel reports slices: {default:?}");
+            assert_eq!(
+                applied,
+                default.is_some(),
+                "kernel reports slices: {default:?}"
+            );
             if applied {
                 assert_eq!(crate::priority::thread_slice_ns().unwrap(), Some(150_000));
             }
