@@ -432,6 +432,40 @@ mod tests {
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
 
+    /// Without `SO_TIMESTAMPNS` no stamp; with it every datagram of a read carries its
+    /// arrival time on the wall clock: not after the read, not before it was sent, and in
+    /// arrival order. The datagrams themselves are read as before.
+    #[test]
+    fn kernel_stamps_the_arrival_of_each_datagram_once_asked() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = rx.local_addr().unwrap();
+        let mut batch = RecvBatch::<4, 64>::new_boxed();
+        tx.send_to(b"plain", dst).unwrap();
+        assert_eq!(batch.recv(rx.as_raw_fd(), 4).unwrap(), 1);
+        assert_eq!(batch.get(0).unwrap().1, b"plain");
+        assert_eq!(batch.stamp(0), None);
+
+        enable_rx_timestamps(rx.as_raw_fd()).unwrap();
+        let sent_from = realtime_ns();
+        for i in 0..3u8 {
+            tx.send_to(&[i; 8], dst).unwrap();
+        }
+        assert_eq!(batch.recv(rx.as_raw_fd(), 4).unwrap(), 3);
+        let read_at = realtime_ns();
+        let stamps: Vec<u64> = (0..3).map(|i| batch.stamp(i).unwrap()).collect();
+        for (i, &t) in stamps.iter().enumerate() {
+            assert!(
+                t >= sent_from && t <= read_at,
+                "{i}: {t} not in {sent_from}..={read_at}"
+            );
+            assert_eq!(batch.get(i).unwrap().1, &[i as u8; 8][..]);
+        }
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
+        assert_eq!(batch.stamp(3), None, "past this read's datagrams");
+    }
+
     #[test]
     fn reads_a_batch_with_sources_and_lengths() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();

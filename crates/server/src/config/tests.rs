@@ -546,7 +546,7 @@ fn thread_nice_accepts_the_whole_nice_range() {
 }
 
 #[test]
-fn thread_slice_takes_off_the_kernel_range_and_the_environment() {
+fn thread_slice_takes_the_kernel_range_and_the_environment() {
     for us in [0, 100, 100_000] {
         let c = load_text(&format!("[media]\nthread_slice_us = {us}\n")).unwrap();
         assert_eq!(c.media.thread_slice_us, us);
