@@ -319,6 +319,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// Default `media.thread_slice_us` (docs/benchmarks.md, "A short slice for the media threads").
+pub const DEFAULT_THREAD_SLICE_US: u32 = 100;
+
 /// `[media]`: the one UDP media port and what goes into ICE candidates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -342,6 +345,11 @@ pub struct MediaConfig {
     /// off, the fair scheduler and `thread_nice`): nothing of the fair scheduler (the
     /// signalling runtime, builds, other processes) preempts a forwarding turn.
     pub thread_realtime: u32,
+    /// Time slice (µs, 100..=100000; 0 = the kernel's default) each media worker thread asks
+    /// the fair scheduler for (Linux 6.12+, `sched_setattr`, no privilege needed): a woken
+    /// media thread preempts a busy thread with a longer slice instead of waiting for it.
+    /// Not used when `thread_realtime` applies.
+    pub thread_slice_us: u32,
     /// Audio of at most this many sites (besides the hosts) is forwarded at once: the loudest.
     pub loudest_speakers: usize,
     /// Video on demand (`join.video_on_demand`): how many videos one client may have asked
@@ -371,6 +379,7 @@ impl Default for MediaConfig {
             socket_buffer_bytes: 4 * 1024 * 1024,
             thread_nice: -10,
             thread_realtime: 0,
+            thread_slice_us: DEFAULT_THREAD_SLICE_US,
             loudest_speakers: 3,
             max_videos_on_demand: rakor_proto::VIDEO_ON_DEMAND_MAX,
             bandwidth_estimation: true,
@@ -505,6 +514,7 @@ impl Config {
             socket_buffer_bytes: self.media.socket_buffer_bytes,
             thread_nice: self.media.thread_nice,
             thread_realtime: self.media.thread_realtime,
+            thread_slice_us: self.media.thread_slice_us,
             max_participants_per_room: self.limits.max_participants_per_room,
             max_tracks_per_participant: self.limits.max_tracks_per_participant,
             max_rooms: self.limits.max_rooms,

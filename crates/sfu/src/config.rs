@@ -21,6 +21,10 @@ pub struct SfuConfig {
     /// Real-time (`SCHED_RR`) priority the media worker threads ask for at start (0: off, the
     /// fair scheduler); see [`crate::priority::set_thread_realtime`].
     pub thread_realtime: u32,
+    /// Time slice (µs) the media worker threads ask the fair scheduler for at start (0: the
+    /// kernel's default; ignored when `thread_realtime` applies); see
+    /// [`crate::priority::set_thread_slice`].
+    pub thread_slice_us: u32,
     /// Most participants in one room.
     pub max_participants_per_room: usize,
     /// Most published tracks per participant.
@@ -97,6 +101,7 @@ impl Default for SfuConfig {
             socket_buffer_bytes: 4 << 20,
             thread_nice: 0,
             thread_realtime: 0,
+            thread_slice_us: 0,
             max_participants_per_room: 100,
             max_tracks_per_participant: 4,
             max_rooms: 100,

@@ -11,9 +11,16 @@ pub(crate) struct RecvBatch<const N: usize, const B: usize> {
     addrs: [libc::sockaddr_storage; N],
     iovs: [libc::iovec; N],
     msgs: [libc::mmsghdr; N],
+    /// Per slot: room for the kernel's receive timestamp (`SCM_TIMESTAMPNS`, when the socket
+    /// has `SO_TIMESTAMPNS`; see [`RecvBatch::stamp`]).
+    cmsgs: [StampBuf; N],
     /// Slots filled by the last [`RecvBatch::recv`].
     filled: usize,
 }
+
+/// Room for one `cmsghdr` with a `timespec` (`CMSG_SPACE(16)` is 32 bytes on 64-bit Linux),
+/// aligned for `cmsghdr`.
+type StampBuf = [u64; 4];
 
 // SAFETY: the raw pointers in `iovs` and `msgs` point only into the same (boxed) value and
 // are rewritten before every use; moving the box to another thread moves all they point to.
@@ -40,11 +47,12 @@ impl<const N: usize, const B: usize> RecvBatch<N, B> {
         self.filled = 0;
         let max = max.clamp(1, N);
         for i in 0..max {
-            let (Some(buf), Some(addr), Some(iov), Some(msg)) = (
+            let (Some(buf), Some(addr), Some(iov), Some(msg), Some(cbuf)) = (
                 self.bufs.get_mut(i),
                 self.addrs.get_mut(i),
                 self.iovs.get_mut(i),
                 self.msgs.get_mut(i),
+                self.cmsgs.get_mut(i),
             ) else {
                 break;
             };
@@ -55,8 +63,8 @@ impl<const N: usize, const B: usize> RecvBatch<N, B> {
                 std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             msg.msg_hdr.msg_iov = iov;
             msg.msg_hdr.msg_iovlen = 1;
-            msg.msg_hdr.msg_control = std::ptr::null_mut();
-            msg.msg_hdr.msg_controllen = 0;
+            msg.msg_hdr.msg_control = cbuf.as_mut_ptr().cast();
+            msg.msg_hdr.msg_controllen = std::mem::size_of::<StampBuf>() as _;
             msg.msg_hdr.msg_flags = 0;
             msg.msg_len = 0;
         }
@@ -94,6 +102,71 @@ impl<const N: usize, const B: usize> RecvBatch<N, B> {
         let src = sockaddr_to_std(self.addrs.get(i)?)?;
         Some((src, data))
     }
+
+    /// The kernel's receive time of datagram `i` of the last read (`CLOCK_REALTIME`, as
+    /// nanoseconds since the epoch), when the socket has `SO_TIMESTAMPNS` on
+    /// ([`enable_rx_timestamps`]); None otherwise or past the end.
+    pub fn stamp(&self, i: usize) -> Option<u64> {
+        if i >= self.filled {
+            return None;
+        }
+        let msg = self.msgs.get(i)?;
+        let hdr = &msg.msg_hdr;
+        // SAFETY: `hdr` is the header the kernel filled for slot `i`: `msg_control` points at
+        // that slot's `StampBuf` (alive as long as `self`), `msg_controllen` is what the
+        // kernel wrote into it; the CMSG macros only walk within that length.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(hdr);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET
+                    && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
+                    && (*c).cmsg_len as usize
+                        >= libc::CMSG_LEN(std::mem::size_of::<libc::timespec>() as u32) as usize
+                {
+                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                    let secs = u64::try_from(ts.tv_sec).ok()?;
+                    let nanos = u64::try_from(ts.tv_nsec).ok()?;
+                    return Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos));
+                }
+                c = libc::CMSG_NXTHDR(hdr, c);
+            }
+        }
+        None
+    }
+}
+
+/// Ask the kernel to stamp every datagram `fd` receives with its arrival time
+/// (`SO_TIMESTAMPNS`, `CLOCK_REALTIME`), read with [`RecvBatch::stamp`].
+pub(crate) fn enable_rx_timestamps(fd: i32) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a valid `c_int` that lives across the call, its size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Now on `CLOCK_REALTIME` in nanoseconds since the epoch (the clock of [`RecvBatch::stamp`]).
+pub(crate) fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is writable; `CLOCK_REALTIME` always exists (vDSO, no syscall).
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
 }
 
 /// `UDP_SEGMENT` (linux/udp.h; not in the `libc` crate for glibc targets): a `SOL_UDP` control
@@ -358,6 +431,40 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
+
+    /// Without `SO_TIMESTAMPNS` no stamp; with it every datagram of a read carries its
+    /// arrival time on the wall clock: not after the read, not before it was sent, and in
+    /// arrival order. The datagrams themselves are read as before.
+    #[test]
+    fn kernel_stamps_the_arrival_of_each_datagram_once_asked() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = rx.local_addr().unwrap();
+        let mut batch = RecvBatch::<4, 64>::new_boxed();
+        tx.send_to(b"plain", dst).unwrap();
+        assert_eq!(batch.recv(rx.as_raw_fd(), 4).unwrap(), 1);
+        assert_eq!(batch.get(0).unwrap().1, b"plain");
+        assert_eq!(batch.stamp(0), None);
+
+        enable_rx_timestamps(rx.as_raw_fd()).unwrap();
+        let sent_from = realtime_ns();
+        for i in 0..3u8 {
+            tx.send_to(&[i; 8], dst).unwrap();
+        }
+        assert_eq!(batch.recv(rx.as_raw_fd(), 4).unwrap(), 3);
+        let read_at = realtime_ns();
+        let stamps: Vec<u64> = (0..3).map(|i| batch.stamp(i).unwrap()).collect();
+        for (i, &t) in stamps.iter().enumerate() {
+            assert!(
+                t >= sent_from && t <= read_at,
+                "{i}: {t} not in {sent_from}..={read_at}"
+            );
+            assert_eq!(batch.get(i).unwrap().1, &[i as u8; 8][..]);
+        }
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
+        assert_eq!(batch.stamp(3), None, "past this read's datagrams");
+    }
 
     #[test]
     fn reads_a_batch_with_sources_and_lengths() {

@@ -32,6 +32,8 @@ const TIMER_SLACK: Duration = Duration::from_millis(5);
 /// Most datagrams read in one loop turn (then commands and timers get their turn).
 const RECV_BATCH: usize = 256;
 const RECV_BUF: usize = 2048;
+/// A kernel receive stamp older than this (ns) is taken for a clock step, not a wait.
+const MAX_RX_AGE_NS: u64 = 10_000_000_000;
 /// Datagrams per `recvmmsg(2)` and per `sendmmsg(2)`.
 const MMSG: usize = 32;
 /// Most datagrams read before what they caused is serviced and sent (a slice of the turn's
@@ -73,8 +75,18 @@ struct Shell {
     pfds: Vec<libc::pollfd>,
     next_tcp_housekeeping: Instant,
     rx: mpsc::Receiver<Command>,
-    /// Forwarding latency since the last `media stats` line.
+    /// Forwarding latency since the last `media stats` line (socket read → send).
     fwd_latency: crate::metrics::LatencyHistogram,
+    /// Kernel receive stamps (`SO_TIMESTAMPNS`, read with `recvmmsg`) on; off when the
+    /// socket refused the option, without `recvmmsg`, or with `RAKOR_SHELL_RX_STAMPS=0`.
+    rx_stamps: bool,
+    /// Since the last `media stats` line: each datagram's wait in the socket (kernel arrival
+    /// → read), and the forwarding latency from the kernel's arrival (see [`Self::flush`]).
+    rx_wait: crate::metrics::LatencyHistogram,
+    fwd_kernel: crate::metrics::LatencyHistogram,
+    /// This turn's `recvmmsg` reads: the read time handed to the core and the socket wait of
+    /// the read's oldest datagram (ns).
+    read_ages: Vec<(Instant, u64)>,
     next_stats_log: Instant,
     /// Which worker this is, and the rooms-to-workers table it prunes of its gone rooms.
     index: usize,
@@ -258,6 +270,16 @@ pub(crate) fn spawn(
     let now = Instant::now();
     let thread_nice = config.thread_nice;
     let thread_realtime = config.thread_realtime;
+    let thread_slice_us = config.thread_slice_us;
+    let rx_stamps = std::env::var("RAKOR_SHELL_RECVMMSG").map_or(true, |v| v != "0")
+        && std::env::var("RAKOR_SHELL_RX_STAMPS").map_or(true, |v| v != "0")
+        && match crate::mmsg::enable_rx_timestamps(sock.as_raw_fd()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("no kernel receive stamps on the media socket: {e}");
+                false
+            }
+        };
     let mut core = Core::new(config, local_addr, room_events, now, SystemTime::now());
     let recorder_thread = match recorder {
         Some((tap, thread)) => {
@@ -274,6 +296,10 @@ pub(crate) fn spawn(
         next_tcp_housekeeping: now,
         rx,
         fwd_latency: crate::metrics::LatencyHistogram::default(),
+        rx_stamps,
+        rx_wait: crate::metrics::LatencyHistogram::default(),
+        fwd_kernel: crate::metrics::LatencyHistogram::default(),
+        read_ages: Vec::with_capacity(RECV_BATCH),
         next_stats_log: now + STATS_LOG,
         index,
         placement,
@@ -316,18 +342,24 @@ pub(crate) fn spawn(
             let mut shell = shell;
             let span = tracing::info_span!("media_worker", worker = index, addr = %local_addr);
             let _g = span.enter();
-            match crate::priority::set_thread_realtime(thread_realtime) {
-                Ok(true) => tracing::info!(
-                    priority = thread_realtime,
-                    "media worker thread runs under real-time scheduling (SCHED_RR)"
-                ),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(
-                    priority = thread_realtime,
-                    "media worker runs under the fair scheduler: media.thread_realtime not \
-                     applied ({e}; needs CAP_SYS_NICE or RLIMIT_RTPRIO, see docs/operations.md)"
-                ),
-            }
+            let realtime = match crate::priority::set_thread_realtime(thread_realtime) {
+                Ok(true) => {
+                    tracing::info!(
+                        priority = thread_realtime,
+                        "media worker thread runs under real-time scheduling (SCHED_RR)"
+                    );
+                    true
+                }
+                Ok(false) => false,
+                Err(e) => {
+                    tracing::warn!(
+                        priority = thread_realtime,
+                        "media worker runs under the fair scheduler: media.thread_realtime not \
+                         applied ({e}; needs CAP_SYS_NICE or RLIMIT_RTPRIO, see docs/operations.md)"
+                    );
+                    false
+                }
+            };
             match crate::priority::set_thread_nice(thread_nice) {
                 Ok(true) => tracing::info!(nice = thread_nice, "media worker thread priority set"),
                 Ok(false) => {}
@@ -336,6 +368,11 @@ pub(crate) fn spawn(
                     "media worker runs at the process's priority: media.thread_nice not applied \
                      ({e}; lowering it needs CAP_SYS_NICE or RLIMIT_NICE, see docs/operations.md)"
                 ),
+            }
+            // After the nice value: the slice call passes the thread's current one. Under
+            // real time the fair scheduler's slice does not apply (and the call would undo it).
+            if !realtime {
+                apply_thread_slice(thread_slice_us);
             }
             tracing::info!("media worker started");
             shell.run();
@@ -347,6 +384,34 @@ pub(crate) fn spawn(
             tracing::info!("media worker stopped");
         })?;
     Ok((local_addr, join))
+}
+
+/// Ask for `media.thread_slice_us` for the calling media thread; on failure one warning (the
+/// first worker's; the others log at debug) and the kernel's default slice (the thread works
+/// as before, only its wake-up latency on a busy host is longer). Whether the slice applies.
+fn apply_thread_slice(slice_us: u32) -> bool {
+    match crate::priority::set_thread_slice(slice_us) {
+        Ok(true) => {
+            tracing::info!(slice_us, "media worker thread asks for a short time slice");
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            // Every worker fails alike (same kernel, same filter): one warning per process.
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!(slice_us, "media.thread_slice_us not applied ({e})");
+            } else {
+                tracing::warn!(
+                    slice_us,
+                    "media workers keep the kernel's default time slice: media.thread_slice_us \
+                     not applied ({e}; see docs/operations.md)"
+                );
+            }
+            false
+        }
+    }
 }
 
 /// The UDP media socket and, with `ice_tcp`, a TCP listener on the same IP and port number.
@@ -711,6 +776,7 @@ impl Shell {
     /// is read ([`receive_sliced`]). True if any. `recvmmsg(2)`: up to [`MMSG`] datagrams per
     /// syscall (`RAKOR_SHELL_RECVMMSG=0` reads one per `recvfrom`, for comparison).
     fn receive(&mut self) -> bool {
+        self.read_ages.clear();
         let (slice, timer_slices) = (self.recv_slice, self.timer_slices);
         receive_sliced(self, slice, RECV_BATCH, timer_slices)
     }
@@ -775,6 +841,23 @@ impl Shell {
                 if let Some((src, datagram)) = m.get(i) {
                     self.core.handle_datagram(now, src, datagram);
                     s.handed += 1;
+                }
+            }
+            if self.rx_stamps {
+                // The kernel stamps arrivals on the wall clock: the age of each datagram is
+                // wall time now minus its stamp (a clock step makes an age absurd: skipped).
+                let wall = crate::mmsg::realtime_ns();
+                let mut oldest = 0;
+                for i in 0..n {
+                    if let Some(age) = m.stamp(i).and_then(|t| wall.checked_sub(t)) {
+                        if age < MAX_RX_AGE_NS {
+                            self.rx_wait.record(Duration::from_nanos(age));
+                            oldest = oldest.max(age);
+                        }
+                    }
+                }
+                if self.read_ages.len() < self.read_ages.capacity() {
+                    self.read_ages.push((now, oldest));
                 }
             }
             s.used += n;
@@ -865,9 +948,22 @@ impl Shell {
         let mut forwarded = self.core.drain_forwarded().peekable();
         if forwarded.peek().is_some() {
             let done = Instant::now();
+            // From the kernel's arrival: the read's wait is that of its oldest datagram (an
+            // upper bound for the others of the read, at most a slice of datagrams); a
+            // packet of no `recvmmsg` read of this turn (ICE-TCP) counts from its read.
             for read_at in forwarded {
-                self.fwd_latency
-                    .record(done.saturating_duration_since(read_at));
+                let fwd = done.saturating_duration_since(read_at);
+                self.fwd_latency.record(fwd);
+                if self.rx_stamps {
+                    // Most copies are of the turn's last read: looked for from the end.
+                    let age = self
+                        .read_ages
+                        .iter()
+                        .rev()
+                        .find(|(at, _)| *at == read_at)
+                        .map_or(0, |&(_, a)| a);
+                    self.fwd_kernel.record(fwd + Duration::from_nanos(age));
+                }
             }
         }
     }
@@ -904,6 +1000,10 @@ impl Shell {
                 fwd_p50_us = p50,
                 fwd_p99_us = p99,
                 fwd_samples = n,
+                fwd_kernel_p50_us = self.fwd_kernel.quantile(0.5).unwrap_or(0),
+                fwd_kernel_p99_us = self.fwd_kernel.quantile(0.99).unwrap_or(0),
+                rx_wait_p50_us = self.rx_wait.quantile(0.5).unwrap_or(0),
+                rx_wait_p99_us = self.rx_wait.quantile(0.99).unwrap_or(0),
                 slow_commands = commands,
                 slow_timers = timers,
                 slow_read = read,
@@ -918,6 +1018,8 @@ impl Shell {
             );
         }
         self.fwd_latency.reset();
+        self.rx_wait.reset();
+        self.fwd_kernel.reset();
         self.phases = PhaseStats::default();
     }
 
@@ -964,6 +1066,31 @@ impl SlicedInput for Shell {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The slice fallback: a slice the kernel cannot take (out of range here; a seccomp
+    /// filter or an old kernel in the field) leaves the media thread with the kernel's
+    /// default slice and reports it; 0 asks for nothing; a valid slice applies where the
+    /// kernel has custom slices (Linux 6.12+, reported by `sched_getattr`).
+    #[test]
+    fn a_slice_that_cannot_apply_leaves_the_default() {
+        std::thread::spawn(|| {
+            let default = crate::priority::thread_slice_ns().unwrap();
+            assert!(!apply_thread_slice(0));
+            assert!(!apply_thread_slice(50));
+            assert_eq!(crate::priority::thread_slice_ns().unwrap(), default);
+            let applied = apply_thread_slice(150);
+            assert_eq!(
+                applied,
+                default.is_some(),
+                "kernel reports slices: {default:?}"
+            );
+            if applied {
+                assert_eq!(crate::priority::thread_slice_ns().unwrap(), Some(150_000));
+            }
+        })
+        .join()
+        .unwrap();
+    }
 
     /// A socket queue and a core, faked: `read_slice` moves datagrams from the queue into the
     /// core, `service_slice` "sends" what the core holds.

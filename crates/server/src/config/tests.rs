@@ -359,6 +359,16 @@ fn errors_name_the_key_table() {
             &["media.thread_realtime:"],
         ),
         (
+            "slice below the kernel's shortest",
+            err_text("[media]\nthread_slice_us = 99\n"),
+            &["media.thread_slice_us:", "between 100 and 100000"],
+        ),
+        (
+            "env: slice above the kernel's longest",
+            err_env(&[("RAKOR_MEDIA_THREAD_SLICE_US", "100001")]),
+            &["media.thread_slice_us:", "between 100 and 100000"],
+        ),
+        (
             "signing key not base64",
             err_env(&[("RAKOR_AUTH_SIGNING_KEY", "secret value!")]),
             &["auth.signing_key:", "base64"],
@@ -532,5 +542,28 @@ fn thread_nice_accepts_the_whole_nice_range() {
             .media
             .thread_nice,
         -10
+    );
+}
+
+#[test]
+fn thread_slice_takes_the_kernel_range_and_the_environment() {
+    for us in [0, 100, 100_000] {
+        let c = load_text(&format!("[media]\nthread_slice_us = {us}\n")).unwrap();
+        assert_eq!(c.media.thread_slice_us, us);
+        assert_eq!(c.sfu_config().thread_slice_us, us);
+    }
+    let c = load(
+        None,
+        &env(&[("RAKOR_MEDIA_THREAD_SLICE_US", "250")]),
+        &CliOverrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.sfu_config().thread_slice_us, 250);
+    assert_eq!(
+        load(None, &[], &CliOverrides::default())
+            .unwrap()
+            .media
+            .thread_slice_us,
+        DEFAULT_THREAD_SLICE_US
     );
 }

@@ -151,6 +151,14 @@ pub(super) fn validate(c: &Config) -> Result<(), (&'static str, String)> {
             "must be between 0 (off) and 99".into(),
         ));
     }
+    if c.media.thread_slice_us != 0
+        && !rakor_sfu::priority::SLICE_RANGE_US.contains(&c.media.thread_slice_us)
+    {
+        return Err((
+            "media.thread_slice_us",
+            "must be 0 (the kernel's default) or between 100 and 100000".into(),
+        ));
+    }
     if !(4096..=1 << 30).contains(&c.media.socket_buffer_bytes) {
         return Err((
             "media.socket_buffer_bytes",

@@ -17,6 +17,15 @@ pub struct FwdLatency {
     pub p50_us: u64,
     pub p99_us: u64,
     pub samples: u64,
+    /// From the kernel's receive stamp instead of the socket read (`fwd_kernel_p50_us`,
+    /// `fwd_kernel_p99_us`: includes the wait in the socket), and that wait alone
+    /// (`rx_wait_p99_us`, every datagram); absent from servers without kernel stamps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_p50_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_p99_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_wait_p99_us: Option<u64>,
     /// The line's timestamp as written (RFC 3339, UTC).
     pub logged_at: String,
 }
@@ -71,6 +80,9 @@ pub fn parse_media_stats(raw: &str) -> Option<(SystemTime, FwdLatency)> {
             p50_us: num("fwd_p50_us")?,
             p99_us: num("fwd_p99_us")?,
             samples: num("fwd_samples")?,
+            kernel_p50_us: num("fwd_kernel_p50_us"),
+            kernel_p99_us: num("fwd_kernel_p99_us"),
+            rx_wait_p99_us: num("rx_wait_p99_us"),
             logged_at: ts_text.to_owned(),
         },
     ))
@@ -115,8 +127,21 @@ mod tests {
                 p50_us: 41,
                 p99_us: 380,
                 samples: 1200,
+                kernel_p50_us: None,
+                kernel_p99_us: None,
+                rx_wait_p99_us: None,
                 logged_at: "2026-11-23T20:30:00.123456Z".into()
             }
+        );
+        // A server with kernel receive stamps adds the figures from the kernel's arrival.
+        let (_, k) = parse_media_stats(&format!(
+            "{SAMPLE} fwd_kernel_p50_us=60 fwd_kernel_p99_us=900 rx_wait_p50_us=5 \
+             rx_wait_p99_us=700"
+        ))
+        .unwrap();
+        assert_eq!(
+            (k.p99_us, k.kernel_p50_us, k.kernel_p99_us, k.rx_wait_p99_us),
+            (380, Some(60), Some(900), Some(700))
         );
         // The same line as a terminal shows it (ANSI colours), and with a span prefix.
         let ansi = "\u{1b}[2m2026-11-23T20:30:00.123456Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \

@@ -652,6 +652,14 @@ pub fn render(s: &Summary) -> String {
                  µs ({} samples)",
                 l.logged_at, l.p50_us, l.p99_us, l.samples
             );
+            if let (Some(p50), Some(p99)) = (l.kernel_p50_us, l.kernel_p99_us) {
+                let _ = writeln!(
+                    out,
+                    "from the kernel's receive stamp (with the wait in the socket): p50 {p50} µs, \
+                     p99 {p99} µs; the wait alone p99 {} µs",
+                    l.rx_wait_p99_us.unwrap_or(0)
+                );
+            }
         }
         (None, Some(why)) => {
             let _ = writeln!(out, "forwarding latency: not measured ({why})");
